@@ -1,0 +1,1 @@
+//! Image store (in progress).

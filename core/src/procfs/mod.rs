@@ -1,0 +1,1 @@
+//! /proc parsers (in progress).
