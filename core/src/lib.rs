@@ -5,5 +5,23 @@
 //! and the on-disk image those are saved to. It knows nothing of X, D-Bus
 //! or GTK; the session layer builds on it.
 
+pub mod checkpoint;
+pub mod creds;
+pub mod files;
+pub mod freeze;
 pub mod image;
+pub mod memory;
+pub mod policy;
 pub mod procfs;
+pub mod procmem;
+pub mod ptrace;
+pub mod remote;
+pub mod restore;
+pub mod signals;
+pub mod snapshot;
+pub mod thread;
+
+pub use checkpoint::{check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage};
+pub use policy::{Policy, Report};
+pub use restore::{restore, RestoreError, RestoreOptions, Restored};
+pub use snapshot::Snapshot;

@@ -1,1 +1,138 @@
-fn main() {}
+//! `hiber`: save and restore Linux process trees (and, later, whole
+//! desktop sessions) to images.
+
+mod commands;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "hiber", version, about = "Checkpoint and restore Linux process trees")]
+struct Cli {
+    /// Log level filter (also from HIBER_LOG), e.g. "debug" or "hiber_core=trace".
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report, for the process trees under PIDs, every process, fd and
+    /// mapping with its policy and the reason. Exits 3 if anything is refused.
+    Check {
+        #[arg(required = true)]
+        pids: Vec<i32>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show only what is not plainly restored.
+        #[arg(long, short)]
+        brief: bool,
+    },
+    /// Save the process trees under PIDs into an image directory.
+    Checkpoint {
+        #[arg(required = true)]
+        pids: Vec<i32>,
+        /// Image directory to create.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Chunk store shared with earlier images [default: OUTPUT/../.hiber-store].
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Keep chunks inside the image only (no shared store).
+        #[arg(long, conflicts_with = "store")]
+        no_store: bool,
+        /// End the processes once the image is committed.
+        #[arg(long)]
+        stop: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the processes of an image back; returns once they run on their own.
+    Restore {
+        dir: PathBuf,
+        /// Restore into a fresh pid namespace (when the saved pids are taken).
+        #[arg(long)]
+        pidns: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what an image holds: processes, fds, mappings, sizes.
+    Inspect {
+        dir: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also read and verify every chunk's hash.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Start a real program, save it, end it, restore it, show it going on.
+    Demo {
+        /// Where to keep the demo's image [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Measure checkpoint and restore against memcpy and write baselines.
+    Bench {
+        /// Memory sizes to measure, in MiB.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1u64, 64, 1024])]
+        sizes: Vec<u64>,
+        /// Directory for images and baseline files [default: a temporary directory].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the benchmark's workload (dirty MiB of memory, then wait).
+    #[command(hide = true)]
+    BenchWorkload { mib: u64 },
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(str::to_string)
+        .or_else(|| std::env::var("HIBER_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { pids, json, brief } => commands::check::run(&pids, json, brief),
+        Command::Checkpoint {
+            pids,
+            output,
+            store,
+            no_store,
+            stop,
+            json,
+        } => commands::checkpoint::run(&pids, &output, store, no_store, stop, json),
+        Command::Restore { dir, pidns, json } => commands::restore::run(&dir, pidns, json),
+        Command::Inspect { dir, json, verify } => commands::inspect::run(&dir, json, verify),
+        Command::Demo { dir } => commands::demo::run(dir),
+        Command::Bench { sizes, dir, json } => commands::bench::run(&sizes, dir, json),
+        Command::BenchWorkload { mib } => commands::bench::workload(mib),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref());
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("hiber: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Checkpoint: freeze, inspect, classify, dump, commit, resume (or stop).
+//!
+//! Any failure before the commit drops the frozen set, which lets every
+//! task go on exactly as it was, and drops the uncommitted image.
+
+use crate::creds::Creds;
+use crate::files::{FileError, FileTable};
+use crate::freeze::{FreezeError, Frozen, FrozenProcess};
+use crate::image::{ImageError, ImageWriter};
+use crate::memory::{self, MemoryError, MmFields, MmImage, ShmemTable};
+use crate::policy::{Policy, ProcessSummary, Report, Subject};
+use crate::procfs::{ProcDir, ProcfsError, MapsPath};
+use crate::procmem::ProcMem;
+use crate::ptrace;
+use crate::remote::{self, RemoteError, RemoteTask, Scratch};
+use crate::snapshot::{ProcessImage, Rlimit, Snapshot};
+use crate::{signals, thread};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the task set cannot be checkpointed:\n{}", .0.refusals_text())]
+    Refused(Box<Report>),
+    #[error("pid {pid}: {what}: {source}")]
+    Os {
+        pid: i32,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// Size of the scratch area mapped in a task for remote calls.
+pub const SCRATCH_LEN: usize = 4 * 4096;
+
+/// What was learned about the set while frozen, before any page is read.
+#[derive(Debug)]
+struct Inspection {
+    snapshot: Snapshot,
+    files: FileTable,
+    shmem: ShmemTable,
+}
+
+fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
+    let mut out = Vec::new();
+    for resource in 0..16u32 {
+        let mut old = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: prlimit64 with a null new limit only writes `old`.
+        let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
+        if r != 0 {
+            return Err(CheckpointError::Os {
+                pid,
+                what: "prlimit",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        out.push(Rlimit {
+            resource,
+            cur: old.rlim_cur,
+            max: old.rlim_max,
+        });
+    }
+    Ok(out)
+}
+
+fn inspect_process(
+    fp: &FrozenProcess,
+    files: &mut FileTable,
+    shmem: &mut ShmemTable,
+    report: &mut Report,
+) -> Result<Option<ProcessImage>> {
+    let pid = fp.pid;
+    let dir = ProcDir::new(pid);
+    let stat = dir.stat()?;
+    let status = dir.status()?;
+    report.processes.push(ProcessSummary {
+        pid,
+        ppid: fp.ppid,
+        comm: stat.comm.clone(),
+        threads: fp.threads.len(),
+        zombie: fp.zombie,
+    });
+    let creds = Creds::from_status(&status);
+    let base = ProcessImage {
+        pid,
+        ppid: fp.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: stat.comm.clone(),
+        zombie_status: None,
+        creds,
+        cwd: PathBuf::new(),
+        root: PathBuf::new(),
+        umask: 0,
+        personality: 0,
+        rlimits: Vec::new(),
+        mm: None,
+        threads: Vec::new(),
+        sigactions: Vec::new(),
+        shared_pending: Vec::new(),
+        fds: Vec::new(),
+    };
+    if fp.zombie {
+        report.add(pid, Subject::Process, "zombie", Policy::Restore, "recreated as a zombie with its exit status");
+        return Ok(Some(ProcessImage {
+            zombie_status: Some(stat.exit_code),
+            ..base
+        }));
+    }
+    if fp.threads.len() > 1 {
+        report.add(
+            pid,
+            Subject::Process,
+            format!("process {} with {} threads", stat.comm, fp.threads.len()),
+            Policy::Refuse,
+            "multi-threaded processes are not supported yet",
+        );
+        return Ok(None);
+    }
+    if stat.state == 'T' || stat.state == 't' {
+        report.add(pid, Subject::Process, "stopped process", Policy::Refuse, "processes stopped by a signal or a debugger are not supported yet");
+        return Ok(None);
+    }
+    report.add(pid, Subject::Process, format!("process {}", stat.comm), Policy::Restore, "single-threaded process");
+
+    let smaps = dir.smaps()?;
+    let vmas = memory::classify(pid, &smaps, shmem, report);
+    let fds = files.collect(pid, report)?;
+    let cwd = dir.cwd()?;
+    let root = dir.root()?;
+    for (what, p) in [("cwd", &cwd), ("root", &root)] {
+        if p.to_string_lossy().ends_with(" (deleted)") {
+            report.add(pid, Subject::Process, format!("{what} {}", p.display()), Policy::Refuse, "the directory was deleted");
+        }
+    }
+    let exe = dir.exe().ok().filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
+
+    // State only visible from inside: remote calls through the vdso.
+    let vdso = smaps
+        .iter()
+        .find(|s| matches!(s.map.path, MapsPath::Vdso))
+        .map(|s| (s.map.start, s.map.end));
+    let Some((vstart, vend)) = vdso else {
+        report.add(pid, Subject::Process, "process without vdso", Policy::Refuse, "no vdso to run remote calls through");
+        return Ok(None);
+    };
+    let mut mem = ProcMem::new(pid, true);
+    let ip = remote::find_syscall_insn(&mut mem, vstart, vend)?;
+    let task = RemoteTask::new(pid, ip)?;
+    let scratch = Scratch::map(&task, SCRATCH_LEN)?;
+    let inside = (|| -> Result<_> {
+        let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
+        let actions = signals::checkpoint_actions(&task, &mut mem, &scratch, status.sig_cgt | status.sig_ign)?;
+        let th = thread::checkpoint(&task, &mut mem, &scratch)?;
+        Ok((brk, actions, th))
+    })();
+    let unmapped = scratch.unmap(&task);
+    task.restore()?;
+    let (brk, sigactions, th) = inside?;
+    unmapped?;
+    let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
+
+    let fields = MmFields {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_brk: stat.start_brk,
+        brk,
+        start_stack: stat.start_stack,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+    };
+    Ok(Some(ProcessImage {
+        cwd,
+        root,
+        umask: status.umask.unwrap_or(0o022),
+        personality: dir.personality()?,
+        rlimits: rlimits(pid)?,
+        mm: Some(MmImage {
+            vmas,
+            fields,
+            auxv: dir.auxv()?,
+            exe,
+        }),
+        threads: vec![th],
+        sigactions,
+        shared_pending,
+        fds,
+        ..base
+    }))
+}
+
+fn inspect(frozen: &Frozen) -> Result<Inspection> {
+    let mut report = Report::default();
+    let mut files = FileTable::default();
+    let mut shmem = ShmemTable::default();
+    let mut processes = Vec::new();
+    for fp in frozen.processes.values() {
+        if let Some(p) = inspect_process(fp, &mut files, &mut shmem, &mut report)? {
+            processes.push(p);
+        }
+    }
+    files.finish_classification(&mut report);
+    let uname = uname();
+    let snapshot = Snapshot {
+        hiber_version: env!("CARGO_PKG_VERSION").into(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        hostname: uname.0,
+        kernel: uname.1,
+        roots: frozen.roots.clone(),
+        processes,
+        files: Vec::new(),
+        pipes: Vec::new(),
+        shmem: Vec::new(),
+        report,
+    };
+    Ok(Inspection {
+        snapshot,
+        files,
+        shmem,
+    })
+}
+
+fn uname() -> (String, String) {
+    // SAFETY: utsname is plain old data; zeroed is valid.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a valid out pointer.
+    unsafe { libc::uname(&mut u) };
+    let s = |f: &[libc::c_char]| {
+        // SAFETY: uname NUL-terminates each field within its array.
+        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+    };
+    (s(&u.nodename), s(&u.release))
+}
+
+/// The checkpointability report of the trees under `roots`. The tasks are
+/// frozen for the inspection and let go at once.
+pub fn check(roots: &[i32]) -> Result<Report> {
+    let frozen = Frozen::freeze(roots)?;
+    let inspection = inspect(&frozen)?;
+    frozen.thaw();
+    Ok(inspection.snapshot.report)
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub roots: Vec<i32>,
+    pub dir: PathBuf,
+    /// Chunk store shared by successive images; None keeps chunks in the image only.
+    pub store: Option<PathBuf>,
+    /// End the processes once the image is committed.
+    pub stop: bool,
+    pub threads: usize,
+}
+
+/// Stages reported while a checkpoint runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Freezing,
+    Inspecting,
+    DumpingMemory { done: u64, total: u64 },
+    Committing,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckpointStats {
+    pub dir: PathBuf,
+    pub processes: usize,
+    pub frozen: Duration,
+    pub total: Duration,
+    /// Page and file data saved (uncompressed).
+    pub bytes_raw: u64,
+    /// New bytes written to the store by this checkpoint.
+    pub bytes_written: u64,
+    /// Bytes of the image on disk (metadata + chunks it references).
+    pub image_bytes: u64,
+    pub report: Report,
+}
+
+/// Save the trees under `opts.roots` into `opts.dir`.
+pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<CheckpointStats> {
+    let t0 = Instant::now();
+    progress(Stage::Freezing);
+    // Frozen time counts from the first stop, which happens inside freeze().
+    let frozen_at = Instant::now();
+    let frozen = Frozen::freeze(&opts.roots)?;
+    progress(Stage::Inspecting);
+    let Inspection {
+        mut snapshot,
+        mut files,
+        mut shmem,
+    } = inspect(&frozen)?;
+    if !snapshot.report.is_checkpointable() {
+        return Err(CheckpointError::Refused(Box::new(snapshot.report)));
+    }
+    let writer = ImageWriter::create(&opts.dir, opts.store.as_deref())?;
+    let total_pages: u64 = snapshot
+        .processes
+        .iter()
+        .filter_map(|p| p.mm.as_ref())
+        .flat_map(|m| &m.vmas)
+        .map(|v| v.len())
+        .sum();
+    {
+        let mut sink = writer.sink(opts.threads.max(1), opts.threads.max(1) * 4);
+        let mut pending = Vec::new();
+        let mut done = 0;
+        for p in &snapshot.processes {
+            let Some(mm) = &p.mm else {
+                pending.push(Vec::new());
+                continue;
+            };
+            let mut mem = ProcMem::new(p.pid, false);
+            pending.push(memory::dump_private_pages(p.pid, &mm.vmas, &mut mem, &mut sink)?);
+            done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();
+            progress(Stage::DumpingMemory {
+                done,
+                total: total_pages,
+            });
+        }
+        let mut shm_pending = Vec::new();
+        for (obj, &source) in shmem.objects.iter().zip(&shmem.sources) {
+            shm_pending.push(memory::dump_shmem(source, obj, &mut sink)?);
+        }
+        let refs = sink.finish()?;
+        for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
+            if let Some(mm) = &mut p.mm {
+                for (v, pv) in mm.vmas.iter_mut().zip(pend) {
+                    v.pages = memory::resolve(pv, &refs);
+                }
+            }
+        }
+        for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
+            obj.pages = memory::resolve(pend, &refs);
+        }
+    }
+    files.dump_data(&writer)?;
+    snapshot.files = std::mem::take(&mut files.files);
+    snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
+    snapshot.shmem = std::mem::take(&mut shmem.objects);
+    progress(Stage::Committing);
+    let stats = writer.stats();
+    let committed = writer.commit(&snapshot)?;
+    let processes = snapshot.processes.len();
+    let frozen_for = frozen_at.elapsed();
+    if opts.stop {
+        frozen.kill_all();
+    } else {
+        frozen.thaw();
+    }
+    let total = t0.elapsed();
+    info!(dir = %opts.dir.display(), processes, ?frozen_for, ?total, "checkpoint committed");
+    debug!(?stats, "image write statistics");
+    Ok(CheckpointStats {
+        dir: opts.dir.clone(),
+        processes,
+        frozen: frozen_for,
+        total,
+        bytes_raw: stats.raw_bytes,
+        bytes_written: stats.written_bytes,
+        image_bytes: committed.image_bytes,
+        report: snapshot.report,
+    })
+}
+
+/// Whether a directory looks like an image (for callers choosing a path).
+pub fn is_image_dir(dir: &Path) -> bool {
+    dir.join("hiber-image").is_file()
+}

@@ -1,0 +1,58 @@
+//! eventfd: its counter and semaphore mode, from fdinfo.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFd {
+    pub count: u64,
+    pub semaphore: bool,
+}
+
+impl EventFd {
+    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+        let mut efd_flags = libc::EFD_CLOEXEC;
+        if self.semaphore {
+            efd_flags |= libc::EFD_SEMAPHORE;
+        }
+        if flags as i32 & libc::O_NONBLOCK != 0 {
+            efd_flags |= libc::EFD_NONBLOCK;
+        }
+        // eventfd's initial value is an unsigned int; larger counts are
+        // added with a write.
+        let initial = u32::try_from(self.count).unwrap_or(0);
+        // SAFETY: eventfd takes integers and returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(initial, efd_flags) };
+        if fd < 0 {
+            return Err(FileError::Create {
+                what: "creating an eventfd",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if u64::from(initial) != self.count {
+            use std::io::Write;
+            let mut f = std::fs::File::from(fd.try_clone().map_err(|source| FileError::Create {
+                what: "duplicating an eventfd",
+                source,
+            })?);
+            f.write_all(&self.count.to_ne_bytes()).map_err(|source| FileError::Create {
+                what: "setting an eventfd counter",
+                source,
+            })?;
+        }
+        Ok(fd)
+    }
+}
+
+pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+    let count = info
+        .eventfd_count()
+        .ok_or_else(|| "eventfd without an eventfd-count line in fdinfo".to_string())?;
+    let semaphore = info.get("eventfd-semaphore").is_some_and(|v| v.trim() == "1");
+    Ok(FileKind::EventFd(EventFd { count, semaphore }))
+}

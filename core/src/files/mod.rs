@@ -1,0 +1,295 @@
+//! Open files: the fd table of each process and the open file descriptions
+//! (OFDs) behind it.
+//!
+//! At checkpoint every fd is fetched into the checkpointer with
+//! `pidfd_getfd` (the same OFD: offsets and flags shared), classified by
+//! kind, and fds that share one OFD (inherited across fork, dup'ed) are
+//! found with `kcmp` so that restore opens the OFD once and hands it to
+//! every holder. Each kind lives in its own module with both directions.
+
+pub mod chardev;
+pub mod eventfd;
+pub mod pipe;
+pub mod regular;
+
+use crate::image::{ChunkRef, ImageError, ImageReader, ImageWriter};
+use crate::policy::{Policy, Report, Subject};
+use crate::procfs::{ProcDir, ProcfsError};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("pid {pid} fd {fd}: {op}: {source}")]
+    Fd {
+        pid: i32,
+        fd: i32,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Path {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{path} is device {found}, the image expects {expected}")]
+    DeviceMismatch {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{what}: {source}")]
+    Create { what: &'static str, source: io::Error },
+    #[error("image refers to {what} {index}, which it does not contain")]
+    BadReference { what: &'static str, index: usize },
+}
+
+type Result<T> = std::result::Result<T, FileError>;
+
+/// One fd of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdImage {
+    pub fd: i32,
+    pub cloexec: bool,
+    /// Index into `Snapshot::files`.
+    pub file: usize,
+}
+
+/// One open file description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFile {
+    /// File status flags and access mode (`O_*`), without `O_CLOEXEC`.
+    pub flags: u32,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FileKind {
+    Regular(regular::RegularFile),
+    Directory { path: PathBuf },
+    /// One end of a pipe or FIFO of `Snapshot::pipes`.
+    Pipe(pipe::PipeEnd),
+    CharDevice(chardev::CharDevice),
+    EventFd(eventfd::EventFd),
+}
+
+impl FileKind {
+    pub fn describe(&self) -> String {
+        match self {
+            FileKind::Regular(r) => r.describe(),
+            FileKind::Directory { path } => format!("directory {}", path.display()),
+            FileKind::Pipe(p) => p.describe(),
+            FileKind::CharDevice(c) => c.describe(),
+            FileKind::EventFd(_) => "eventfd".into(),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        match self {
+            FileKind::CharDevice(_) => Policy::Reopen,
+            _ => Policy::Restore,
+        }
+    }
+
+    pub fn chunks(&self) -> Vec<&ChunkRef> {
+        match self {
+            FileKind::Regular(r) => r.chunks(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd is a live pidfd; the call returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+}
+
+/// Whether two fds of this process refer to one open file description.
+fn same_ofd(a: &OwnedFd, b: &OwnedFd) -> bool {
+    const KCMP_FILE: i32 = 0;
+    let me = std::process::id();
+    // SAFETY: kcmp compares kernel objects by index; no memory is passed.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, me, me, KCMP_FILE, a.as_raw_fd(), b.as_raw_fd()) };
+    r == 0
+}
+
+fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a valid out pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st)
+}
+
+/// The open files of the whole task set, built at checkpoint.
+#[derive(Debug, Default)]
+pub struct FileTable {
+    pub files: Vec<OpenFile>,
+    pub pipes: pipe::PipeTable,
+    /// Our copy of each OFD, to compare and to read data through.
+    held: Vec<OwnedFd>,
+    by_inode: HashMap<(u64, u64), Vec<usize>>,
+}
+
+impl FileTable {
+    /// Classify every fd of `pid`; refusals go to `report` (and the fd is left out).
+    pub fn collect(&mut self, pid: i32, report: &mut Report) -> Result<Vec<FdImage>> {
+        let dir = ProcDir::new(pid);
+        let pidfd = pidfd_open(pid).map_err(|source| FileError::Fd {
+            pid,
+            fd: -1,
+            op: "pidfd_open",
+            source,
+        })?;
+        let mut fds = Vec::new();
+        for fd in dir.fds()? {
+            let info = dir.fdinfo(fd)?;
+            let target = dir.fd_target(fd)?;
+            let local = pidfd_getfd(&pidfd, fd).map_err(|source| FileError::Fd {
+                pid,
+                fd,
+                op: "pidfd_getfd",
+                source,
+            })?;
+            let st = fstat(&local).map_err(|source| FileError::Fd {
+                pid,
+                fd,
+                op: "fstat",
+                source,
+            })?;
+            let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+            let flags = info.flags & !(libc::O_CLOEXEC as u32);
+            let key = (st.st_dev, st.st_ino);
+            // An OFD already met (fork, dup, SCM_RIGHTS): reuse it.
+            if let Some(&i) = self
+                .by_inode
+                .get(&key)
+                .and_then(|c| c.iter().find(|&&i| same_ofd(&self.held[i], &local)))
+            {
+                let f = &self.files[i];
+                report.add(pid, Subject::Fd { fd }, f.kind.describe(), f.kind.policy(), "shares an open file description already saved");
+                fds.push(FdImage { fd, cloexec, file: i });
+                continue;
+            }
+            let target_str = target.to_string_lossy().into_owned();
+            let kind = match st.st_mode & libc::S_IFMT {
+                libc::S_IFREG => regular::checkpoint(pid, fd, &target, &info, &st),
+                libc::S_IFDIR => Ok(FileKind::Directory { path: target.clone() }),
+                libc::S_IFIFO => Ok(self.pipes.checkpoint(pid, fd, &target, &local, flags, &st)),
+                libc::S_IFCHR => chardev::checkpoint(&target, &st),
+                libc::S_IFSOCK => Err("sockets are not supported yet".to_string()),
+                _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
+                _ => Err(format!("{target_str}: this kind of file is not supported yet")),
+            };
+            match kind {
+                Ok(kind) => {
+                    let policy = kind.policy();
+                    let reason = match &kind {
+                        FileKind::Pipe(end) => self.pipes.reason(end),
+                        FileKind::CharDevice(_) => "stateless device, reopened by path, major:minor checked".into(),
+                        FileKind::Regular(r) if r.ghost.is_some() => "deleted while open: contents saved in the image".into(),
+                        _ => "recreated with its flags and offset".into(),
+                    };
+                    report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
+                    let i = self.files.len();
+                    self.files.push(OpenFile { flags, kind });
+                    self.held.push(local);
+                    self.by_inode.entry(key).or_default().push(i);
+                    fds.push(FdImage { fd, cloexec, file: i });
+                }
+                Err(reason) => report.add(pid, Subject::Fd { fd }, target_str, Policy::Refuse, reason),
+            }
+        }
+        Ok(fds)
+    }
+
+    /// After every process is collected: pipe peers are known.
+    pub fn finish_classification(&self, report: &mut Report) {
+        self.pipes.report_external(report);
+    }
+
+    /// Save the data held by files and pipes (queued pipe bytes, contents of
+    /// deleted files) into the image.
+    pub fn dump_data(&mut self, writer: &ImageWriter) -> Result<()> {
+        for (file, held) in self.files.iter_mut().zip(&self.held) {
+            match &mut file.kind {
+                FileKind::Regular(r) => r.dump_ghost(held, writer)?,
+                FileKind::Pipe(end) => self.pipes.dump(end.pipe, held, writer)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Open every OFD of the image in the restorer, each at or above `base`.
+/// Index i of the result is `files[i]`.
+pub fn restore_all(
+    files: &[OpenFile],
+    pipes: &[pipe::PipeImage],
+    image: &ImageReader,
+    base: RawFd,
+) -> Result<Vec<OwnedFd>> {
+    let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let fd = match &f.kind {
+            FileKind::Regular(r) => r.restore(f.flags, image)?,
+            FileKind::Directory { path } => regular::open_path(path, (f.flags as i32) | libc::O_DIRECTORY)?,
+            FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
+            FileKind::CharDevice(c) => c.restore(f.flags)?,
+            FileKind::EventFd(e) => e.restore(f.flags)?,
+        };
+        out.push(move_above(fd, base)?);
+    }
+    Ok(out)
+}
+
+/// Re-number `fd` to the lowest free number at or above `base`.
+fn move_above(fd: OwnedFd, base: RawFd) -> Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd or -1.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
+    if r < 0 {
+        return Err(FileError::Create {
+            what: "moving a restored fd above the target fd range",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// Set a fd's status flags (O_NONBLOCK, O_APPEND...) as saved.
+fn set_status_flags(fd: &OwnedFd, flags: u32) -> io::Result<()> {
+    // SAFETY: F_SETFL on an open fd with an integer argument.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Pipes and FIFOs, with the bytes queued in them.
+//!
+//! Queued data is read without consuming it: a fresh read end is opened on
+//! the same pipe through /proc and `tee`d into a pipe of ours. A pipe whose
+//! other end no saved process holds is Reset: restored with that end closed,
+//! so the reader sees end-of-file after the saved data, and a writer EPIPE.
+
+use super::{set_status_flags, FileError, FileKind};
+use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::policy::{Policy, Report, Subject};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Bound on queued bytes per pipe (the kernel caps unprivileged pipes at 1 MiB).
+pub const MAX_PIPE_DATA: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeEnd {
+    /// Index into `Snapshot::pipes`.
+    pub pipe: usize,
+    pub read: bool,
+    pub write: bool,
+}
+
+impl PipeEnd {
+    pub fn describe(&self) -> String {
+        let end = match (self.read, self.write) {
+            (true, true) => "read/write end",
+            (true, false) => "read end",
+            _ => "write end",
+        };
+        format!("pipe #{} {end}", self.pipe)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeImage {
+    pub inode: u64,
+    /// The FIFO's path, for named pipes.
+    pub fifo: Option<PathBuf>,
+    pub size: u32,
+    pub data_len: u64,
+    pub data: Vec<ChunkRef>,
+}
+
+/// Pipes met at checkpoint.
+#[derive(Debug, Default)]
+pub struct PipeTable {
+    pub pipes: Vec<PipeImage>,
+    index: HashMap<(u64, u64), usize>,
+    holders: Vec<(i32, i32, PipeEnd)>,
+    dumped: Vec<bool>,
+}
+
+fn pipe_size(fd: &OwnedFd) -> u32 {
+    // SAFETY: F_GETPIPE_SZ on an open fd.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if r > 0 {
+        r as u32
+    } else {
+        65536
+    }
+}
+
+fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn reopen(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
+    let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
+    // SAFETY: path is NUL-terminated; open returns a new fd or -1.
+    let r = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+impl PipeTable {
+    pub(super) fn checkpoint(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        target: &Path,
+        local: &OwnedFd,
+        flags: u32,
+        st: &libc::stat,
+    ) -> FileKind {
+        let key = (st.st_dev, st.st_ino);
+        let fifo = (!target.to_string_lossy().starts_with("pipe:[")).then(|| target.to_path_buf());
+        let pipe = *self.index.entry(key).or_insert_with(|| {
+            self.pipes.push(PipeImage {
+                inode: st.st_ino,
+                fifo,
+                size: pipe_size(local),
+                data_len: 0,
+                data: Vec::new(),
+            });
+            self.dumped.push(false);
+            self.pipes.len() - 1
+        });
+        let acc = flags as i32 & libc::O_ACCMODE;
+        let end = PipeEnd {
+            pipe,
+            read: acc != libc::O_WRONLY,
+            write: acc != libc::O_RDONLY,
+        };
+        self.holders.push((pid, fd, end));
+        FileKind::Pipe(end)
+    }
+
+    pub(super) fn reason(&self, end: &PipeEnd) -> String {
+        match &self.pipes[end.pipe].fifo {
+            Some(p) => format!("FIFO {}: queued data saved", p.display()),
+            None => "queued data saved".into(),
+        }
+    }
+
+    /// Mark pipes with an end outside the set as Reset.
+    pub(super) fn report_external(&self, report: &mut Report) {
+        for (i, p) in self.pipes.iter().enumerate() {
+            let ends = self.holders.iter().filter(|h| h.2.pipe == i);
+            let readers = ends.clone().any(|h| h.2.read);
+            let writers = ends.clone().any(|h| h.2.write);
+            // A FIFO can be opened again by path, so its peers may come back.
+            if (readers && writers) || p.fifo.is_some() {
+                continue;
+            }
+            let missing = if readers { "write" } else { "read" };
+            for &(pid, fd, _) in ends {
+                if let Some(f) = report
+                    .findings
+                    .iter_mut()
+                    .find(|f| f.pid == pid && f.subject == Subject::Fd { fd })
+                {
+                    f.policy = Policy::Reset;
+                    f.reason = format!(
+                        "the {missing} end is outside the saved set: restored closed (the program sees {})",
+                        if readers { "end-of-file after the queued data" } else { "EPIPE" }
+                    );
+                }
+            }
+        }
+    }
+
+    /// Save the queued bytes of pipe `i`, once, reading through `held`.
+    pub(super) fn dump(&mut self, i: usize, held: &OwnedFd, writer: &ImageWriter) -> Result<(), FileError> {
+        if self.dumped[i] {
+            return Ok(());
+        }
+        self.dumped[i] = true;
+        let io_err = |op: &'static str| {
+            move |source: io::Error| FileError::Create {
+                what: op,
+                source,
+            }
+        };
+        let reader = reopen(held, libc::O_RDONLY | libc::O_NONBLOCK).map_err(io_err("opening a pipe to peek at its data"))?;
+        let (ours_r, ours_w) = new_pipe().map_err(io_err("creating a pipe"))?;
+        let size = self.pipes[i].size.max(65536);
+        // SAFETY: F_SETPIPE_SZ on our own pipe.
+        unsafe { libc::fcntl(ours_w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        // SAFETY: tee between two pipe fds we hold; no user memory.
+        let n = unsafe {
+            libc::tee(
+                reader.as_raw_fd(),
+                ours_w.as_raw_fd(),
+                MAX_PIPE_DATA as usize,
+                libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EAGAIN) {
+                return Err(io_err("copying pipe data with tee")(err));
+            }
+        }
+        drop(ours_w);
+        let mut data = Vec::new();
+        std::fs::File::from(ours_r)
+            .read_to_end(&mut data)
+            .map_err(io_err("reading copied pipe data"))?;
+        let p = &mut self.pipes[i];
+        p.data_len = data.len() as u64;
+        if !data.is_empty() {
+            p.data.push(writer.put_chunk(&data)?);
+        }
+        Ok(())
+    }
+}
+
+/// The pipes of an image, recreated in the restorer with their data.
+#[derive(Debug)]
+pub struct PipeEnds {
+    /// Per pipe: (read end, write end) first handed out, then reopened.
+    ends: Vec<(OwnedFd, OwnedFd, bool, bool)>,
+}
+
+impl PipeEnds {
+    pub fn create(pipes: &[PipeImage], image: &ImageReader) -> Result<Self, FileError> {
+        let mut ends = Vec::with_capacity(pipes.len());
+        for p in pipes {
+            let (r, w) = match &p.fifo {
+                Some(path) => {
+                    // O_RDWR never blocks on a FIFO; it keeps the FIFO open
+                    // while the program's own ends are opened.
+                    let anchor = super::regular::open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?;
+                    let r = reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| FileError::Path {
+                        op: "opening FIFO",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    (r, anchor)
+                }
+                None => new_pipe().map_err(|source| FileError::Create {
+                    what: "creating a pipe",
+                    source,
+                })?,
+            };
+            // Best effort: above 1 MiB needs CAP_SYS_RESOURCE; the data fits anyway.
+            // SAFETY: F_SETPIPE_SZ on our own pipe.
+            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
+            let mut buf = Vec::new();
+            let mut file = std::fs::File::from(w.try_clone().map_err(|source| FileError::Create {
+                what: "duplicating a pipe fd",
+                source,
+            })?);
+            for c in &p.data {
+                image.read_chunk(c, &mut buf)?;
+                file.write_all(&buf).map_err(|source| FileError::Create {
+                    what: "refilling a pipe with its saved data",
+                    source,
+                })?;
+            }
+            ends.push((r, w, false, false));
+        }
+        Ok(Self { ends })
+    }
+
+    pub fn open(&mut self, end: &PipeEnd, flags: u32) -> Result<OwnedFd, FileError> {
+        let Some(slot) = self.ends.get_mut(end.pipe) else {
+            return Err(FileError::BadReference {
+                what: "pipe",
+                index: end.pipe,
+            });
+        };
+        let err = |source| FileError::Create {
+            what: "opening a pipe end",
+            source,
+        };
+        let acc = flags as i32 & libc::O_ACCMODE;
+        let fd = if acc == libc::O_RDWR {
+            reopen(&slot.1, libc::O_RDWR).map_err(err)?
+        } else if end.write {
+            if slot.3 {
+                reopen(&slot.1, libc::O_WRONLY | libc::O_NONBLOCK).map_err(err)?
+            } else {
+                slot.3 = true;
+                slot.1.try_clone().map_err(err)?
+            }
+        } else if slot.2 {
+            reopen(&slot.0, libc::O_RDONLY | libc::O_NONBLOCK).map_err(err)?
+        } else {
+            slot.2 = true;
+            slot.0.try_clone().map_err(err)?
+        };
+        set_status_flags(&fd, flags & !(libc::O_ACCMODE as u32)).map_err(err)?;
+        Ok(fd)
+    }
+}

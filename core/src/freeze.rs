@@ -1,0 +1,203 @@
+//! Collecting and freezing the task set: the process trees under some root
+//! pids, every thread of every process, held in ptrace stops.
+//!
+//! Freezing re-scans until no new task appears, so a fork racing with the
+//! freeze is caught. Dropping a [`Frozen`] set lets every task go on as it
+//! was; so does the checkpointer dying, because seized tasks are detached by
+//! the kernel when their tracer exits.
+
+use crate::procfs::{ProcDir, ProcfsError};
+use crate::ptrace::{self, PtraceError, Stop};
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::debug;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    #[error("pid {pid} does not exist")]
+    NoSuchProcess { pid: i32 },
+    #[error("pid {pid} is this checkpointer or one of its ancestors; it cannot be saved by itself")]
+    SelfInSet { pid: i32 },
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error("stopping tid {tid}: {source}")]
+    Stop { tid: i32, source: PtraceError },
+}
+
+type Result<T> = std::result::Result<T, FreezeError>;
+
+/// One process of the set, as found when it was frozen.
+#[derive(Debug, Clone)]
+pub struct FrozenProcess {
+    pub pid: i32,
+    pub ppid: i32,
+    pub threads: Vec<i32>,
+    pub zombie: bool,
+}
+
+/// The frozen task set. Dropping it thaws every task.
+#[derive(Debug)]
+pub struct Frozen {
+    pub roots: Vec<i32>,
+    pub processes: BTreeMap<i32, FrozenProcess>,
+    seized: Vec<i32>,
+    released: bool,
+}
+
+fn is_zombie(pid: i32) -> Result<bool> {
+    match ProcDir::new(pid).stat() {
+        Ok(stat) => Ok(stat.state == 'Z' || stat.state == 'X'),
+        Err(ProcfsError::ProcessGone { .. }) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pids of the trees under `roots` (roots included), as /proc shows them now.
+fn scan(roots: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
+    let mut found = BTreeMap::new();
+    let mut todo: Vec<(i32, i32)> = Vec::new();
+    for &root in roots {
+        let stat = ProcDir::new(root).stat().map_err(|e| match e {
+            ProcfsError::ProcessGone { .. } => FreezeError::NoSuchProcess { pid: root },
+            e => e.into(),
+        })?;
+        todo.push((root, stat.ppid));
+    }
+    while let Some((pid, ppid)) = todo.pop() {
+        if found.contains_key(&pid) {
+            continue;
+        }
+        let dir = ProcDir::new(pid);
+        let (threads, children) = match (dir.tasks(), dir.children()) {
+            (Ok(t), Ok(c)) => (t, c),
+            (Err(ProcfsError::ProcessGone { .. }), _) | (_, Err(ProcfsError::ProcessGone { .. })) => {
+                // Exited (and reaped) while we looked: not part of the set.
+                continue;
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        for child in children {
+            todo.push((child, pid));
+        }
+        found.insert(pid, (ppid, threads));
+    }
+    Ok(found)
+}
+
+/// Stop one seized task; a signal arriving first is delivered, not lost.
+fn wait_for_stop(tid: i32) -> std::result::Result<bool, PtraceError> {
+    loop {
+        match ptrace::wait(tid)?.0 {
+            Stop::Event { .. } => return Ok(true),
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(false),
+            Stop::Signal(sig) => ptrace::cont(tid, sig)?,
+            Stop::Syscall => ptrace::cont(tid, 0)?,
+        }
+    }
+}
+
+impl Frozen {
+    /// Freeze the trees under `roots` with ptrace.
+    pub fn freeze(roots: &[i32]) -> Result<Self> {
+        let me = std::process::id() as i32;
+        let mut ancestors = BTreeSet::new();
+        let mut p = me;
+        while p > 1 {
+            ancestors.insert(p);
+            p = ProcDir::new(p).stat().map(|s| s.ppid).unwrap_or(0);
+        }
+        let mut frozen = Frozen {
+            roots: roots.to_vec(),
+            processes: BTreeMap::new(),
+            seized: Vec::new(),
+            released: false,
+        };
+        let mut seized: BTreeSet<i32> = BTreeSet::new();
+        loop {
+            let found = scan(roots)?;
+            if let Some(&pid) = found.keys().find(|p| ancestors.contains(p)) {
+                return Err(FreezeError::SelfInSet { pid });
+            }
+            let mut new = Vec::new();
+            for (&pid, (_, threads)) in &found {
+                for &tid in threads {
+                    if seized.contains(&tid) || is_zombie(tid)? {
+                        continue;
+                    }
+                    match ptrace::seize(tid) {
+                        Ok(()) => {}
+                        Err(PtraceError::Gone { .. }) => continue,
+                        Err(source) => return Err(FreezeError::Stop { tid, source }),
+                    }
+                    seized.insert(tid);
+                    frozen.seized.push(tid);
+                    ptrace::interrupt(tid).map_err(|source| FreezeError::Stop { tid, source })?;
+                    new.push((pid, tid));
+                }
+            }
+            for &(_, tid) in &new {
+                if !wait_for_stop(tid).map_err(|source| FreezeError::Stop { tid, source })? {
+                    seized.remove(&tid);
+                    frozen.seized.retain(|&t| t != tid);
+                }
+            }
+            if new.is_empty() {
+                for (pid, (ppid, threads)) in found {
+                    let zombie = threads.iter().all(|t| !seized.contains(t));
+                    frozen.processes.insert(
+                        pid,
+                        FrozenProcess {
+                            pid,
+                            ppid,
+                            threads,
+                            zombie,
+                        },
+                    );
+                }
+                debug!(processes = frozen.processes.len(), tasks = frozen.seized.len(), "frozen");
+                return Ok(frozen);
+            }
+        }
+    }
+
+    /// Let every task run again, as it was.
+    pub fn thaw(mut self) {
+        self.release();
+    }
+
+    fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        for &tid in &self.seized {
+            if let Err(err) = ptrace::detach(tid) {
+                debug!(tid, %err, "detach");
+            }
+        }
+    }
+
+    /// End every process of the set (after its image is committed).
+    pub fn kill_all(mut self) {
+        self.released = true;
+        for pid in self.processes.keys() {
+            // SAFETY: plain kill of a pid we froze and still trace.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        // Consume the tracer's exit notifications, so the real parents can
+        // reap their children.
+        for &tid in &self.seized {
+            let _ = ptrace::wait(tid);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Used by `check`: every pid of the trees under `roots`, without freezing.
+pub fn list_tree(roots: &[i32]) -> Result<Vec<i32>> {
+    Ok(scan(roots)?.into_keys().collect())
+}

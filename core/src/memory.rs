@@ -1,0 +1,780 @@
+//! Memory: the address space of a process, its mappings and their pages.
+//!
+//! Checkpoint walks /proc/PID/maps, decides per mapping what must be saved
+//! (anonymous pages that were touched, the modified pages of private file
+//! mappings, the contents of shared anonymous memory) and streams those
+//! pages, in windows of 64 pages, to the image's chunk sink. Zero pages of
+//! anonymous memory are not stored: an untouched anonymous page reads zero.
+//!
+//! Restore recreates each mapping at its address with its protection from
+//! inside the task (remote mmap through the restore gadget) and writes the
+//! saved pages back from the outside.
+
+use crate::image::{ChunkRef, ChunkSink, ImageError, ImageReader};
+use crate::policy::{Policy, Report, Subject};
+use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, ProcfsError, SmapsEntry};
+use crate::procmem::{ProcMem, ProcMemError};
+use crate::remote::{RemoteError, RemoteTask, Scratch};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub const PAGE_SIZE: u64 = 4096;
+/// Pages per chunk window: the unit of deduplication between snapshots.
+pub const WINDOW_PAGES: u64 = 64;
+const WINDOW_BYTES: u64 = PAGE_SIZE * WINDOW_PAGES;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error(transparent)]
+    ProcMem(#[from] ProcMemError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("pid {pid}: mapped file {path} changed since the checkpoint ({what})")]
+    FileChanged { pid: i32, path: PathBuf, what: String },
+    #[error("pid {pid}: the {name} layout of this kernel differs from the image's (saved {saved} bytes, here {here})")]
+    VdsoLayout { pid: i32, name: &'static str, saved: u64, here: u64 },
+    #[error("chunk {hash} of pid {pid} at {addr:#x} holds {found} bytes, its page bitmap says {expected}")]
+    ChunkShape { pid: i32, addr: u64, hash: String, expected: usize, found: usize },
+    #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is not page aligned or lies outside user space")]
+    BadMapping { pid: i32, start: u64, end: u64 },
+}
+
+type Result<T> = std::result::Result<T, MemoryError>;
+
+/// Saved pages of one window: which of its 64 pages are stored, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageChunk {
+    /// Address (or object offset) of the window's first page.
+    pub addr: u64,
+    /// Bit i set: page `addr + i * 4096` is in the chunk, in order.
+    pub bitmap: u64,
+    pub chunk: ChunkRef,
+}
+
+/// What backs a mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Backing {
+    /// Private anonymous memory (heap, stack, malloc arenas).
+    Anon,
+    /// A file; private mappings carry their modified pages.
+    File { path: PathBuf, offset: u64, size: u64, mtime_ns: i64 },
+    /// Shared anonymous memory, one object of `Snapshot::shmem`.
+    Shmem { object: usize, offset: u64 },
+    Vdso,
+    Vvar,
+    VvarVclock,
+}
+
+/// One mapping (VMA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    pub shared: bool,
+    pub growsdown: bool,
+    pub backing: Backing,
+    pub pages: Vec<PageChunk>,
+}
+
+impl Vma {
+    fn prot(&self) -> u64 {
+        let mut p = 0;
+        if self.read {
+            p |= libc::PROT_READ;
+        }
+        if self.write {
+            p |= libc::PROT_WRITE;
+        }
+        if self.exec {
+            p |= libc::PROT_EXEC;
+        }
+        p as u64
+    }
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// A shared anonymous memory object (MAP_SHARED|MAP_ANONYMOUS, /dev/zero).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemObject {
+    /// (device, inode) of the object at checkpoint, to group its mappings.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    pub size: u64,
+    pub pages: Vec<PageChunk>,
+}
+
+/// The `mm` fields set with `PR_SET_MM_MAP`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmFields {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// The address space of one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmImage {
+    pub vmas: Vec<Vma>,
+    pub fields: MmFields,
+    #[serde(with = "hex::serde")]
+    pub auxv: Vec<u8>,
+    pub exe: Option<PathBuf>,
+}
+
+impl MmImage {
+    pub fn page_chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        self.vmas.iter().flat_map(|v| v.pages.iter().map(|p| &p.chunk))
+    }
+}
+
+fn file_identity(path: &Path) -> io::Result<(u64, i64)> {
+    let md = std::fs::metadata(path)?;
+    Ok((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
+}
+
+/// Classify the mappings of `pid` (from smaps), adding findings to `report`.
+/// Shared anonymous objects are collected into `shmem`, keyed by inode.
+pub fn classify(
+    pid: i32,
+    smaps: &[SmapsEntry],
+    shmem: &mut ShmemTable,
+    report: &mut Report,
+) -> Vec<Vma> {
+    let mut vmas = Vec::new();
+    for entry in smaps {
+        let m = &entry.map;
+        let subject = Subject::Mapping { start: m.start, end: m.end };
+        let growsdown = entry.vm_flags.iter().any(|f| f == "gd");
+        let backing = match &m.path {
+            MapsPath::Vsyscall => continue,
+            MapsPath::Vdso => Backing::Vdso,
+            MapsPath::Vvar => Backing::Vvar,
+            MapsPath::VvarVclock => Backing::VvarVclock,
+            MapsPath::Anonymous | MapsPath::Heap | MapsPath::Stack => Backing::Anon,
+            MapsPath::Other(name) if name.starts_with("[anon:") => Backing::Anon,
+            MapsPath::File { path, deleted } => {
+                let shm_like = m.inode != 0 && *deleted && is_shmem_name(path);
+                if m.shared && shm_like {
+                    let object = shmem.object(pid, m);
+                    Backing::Shmem {
+                        object,
+                        offset: m.offset,
+                    }
+                } else if *deleted {
+                    report.add(
+                        pid,
+                        subject,
+                        format!("mapping of deleted file {}", path.display()),
+                        Policy::Refuse,
+                        "mappings of deleted files are not supported yet",
+                    );
+                    continue;
+                } else {
+                    match file_identity(path) {
+                        Ok((size, mtime_ns)) => Backing::File {
+                            path: path.clone(),
+                            offset: m.offset,
+                            size,
+                            mtime_ns,
+                        },
+                        Err(err) => {
+                            report.add(
+                                pid,
+                                subject,
+                                format!("file mapping {}", path.display()),
+                                Policy::Refuse,
+                                format!("cannot stat the mapped file: {err}"),
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
+            MapsPath::Other(name) => {
+                report.add(
+                    pid,
+                    subject,
+                    format!("mapping {name}"),
+                    Policy::Refuse,
+                    "special mapping of an unsupported kind",
+                );
+                continue;
+            }
+        };
+        if let Backing::File { .. } = backing {
+            if m.shared && m.write {
+                // Contents live in the file; nothing to save.
+            }
+        }
+        report.add(
+            pid,
+            subject,
+            describe(&backing, m.shared),
+            Policy::Restore,
+            match &backing {
+                Backing::Anon => "touched pages saved, zero pages elided",
+                Backing::File { .. } if m.shared => "remapped from the file, which holds the contents",
+                Backing::File { .. } => "remapped from the file, modified pages saved",
+                Backing::Shmem { .. } => "shared memory object saved once for all its mappings",
+                _ => "kernel-provided mapping, moved to its address at restore",
+            },
+        );
+        vmas.push(Vma {
+            start: m.start,
+            end: m.end,
+            read: m.read,
+            write: m.write,
+            exec: m.exec,
+            shared: m.shared,
+            growsdown,
+            backing,
+            pages: Vec::new(),
+        });
+    }
+    vmas
+}
+
+fn is_shmem_name(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s == "/dev/zero" || s.starts_with("/SYSV") || s.starts_with("/memfd:")
+}
+
+fn describe(backing: &Backing, shared: bool) -> String {
+    match backing {
+        Backing::Anon => "anon memory".into(),
+        Backing::File { path, .. } => format!(
+            "{} file mapping {}",
+            if shared { "shared" } else { "private" },
+            path.display()
+        ),
+        Backing::Shmem { .. } => "shared anon memory".into(),
+        Backing::Vdso => "[vdso]".into(),
+        Backing::Vvar => "[vvar]".into(),
+        Backing::VvarVclock => "[vvar_vclock]".into(),
+    }
+}
+
+/// Shared anonymous objects met while classifying, by (dev, inode).
+#[derive(Debug, Default)]
+pub struct ShmemTable {
+    pub objects: Vec<ShmemObject>,
+    /// A mapping to read each object through: (pid, start, end, offset).
+    pub sources: Vec<(i32, u64, u64, u64)>,
+    index: BTreeMap<((u32, u32), u64), usize>,
+}
+
+impl ShmemTable {
+    fn object(&mut self, pid: i32, m: &MapsEntry) -> usize {
+        let key = ((m.dev_major, m.dev_minor), m.inode);
+        let size = m.offset + (m.end - m.start);
+        if let Some(&i) = self.index.get(&key) {
+            if size > self.objects[i].size {
+                self.objects[i].size = size;
+                self.sources[i] = (pid, m.start, m.end, m.offset);
+            }
+            return i;
+        }
+        let i = self.objects.len();
+        self.objects.push(ShmemObject {
+            dev: key.0,
+            inode: m.inode,
+            size,
+            pages: Vec::new(),
+        });
+        self.sources.push((pid, m.start, m.end, m.offset));
+        self.index.insert(key, i);
+        i
+    }
+}
+
+/// A chunk submitted to the sink whose reference arrives at `finish`.
+#[derive(Debug)]
+pub struct PendingChunk {
+    pub ticket: usize,
+    pub addr: u64,
+    pub bitmap: u64,
+}
+
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks_exact(64)
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+}
+
+/// Which pages of a window must be saved, from its pagemap entries.
+fn wanted(backing: &Backing, shared: bool, e: PagemapEntry) -> bool {
+    match backing {
+        Backing::Anon => e.present() || e.swapped(),
+        // A private file page that is present but not a file page is an
+        // anonymous copy-on-write page: the program wrote it.
+        Backing::File { .. } if !shared => (e.present() && !e.file_or_shared()) || e.swapped(),
+        _ => false,
+    }
+}
+
+/// Save the pages of one process's private mappings into `sink`. Returns,
+/// per vma index, the chunks submitted for it.
+pub fn dump_private_pages(
+    pid: i32,
+    vmas: &[Vma],
+    mem: &mut ProcMem,
+    sink: &mut ChunkSink<'_>,
+) -> Result<Vec<Vec<PendingChunk>>> {
+    let pagemap_path = PathBuf::from(format!("/proc/{pid}/pagemap"));
+    let pagemap = File::open(&pagemap_path).map_err(|source| MemoryError::Io {
+        path: pagemap_path.clone(),
+        source,
+    })?;
+    let mut out = Vec::with_capacity(vmas.len());
+    let mut entries = vec![0u8; (WINDOW_PAGES * 8) as usize];
+    for vma in vmas {
+        let mut pending = Vec::new();
+        let dumpable = matches!(vma.backing, Backing::Anon)
+            || matches!(vma.backing, Backing::File { .. } if !vma.shared);
+        if !dumpable {
+            out.push(pending);
+            continue;
+        }
+        let mut window = vma.start & !(WINDOW_BYTES - 1);
+        while window < vma.end {
+            let lo = window.max(vma.start);
+            let hi = (window + WINDOW_BYTES).min(vma.end);
+            let npages = ((hi - lo) / PAGE_SIZE) as usize;
+            let first_bit = ((lo - window) / PAGE_SIZE) as u32;
+            let buf = &mut entries[..npages * 8];
+            pagemap
+                .read_exact_at(buf, lo / PAGE_SIZE * 8)
+                .map_err(|source| MemoryError::Io {
+                    path: pagemap_path.clone(),
+                    source,
+                })?;
+            let mut bitmap = 0u64;
+            for (i, e) in buf.chunks_exact(8).enumerate() {
+                let e = PagemapEntry(u64::from_ne_bytes(e.try_into().expect("8 bytes")));
+                if wanted(&vma.backing, vma.shared, e) {
+                    bitmap |= 1 << (first_bit + i as u32);
+                }
+            }
+            if bitmap != 0 {
+                let (bitmap, data) = read_window(mem, window, bitmap, matches!(vma.backing, Backing::Anon))?;
+                if bitmap != 0 {
+                    let ticket = sink.submit(data)?;
+                    pending.push(PendingChunk {
+                        ticket,
+                        addr: window,
+                        bitmap,
+                    });
+                }
+            }
+            window += WINDOW_BYTES;
+        }
+        out.push(pending);
+    }
+    Ok(out)
+}
+
+/// Runs of set bits: (first bit, count).
+fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
+    let mut rest = bitmap;
+    std::iter::from_fn(move || {
+        if rest == 0 {
+            return None;
+        }
+        let start = rest.trailing_zeros();
+        let len = (rest >> start).trailing_ones();
+        rest &= if start + len >= 64 { 0 } else { !0u64 << (start + len) };
+        Some((start, len))
+    })
+}
+
+/// Read the pages of `bitmap` in the window at `window`; with `elide_zero`,
+/// zero pages are dropped from the bitmap and the data.
+fn read_window(mem: &mut ProcMem, window: u64, bitmap: u64, elide_zero: bool) -> Result<(u64, Vec<u8>)> {
+    let mut data = vec![0u8; bitmap.count_ones() as usize * PAGE_SIZE as usize];
+    let mut off = 0usize;
+    for (start, len) in runs(bitmap) {
+        let bytes = len as usize * PAGE_SIZE as usize;
+        mem.read(window + start as u64 * PAGE_SIZE, &mut data[off..off + bytes])?;
+        off += bytes;
+    }
+    if !elide_zero {
+        return Ok((bitmap, data));
+    }
+    let mut kept = 0u64;
+    let mut w = 0usize;
+    let mut r = 0usize;
+    for (start, len) in runs(bitmap) {
+        for bit in start..start + len {
+            let page = r..r + PAGE_SIZE as usize;
+            if !is_zero(&data[page.clone()]) {
+                kept |= 1 << bit;
+                data.copy_within(page, w);
+                w += PAGE_SIZE as usize;
+            }
+            r += PAGE_SIZE as usize;
+        }
+    }
+    data.truncate(w);
+    Ok((kept, data))
+}
+
+/// Save a shared anonymous object's contents, read through the mapping's
+/// `map_files` link (which reaches the whole object, not just this mapping's
+/// resident pages).
+pub fn dump_shmem(
+    source: (i32, u64, u64, u64),
+    object: &ShmemObject,
+    sink: &mut ChunkSink<'_>,
+) -> Result<Vec<PendingChunk>> {
+    let (pid, start, end, _) = source;
+    let path = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
+    let file = File::open(&path).map_err(|source| MemoryError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut pending = Vec::new();
+    let mut offset = 0;
+    let mut buf = vec![0u8; WINDOW_BYTES as usize];
+    while offset < object.size {
+        let len = (object.size - offset).min(WINDOW_BYTES) as usize;
+        let n = file
+            .read_at(&mut buf[..len], offset)
+            .map_err(|source| MemoryError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let mut bitmap = 0u64;
+        let mut data = Vec::new();
+        for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
+            if !is_zero(page) {
+                bitmap |= 1 << i;
+                data.extend_from_slice(page);
+                data.resize(data.len().next_multiple_of(PAGE_SIZE as usize), 0);
+            }
+        }
+        if bitmap != 0 {
+            pending.push(PendingChunk {
+                ticket: sink.submit(data)?,
+                addr: offset,
+                bitmap,
+            });
+        }
+        if n < len {
+            break;
+        }
+        offset += WINDOW_BYTES;
+    }
+    Ok(pending)
+}
+
+/// Turn pending chunks into page chunks once the sink has finished.
+pub fn resolve(pending: Vec<PendingChunk>, refs: &[ChunkRef]) -> Vec<PageChunk> {
+    pending
+        .into_iter()
+        .map(|p| PageChunk {
+            addr: p.addr,
+            bitmap: p.bitmap,
+            chunk: refs[p.ticket].clone(),
+        })
+        .collect()
+}
+
+/// Write saved pages at their addresses through `write(addr, bytes)`.
+pub fn fill_pages(
+    pid: i32,
+    pages: &[PageChunk],
+    image: &ImageReader,
+    buf: &mut Vec<u8>,
+    mut write: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    for pc in pages {
+        image.read_chunk(&pc.chunk, buf)?;
+        let expected = pc.bitmap.count_ones() as usize * PAGE_SIZE as usize;
+        if buf.len() != expected {
+            return Err(MemoryError::ChunkShape {
+                pid,
+                addr: pc.addr,
+                hash: pc.chunk.hash.clone(),
+                expected,
+                found: buf.len(),
+            });
+        }
+        let mut off = 0;
+        for (start, len) in runs(pc.bitmap) {
+            let bytes = len as usize * PAGE_SIZE as usize;
+            write(pc.addr + start as u64 * PAGE_SIZE, &buf[off..off + bytes])?;
+            off += bytes;
+        }
+    }
+    Ok(())
+}
+
+/// Checks before anything is created: page-aligned mappings in user space,
+/// mapped files unchanged.
+pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
+    const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+    for v in &mm.vmas {
+        let chunks_inside = v.pages.iter().all(|p| p.addr % PAGE_SIZE == 0);
+        if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end || v.end > TASK_SIZE || !chunks_inside {
+            return Err(MemoryError::BadMapping {
+                pid,
+                start: v.start,
+                end: v.end,
+            });
+        }
+        if let Backing::File { path, size, mtime_ns, .. } = &v.backing {
+            let (s, m) = file_identity(path).map_err(|source| MemoryError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if s != *size || m != *mtime_ns {
+                return Err(MemoryError::FileChanged {
+                    pid,
+                    path: path.clone(),
+                    what: format!("size {size} -> {s}, mtime {mtime_ns} -> {m}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Offsets inside the restore gadget's scratch area.
+const SCRATCH_PATH: usize = 0;
+
+/// Recreate every mapping of `mm` in a task whose own mappings are gone
+/// (but for the gadget and the vdso, already moved). `shmem_fd_path(i)`
+/// names a path the task can open to reach shared object `i`.
+pub fn map_all(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    mm: &MmImage,
+    shmem_fd_path: &dyn Fn(usize) -> PathBuf,
+) -> Result<()> {
+    let mut open: Option<(PathBuf, u64)> = None;
+    let close = |fd: u64| task.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]).map(drop);
+    for v in &mm.vmas {
+        let (path, flags_extra, offset, rw) = match &v.backing {
+            Backing::Anon => {
+                let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+                if v.growsdown {
+                    flags |= libc::MAP_GROWSDOWN;
+                }
+                task.syscall(
+                    "mmap",
+                    libc::SYS_mmap,
+                    [v.start, v.len(), v.prot(), flags as u64, u64::MAX, 0],
+                )?;
+                continue;
+            }
+            Backing::File { path, offset, .. } => (path.clone(), 0, *offset, v.shared && v.write),
+            Backing::Shmem { object, offset } => (shmem_fd_path(*object), 0, *offset, true),
+            Backing::Vdso | Backing::Vvar | Backing::VvarVclock => continue,
+        };
+        let fd = match &open {
+            Some((p, fd)) if *p == path => *fd,
+            _ => {
+                if let Some((_, fd)) = open.take() {
+                    close(fd)?;
+                }
+                let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
+                bytes.push(0);
+                let addr = scratch.write(mem, SCRATCH_PATH, &bytes)?;
+                let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+                let fd = task.syscall(
+                    "openat",
+                    libc::SYS_openat,
+                    [libc::AT_FDCWD as u64, addr, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                )?;
+                open = Some((path, fd));
+                fd
+            }
+        };
+        let share = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        task.syscall(
+            "mmap",
+            libc::SYS_mmap,
+            [
+                v.start,
+                v.len(),
+                v.prot(),
+                (share | libc::MAP_FIXED | flags_extra) as u64,
+                fd,
+                offset,
+            ],
+        )?;
+    }
+    if let Some((_, fd)) = open {
+        close(fd)?;
+    }
+    Ok(())
+}
+
+/// Set the `mm` fields, auxv and exe link (`PR_SET_MM_MAP`).
+pub fn set_mm_fields(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, mm: &MmImage) -> Result<()> {
+    const PR_SET_MM: u64 = 35;
+    const PR_SET_MM_MAP: u64 = 14;
+    let exe_fd = match &mm.exe {
+        Some(exe) => {
+            let mut bytes = exe.as_os_str().as_encoded_bytes().to_vec();
+            bytes.push(0);
+            let addr = scratch.write(mem, SCRATCH_PATH, &bytes)?;
+            Some(task.syscall(
+                "openat(exe)",
+                libc::SYS_openat,
+                [libc::AT_FDCWD as u64, addr, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0],
+            )?)
+        }
+        None => None,
+    };
+    let auxv_off = 4096;
+    let auxv_addr = scratch.write(mem, auxv_off, &mm.auxv)?;
+    let f = &mm.fields;
+    let mut map = Vec::with_capacity(104);
+    for v in [
+        f.start_code,
+        f.end_code,
+        f.start_data,
+        f.end_data,
+        f.start_brk,
+        f.brk,
+        f.start_stack,
+        f.arg_start,
+        f.arg_end,
+        f.env_start,
+        f.env_end,
+        auxv_addr,
+    ] {
+        map.extend_from_slice(&v.to_ne_bytes());
+    }
+    map.extend_from_slice(&(mm.auxv.len() as u32).to_ne_bytes());
+    map.extend_from_slice(&(exe_fd.map(|fd| fd as u32).unwrap_or(u32::MAX)).to_ne_bytes());
+    let map_addr = scratch.write(mem, 2048, &map)?;
+    let r = task.syscall(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        [PR_SET_MM, PR_SET_MM_MAP, map_addr, map.len() as u64, 0, 0],
+    );
+    if let Some(fd) = exe_fd {
+        task.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+    }
+    r?;
+    Ok(())
+}
+
+/// Move the task's own vdso, vvar and vvar_vclock to the image's addresses.
+/// `current` are the task's mappings of those three now.
+pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry]) -> Result<()> {
+    let kinds: [(&'static str, fn(&Backing) -> bool, fn(&MapsPath) -> bool); 3] = [
+        ("vvar", |b| matches!(b, Backing::Vvar), |p| matches!(p, MapsPath::Vvar)),
+        ("vvar_vclock", |b| matches!(b, Backing::VvarVclock), |p| matches!(p, MapsPath::VvarVclock)),
+        ("vdso", |b| matches!(b, Backing::Vdso), |p| matches!(p, MapsPath::Vdso)),
+    ];
+    let mut moves = Vec::new();
+    for (name, saved_is, here_is) in kinds {
+        let saved = mm.vmas.iter().find(|v| saved_is(&v.backing));
+        let here = current.iter().find(|m| here_is(&m.path));
+        match (saved, here) {
+            (Some(s), Some(h)) => {
+                if s.len() != h.end - h.start {
+                    return Err(MemoryError::VdsoLayout {
+                        pid,
+                        name,
+                        saved: s.len(),
+                        here: h.end - h.start,
+                    });
+                }
+                moves.push((h.start, s.start, s.len()));
+            }
+            (None, None) => {}
+            (s, h) => {
+                return Err(MemoryError::VdsoLayout {
+                    pid,
+                    name,
+                    saved: s.map_or(0, Vma::len),
+                    here: h.map_or(0, |h| h.end - h.start),
+                })
+            }
+        }
+    }
+    // A target overlapping the current place of any of the three would make
+    // mremap fail: park them all in free space first.
+    let overlaps = moves
+        .iter()
+        .any(|&(_, to, len)| moves.iter().any(|&(from, _, flen)| to < from + flen && from < to + len));
+    let mremap = |from: u64, to: u64, len: u64| {
+        task.syscall(
+            "mremap(vdso)",
+            libc::SYS_mremap,
+            [from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+        )
+    };
+    if overlaps {
+        let total: u64 = moves.iter().map(|m| m.2).sum();
+        let park = task.syscall(
+            "mmap(park)",
+            libc::SYS_mmap,
+            [0, total, 0, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+        )?;
+        let mut at = park;
+        for m in &mut moves {
+            mremap(m.0, at, m.2)?;
+            m.0 = at;
+            at += m.2;
+        }
+    }
+    for (from, to, len) in moves {
+        if from != to {
+            mremap(from, to, len)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_of_bits() {
+        assert_eq!(runs(0).collect::<Vec<_>>(), vec![]);
+        assert_eq!(runs(0b1011_0001).collect::<Vec<_>>(), vec![(0, 1), (4, 2), (7, 1)]);
+        assert_eq!(runs(u64::MAX).collect::<Vec<_>>(), vec![(0, 64)]);
+        assert_eq!(runs(1 << 63).collect::<Vec<_>>(), vec![(63, 1)]);
+    }
+
+    #[test]
+    fn zero_pages_detected() {
+        let mut p = vec![0u8; 4096];
+        assert!(is_zero(&p));
+        p[4095] = 1;
+        assert!(!is_zero(&p));
+    }
+}

@@ -1,0 +1,125 @@
+//! Policies: what happens to each process, fd and mapping at checkpoint and
+//! restore, and why. Decided once, at checkpoint time, and reported by
+//! `hiber check` before anything is written.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the engine does with one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Policy {
+    /// Recreated faithfully.
+    Restore,
+    /// Reopened by path at restore; its identity (major:minor) is checked.
+    Reopen,
+    /// Simulated hot-unplug: a dead stand-in at restore.
+    Detach,
+    /// Restored broken, the way the program already handles (a peer gone).
+    Reset,
+    /// The checkpoint stops here, with the reason.
+    Refuse,
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::Restore => "Restore",
+            Policy::Reopen => "Reopen",
+            Policy::Detach => "Detach",
+            Policy::Reset => "Reset",
+            Policy::Refuse => "Refuse",
+        })
+    }
+}
+
+/// The object a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Subject {
+    Process,
+    Thread { tid: i32 },
+    Fd { fd: i32 },
+    Mapping { start: u64, end: u64 },
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Process => f.write_str("process"),
+            Subject::Thread { tid } => write!(f, "thread {tid}"),
+            Subject::Fd { fd } => write!(f, "fd {fd}"),
+            Subject::Mapping { start, end } => write!(f, "mapping {start:x}-{end:x}"),
+        }
+    }
+}
+
+/// One resource of one process, with its policy and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub pid: i32,
+    pub subject: Subject,
+    /// What the resource is: "regular file /var/log/x", "pipe", "anon memory".
+    pub kind: String,
+    pub policy: Policy,
+    pub reason: String,
+}
+
+/// A process of the checked set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSummary {
+    pub pid: i32,
+    pub ppid: i32,
+    pub comm: String,
+    pub threads: usize,
+    pub zombie: bool,
+}
+
+/// The checkpointability report of a task set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub processes: Vec<ProcessSummary>,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn add(&mut self, pid: i32, subject: Subject, kind: impl Into<String>, policy: Policy, reason: impl Into<String>) {
+        self.findings.push(Finding {
+            pid,
+            subject,
+            kind: kind.into(),
+            policy,
+            reason: reason.into(),
+        });
+    }
+
+    pub fn refused(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.policy == Policy::Refuse)
+    }
+
+    pub fn is_checkpointable(&self) -> bool {
+        self.refused().next().is_none()
+    }
+
+    /// One line per refusal, for error messages.
+    pub fn refusals_text(&self) -> String {
+        self.refused()
+            .map(|f| format!("pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_listed_with_their_subject() {
+        let mut r = Report::default();
+        r.add(4, Subject::Fd { fd: 3 }, "pipe", Policy::Restore, "both ends in the set");
+        assert!(r.is_checkpointable());
+        r.add(4, Subject::Fd { fd: 5 }, "socket", Policy::Refuse, "not yet supported");
+        assert!(!r.is_checkpointable());
+        assert_eq!(r.refusals_text(), "pid 4 fd 5 (socket): not yet supported");
+    }
+}

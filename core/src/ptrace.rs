@@ -1,0 +1,391 @@
+//! ptrace: seizing, stopping and reading or setting the state of one task.
+//!
+//! Small safe wrappers, one syscall each. Everything else in the engine that
+//! touches a stopped task goes through here.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+
+/// A ptrace request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PtraceError {
+    #[error("ptrace {op} on tid {tid}: {source}")]
+    Request {
+        op: &'static str,
+        tid: i32,
+        source: io::Error,
+    },
+    #[error("tid {tid} is gone")]
+    Gone { tid: i32 },
+    #[error("tid {tid} stopped unexpectedly (wait status {status:#x}) during {during}")]
+    UnexpectedStop {
+        tid: i32,
+        status: i32,
+        during: &'static str,
+    },
+    #[error("tid {tid} exited during {during}")]
+    Exited { tid: i32, during: &'static str },
+}
+
+type Result<T> = std::result::Result<T, PtraceError>;
+
+const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
+const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const NT_PRSTATUS: usize = 1;
+const NT_X86_XSTATE: usize = 0x202;
+/// Large enough for every xsave layout the kernel exposes today.
+const XSTATE_MAX: usize = 16 * 1024;
+
+fn request(
+    op: &'static str,
+    req: libc::c_uint,
+    tid: i32,
+    addr: usize,
+    data: usize,
+) -> Result<libc::c_long> {
+    // SAFETY: every caller passes addr/data that are valid for `req` (null,
+    // an integer, or a pointer to a live buffer of the size the request uses).
+    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    if r == -1 {
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() == Some(libc::ESRCH) && op == "seize" {
+            return Err(PtraceError::Gone { tid });
+        }
+        return Err(PtraceError::Request { op, tid, source });
+    }
+    Ok(r)
+}
+
+/// General-purpose registers of x86_64, in the kernel's `user_regs_struct` order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+
+impl Regs {
+    /// Registers as user space must see them when the task resumes without
+    /// the kernel's help: a task stopped inside an interrupted syscall holds
+    /// `-ERESTART*` in rax, which the kernel turns into a restart only on its
+    /// own signal path. A restored task resumes on a fresh path, so do it
+    /// here. A restart-block syscall (nanosleep and friends) cannot be
+    /// restarted without kernel state that is gone: it returns EINTR, which
+    /// every caller of those already handles.
+    pub fn with_syscall_restart(mut self) -> Self {
+        if (self.orig_rax as i64) < 0 {
+            return self;
+        }
+        match -(self.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                self.rax = self.orig_rax;
+                self.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => self.rax = (-libc::EINTR) as u64,
+            _ => {}
+        }
+        self.orig_rax = u64::MAX;
+        self
+    }
+}
+
+/// `PTRACE_SEIZE`: attach without stopping. Exit kills are not used, so a
+/// dying checkpointer lets every task go on.
+pub fn seize(tid: i32) -> Result<()> {
+    request(
+        "seize",
+        libc::PTRACE_SEIZE,
+        tid,
+        0,
+        libc::PTRACE_O_TRACESYSGOOD as usize,
+    )
+    .map(drop)
+}
+
+pub fn interrupt(tid: i32) -> Result<()> {
+    request("interrupt", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
+}
+
+pub fn detach(tid: i32) -> Result<()> {
+    request("detach", libc::PTRACE_DETACH, tid, 0, 0).map(drop)
+}
+
+/// Resume until the next syscall entry or exit.
+pub fn resume_to_syscall(tid: i32) -> Result<()> {
+    request("syscall", libc::PTRACE_SYSCALL, tid, 0, 0).map(drop)
+}
+
+/// Resume, delivering `sig` (0 for none).
+pub fn cont(tid: i32, sig: i32) -> Result<()> {
+    request("cont", libc::PTRACE_CONT, tid, 0, sig as usize).map(drop)
+}
+
+/// What a wait on a traced task reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stopped by `PTRACE_INTERRUPT` or a group stop (`PTRACE_EVENT_STOP`).
+    Event { sig: i32 },
+    /// Syscall entry or exit (`SIGTRAP | 0x80`).
+    Syscall,
+    /// A signal is about to be delivered.
+    Signal(i32),
+    Exited(i32),
+    Killed(i32),
+}
+
+/// Wait for the next state change of a traced task (tracees need not be
+/// children: `__WALL` covers them).
+pub fn wait(tid: i32) -> Result<(Stop, i32)> {
+    let mut status = 0;
+    loop {
+        // SAFETY: status is a valid out pointer.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        if r == -1 {
+            let source = io::Error::last_os_error();
+            if source.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(PtraceError::Request {
+                op: "wait",
+                tid,
+                source,
+            });
+        }
+        break;
+    }
+    let stop = if libc::WIFEXITED(status) {
+        Stop::Exited(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Stop::Killed(libc::WTERMSIG(status))
+    } else {
+        let sig = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        if sig == libc::SIGTRAP | 0x80 {
+            Stop::Syscall
+        } else if event == libc::PTRACE_EVENT_STOP {
+            Stop::Event { sig }
+        } else {
+            Stop::Signal(sig)
+        }
+    };
+    Ok((stop, status))
+}
+
+fn regset<T>(op: &'static str, req: libc::c_uint, tid: i32, kind: usize, buf: *mut T, len: usize) -> Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: len,
+    };
+    request(op, req, tid, kind, &mut iov as *mut libc::iovec as usize)?;
+    Ok(iov.iov_len)
+}
+
+pub fn get_regs(tid: i32) -> Result<Regs> {
+    let mut regs = Regs::default();
+    regset(
+        "getregset(prstatus)",
+        libc::PTRACE_GETREGSET,
+        tid,
+        NT_PRSTATUS,
+        &mut regs,
+        std::mem::size_of::<Regs>(),
+    )?;
+    Ok(regs)
+}
+
+pub fn set_regs(tid: i32, regs: &Regs) -> Result<()> {
+    let mut copy = *regs;
+    regset(
+        "setregset(prstatus)",
+        libc::PTRACE_SETREGSET,
+        tid,
+        NT_PRSTATUS,
+        &mut copy,
+        std::mem::size_of::<Regs>(),
+    )
+    .map(drop)
+}
+
+/// The xsave area (x87, SSE, AVX, ... as the CPU has them).
+pub fn get_xstate(tid: i32) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let len = regset(
+        "getregset(xstate)",
+        libc::PTRACE_GETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        buf.as_mut_ptr(),
+        buf.len(),
+    )?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+pub fn set_xstate(tid: i32, xstate: &[u8]) -> Result<()> {
+    let mut buf = xstate.to_vec();
+    let len = buf.len();
+    regset(
+        "setregset(xstate)",
+        libc::PTRACE_SETREGSET,
+        tid,
+        NT_X86_XSTATE,
+        buf.as_mut_ptr(),
+        len,
+    )
+    .map(drop)
+}
+
+pub fn get_sigmask(tid: i32) -> Result<u64> {
+    let mut mask = 0u64;
+    request("getsigmask", PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    Ok(mask)
+}
+
+pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
+    let mut m = mask;
+    request("setsigmask", PTRACE_SETSIGMASK, tid, 8, &mut m as *mut u64 as usize).map(drop)
+}
+
+/// A queued signal, as `PTRACE_PEEKSIGINFO` returns it (the raw 128-byte siginfo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedSignal {
+    pub signo: i32,
+    /// Raw `siginfo_t`, hex encoded in the image.
+    #[serde(with = "hex::serde")]
+    pub info: Vec<u8>,
+}
+
+/// Signals queued for the thread (`shared == false`) or the whole process.
+pub fn peek_siginfo(tid: i32, shared: bool) -> Result<Vec<QueuedSignal>> {
+    #[repr(C)]
+    struct PeekArgs {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+    let mut out = Vec::new();
+    let mut buf = [[0u8; 128]; 32];
+    loop {
+        let args = PeekArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: buf.len() as i32,
+        };
+        let n = request(
+            "peeksiginfo",
+            libc::PTRACE_PEEKSIGINFO,
+            tid,
+            &args as *const PeekArgs as usize,
+            buf.as_mut_ptr() as usize,
+        )? as usize;
+        for info in &buf[..n] {
+            let signo = i32::from_ne_bytes(info[..4].try_into().expect("4 bytes"));
+            out.push(QueuedSignal {
+                signo,
+                info: info.to_vec(),
+            });
+        }
+        if n < buf.len() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The rseq area a thread registered, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rseq {
+    pub addr: u64,
+    pub len: u32,
+    pub signature: u32,
+}
+
+pub fn get_rseq(tid: i32) -> Result<Option<Rseq>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Config {
+        addr: u64,
+        size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut conf = Config::default();
+    request(
+        "get_rseq_configuration",
+        PTRACE_GET_RSEQ_CONFIGURATION,
+        tid,
+        std::mem::size_of::<Config>(),
+        &mut conf as *mut Config as usize,
+    )?;
+    Ok((conf.addr != 0).then_some(Rseq {
+        addr: conf.addr,
+        len: conf.size,
+        signature: conf.signature,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_fixups() {
+        let base = Regs {
+            orig_rax: 7,
+            rip: 0x1000,
+            ..Regs::default()
+        };
+        let r = Regs {
+            rax: (-ERESTARTSYS) as u64,
+            ..base
+        }
+        .with_syscall_restart();
+        assert_eq!((r.rax, r.rip), (7, 0xffe));
+        let r = Regs {
+            rax: (-ERESTART_RESTARTBLOCK) as u64,
+            ..base
+        }
+        .with_syscall_restart();
+        assert_eq!((r.rax as i64, r.rip), (-libc::EINTR as i64, 0x1000));
+        let r = Regs { rax: 3, ..base }.with_syscall_restart();
+        assert_eq!((r.rax, r.rip), (3, 0x1000));
+        let not_in_syscall = Regs {
+            orig_rax: u64::MAX,
+            rax: (-ERESTARTSYS) as u64,
+            ..base
+        };
+        assert_eq!(not_in_syscall.with_syscall_restart(), not_in_syscall);
+    }
+}

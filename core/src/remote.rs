@@ -1,0 +1,217 @@
+//! Remote syscalls: running one syscall inside a ptrace-stopped task.
+//!
+//! The task's registers are pointed at a `syscall` instruction (found in its
+//! vdso at checkpoint, or in Hiber's gadget page at restore), stepped through
+//! syscall entry and exit, and put back exactly as found. All signals are
+//! blocked meanwhile so that nothing is delivered, or lost, in between.
+
+use crate::procmem::{ProcMem, ProcMemError};
+use crate::ptrace::{self, PtraceError, Regs, Stop};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error(transparent)]
+    Memory(#[from] ProcMemError),
+    #[error("remote {name} in pid {pid} failed: {}", std::io::Error::from_raw_os_error(*errno))]
+    Syscall {
+        pid: i32,
+        name: &'static str,
+        errno: i32,
+    },
+    #[error("no syscall instruction found in the vdso of pid {pid}")]
+    NoSyscallInsn { pid: i32 },
+}
+
+type Result<T> = std::result::Result<T, RemoteError>;
+
+/// A task held in a ptrace stop, ready to run syscalls on our behalf.
+#[derive(Debug)]
+pub struct RemoteTask {
+    tid: i32,
+    saved_regs: Regs,
+    saved_mask: u64,
+    syscall_ip: u64,
+    restored: bool,
+}
+
+impl RemoteTask {
+    /// Take over `tid` (already in a ptrace stop). `syscall_ip` is the
+    /// address of a `syscall` instruction mapped executable in it.
+    pub fn new(tid: i32, syscall_ip: u64) -> Result<Self> {
+        let saved_regs = ptrace::get_regs(tid)?;
+        let saved_mask = ptrace::get_sigmask(tid)?;
+        ptrace::set_sigmask(tid, u64::MAX)?;
+        Ok(Self {
+            tid,
+            saved_regs,
+            saved_mask,
+            syscall_ip,
+            restored: false,
+        })
+    }
+
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// The signal mask the task had before we took it over.
+    pub fn saved_mask(&self) -> u64 {
+        self.saved_mask
+    }
+
+
+    pub fn saved_regs(&self) -> &Regs {
+        &self.saved_regs
+    }
+
+    /// Run one syscall; returns the raw result (negative errno on failure).
+    pub fn syscall_raw(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
+        let regs = self.call_regs(nr, args);
+        ptrace::set_regs(self.tid, &regs)?;
+        self.step_syscall("syscall entry")?;
+        self.step_syscall("syscall exit")?;
+        Ok(ptrace::get_regs(self.tid)?.rax as i64)
+    }
+
+    /// Run one syscall; a negative result is an error naming the call.
+    pub fn syscall(&self, name: &'static str, nr: i64, args: [u64; 6]) -> Result<u64> {
+        let r = self.syscall_raw(nr, args)?;
+        if (-4095..0).contains(&r) {
+            return Err(RemoteError::Syscall {
+                pid: self.tid,
+                name,
+                errno: -r as i32,
+            });
+        }
+        Ok(r as u64)
+    }
+
+    fn call_regs(&self, nr: i64, args: [u64; 6]) -> Regs {
+        Regs {
+            rax: nr as u64,
+            // Not "in a syscall": no restart logic may touch our registers.
+            orig_rax: u64::MAX,
+            rdi: args[0],
+            rsi: args[1],
+            rdx: args[2],
+            r10: args[3],
+            r8: args[4],
+            r9: args[5],
+            rip: self.syscall_ip,
+            ..self.saved_regs
+        }
+    }
+
+    fn step_syscall(&self, during: &'static str) -> Result<()> {
+        ptrace::resume_to_syscall(self.tid)?;
+        match ptrace::wait(self.tid)? {
+            (Stop::Syscall, _) => Ok(()),
+            (Stop::Exited(_) | Stop::Killed(_), _) => Err(PtraceError::Exited {
+                tid: self.tid,
+                during,
+            }
+            .into()),
+            (_, status) => Err(PtraceError::UnexpectedStop {
+                tid: self.tid,
+                status,
+                during,
+            }
+            .into()),
+        }
+    }
+
+    /// Run a last syscall that removes the code it runs from (the restore
+    /// gadget), and leave the task at the syscall's exit with `final_regs`
+    /// set and its signal mask `mask`: it must never return to the gadget.
+    pub fn finish_with(mut self, nr: i64, args: [u64; 6], final_regs: &Regs, mask: u64) -> Result<()> {
+        let regs = self.call_regs(nr, args);
+        ptrace::set_regs(self.tid, &regs)?;
+        self.step_syscall("final syscall entry")?;
+        self.step_syscall("final syscall exit")?;
+        ptrace::set_regs(self.tid, final_regs)?;
+        ptrace::set_sigmask(self.tid, mask)?;
+        self.restored = true;
+        Ok(())
+    }
+
+    /// Put the registers and signal mask back as found.
+    pub fn restore(mut self) -> Result<()> {
+        self.put_back()
+    }
+
+    fn put_back(&mut self) -> Result<()> {
+        if self.restored {
+            return Ok(());
+        }
+        self.restored = true;
+        ptrace::set_regs(self.tid, &self.saved_regs)?;
+        ptrace::set_sigmask(self.tid, self.saved_mask)?;
+        Ok(())
+    }
+}
+
+impl Drop for RemoteTask {
+    fn drop(&mut self) {
+        // A failure half way must still leave the task as it was.
+        if let Err(err) = self.put_back() {
+            tracing::warn!(tid = self.tid, %err, "could not put registers back");
+        }
+    }
+}
+
+/// A few pages of memory mapped in the target for syscall arguments.
+#[derive(Debug)]
+pub struct Scratch {
+    pub addr: u64,
+    pub len: usize,
+}
+
+impl Scratch {
+    /// Map `len` bytes of anonymous memory in the task.
+    pub fn map(task: &RemoteTask, len: usize) -> Result<Self> {
+        let addr = task.syscall(
+            "mmap",
+            libc::SYS_mmap,
+            [
+                0,
+                len as u64,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        Ok(Self { addr, len })
+    }
+
+    pub fn unmap(self, task: &RemoteTask) -> Result<()> {
+        task.syscall("munmap", libc::SYS_munmap, [self.addr, self.len as u64, 0, 0, 0, 0])
+            .map(drop)
+    }
+
+    pub fn write(&self, mem: &mut ProcMem, offset: usize, data: &[u8]) -> Result<u64> {
+        assert!(offset + data.len() <= self.len, "scratch overflow");
+        let addr = self.addr + offset as u64;
+        mem.write(addr, data)?;
+        Ok(addr)
+    }
+
+    pub fn read(&self, mem: &mut ProcMem, offset: usize, out: &mut [u8]) -> Result<()> {
+        assert!(offset + out.len() <= self.len, "scratch overflow");
+        mem.read(self.addr + offset as u64, out)?;
+        Ok(())
+    }
+}
+
+/// Address of a `syscall` instruction inside `[start, end)` of the task
+/// (its vdso, which every process maps executable).
+pub fn find_syscall_insn(mem: &mut ProcMem, start: u64, end: u64) -> Result<u64> {
+    let mut code = vec![0u8; (end - start) as usize];
+    mem.read(start, &mut code)?;
+    code.windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|off| start + off as u64)
+        .ok_or(RemoteError::NoSyscallInsn { pid: mem.pid() })
+}

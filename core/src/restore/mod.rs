@@ -1,0 +1,642 @@
+//! Restore: validate the image, open shared objects, build the tree with
+//! the saved pids, swap each address space in from outside, release all
+//! tasks together.
+//!
+//! A failure at any point kills every process this restore created (only
+//! those: each node records its own pid once born) and leaves the image
+//! untouched; the image is only ever read.
+
+pub mod node;
+pub mod plan;
+
+use crate::creds::Creds;
+use crate::files::{self, FileError};
+use crate::image::{ImageError, ImageReader};
+use crate::memory::{self, MemoryError, MmImage, PAGE_SIZE};
+use crate::procfs::{self, MapsPath, ProcfsError};
+use crate::procmem::ProcMem;
+use crate::ptrace::{self, PtraceError, Stop};
+use crate::remote::{RemoteError, RemoteTask, Scratch};
+use crate::snapshot::{ProcessImage, Snapshot};
+use crate::{creds, signals, thread};
+use node::{Shared, TreeSpec, GADGET_LEN};
+use plan::{Ids, NodeKind, Plan, PlanError};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Ptrace(#[from] PtraceError),
+    #[error(transparent)]
+    Procfs(#[from] ProcfsError),
+    #[error("pid {pid} is taken by a running process ({comm}); free it or restore with --pidns")]
+    PidTaken { pid: i32, comm: String },
+    #[error("pid {pid}: the caller may not restore its credentials: {reason}")]
+    Credentials { pid: i32, reason: String },
+    #[error("invalid image {dir}: {reason}")]
+    Invalid { dir: PathBuf, reason: String },
+    #[error("pid {pid} failed while {step}: {}", std::io::Error::from_raw_os_error(*errno))]
+    Node { pid: i32, step: &'static str, errno: i32 },
+    #[error("the restore tree did not reach stage {stage} within {secs} s")]
+    Timeout { stage: &'static str, secs: u64 },
+    #[error("{what}: {source}")]
+    Os { what: &'static str, source: std::io::Error },
+    #[error("no room for the restore gadget in the address space of pid {pid}")]
+    NoGadgetRoom { pid: i32 },
+}
+
+type Result<T> = std::result::Result<T, RestoreError>;
+
+/// Bounds on what an image may ask for, checked before anything is created.
+const MAX_PROCESSES: usize = 4096;
+const MAX_FDS_PER_PROCESS: usize = 65536;
+const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub dir: PathBuf,
+    /// Restore into a fresh pid namespace (its init is a small keeper).
+    pub pidns: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// (pid in the image, pid as the caller sees it), for every live process.
+    pub pids: Vec<(i32, i32)>,
+    /// The roots' pids, as the caller sees them.
+    pub roots: Vec<i32>,
+    /// The pid namespace keeper, as the caller sees it.
+    pub keeper: Option<i32>,
+    /// Processes left in the restorer's session or group, with why.
+    pub foreign: Vec<(i32, String)>,
+    pub elapsed: Duration,
+}
+
+fn invalid(dir: &Path, reason: impl Into<String>) -> RestoreError {
+    RestoreError::Invalid {
+        dir: dir.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn pid_comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}
+
+/// Structural checks of an untrusted document: references in range, counts
+/// bounded, pids sane, credentials allowed for the caller.
+fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
+    if snap.processes.is_empty() || snap.processes.len() > MAX_PROCESSES {
+        return Err(invalid(dir, format!("{} processes (1 to {MAX_PROCESSES} allowed)", snap.processes.len())));
+    }
+    let caller = Creds::of_self().map_err(|source| RestoreError::Os {
+        what: "reading the caller's credentials",
+        source,
+    })?;
+    for p in &snap.processes {
+        if p.pid <= 0 || p.pid > 4_194_304 || p.pgid <= 0 || p.sid <= 0 {
+            return Err(invalid(dir, format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid)));
+        }
+        if p.fds.len() > MAX_FDS_PER_PROCESS {
+            return Err(invalid(dir, format!("pid {} has {} fds", p.pid, p.fds.len())));
+        }
+        for f in &p.fds {
+            if f.file >= snap.files.len() || f.fd < 0 || f.fd >= 1 << 20 {
+                return Err(invalid(dir, format!("pid {} fd {} refers to file {}", p.pid, f.fd, f.file)));
+            }
+        }
+        if let Some(reason) = p.creds.not_allowed_for(&caller) {
+            return Err(RestoreError::Credentials { pid: p.pid, reason });
+        }
+        if p.zombie_status.is_none() {
+            let Some(mm) = &p.mm else {
+                return Err(invalid(dir, format!("pid {} has no memory image", p.pid)));
+            };
+            if p.threads.len() != 1 {
+                return Err(invalid(dir, format!("pid {} has {} threads", p.pid, p.threads.len())));
+            }
+            for v in &mm.vmas {
+                if let memory::Backing::Shmem { object, .. } = v.backing {
+                    if object >= snap.shmem.len() {
+                        return Err(invalid(dir, format!("pid {} maps shared object {object}", p.pid)));
+                    }
+                }
+            }
+            memory::validate(p.pid, mm)?;
+        }
+    }
+    for f in &snap.files {
+        if let files::FileKind::Pipe(end) = &f.kind {
+            if end.pipe >= snap.pipes.len() {
+                return Err(invalid(dir, format!("pipe {} does not exist", end.pipe)));
+            }
+        }
+    }
+    reader.check_chunks(snap.chunks())?;
+    Ok(())
+}
+
+/// Holes of a saved layout where the gadget may go.
+fn gadget_candidates(mm: &MmImage) -> Vec<u64> {
+    let mut spans: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    spans.sort_unstable();
+    let mut out = Vec::new();
+    let mut prev_end = 0x1_0000_0000u64; // stay above the low 4 GiB, where binaries live
+    let guard = 16 * PAGE_SIZE;
+    for &(start, end) in spans.iter().chain(std::iter::once(&(0x7fff_ffff_0000, 0x7fff_ffff_0000))) {
+        if start > prev_end + 2 * guard + GADGET_LEN {
+            // Try a few places in each hole: the restorer's own mappings
+            // (which the node still has) may sit in some of them.
+            let hole = start - prev_end;
+            for frac in [1u64, 2, 3] {
+                let addr = (prev_end + hole * frac / 4) & !(PAGE_SIZE - 1);
+                if addr >= prev_end + guard && addr + GADGET_LEN + guard <= start {
+                    out.push(addr);
+                }
+            }
+        }
+        prev_end = prev_end.max(end);
+        if out.len() >= 24 {
+            break;
+        }
+    }
+    out
+}
+
+fn memfd(name: &str) -> std::io::Result<OwnedFd> {
+    let c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: memfd_create with a valid name returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Shared anonymous objects, recreated as memfds the tasks map.
+fn create_shmem(snap: &Snapshot, reader: &ImageReader) -> Result<Vec<OwnedFd>> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    for obj in &snap.shmem {
+        let fd = memfd("hiber-shmem").map_err(|source| RestoreError::Os {
+            what: "creating shared memory",
+            source,
+        })?;
+        let file = std::fs::File::from(fd.try_clone().map_err(|source| RestoreError::Os {
+            what: "duplicating shared memory fd",
+            source,
+        })?);
+        file.set_len(obj.size).map_err(|source| RestoreError::Os {
+            what: "sizing shared memory",
+            source,
+        })?;
+        let mut buf = Vec::new();
+        memory::fill_pages(-1, &obj.pages, reader, &mut buf, |off, data| {
+            file.write_all_at(data, off).map_err(|source| MemoryError::Io {
+                path: PathBuf::from("memfd:hiber-shmem"),
+                source,
+            })
+        })?;
+        out.push(fd);
+    }
+    Ok(out)
+}
+
+fn raise_nofile(needed: u64) -> Result<()> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    if lim.rlim_max < needed {
+        return Err(RestoreError::Os {
+            what: "the image needs more open files than RLIMIT_NOFILE allows",
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        });
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    Ok(())
+}
+
+/// What the restorer started, so an abort can end exactly that.
+struct Cleanup<'a> {
+    shared: &'a Shared,
+    plan: &'a Plan,
+    root: Option<i32>,
+    pidns: bool,
+    armed: bool,
+}
+
+impl Cleanup<'_> {
+    fn kill_all(&mut self) {
+        self.shared.set_stage(node::STAGE_ABORT);
+        if self.pidns {
+            // Killing the namespace's init ends everything inside it.
+            if let Some(root) = self.root {
+                // SAFETY: kill of the keeper we created.
+                unsafe { libc::kill(root, libc::SIGKILL) };
+            }
+        } else {
+            for i in 0..self.plan.nodes.len() {
+                let pid = self.shared.slot(i).pid.load(Ordering::Acquire);
+                if pid > 0 {
+                    // SAFETY: kill of a process that recorded itself as ours.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if let Some(root) = self.root {
+                // SAFETY: kill of the restore root we forked.
+                unsafe { libc::kill(root, libc::SIGKILL) };
+            }
+        }
+        if let Some(root) = self.root {
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(root, &mut st, libc::__WALL) };
+        }
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kill_all();
+        }
+    }
+}
+
+/// Restore the image in `opts.dir`.
+pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    let t0 = Instant::now();
+    let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&opts.dir)?;
+    validate(&opts.dir, &snap, &reader)?;
+
+    let ids: Vec<Ids> = snap
+        .processes
+        .iter()
+        .map(|p| Ids {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
+        })
+        .collect();
+    let pid_free = |pid: i32| opts.pidns || !Path::new(&format!("/proc/{pid}")).exists();
+    let plan = plan::plan(&ids, &pid_free)?;
+    if !opts.pidns {
+        for n in &plan.nodes {
+            if let Some(comm) = pid_comm(n.pid) {
+                return Err(RestoreError::PidTaken { pid: n.pid, comm });
+            }
+        }
+    }
+    for (pid, what) in &plan.foreign {
+        warn!(pid, what = %what, "left in the restorer's session or group");
+    }
+
+    // Shared objects, at fds above every number the tasks use.
+    let max_target = snap.processes.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2);
+    let base_fd: RawFd = (max_target + 1).max(3);
+    raise_nofile(base_fd as u64 + snap.files.len() as u64 + 64)?;
+    let file_objs = files::restore_all(&snap.files, &snap.pipes, &reader, base_fd)?;
+    let file_fds: Vec<RawFd> = file_objs.iter().map(|f| f.as_raw_fd()).collect();
+    let shmem_fds = create_shmem(&snap, &reader)?;
+
+    let candidates: Vec<Vec<u64>> = plan
+        .nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::Process(i) => snap.processes[i].mm.as_ref().map(gadget_candidates).unwrap_or_default(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let shared = Shared::new(plan.nodes.len()).map_err(|source| RestoreError::Os {
+        what: "mapping the restore sync page",
+        source,
+    })?;
+    let restorer_pid = std::process::id() as i32;
+    let spec = TreeSpec {
+        plan: &plan,
+        processes: &snap.processes,
+        file_fds: &file_fds,
+        base_fd,
+        gadget_candidates: &candidates,
+        restorer_pid,
+    };
+
+    let mut cleanup = Cleanup {
+        shared: &shared,
+        plan: &plan,
+        root: None,
+        pidns: opts.pidns,
+        armed: true,
+    };
+    let root = spawn_root(&spec, &shared, opts.pidns)?;
+    cleanup.root = Some(root);
+
+    let total = plan.nodes.len() as u32;
+    let live: Vec<usize> = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::Process(i) if !snap.processes[i].is_zombie()))
+        .map(|(i, _)| i)
+        .collect();
+    let area = shared.area();
+    for (counter, target, stage, next) in [
+        (&area.born, total, "born", node::STAGE_GROUPS),
+        (&area.grouped, total, "grouped", node::STAGE_SETUP),
+        (&area.ready, live.len() as u32, "ready", node::STAGE_SETUP),
+    ] {
+        if !shared.wait_count(counter, target, Instant::now() + STAGE_TIMEOUT) {
+            return Err(RestoreError::Timeout {
+                stage,
+                secs: STAGE_TIMEOUT.as_secs(),
+            });
+        }
+        if area.failed.load(Ordering::Acquire) > 0 {
+            let n = area.fail_node.load(Ordering::Acquire) as usize;
+            return Err(RestoreError::Node {
+                pid: plan.nodes.get(n).map_or(0, |n| n.pid),
+                step: node::Step::from_u32(area.fail_step.load(Ordering::Acquire)),
+                errno: area.fail_errno.load(Ordering::Acquire),
+            });
+        }
+        shared.set_stage(next);
+    }
+    debug!(elapsed = ?t0.elapsed(), nodes = total, "tree built");
+
+    // Pids as we see them (they differ in a new pid namespace).
+    let outer = outer_pids(&plan, &shared, &live, opts.pidns)?;
+    let current = Creds::of_self().map_err(|source| RestoreError::Os {
+        what: "reading the caller's credentials",
+        source,
+    })?;
+    let shmem_paths: Vec<PathBuf> = shmem_fds
+        .iter()
+        .map(|fd| PathBuf::from(format!("/proc/{restorer_pid}/fd/{}", fd.as_raw_fd())))
+        .collect();
+    let mut seized = Vec::new();
+    let swap_result = (|| -> Result<()> {
+        for &i in &live {
+            let NodeKind::Process(pi) = plan.nodes[i].kind else { unreachable!() };
+            let pid = outer[&i];
+            ptrace::seize(pid)?;
+            seized.push(pid);
+            ptrace::interrupt(pid)?;
+            wait_event_stop(pid)?;
+            let gadget = shared.slot(i).gadget.load(Ordering::Acquire);
+            swap(pid, gadget, &snap.processes[pi], &reader, &shmem_paths, &current)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = swap_result {
+        drop(cleanup);
+        return Err(e);
+    }
+    // Everyone is ready: let them all go together.
+    for &pid in &seized {
+        ptrace::detach(pid)?;
+    }
+    cleanup.armed = false;
+    shared.set_stage(node::STAGE_DONE);
+    let keeper = if opts.pidns {
+        Some(root)
+    } else {
+        let mut st = 0;
+        // SAFETY: reaping the restore root, our child, which exits at DONE.
+        unsafe { libc::waitpid(root, &mut st, 0) };
+        None
+    };
+    drop(file_objs);
+    drop(shmem_fds);
+    let pids: Vec<(i32, i32)> = live
+        .iter()
+        .map(|&i| (plan.nodes[i].pid, outer[&i]))
+        .collect();
+    let roots = snap
+        .processes
+        .iter()
+        .filter(|p| !snap.processes.iter().any(|q| q.pid == p.ppid) && !p.is_zombie())
+        .filter_map(|p| pids.iter().find(|(img, _)| *img == p.pid).map(|x| x.1))
+        .collect();
+    let elapsed = t0.elapsed();
+    info!(dir = %opts.dir.display(), processes = pids.len(), ?elapsed, "restored");
+    Ok(Restored {
+        pids,
+        roots,
+        keeper,
+        foreign: plan.foreign.clone(),
+        elapsed,
+    })
+}
+
+fn wait_event_stop(pid: i32) -> Result<()> {
+    loop {
+        match ptrace::wait(pid)? {
+            (Stop::Event { .. }, _) => return Ok(()),
+            (Stop::Signal(sig), _) => ptrace::cont(pid, sig)?,
+            (Stop::Syscall, _) => ptrace::cont(pid, 0)?,
+            (_, status) => {
+                return Err(PtraceError::UnexpectedStop {
+                    tid: pid,
+                    status,
+                    during: "seizing a restored task",
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// Fork the restore root (in pid-namespace mode through an intermediate
+/// that exits, so the keeper is not our child).
+fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool) -> Result<i32> {
+    let err = |source| RestoreError::Os {
+        what: "forking the restore root",
+        source,
+    };
+    if !pidns {
+        return match node::clone_with_pid(0, 0).map_err(err)? {
+            0 => root_main(spec, shared, false),
+            pid => Ok(pid),
+        };
+    }
+    match node::clone_with_pid(0, 0).map_err(err)? {
+        0 => {
+            match node::clone_with_pid(0, libc::CLONE_NEWPID as u64) {
+                Ok(0) => root_main(spec, shared, true),
+                Ok(pid) => {
+                    shared.area().root_pid.store(pid, Ordering::Release);
+                    // SAFETY: ends the intermediate.
+                    unsafe { libc::_exit(0) }
+                }
+                Err(_) => {
+                    shared.area().failed.fetch_add(1, Ordering::AcqRel);
+                    // SAFETY: ends the intermediate.
+                    unsafe { libc::_exit(1) }
+                }
+            }
+        }
+        mid => {
+            let mut st = 0;
+            // SAFETY: reaping our own intermediate child.
+            unsafe { libc::waitpid(mid, &mut st, 0) };
+            match shared.area().root_pid.load(Ordering::Acquire) {
+                0 => Err(RestoreError::Os {
+                    what: "creating a pid namespace",
+                    source: std::io::Error::from_raw_os_error(libc::EPERM),
+                }),
+                pid => Ok(pid),
+            }
+        }
+    }
+}
+
+/// The restore root: forks the roots of the tree, then waits; in a pid
+/// namespace it stays as the keeper, reaping orphans until the last
+/// process of the session is gone.
+fn root_main(spec: &TreeSpec<'_>, shared: &Shared, keeper: bool) -> ! {
+    if keeper {
+        // SAFETY: prctl on ourselves.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c"hiber-keeper".as_ptr()) };
+    }
+    let forked = node::fork_children(spec, shared, None);
+    await_done(shared);
+    for &(child, pid) in &forked {
+        if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
+            let mut st = 0;
+            // SAFETY: reaping our own helper child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+        }
+    }
+    if keeper {
+        // Close everything: the keeper holds nothing of the session.
+        // SAFETY: closing our own fds.
+        unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) };
+        loop {
+            let mut st = 0;
+            // SAFETY: reaping any child; ECHILD ends the loop.
+            if unsafe { libc::waitpid(-1, &mut st, libc::__WALL) } < 0 {
+                break;
+            }
+        }
+    }
+    // SAFETY: ends the restore root.
+    unsafe { libc::_exit(0) }
+}
+
+fn await_done(shared: &Shared) {
+    loop {
+        let s = shared.area().stage.load(Ordering::Acquire);
+        if s >= node::STAGE_DONE {
+            return;
+        }
+        // Helpers exit at SETUP; reap them as they go so none lingers.
+        let mut st = 0;
+        // SAFETY: non-blocking reap of our own children.
+        unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
+        let _ = shared.wait_count(&shared.area().stage, s + 1, Instant::now() + Duration::from_millis(50));
+    }
+}
+
+/// Map each live node to its pid as the restorer sees it.
+fn outer_pids(plan: &Plan, shared: &Shared, live: &[usize], pidns: bool) -> Result<HashMap<usize, i32>> {
+    if !pidns {
+        return Ok(live.iter().map(|&i| (i, plan.nodes[i].pid)).collect());
+    }
+    // Walk the keeper's descendants and read each one's inner pid.
+    let root = shared.area().root_pid.load(Ordering::Acquire);
+    let mut inner_to_outer = HashMap::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let dir = procfs::ProcDir::new(pid);
+        if let Ok(status) = dir.status() {
+            if let Some(&inner) = status.ns_pid.last() {
+                inner_to_outer.insert(inner, pid);
+            }
+        }
+        todo.extend(dir.children().unwrap_or_default());
+    }
+    live.iter()
+        .map(|&i| {
+            let inner = plan.nodes[i].pid;
+            inner_to_outer
+                .get(&inner)
+                .map(|&o| (i, o))
+                .ok_or_else(|| RestoreError::Os {
+                    what: "finding a restored process in the new pid namespace",
+                    source: std::io::Error::from_raw_os_error(libc::ESRCH),
+                })
+        })
+        .collect()
+}
+
+/// Replace the node's address space and state with the saved process's.
+fn swap(
+    pid: i32,
+    gadget: u64,
+    p: &ProcessImage,
+    reader: &ImageReader,
+    shmem_paths: &[PathBuf],
+    current: &Creds,
+) -> Result<()> {
+    let mm = p.mm.as_ref().expect("validated: live processes have memory");
+    let task = RemoteTask::new(pid, gadget)?;
+    let scratch = Scratch {
+        addr: gadget + PAGE_SIZE,
+        len: (GADGET_LEN - PAGE_SIZE) as usize,
+    };
+    let mut mem = ProcMem::new(pid, true);
+
+    // The node's glibc registered rseq; the area is about to disappear.
+    if let Some(r) = ptrace::get_rseq(pid)? {
+        const RSEQ_FLAG_UNREGISTER: u64 = 1;
+        task.syscall("rseq(unregister)", libc::SYS_rseq, [r.addr, r.len as u64, RSEQ_FLAG_UNREGISTER, r.signature as u64, 0, 0])?;
+    }
+    // Drop every mapping of the restorer copy but the gadget and the vdso.
+    let here = procfs::ProcDir::new(pid).maps()?;
+    for m in &here {
+        let keep = matches!(m.path, MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall)
+            || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
+        if !keep {
+            task.syscall("munmap", libc::SYS_munmap, [m.start, m.end - m.start, 0, 0, 0, 0])?;
+        }
+    }
+    memory::move_vdso(&task, pid, mm, &here)?;
+    memory::map_all(&task, &mut mem, &scratch, mm, &|i| shmem_paths[i].clone())?;
+    let mut buf = Vec::new();
+    for v in &mm.vmas {
+        memory::fill_pages(pid, &v.pages, reader, &mut buf, |addr, data| {
+            mem.write(addr, data).map_err(MemoryError::from)
+        })?;
+    }
+    memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
+    signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
+    let th = &p.threads[0];
+    thread::restore(&task, &mut mem, &scratch, th)?;
+    signals::requeue(&task, &mut mem, &scratch, p.pid, None, &p.shared_pending)?;
+    signals::requeue(&task, &mut mem, &scratch, p.pid, Some(p.pid), &th.pending)?;
+    creds::restore(&task, &mut mem, &scratch, &p.creds, current)?;
+    let regs = th.regs.with_syscall_restart();
+    task.finish_with(libc::SYS_munmap, [gadget, GADGET_LEN, 0, 0, 0, 0], &regs, th.sigmask)?;
+    Ok(())
+}

@@ -1,0 +1,468 @@
+//! Code that runs in the forked restore tree, before the address space is
+//! swapped: each node forks its children with their pids, sets its session
+//! and group, puts its fds at their numbers, sets cwd, root, umask, limits,
+//! personality and name, maps the restore gadget, and waits to be seized.
+//!
+//! It runs in copies of the single-threaded restorer, so allocation is safe,
+//! but it never returns: every path ends in `_exit` or in being taken over.
+//! Progress and failures are reported through a shared page of counters.
+
+use super::plan::{Node, NodeKind, Plan};
+use crate::snapshot::ProcessImage;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+/// Stages the restorer moves the tree through.
+pub const STAGE_BORN: u32 = 0;
+pub const STAGE_GROUPS: u32 = 1;
+pub const STAGE_SETUP: u32 = 2;
+pub const STAGE_DONE: u32 = 3;
+pub const STAGE_ABORT: u32 = 4;
+
+/// Pages of the restore gadget: one of code, then scratch.
+pub const GADGET_PAGES: u64 = 5;
+pub const GADGET_LEN: u64 = GADGET_PAGES * 4096;
+
+/// Shared between the restorer and every node (a MAP_SHARED page).
+#[repr(C)]
+#[derive(Debug)]
+pub struct SyncArea {
+    pub stage: AtomicU32,
+    pub born: AtomicU32,
+    pub grouped: AtomicU32,
+    pub ready: AtomicU32,
+    pub failed: AtomicU32,
+    pub fail_node: AtomicU32,
+    pub fail_errno: AtomicI32,
+    pub fail_step: AtomicU32,
+    /// Outer pid of the restore root (pid namespace mode).
+    pub root_pid: AtomicI32,
+    _pad: u32,
+    /// Per node: the pid it got (0 until born), then the gadget address.
+    pub slots: [NodeSlot; 0],
+}
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct NodeSlot {
+    pub pid: AtomicI32,
+    _pad: u32,
+    pub gadget: AtomicU64,
+}
+
+/// The mapping holding a [`SyncArea`] and its slots.
+#[derive(Debug)]
+pub struct Shared {
+    ptr: *mut SyncArea,
+    len: usize,
+    nodes: usize,
+}
+
+impl Shared {
+    pub fn new(nodes: usize) -> io::Result<Self> {
+        let len = (std::mem::size_of::<SyncArea>() + nodes * std::mem::size_of::<NodeSlot>()).next_multiple_of(4096);
+        // SAFETY: anonymous shared mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: p.cast(),
+            len,
+            nodes,
+        })
+    }
+
+    pub fn area(&self) -> &SyncArea {
+        // SAFETY: ptr is a live zero-initialised mapping of at least
+        // size_of::<SyncArea>() bytes; all fields are atomics (valid at 0).
+        unsafe { &*self.ptr }
+    }
+
+    pub fn slot(&self, i: usize) -> &NodeSlot {
+        assert!(i < self.nodes);
+        // SAFETY: the mapping holds `nodes` slots right after the header;
+        // zeroed atomics are valid.
+        unsafe { &*((self.ptr as *mut u8).add(std::mem::size_of::<SyncArea>()) as *const NodeSlot).add(i) }
+    }
+
+    /// Wait until `counter` reaches `target`, the stage is ABORT, or a
+    /// node failed; false on timeout.
+    pub fn wait_count(&self, counter: &AtomicU32, target: u32, deadline: std::time::Instant) -> bool {
+        loop {
+            let v = counter.load(Ordering::Acquire);
+            if v >= target || self.area().failed.load(Ordering::Acquire) > 0 {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            futex_wait(counter, v, Some((deadline - now).min(std::time::Duration::from_millis(50))));
+        }
+    }
+
+    pub fn set_stage(&self, stage: u32) {
+        self.area().stage.store(stage, Ordering::Release);
+        futex_wake(&self.area().stage);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping, which nothing borrows any more.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as i64,
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: word is a live u32 in shared memory; a non-private futex
+    // works across the processes mapping it.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, tsp) };
+}
+
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: as above; wakes every waiter.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+fn bump(counter: &AtomicU32) {
+    counter.fetch_add(1, Ordering::AcqRel);
+    futex_wake(counter);
+}
+
+/// Block until the restorer reaches `stage`; exit on abort.
+fn await_stage(shared: &Shared, stage: u32) {
+    loop {
+        let s = shared.area().stage.load(Ordering::Acquire);
+        if s == STAGE_ABORT {
+            // SAFETY: _exit ends this forked copy without running destructors.
+            unsafe { libc::_exit(1) };
+        }
+        if s >= stage {
+            return;
+        }
+        futex_wait(&shared.area().stage, s, None);
+    }
+}
+
+/// clone3 with one pid to take (in the caller's pid namespace).
+pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let tid = [pid as libc::pid_t];
+    let args = CloneArgs {
+        flags,
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
+        set_tid: if pid > 0 { tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: u64::from(pid > 0),
+        ..Default::default()
+    };
+    // SAFETY: clone3 with no stack behaves like fork: the child continues
+    // on a copy of this stack. args and tid outlive the call.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}
+
+/// Everything a node needs, prepared by the restorer before forking.
+#[derive(Debug)]
+pub struct TreeSpec<'a> {
+    pub plan: &'a Plan,
+    pub processes: &'a [ProcessImage],
+    /// Raw fd in the restorer of each `Snapshot::files` entry.
+    pub file_fds: &'a [RawFd],
+    /// Lowest restorer fd holding a restored object.
+    pub base_fd: RawFd,
+    /// Per node: candidate gadget addresses (holes of the saved layout).
+    pub gadget_candidates: &'a [Vec<u64>],
+    pub restorer_pid: i32,
+}
+
+/// Steps a node can fail at, reported in the shared page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Fork = 1,
+    Setsid,
+    Setpgid,
+    Fds,
+    Cwd,
+    Root,
+    Rlimit,
+    Gadget,
+    Personality,
+}
+
+impl Step {
+    pub fn from_u32(v: u32) -> &'static str {
+        match v {
+            1 => "forking a child with its pid",
+            2 => "creating its session",
+            3 => "joining its process group",
+            4 => "installing its fds",
+            5 => "entering its working directory",
+            6 => "entering its root directory",
+            7 => "setting its resource limits",
+            8 => "mapping the restore gadget",
+            9 => "setting its personality",
+            _ => "an unknown step",
+        }
+    }
+}
+
+fn fail(shared: &Shared, node: usize, step: Step, err: io::Error) -> ! {
+    let a = shared.area();
+    if a.failed.fetch_add(1, Ordering::AcqRel) == 0 {
+        a.fail_node.store(node as u32, Ordering::Release);
+        a.fail_errno.store(err.raw_os_error().unwrap_or(0), Ordering::Release);
+        a.fail_step.store(step as u32, Ordering::Release);
+    }
+    for c in [&a.born, &a.grouped, &a.ready, &a.failed] {
+        futex_wake(c);
+    }
+    // SAFETY: ends this forked copy.
+    unsafe { libc::_exit(1) }
+}
+
+fn check(r: libc::c_long) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Fork the children of `forker` (None: the restore root) per the plan.
+pub fn fork_children(spec: &TreeSpec<'_>, shared: &Shared, forker: Option<usize>) -> Vec<(usize, i32)> {
+    let mut forked = Vec::new();
+    for child in spec.plan.children(forker) {
+        let node = &spec.plan.nodes[child];
+        let flags = if node.clone_parent { libc::CLONE_PARENT as u64 } else { 0 };
+        match clone_with_pid(node.pid, flags) {
+            Ok(0) => run(spec, shared, child),
+            Ok(pid) => forked.push((child, pid)),
+            Err(e) => fail(shared, child, Step::Fork, e),
+        }
+    }
+    forked
+}
+
+/// The life of one node in the tree. Never returns.
+fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
+    let node: &Node = &spec.plan.nodes[me];
+    // SAFETY: getpid has no arguments.
+    let pid = unsafe { libc::getpid() };
+    shared.slot(me).pid.store(pid, Ordering::Release);
+    // Zombies must stay for their parents to reap; never auto-reap here.
+    // SAFETY: resetting a disposition to default; no handler involved.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    if node.setsid {
+        // SAFETY: setsid takes no arguments.
+        if let Err(e) = check(unsafe { libc::setsid() } as libc::c_long) {
+            fail(shared, me, Step::Setsid, e);
+        }
+    }
+    if node.make_group {
+        // SAFETY: setpgid on ourselves.
+        if let Err(e) = check(unsafe { libc::setpgid(0, 0) } as libc::c_long) {
+            fail(shared, me, Step::Setpgid, e);
+        }
+    }
+    let forked = fork_children(spec, shared, Some(me));
+    bump(&shared.area().born);
+    await_stage(shared, STAGE_GROUPS);
+    if let Some(g) = node.join_group {
+        // SAFETY: setpgid on ourselves to an existing group.
+        if let Err(e) = check(unsafe { libc::setpgid(0, g) } as libc::c_long) {
+            fail(shared, me, Step::Setpgid, e);
+        }
+    }
+    bump(&shared.area().grouped);
+    await_stage(shared, STAGE_SETUP);
+    // Reap the helpers we forked (real children are left alone: zombies
+    // among them must stay zombies).
+    for &(child, cpid) in &forked {
+        if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
+            let mut status = 0;
+            // SAFETY: waiting for our own child by pid.
+            unsafe { libc::waitpid(cpid, &mut status, 0) };
+        }
+    }
+    match node.kind {
+        NodeKind::SessionHelper | NodeKind::GroupHelper => {
+            // SAFETY: ends the helper.
+            unsafe { libc::_exit(0) }
+        }
+        NodeKind::Process(i) => {
+            let p = &spec.processes[i];
+            if let Some(status) = p.zombie_status {
+                become_zombie(status);
+            }
+            if let Err((step, e)) = setup(spec, p, me) {
+                fail(shared, me, step, e);
+            }
+            let gadget = match map_gadget(&spec.gadget_candidates[me]) {
+                Ok(g) => g,
+                Err(e) => fail(shared, me, Step::Gadget, e),
+            };
+            shared.slot(me).gadget.store(gadget, Ordering::Release);
+            bump(&shared.area().ready);
+            // The restorer seizes us here and replaces this whole address space.
+            loop {
+                await_stage(shared, STAGE_ABORT + 1);
+            }
+        }
+    }
+}
+
+fn become_zombie(status: i32) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain syscalls on ourselves: limit core dumps, default the
+        // signal, unblock everything, then die of it.
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    // SAFETY: ends this process with the saved exit code.
+    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
+}
+
+fn cstr(p: &std::path::Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
+}
+
+/// Per-process state set from inside, before the swap.
+fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step, io::Error)> {
+    let e = |step| move |err| (step, err);
+    // fds: objects sit at or above base_fd; targets below it.
+    let mut targets: Vec<i32> = Vec::with_capacity(p.fds.len());
+    for f in &p.fds {
+        let src = spec.file_fds[f.file];
+        let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
+        // SAFETY: dup3 between fds; src is open in this copy of the restorer.
+        check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
+        targets.push(f.fd);
+    }
+    targets.sort_unstable();
+    let mut lo = 0u32;
+    for &t in targets.iter().chain(std::iter::once(&spec.base_fd)) {
+        if (t as u32) > lo {
+            // SAFETY: close_range closes fds we own in this process copy.
+            unsafe { libc::syscall(libc::SYS_close_range, lo, t as u32 - 1, 0) };
+        }
+        lo = t as u32 + 1;
+    }
+    // SAFETY: as above: every restorer object from base_fd up.
+    unsafe { libc::syscall(libc::SYS_close_range, spec.base_fd as u32, u32::MAX, 0) };
+
+    // SAFETY: chdir/chroot with NUL-terminated paths.
+    check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long).map_err(e(Step::Cwd))?;
+    if p.root != std::path::Path::new("/") {
+        // SAFETY: as above.
+        check(unsafe { libc::chroot(cstr(&p.root).as_ptr()) } as libc::c_long).map_err(e(Step::Root))?;
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(p.umask as libc::mode_t) };
+    for r in &p.rlimits {
+        let mut cur = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: prlimit64 on ourselves reading into `cur`.
+        unsafe { libc::prlimit64(0, r.resource as _, std::ptr::null(), &mut cur) };
+        // A hard limit can only be raised with CAP_SYS_RESOURCE: clamp.
+        let max = r.max.min(cur.rlim_max);
+        let new = libc::rlimit64 {
+            rlim_cur: r.cur.min(max),
+            rlim_max: max,
+        };
+        // SAFETY: prlimit64 on ourselves with a valid new limit.
+        check(unsafe { libc::prlimit64(0, r.resource as _, &new, std::ptr::null_mut()) } as libc::c_long)
+            .map_err(e(Step::Rlimit))?;
+    }
+    // SAFETY: personality takes an integer.
+    check(unsafe { libc::personality(p.personality as libc::c_ulong) } as libc::c_long).map_err(e(Step::Personality))?;
+    let mut comm = [0u8; 16];
+    let n = p.comm.len().min(15);
+    comm[..n].copy_from_slice(&p.comm.as_bytes()[..n]);
+    // SAFETY: PR_SET_NAME reads a 16-byte NUL-terminated buffer.
+    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
+    // SAFETY: PR_SET_PTRACER with the restorer's pid (Yama).
+    unsafe { libc::prctl(libc::PR_SET_PTRACER, spec.restorer_pid as libc::c_ulong) };
+    // Every handler back to default; the saved ones are set from outside.
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let act = [0u64; 4];
+        // SAFETY: raw rt_sigaction with a zeroed (SIG_DFL) kernel sigaction.
+        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, 8usize) };
+    }
+    Ok(())
+}
+
+/// Map the gadget (a `syscall; int3` page and scratch pages) at the first
+/// candidate address that is free both here and in the saved layout.
+fn map_gadget(candidates: &[u64]) -> io::Result<u64> {
+    for &addr in candidates {
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                GADGET_LEN as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != addr {
+            continue;
+        }
+        // SAFETY: p is our fresh writable mapping of GADGET_LEN bytes.
+        unsafe {
+            let code = p as *mut u8;
+            code.write(0x0f);
+            code.add(1).write(0x05);
+            code.add(2).write(0xcc);
+            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
+        }
+        return Ok(addr);
+    }
+    Err(io::Error::from_raw_os_error(libc::ENOMEM))
+}

@@ -1,0 +1,98 @@
+//! The image's metadata document: everything saved about a task set,
+//! except page and file data, which the document references by chunk.
+
+use crate::creds::Creds;
+use crate::files::pipe::PipeImage;
+use crate::files::{FdImage, OpenFile};
+use crate::image::ChunkRef;
+use crate::memory::{MmImage, ShmemObject};
+use crate::policy::Report;
+use crate::ptrace::QueuedSignal;
+use crate::signals::SigAction;
+use crate::thread::ThreadImage;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// One process of the saved set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessImage {
+    pub pid: i32,
+    /// Parent pid; a parent outside the set makes this a root.
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub comm: String,
+    /// Wait status of a zombie; such a process has no other state.
+    pub zombie_status: Option<i32>,
+    pub creds: Creds,
+    pub cwd: PathBuf,
+    pub root: PathBuf,
+    pub umask: u32,
+    pub personality: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub mm: Option<MmImage>,
+    pub threads: Vec<ThreadImage>,
+    pub sigactions: Vec<SigAction>,
+    pub shared_pending: Vec<QueuedSignal>,
+    pub fds: Vec<FdImage>,
+}
+
+impl ProcessImage {
+    pub fn is_zombie(&self) -> bool {
+        self.zombie_status.is_some()
+    }
+}
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub hiber_version: String,
+    pub created_unix: u64,
+    pub hostname: String,
+    pub kernel: String,
+    pub roots: Vec<i32>,
+    pub processes: Vec<ProcessImage>,
+    pub files: Vec<OpenFile>,
+    pub pipes: Vec<PipeImage>,
+    pub shmem: Vec<ShmemObject>,
+    /// What `check` said at checkpoint time.
+    pub report: Report,
+}
+
+impl Snapshot {
+    /// Every chunk the image references.
+    pub fn chunks(&self) -> Vec<&ChunkRef> {
+        let mut out: Vec<&ChunkRef> = Vec::new();
+        for p in &self.processes {
+            if let Some(mm) = &p.mm {
+                out.extend(mm.page_chunks());
+            }
+        }
+        for s in &self.shmem {
+            out.extend(s.pages.iter().map(|p| &p.chunk));
+        }
+        for f in &self.files {
+            out.extend(f.kind.chunks());
+        }
+        for p in &self.pipes {
+            out.extend(p.data.iter());
+        }
+        out
+    }
+
+    /// Bytes of page data (uncompressed) the image holds.
+    pub fn memory_bytes(&self) -> u64 {
+        self.chunks().iter().map(|c| c.raw_len as u64).sum()
+    }
+
+    pub fn process(&self, pid: i32) -> Option<&ProcessImage> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+}

@@ -1,0 +1,107 @@
+//! Per-thread state: registers, FPU/xstate, signal mask and private queue,
+//! alternate signal stack, rseq, robust futex list, clear_child_tid.
+
+use crate::procmem::ProcMem;
+use crate::ptrace::{self, PtraceError, QueuedSignal, Regs, Rseq};
+use crate::remote::{RemoteError, RemoteTask, Scratch};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadImage {
+    pub tid: i32,
+    pub regs: Regs,
+    #[serde(with = "hex::serde")]
+    pub xstate: Vec<u8>,
+    pub sigmask: u64,
+    pub pending: Vec<QueuedSignal>,
+    pub altstack: Option<AltStack>,
+    pub rseq: Option<Rseq>,
+    /// (head, len) of the robust futex list.
+    pub robust_list: (u64, u64),
+    pub clear_child_tid: u64,
+}
+
+const ALTSTACK_OFF: usize = 8192 + 512;
+const TIDADDR_OFF: usize = 8192 + 1024;
+
+/// Read a thread's state; `task` runs remote calls in it, and must have been
+/// created from the same stop (its saved registers are the thread's).
+pub fn checkpoint(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch) -> Result<ThreadImage, RemoteError> {
+    let tid = task.tid();
+    let xstate = ptrace::get_xstate(tid)?;
+    let pending = ptrace::peek_siginfo(tid, false)?;
+    let rseq = ptrace::get_rseq(tid)?;
+
+    let addr = scratch.addr + ALTSTACK_OFF as u64;
+    task.syscall("sigaltstack", libc::SYS_sigaltstack, [0, addr, 0, 0, 0, 0])?;
+    let mut raw = [0u8; 24];
+    scratch.read(mem, ALTSTACK_OFF, &mut raw)?;
+    let sp = u64::from_ne_bytes(raw[0..8].try_into().expect("8"));
+    let flags = i32::from_ne_bytes(raw[8..12].try_into().expect("4"));
+    let size = u64::from_ne_bytes(raw[16..24].try_into().expect("8"));
+    let altstack = (flags & libc::SS_DISABLE == 0).then_some(AltStack { sp, flags, size });
+
+    const PR_GET_TID_ADDRESS: u64 = 40;
+    let addr = scratch.addr + TIDADDR_OFF as u64;
+    task.syscall("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [PR_GET_TID_ADDRESS, addr, 0, 0, 0, 0])?;
+    let mut raw = [0u8; 8];
+    scratch.read(mem, TIDADDR_OFF, &mut raw)?;
+    let clear_child_tid = u64::from_ne_bytes(raw);
+
+    let mut head = 0u64;
+    let mut len = 0usize;
+    // SAFETY: get_robust_list writes a pointer and a length to our two out
+    // variables.
+    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head, &mut len) };
+    if r != 0 {
+        return Err(RemoteError::Ptrace(PtraceError::Request {
+            op: "get_robust_list",
+            tid,
+            source: std::io::Error::last_os_error(),
+        }));
+    }
+    Ok(ThreadImage {
+        tid,
+        regs: *task.saved_regs(),
+        xstate,
+        sigmask: ptrace_mask(task)?,
+        pending,
+        altstack,
+        rseq,
+        robust_list: (head, len as u64),
+        clear_child_tid,
+    })
+}
+
+fn ptrace_mask(task: &RemoteTask) -> Result<u64, RemoteError> {
+    Ok(task.saved_mask())
+}
+
+/// Set everything but the registers and mask, which the final step sets.
+pub fn restore(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, t: &ThreadImage) -> Result<(), RemoteError> {
+    if let Some(a) = &t.altstack {
+        let mut raw = Vec::with_capacity(24);
+        raw.extend_from_slice(&a.sp.to_ne_bytes());
+        raw.extend_from_slice(&(a.flags & !libc::SS_ONSTACK).to_ne_bytes());
+        raw.extend_from_slice(&[0u8; 4]);
+        raw.extend_from_slice(&a.size.to_ne_bytes());
+        let addr = scratch.write(mem, ALTSTACK_OFF, &raw)?;
+        task.syscall("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
+    }
+    if t.robust_list.0 != 0 {
+        task.syscall("set_robust_list", libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])?;
+    }
+    task.syscall("set_tid_address", libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    if let Some(r) = &t.rseq {
+        task.syscall("rseq", libc::SYS_rseq, [r.addr, r.len as u64, 0, r.signature as u64, 0, 0])?;
+    }
+    ptrace::set_xstate(task.tid(), &t.xstate)?;
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! `hiber bench`: checkpoint and restore of processes with 1 MiB, 64 MiB
+//! and 1 GiB of dirtied anonymous memory, next to baselines measured in
+//! the same run on the same machine and filesystem: a memcpy of the same
+//! bytes, and writing them to a file (with fsync) in the image directory.
+
+use anyhow::{bail, Context, Result};
+use hiber_session::format;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Debug, Serialize)]
+struct Row {
+    mib: u64,
+    memcpy_ms: f64,
+    write_ms: f64,
+    /// memcpy + write: what any save of these bytes must at least cost.
+    baseline_ms: f64,
+    checkpoint_ms: f64,
+    frozen_ms: f64,
+    checkpoint_ratio: f64,
+    checkpoint_peak_rss_kib: u64,
+    image_bytes: u64,
+    /// A second checkpoint of the same process into the same store.
+    incremental_ms: f64,
+    incremental_written_bytes: u64,
+    restore_ms: f64,
+    restore_ratio: f64,
+    restore_peak_rss_kib: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct CheckpointOut {
+    frozen_ms: f64,
+    total_ms: f64,
+    image_bytes: u64,
+    written_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RestoreOut {
+    pids: Vec<(i32, i32)>,
+    elapsed_ms: f64,
+}
+
+/// splitmix64: memory that does not compress, the worst case for the image.
+fn fill(buf: &mut [u8], seed: u64) {
+    let mut x = seed;
+    for word in buf.chunks_exact_mut(8) {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        word.copy_from_slice(&(z ^ (z >> 31)).to_ne_bytes());
+    }
+}
+
+/// The workload: dirty `mib` MiB, say "ready", then wait to be saved.
+pub fn workload(mib: u64) -> Result<ExitCode> {
+    let mut mem = vec![0u8; (mib * MIB) as usize];
+    fill(&mut mem, mib);
+    println!("ready {}", blake_sum(&mem));
+    std::io::stdout().flush()?;
+    loop {
+        // SAFETY: pause has no arguments; it returns on a signal.
+        unsafe { libc::pause() };
+        std::hint::black_box(&mem);
+    }
+}
+
+fn blake_sum(mem: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for c in mem.chunks(MIB as usize) {
+        h = h.rotate_left(5) ^ u64::from_ne_bytes(c[..8].try_into().expect("8 bytes"));
+    }
+    format!("{h:016x}")
+}
+
+fn baseline_memcpy(bytes: usize) -> Duration {
+    let mut src = vec![0u8; bytes];
+    fill(&mut src, 1);
+    let mut dst = vec![1u8; bytes];
+    let t = Instant::now();
+    dst.copy_from_slice(&src);
+    std::hint::black_box(&dst);
+    t.elapsed()
+}
+
+fn baseline_write(dir: &Path, bytes: usize) -> Result<Duration> {
+    let mut src = vec![0u8; bytes];
+    fill(&mut src, 2);
+    let path = dir.join("baseline-write");
+    let t = Instant::now();
+    let mut f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    for c in src.chunks(256 << 10) {
+        f.write_all(c)?;
+    }
+    f.sync_all()?;
+    let took = t.elapsed();
+    drop(f);
+    fs::remove_file(&path)?;
+    Ok(took)
+}
+
+/// Run `hiber ARGS`, returning its stdout.
+fn hiber(args: &[&str]) -> Result<(String, u64)> {
+    let exe = std::env::current_exe().context("finding the hiber binary")?;
+    let out = Command::new(exe).args(args).output()?;
+    if !out.status.success() {
+        bail!("hiber {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok((String::from_utf8(out.stdout)?, 0))
+}
+
+/// Run `hiber ARGS` and measure its own peak RSS with wait4.
+fn hiber_measured(args: &[&str]) -> Result<(String, u64)> {
+    let exe = std::env::current_exe().context("finding the hiber binary")?;
+    let mut child = Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child.stdout.take().expect("piped").read_to_string(&mut stdout)?;
+    child.stderr.take().expect("piped").read_to_string(&mut stderr)?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    if r < 0 {
+        bail!("waiting for hiber: {}", std::io::Error::last_os_error());
+    }
+    let status = std::process::ExitStatus::from_raw(status);
+    if !status.success() {
+        bail!("hiber {} failed ({status}): {}", args.join(" "), stderr.trim());
+    }
+    Ok((stdout, usage.ru_maxrss as u64))
+}
+
+struct Workload {
+    child: Child,
+    pid: i32,
+    ready: String,
+}
+
+fn start_workload(mib: u64) -> Result<Workload> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(exe)
+        .args(["bench-workload", &mib.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the workload")?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if !line.starts_with("ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the workload did not start: {line:?}");
+    }
+    let pid = child.id() as i32;
+    Ok(Workload { child, pid, ready: line })
+}
+
+fn measure(dir: &Path, mib: u64) -> Result<Row> {
+    let bytes = (mib * MIB) as usize;
+    let memcpy = baseline_memcpy(bytes);
+    let write = baseline_write(dir, bytes)?;
+    let baseline = memcpy + write;
+
+    let store = dir.join(format!("store-{mib}"));
+    let full = dir.join(format!("full-{mib}"));
+    let incr = dir.join(format!("incr-{mib}"));
+    let store_s = store.to_str().context("non-UTF-8 directory")?;
+    let mut w = start_workload(mib)?;
+    let pid = w.pid.to_string();
+    let run = (|| -> Result<(CheckpointOut, u64, CheckpointOut)> {
+        let (out, rss) = hiber_measured(&["checkpoint", &pid, "-o", full.to_str().context("path")?, "--store", store_s, "--json"])?;
+        let first: CheckpointOut = serde_json::from_str(&out)?;
+        let (out, _) = hiber(&["checkpoint", &pid, "-o", incr.to_str().context("path")?, "--store", store_s, "--stop", "--json"])?;
+        Ok((first, rss, serde_json::from_str(&out)?))
+    })();
+    if run.is_err() {
+        let _ = w.child.kill();
+    }
+    let _ = w.child.wait();
+    let (first, ck_rss, second) = run?;
+
+    let (out, rs_rss) = hiber_measured(&["restore", full.to_str().context("path")?, "--json"])?;
+    let restored: RestoreOut = serde_json::from_str(&out)?;
+    for (_, now) in &restored.pids {
+        // SAFETY: kill with the pid restore just reported.
+        unsafe { libc::kill(*now, libc::SIGKILL) };
+    }
+    let _ = &w.ready;
+    for d in [&full, &incr, &store] {
+        let _ = fs::remove_dir_all(d);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Ok(Row {
+        mib,
+        memcpy_ms: ms(memcpy),
+        write_ms: ms(write),
+        baseline_ms: ms(baseline),
+        checkpoint_ms: first.total_ms,
+        frozen_ms: first.frozen_ms,
+        checkpoint_ratio: first.total_ms / ms(baseline),
+        checkpoint_peak_rss_kib: ck_rss,
+        image_bytes: first.image_bytes,
+        incremental_ms: second.total_ms,
+        incremental_written_bytes: second.written_bytes,
+        restore_ms: restored.elapsed_ms,
+        restore_ratio: restored.elapsed_ms / ms(baseline),
+        restore_peak_rss_kib: rs_rss,
+    })
+}
+
+pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let tmp;
+    let dir = match dir {
+        Some(d) => {
+            fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            tmp = tempfile::Builder::new().prefix("hiber-bench-").tempdir_in("/var/tmp")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let mut rows = Vec::new();
+    for &mib in sizes {
+        if !json {
+            eprintln!("measuring {mib} MiB...");
+        }
+        rows.push(measure(&dir, mib).with_context(|| format!("benchmarking {mib} MiB"))?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("filesystem of {}; times in ms; ratio = time / (memcpy + write)", dir.display());
+    println!(
+        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>6} {:>9}",
+        "MiB", "memcpy", "write", "ckpt", "frozen", "ratio", "ckpt RSS", "image", "incr", "incr new", "restore", "ratio", "rst RSS"
+    );
+    for r in &rows {
+        println!(
+            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>6.2} {:>9}",
+            r.mib,
+            r.memcpy_ms,
+            r.write_ms,
+            r.checkpoint_ms,
+            r.frozen_ms,
+            r.checkpoint_ratio,
+            format::bytes(r.checkpoint_peak_rss_kib * 1024),
+            format::bytes(r.image_bytes),
+            r.incremental_ms,
+            format::bytes(r.incremental_written_bytes),
+            r.restore_ms,
+            r.restore_ratio,
+            format::bytes(r.restore_peak_rss_kib * 1024),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,104 @@
+//! `hiber checkpoint`: save process trees into an image.
+
+use super::check::EXIT_REFUSED;
+use anyhow::{Context, Result};
+use hiber_core::{CheckpointError, CheckpointOptions, Stage};
+use hiber_session::format;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Serialize)]
+struct Output {
+    dir: PathBuf,
+    processes: usize,
+    frozen_ms: f64,
+    total_ms: f64,
+    image_bytes: u64,
+    memory_bytes: u64,
+    written_bytes: u64,
+}
+
+/// The store an image shares with its siblings unless told otherwise.
+pub fn default_store(output: &Path) -> PathBuf {
+    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join(".hiber-store")
+}
+
+pub fn run(pids: &[i32], output: &Path, store: Option<PathBuf>, no_store: bool, stop: bool, json: bool) -> Result<ExitCode> {
+    let store = if no_store { None } else { Some(store.unwrap_or_else(|| default_store(output))) };
+    let opts = CheckpointOptions {
+        roots: pids.to_vec(),
+        dir: output.to_path_buf(),
+        store,
+        stop,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:12} [{bar:30}] {bytes}/{total_bytes}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress = |stage: Stage| {
+        if let Some(bar) = &bar {
+            match stage {
+                Stage::Freezing => bar.set_message("freezing"),
+                Stage::Inspecting => bar.set_message("inspecting"),
+                Stage::DumpingMemory { done, total } => {
+                    bar.set_message("memory");
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+                Stage::Committing => bar.set_message("committing"),
+            }
+        }
+    };
+    let result = hiber_core::checkpoint(&opts, &progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(CheckpointError::Refused(report)) => {
+            eprintln!("hiber: nothing was saved; the processes keep running. Refused:");
+            for f in report.refused() {
+                eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
+            }
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("checkpointing pids {pids:?} into {}", output.display()));
+        }
+    };
+    let out = Output {
+        dir: stats.dir.clone(),
+        processes: stats.processes,
+        frozen_ms: stats.frozen.as_secs_f64() * 1e3,
+        total_ms: stats.total.as_secs_f64() * 1e3,
+        image_bytes: stats.image_bytes,
+        memory_bytes: stats.bytes_raw,
+        written_bytes: stats.bytes_written,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "saved {} processes to {}: frozen {}, total {}, image {} ({} of data, {} newly written){}",
+            out.processes,
+            out.dir.display(),
+            format::millis(stats.frozen),
+            format::millis(stats.total),
+            format::bytes(out.image_bytes),
+            format::bytes(out.memory_bytes),
+            format::bytes(out.written_bytes),
+            if stop { "; processes ended" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

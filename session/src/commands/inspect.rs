@@ -1,0 +1,114 @@
+//! `hiber inspect`: what an image holds.
+
+use anyhow::{Context, Result};
+use hiber_core::files::FileKind;
+use hiber_core::image::ImageReader;
+use hiber_core::memory::Backing;
+use hiber_core::Snapshot;
+use hiber_session::format;
+use serde::Serialize;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Debug, Serialize)]
+struct Summary<'a> {
+    dir: &'a Path,
+    format_version: u32,
+    snapshot: &'a Snapshot,
+    chunks: usize,
+    data_bytes: u64,
+    verified: bool,
+}
+
+pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
+    let (reader, snap): (ImageReader, Snapshot) =
+        ImageReader::open(dir).with_context(|| format!("opening image {}", dir.display()))?;
+    let chunks = snap.chunks();
+    reader.check_chunks(chunks.iter().copied()).with_context(|| format!("checking the chunks of {}", dir.display()))?;
+    if verify {
+        let mut buf = Vec::new();
+        for c in &chunks {
+            reader.read_chunk(c, &mut buf).with_context(|| format!("verifying {}", dir.display()))?;
+        }
+    }
+    let data_bytes: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
+    if json {
+        let s = Summary {
+            dir,
+            format_version: reader.version(),
+            snapshot: &snap,
+            chunks: chunks.len(),
+            data_bytes,
+            verified: verify,
+        };
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "image {} (format {}), saved on {} ({}) at unix time {} by hiber {}",
+        dir.display(),
+        reader.version(),
+        snap.hostname,
+        snap.kernel,
+        snap.created_unix,
+        snap.hiber_version
+    );
+    println!(
+        "{} processes, {} open files, {} pipes, {} shared memory objects; {} chunks, {} of data{}",
+        snap.processes.len(),
+        snap.files.len(),
+        snap.pipes.len(),
+        snap.shmem.len(),
+        chunks.len(),
+        format::bytes(data_bytes),
+        if verify { ", every chunk verified" } else { "" }
+    );
+    for p in &snap.processes {
+        let zombie = p.zombie_status.map(|s| format!(" zombie (status {s:#x})")).unwrap_or_default();
+        println!(
+            "\npid {} {}{} parent {} group {} session {} uid {}",
+            p.pid, p.comm, zombie, p.ppid, p.pgid, p.sid, p.creds.uid[0]
+        );
+        if p.zombie_status.is_some() {
+            continue;
+        }
+        println!("  cwd {}", p.cwd.display());
+        for f in &p.fds {
+            let file = &snap.files[f.file];
+            let extra = match &file.kind {
+                FileKind::Regular(r) => format!(" offset {}", r.pos),
+                FileKind::Pipe(e) => format!(" ({} bytes queued)", snap.pipes[e.pipe].data_len),
+                _ => String::new(),
+            };
+            println!("  fd {:<4} {} [{}] flags {:#o}{}", f.fd, file.kind.describe(), file.kind.policy(), file.flags, extra);
+        }
+        if let Some(mm) = &p.mm {
+            for v in &mm.vmas {
+                let stored: u64 = v.pages.iter().map(|c| c.chunk.raw_len as u64).sum();
+                let what = match &v.backing {
+                    Backing::Anon => "anon".to_string(),
+                    Backing::File { path, .. } => path.display().to_string(),
+                    Backing::Shmem { object, .. } => format!("shared object {object}"),
+                    Backing::Vdso => "[vdso]".into(),
+                    Backing::Vvar => "[vvar]".into(),
+                    Backing::VvarVclock => "[vvar_vclock]".into(),
+                };
+                let prot = format!(
+                    "{}{}{}{}",
+                    if v.read { 'r' } else { '-' },
+                    if v.write { 'w' } else { '-' },
+                    if v.exec { 'x' } else { '-' },
+                    if v.shared { 's' } else { 'p' }
+                );
+                println!(
+                    "  {:012x}-{:012x} {prot} {:>10} saved {:>10}  {what}",
+                    v.start,
+                    v.end,
+                    format::bytes(v.len()),
+                    format::bytes(stored)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,8 @@
+//! One module per `hiber` verb.
+
+pub mod bench;
+pub mod check;
+pub mod checkpoint;
+pub mod demo;
+pub mod inspect;
+pub mod restore;
