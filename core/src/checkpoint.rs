@@ -135,7 +135,7 @@ fn inspect_process(
         );
         return Ok(None);
     }
-    if stat.state == 'T' || stat.state == 't' {
+    if fp.stopped {
         report.add(pid, Subject::Process, "stopped process", Policy::Refuse, "processes stopped by a signal or a debugger are not supported yet");
         return Ok(None);
     }
@@ -363,14 +363,20 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     snapshot.shmem = std::mem::take(&mut shmem.objects);
     progress(Stage::Committing);
     let stats = writer.stats();
-    let committed = writer.commit(&snapshot)?;
     let processes = snapshot.processes.len();
-    let frozen_for = frozen_at.elapsed();
-    if opts.stop {
+    // Everything is captured: a process that goes on running cannot change
+    // the image any more, so it need not wait for the disk. One that is to
+    // end waits until the image is durable.
+    let (committed, frozen_for) = if opts.stop {
+        let committed = writer.commit(&snapshot)?;
+        let frozen_for = frozen_at.elapsed();
         frozen.kill_all();
+        (committed, frozen_for)
     } else {
         frozen.thaw();
-    }
+        let frozen_for = frozen_at.elapsed();
+        (writer.commit(&snapshot)?, frozen_for)
+    };
     let total = t0.elapsed();
     info!(dir = %opts.dir.display(), processes, ?frozen_for, ?total, "checkpoint committed");
     debug!(?stats, "image write statistics");
@@ -384,9 +390,4 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         image_bytes: committed.image_bytes,
         report: snapshot.report,
     })
-}
-
-/// Whether a directory looks like an image (for callers choosing a path).
-pub fn is_image_dir(dir: &Path) -> bool {
-    dir.join("hiber-image").is_file()
 }

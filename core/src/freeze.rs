@@ -32,6 +32,8 @@ pub struct FrozenProcess {
     pub ppid: i32,
     pub threads: Vec<i32>,
     pub zombie: bool,
+    /// Was in a job-control stop (SIGSTOP) before we froze it.
+    pub stopped: bool,
 }
 
 /// The frozen task set. Dropping it thaws every task.
@@ -112,6 +114,7 @@ impl Frozen {
             released: false,
         };
         let mut seized: BTreeSet<i32> = BTreeSet::new();
+        let mut stopped: BTreeSet<i32> = BTreeSet::new();
         loop {
             let found = scan(roots)?;
             if let Some(&pid) = found.keys().find(|p| ancestors.contains(p)) {
@@ -122,6 +125,10 @@ impl Frozen {
                 for &tid in threads {
                     if seized.contains(&tid) || is_zombie(tid)? {
                         continue;
+                    }
+                    // Read before our own stop hides it.
+                    if tid == pid && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
+                        stopped.insert(pid);
                     }
                     match ptrace::seize(tid) {
                         Ok(()) => {}
@@ -150,6 +157,7 @@ impl Frozen {
                             ppid,
                             threads,
                             zombie,
+                            stopped: stopped.contains(&pid),
                         },
                     );
                 }

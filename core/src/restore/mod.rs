@@ -309,7 +309,7 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         }
     }
     for (pid, what) in &plan.foreign {
-        warn!(pid, what = %what, "left in the restorer's session or group");
+        debug!(pid, what = %what, "left in the restorer's session or group");
     }
 
     // Shared objects, at fds above every number the tasks use.
