@@ -15,7 +15,7 @@ use crate::ptrace;
 use crate::remote::{self, RemoteError, RemoteTask, Scratch};
 use crate::snapshot::{ProcessImage, Rlimit, Snapshot};
 use crate::{signals, thread};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 

@@ -175,7 +175,9 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             forker: node_forker,
             clone_parent,
             setsid: source == SessionSource::Own,
-            make_group: p.pgid == p.pid,
+            // setsid already made it its group's leader (and setpgid on a
+            // session leader fails).
+            make_group: p.pgid == p.pid && source != SessionSource::Own,
             join_group: None,
         };
         if p.pgid != p.pid {

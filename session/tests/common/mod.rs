@@ -1,0 +1,248 @@
+//! Shared test harness: run `hiber`, start real programs in their own
+//! sessions, wait on conditions with deadlines, and end (by pid) every
+//! process a test started or restored.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn hiber_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hiber"))
+}
+
+/// The fixture program, built by the hiber-fixtures crate next to `hiber`.
+pub fn fixture_bin() -> PathBuf {
+    let p = hiber_bin().with_file_name("hiber-fixture");
+    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+pub fn hiber(args: &[&str]) -> Output {
+    Command::new(hiber_bin()).args(args).output().expect("running hiber")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn assert_ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what} failed ({}):\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
+}
+
+/// Poll `f` until it gives a value, failing the test at the deadline.
+#[track_caller]
+pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// State letter from /proc/PID/stat, None when the pid is free.
+pub fn state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].chars().next()
+}
+
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+}
+
+pub fn alive(pid: i32) -> bool {
+    matches!(state(pid), Some(c) if c != 'Z' && c != 'X')
+}
+
+#[track_caller]
+pub fn wait_gone(pid: i32) {
+    wait_until(&format!("pid {pid} to be gone"), DEADLINE, || state(pid).is_none().then_some(()));
+}
+
+/// Every descendant of `pid`, and `pid`.
+pub fn tree(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if !out.insert(p) {
+            continue;
+        }
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+                    todo.extend(c.split_whitespace().filter_map(|w| w.parse::<i32>().ok()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Processes a test is responsible for: killed by pid when it ends.
+#[derive(Debug, Default)]
+pub struct Reaper {
+    pids: BTreeSet<i32>,
+    children: Vec<Child>,
+}
+
+impl Reaper {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn adopt(&mut self, pid: i32) {
+        self.pids.insert(pid);
+    }
+
+    /// Start `cmd` in its own session, stdin from /dev/null.
+    pub fn spawn(&mut self, cmd: &mut Command) -> i32 {
+        cmd.stdin(Stdio::null());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("starting a test program");
+        let pid = child.id() as i32;
+        self.pids.insert(pid);
+        self.children.push(child);
+        pid
+    }
+
+    /// Collect our own children that ended (after `checkpoint --stop`).
+    pub fn reap(&mut self) {
+        for c in &mut self.children {
+            let _ = c.try_wait();
+        }
+    }
+
+    /// `hiber checkpoint ROOT -o DIR --stop`, then wait until every process
+    /// of the tree is gone so its pids are free for the restore.
+    #[track_caller]
+    pub fn checkpoint_stop(&mut self, root: i32, dir: &Path) -> Value {
+        let pids = tree(root);
+        self.pids.extend(pids.iter().copied());
+        let out = hiber(&["checkpoint", &root.to_string(), "-o", path(dir), "--stop", "--json"]);
+        assert_ok(&out, "checkpoint --stop");
+        for c in &mut self.children {
+            if pids.contains(&(c.id() as i32)) {
+                let _ = c.wait();
+            }
+        }
+        for &p in &pids {
+            wait_gone(p);
+        }
+        serde_json::from_slice(&out.stdout).expect("checkpoint --json output")
+    }
+
+    /// `hiber restore DIR --json`; the restored pids are ours to end.
+    #[track_caller]
+    pub fn restore(&mut self, dir: &Path, extra: &[&str]) -> Restored {
+        let mut args = vec!["restore", path(dir), "--json"];
+        args.extend_from_slice(extra);
+        let out = hiber(&args);
+        assert_ok(&out, "restore");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("restore --json output");
+        let pids: Vec<(i32, i32)> = serde_json::from_value(v["pids"].clone()).expect("pids");
+        let keeper = v["keeper"].as_i64().map(|k| k as i32);
+        self.pids.extend(pids.iter().map(|p| p.1));
+        self.pids.extend(keeper);
+        Restored { pids, keeper }
+    }
+
+    /// End every process we know of, and wait until they are gone.
+    pub fn kill_all(&mut self) {
+        for &p in &self.pids {
+            // SAFETY: kill by pid of a process this test started or restored.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+        for &p in &std::mem::take(&mut self.pids) {
+            let until = Instant::now() + DEADLINE;
+            while state(p).is_some() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// (pid in the image, pid now)
+    pub pids: Vec<(i32, i32)>,
+    pub keeper: Option<i32>,
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 test path")
+}
+
+pub fn lines(p: &Path) -> Vec<String> {
+    fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Complete lines of a file another process appends to (a last line
+/// without its newline may still be being written).
+pub fn complete_lines(p: &Path) -> Vec<String> {
+    let text = fs::read_to_string(p).unwrap_or_default();
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    text[..end].lines().map(str::to_string).collect()
+}
+
+#[track_caller]
+pub fn wait_lines(p: &Path, n: usize) -> Vec<String> {
+    wait_until(&format!("{} to reach {n} lines", p.display()), DEADLINE, || {
+        let l = complete_lines(p);
+        (l.len() >= n).then_some(l)
+    })
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("hiber-test-").tempdir_in("/var/tmp").expect("temporary directory")
+}
+
+/// blake3-free digest of every file under `dir`: (relative path, bytes).
+pub fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).expect("listing image").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).expect("under dir").to_path_buf(), fs::read(&p).expect("reading")));
+            }
+        }
+    }
+    out.sort();
+    out
+}

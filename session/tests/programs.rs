@@ -1,0 +1,120 @@
+//! Real programs saved with `checkpoint --stop` and restored: each must go
+//! on exactly where it was.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::process::{Command, Stdio};
+
+#[test]
+fn sleep_comes_back_with_its_pid_and_twice_from_one_image() {
+    let t = tempdir();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(Command::new("sleep").arg("1000"));
+    wait_until("sleep to run", DEADLINE, || fs::read(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with(b"sleep")));
+    let out = r.checkpoint_stop(pid, &img);
+    assert_eq!(out["processes"], 1);
+    for round in 0..2 {
+        let restored = r.restore(&img, &[]);
+        assert_eq!(restored.pids, vec![(pid, pid)], "round {round}");
+        assert_eq!(fs::read(format!("/proc/{pid}/cmdline")).unwrap(), b"sleep\x001000\x00");
+        assert!(alive(pid));
+        // Not a child of the CLI, and not traced any more.
+        assert_ne!(status_field(pid, "PPid").unwrap(), std::process::id().to_string());
+        assert_eq!(status_field(pid, "TracerPid").unwrap(), "0");
+        // The image outlives the copy: end it and restore again.
+        r.kill_all();
+        wait_gone(pid);
+    }
+}
+
+#[test]
+fn bash_counter_through_a_pipe_into_cat_continues_without_gap_or_repeat() {
+    let t = tempdir();
+    let out_file = t.path().join("counter.txt");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done | cat >> '{}'",
+        out_file.display()
+    );
+    let pid = r.spawn(Command::new("bash").args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()));
+    wait_lines(&out_file, 20);
+    r.checkpoint_stop(pid, &img);
+    let saved = complete_lines(&out_file).len();
+    let restored = r.restore(&img, &[]);
+    assert!(restored.pids.iter().any(|p| p.0 == pid), "the bash root is back");
+    let all = wait_lines(&out_file, saved + 100);
+    for (i, l) in all.iter().enumerate() {
+        assert_eq!(l, &(i + 1).to_string(), "line {} of the counter (saved at {saved} lines)", i + 1);
+    }
+}
+
+/// Python: a list of a million ints, changed step by step; each line holds
+/// the step and the list's sum, which the test recomputes.
+const PYTHON: &str = r#"
+import sys, time
+N = 1_000_000
+data = list(range(N))
+k = 0
+while True:
+    k += 1
+    data[k % N] += k
+    print(k, sum(data), flush=True)
+    time.sleep(0.005)
+"#;
+
+#[test]
+fn python_list_checksums_continue_after_restore() {
+    let t = tempdir();
+    let log = t.path().join("py.log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PYTHON])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(Stdio::null()),
+    );
+    wait_lines(&log, 10);
+    r.checkpoint_stop(pid, &img);
+    let saved = complete_lines(&log).len();
+    r.restore(&img, &[]);
+    let all = wait_lines(&log, saved + 20);
+    let n: u64 = 1_000_000;
+    for (i, l) in all.iter().enumerate() {
+        let k = i as u64 + 1;
+        let expected = n * (n - 1) / 2 + k * (k + 1) / 2;
+        assert_eq!(l, &format!("{k} {expected}"), "line {k} (saved at {saved})");
+    }
+}
+
+#[test]
+fn taken_pid_is_named_and_pidns_restores_anyway() {
+    let t = tempdir();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(Command::new("sleep").arg("1000"));
+    wait_until("sleep to run", DEADLINE, || fs::read(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with(b"sleep")));
+    let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img), "--json"]);
+    assert_ok(&out, "checkpoint");
+    assert!(alive(pid), "checkpoint without --stop leaves the process running");
+
+    let out = hiber(&["restore", path(&img)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("pid {pid} is taken")) && err.contains("--pidns"), "{err}");
+
+    let restored = r.restore(&img, &["--pidns"]);
+    let keeper = restored.keeper.expect("a pid namespace keeper");
+    assert_eq!(restored.pids.len(), 1);
+    let (inner, outer) = restored.pids[0];
+    assert_eq!(inner, pid);
+    assert_ne!(outer, pid);
+    assert!(alive(outer) && alive(keeper));
+    let nspid = status_field(outer, "NSpid").unwrap();
+    assert_eq!(nspid.split_whitespace().last().unwrap(), pid.to_string(), "NSpid {nspid}");
+    assert_eq!(fs::read(format!("/proc/{outer}/cmdline")).unwrap(), b"sleep\x001000\x00");
+}
