@@ -129,6 +129,10 @@ impl Reaper {
         pid
     }
 
+    pub fn children_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.children
+    }
+
     /// Collect our own children that ended (after `checkpoint --stop`).
     pub fn reap(&mut self) {
         for c in &mut self.children {
