@@ -9,7 +9,7 @@ use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
 use crate::memory::{self, MemoryError, MmFields, MmImage, ShmemTable};
 use crate::policy::{Policy, ProcessSummary, Report, Subject};
-use crate::procfs::{ProcDir, ProcfsError, MapsPath};
+use crate::procfs::{MapsPath, ProcDir, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace;
 use crate::remote::{self, RemoteError, RemoteTask, Scratch};
@@ -35,7 +35,7 @@ pub enum CheckpointError {
     Image(#[from] ImageError),
     #[error("the task set cannot be checkpointed:\n{}", .0.refusals_text())]
     Refused(Box<Report>),
-    #[error("pid {pid}: {what}: {source}")]
+    #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
         what: &'static str,
@@ -57,28 +57,16 @@ struct Inspection {
 }
 
 fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
-    let mut out = Vec::new();
-    for resource in 0..16u32 {
-        let mut old = libc::rlimit64 {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: prlimit64 with a null new limit only writes `old`.
-        let r = unsafe { libc::prlimit64(pid, resource as _, std::ptr::null(), &mut old) };
-        if r != 0 {
-            return Err(CheckpointError::Os {
-                pid,
-                what: "prlimit",
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        out.push(Rlimit {
-            resource,
-            cur: old.rlim_cur,
-            max: old.rlim_max,
-        });
-    }
-    Ok(out)
+    Ok(ProcDir::new(pid)
+        .limits()?
+        .into_iter()
+        .enumerate()
+        .map(|(resource, (cur, max))| Rlimit {
+            resource: resource as u32,
+            cur,
+            max,
+        })
+        .collect())
 }
 
 fn inspect_process(
@@ -119,7 +107,13 @@ fn inspect_process(
         fds: Vec::new(),
     };
     if fp.zombie {
-        report.add(pid, Subject::Process, "zombie", Policy::Restore, "recreated as a zombie with its exit status");
+        report.add(
+            pid,
+            Subject::Process,
+            "zombie",
+            Policy::Restore,
+            "recreated as a zombie with its exit status",
+        );
         return Ok(Some(ProcessImage {
             zombie_status: Some(stat.exit_code),
             ..base
@@ -136,10 +130,22 @@ fn inspect_process(
         return Ok(None);
     }
     if fp.stopped {
-        report.add(pid, Subject::Process, "stopped process", Policy::Refuse, "processes stopped by a signal or a debugger are not supported yet");
+        report.add(
+            pid,
+            Subject::Process,
+            "stopped process",
+            Policy::Refuse,
+            "processes stopped by a signal or a debugger are not supported yet",
+        );
         return Ok(None);
     }
-    report.add(pid, Subject::Process, format!("process {}", stat.comm), Policy::Restore, "single-threaded process");
+    report.add(
+        pid,
+        Subject::Process,
+        format!("process {}", stat.comm),
+        Policy::Restore,
+        "single-threaded process",
+    );
 
     let smaps = dir.smaps()?;
     let vmas = memory::classify(pid, &smaps, shmem, report);
@@ -148,10 +154,19 @@ fn inspect_process(
     let root = dir.root()?;
     for (what, p) in [("cwd", &cwd), ("root", &root)] {
         if p.to_string_lossy().ends_with(" (deleted)") {
-            report.add(pid, Subject::Process, format!("{what} {}", p.display()), Policy::Refuse, "the directory was deleted");
+            report.add(
+                pid,
+                Subject::Process,
+                format!("{what} {}", p.display()),
+                Policy::Refuse,
+                "the directory was deleted",
+            );
         }
     }
-    let exe = dir.exe().ok().filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
+    let exe = dir
+        .exe()
+        .ok()
+        .filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
 
     // State only visible from inside: remote calls through the vdso.
     let vdso = smaps
@@ -159,7 +174,13 @@ fn inspect_process(
         .find(|s| matches!(s.map.path, MapsPath::Vdso))
         .map(|s| (s.map.start, s.map.end));
     let Some((vstart, vend)) = vdso else {
-        report.add(pid, Subject::Process, "process without vdso", Policy::Refuse, "no vdso to run remote calls through");
+        report.add(
+            pid,
+            Subject::Process,
+            "process without vdso",
+            Policy::Refuse,
+            "no vdso to run remote calls through",
+        );
         return Ok(None);
     };
     let mut mem = ProcMem::new(pid, true);
@@ -168,7 +189,12 @@ fn inspect_process(
     let scratch = Scratch::map(&task, SCRATCH_LEN)?;
     let inside = (|| -> Result<_> {
         let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
-        let actions = signals::checkpoint_actions(&task, &mut mem, &scratch, status.sig_cgt | status.sig_ign)?;
+        let actions = signals::checkpoint_actions(
+            &task,
+            &mut mem,
+            &scratch,
+            status.sig_cgt | status.sig_ign,
+        )?;
         let th = thread::checkpoint(&task, &mut mem, &scratch)?;
         Ok((brk, actions, th))
     })();
@@ -251,7 +277,9 @@ fn uname() -> (String, String) {
     unsafe { libc::uname(&mut u) };
     let s = |f: &[libc::c_char]| {
         // SAFETY: uname NUL-terminates each field within its array.
-        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     (s(&u.nodename), s(&u.release))
 }
@@ -334,7 +362,9 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
                 continue;
             };
             let mut mem = ProcMem::new(p.pid, false);
-            pending.push(memory::dump_private_pages(p.pid, &mm.vmas, &mut mem, &mut sink)?);
+            pending.push(memory::dump_private_pages(
+                p.pid, &mm.vmas, &mut mem, &mut sink,
+            )?);
             done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();
             progress(Stage::DumpingMemory {
                 done,

@@ -43,17 +43,25 @@ impl Creds {
             return None;
         }
         if self.uid.iter().any(|&u| u != caller.uid[0]) {
-            return Some(format!("uids {:?} are not the caller's uid {}", self.uid, caller.uid[0]));
+            return Some(format!(
+                "uids {:?} are not the caller's uid {}",
+                self.uid, caller.uid[0]
+            ));
         }
         let mut allowed: Vec<u32> = caller.groups.clone();
         allowed.push(caller.gid[0]);
-        if let Some(g) = self.gid.iter().chain(&self.groups).find(|g| !allowed.contains(g)) {
+        if let Some(g) = self
+            .gid
+            .iter()
+            .chain(&self.groups)
+            .find(|g| !allowed.contains(g))
+        {
             return Some(format!("gid {g} is not one of the caller's groups"));
         }
         if self.cap_prm | self.cap_eff | self.cap_inh | self.cap_amb != 0 {
             return Some("the process holds capabilities, which only root may restore".into());
         }
-        Some(String::new()).filter(|s| !s.is_empty())
+        None
     }
 
     /// Credentials of the calling process.
@@ -82,22 +90,64 @@ pub fn restore(
         }
         if target.groups != current.groups {
             let addr = scratch.write(mem, CREDS_OFF, &raw)?;
-            task.syscall("setgroups", libc::SYS_setgroups, [target.groups.len() as u64, addr, 0, 0, 0, 0])?;
+            task.syscall(
+                "setgroups",
+                libc::SYS_setgroups,
+                [target.groups.len() as u64, addr, 0, 0, 0, 0],
+            )?;
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which goes with the uid.
         for cap in 0..64u64 {
             if current.cap_bnd & (1 << cap) != 0 && target.cap_bnd & (1 << cap) == 0 {
-                task.syscall("prctl(PR_CAPBSET_DROP)", libc::SYS_prctl, [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0])?;
+                task.syscall(
+                    "prctl(PR_CAPBSET_DROP)",
+                    libc::SYS_prctl,
+                    [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+                )?;
             }
         }
         let keep = target.cap_prm != 0 && target.uid.iter().all(|&u| u != 0);
         if keep {
-            task.syscall("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0])?;
+            task.syscall(
+                "prctl(PR_SET_KEEPCAPS)",
+                libc::SYS_prctl,
+                [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
+            )?;
         }
-        task.syscall("setresgid", libc::SYS_setresgid, [target.gid[0] as u64, target.gid[1] as u64, target.gid[2] as u64, 0, 0, 0])?;
-        task.syscall("setfsgid", libc::SYS_setfsgid, [target.gid[3] as u64, 0, 0, 0, 0, 0])?;
-        task.syscall("setresuid", libc::SYS_setresuid, [target.uid[0] as u64, target.uid[1] as u64, target.uid[2] as u64, 0, 0, 0])?;
-        task.syscall("setfsuid", libc::SYS_setfsuid, [target.uid[3] as u64, 0, 0, 0, 0, 0])?;
+        task.syscall(
+            "setresgid",
+            libc::SYS_setresgid,
+            [
+                target.gid[0] as u64,
+                target.gid[1] as u64,
+                target.gid[2] as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        task.syscall(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [target.gid[3] as u64, 0, 0, 0, 0, 0],
+        )?;
+        task.syscall(
+            "setresuid",
+            libc::SYS_setresuid,
+            [
+                target.uid[0] as u64,
+                target.uid[1] as u64,
+                target.uid[2] as u64,
+                0,
+                0,
+                0,
+            ],
+        )?;
+        task.syscall(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [target.uid[3] as u64, 0, 0, 0, 0, 0],
+        )?;
         // capset: header {version 3, pid 0} then two {effective, permitted, inheritable} words.
         let mut caps = Vec::new();
         caps.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
@@ -110,20 +160,35 @@ pub fn restore(
         let hdr = scratch.write(mem, CREDS_OFF, &caps)?;
         task.syscall("capset", libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])?;
         if keep {
-            task.syscall("prctl(PR_SET_KEEPCAPS)", libc::SYS_prctl, [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0])?;
+            task.syscall(
+                "prctl(PR_SET_KEEPCAPS)",
+                libc::SYS_prctl,
+                [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
+            )?;
         }
         for cap in 0..64u64 {
             if target.cap_amb & (1 << cap) != 0 {
                 task.syscall(
                     "prctl(PR_CAP_AMBIENT_RAISE)",
                     libc::SYS_prctl,
-                    [libc::PR_CAP_AMBIENT as u64, libc::PR_CAP_AMBIENT_RAISE as u64, cap, 0, 0, 0],
+                    [
+                        libc::PR_CAP_AMBIENT as u64,
+                        libc::PR_CAP_AMBIENT_RAISE as u64,
+                        cap,
+                        0,
+                        0,
+                        0,
+                    ],
                 )?;
             }
         }
     }
     if target.no_new_privs && !current.no_new_privs {
-        task.syscall("prctl(PR_SET_NO_NEW_PRIVS)", libc::SYS_prctl, [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0])?;
+        task.syscall(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+        )?;
     }
     Ok(())
 }
@@ -148,12 +213,28 @@ mod tests {
 
     #[test]
     fn root_may_restore_anyone_users_only_themselves() {
-        let root = Creds { cap_prm: !0, cap_eff: !0, ..user(0, 0) };
+        let root = Creds {
+            cap_prm: !0,
+            cap_eff: !0,
+            ..user(0, 0)
+        };
         assert_eq!(user(1000, 1000).not_allowed_for(&root), None);
         assert_eq!(user(1000, 1000).not_allowed_for(&user(1000, 1000)), None);
-        assert!(user(1001, 1000).not_allowed_for(&user(1000, 1000)).unwrap().contains("uid"));
-        assert!(user(1000, 5).not_allowed_for(&user(1000, 1000)).unwrap().contains("gid 5"));
-        let capped = Creds { cap_prm: 1, ..user(1000, 1000) };
-        assert!(capped.not_allowed_for(&user(1000, 1000)).unwrap().contains("capabilities"));
+        assert!(user(1001, 1000)
+            .not_allowed_for(&user(1000, 1000))
+            .unwrap()
+            .contains("uid"));
+        assert!(user(1000, 5)
+            .not_allowed_for(&user(1000, 1000))
+            .unwrap()
+            .contains("gid 5"));
+        let capped = Creds {
+            cap_prm: 1,
+            ..user(1000, 1000)
+        };
+        assert!(capped
+            .not_allowed_for(&user(1000, 1000))
+            .unwrap()
+            .contains("capabilities"));
     }
 }

@@ -15,11 +15,13 @@ use tracing::debug;
 pub enum FreezeError {
     #[error("pid {pid} does not exist")]
     NoSuchProcess { pid: i32 },
-    #[error("pid {pid} is this checkpointer or one of its ancestors; it cannot be saved by itself")]
+    #[error(
+        "pid {pid} is this checkpointer or one of its ancestors; it cannot be saved by itself"
+    )]
     SelfInSet { pid: i32 },
     #[error(transparent)]
     Procfs(#[from] ProcfsError),
-    #[error("stopping tid {tid}: {source}")]
+    #[error("stopping tid {tid}")]
     Stop { tid: i32, source: PtraceError },
 }
 
@@ -71,7 +73,8 @@ fn scan(roots: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
         let dir = ProcDir::new(pid);
         let (threads, children) = match (dir.tasks(), dir.children()) {
             (Ok(t), Ok(c)) => (t, c),
-            (Err(ProcfsError::ProcessGone { .. }), _) | (_, Err(ProcfsError::ProcessGone { .. })) => {
+            (Err(ProcfsError::ProcessGone { .. }), _)
+            | (_, Err(ProcfsError::ProcessGone { .. })) => {
                 // Exited (and reaped) while we looked: not part of the set.
                 continue;
             }
@@ -161,7 +164,11 @@ impl Frozen {
                         },
                     );
                 }
-                debug!(processes = frozen.processes.len(), tasks = frozen.seized.len(), "frozen");
+                debug!(
+                    processes = frozen.processes.len(),
+                    tasks = frozen.seized.len(),
+                    "frozen"
+                );
                 return Ok(frozen);
             }
         }

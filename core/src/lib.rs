@@ -21,7 +21,9 @@ pub mod signals;
 pub mod snapshot;
 pub mod thread;
 
-pub use checkpoint::{check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage};
+pub use checkpoint::{
+    check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage,
+};
 pub use policy::{Policy, Report};
 pub use restore::{restore, RestoreError, RestoreOptions, Restored};
 pub use snapshot::Snapshot;

@@ -37,14 +37,29 @@ pub enum MemoryError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("pid {pid}: mapped file {path} changed since the checkpoint ({what})")]
-    FileChanged { pid: i32, path: PathBuf, what: String },
+    FileChanged {
+        pid: i32,
+        path: PathBuf,
+        what: String,
+    },
     #[error("pid {pid}: the {name} layout of this kernel differs from the image's (saved {saved} bytes, here {here})")]
-    VdsoLayout { pid: i32, name: &'static str, saved: u64, here: u64 },
+    VdsoLayout {
+        pid: i32,
+        name: &'static str,
+        saved: u64,
+        here: u64,
+    },
     #[error("chunk {hash} of pid {pid} at {addr:#x} holds {found} bytes, its page bitmap says {expected}")]
-    ChunkShape { pid: i32, addr: u64, hash: String, expected: usize, found: usize },
+    ChunkShape {
+        pid: i32,
+        addr: u64,
+        hash: String,
+        expected: usize,
+        found: usize,
+    },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is not page aligned or lies outside user space")]
     BadMapping { pid: i32, start: u64, end: u64 },
 }
@@ -68,9 +83,17 @@ pub enum Backing {
     /// Private anonymous memory (heap, stack, malloc arenas).
     Anon,
     /// A file; private mappings carry their modified pages.
-    File { path: PathBuf, offset: u64, size: u64, mtime_ns: i64 },
+    File {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+        mtime_ns: i64,
+    },
     /// Shared anonymous memory, one object of `Snapshot::shmem`.
-    Shmem { object: usize, offset: u64 },
+    Shmem {
+        object: usize,
+        offset: u64,
+    },
     Vdso,
     Vvar,
     VvarVclock,
@@ -150,7 +173,9 @@ pub struct MmImage {
 
 impl MmImage {
     pub fn page_chunks(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.vmas.iter().flat_map(|v| v.pages.iter().map(|p| &p.chunk))
+        self.vmas
+            .iter()
+            .flat_map(|v| v.pages.iter().map(|p| &p.chunk))
     }
 }
 
@@ -170,7 +195,10 @@ pub fn classify(
     let mut vmas = Vec::new();
     for entry in smaps {
         let m = &entry.map;
-        let subject = Subject::Mapping { start: m.start, end: m.end };
+        let subject = Subject::Mapping {
+            start: m.start,
+            end: m.end,
+        };
         let growsdown = entry.vm_flags.iter().any(|f| f == "gd");
         let backing = match &m.path {
             MapsPath::Vsyscall => continue,
@@ -240,7 +268,9 @@ pub fn classify(
             Policy::Restore,
             match &backing {
                 Backing::Anon => "touched pages saved, zero pages elided",
-                Backing::File { .. } if m.shared => "remapped from the file, which holds the contents",
+                Backing::File { .. } if m.shared => {
+                    "remapped from the file, which holds the contents"
+                }
                 Backing::File { .. } => "remapped from the file, modified pages saved",
                 Backing::Shmem { .. } => "shared memory object saved once for all its mappings",
                 _ => "kernel-provided mapping, moved to its address at restore",
@@ -382,7 +412,8 @@ pub fn dump_private_pages(
                 }
             }
             if bitmap != 0 {
-                let (bitmap, data) = read_window(mem, window, bitmap, matches!(vma.backing, Backing::Anon))?;
+                let (bitmap, data) =
+                    read_window(mem, window, bitmap, matches!(vma.backing, Backing::Anon))?;
                 if bitmap != 0 {
                     let ticket = sink.submit(data)?;
                     pending.push(PendingChunk {
@@ -408,19 +439,31 @@ fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
         }
         let start = rest.trailing_zeros();
         let len = (rest >> start).trailing_ones();
-        rest &= if start + len >= 64 { 0 } else { !0u64 << (start + len) };
+        rest &= if start + len >= 64 {
+            0
+        } else {
+            !0u64 << (start + len)
+        };
         Some((start, len))
     })
 }
 
 /// Read the pages of `bitmap` in the window at `window`; with `elide_zero`,
 /// zero pages are dropped from the bitmap and the data.
-fn read_window(mem: &mut ProcMem, window: u64, bitmap: u64, elide_zero: bool) -> Result<(u64, Vec<u8>)> {
+fn read_window(
+    mem: &mut ProcMem,
+    window: u64,
+    bitmap: u64,
+    elide_zero: bool,
+) -> Result<(u64, Vec<u8>)> {
     let mut data = vec![0u8; bitmap.count_ones() as usize * PAGE_SIZE as usize];
     let mut off = 0usize;
     for (start, len) in runs(bitmap) {
         let bytes = len as usize * PAGE_SIZE as usize;
-        mem.read(window + start as u64 * PAGE_SIZE, &mut data[off..off + bytes])?;
+        mem.read(
+            window + start as u64 * PAGE_SIZE,
+            &mut data[off..off + bytes],
+        )?;
         off += bytes;
     }
     if !elide_zero {
@@ -541,14 +584,25 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
     for v in &mm.vmas {
         let chunks_inside = v.pages.iter().all(|p| p.addr % PAGE_SIZE == 0);
-        if v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 || v.start >= v.end || v.end > TASK_SIZE || !chunks_inside {
+        if v.start % PAGE_SIZE != 0
+            || v.end % PAGE_SIZE != 0
+            || v.start >= v.end
+            || v.end > TASK_SIZE
+            || !chunks_inside
+        {
             return Err(MemoryError::BadMapping {
                 pid,
                 start: v.start,
                 end: v.end,
             });
         }
-        if let Backing::File { path, size, mtime_ns, .. } = &v.backing {
+        if let Backing::File {
+            path,
+            size,
+            mtime_ns,
+            ..
+        } = &v.backing
+        {
             let (s, m) = file_identity(path).map_err(|source| MemoryError::Io {
                 path: path.clone(),
                 source,
@@ -579,7 +633,10 @@ pub fn map_all(
     shmem_fd_path: &dyn Fn(usize) -> PathBuf,
 ) -> Result<()> {
     let mut open: Option<(PathBuf, u64)> = None;
-    let close = |fd: u64| task.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]).map(drop);
+    let close = |fd: u64| {
+        task.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+            .map(drop)
+    };
     for v in &mm.vmas {
         let (path, flags_extra, offset, rw) = match &v.backing {
             Backing::Anon => {
@@ -611,13 +668,24 @@ pub fn map_all(
                 let fd = task.syscall(
                     "openat",
                     libc::SYS_openat,
-                    [libc::AT_FDCWD as u64, addr, (mode | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                    [
+                        libc::AT_FDCWD as u64,
+                        addr,
+                        (mode | libc::O_CLOEXEC) as u64,
+                        0,
+                        0,
+                        0,
+                    ],
                 )?;
                 open = Some((path, fd));
                 fd
             }
         };
-        let share = if v.shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        let share = if v.shared {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
         task.syscall(
             "mmap",
             libc::SYS_mmap,
@@ -638,7 +706,12 @@ pub fn map_all(
 }
 
 /// Set the `mm` fields, auxv and exe link (`PR_SET_MM_MAP`).
-pub fn set_mm_fields(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, mm: &MmImage) -> Result<()> {
+pub fn set_mm_fields(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    mm: &MmImage,
+) -> Result<()> {
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
     let exe_fd = match &mm.exe {
@@ -649,7 +722,14 @@ pub fn set_mm_fields(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, mm
             Some(task.syscall(
                 "openat(exe)",
                 libc::SYS_openat,
-                [libc::AT_FDCWD as u64, addr, (libc::O_RDONLY | libc::O_CLOEXEC) as u64, 0, 0, 0],
+                [
+                    libc::AT_FDCWD as u64,
+                    addr,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
             )?)
         }
         None => None,
@@ -692,10 +772,23 @@ pub fn set_mm_fields(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, mm
 /// Move the task's own vdso, vvar and vvar_vclock to the image's addresses.
 /// `current` are the task's mappings of those three now.
 pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry]) -> Result<()> {
-    let kinds: [(&'static str, fn(&Backing) -> bool, fn(&MapsPath) -> bool); 3] = [
-        ("vvar", |b| matches!(b, Backing::Vvar), |p| matches!(p, MapsPath::Vvar)),
-        ("vvar_vclock", |b| matches!(b, Backing::VvarVclock), |p| matches!(p, MapsPath::VvarVclock)),
-        ("vdso", |b| matches!(b, Backing::Vdso), |p| matches!(p, MapsPath::Vdso)),
+    type Kind = (&'static str, fn(&Backing) -> bool, fn(&MapsPath) -> bool);
+    let kinds: [Kind; 3] = [
+        (
+            "vvar",
+            |b| matches!(b, Backing::Vvar),
+            |p| matches!(p, MapsPath::Vvar),
+        ),
+        (
+            "vvar_vclock",
+            |b| matches!(b, Backing::VvarVclock),
+            |p| matches!(p, MapsPath::VvarVclock),
+        ),
+        (
+            "vdso",
+            |b| matches!(b, Backing::Vdso),
+            |p| matches!(p, MapsPath::Vdso),
+        ),
     ];
     let mut moves = Vec::new();
     for (name, saved_is, here_is) in kinds {
@@ -726,14 +819,23 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
     }
     // A target overlapping the current place of any of the three would make
     // mremap fail: park them all in free space first.
-    let overlaps = moves
-        .iter()
-        .any(|&(_, to, len)| moves.iter().any(|&(from, _, flen)| to < from + flen && from < to + len));
+    let overlaps = moves.iter().any(|&(_, to, len)| {
+        moves
+            .iter()
+            .any(|&(from, _, flen)| to < from + flen && from < to + len)
+    });
     let mremap = |from: u64, to: u64, len: u64| {
         task.syscall(
             "mremap(vdso)",
             libc::SYS_mremap,
-            [from, len, len, (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64, to, 0],
+            [
+                from,
+                len,
+                len,
+                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                to,
+                0,
+            ],
         )
     };
     if overlaps {
@@ -741,7 +843,14 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
         let park = task.syscall(
             "mmap(park)",
             libc::SYS_mmap,
-            [0, total, 0, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0],
+            [
+                0,
+                total,
+                0,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
         )?;
         let mut at = park;
         for m in &mut moves {
@@ -765,7 +874,10 @@ mod tests {
     #[test]
     fn runs_of_bits() {
         assert_eq!(runs(0).collect::<Vec<_>>(), vec![]);
-        assert_eq!(runs(0b1011_0001).collect::<Vec<_>>(), vec![(0, 1), (4, 2), (7, 1)]);
+        assert_eq!(
+            runs(0b1011_0001).collect::<Vec<_>>(),
+            vec![(0, 1), (4, 2), (7, 1)]
+        );
         assert_eq!(runs(u64::MAX).collect::<Vec<_>>(), vec![(0, 64)]);
         assert_eq!(runs(1 << 63).collect::<Vec<_>>(), vec![(63, 1)]);
     }

@@ -82,7 +82,14 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn add(&mut self, pid: i32, subject: Subject, kind: impl Into<String>, policy: Policy, reason: impl Into<String>) {
+    pub fn add(
+        &mut self,
+        pid: i32,
+        subject: Subject,
+        kind: impl Into<String>,
+        policy: Policy,
+        reason: impl Into<String>,
+    ) {
         self.findings.push(Finding {
             pid,
             subject,
@@ -116,9 +123,21 @@ mod tests {
     #[test]
     fn refusals_are_listed_with_their_subject() {
         let mut r = Report::default();
-        r.add(4, Subject::Fd { fd: 3 }, "pipe", Policy::Restore, "both ends in the set");
+        r.add(
+            4,
+            Subject::Fd { fd: 3 },
+            "pipe",
+            Policy::Restore,
+            "both ends in the set",
+        );
         assert!(r.is_checkpointable());
-        r.add(4, Subject::Fd { fd: 5 }, "socket", Policy::Refuse, "not yet supported");
+        r.add(
+            4,
+            Subject::Fd { fd: 5 },
+            "socket",
+            Policy::Refuse,
+            "not yet supported",
+        );
         assert!(!r.is_checkpointable());
         assert_eq!(r.refusals_text(), "pid 4 fd 5 (socket): not yet supported");
     }

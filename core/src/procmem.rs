@@ -10,21 +10,21 @@ use std::os::unix::fs::FileExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcMemError {
-    #[error("reading {len} bytes at {addr:#x} of pid {pid}: {source}")]
+    #[error("reading {len} bytes at {addr:#x} of pid {pid}")]
     Read {
         pid: i32,
         addr: u64,
         len: usize,
         source: io::Error,
     },
-    #[error("writing {len} bytes at {addr:#x} of pid {pid}: {source}")]
+    #[error("writing {len} bytes at {addr:#x} of pid {pid}")]
     Write {
         pid: i32,
         addr: u64,
         len: usize,
         source: io::Error,
     },
-    #[error("opening /proc/{pid}/mem: {source}")]
+    #[error("opening /proc/{pid}/mem")]
     Open { pid: i32, source: io::Error },
 }
 

@@ -9,7 +9,7 @@ use std::io;
 /// A ptrace request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PtraceError {
-    #[error("ptrace {op} on tid {tid}: {source}")]
+    #[error("ptrace {op} on tid {tid}")]
     Request {
         op: &'static str,
         tid: i32,
@@ -46,7 +46,14 @@ fn request(
 ) -> Result<libc::c_long> {
     // SAFETY: every caller passes addr/data that are valid for `req` (null,
     // an integer, or a pointer to a live buffer of the size the request uses).
-    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if r == -1 {
         let source = io::Error::last_os_error();
         if source.raw_os_error() == Some(libc::ESRCH) && op == "seize" {
@@ -155,7 +162,9 @@ pub fn cont(tid: i32, sig: i32) -> Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
     /// Stopped by `PTRACE_INTERRUPT` or a group stop (`PTRACE_EVENT_STOP`).
-    Event { sig: i32 },
+    Event {
+        sig: i32,
+    },
     /// Syscall entry or exit (`SIGTRAP | 0x80`).
     Syscall,
     /// A signal is about to be delivered.
@@ -202,7 +211,14 @@ pub fn wait(tid: i32) -> Result<(Stop, i32)> {
     Ok((stop, status))
 }
 
-fn regset<T>(op: &'static str, req: libc::c_uint, tid: i32, kind: usize, buf: *mut T, len: usize) -> Result<usize> {
+fn regset<T>(
+    op: &'static str,
+    req: libc::c_uint,
+    tid: i32,
+    kind: usize,
+    buf: *mut T,
+    len: usize,
+) -> Result<usize> {
     let mut iov = libc::iovec {
         iov_base: buf.cast(),
         iov_len: len,
@@ -268,13 +284,26 @@ pub fn set_xstate(tid: i32, xstate: &[u8]) -> Result<()> {
 
 pub fn get_sigmask(tid: i32) -> Result<u64> {
     let mut mask = 0u64;
-    request("getsigmask", PTRACE_GETSIGMASK, tid, 8, &mut mask as *mut u64 as usize)?;
+    request(
+        "getsigmask",
+        PTRACE_GETSIGMASK,
+        tid,
+        8,
+        &mut mask as *mut u64 as usize,
+    )?;
     Ok(mask)
 }
 
 pub fn set_sigmask(tid: i32, mask: u64) -> Result<()> {
     let mut m = mask;
-    request("setsigmask", PTRACE_SETSIGMASK, tid, 8, &mut m as *mut u64 as usize).map(drop)
+    request(
+        "setsigmask",
+        PTRACE_SETSIGMASK,
+        tid,
+        8,
+        &mut m as *mut u64 as usize,
+    )
+    .map(drop)
 }
 
 /// A queued signal, as `PTRACE_PEEKSIGINFO` returns it (the raw 128-byte siginfo).

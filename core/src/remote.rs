@@ -61,7 +61,6 @@ impl RemoteTask {
         self.saved_mask
     }
 
-
     pub fn saved_regs(&self) -> &Regs {
         &self.saved_regs
     }
@@ -125,7 +124,13 @@ impl RemoteTask {
     /// Run a last syscall that removes the code it runs from (the restore
     /// gadget), and leave the task at the syscall's exit with `final_regs`
     /// set and its signal mask `mask`: it must never return to the gadget.
-    pub fn finish_with(mut self, nr: i64, args: [u64; 6], final_regs: &Regs, mask: u64) -> Result<()> {
+    pub fn finish_with(
+        mut self,
+        nr: i64,
+        args: [u64; 6],
+        final_regs: &Regs,
+        mask: u64,
+    ) -> Result<()> {
         let regs = self.call_regs(nr, args);
         ptrace::set_regs(self.tid, &regs)?;
         self.step_syscall("final syscall entry")?;
@@ -187,8 +192,12 @@ impl Scratch {
     }
 
     pub fn unmap(self, task: &RemoteTask) -> Result<()> {
-        task.syscall("munmap", libc::SYS_munmap, [self.addr, self.len as u64, 0, 0, 0, 0])
-            .map(drop)
+        task.syscall(
+            "munmap",
+            libc::SYS_munmap,
+            [self.addr, self.len as u64, 0, 0, 0, 0],
+        )
+        .map(drop)
     }
 
     pub fn write(&self, mem: &mut ProcMem, offset: usize, data: &[u8]) -> Result<u64> {

@@ -31,14 +31,22 @@ pub fn checkpoint_actions(
 ) -> Result<Vec<SigAction>, RemoteError> {
     let mut out = Vec::new();
     for signo in 1..=64 {
-        if interesting & (1u64 << (signo - 1)) == 0 || signo == libc::SIGKILL || signo == libc::SIGSTOP {
+        if interesting & (1u64 << (signo - 1)) == 0
+            || signo == libc::SIGKILL
+            || signo == libc::SIGSTOP
+        {
             continue;
         }
         let addr = scratch.addr + SIGACTION_OFF as u64;
-        task.syscall("rt_sigaction", libc::SYS_rt_sigaction, [signo as u64, 0, addr, 8, 0, 0])?;
+        task.syscall(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [signo as u64, 0, addr, 8, 0, 0],
+        )?;
         let mut raw = [0u8; 32];
         scratch.read(mem, SIGACTION_OFF, &mut raw)?;
-        let word = |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let word =
+            |i: usize| u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         out.push(SigAction {
             signo,
             handler: word(0),
@@ -62,7 +70,11 @@ pub fn restore_actions(
             raw.extend_from_slice(&w.to_ne_bytes());
         }
         let addr = scratch.write(mem, SIGACTION_OFF, &raw)?;
-        task.syscall("rt_sigaction", libc::SYS_rt_sigaction, [a.signo as u64, addr, 0, 8, 0, 0])?;
+        task.syscall(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [a.signo as u64, addr, 0, 8, 0, 0],
+        )?;
     }
     Ok(())
 }

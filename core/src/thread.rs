@@ -33,7 +33,11 @@ const TIDADDR_OFF: usize = 8192 + 1024;
 
 /// Read a thread's state; `task` runs remote calls in it, and must have been
 /// created from the same stop (its saved registers are the thread's).
-pub fn checkpoint(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch) -> Result<ThreadImage, RemoteError> {
+pub fn checkpoint(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+) -> Result<ThreadImage, RemoteError> {
     let tid = task.tid();
     let xstate = ptrace::get_xstate(tid)?;
     let pending = ptrace::peek_siginfo(tid, false)?;
@@ -50,7 +54,11 @@ pub fn checkpoint(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch) -> Re
 
     const PR_GET_TID_ADDRESS: u64 = 40;
     let addr = scratch.addr + TIDADDR_OFF as u64;
-    task.syscall("prctl(PR_GET_TID_ADDRESS)", libc::SYS_prctl, [PR_GET_TID_ADDRESS, addr, 0, 0, 0, 0])?;
+    task.syscall(
+        "prctl(PR_GET_TID_ADDRESS)",
+        libc::SYS_prctl,
+        [PR_GET_TID_ADDRESS, addr, 0, 0, 0, 0],
+    )?;
     let mut raw = [0u8; 8];
     scratch.read(mem, TIDADDR_OFF, &mut raw)?;
     let clear_child_tid = u64::from_ne_bytes(raw);
@@ -85,7 +93,12 @@ fn ptrace_mask(task: &RemoteTask) -> Result<u64, RemoteError> {
 }
 
 /// Set everything but the registers and mask, which the final step sets.
-pub fn restore(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, t: &ThreadImage) -> Result<(), RemoteError> {
+pub fn restore(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    t: &ThreadImage,
+) -> Result<(), RemoteError> {
     if let Some(a) = &t.altstack {
         let mut raw = Vec::with_capacity(24);
         raw.extend_from_slice(&a.sp.to_ne_bytes());
@@ -95,12 +108,29 @@ pub fn restore(task: &RemoteTask, mem: &mut ProcMem, scratch: &Scratch, t: &Thre
         let addr = scratch.write(mem, ALTSTACK_OFF, &raw)?;
         task.syscall("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
     }
-    if t.robust_list.0 != 0 {
-        task.syscall("set_robust_list", libc::SYS_set_robust_list, [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0])?;
-    }
-    task.syscall("set_tid_address", libc::SYS_set_tid_address, [t.clear_child_tid, 0, 0, 0, 0, 0])?;
+    // Always set, so a list inherited from the restorer never survives;
+    // the kernel wants the structure's size even for an empty list.
+    let len = if t.robust_list.1 == 0 {
+        24
+    } else {
+        t.robust_list.1
+    };
+    task.syscall(
+        "set_robust_list",
+        libc::SYS_set_robust_list,
+        [t.robust_list.0, len, 0, 0, 0, 0],
+    )?;
+    task.syscall(
+        "set_tid_address",
+        libc::SYS_set_tid_address,
+        [t.clear_child_tid, 0, 0, 0, 0, 0],
+    )?;
     if let Some(r) = &t.rseq {
-        task.syscall("rseq", libc::SYS_rseq, [r.addr, r.len as u64, 0, r.signature as u64, 0, 0])?;
+        task.syscall(
+            "rseq",
+            libc::SYS_rseq,
+            [r.addr, r.len as u64, 0, r.signature as u64, 0, 0],
+        )?;
     }
     ptrace::set_xstate(task.tid(), &t.xstate)?;
     Ok(())

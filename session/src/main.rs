@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "hiber", version, about = "Checkpoint and restore Linux process trees")]
+#[command(
+    name = "hiber",
+    version,
+    about = "Checkpoint and restore Linux process trees"
+)]
 struct Cli {
     /// Log level filter (also from HIBER_LOG), e.g. "debug" or "hiber_core=trace".
     #[arg(long, global = true)]

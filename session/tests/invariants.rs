@@ -12,17 +12,30 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn read_line_with(log: &Path, prefix: &str) -> String {
-    wait_until(&format!("a line starting with {prefix:?} in {}", log.display()), DEADLINE, || {
-        complete_lines(log).into_iter().find(|l| l.starts_with(prefix))
-    })
+    wait_until(
+        &format!("a line starting with {prefix:?} in {}", log.display()),
+        DEADLINE,
+        || {
+            complete_lines(log)
+                .into_iter()
+                .find(|l| l.starts_with(prefix))
+        },
+    )
 }
 
 fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let Ok(fans) = fs::read_dir(dir) else { return out };
+    let Ok(fans) = fs::read_dir(dir) else {
+        return out;
+    };
     for fan in fans.flatten() {
         if let Ok(files) = fs::read_dir(fan.path()) {
-            out.extend(files.flatten().map(|f| f.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with(".tmp-")));
+            out.extend(files.flatten().map(|f| f.path()).filter(|p| {
+                !p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            }));
         }
     }
     out.sort();
@@ -45,30 +58,57 @@ fn checkpointer_killed_mid_dump_leaves_the_process_running_and_unchanged() {
     let before = ready.strip_prefix("ready ").unwrap().to_string();
 
     let mut ck = Command::new(hiber_bin())
-        .args(["checkpoint", &pid.to_string(), "-o", path(&img), "--no-store"])
+        .args([
+            "checkpoint",
+            &pid.to_string(),
+            "-o",
+            path(&img),
+            "--no-store",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let chunks = t.path().join(format!("img.tmp-{}", ck.id())).join("chunks");
-    wait_until("the checkpointer to write its first chunks", DEADLINE, || {
-        assert!(ck.try_wait().unwrap().is_none(), "the checkpoint ended before it could be interrupted");
-        (!chunk_files(&chunks).is_empty()).then_some(())
-    });
+    wait_until(
+        "the checkpointer to write its first chunks",
+        DEADLINE,
+        || {
+            assert!(
+                ck.try_wait().unwrap().is_none(),
+                "the checkpoint ended before it could be interrupted"
+            );
+            (!chunk_files(&chunks).is_empty()).then_some(())
+        },
+    );
     ck.kill().unwrap();
     ck.wait().unwrap();
 
-    assert!(!img.exists(), "no image may appear from a killed checkpoint");
-    wait_until("the workload to be released by its dead tracer", DEADLINE, || {
-        (status_field(pid, "TracerPid").as_deref() == Some("0") && state(pid) == Some('S')).then_some(())
-    });
+    assert!(
+        !img.exists(),
+        "no image may appear from a killed checkpoint"
+    );
+    wait_until(
+        "the workload to be released by its dead tracer",
+        DEADLINE,
+        || {
+            (status_field(pid, "TracerPid").as_deref() == Some("0") && state(pid) == Some('S'))
+                .then_some(())
+        },
+    );
     // SAFETY: signalling the workload this test started.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
     let after = read_line_with(&log, "sum ");
     assert_eq!(after, format!("sum {before}"), "memory changed");
 
     // And a new checkpoint of it works.
-    let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img), "--no-store"]);
+    let out = hiber(&[
+        "checkpoint",
+        &pid.to_string(),
+        "-o",
+        path(&img),
+        "--no-store",
+    ]);
     assert_ok(&out, "checkpoint after an interrupted one");
     assert!(alive(pid));
 }
@@ -78,7 +118,11 @@ fn saved_sleep(t: &Path) -> (std::path::PathBuf, i32, Reaper) {
     let img = t.join("img");
     let mut r = Reaper::new();
     let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || fs::read(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with(b"sleep")));
+    wait_until("sleep to run", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
     r.checkpoint_stop(pid, &img);
     (img, pid, r)
 }
@@ -100,7 +144,11 @@ fn failed_restore_leaves_no_process_and_the_image_intact() {
     let out = hiber(&["restore", path(&img)]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("is corrupt") && err.contains(&victim.file_name().unwrap().to_string_lossy().to_string()), "{err}");
+    assert!(
+        err.contains("is corrupt")
+            && err.contains(&victim.file_name().unwrap().to_string_lossy().to_string()),
+        "{err}"
+    );
     wait_gone(pid);
     assert_eq!(snapshot_files(&img), before, "restore changed the image");
 }
@@ -111,18 +159,31 @@ fn damaged_images_get_errors_naming_the_damage() {
     let (img, pid, _r) = saved_sleep(t.path());
     let doc = img.join("snapshot");
     let original = fs::read(&doc).unwrap();
-    let chunk = chunk_files(&img.join("chunks")).first().expect("chunks").clone();
+    let chunk = chunk_files(&img.join("chunks"))
+        .first()
+        .expect("chunks")
+        .clone();
     let chunk_bytes = fs::read(&chunk).unwrap();
     let chunk_name = chunk.file_name().unwrap().to_string_lossy().to_string();
 
     let expect_error = |what: &str, needle: &str| {
         for verb in ["restore", "inspect"] {
-            let args: Vec<&str> = if verb == "inspect" { vec![verb, path(&img), "--verify"] } else { vec![verb, path(&img)] };
+            let args: Vec<&str> = if verb == "inspect" {
+                vec![verb, path(&img), "--verify"]
+            } else {
+                vec![verb, path(&img)]
+            };
             let out = hiber(&args);
             assert_eq!(out.status.code(), Some(1), "{verb} of an image with {what}");
             let err = stderr(&out);
-            assert!(err.contains(needle), "{verb} with {what}: {err:?} does not mention {needle:?}");
-            assert!(state(pid).is_none(), "{verb} with {what} left pid {pid} behind");
+            assert!(
+                err.contains(needle),
+                "{verb} with {what}: {err:?} does not mention {needle:?}"
+            );
+            assert!(
+                state(pid).is_none(),
+                "{verb} with {what} left pid {pid} behind"
+            );
         }
     };
 
@@ -140,7 +201,10 @@ fn damaged_images_get_errors_naming_the_damage() {
     fs::write(&doc, &original).unwrap();
 
     fs::write(&chunk, &chunk_bytes[..chunk_bytes.len() - 1]).unwrap();
-    expect_error("a truncated chunk", &format!("{chunk_name} has {} bytes", chunk_bytes.len() - 1));
+    expect_error(
+        "a truncated chunk",
+        &format!("{chunk_name} has {} bytes", chunk_bytes.len() - 1),
+    );
 
     fs::remove_file(&chunk).unwrap();
     expect_error("a missing chunk", &format!("{chunk_name} is missing"));
@@ -149,7 +213,11 @@ fn damaged_images_get_errors_naming_the_damage() {
     bad[0] ^= 0xff;
     fs::write(&chunk, &bad).unwrap();
     let out = hiber(&["inspect", path(&img), "--verify"]);
-    assert!(stderr(&out).contains(&format!("{chunk_name} is corrupt")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{chunk_name} is corrupt")),
+        "{}",
+        stderr(&out)
+    );
 
     fs::write(&chunk, &chunk_bytes).unwrap();
     let out = hiber(&["inspect", path(&img), "--verify"]);
@@ -172,18 +240,28 @@ fn refused_process_is_reported_and_nothing_is_written() {
         child_out = c.stdout.take();
     }
     let mut line = String::new();
-    BufReader::new(child_out.expect("piped stdout")).read_line(&mut line).unwrap();
+    BufReader::new(child_out.expect("piped stdout"))
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line, "ready\n");
 
     let out = hiber(&["check", &pid.to_string()]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stdout(&out).contains("Refuse") && stdout(&out).contains("2 threads"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Refuse") && stdout(&out).contains("2 threads"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("2 threads"), "{}", stderr(&out));
     assert!(!img.exists());
-    assert!(fs::read_dir(t.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("img")));
+    assert!(fs::read_dir(t.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("img")));
     assert!(alive(pid));
     assert_eq!(status_field(pid, "TracerPid").unwrap(), "0");
 }

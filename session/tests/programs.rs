@@ -13,16 +13,26 @@ fn sleep_comes_back_with_its_pid_and_twice_from_one_image() {
     let img = t.path().join("img");
     let mut r = Reaper::new();
     let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || fs::read(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with(b"sleep")));
+    wait_until("sleep to run", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
     let out = r.checkpoint_stop(pid, &img);
     assert_eq!(out["processes"], 1);
     for round in 0..2 {
         let restored = r.restore(&img, &[]);
         assert_eq!(restored.pids, vec![(pid, pid)], "round {round}");
-        assert_eq!(fs::read(format!("/proc/{pid}/cmdline")).unwrap(), b"sleep\x001000\x00");
+        assert_eq!(
+            fs::read(format!("/proc/{pid}/cmdline")).unwrap(),
+            b"sleep\x001000\x00"
+        );
         assert!(alive(pid));
         // Not a child of the CLI, and not traced any more.
-        assert_ne!(status_field(pid, "PPid").unwrap(), std::process::id().to_string());
+        assert_ne!(
+            status_field(pid, "PPid").unwrap(),
+            std::process::id().to_string()
+        );
         assert_eq!(status_field(pid, "TracerPid").unwrap(), "0");
         // The image outlives the copy: end it and restore again.
         r.kill_all();
@@ -40,15 +50,28 @@ fn bash_counter_through_a_pipe_into_cat_continues_without_gap_or_repeat() {
         "i=0; while :; do i=$((i+1)); echo $i; sleep 0.002; done | cat >> '{}'",
         out_file.display()
     );
-    let pid = r.spawn(Command::new("bash").args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()));
+    let pid = r.spawn(
+        Command::new("bash")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     wait_lines(&out_file, 20);
     r.checkpoint_stop(pid, &img);
     let saved = complete_lines(&out_file).len();
     let restored = r.restore(&img, &[]);
-    assert!(restored.pids.iter().any(|p| p.0 == pid), "the bash root is back");
+    assert!(
+        restored.pids.iter().any(|p| p.0 == pid),
+        "the bash root is back"
+    );
     let all = wait_lines(&out_file, saved + 100);
     for (i, l) in all.iter().enumerate() {
-        assert_eq!(l, &(i + 1).to_string(), "line {} of the counter (saved at {saved} lines)", i + 1);
+        assert_eq!(
+            l,
+            &(i + 1).to_string(),
+            "line {} of the counter (saved at {saved} lines)",
+            i + 1
+        );
     }
 }
 
@@ -97,15 +120,25 @@ fn taken_pid_is_named_and_pidns_restores_anyway() {
     let img = t.path().join("img");
     let mut r = Reaper::new();
     let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || fs::read(format!("/proc/{pid}/cmdline")).ok().filter(|c| c.starts_with(b"sleep")));
+    wait_until("sleep to run", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
     let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img), "--json"]);
     assert_ok(&out, "checkpoint");
-    assert!(alive(pid), "checkpoint without --stop leaves the process running");
+    assert!(
+        alive(pid),
+        "checkpoint without --stop leaves the process running"
+    );
 
     let out = hiber(&["restore", path(&img)]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains(&format!("pid {pid} is taken")) && err.contains("--pidns"), "{err}");
+    assert!(
+        err.contains(&format!("pid {pid} is taken")) && err.contains("--pidns"),
+        "{err}"
+    );
 
     let restored = r.restore(&img, &["--pidns"]);
     let keeper = restored.keeper.expect("a pid namespace keeper");
@@ -115,6 +148,13 @@ fn taken_pid_is_named_and_pidns_restores_anyway() {
     assert_ne!(outer, pid);
     assert!(alive(outer) && alive(keeper));
     let nspid = status_field(outer, "NSpid").unwrap();
-    assert_eq!(nspid.split_whitespace().last().unwrap(), pid.to_string(), "NSpid {nspid}");
-    assert_eq!(fs::read(format!("/proc/{outer}/cmdline")).unwrap(), b"sleep\x001000\x00");
+    assert_eq!(
+        nspid.split_whitespace().last().unwrap(),
+        pid.to_string(),
+        "NSpid {nspid}"
+    );
+    assert_eq!(
+        fs::read(format!("/proc/{outer}/cmdline")).unwrap(),
+        b"sleep\x001000\x00"
+    );
 }

@@ -27,11 +27,17 @@ pub const REOPENABLE: &[(u32, u32, &str)] = &[
 
 impl CharDevice {
     pub fn describe(&self) -> String {
-        format!("char device {} ({}:{})", self.path.display(), self.major, self.minor)
+        format!(
+            "char device {} ({}:{})",
+            self.path.display(),
+            self.major,
+            self.minor
+        )
     }
 
     pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let fd = super::regular::open_path(&self.path, flags as i32 & !(libc::O_CREAT | libc::O_TRUNC))?;
+        let fd =
+            super::regular::open_path(&self.path, flags as i32 & !(libc::O_CREAT | libc::O_TRUNC))?;
         let st = super::fstat(&fd).map_err(|source| FileError::Path {
             op: "fstat",
             path: self.path.clone(),
@@ -43,7 +49,14 @@ impl CharDevice {
             return Err(FileError::DeviceMismatch {
                 path: self.path.clone(),
                 expected: format!("char {}:{}", self.major, self.minor),
-                found: format!("{}{major}:{minor}", if is_char { "char " } else { "not a char device, " }),
+                found: format!(
+                    "{}{major}:{minor}",
+                    if is_char {
+                        "char "
+                    } else {
+                        "not a char device, "
+                    }
+                ),
             });
         }
         Ok(fd)
@@ -52,7 +65,10 @@ impl CharDevice {
 
 pub(super) fn checkpoint(target: &Path, st: &libc::stat) -> Result<FileKind, String> {
     let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-    if !REOPENABLE.iter().any(|&(ma, mi, _)| (ma, mi) == (major, minor)) {
+    if !REOPENABLE
+        .iter()
+        .any(|&(ma, mi, _)| (ma, mi) == (major, minor))
+    {
         return Err(format!(
             "char device {major}:{minor} ({}) is not a stateless device; terminals and device detach are not supported yet",
             target.display()
@@ -63,7 +79,10 @@ pub(super) fn checkpoint(target: &Path, st: &libc::stat) -> Result<FileKind, Str
     let path = match std::fs::metadata(target) {
         Ok(md) if md.file_type().is_char_device() => target.to_path_buf(),
         _ => {
-            let name = REOPENABLE.iter().find(|d| (d.0, d.1) == (major, minor)).map(|d| d.2);
+            let name = REOPENABLE
+                .iter()
+                .find(|d| (d.0, d.1) == (major, minor))
+                .map(|d| d.2);
             PathBuf::from(format!("/dev/{}", name.unwrap_or("null")))
         }
     };

@@ -36,14 +36,16 @@ impl EventFd {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if u64::from(initial) != self.count {
             use std::io::Write;
-            let mut f = std::fs::File::from(fd.try_clone().map_err(|source| FileError::Create {
-                what: "duplicating an eventfd",
-                source,
-            })?);
-            f.write_all(&self.count.to_ne_bytes()).map_err(|source| FileError::Create {
-                what: "setting an eventfd counter",
-                source,
-            })?;
+            let mut f =
+                std::fs::File::from(fd.try_clone().map_err(|source| FileError::Create {
+                    what: "duplicating an eventfd",
+                    source,
+                })?);
+            f.write_all(&self.count.to_ne_bytes())
+                .map_err(|source| FileError::Create {
+                    what: "setting an eventfd counter",
+                    source,
+                })?;
         }
         Ok(fd)
     }
@@ -53,6 +55,8 @@ pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
     let count = info
         .eventfd_count()
         .ok_or_else(|| "eventfd without an eventfd-count line in fdinfo".to_string())?;
-    let semaphore = info.get("eventfd-semaphore").is_some_and(|v| v.trim() == "1");
+    let semaphore = info
+        .get("eventfd-semaphore")
+        .is_some_and(|v| v.trim() == "1");
     Ok(FileKind::EventFd(EventFd { count, semaphore }))
 }

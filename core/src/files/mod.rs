@@ -27,14 +27,14 @@ pub enum FileError {
     Procfs(#[from] ProcfsError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("pid {pid} fd {fd}: {op}: {source}")]
+    #[error("pid {pid} fd {fd}: {op}")]
     Fd {
         pid: i32,
         fd: i32,
         op: &'static str,
         source: io::Error,
     },
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Path {
         op: &'static str,
         path: PathBuf,
@@ -46,8 +46,11 @@ pub enum FileError {
         expected: String,
         found: String,
     },
-    #[error("{what}: {source}")]
-    Create { what: &'static str, source: io::Error },
+    #[error("{what}")]
+    Create {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("image refers to {what} {index}, which it does not contain")]
     BadReference { what: &'static str, index: usize },
 }
@@ -75,7 +78,9 @@ pub struct OpenFile {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FileKind {
     Regular(regular::RegularFile),
-    Directory { path: PathBuf },
+    Directory {
+        path: PathBuf,
+    },
     /// One end of a pipe or FIFO of `Snapshot::pipes`.
     Pipe(pipe::PipeEnd),
     CharDevice(chardev::CharDevice),
@@ -133,7 +138,16 @@ fn same_ofd(a: &OwnedFd, b: &OwnedFd) -> bool {
     const KCMP_FILE: i32 = 0;
     let me = std::process::id();
     // SAFETY: kcmp compares kernel objects by index; no memory is passed.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, me, me, KCMP_FILE, a.as_raw_fd(), b.as_raw_fd()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            me,
+            me,
+            KCMP_FILE,
+            a.as_raw_fd(),
+            b.as_raw_fd(),
+        )
+    };
     r == 0
 }
 
@@ -193,27 +207,45 @@ impl FileTable {
                 .and_then(|c| c.iter().find(|&&i| same_ofd(&self.held[i], &local)))
             {
                 let f = &self.files[i];
-                report.add(pid, Subject::Fd { fd }, f.kind.describe(), f.kind.policy(), "shares an open file description already saved");
-                fds.push(FdImage { fd, cloexec, file: i });
+                report.add(
+                    pid,
+                    Subject::Fd { fd },
+                    f.kind.describe(),
+                    f.kind.policy(),
+                    "shares an open file description already saved",
+                );
+                fds.push(FdImage {
+                    fd,
+                    cloexec,
+                    file: i,
+                });
                 continue;
             }
             let target_str = target.to_string_lossy().into_owned();
             let kind = match st.st_mode & libc::S_IFMT {
                 libc::S_IFREG => regular::checkpoint(pid, fd, &target, &info, &st),
-                libc::S_IFDIR => Ok(FileKind::Directory { path: target.clone() }),
+                libc::S_IFDIR => Ok(FileKind::Directory {
+                    path: target.clone(),
+                }),
                 libc::S_IFIFO => Ok(self.pipes.checkpoint(pid, fd, &target, &local, flags, &st)),
                 libc::S_IFCHR => chardev::checkpoint(&target, &st),
                 libc::S_IFSOCK => Err("sockets are not supported yet".to_string()),
                 _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
-                _ => Err(format!("{target_str}: this kind of file is not supported yet")),
+                _ => Err(format!(
+                    "{target_str}: this kind of file is not supported yet"
+                )),
             };
             match kind {
                 Ok(kind) => {
                     let policy = kind.policy();
                     let reason = match &kind {
                         FileKind::Pipe(end) => self.pipes.reason(end),
-                        FileKind::CharDevice(_) => "stateless device, reopened by path, major:minor checked".into(),
-                        FileKind::Regular(r) if r.ghost.is_some() => "deleted while open: contents saved in the image".into(),
+                        FileKind::CharDevice(_) => {
+                            "stateless device, reopened by path, major:minor checked".into()
+                        }
+                        FileKind::Regular(r) if r.ghost.is_some() => {
+                            "deleted while open: contents saved in the image".into()
+                        }
                         _ => "recreated with its flags and offset".into(),
                     };
                     report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
@@ -221,9 +253,15 @@ impl FileTable {
                     self.files.push(OpenFile { flags, kind });
                     self.held.push(local);
                     self.by_inode.entry(key).or_default().push(i);
-                    fds.push(FdImage { fd, cloexec, file: i });
+                    fds.push(FdImage {
+                        fd,
+                        cloexec,
+                        file: i,
+                    });
                 }
-                Err(reason) => report.add(pid, Subject::Fd { fd }, target_str, Policy::Refuse, reason),
+                Err(reason) => {
+                    report.add(pid, Subject::Fd { fd }, target_str, Policy::Refuse, reason)
+                }
             }
         }
         Ok(fds)
@@ -261,7 +299,9 @@ pub fn restore_all(
     for f in files {
         let fd = match &f.kind {
             FileKind::Regular(r) => r.restore(f.flags, image)?,
-            FileKind::Directory { path } => regular::open_path(path, (f.flags as i32) | libc::O_DIRECTORY)?,
+            FileKind::Directory { path } => {
+                regular::open_path(path, (f.flags as i32) | libc::O_DIRECTORY)?
+            }
             FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
             FileKind::CharDevice(c) => c.restore(f.flags)?,
             FileKind::EventFd(e) => e.restore(f.flags)?,

@@ -154,18 +154,20 @@ impl PipeTable {
     }
 
     /// Save the queued bytes of pipe `i`, once, reading through `held`.
-    pub(super) fn dump(&mut self, i: usize, held: &OwnedFd, writer: &ImageWriter) -> Result<(), FileError> {
+    pub(super) fn dump(
+        &mut self,
+        i: usize,
+        held: &OwnedFd,
+        writer: &ImageWriter,
+    ) -> Result<(), FileError> {
         if self.dumped[i] {
             return Ok(());
         }
         self.dumped[i] = true;
-        let io_err = |op: &'static str| {
-            move |source: io::Error| FileError::Create {
-                what: op,
-                source,
-            }
-        };
-        let reader = reopen(held, libc::O_RDONLY | libc::O_NONBLOCK).map_err(io_err("opening a pipe to peek at its data"))?;
+        let io_err =
+            |op: &'static str| move |source: io::Error| FileError::Create { what: op, source };
+        let reader = reopen(held, libc::O_RDONLY | libc::O_NONBLOCK)
+            .map_err(io_err("opening a pipe to peek at its data"))?;
         let (ours_r, ours_w) = new_pipe().map_err(io_err("creating a pipe"))?;
         let size = self.pipes[i].size.max(65536);
         // SAFETY: F_SETPIPE_SZ on our own pipe.
@@ -215,11 +217,14 @@ impl PipeEnds {
                     // O_RDWR never blocks on a FIFO; it keeps the FIFO open
                     // while the program's own ends are opened.
                     let anchor = super::regular::open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?;
-                    let r = reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| FileError::Path {
-                        op: "opening FIFO",
-                        path: path.clone(),
-                        source,
-                    })?;
+                    let r =
+                        reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
+                            FileError::Path {
+                                op: "opening FIFO",
+                                path: path.clone(),
+                                source,
+                            }
+                        })?;
                     (r, anchor)
                 }
                 None => new_pipe().map_err(|source| FileError::Create {
@@ -231,10 +236,11 @@ impl PipeEnds {
             // SAFETY: F_SETPIPE_SZ on our own pipe.
             unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
             let mut buf = Vec::new();
-            let mut file = std::fs::File::from(w.try_clone().map_err(|source| FileError::Create {
-                what: "duplicating a pipe fd",
-                source,
-            })?);
+            let mut file =
+                std::fs::File::from(w.try_clone().map_err(|source| FileError::Create {
+                    what: "duplicating a pipe fd",
+                    source,
+                })?);
             for c in &p.data {
                 image.read_chunk(c, &mut buf)?;
                 file.write_all(&buf).map_err(|source| FileError::Create {

@@ -43,7 +43,11 @@ impl RegularFile {
         self.ghost.iter().flat_map(|g| g.chunks.iter()).collect()
     }
 
-    pub(super) fn dump_ghost(&mut self, held: &OwnedFd, writer: &ImageWriter) -> Result<(), FileError> {
+    pub(super) fn dump_ghost(
+        &mut self,
+        held: &OwnedFd,
+        writer: &ImageWriter,
+    ) -> Result<(), FileError> {
         let Some(ghost) = &mut self.ghost else {
             return Ok(());
         };
@@ -58,11 +62,13 @@ impl RegularFile {
         let mut off = 0;
         while off < ghost.size {
             let want = (ghost.size - off).min(GHOST_CHUNK as u64) as usize;
-            let n = file.read_at(&mut buf[..want], off).map_err(|source| FileError::Path {
-                op: "reading deleted file",
-                path: self.path.clone(),
-                source,
-            })?;
+            let n = file
+                .read_at(&mut buf[..want], off)
+                .map_err(|source| FileError::Path {
+                    op: "reading deleted file",
+                    path: self.path.clone(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
@@ -104,7 +110,9 @@ pub(super) fn checkpoint(
         _ => (target.to_path_buf(), false),
     };
     if !path.is_absolute() {
-        return Err(format!("pid {pid} fd {fd}: file outside this mount namespace ({text})"));
+        return Err(format!(
+            "pid {pid} fd {fd}: file outside this mount namespace ({text})"
+        ));
     }
     let ghost = if deleted {
         if st.st_size as u64 > MAX_GHOST_BYTES {
@@ -155,7 +163,12 @@ pub fn open_path(path: &Path, flags: i32) -> Result<OwnedFd, FileError> {
 /// Recreate a deleted file: written under its old name when that is free
 /// (so the restored link reads "<path> (deleted)" as before), or as an
 /// unnamed temporary file in the same directory, then unlinked.
-fn restore_ghost(path: &Path, ghost: &Ghost, flags: i32, image: &ImageReader) -> Result<OwnedFd, FileError> {
+fn restore_ghost(
+    path: &Path,
+    ghost: &Ghost,
+    flags: i32,
+    image: &ImageReader,
+) -> Result<OwnedFd, FileError> {
     let dir = path.parent().unwrap_or(Path::new("/"));
     let named = open_path(path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL);
     let (scratch, link) = match named {
@@ -171,11 +184,12 @@ fn restore_ghost(path: &Path, ghost: &Ghost, flags: i32, image: &ImageReader) ->
         let mut buf = Vec::new();
         for chunk in &ghost.chunks {
             image.read_chunk(chunk, &mut buf)?;
-            file.write_all_at(&buf, off).map_err(|source| FileError::Path {
-                op: "writing deleted file contents",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            file.write_all_at(&buf, off)
+                .map_err(|source| FileError::Path {
+                    op: "writing deleted file contents",
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             off += buf.len() as u64;
         }
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(ghost.mode))

@@ -43,7 +43,7 @@ const ZSTD_LEVEL: i32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -59,8 +59,12 @@ pub enum ImageError {
     #[error("{path}: metadata checksum mismatch (the document is corrupt)")]
     DocumentChecksum { path: PathBuf },
     #[error("{path}: metadata truncated: {found} of {expected} bytes")]
-    DocumentTruncated { path: PathBuf, expected: u64, found: u64 },
-    #[error("{path}: metadata does not parse: {source}")]
+    DocumentTruncated {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{path}: metadata does not parse")]
     Json {
         path: PathBuf,
         #[source]
@@ -71,7 +75,11 @@ pub enum ImageError {
     #[error("chunk {path} is missing")]
     MissingChunk { path: PathBuf },
     #[error("chunk {path} has {found} bytes, the image says {expected}")]
-    ChunkSize { path: PathBuf, expected: u64, found: u64 },
+    ChunkSize {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
     #[error("chunk {path} is corrupt: {reason}")]
     ChunkCorrupt { path: PathBuf, reason: String },
     #[error("bad chunk reference {hash:?}: {reason}")]
@@ -83,7 +91,11 @@ pub enum ImageError {
 pub type Result<T> = std::result::Result<T, ImageError>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io { op, path: path.to_path_buf(), source }
+    move |source| ImageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A reference from the document to one chunk.
@@ -103,8 +115,18 @@ impl ChunkRef {
     }
 
     fn check_shape(&self) -> Result<()> {
-        let bad = |reason: &str| Err(ImageError::BadChunkRef { hash: self.hash.clone(), reason: reason.into() });
-        if self.hash.len() != 64 || !self.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let bad = |reason: &str| {
+            Err(ImageError::BadChunkRef {
+                hash: self.hash.clone(),
+                reason: reason.into(),
+            })
+        };
+        if self.hash.len() != 64
+            || !self
+                .hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return bad("not 64 lowercase hex digits");
         }
         if self.raw_len == 0 || self.raw_len > MAX_CHUNK_BYTES {
@@ -149,14 +171,28 @@ struct Shared {
 }
 
 impl Shared {
-    fn put(&self, raw: &[u8], compressor: &mut zstd::bulk::Compressor<'static>) -> Result<ChunkRef> {
+    fn put(
+        &self,
+        raw: &[u8],
+        compressor: &mut zstd::bulk::Compressor<'static>,
+    ) -> Result<ChunkRef> {
         let hash = blake3::hash(raw).to_hex().to_string();
-        let len = u32::try_from(raw.len()).ok().filter(|&l| l > 0 && l <= MAX_CHUNK_BYTES).ok_or_else(|| {
-            ImageError::BadChunkRef { hash: hash.clone(), reason: format!("chunk of {} bytes", raw.len()) }
-        })?;
+        let len = u32::try_from(raw.len())
+            .ok()
+            .filter(|&l| l > 0 && l <= MAX_CHUNK_BYTES)
+            .ok_or_else(|| ImageError::BadChunkRef {
+                hash: hash.clone(),
+                reason: format!("chunk of {} bytes", raw.len()),
+            })?;
         self.counters.chunks.fetch_add(1, Ordering::Relaxed);
-        self.counters.raw_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        let mut r = ChunkRef { hash, raw_len: len, stored_len: 0 };
+        self.counters
+            .raw_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
+        let mut r = ChunkRef {
+            hash,
+            raw_len: len,
+            stored_len: 0,
+        };
         let dest = self.chunks.join(r.rel_path());
         if let Some(&stored) = self.linked.lock().expect("linked set").get(&r.hash) {
             self.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +202,10 @@ impl Shared {
         // Two workers may meet the same new chunk at once: both write it
         // under private temporary names and the renames agree.
         let r = self.store_new(raw, r, &dest, compressor)?;
-        self.linked.lock().expect("linked set").insert(r.hash.clone(), r.stored_len);
+        self.linked
+            .lock()
+            .expect("linked set")
+            .insert(r.hash.clone(), r.stored_len);
         Ok(r)
     }
 
@@ -185,7 +224,9 @@ impl Shared {
             if let Ok(meta) = fs::metadata(&in_store) {
                 if meta.len() <= len as u64 && meta.len() > 0 {
                     if link_or_copy(&in_store, dest)? {
-                        self.counters.written_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+                        self.counters
+                            .written_bytes
+                            .fetch_add(meta.len(), Ordering::Relaxed);
                     }
                     self.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
                     r.stored_len = meta.len() as u32;
@@ -195,13 +236,17 @@ impl Shared {
             let data = encode(raw, compressor)?;
             r.stored_len = data.len() as u32;
             write_new(&in_store, &data)?;
-            self.counters.written_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters
+                .written_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             link_or_copy(&in_store, dest)?;
         } else {
             let data = encode(raw, compressor)?;
             r.stored_len = data.len() as u32;
             write_new(dest, &data)?;
-            self.counters.written_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.counters
+                .written_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Ok(r)
     }
@@ -218,7 +263,11 @@ fn encode(raw: &[u8], compressor: &mut zstd::bulk::Compressor<'static>) -> Resul
         path: PathBuf::new(),
         source,
     })?;
-    Ok(if packed.len() < raw.len() { packed } else { raw.to_vec() })
+    Ok(if packed.len() < raw.len() {
+        packed
+    } else {
+        raw.to_vec()
+    })
 }
 
 /// Write `data` to `path` through a temporary name, so a chunk is never
@@ -226,7 +275,11 @@ fn encode(raw: &[u8], compressor: &mut zstd::bulk::Compressor<'static>) -> Resul
 fn write_new(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().expect("chunk path has a parent");
     fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let tmp = dir.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
     f.write_all(data).map_err(io_err("writing", &tmp))?;
     drop(f);
@@ -239,12 +292,18 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<bool> {
     match fs::hard_link(from, to) {
         Ok(()) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) || e.raw_os_error() == Some(libc::EMLINK) => {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EXDEV) || e.raw_os_error() == Some(libc::EMLINK) =>
+        {
             let data = fs::read(from).map_err(io_err("reading", from))?;
             write_new(to, &data)?;
             Ok(true)
         }
-        Err(source) => Err(ImageError::Io { op: "linking", path: to.to_path_buf(), source }),
+        Err(source) => Err(ImageError::Io {
+            op: "linking",
+            path: to.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -269,7 +328,9 @@ impl ImageWriter {
     /// Start an image at `dir` (which must not exist), reusing chunks from `store`.
     pub fn create(dir: &Path, store: Option<&Path>) -> Result<Self> {
         if dir.exists() {
-            return Err(ImageError::Exists { path: dir.to_path_buf() });
+            return Err(ImageError::Exists {
+                path: dir.to_path_buf(),
+            });
         }
         let name = dir.file_name().ok_or_else(|| ImageError::NotAnImage {
             path: dir.to_path_buf(),
@@ -280,7 +341,11 @@ impl ImageWriter {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
-        let tmp = parent.join(format!("{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let tmp = parent.join(format!(
+            "{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         if tmp.exists() {
             // Left by an earlier run of a process with our pid: never committed.
             fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
@@ -355,10 +420,15 @@ impl ImageWriter {
     /// Write the document, make everything durable and move the image into place.
     pub fn commit<T: Serialize>(mut self, document: &T) -> Result<CommittedImage> {
         let json = serde_json::to_vec(document).map_err(ImageError::Serialize)?;
-        let header = format!("{MAGIC} {FORMAT_VERSION} {} {}\n", blake3::hash(&json).to_hex(), json.len());
+        let header = format!(
+            "{MAGIC} {FORMAT_VERSION} {} {}\n",
+            blake3::hash(&json).to_hex(),
+            json.len()
+        );
         let doc_path = self.tmp.join(DOCUMENT);
         let mut f = File::create(&doc_path).map_err(io_err("creating", &doc_path))?;
-        f.write_all(header.as_bytes()).map_err(io_err("writing", &doc_path))?;
+        f.write_all(header.as_bytes())
+            .map_err(io_err("writing", &doc_path))?;
         f.write_all(&json).map_err(io_err("writing", &doc_path))?;
         // One syncfs covers the chunks and the document (and the store when
         // it shares the filesystem); cheaper than an fsync per chunk.
@@ -369,7 +439,9 @@ impl ImageWriter {
         }
         drop(f);
         if self.dir.exists() {
-            return Err(ImageError::Exists { path: self.dir.clone() });
+            return Err(ImageError::Exists {
+                path: self.dir.clone(),
+            });
         }
         fs::rename(&self.tmp, &self.dir).map_err(io_err("renaming into place", &self.dir))?;
         self.committed = true;
@@ -398,7 +470,11 @@ impl Drop for ImageWriter {
 fn syncfs(f: &File, path: &Path) -> Result<()> {
     // SAFETY: syncfs only takes a valid fd.
     if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(ImageError::Io { op: "syncing", path: path.to_path_buf(), source: io::Error::last_os_error() });
+        return Err(ImageError::Io {
+            op: "syncing",
+            path: path.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -482,7 +558,11 @@ impl ChunkSink<'_> {
             return Err(ImageError::WorkerPanicked);
         }
         let mut out = Vec::with_capacity(self.next);
-        for r in std::mem::take(&mut self.results).into_iter().chain(std::iter::repeat(None)).take(self.next) {
+        for r in std::mem::take(&mut self.results)
+            .into_iter()
+            .chain(std::iter::repeat(None))
+            .take(self.next)
+        {
             out.push(r.ok_or(ImageError::WorkerPanicked)?);
         }
         Ok(out)
@@ -509,13 +589,20 @@ impl ImageReader {
     /// Open the image at `dir` and parse its document.
     pub fn open<T: DeserializeOwned>(dir: &Path) -> Result<(Self, T)> {
         let path = dir.join(DOCUMENT);
-        let not_image = |reason: &str| ImageError::NotAnImage { path: dir.to_path_buf(), reason: reason.into() };
+        let not_image = |reason: &str| ImageError::NotAnImage {
+            path: dir.to_path_buf(),
+            reason: reason.into(),
+        };
         if !dir.is_dir() {
             return Err(not_image("no such directory"));
         }
         let mut f = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => not_image("it has no snapshot document"),
-            _ => ImageError::Io { op: "opening", path: path.clone(), source: e },
+            _ => ImageError::Io {
+                op: "opening",
+                path: path.clone(),
+                source: e,
+            },
         })?;
         let mut header = Vec::new();
         let mut byte = [0u8; 1];
@@ -529,27 +616,50 @@ impl ImageReader {
         let header = String::from_utf8(header).map_err(|_| not_image("the header is not text"))?;
         let fields: Vec<&str> = header.split(' ').collect();
         if fields.len() != 4 || fields[0] != MAGIC {
-            return Err(not_image("the document does not start with a hiber-image header"));
+            return Err(not_image(
+                "the document does not start with a hiber-image header",
+            ));
         }
-        let version: u32 = fields[1].parse().map_err(|_| not_image("bad version in the header"))?;
+        let version: u32 = fields[1]
+            .parse()
+            .map_err(|_| not_image("bad version in the header"))?;
         if version != FORMAT_VERSION {
-            return Err(ImageError::UnsupportedVersion { path: path.clone(), found: version });
+            return Err(ImageError::UnsupportedVersion {
+                path: path.clone(),
+                found: version,
+            });
         }
         let sum = fields[2];
-        let len: u64 = fields[3].parse().map_err(|_| not_image("bad length in the header"))?;
+        let len: u64 = fields[3]
+            .parse()
+            .map_err(|_| not_image("bad length in the header"))?;
         if len > MAX_DOCUMENT_BYTES {
             return Err(not_image("the document is larger than any hiber writes"));
         }
         let mut json = Vec::with_capacity(len as usize);
-        Read::by_ref(&mut f).take(len + 1).read_to_end(&mut json).map_err(io_err("reading", &path))?;
+        Read::by_ref(&mut f)
+            .take(len + 1)
+            .read_to_end(&mut json)
+            .map_err(io_err("reading", &path))?;
         if (json.len() as u64) < len {
-            return Err(ImageError::DocumentTruncated { path, expected: len, found: json.len() as u64 });
+            return Err(ImageError::DocumentTruncated {
+                path,
+                expected: len,
+                found: json.len() as u64,
+            });
         }
         if json.len() as u64 > len || blake3::hash(&json).to_hex().as_str() != sum {
             return Err(ImageError::DocumentChecksum { path });
         }
-        let doc = serde_json::from_slice(&json).map_err(|source| ImageError::Json { path, source })?;
-        Ok((Self { dir: dir.to_path_buf(), version }, doc))
+        let doc =
+            serde_json::from_slice(&json).map_err(|source| ImageError::Json { path, source })?;
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+                version,
+            },
+            doc,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
@@ -571,11 +681,23 @@ impl ImageReader {
             let path = self.chunk_path(r);
             let meta = match fs::metadata(&path) {
                 Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ImageError::MissingChunk { path }),
-                Err(source) => return Err(ImageError::Io { op: "reading", path, source }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(ImageError::MissingChunk { path })
+                }
+                Err(source) => {
+                    return Err(ImageError::Io {
+                        op: "reading",
+                        path,
+                        source,
+                    })
+                }
             };
             if meta.len() != r.stored_len as u64 {
-                return Err(ImageError::ChunkSize { path, expected: r.stored_len as u64, found: meta.len() });
+                return Err(ImageError::ChunkSize {
+                    path,
+                    expected: r.stored_len as u64,
+                    found: meta.len(),
+                });
             }
         }
         Ok(())
@@ -587,12 +709,23 @@ impl ImageReader {
         let path = self.chunk_path(r);
         let mut f = File::open(&path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ImageError::MissingChunk { path: path.clone() },
-            _ => ImageError::Io { op: "opening", path: path.clone(), source: e },
+            _ => ImageError::Io {
+                op: "opening",
+                path: path.clone(),
+                source: e,
+            },
         })?;
         let mut stored = Vec::with_capacity(r.stored_len as usize);
-        Read::by_ref(&mut f).take(r.stored_len as u64 + 1).read_to_end(&mut stored).map_err(io_err("reading", &path))?;
+        Read::by_ref(&mut f)
+            .take(r.stored_len as u64 + 1)
+            .read_to_end(&mut stored)
+            .map_err(io_err("reading", &path))?;
         if stored.len() as u64 != r.stored_len as u64 {
-            return Err(ImageError::ChunkSize { path, expected: r.stored_len as u64, found: stored.len() as u64 });
+            return Err(ImageError::ChunkSize {
+                path,
+                expected: r.stored_len as u64,
+                found: stored.len() as u64,
+            });
         }
         out.clear();
         if r.stored_len == r.raw_len {
@@ -601,7 +734,10 @@ impl ImageReader {
             out.reserve(r.raw_len as usize);
             let n = zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(&stored, out))
-                .map_err(|e| ImageError::ChunkCorrupt { path: path.clone(), reason: format!("zstd: {e}") })?;
+                .map_err(|e| ImageError::ChunkCorrupt {
+                    path: path.clone(),
+                    reason: format!("zstd: {e}"),
+                })?;
             if n != r.raw_len as usize {
                 return Err(ImageError::ChunkCorrupt {
                     path,
@@ -610,7 +746,10 @@ impl ImageReader {
             }
         }
         if blake3::hash(out).to_hex().as_str() != r.hash {
-            return Err(ImageError::ChunkCorrupt { path, reason: "content does not match its hash".into() });
+            return Err(ImageError::ChunkCorrupt {
+                path,
+                reason: "content does not match its hash".into(),
+            });
         }
         Ok(())
     }
@@ -626,7 +765,9 @@ mod tests {
     }
 
     fn page(seed: u8) -> Vec<u8> {
-        (0..65536u32).map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 8) as u8).collect()
+        (0..65536u32)
+            .map(|i| (i as u8).wrapping_mul(seed) ^ (i >> 8) as u8)
+            .collect()
     }
 
     fn write(dir: &Path, store: Option<&Path>, data: &[Vec<u8>]) -> (WriteStats, Doc) {
@@ -646,7 +787,9 @@ mod tests {
     fn round_trip_and_store_reuse() {
         let t = tempfile::tempdir().unwrap();
         let store = t.path().join("store");
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let data = vec![page(3), page(5), page(3), random];
         let (s1, doc) = write(&t.path().join("a"), Some(&store), &data);
         assert_eq!(s1.chunks, 4);
@@ -697,12 +840,25 @@ mod tests {
         assert!(err.to_string().contains(&doc.refs[0].hash));
 
         fs::write(&chunk, &bytes[..mid]).unwrap();
-        assert!(matches!(r.check_chunks(&doc.refs), Err(ImageError::ChunkSize { .. })));
+        assert!(matches!(
+            r.check_chunks(&doc.refs),
+            Err(ImageError::ChunkSize { .. })
+        ));
         fs::remove_file(&chunk).unwrap();
-        assert!(matches!(r.check_chunks(&doc.refs), Err(ImageError::MissingChunk { .. })));
+        assert!(matches!(
+            r.check_chunks(&doc.refs),
+            Err(ImageError::MissingChunk { .. })
+        ));
 
-        let hostile = ChunkRef { hash: "../../etc/passwd".into(), raw_len: 1, stored_len: 1 };
-        assert!(matches!(r.check_chunks([&hostile]), Err(ImageError::BadChunkRef { .. })));
+        let hostile = ChunkRef {
+            hash: "../../etc/passwd".into(),
+            raw_len: 1,
+            stored_len: 1,
+        };
+        assert!(matches!(
+            r.check_chunks([&hostile]),
+            Err(ImageError::BadChunkRef { .. })
+        ));
     }
 
     #[test]

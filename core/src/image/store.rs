@@ -24,7 +24,13 @@ pub fn prune_store(store: &Path) -> Result<PruneStats> {
     let entries = match fs::read_dir(store) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
-        Err(source) => return Err(ImageError::Io { op: "listing", path: store.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ImageError::Io {
+                op: "listing",
+                path: store.to_path_buf(),
+                source,
+            })
+        }
     };
     for fan in entries {
         let fan = fan.map_err(io_err("listing", store))?.path();
@@ -34,7 +40,9 @@ pub fn prune_store(store: &Path) -> Result<PruneStats> {
         for chunk in fs::read_dir(&fan).map_err(io_err("listing", &fan))? {
             let path = chunk.map_err(io_err("listing", &fan))?.path();
             let meta = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
-            let stale_tmp = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
+            let stale_tmp = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
             if meta.is_file() && (meta.nlink() == 1 || stale_tmp) {
                 fs::remove_file(&path).map_err(io_err("removing", &path))?;
                 stats.removed_chunks += 1;

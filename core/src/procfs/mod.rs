@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcfsError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -87,7 +87,10 @@ pub enum MapsPath {
     Vvar,
     VvarVclock,
     Vsyscall,
-    File { path: PathBuf, deleted: bool },
+    File {
+        path: PathBuf,
+        deleted: bool,
+    },
     /// Any other bracketed name (`[anon:NAME]`, `[uprobes]`...).
     Other(String),
 }
@@ -131,12 +134,16 @@ pub struct FdInfo {
 
 impl FdInfo {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The counter of an eventfd (`eventfd-count`, printed in hex).
     pub fn eventfd_count(&self) -> Option<u64> {
-        self.get("eventfd-count").and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        self.get("eventfd-count")
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
     }
 }
 
@@ -173,12 +180,18 @@ pub struct ProcDir {
 
 impl ProcDir {
     pub fn new(pid: i32) -> Self {
-        Self { pid, base: PathBuf::from(format!("/proc/{pid}")) }
+        Self {
+            pid,
+            base: PathBuf::from(format!("/proc/{pid}")),
+        }
     }
 
     /// A thread's directory under this process.
     pub fn task(&self, tid: i32) -> Self {
-        Self { pid: self.pid, base: self.base.join("task").join(tid.to_string()) }
+        Self {
+            pid: self.pid,
+            base: self.base.join("task").join(tid.to_string()),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -191,7 +204,9 @@ impl ProcDir {
 
     fn io_error(&self, path: PathBuf, source: io::Error) -> ProcfsError {
         match source.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ESRCH) if !self.base.exists() => ProcfsError::ProcessGone { pid: self.pid },
+            Some(libc::ENOENT) | Some(libc::ESRCH) if !self.base.exists() => {
+                ProcfsError::ProcessGone { pid: self.pid }
+            }
             Some(libc::ESRCH) => ProcfsError::ProcessGone { pid: self.pid },
             _ => ProcfsError::Io { path, source },
         }
@@ -213,7 +228,10 @@ impl ProcDir {
     }
 
     fn parse_error(&self, name: &str, what: impl Into<String>) -> ProcfsError {
-        ProcfsError::Parse { path: self.path(name), what: what.into() }
+        ProcfsError::Parse {
+            path: self.path(name),
+            what: what.into(),
+        }
     }
 
     pub fn stat(&self) -> Result<Stat> {
@@ -270,11 +288,18 @@ impl ProcDir {
             let text = match self.read_string(&name) {
                 Ok(t) => t,
                 // A thread that exited between the two reads has no children to give.
-                Err(ProcfsError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(ProcfsError::Io { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             };
             for word in text.split_whitespace() {
-                out.push(word.parse().map_err(|_| self.parse_error(&name, format!("bad pid {word:?}")))?);
+                out.push(
+                    word.parse()
+                        .map_err(|_| self.parse_error(&name, format!("bad pid {word:?}")))?,
+                );
             }
         }
         out.sort_unstable();
@@ -309,9 +334,18 @@ impl ProcDir {
         Ok(raw)
     }
 
+    /// Resource limits (soft, hard) in resource-number order, from
+    /// /proc/PID/limits: readable where prlimit on another user's process
+    /// would need CAP_SYS_RESOURCE.
+    pub fn limits(&self) -> Result<Vec<(u64, u64)>> {
+        let text = self.read_string("limits")?;
+        parse_limits(&text).map_err(|what| self.parse_error("limits", what))
+    }
+
     pub fn personality(&self) -> Result<u32> {
         let text = self.read_string("personality")?;
-        u32::from_str_radix(text.trim(), 16).map_err(|_| self.parse_error("personality", format!("bad value {:?}", text.trim())))
+        u32::from_str_radix(text.trim(), 16)
+            .map_err(|_| self.parse_error("personality", format!("bad value {:?}", text.trim())))
     }
 
     fn numeric_entries(&self, name: &str) -> Result<Vec<i32>> {
@@ -337,9 +371,17 @@ fn parse_stat(text: &str) -> std::result::Result<Stat, String> {
     let comm = text[open + 1..close].to_string();
     let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
     // rest[0] is field 3 (state).
-    let field = |n: usize| -> std::result::Result<&str, String> { rest.get(n - 3).copied().ok_or_else(|| format!("no field {n}")) };
-    let num = |n: usize| -> std::result::Result<u64, String> { field(n)?.parse().map_err(|_| format!("bad field {n}")) };
-    let int = |n: usize| -> std::result::Result<i64, String> { field(n)?.parse().map_err(|_| format!("bad field {n}")) };
+    let field = |n: usize| -> std::result::Result<&str, String> {
+        rest.get(n - 3)
+            .copied()
+            .ok_or_else(|| format!("no field {n}"))
+    };
+    let num = |n: usize| -> std::result::Result<u64, String> {
+        field(n)?.parse().map_err(|_| format!("bad field {n}"))
+    };
+    let int = |n: usize| -> std::result::Result<i64, String> {
+        field(n)?.parse().map_err(|_| format!("bad field {n}"))
+    };
     Ok(Stat {
         pid,
         comm,
@@ -366,25 +408,52 @@ fn parse_stat(text: &str) -> std::result::Result<Stat, String> {
 
 /// Parse the text of a /proc/PID/status file.
 pub fn parse_status(text: &str) -> Result<Status> {
-    let bad = |what: String| ProcfsError::Parse { path: PathBuf::from("status"), what };
+    let bad = |what: String| ProcfsError::Parse {
+        path: PathBuf::from("status"),
+        what,
+    };
     let mut s = Status::default();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         let hex = |v: &str| u64::from_str_radix(v, 16).map_err(|_| bad(format!("bad {key} {v:?}")));
         let ids = |v: &str| -> Result<[u32; 4]> {
-            let n: Vec<u32> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let n: Vec<u32> = v
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             n.try_into().map_err(|_| bad(format!("bad {key} {v:?}")))
         };
         match key {
             "Name" => s.name = value.to_string(),
-            "Umask" => s.umask = Some(u32::from_str_radix(value, 8).map_err(|_| bad(format!("bad Umask {value:?}")))?),
+            "Umask" => {
+                s.umask = Some(
+                    u32::from_str_radix(value, 8)
+                        .map_err(|_| bad(format!("bad Umask {value:?}")))?,
+                )
+            }
             "State" => s.state = value.chars().next().unwrap_or('?'),
-            "Tgid" => s.tgid = value.parse().map_err(|_| bad(format!("bad Tgid {value:?}")))?,
+            "Tgid" => {
+                s.tgid = value
+                    .parse()
+                    .map_err(|_| bad(format!("bad Tgid {value:?}")))?
+            }
             "Uid" => s.uid = ids(value)?,
             "Gid" => s.gid = ids(value)?,
-            "Groups" => s.groups = value.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
-            "NSpid" => s.ns_pid = value.split_whitespace().filter_map(|x| x.parse().ok()).collect(),
+            "Groups" => {
+                s.groups = value
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            }
+            "NSpid" => {
+                s.ns_pid = value
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            }
             "Threads" => s.threads = value.parse().unwrap_or(0),
             "SigPnd" => s.sig_pnd = hex(value)?,
             "ShdPnd" => s.shd_pnd = hex(value)?,
@@ -428,8 +497,14 @@ fn parse_maps_line(line: &str) -> std::result::Result<MapsEntry, String> {
         "[vsyscall]" => MapsPath::Vsyscall,
         n if n.starts_with('[') => MapsPath::Other(n.to_string()),
         n => match n.strip_suffix(" (deleted)") {
-            Some(p) => MapsPath::File { path: PathBuf::from(p), deleted: true },
-            None => MapsPath::File { path: PathBuf::from(n), deleted: false },
+            Some(p) => MapsPath::File {
+                path: PathBuf::from(p),
+                deleted: true,
+            },
+            None => MapsPath::File {
+                path: PathBuf::from(n),
+                deleted: false,
+            },
         },
     };
     Ok(MapsEntry {
@@ -447,18 +522,62 @@ fn parse_maps_line(line: &str) -> std::result::Result<MapsEntry, String> {
     })
 }
 
+fn parse_limits(text: &str) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let mut lines = text.lines();
+    let header = lines.next().ok_or("empty")?;
+    // Columns are aligned under the header: "Limit  Soft Limit  Hard Limit  Units".
+    let soft_at = header.find("Soft Limit").ok_or("no Soft Limit column")?;
+    let hard_at = header.find("Hard Limit").ok_or("no Hard Limit column")?;
+    let value = |v: &str| -> std::result::Result<u64, String> {
+        match v {
+            "unlimited" => Ok(u64::MAX),
+            v => v.parse().map_err(|_| format!("bad limit {v:?}")),
+        }
+    };
+    lines
+        .filter(|l| l.len() > hard_at)
+        .map(|l| {
+            let soft = l[soft_at..hard_at]
+                .split_whitespace()
+                .next()
+                .ok_or("no soft limit")?;
+            let hard = l[hard_at..]
+                .split_whitespace()
+                .next()
+                .ok_or("no hard limit")?;
+            Ok((value(soft)?, value(hard)?))
+        })
+        .collect()
+}
+
 fn parse_smaps(text: &str) -> std::result::Result<Vec<SmapsEntry>, String> {
     let mut out: Vec<SmapsEntry> = Vec::new();
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         // A mapping header starts with "start-end"; attribute lines with "Key:".
         if !first.ends_with(':') && first.contains('-') {
-            out.push(SmapsEntry { map: parse_maps_line(line)?, vm_flags: Vec::new(), rss_kb: 0, anonymous_kb: 0, swap_kb: 0 });
+            out.push(SmapsEntry {
+                map: parse_maps_line(line)?,
+                vm_flags: Vec::new(),
+                rss_kb: 0,
+                anonymous_kb: 0,
+                swap_kb: 0,
+            });
             continue;
         }
-        let Some(cur) = out.last_mut() else { return Err("attribute before any mapping".into()) };
-        let Some((key, value)) = line.split_once(':') else { continue };
-        let kb = || value.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let Some(cur) = out.last_mut() else {
+            return Err("attribute before any mapping".into());
+        };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let kb = || {
+            value
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
         match key {
             "VmFlags" => cur.vm_flags = value.split_whitespace().map(str::to_string).collect(),
             "Rss" => cur.rss_kb = kb(),
@@ -473,11 +592,16 @@ fn parse_smaps(text: &str) -> std::result::Result<Vec<SmapsEntry>, String> {
 fn parse_fdinfo(text: &str) -> std::result::Result<FdInfo, String> {
     let mut info = FdInfo::default();
     for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else { continue };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
         let value = value.trim();
         match key {
             "pos" => info.pos = value.parse().map_err(|_| format!("bad pos {value:?}"))?,
-            "flags" => info.flags = u32::from_str_radix(value, 8).map_err(|_| format!("bad flags {value:?}"))?,
+            "flags" => {
+                info.flags =
+                    u32::from_str_radix(value, 8).map_err(|_| format!("bad flags {value:?}"))?
+            }
             "mnt_id" => info.mnt_id = value.parse().map_err(|_| format!("bad mnt_id {value:?}"))?,
             "ino" => info.ino = value.parse().map_err(|_| format!("bad ino {value:?}"))?,
             _ => info.extra.push((key.to_string(), value.to_string())),
@@ -495,23 +619,45 @@ mod tests {
         let line = "42 (a) b (c) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0 18446744073709551615 10 20 30 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 40 50 60 70 80 90 100 256\n";
         let s = parse_stat(line).unwrap();
         assert_eq!(s.comm, "a) b (c");
-        assert_eq!((s.pid, s.state, s.ppid, s.pgrp, s.session), (42, 'S', 1, 42, 42));
+        assert_eq!(
+            (s.pid, s.state, s.ppid, s.pgrp, s.session),
+            (42, 'S', 1, 42, 42)
+        );
         assert_eq!((s.start_code, s.end_code, s.start_stack), (10, 20, 30));
         assert_eq!((s.start_data, s.env_end, s.exit_code), (40, 100, 256));
     }
 
     #[test]
     fn maps_lines() {
-        let m = parse_maps_line("7f00-7f10 rw-s 00001000 00:05 1234   /dev/zero (deleted)").unwrap();
+        let m =
+            parse_maps_line("7f00-7f10 rw-s 00001000 00:05 1234   /dev/zero (deleted)").unwrap();
         assert!(m.read && m.write && !m.exec && m.shared);
-        assert_eq!((m.start, m.end, m.offset, m.dev_minor, m.inode), (0x7f00, 0x7f10, 0x1000, 5, 1234));
-        assert_eq!(m.path, MapsPath::File { path: "/dev/zero".into(), deleted: true });
-        let v = parse_maps_line("7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]").unwrap();
+        assert_eq!(
+            (m.start, m.end, m.offset, m.dev_minor, m.inode),
+            (0x7f00, 0x7f10, 0x1000, 5, 1234)
+        );
+        assert_eq!(
+            m.path,
+            MapsPath::File {
+                path: "/dev/zero".into(),
+                deleted: true
+            }
+        );
+        let v = parse_maps_line(
+            "7ffd1000-7ffd3000 r-xp 00000000 00:00 0                          [vdso]",
+        )
+        .unwrap();
         assert_eq!(v.path, MapsPath::Vdso);
         let a = parse_maps_line("1000-2000 ---p 00000000 00:00 0 ").unwrap();
         assert_eq!(a.path, MapsPath::Anonymous);
         let spaced = parse_maps_line("1000-2000 r--p 00000000 08:01 7 /tmp/a b").unwrap();
-        assert_eq!(spaced.path, MapsPath::File { path: "/tmp/a b".into(), deleted: false });
+        assert_eq!(
+            spaced.path,
+            MapsPath::File {
+                path: "/tmp/a b".into(),
+                deleted: false
+            }
+        );
     }
 
     #[test]
@@ -530,6 +676,22 @@ mod tests {
         assert_eq!(auxv.len() % 16, 0);
         assert!(auxv[auxv.len() - 16..].iter().all(|&b| b == 0));
         assert!(me.tasks().unwrap().contains(&stat.pid));
+    }
+
+    #[test]
+    fn limits_match_getrlimit() {
+        let limits = ProcDir::new(std::process::id() as i32).limits().unwrap();
+        assert_eq!(limits.len(), 16);
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills l.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+        assert_eq!(
+            limits[libc::RLIMIT_NOFILE as usize],
+            (l.rlim_cur, l.rlim_max)
+        );
     }
 
     #[test]

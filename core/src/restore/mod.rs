@@ -51,11 +51,18 @@ pub enum RestoreError {
     #[error("invalid image {dir}: {reason}")]
     Invalid { dir: PathBuf, reason: String },
     #[error("pid {pid} failed while {step}: {}", std::io::Error::from_raw_os_error(*errno))]
-    Node { pid: i32, step: &'static str, errno: i32 },
+    Node {
+        pid: i32,
+        step: &'static str,
+        errno: i32,
+    },
     #[error("the restore tree did not reach stage {stage} within {secs} s")]
     Timeout { stage: &'static str, secs: u64 },
-    #[error("{what}: {source}")]
-    Os { what: &'static str, source: std::io::Error },
+    #[error("{what}")]
+    Os {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("no room for the restore gadget in the address space of pid {pid}")]
     NoGadgetRoom { pid: i32 },
 }
@@ -104,7 +111,13 @@ fn pid_comm(pid: i32) -> Option<String> {
 /// bounded, pids sane, credentials allowed for the caller.
 fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
     if snap.processes.is_empty() || snap.processes.len() > MAX_PROCESSES {
-        return Err(invalid(dir, format!("{} processes (1 to {MAX_PROCESSES} allowed)", snap.processes.len())));
+        return Err(invalid(
+            dir,
+            format!(
+                "{} processes (1 to {MAX_PROCESSES} allowed)",
+                snap.processes.len()
+            ),
+        ));
     }
     let caller = Creds::of_self().map_err(|source| RestoreError::Os {
         what: "reading the caller's credentials",
@@ -112,14 +125,23 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
     })?;
     for p in &snap.processes {
         if p.pid <= 0 || p.pid > 4_194_304 || p.pgid <= 0 || p.sid <= 0 {
-            return Err(invalid(dir, format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid)));
+            return Err(invalid(
+                dir,
+                format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid),
+            ));
         }
         if p.fds.len() > MAX_FDS_PER_PROCESS {
-            return Err(invalid(dir, format!("pid {} has {} fds", p.pid, p.fds.len())));
+            return Err(invalid(
+                dir,
+                format!("pid {} has {} fds", p.pid, p.fds.len()),
+            ));
         }
         for f in &p.fds {
             if f.file >= snap.files.len() || f.fd < 0 || f.fd >= 1 << 20 {
-                return Err(invalid(dir, format!("pid {} fd {} refers to file {}", p.pid, f.fd, f.file)));
+                return Err(invalid(
+                    dir,
+                    format!("pid {} fd {} refers to file {}", p.pid, f.fd, f.file),
+                ));
             }
         }
         if let Some(reason) = p.creds.not_allowed_for(&caller) {
@@ -130,12 +152,18 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
                 return Err(invalid(dir, format!("pid {} has no memory image", p.pid)));
             };
             if p.threads.len() != 1 {
-                return Err(invalid(dir, format!("pid {} has {} threads", p.pid, p.threads.len())));
+                return Err(invalid(
+                    dir,
+                    format!("pid {} has {} threads", p.pid, p.threads.len()),
+                ));
             }
             for v in &mm.vmas {
                 if let memory::Backing::Shmem { object, .. } = v.backing {
                     if object >= snap.shmem.len() {
-                        return Err(invalid(dir, format!("pid {} maps shared object {object}", p.pid)));
+                        return Err(invalid(
+                            dir,
+                            format!("pid {} maps shared object {object}", p.pid),
+                        ));
                     }
                 }
             }
@@ -160,7 +188,10 @@ fn gadget_candidates(mm: &MmImage) -> Vec<u64> {
     let mut out = Vec::new();
     let mut prev_end = 0x1_0000_0000u64; // stay above the low 4 GiB, where binaries live
     let guard = 16 * PAGE_SIZE;
-    for &(start, end) in spans.iter().chain(std::iter::once(&(0x7fff_ffff_0000, 0x7fff_ffff_0000))) {
+    for &(start, end) in spans
+        .iter()
+        .chain(std::iter::once(&(0x7fff_ffff_0000, 0x7fff_ffff_0000)))
+    {
         if start > prev_end + 2 * guard + GADGET_LEN {
             // Try a few places in each hole: the restorer's own mappings
             // (which the node still has) may sit in some of them.
@@ -210,10 +241,11 @@ fn create_shmem(snap: &Snapshot, reader: &ImageReader) -> Result<Vec<OwnedFd>> {
         })?;
         let mut buf = Vec::new();
         memory::fill_pages(-1, &obj.pages, reader, &mut buf, |off, data| {
-            file.write_all_at(data, off).map_err(|source| MemoryError::Io {
-                path: PathBuf::from("memfd:hiber-shmem"),
-                source,
-            })
+            file.write_all_at(data, off)
+                .map_err(|source| MemoryError::Io {
+                    path: PathBuf::from("memfd:hiber-shmem"),
+                    source,
+                })
         })?;
         out.push(fd);
     }
@@ -221,7 +253,10 @@ fn create_shmem(snap: &Snapshot, reader: &ImageReader) -> Result<Vec<OwnedFd>> {
 }
 
 fn raise_nofile(needed: u64) -> Result<()> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit into a valid struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
     if lim.rlim_max < needed {
@@ -313,7 +348,13 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     }
 
     // Shared objects, at fds above every number the tasks use.
-    let max_target = snap.processes.iter().flat_map(|p| &p.fds).map(|f| f.fd).max().unwrap_or(2);
+    let max_target = snap
+        .processes
+        .iter()
+        .flat_map(|p| &p.fds)
+        .map(|f| f.fd)
+        .max()
+        .unwrap_or(2);
     let base_fd: RawFd = (max_target + 1).max(3);
     raise_nofile(base_fd as u64 + snap.files.len() as u64 + 64)?;
     let file_objs = files::restore_all(&snap.files, &snap.pipes, &reader, base_fd)?;
@@ -324,7 +365,11 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         .nodes
         .iter()
         .map(|n| match n.kind {
-            NodeKind::Process(i) => snap.processes[i].mm.as_ref().map(gadget_candidates).unwrap_or_default(),
+            NodeKind::Process(i) => snap.processes[i]
+                .mm
+                .as_ref()
+                .map(gadget_candidates)
+                .unwrap_or_default(),
             _ => Vec::new(),
         })
         .collect();
@@ -397,14 +442,23 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
     let mut seized = Vec::new();
     let swap_result = (|| -> Result<()> {
         for &i in &live {
-            let NodeKind::Process(pi) = plan.nodes[i].kind else { unreachable!() };
+            let NodeKind::Process(pi) = plan.nodes[i].kind else {
+                unreachable!()
+            };
             let pid = outer[&i];
             ptrace::seize(pid)?;
             seized.push(pid);
             ptrace::interrupt(pid)?;
             wait_event_stop(pid)?;
             let gadget = shared.slot(i).gadget.load(Ordering::Acquire);
-            swap(pid, gadget, &snap.processes[pi], &reader, &shmem_paths, &current)?;
+            swap(
+                pid,
+                gadget,
+                &snap.processes[pi],
+                &reader,
+                &shmem_paths,
+                &current,
+            )?;
         }
         Ok(())
     })();
@@ -554,12 +608,21 @@ fn await_done(shared: &Shared) {
         let mut st = 0;
         // SAFETY: non-blocking reap of our own children.
         unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
-        let _ = shared.wait_count(&shared.area().stage, s + 1, Instant::now() + Duration::from_millis(50));
+        let _ = shared.wait_count(
+            &shared.area().stage,
+            s + 1,
+            Instant::now() + Duration::from_millis(50),
+        );
     }
 }
 
 /// Map each live node to its pid as the restorer sees it.
-fn outer_pids(plan: &Plan, shared: &Shared, live: &[usize], pidns: bool) -> Result<HashMap<usize, i32>> {
+fn outer_pids(
+    plan: &Plan,
+    shared: &Shared,
+    live: &[usize],
+    pidns: bool,
+) -> Result<HashMap<usize, i32>> {
     if !pidns {
         return Ok(live.iter().map(|&i| (i, plan.nodes[i].pid)).collect());
     }
@@ -599,7 +662,9 @@ fn swap(
     shmem_paths: &[PathBuf],
     current: &Creds,
 ) -> Result<()> {
-    let mm = p.mm.as_ref().expect("validated: live processes have memory");
+    let mm =
+        p.mm.as_ref()
+            .expect("validated: live processes have memory");
     let task = RemoteTask::new(pid, gadget)?;
     let scratch = Scratch {
         addr: gadget + PAGE_SIZE,
@@ -610,15 +675,32 @@ fn swap(
     // The node's glibc registered rseq; the area is about to disappear.
     if let Some(r) = ptrace::get_rseq(pid)? {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
-        task.syscall("rseq(unregister)", libc::SYS_rseq, [r.addr, r.len as u64, RSEQ_FLAG_UNREGISTER, r.signature as u64, 0, 0])?;
+        task.syscall(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            [
+                r.addr,
+                r.len as u64,
+                RSEQ_FLAG_UNREGISTER,
+                r.signature as u64,
+                0,
+                0,
+            ],
+        )?;
     }
     // Drop every mapping of the restorer copy but the gadget and the vdso.
     let here = procfs::ProcDir::new(pid).maps()?;
     for m in &here {
-        let keep = matches!(m.path, MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall)
-            || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
+        let keep = matches!(
+            m.path,
+            MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall
+        ) || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
         if !keep {
-            task.syscall("munmap", libc::SYS_munmap, [m.start, m.end - m.start, 0, 0, 0, 0])?;
+            task.syscall(
+                "munmap",
+                libc::SYS_munmap,
+                [m.start, m.end - m.start, 0, 0, 0, 0],
+            )?;
         }
     }
     memory::move_vdso(&task, pid, mm, &here)?;
@@ -637,6 +719,11 @@ fn swap(
     signals::requeue(&task, &mut mem, &scratch, p.pid, Some(p.pid), &th.pending)?;
     creds::restore(&task, &mut mem, &scratch, &p.creds, current)?;
     let regs = th.regs.with_syscall_restart();
-    task.finish_with(libc::SYS_munmap, [gadget, GADGET_LEN, 0, 0, 0, 0], &regs, th.sigmask)?;
+    task.finish_with(
+        libc::SYS_munmap,
+        [gadget, GADGET_LEN, 0, 0, 0, 0],
+        &regs,
+        th.sigmask,
+    )?;
     Ok(())
 }

@@ -61,7 +61,8 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(nodes: usize) -> io::Result<Self> {
-        let len = (std::mem::size_of::<SyncArea>() + nodes * std::mem::size_of::<NodeSlot>()).next_multiple_of(4096);
+        let len = (std::mem::size_of::<SyncArea>() + nodes * std::mem::size_of::<NodeSlot>())
+            .next_multiple_of(4096);
         // SAFETY: anonymous shared mapping; no existing memory is touched.
         let p = unsafe {
             libc::mmap(
@@ -93,12 +94,19 @@ impl Shared {
         assert!(i < self.nodes);
         // SAFETY: the mapping holds `nodes` slots right after the header;
         // zeroed atomics are valid.
-        unsafe { &*((self.ptr as *mut u8).add(std::mem::size_of::<SyncArea>()) as *const NodeSlot).add(i) }
+        unsafe {
+            &*((self.ptr as *mut u8).add(std::mem::size_of::<SyncArea>()) as *const NodeSlot).add(i)
+        }
     }
 
     /// Wait until `counter` reaches `target`, the stage is ABORT, or a
     /// node failed; false on timeout.
-    pub fn wait_count(&self, counter: &AtomicU32, target: u32, deadline: std::time::Instant) -> bool {
+    pub fn wait_count(
+        &self,
+        counter: &AtomicU32,
+        target: u32,
+        deadline: std::time::Instant,
+    ) -> bool {
         loop {
             let v = counter.load(Ordering::Acquire);
             if v >= target || self.area().failed.load(Ordering::Acquire) > 0 {
@@ -108,7 +116,11 @@ impl Shared {
             if now >= deadline {
                 return false;
             }
-            futex_wait(counter, v, Some((deadline - now).min(std::time::Duration::from_millis(50))));
+            futex_wait(
+                counter,
+                v,
+                Some((deadline - now).min(std::time::Duration::from_millis(50))),
+            );
         }
     }
 
@@ -130,10 +142,20 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Durati
         tv_sec: d.as_secs() as i64,
         tv_nsec: d.subsec_nanos() as i64,
     });
-    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: word is a live u32 in shared memory; a non-private futex
     // works across the processes mapping it.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, tsp) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            tsp,
+        )
+    };
 }
 
 pub fn futex_wake(word: &AtomicU32) {
@@ -181,14 +203,24 @@ pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
     let tid = [pid as libc::pid_t];
     let args = CloneArgs {
         flags,
-        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 { 0 } else { libc::SIGCHLD as u64 },
+        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         set_tid: if pid > 0 { tid.as_ptr() as u64 } else { 0 },
         set_tid_size: u64::from(pid > 0),
         ..Default::default()
     };
     // SAFETY: clone3 with no stack behaves like fork: the child continues
     // on a copy of this stack. args and tid outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -245,7 +277,8 @@ fn fail(shared: &Shared, node: usize, step: Step, err: io::Error) -> ! {
     let a = shared.area();
     if a.failed.fetch_add(1, Ordering::AcqRel) == 0 {
         a.fail_node.store(node as u32, Ordering::Release);
-        a.fail_errno.store(err.raw_os_error().unwrap_or(0), Ordering::Release);
+        a.fail_errno
+            .store(err.raw_os_error().unwrap_or(0), Ordering::Release);
         a.fail_step.store(step as u32, Ordering::Release);
     }
     for c in [&a.born, &a.grouped, &a.ready, &a.failed] {
@@ -264,11 +297,19 @@ fn check(r: libc::c_long) -> io::Result<()> {
 }
 
 /// Fork the children of `forker` (None: the restore root) per the plan.
-pub fn fork_children(spec: &TreeSpec<'_>, shared: &Shared, forker: Option<usize>) -> Vec<(usize, i32)> {
+pub fn fork_children(
+    spec: &TreeSpec<'_>,
+    shared: &Shared,
+    forker: Option<usize>,
+) -> Vec<(usize, i32)> {
     let mut forked = Vec::new();
     for child in spec.plan.children(forker) {
         let node = &spec.plan.nodes[child];
-        let flags = if node.clone_parent { libc::CLONE_PARENT as u64 } else { 0 };
+        let flags = if node.clone_parent {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        };
         match clone_with_pid(node.pid, flags) {
             Ok(0) => run(spec, shared, child),
             Ok(pid) => forked.push((child, pid)),
@@ -349,7 +390,10 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
 fn become_zombie(status: i32) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: plain syscalls on ourselves: limit core dumps, default the
         // signal, unblock everything, then die of it.
         unsafe {
@@ -397,12 +441,16 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
     check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long).map_err(e(Step::Cwd))?;
     if p.root != std::path::Path::new("/") {
         // SAFETY: as above.
-        check(unsafe { libc::chroot(cstr(&p.root).as_ptr()) } as libc::c_long).map_err(e(Step::Root))?;
+        check(unsafe { libc::chroot(cstr(&p.root).as_ptr()) } as libc::c_long)
+            .map_err(e(Step::Root))?;
     }
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(p.umask as libc::mode_t) };
     for r in &p.rlimits {
-        let mut cur = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+        let mut cur = libc::rlimit64 {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         // SAFETY: prlimit64 on ourselves reading into `cur`.
         unsafe { libc::prlimit64(0, r.resource as _, std::ptr::null(), &mut cur) };
         // A hard limit can only be raised with CAP_SYS_RESOURCE: clamp.
@@ -412,11 +460,12 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
             rlim_max: max,
         };
         // SAFETY: prlimit64 on ourselves with a valid new limit.
-        check(unsafe { libc::prlimit64(0, r.resource as _, &new, std::ptr::null_mut()) } as libc::c_long)
-            .map_err(e(Step::Rlimit))?;
+        let rc = unsafe { libc::prlimit64(0, r.resource as _, &new, std::ptr::null_mut()) };
+        check(rc as libc::c_long).map_err(e(Step::Rlimit))?;
     }
     // SAFETY: personality takes an integer.
-    check(unsafe { libc::personality(p.personality as libc::c_ulong) } as libc::c_long).map_err(e(Step::Personality))?;
+    check(unsafe { libc::personality(p.personality as libc::c_ulong) } as libc::c_long)
+        .map_err(e(Step::Personality))?;
     let mut comm = [0u8; 16];
     let n = p.comm.len().min(15);
     comm[..n].copy_from_slice(&p.comm.as_bytes()[..n]);

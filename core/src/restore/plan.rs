@@ -128,12 +128,19 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
         } else if forker_sid == Some(p.sid) {
             SessionSource::Inherited
         } else if by_pid.contains_key(&p.sid) {
-            return Err(PlanError::SessionLayout { pid: p.pid, sid: p.sid });
+            return Err(PlanError::SessionLayout {
+                pid: p.pid,
+                sid: p.sid,
+            });
         } else if pid_free(p.sid) {
             let helper = match session_helpers.get(&p.sid) {
                 Some(&(h, f)) if f == forker => h,
                 Some(&(_, f)) => {
-                    let name = |f: Option<usize>| f.map_or("the restorer".into(), |f| format!("pid {}", out.nodes[f].pid));
+                    let name = |f: Option<usize>| {
+                        f.map_or("the restorer".into(), |f| {
+                            format!("pid {}", out.nodes[f].pid)
+                        })
+                    };
                     return Err(PlanError::SharedSessionHelper {
                         sid: p.sid,
                         a: name(f),
@@ -157,7 +164,13 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             };
             SessionSource::Helper(helper)
         } else {
-            out.foreign.push((p.pid, format!("session {} (its leader is a live process outside the image)", p.sid)));
+            out.foreign.push((
+                p.pid,
+                format!(
+                    "session {} (its leader is a live process outside the image)",
+                    p.sid
+                ),
+            ));
             SessionSource::Foreign
         };
         let (node_forker, clone_parent) = match source {
@@ -187,7 +200,14 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 SessionSource::Foreign => false,
                 _ => false,
             };
-            if leader_in_image {
+            // Forked by its group's leader after that made the group: born in it.
+            let born_in_group = node_forker.is_some_and(|f| {
+                let forker = &out.nodes[f];
+                forker.pid == p.pgid && (forker.setsid || forker.make_group)
+            });
+            if born_in_group {
+                // Nothing to join.
+            } else if leader_in_image {
                 node.join_group = Some(p.pgid);
             } else if inherited {
                 // A session helper is also its group's leader: born into it.
@@ -209,7 +229,10 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 let _ = helper;
                 node.join_group = Some(p.pgid);
             } else {
-                out.foreign.push((p.pid, format!("process group {} (its leader is outside the image)", p.pgid)));
+                out.foreign.push((
+                    p.pid,
+                    format!("process group {} (its leader is outside the image)", p.pgid),
+                ));
             }
         }
         out.nodes.push(node);
@@ -225,18 +248,35 @@ mod tests {
     use super::*;
 
     fn ids(pid: i32, ppid: i32, pgid: i32, sid: i32) -> Ids {
-        Ids { pid, ppid, pgid, sid }
+        Ids {
+            pid,
+            ppid,
+            pgid,
+            sid,
+        }
     }
 
     #[test]
     fn simple_tree_needs_no_helper() {
         // 100 leads its session and group; 101 inherits; 102 has its own group.
-        let p = plan(&[ids(101, 100, 100, 100), ids(100, 1, 100, 100), ids(102, 100, 102, 100)], &|_| true).unwrap();
+        let p = plan(
+            &[
+                ids(101, 100, 100, 100),
+                ids(100, 1, 100, 100),
+                ids(102, 100, 102, 100),
+            ],
+            &|_| true,
+        )
+        .unwrap();
         assert_eq!(p.nodes.len(), 3);
         assert_eq!(p.nodes[0].pid, 100);
-        assert!(p.nodes[0].setsid && p.nodes[0].make_group && p.nodes[0].forker.is_none());
+        // setsid makes it its group's leader; setpgid would fail on a session leader.
+        assert!(p.nodes[0].setsid && !p.nodes[0].make_group && p.nodes[0].forker.is_none());
         let n101 = p.nodes.iter().find(|n| n.pid == 101).unwrap();
-        assert_eq!((n101.forker, n101.join_group, n101.setsid), (Some(0), None, false));
+        assert_eq!(
+            (n101.forker, n101.join_group, n101.setsid),
+            (Some(0), None, false)
+        );
         let n102 = p.nodes.iter().find(|n| n.pid == 102).unwrap();
         assert!(n102.make_group);
         assert!(p.foreign.is_empty());
@@ -250,17 +290,31 @@ mod tests {
         assert_eq!(p.nodes[0].pid, 50);
         assert!(p.nodes[0].setsid);
         for n in &p.nodes[1..] {
-            assert_eq!((n.forker, n.clone_parent, n.join_group), (Some(0), true, None));
+            assert_eq!(
+                (n.forker, n.clone_parent, n.join_group),
+                (Some(0), true, None)
+            );
         }
     }
 
     #[test]
     fn dead_group_leader_gets_a_group_helper() {
         // Session 10 led by 10 (in image); group 20's leader is gone.
-        let p = plan(&[ids(10, 1, 10, 10), ids(21, 10, 20, 10), ids(22, 10, 20, 10)], &|_| true).unwrap();
-        let helpers: Vec<_> = p.nodes.iter().filter(|n| n.kind == NodeKind::GroupHelper).collect();
+        let p = plan(
+            &[ids(10, 1, 10, 10), ids(21, 10, 20, 10), ids(22, 10, 20, 10)],
+            &|_| true,
+        )
+        .unwrap();
+        let helpers: Vec<_> = p
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::GroupHelper)
+            .collect();
         assert_eq!(helpers.len(), 1);
-        assert_eq!((helpers[0].pid, helpers[0].forker, helpers[0].make_group), (20, Some(0), true));
+        assert_eq!(
+            (helpers[0].pid, helpers[0].forker, helpers[0].make_group),
+            (20, Some(0), true)
+        );
         for pid in [21, 22] {
             let n = p.nodes.iter().find(|n| n.pid == pid).unwrap();
             assert_eq!(n.join_group, Some(20));
@@ -281,13 +335,21 @@ mod tests {
     #[test]
     fn leader_elsewhere_in_image_is_refused() {
         // 41's session is led by 40, but 41's parent 42 is in another session.
-        let err = plan(&[ids(40, 1, 40, 40), ids(42, 1, 42, 42), ids(41, 42, 40, 40)], &|_| true).unwrap_err();
+        let err = plan(
+            &[ids(40, 1, 40, 40), ids(42, 1, 42, 42), ids(41, 42, 40, 40)],
+            &|_| true,
+        )
+        .unwrap_err();
         assert_eq!(err, PlanError::SessionLayout { pid: 41, sid: 40 });
     }
 
     #[test]
     fn parents_come_before_children() {
-        let p = plan(&[ids(3, 2, 1, 1), ids(2, 1, 1, 1), ids(1, 0, 1, 1)], &|_| true).unwrap();
+        let p = plan(
+            &[ids(3, 2, 1, 1), ids(2, 1, 1, 1), ids(1, 0, 1, 1)],
+            &|_| true,
+        )
+        .unwrap();
         let pos = |pid| p.nodes.iter().position(|n| n.pid == pid).unwrap();
         assert!(pos(1) < pos(2) && pos(2) < pos(3));
     }

@@ -74,7 +74,7 @@ pub fn workload(mib: u64) -> Result<ExitCode> {
     let mut mem = vec![0u8; (mib * MIB) as usize];
     fill(&mut mem, mib);
     // SAFETY: installing a handler that only stores to an atomic.
-    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as libc::sighandler_t) };
+    unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     println!("ready {}", blake3::hash(&mem).to_hex());
     std::io::stdout().flush()?;
     loop {
@@ -118,7 +118,12 @@ fn hiber(args: &[&str]) -> Result<(String, u64)> {
     let exe = std::env::current_exe().context("finding the hiber binary")?;
     let out = Command::new(exe).args(args).output()?;
     if !out.status.success() {
-        bail!("hiber {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "hiber {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok((String::from_utf8(out.stdout)?, 0))
 }
@@ -126,12 +131,24 @@ fn hiber(args: &[&str]) -> Result<(String, u64)> {
 /// Run `hiber ARGS` and measure its own peak RSS with wait4.
 fn hiber_measured(args: &[&str]) -> Result<(String, u64)> {
     let exe = std::env::current_exe().context("finding the hiber binary")?;
-    let mut child = Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut stdout = String::new();
     let mut stderr = String::new();
     use std::io::Read;
-    child.stdout.take().expect("piped").read_to_string(&mut stdout)?;
-    child.stderr.take().expect("piped").read_to_string(&mut stderr)?;
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stdout)?;
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)?;
     let mut status = 0;
     // SAFETY: rusage is plain data the kernel fills.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -142,7 +159,11 @@ fn hiber_measured(args: &[&str]) -> Result<(String, u64)> {
     }
     let status = std::process::ExitStatus::from_raw(status);
     if !status.success() {
-        bail!("hiber {} failed ({status}): {}", args.join(" "), stderr.trim());
+        bail!(
+            "hiber {} failed ({status}): {}",
+            args.join(" "),
+            stderr.trim()
+        );
     }
     Ok((stdout, usage.ru_maxrss as u64))
 }
@@ -169,7 +190,11 @@ fn start_workload(mib: u64) -> Result<Workload> {
         bail!("the workload did not start: {line:?}");
     }
     let pid = child.id() as i32;
-    Ok(Workload { child, pid, ready: line })
+    Ok(Workload {
+        child,
+        pid,
+        ready: line,
+    })
 }
 
 fn measure(dir: &Path, mib: u64) -> Result<Row> {
@@ -185,9 +210,26 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let mut w = start_workload(mib)?;
     let pid = w.pid.to_string();
     let run = (|| -> Result<(CheckpointOut, u64, CheckpointOut)> {
-        let (out, rss) = hiber_measured(&["checkpoint", &pid, "-o", full.to_str().context("path")?, "--store", store_s, "--json"])?;
+        let (out, rss) = hiber_measured(&[
+            "checkpoint",
+            &pid,
+            "-o",
+            full.to_str().context("path")?,
+            "--store",
+            store_s,
+            "--json",
+        ])?;
         let first: CheckpointOut = serde_json::from_str(&out)?;
-        let (out, _) = hiber(&["checkpoint", &pid, "-o", incr.to_str().context("path")?, "--store", store_s, "--stop", "--json"])?;
+        let (out, _) = hiber(&[
+            "checkpoint",
+            &pid,
+            "-o",
+            incr.to_str().context("path")?,
+            "--store",
+            store_s,
+            "--stop",
+            "--json",
+        ])?;
         Ok((first, rss, serde_json::from_str(&out)?))
     })();
     if run.is_err() {
@@ -233,7 +275,9 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
             d
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("hiber-bench-").tempdir_in("/var/tmp")?;
+            tmp = tempfile::Builder::new()
+                .prefix("hiber-bench-")
+                .tempdir_in("/var/tmp")?;
             tmp.path().to_path_buf()
         }
     };
@@ -248,10 +292,25 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("filesystem of {}; times in ms; ratio = time / (memcpy + write)", dir.display());
+    println!(
+        "filesystem of {}; times in ms; ratio = time / (memcpy + write)",
+        dir.display()
+    );
     println!(
         "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>6} {:>9}",
-        "MiB", "memcpy", "write", "ckpt", "frozen", "ratio", "ckpt RSS", "image", "incr", "incr new", "restore", "ratio", "rst RSS"
+        "MiB",
+        "memcpy",
+        "write",
+        "ckpt",
+        "frozen",
+        "ratio",
+        "ckpt RSS",
+        "image",
+        "incr",
+        "incr new",
+        "restore",
+        "ratio",
+        "rst RSS"
     );
     for r in &rows {
         println!(

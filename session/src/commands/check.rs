@@ -13,7 +13,13 @@ pub fn print_report(report: &Report, brief: bool) {
         println!("pid {} {}{} (parent {})", p.pid, p.comm, state, p.ppid);
         let mine = report.findings.iter().filter(|f| f.pid == p.pid);
         for f in mine.filter(|f: &&Finding| !brief || f.policy != Policy::Restore) {
-            println!("  {:<28} {:<8} {}: {}", f.subject.to_string(), f.policy.to_string(), f.kind, f.reason);
+            println!(
+                "  {:<28} {:<8} {}: {}",
+                f.subject.to_string(),
+                f.policy.to_string(),
+                f.kind,
+                f.reason
+            );
         }
     }
     let count = |p| report.findings.iter().filter(|f| f.policy == p).count();
@@ -29,7 +35,8 @@ pub fn print_report(report: &Report, brief: bool) {
 }
 
 pub fn run(pids: &[i32], json: bool, brief: bool) -> Result<ExitCode> {
-    let report = hiber_core::check(pids).with_context(|| format!("checking the trees under pids {pids:?}"))?;
+    let report = hiber_core::check(pids)
+        .with_context(|| format!("checking the trees under pids {pids:?}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -23,12 +23,26 @@ struct Output {
 
 /// The store an image shares with its siblings unless told otherwise.
 pub fn default_store(output: &Path) -> PathBuf {
-    let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     parent.join(".hiber-store")
 }
 
-pub fn run(pids: &[i32], output: &Path, store: Option<PathBuf>, no_store: bool, stop: bool, json: bool) -> Result<ExitCode> {
-    let store = if no_store { None } else { Some(store.unwrap_or_else(|| default_store(output))) };
+pub fn run(
+    pids: &[i32],
+    output: &Path,
+    store: Option<PathBuf>,
+    no_store: bool,
+    stop: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let store = if no_store {
+        None
+    } else {
+        Some(store.unwrap_or_else(|| default_store(output)))
+    };
     let opts = CheckpointOptions {
         roots: pids.to_vec(),
         dir: output.to_path_buf(),
@@ -73,7 +87,8 @@ pub fn run(pids: &[i32], output: &Path, store: Option<PathBuf>, no_store: bool, 
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
         Err(e) => {
-            return Err(e).with_context(|| format!("checkpointing pids {pids:?} into {}", output.display()));
+            return Err(e)
+                .with_context(|| format!("checkpointing pids {pids:?} into {}", output.display()));
         }
     };
     let out = Output {

@@ -26,7 +26,11 @@ while True:
 "#;
 
 fn log_lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Wait until `path` has more than `count` lines, or fail at the deadline.
@@ -38,7 +42,10 @@ fn wait_for_lines(path: &Path, count: usize, deadline: Duration) -> Result<Vec<S
             return Ok(lines);
         }
         if Instant::now() > until {
-            bail!("{} did not grow past {count} lines within {deadline:?}", path.display());
+            bail!(
+                "{} did not grow past {count} lines within {deadline:?}",
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -56,7 +63,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
             d
         }
         None => {
-            tmp = tempfile::Builder::new().prefix("hiber-demo-").tempdir().context("creating a temporary directory")?;
+            tmp = tempfile::Builder::new()
+                .prefix("hiber-demo-")
+                .tempdir()
+                .context("creating a temporary directory")?;
             tmp.path().to_path_buf()
         }
     };
@@ -90,7 +100,10 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
             return Err(e);
         }
     };
-    println!("   pid {pid}, its output so far ends with:\n     {}", before[before.len() - 1]);
+    println!(
+        "   pid {pid}, its output so far ends with:\n     {}",
+        before[before.len() - 1]
+    );
 
     println!("2. saving it to {} and ending it", image.display());
     let opts = CheckpointOptions {
@@ -118,13 +131,22 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         format::millis(stats.frozen),
         format::bytes(stats.image_bytes)
     );
-    println!("   pid {pid} is gone: {}", !Path::new(&format!("/proc/{pid}")).exists());
+    println!(
+        "   pid {pid} is gone: {}",
+        !Path::new(&format!("/proc/{pid}")).exists()
+    );
 
     println!("3. restoring it");
-    let restored = hiber_core::restore(&RestoreOptions { dir: image.clone(), pidns: false })
-        .with_context(|| format!("restoring {}", image.display()))?;
+    let restored = hiber_core::restore(&RestoreOptions {
+        dir: image.clone(),
+        pidns: false,
+    })
+    .with_context(|| format!("restoring {}", image.display()))?;
     let now = restored.pids.first().map_or(pid, |p| p.1);
-    println!("   restored pid {now} in {}", format::millis(restored.elapsed));
+    println!(
+        "   restored pid {now} in {}",
+        format::millis(restored.elapsed)
+    );
     let saved_count = log_lines(&log).len();
     let after = wait_for_lines(&log, saved_count + 2, Duration::from_secs(30));
     // End what we restored, whatever the outcome.
@@ -140,6 +162,9 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
     if !continuous {
         bail!("the counter did not continue without a gap: {steps:?}");
     }
-    println!("   the step counter went on with no gap and no repeat ({} steps in all)", steps.len());
+    println!(
+        "   the step counter went on with no gap and no repeat ({} steps in all)",
+        steps.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -24,11 +24,15 @@ pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
     let (reader, snap): (ImageReader, Snapshot) =
         ImageReader::open(dir).with_context(|| format!("opening image {}", dir.display()))?;
     let chunks = snap.chunks();
-    reader.check_chunks(chunks.iter().copied()).with_context(|| format!("checking the chunks of {}", dir.display()))?;
+    reader
+        .check_chunks(chunks.iter().copied())
+        .with_context(|| format!("checking the chunks of {}", dir.display()))?;
     if verify {
         let mut buf = Vec::new();
         for c in &chunks {
-            reader.read_chunk(c, &mut buf).with_context(|| format!("verifying {}", dir.display()))?;
+            reader
+                .read_chunk(c, &mut buf)
+                .with_context(|| format!("verifying {}", dir.display()))?;
         }
     }
     let data_bytes: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
@@ -64,7 +68,10 @@ pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
         if verify { ", every chunk verified" } else { "" }
     );
     for p in &snap.processes {
-        let zombie = p.zombie_status.map(|s| format!(" zombie (status {s:#x})")).unwrap_or_default();
+        let zombie = p
+            .zombie_status
+            .map(|s| format!(" zombie (status {s:#x})"))
+            .unwrap_or_default();
         println!(
             "\npid {} {}{} parent {} group {} session {} uid {}",
             p.pid, p.comm, zombie, p.ppid, p.pgid, p.sid, p.creds.uid[0]
@@ -80,7 +87,14 @@ pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
                 FileKind::Pipe(e) => format!(" ({} bytes queued)", snap.pipes[e.pipe].data_len),
                 _ => String::new(),
             };
-            println!("  fd {:<4} {} [{}] flags {:#o}{}", f.fd, file.kind.describe(), file.kind.policy(), file.flags, extra);
+            println!(
+                "  fd {:<4} {} [{}] flags {:#o}{}",
+                f.fd,
+                file.kind.describe(),
+                file.kind.policy(),
+                file.flags,
+                extra
+            );
         }
         if let Some(mm) = &p.mm {
             for v in &mm.vmas {

@@ -21,7 +21,8 @@ pub fn run(dir: &Path, pidns: bool, json: bool) -> Result<ExitCode> {
         dir: dir.to_path_buf(),
         pidns,
     };
-    let restored = hiber_core::restore(&opts).with_context(|| format!("restoring {}", dir.display()))?;
+    let restored =
+        hiber_core::restore(&opts).with_context(|| format!("restoring {}", dir.display()))?;
     for (pid, what) in &restored.foreign {
         eprintln!("hiber: note: pid {pid} joined this shell's {what}");
     }
@@ -37,7 +38,13 @@ pub fn run(dir: &Path, pidns: bool, json: bool) -> Result<ExitCode> {
         let pids: Vec<String> = restored
             .pids
             .iter()
-            .map(|(img, now)| if img == now { img.to_string() } else { format!("{img} (now {now})") })
+            .map(|(img, now)| {
+                if img == now {
+                    img.to_string()
+                } else {
+                    format!("{img} (now {now})")
+                }
+            })
             .collect();
         println!(
             "restored {} processes in {}: {}",

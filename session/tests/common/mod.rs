@@ -18,15 +18,41 @@ pub fn hiber_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hiber"))
 }
 
-/// The fixture program, built by the hiber-fixtures crate next to `hiber`.
+/// The fixture program of the hiber-fixtures crate, next to `hiber`.
+/// Cargo does not build another package's binaries for this package's
+/// tests, so build it (once per test binary) with the cargo running us.
 pub fn fixture_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let p = hiber_bin().with_file_name("hiber-fixture");
-    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "hiber-fixtures",
+            "--bin",
+            "hiber-fixture",
+        ]);
+        if p.parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo to build hiber-fixture");
+        assert!(status.success(), "building hiber-fixture failed");
+    });
+    assert!(p.exists(), "{} is missing after building it", p.display());
     p
 }
 
 pub fn hiber(args: &[&str]) -> Output {
-    Command::new(hiber_bin()).args(args).output().expect("running hiber")
+    Command::new(hiber_bin())
+        .args(args)
+        .output()
+        .expect("running hiber")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -39,7 +65,13 @@ pub fn stdout(o: &Output) -> String {
 
 #[track_caller]
 pub fn assert_ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed ({}):\nstdout: {}\nstderr: {}", o.status, stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
 }
 
 /// Poll `f` until it gives a value, failing the test at the deadline.
@@ -50,7 +82,10 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opti
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -63,7 +98,11 @@ pub fn state(pid: i32) -> Option<char> {
 
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+    s.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
 }
 
 pub fn alive(pid: i32) -> bool {
@@ -72,7 +111,9 @@ pub fn alive(pid: i32) -> bool {
 
 #[track_caller]
 pub fn wait_gone(pid: i32) {
-    wait_until(&format!("pid {pid} to be gone"), DEADLINE, || state(pid).is_none().then_some(()));
+    wait_until(&format!("pid {pid} to be gone"), DEADLINE, || {
+        state(pid).is_none().then_some(())
+    });
 }
 
 /// Every descendant of `pid`, and `pid`.
@@ -146,7 +187,14 @@ impl Reaper {
     pub fn checkpoint_stop(&mut self, root: i32, dir: &Path) -> Value {
         let pids = tree(root);
         self.pids.extend(pids.iter().copied());
-        let out = hiber(&["checkpoint", &root.to_string(), "-o", path(dir), "--stop", "--json"]);
+        let out = hiber(&[
+            "checkpoint",
+            &root.to_string(),
+            "-o",
+            path(dir),
+            "--stop",
+            "--json",
+        ]);
         assert_ok(&out, "checkpoint --stop");
         for c in &mut self.children {
             if pids.contains(&(c.id() as i32)) {
@@ -210,7 +258,11 @@ pub fn path(p: &Path) -> &str {
 }
 
 pub fn lines(p: &Path) -> Vec<String> {
-    fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+    fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Complete lines of a file another process appends to (a last line
@@ -223,14 +275,21 @@ pub fn complete_lines(p: &Path) -> Vec<String> {
 
 #[track_caller]
 pub fn wait_lines(p: &Path, n: usize) -> Vec<String> {
-    wait_until(&format!("{} to reach {n} lines", p.display()), DEADLINE, || {
-        let l = complete_lines(p);
-        (l.len() >= n).then_some(l)
-    })
+    wait_until(
+        &format!("{} to reach {n} lines", p.display()),
+        DEADLINE,
+        || {
+            let l = complete_lines(p);
+            (l.len() >= n).then_some(l)
+        },
+    )
 }
 
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("hiber-test-").tempdir_in("/var/tmp").expect("temporary directory")
+    tempfile::Builder::new()
+        .prefix("hiber-test-")
+        .tempdir_in("/var/tmp")
+        .expect("temporary directory")
 }
 
 /// blake3-free digest of every file under `dir`: (relative path, bytes).
@@ -243,7 +302,10 @@ pub fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             if p.is_dir() {
                 todo.push(p);
             } else {
-                out.push((p.strip_prefix(dir).expect("under dir").to_path_buf(), fs::read(&p).expect("reading")));
+                out.push((
+                    p.strip_prefix(dir).expect("under dir").to_path_buf(),
+                    fs::read(&p).expect("reading"),
+                ));
             }
         }
     }

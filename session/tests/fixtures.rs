@@ -1,0 +1,206 @@
+//! Each kind of process state the engine saves, set up by `hiber-fixture`
+//! MODE, checked by the fixture itself before the save and after restore.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Ask the fixture at `pid` to check itself; its report's lines.
+fn report(pid: i32, dir: &Path, round: u32) -> Vec<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut ctl = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(dir.join("ctl"))
+        .expect("the fixture's control FIFO");
+    ctl.write_all(b"c").unwrap();
+    let text = wait_until(
+        &format!("report round {round} from pid {pid}"),
+        DEADLINE,
+        || {
+            fs::read_to_string(dir.join("report"))
+                .ok()
+                .filter(|t| t.starts_with(&format!("round {round}\n")))
+        },
+    );
+    text.lines().skip(1).map(str::to_string).collect()
+}
+
+#[track_caller]
+fn assert_all_ok(lines: &[String], when: &str) {
+    let failed: Vec<&String> = lines.iter().filter(|l| !l.starts_with("ok ")).collect();
+    assert!(
+        failed.is_empty() && !lines.is_empty(),
+        "{when}: {failed:#?}"
+    );
+}
+
+/// Start `hiber-fixture MODE`, check it, save it with --stop, restore it,
+/// check it again; the checks must be the same and all pass.
+fn round_trip(mode: &str, wrap: &[&str]) -> Vec<String> {
+    round_trip_with(mode, wrap, true)
+}
+
+/// `check_before: false` for fixtures whose check consumes the state
+/// (delivering pending signals): then only the restored copy is checked.
+fn round_trip_with(mode: &str, wrap: &[&str], check_before: bool) -> Vec<String> {
+    let t = tempdir();
+    let dir = t.path().join("fx");
+    fs::create_dir(&dir).unwrap();
+    // Non-root fixtures must reach their directory.
+    fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let fixture = fixture_bin();
+    let mut cmd = match wrap.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&fixture);
+            c
+        }
+        None => Command::new(&fixture),
+    };
+    cmd.args([mode, path(&dir)])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(t.path().join("stderr")).unwrap());
+    let root = r.spawn(&mut cmd);
+    wait_until(&format!("the {mode} fixture to be ready"), DEADLINE, || {
+        dir.join("ready").exists().then_some(())
+    });
+    let pid: i32 = fs::read_to_string(dir.join("ready"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(pid, root, "the fixture runs as the spawned process");
+    let before = if check_before {
+        let lines = report(pid, &dir, 1);
+        assert_all_ok(&lines, &format!("{mode} before the save"));
+        Some(lines)
+    } else {
+        None
+    };
+
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "check: {}", stdout(&check));
+    r.checkpoint_stop(pid, &img);
+    // The fixture's own report file would otherwise satisfy the next wait.
+    let _ = fs::remove_file(dir.join("report"));
+    let restored = r.restore(&img, &[]);
+    assert!(restored.pids.iter().all(|(a, b)| a == b));
+    let round = if check_before { 2 } else { 1 };
+    let after = report(pid, &dir, round);
+    assert_all_ok(
+        &after,
+        &format!(
+            "{mode} after restore (stderr: {})",
+            fs::read_to_string(t.path().join("stderr")).unwrap_or_default()
+        ),
+    );
+    let names = |l: &[String]| {
+        l.iter()
+            .map(|s| s.split(':').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    if let Some(before) = before {
+        assert_eq!(names(&after), names(&before), "{mode}: the same checks ran");
+    }
+    after
+}
+
+#[test]
+fn memory_registers_and_address_space() {
+    let lines = round_trip("memory", &[]);
+    assert!(lines.iter().any(|l| l.contains("registers kept")));
+}
+
+#[test]
+fn signal_actions_mask_pending_and_altstack() {
+    let lines = round_trip_with("signals", &[], false);
+    assert!(lines.iter().any(|l| l.contains("queued RT signals")));
+}
+
+#[test]
+fn files_pipes_devices_eventfd_and_process_attributes() {
+    let lines = round_trip("files", &[]);
+    assert!(lines.iter().any(|l| l.contains("deleted file contents")));
+}
+
+#[test]
+fn process_tree_groups_sessions_and_zombies() {
+    let lines = round_trip("tree", &[]);
+    // Root, two children, a grandchild, the zombie, and the orphaned session's two.
+    assert!(
+        lines.iter().filter(|l| l.starts_with("ok pid ")).count() >= 7,
+        "{lines:#?}"
+    );
+}
+
+#[test]
+fn credentials_of_an_unprivileged_process() {
+    round_trip(
+        "creds",
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--groups=100,65534",
+            "--no-new-privs",
+        ],
+    );
+}
+
+#[test]
+fn credentials_of_a_root_process_with_fewer_capabilities() {
+    round_trip(
+        "creds",
+        &[
+            "setpriv",
+            "--bounding-set=-sys_module,-sys_rawio",
+            "--inh-caps=-all",
+        ],
+    );
+}
+
+#[test]
+fn unprivileged_caller_may_not_restore_root_processes() {
+    let t = tempdir();
+    fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(Command::new("sleep").arg("1000"));
+    wait_until("sleep to run", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
+    r.checkpoint_stop(pid, &img);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(hiber_bin())
+        .args(["restore", path(&img)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("pid {pid}")) && err.contains("uid"),
+        "{err}"
+    );
+    assert!(state(pid).is_none());
+}
