@@ -412,8 +412,13 @@ pub fn dump_private_pages(
                 }
             }
             if bitmap != 0 {
-                let (bitmap, data) =
-                    read_window(mem, window, bitmap, matches!(vma.backing, Backing::Anon))?;
+                let (bitmap, data) = read_window(
+                    mem,
+                    window,
+                    bitmap,
+                    matches!(vma.backing, Backing::Anon),
+                    sink.buffer(),
+                )?;
                 if bitmap != 0 {
                     let ticket = sink.submit(data)?;
                     pending.push(PendingChunk {
@@ -455,8 +460,9 @@ fn read_window(
     window: u64,
     bitmap: u64,
     elide_zero: bool,
+    mut data: Vec<u8>,
 ) -> Result<(u64, Vec<u8>)> {
-    let mut data = vec![0u8; bitmap.count_ones() as usize * PAGE_SIZE as usize];
+    data.resize(bitmap.count_ones() as usize * PAGE_SIZE as usize, 0);
     let mut off = 0usize;
     for (start, len) in runs(bitmap) {
         let bytes = len as usize * PAGE_SIZE as usize;
@@ -477,7 +483,9 @@ fn read_window(
             let page = r..r + PAGE_SIZE as usize;
             if !is_zero(&data[page.clone()]) {
                 kept |= 1 << bit;
-                data.copy_within(page, w);
+                if w != page.start {
+                    data.copy_within(page, w);
+                }
                 w += PAGE_SIZE as usize;
             }
             r += PAGE_SIZE as usize;
@@ -714,7 +722,16 @@ pub fn set_mm_fields(
 ) -> Result<()> {
     const PR_SET_MM: u64 = 35;
     const PR_SET_MM_MAP: u64 = 14;
+    // The kernel refuses (EBUSY) to replace an exe link whose file is still
+    // mapped, which is the case when the restorer runs the same binary as
+    // the image; the link is then already right.
+    let same_exe = mm.exe.as_ref().is_some_and(|exe| {
+        let current = std::fs::metadata(format!("/proc/{}/exe", task.tid()));
+        let saved = std::fs::metadata(exe);
+        matches!((current, saved), (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino())
+    });
     let exe_fd = match &mm.exe {
+        Some(_) if same_exe => None,
         Some(exe) => {
             let mut bytes = exe.as_os_str().as_encoded_bytes().to_vec();
             bytes.push(0);

@@ -23,21 +23,17 @@ fn read_line_with(log: &Path, prefix: &str) -> String {
     )
 }
 
-fn chunk_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(fans) = fs::read_dir(dir) else {
-        return out;
-    };
-    for fan in fans.flatten() {
-        if let Ok(files) = fs::read_dir(fan.path()) {
-            out.extend(files.flatten().map(|f| f.path()).filter(|p| {
-                !p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(".tmp-")
-            }));
-        }
-    }
+/// The pack files of an image (or of one being written), with data in them.
+fn pack_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+                .filter(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
+                .collect()
+        })
+        .unwrap_or_default();
     out.sort();
     out
 }
@@ -69,7 +65,7 @@ fn checkpointer_killed_mid_dump_leaves_the_process_running_and_unchanged() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let chunks = t.path().join(format!("img.tmp-{}", ck.id())).join("chunks");
+    let chunks = t.path().join(format!("img.tmp-{}", ck.id())).join("packs");
     wait_until(
         "the checkpointer to write its first chunks",
         DEADLINE,
@@ -78,7 +74,7 @@ fn checkpointer_killed_mid_dump_leaves_the_process_running_and_unchanged() {
                 ck.try_wait().unwrap().is_none(),
                 "the checkpoint ended before it could be interrupted"
             );
-            (!chunk_files(&chunks).is_empty()).then_some(())
+            (!pack_files(&chunks).is_empty()).then_some(())
         },
     );
     ck.kill().unwrap();
@@ -133,8 +129,8 @@ fn failed_restore_leaves_no_process_and_the_image_intact() {
     let (img, pid, _r) = saved_sleep(t.path());
     // Damage one chunk without changing its size: only reading it finds
     // out, after the processes exist, so they must be taken down again.
-    let chunks = chunk_files(&img.join("chunks"));
-    let victim = chunks.last().expect("the image has chunks").clone();
+    let packs = pack_files(&img.join("packs"));
+    let victim = packs.last().expect("the image has packs").clone();
     let mut bytes = fs::read(&victim).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
@@ -159,7 +155,7 @@ fn damaged_images_get_errors_naming_the_damage() {
     let (img, pid, _r) = saved_sleep(t.path());
     let doc = img.join("snapshot");
     let original = fs::read(&doc).unwrap();
-    let chunk = chunk_files(&img.join("chunks"))
+    let chunk = pack_files(&img.join("packs"))
         .first()
         .expect("chunks")
         .clone();
@@ -202,12 +198,15 @@ fn damaged_images_get_errors_naming_the_damage() {
 
     fs::write(&chunk, &chunk_bytes[..chunk_bytes.len() - 1]).unwrap();
     expect_error(
-        "a truncated chunk",
-        &format!("{chunk_name} has {} bytes", chunk_bytes.len() - 1),
+        "a truncated pack",
+        &format!(
+            "{chunk_name} has {} bytes, but chunk",
+            chunk_bytes.len() - 1
+        ),
     );
 
     fs::remove_file(&chunk).unwrap();
-    expect_error("a missing chunk", &format!("{chunk_name} is missing"));
+    expect_error("a missing pack", &format!("{chunk_name} is missing"));
 
     let mut bad = chunk_bytes.clone();
     bad[0] ^= 0xff;

@@ -195,7 +195,10 @@ impl PipeTable {
         let p = &mut self.pipes[i];
         p.data_len = data.len() as u64;
         if !data.is_empty() {
-            p.data.push(writer.put_chunk(&data)?);
+            // Chunks are bounded in size; a full pipe may hold more.
+            for piece in data.chunks(1 << 20) {
+                p.data.push(writer.put_chunk(piece)?);
+            }
         }
         Ok(())
     }

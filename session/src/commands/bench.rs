@@ -8,7 +8,7 @@ use hiber_session::format;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -131,11 +131,13 @@ fn hiber(args: &[&str]) -> Result<(String, u64)> {
 /// Run `hiber ARGS` and measure its own peak RSS with wait4.
 fn hiber_measured(args: &[&str]) -> Result<(String, u64)> {
     let exe = std::env::current_exe().context("finding the hiber binary")?;
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // A pre_exec hook makes std fork instead of vfork: a vforked child
+    // shares, and its exec inherits, this process's peak RSS.
+    // SAFETY: the hook does nothing.
+    unsafe { cmd.pre_exec(|| Ok(())) };
+    let mut child = cmd.spawn()?;
     let mut stdout = String::new();
     let mut stderr = String::new();
     use std::io::Read;
@@ -197,72 +199,130 @@ fn start_workload(mib: u64) -> Result<Workload> {
     })
 }
 
+/// Runs per measurement; the table shows the median.
+const RUNS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Wait (bounded) until `pid` is gone, so the next restore can take it.
+fn wait_gone(pid: i32) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > until {
+            bail!("pid {pid} did not go away");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let bytes = (mib * MIB) as usize;
-    let memcpy = baseline_memcpy(bytes);
-    let write = baseline_write(dir, bytes)?;
-    let baseline = memcpy + write;
-
     let store = dir.join(format!("store-{mib}"));
-    let full = dir.join(format!("full-{mib}"));
-    let incr = dir.join(format!("incr-{mib}"));
-    let store_s = store.to_str().context("non-UTF-8 directory")?;
+    let store_s = store.to_str().context("non-UTF-8 directory")?.to_string();
+    let image = |name: String| -> Result<String> {
+        Ok(dir
+            .join(name)
+            .to_str()
+            .context("non-UTF-8 directory")?
+            .to_string())
+    };
     let mut w = start_workload(mib)?;
     let pid = w.pid.to_string();
-    let run = (|| -> Result<(CheckpointOut, u64, CheckpointOut)> {
-        let (out, rss) = hiber_measured(&[
+    let mut fulls = Vec::new();
+    let mut baselines = Vec::new();
+    let run = (|| -> Result<(Vec<CheckpointOut>, u64, CheckpointOut)> {
+        let mut outs = Vec::new();
+        let mut rss = 0;
+        for i in 0..RUNS {
+            // Each run right after its own baseline, so both meet the disk
+            // in the same state (writeback of the previous run included).
+            baselines.push((baseline_memcpy(bytes), baseline_write(dir, bytes)?));
+            let img = image(format!("full-{mib}-{i}"))?;
+            let (out, r) =
+                hiber_measured(&["checkpoint", &pid, "-o", &img, "--no-store", "--json"])?;
+            outs.push(serde_json::from_str(&out)?);
+            rss = rss.max(r);
+            fulls.push(img);
+        }
+        // Incremental: fill the store, then save again into it.
+        hiber(&[
             "checkpoint",
             &pid,
             "-o",
-            full.to_str().context("path")?,
+            &image(format!("base-{mib}"))?,
             "--store",
-            store_s,
+            &store_s,
             "--json",
         ])?;
-        let first: CheckpointOut = serde_json::from_str(&out)?;
         let (out, _) = hiber(&[
             "checkpoint",
             &pid,
             "-o",
-            incr.to_str().context("path")?,
+            &image(format!("incr-{mib}"))?,
             "--store",
-            store_s,
+            &store_s,
             "--stop",
             "--json",
         ])?;
-        Ok((first, rss, serde_json::from_str(&out)?))
+        Ok((outs, rss, serde_json::from_str(&out)?))
     })();
     if run.is_err() {
         let _ = w.child.kill();
     }
     let _ = w.child.wait();
-    let (first, ck_rss, second) = run?;
+    let (fulls_out, ck_rss, incremental) = run?;
+    wait_gone(w.pid)?;
 
-    let (out, rs_rss) = hiber_measured(&["restore", full.to_str().context("path")?, "--json"])?;
-    let restored: RestoreOut = serde_json::from_str(&out)?;
-    for (_, now) in &restored.pids {
-        // SAFETY: kill with the pid restore just reported.
-        unsafe { libc::kill(*now, libc::SIGKILL) };
+    let mut restores = Vec::new();
+    let mut rs_rss = 0;
+    for _ in 0..RUNS {
+        let (out, r) = hiber_measured(&["restore", &fulls[0], "--json"])?;
+        let restored: RestoreOut = serde_json::from_str(&out)?;
+        for (_, now) in &restored.pids {
+            // SAFETY: kill with the pid restore just reported.
+            unsafe { libc::kill(*now, libc::SIGKILL) };
+        }
+        for (_, now) in &restored.pids {
+            wait_gone(*now)?;
+        }
+        restores.push(restored.elapsed_ms);
+        rs_rss = rs_rss.max(r);
     }
     let _ = &w.ready;
-    for d in [&full, &incr, &store] {
-        let _ = fs::remove_dir_all(d);
+    for e in fs::read_dir(dir)?.flatten() {
+        let _ = fs::remove_dir_all(e.path());
     }
+
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let memcpy = median(baselines.iter().map(|b| ms(b.0)).collect());
+    let write = median(baselines.iter().map(|b| ms(b.1)).collect());
+    let baseline = memcpy + write;
+    let checkpoint = median(fulls_out.iter().map(|o| o.total_ms).collect());
+    let restore = median(restores);
     Ok(Row {
         mib,
-        memcpy_ms: ms(memcpy),
-        write_ms: ms(write),
-        baseline_ms: ms(baseline),
-        checkpoint_ms: first.total_ms,
-        frozen_ms: first.frozen_ms,
-        checkpoint_ratio: first.total_ms / ms(baseline),
+        memcpy_ms: memcpy,
+        write_ms: write,
+        baseline_ms: baseline,
+        checkpoint_ms: checkpoint,
+        frozen_ms: median(fulls_out.iter().map(|o| o.frozen_ms).collect()),
+        checkpoint_ratio: median(
+            fulls_out
+                .iter()
+                .zip(&baselines)
+                .map(|(o, b)| o.total_ms / (ms(b.0) + ms(b.1)))
+                .collect(),
+        ),
         checkpoint_peak_rss_kib: ck_rss,
-        image_bytes: first.image_bytes,
-        incremental_ms: second.total_ms,
-        incremental_written_bytes: second.written_bytes,
-        restore_ms: restored.elapsed_ms,
-        restore_ratio: restored.elapsed_ms / ms(baseline),
+        image_bytes: fulls_out[0].image_bytes,
+        incremental_ms: incremental.total_ms,
+        incremental_written_bytes: incremental.written_bytes,
+        restore_ms: restore,
+        restore_ratio: restore / baseline,
         restore_peak_rss_kib: rs_rss,
     })
 }

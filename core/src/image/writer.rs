@@ -1,0 +1,575 @@
+//! Writing an image: chunks hashed, compressed and appended to packs by a
+//! pool of workers; the document and an atomic commit at the end.
+
+use super::store::StoreIndex;
+use super::{
+    index_file, io_err, pack_file, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
+    MAX_CHUNK_BYTES, PACKS, PACK_BYTES,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+const ZSTD_LEVEL: i32 = 1;
+/// Start writeback of a pack every this many bytes.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+
+/// Bytes handled by a writer so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Chunks referenced (with repeats).
+    pub chunks: u64,
+    /// Uncompressed bytes of every chunk referenced.
+    pub raw_bytes: u64,
+    /// Bytes this writer wrote to disk (chunks not found in the store).
+    pub written_bytes: u64,
+    /// Chunks found in the store or already in this image.
+    pub reused_chunks: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    chunks: AtomicU64,
+    raw_bytes: AtomicU64,
+    written_bytes: AtomicU64,
+    reused_chunks: AtomicU64,
+}
+
+/// The pack chunks are appended to now.
+#[derive(Debug)]
+struct OpenPack {
+    id: String,
+    file: File,
+    size: u64,
+    /// Bytes already handed to writeback.
+    flushed: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// `DIR.tmp-PID/packs`.
+    packs: PathBuf,
+    store: Option<StoreIndex>,
+    /// Every chunk this image holds so far, by hash.
+    known: Mutex<HashMap<String, ChunkRef>>,
+    /// Store packs linked into this image (Ok) or found unusable (Err).
+    store_packs: Mutex<HashMap<String, bool>>,
+    /// The packer of chunks put from the caller's thread ([`ImageWriter::put_chunk`]).
+    caller: Mutex<Packer>,
+    /// The chunks of each pack this writer made, for its index.
+    written: Mutex<HashMap<String, Vec<ChunkRef>>>,
+    next_pack: AtomicU64,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A worker that panicked while holding a lock fails the whole write
+    // anyway (finish reports it); the data under the lock stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn put(&self, raw: &[u8], packer: &mut Packer) -> Result<ChunkRef> {
+        let hash = blake3::hash(raw).to_hex().to_string();
+        let raw_len = u32::try_from(raw.len())
+            .ok()
+            .filter(|&l| l > 0 && l <= MAX_CHUNK_BYTES)
+            .ok_or_else(|| ImageError::BadChunkRef {
+                hash: hash.clone(),
+                reason: format!("chunk of {} bytes", raw.len()),
+            })?;
+        self.counters.chunks.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .raw_bytes
+            .fetch_add(raw_len as u64, Ordering::Relaxed);
+        if let Some(r) = lock(&self.known).get(&hash) {
+            self.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
+            return Ok(r.clone());
+        }
+        if let Some(r) = self.reuse_from_store(&hash)? {
+            self.counters.reused_chunks.fetch_add(1, Ordering::Relaxed);
+            lock(&self.known).insert(hash, r.clone());
+            return Ok(r);
+        }
+        // Two workers meeting the same new chunk at once both append it;
+        // either copy is a valid reference.
+        let Packer { encoder, pack } = packer;
+        let data = encoder.encode(raw)?;
+        let r = self.append(pack, hash, raw_len, data)?;
+        self.counters
+            .written_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        lock(&self.known).insert(r.hash.clone(), r.clone());
+        Ok(r)
+    }
+
+    /// The store's copy of a chunk, once its pack is linked into this image.
+    fn reuse_from_store(&self, hash: &str) -> Result<Option<ChunkRef>> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let Some(r) = store.chunks.get(hash) else {
+            return Ok(None);
+        };
+        let mut linked = lock(&self.store_packs);
+        let usable = match linked.get(&r.pack) {
+            Some(&u) => u,
+            None => {
+                let u = match fs::hard_link(store.pack(&r.pack), pack_file(&self.packs, &r.pack)) {
+                    Ok(()) => {
+                        // The index travels with the pack, for the next store.
+                        let _ =
+                            fs::hard_link(store.index(&r.pack), index_file(&self.packs, &r.pack));
+                        true
+                    }
+                    // Pruned meanwhile, or on another filesystem: write anew.
+                    Err(e) => {
+                        tracing::debug!(pack = %r.pack, error = %e, "store pack not usable");
+                        false
+                    }
+                };
+                linked.insert(r.pack.clone(), u);
+                u
+            }
+        };
+        Ok(usable.then(|| r.clone()))
+    }
+
+    /// Append to this packer's own pack (opening a new one when full).
+    /// Each worker has its own pack: writers of one file contend on its
+    /// inode lock.
+    fn append(
+        &self,
+        cur: &mut Option<OpenPack>,
+        hash: String,
+        raw_len: u32,
+        data: &[u8],
+    ) -> Result<ChunkRef> {
+        if cur
+            .as_ref()
+            .is_none_or(|p| p.size + data.len() as u64 > PACK_BYTES)
+        {
+            let id = format!(
+                "{:016x}{:08x}{:08x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
+                std::process::id(),
+                self.next_pack.fetch_add(1, Ordering::Relaxed)
+            );
+            let path = pack_file(&self.packs, &id);
+            let file = File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(io_err("creating", &path))?;
+            lock(&self.written).insert(id.clone(), Vec::new());
+            *cur = Some(OpenPack {
+                id,
+                file,
+                size: 0,
+                flushed: 0,
+            });
+        }
+        let pack = cur.as_mut().expect("a pack is open");
+        let r = ChunkRef {
+            hash,
+            raw_len,
+            stored_len: data.len() as u32,
+            pack: pack.id.clone(),
+            offset: pack.size,
+        };
+        pack.file
+            .write_all(data)
+            .map_err(io_err("writing", &pack_file(&self.packs, &r.pack)))?;
+        pack.size += data.len() as u64;
+        lock(&self.written)
+            .get_mut(&pack.id)
+            .expect("pack registered")
+            .push(r.clone());
+        if pack.size - pack.flushed >= WRITEBACK_BYTES {
+            // Start writeback now, so the commit's syncfs finds little left
+            // to do: the disk works while we dump.
+            // SAFETY: sync_file_range on our own fd, a range we wrote.
+            unsafe {
+                libc::sync_file_range(
+                    pack.file.as_raw_fd(),
+                    pack.flushed as i64,
+                    (pack.size - pack.flushed) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            pack.flushed = pack.size;
+        }
+        Ok(r)
+    }
+}
+
+/// What one thread needs to put chunks: its compressor and its pack.
+#[derive(Debug, Default)]
+struct Packer {
+    encoder: Encoder,
+    pack: Option<OpenPack>,
+}
+
+/// A compressor and output buffer, reused for every chunk.
+struct Encoder {
+    compressor: zstd::bulk::Compressor<'static>,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").finish_non_exhaustive()
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Self {
+            compressor: zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                .expect("zstd compressor at a valid level"),
+            out: Vec::new(),
+        }
+    }
+}
+
+impl Encoder {
+    /// The bytes to store: zstd when it shrinks the chunk, else the raw bytes.
+    fn encode<'a>(&'a mut self, raw: &'a [u8]) -> Result<&'a [u8]> {
+        // Memory that does not compress (already compressed media, keys,
+        // random data) is common; a trial on the first page saves the
+        // full attempt.
+        const PROBE: usize = 4096;
+        if raw.len() > 4 * PROBE {
+            self.out.clear();
+            self.out.reserve(zstd::zstd_safe::compress_bound(PROBE));
+            let probe = self
+                .compressor
+                .compress_to_buffer(&raw[..PROBE], &mut self.out)
+                .map_err(|source| ImageError::Io {
+                    op: "compressing a chunk",
+                    path: PathBuf::new(),
+                    source,
+                })?;
+            if probe >= PROBE - PROBE / 32 {
+                return Ok(raw);
+            }
+        }
+        self.out.clear();
+        self.out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let packed = self
+            .compressor
+            .compress_to_buffer(raw, &mut self.out)
+            .map_err(|source| ImageError::Io {
+                op: "compressing a chunk",
+                path: PathBuf::new(),
+                source,
+            })?;
+        Ok(if packed < raw.len() {
+            &self.out[..packed]
+        } else {
+            raw
+        })
+    }
+}
+
+/// An image being written. Dropped before [`ImageWriter::commit`], it
+/// removes everything it wrote.
+#[derive(Debug)]
+pub struct ImageWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    shared: Arc<Shared>,
+    committed: bool,
+}
+
+/// What a commit produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedImage {
+    /// Bytes of the image directory: the document and every pack it links.
+    pub image_bytes: u64,
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl ImageWriter {
+    /// Start an image at `dir` (which must not exist), reusing chunks from `store`.
+    pub fn create(dir: &Path, store: Option<&Path>) -> Result<Self> {
+        if dir.exists() {
+            return Err(ImageError::Exists {
+                path: dir.to_path_buf(),
+            });
+        }
+        let name = dir.file_name().ok_or_else(|| ImageError::NotAnImage {
+            path: dir.to_path_buf(),
+            reason: "an image needs a directory name".into(),
+        })?;
+        let parent = parent_of(dir);
+        fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+        let tmp = parent.join(format!(
+            "{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if tmp.exists() {
+            // Left by an earlier run of a process with our pid: never committed.
+            fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
+        }
+        let packs = tmp.join(PACKS);
+        fs::create_dir_all(&packs).map_err(io_err("creating", &packs))?;
+        let store = store.map(StoreIndex::load).transpose()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tmp,
+            shared: Arc::new(Shared {
+                packs,
+                store,
+                known: Mutex::new(HashMap::new()),
+                store_packs: Mutex::new(HashMap::new()),
+                caller: Mutex::new(Packer::default()),
+                written: Mutex::new(HashMap::new()),
+                next_pack: AtomicU64::new(0),
+                counters: Counters::default(),
+            }),
+            committed: false,
+        })
+    }
+
+    /// Store one chunk from the calling thread.
+    pub fn put_chunk(&self, raw: &[u8]) -> Result<ChunkRef> {
+        self.shared.put(raw, &mut lock(&self.shared.caller))
+    }
+
+    /// A pool of `threads` workers hashing, compressing and writing chunks,
+    /// with at most `max_in_flight` chunks queued (bounding memory).
+    pub fn sink(&self, threads: usize, max_in_flight: usize) -> ChunkSink<'_> {
+        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(max_in_flight.max(1));
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (done_tx, done_rx) = mpsc::channel();
+        let (recycle_tx, recycle_rx) = mpsc::sync_channel(max_in_flight.max(1) + threads.max(1));
+        let workers = (0..threads.max(1))
+            .map(|_| {
+                let recycle = recycle_tx.clone();
+                let jobs = Arc::clone(&job_rx);
+                let done = done_tx.clone();
+                let shared = Arc::clone(&self.shared);
+                std::thread::spawn(move || {
+                    let mut packer = Packer::default();
+                    loop {
+                        let job = lock(&jobs).recv();
+                        let Ok((ticket, data)) = job else { break };
+                        let result = shared.put(&data, &mut packer);
+                        // Hand the buffer back for the next window; if the
+                        // pool is full it is simply freed.
+                        let _ = recycle.try_send(data);
+                        if done.send((ticket, result)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        ChunkSink {
+            jobs: Some(job_tx),
+            done: done_rx,
+            recycled: recycle_rx,
+            workers,
+            next: 0,
+            results: Vec::new(),
+            _writer: PhantomData,
+        }
+    }
+
+    pub fn stats(&self) -> WriteStats {
+        let c = &self.shared.counters;
+        WriteStats {
+            chunks: c.chunks.load(Ordering::Relaxed),
+            raw_bytes: c.raw_bytes.load(Ordering::Relaxed),
+            written_bytes: c.written_bytes.load(Ordering::Relaxed),
+            reused_chunks: c.reused_chunks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write the indexes and the document, add the new packs to the store,
+    /// make everything durable and move the image into place.
+    pub fn commit<T: Serialize>(mut self, document: &T) -> Result<CommittedImage> {
+        let packs = &self.shared.packs;
+        let written = std::mem::take(&mut *lock(&self.shared.written));
+        lock(&self.shared.caller).pack = None;
+        for (id, chunks) in &written {
+            let path = index_file(packs, id);
+            let text: String = chunks.iter().map(ChunkRef::index_line).collect();
+            fs::write(&path, text).map_err(io_err("writing", &path))?;
+            if let Some(store) = &self.shared.store {
+                // Best effort: an image is whole without the store; a store
+                // on another filesystem just does not learn these chunks.
+                let linked = fs::hard_link(pack_file(packs, id), store.pack(id))
+                    .and_then(|()| fs::hard_link(&path, store.index(id)));
+                if let Err(e) = linked {
+                    tracing::warn!(pack = %id, error = %e, "could not add a pack to the store");
+                }
+            }
+        }
+        let json = serde_json::to_vec(document).map_err(ImageError::Serialize)?;
+        let header = format!(
+            "{MAGIC} {FORMAT_VERSION} {} {}\n",
+            blake3::hash(&json).to_hex(),
+            json.len()
+        );
+        let doc_path = self.tmp.join(DOCUMENT);
+        let mut f = File::create(&doc_path).map_err(io_err("creating", &doc_path))?;
+        f.write_all(header.as_bytes())
+            .map_err(io_err("writing", &doc_path))?;
+        f.write_all(&json).map_err(io_err("writing", &doc_path))?;
+        // One syncfs covers the packs, indexes and document (and the store
+        // when it shares the filesystem).
+        syncfs(&f, &doc_path)?;
+        if let Some(store) = &self.shared.store {
+            let s = File::open(&store.packs).map_err(io_err("opening", &store.packs))?;
+            syncfs(&s, &store.packs)?;
+        }
+        drop(f);
+        if self.dir.exists() {
+            return Err(ImageError::Exists {
+                path: self.dir.clone(),
+            });
+        }
+        fs::rename(&self.tmp, &self.dir).map_err(io_err("renaming into place", &self.dir))?;
+        self.committed = true;
+        let parent = parent_of(&self.dir);
+        File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("syncing", &parent))?;
+        let mut image_bytes = (header.len() + json.len()) as u64;
+        let packs = self.dir.join(PACKS);
+        for e in fs::read_dir(&packs).map_err(io_err("listing", &packs))? {
+            let e = e.map_err(io_err("listing", &packs))?;
+            image_bytes += e.metadata().map_err(io_err("reading", &e.path()))?.len();
+        }
+        Ok(CommittedImage { image_bytes })
+    }
+}
+
+impl Drop for ImageWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Err(e) = fs::remove_dir_all(&self.tmp) {
+                tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove an unfinished image");
+            }
+        }
+    }
+}
+
+fn syncfs(f: &File, path: &Path) -> Result<()> {
+    // SAFETY: syncfs only takes a valid fd.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(ImageError::Io {
+            op: "syncing",
+            path: path.to_path_buf(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Chunks handed to a writer's worker pool; tickets index the result of
+/// [`ChunkSink::finish`].
+#[derive(Debug)]
+pub struct ChunkSink<'a> {
+    jobs: Option<mpsc::SyncSender<(usize, Vec<u8>)>>,
+    done: mpsc::Receiver<(usize, Result<ChunkRef>)>,
+    recycled: mpsc::Receiver<Vec<u8>>,
+    workers: Vec<JoinHandle<()>>,
+    next: usize,
+    results: Vec<Option<ChunkRef>>,
+    _writer: PhantomData<&'a ImageWriter>,
+}
+
+impl ChunkSink<'_> {
+    /// A buffer for the next chunk, reused from one already written when
+    /// possible (fresh buffers cost a page fault per page). It keeps its
+    /// old length and contents, so resizing it to the same size costs
+    /// nothing; the caller overwrites what it uses.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.recycled.try_recv().unwrap_or_default()
+    }
+
+    /// Queue one chunk; blocks while the queue is full. An error of an
+    /// earlier chunk is returned here as soon as it is known.
+    pub fn submit(&mut self, data: Vec<u8>) -> Result<usize> {
+        self.collect(false)?;
+        let ticket = self.next;
+        self.next += 1;
+        let jobs = self.jobs.as_ref().expect("sink not finished");
+        if jobs.send((ticket, data)).is_err() {
+            // Every worker is gone: the reason is in the results.
+            self.collect(true)?;
+            return Err(ImageError::WorkerPanicked);
+        }
+        Ok(ticket)
+    }
+
+    fn collect(&mut self, all: bool) -> Result<()> {
+        loop {
+            let item = if all {
+                match self.done.recv() {
+                    Ok(i) => i,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                match self.done.try_recv() {
+                    Ok(i) => i,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let (ticket, r) = item;
+            if self.results.len() <= ticket {
+                self.results.resize(ticket + 1, None);
+            }
+            self.results[ticket] = Some(r?);
+        }
+    }
+
+    /// Wait for every queued chunk; the references, by ticket.
+    pub fn finish(mut self) -> Result<Vec<ChunkRef>> {
+        self.jobs = None;
+        let collected = self.collect(true);
+        let mut panicked = false;
+        for w in self.workers.drain(..) {
+            panicked |= w.join().is_err();
+        }
+        collected?;
+        if panicked {
+            return Err(ImageError::WorkerPanicked);
+        }
+        let mut results = std::mem::take(&mut self.results);
+        results.resize(self.next, None);
+        results
+            .into_iter()
+            .map(|r| r.ok_or(ImageError::WorkerPanicked))
+            .collect()
+    }
+}
+
+impl Drop for ChunkSink<'_> {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
