@@ -179,6 +179,12 @@ impl MmImage {
     }
 }
 
+fn is_device(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path)
+        .is_ok_and(|m| m.file_type().is_char_device() || m.file_type().is_block_device())
+}
+
 fn file_identity(path: &Path) -> io::Result<(u64, i64)> {
     let md = std::fs::metadata(path)?;
     Ok((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
@@ -222,6 +228,17 @@ pub fn classify(
                         format!("mapping of deleted file {}", path.display()),
                         Policy::Refuse,
                         "mappings of deleted files are not supported yet",
+                    );
+                    continue;
+                } else if is_device(path) {
+                    // DRM buffers, framebuffers, sound rings: device memory
+                    // that cannot be read back as the file's contents.
+                    report.add(
+                        pid,
+                        subject,
+                        format!("device mapping {}", path.display()),
+                        Policy::Refuse,
+                        "mappings of device files are not supported yet (they will be detached)",
                     );
                     continue;
                 } else {
@@ -590,13 +607,26 @@ pub fn fill_pages(
 /// mapped files unchanged.
 pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+    let mut previous_end = 0;
     for v in &mm.vmas {
-        let chunks_inside = v.pages.iter().all(|p| p.addr % PAGE_SIZE == 0);
+        // Every saved page inside its mapping: a hostile image must not
+        // make the restorer write anywhere else.
+        let page_inside = |p: &PageChunk| {
+            p.addr % PAGE_SIZE == 0
+                && (0..64).filter(|b| p.bitmap & (1 << b) != 0).all(|b| {
+                    let at = p.addr.saturating_add(b * PAGE_SIZE);
+                    at >= v.start && at.saturating_add(PAGE_SIZE) <= v.end
+                })
+        };
+        let chunks_inside = v.pages.iter().all(page_inside);
+        let ordered = v.start >= previous_end;
+        previous_end = v.end;
         if v.start % PAGE_SIZE != 0
             || v.end % PAGE_SIZE != 0
             || v.start >= v.end
             || v.end > TASK_SIZE
             || !chunks_inside
+            || !ordered
         {
             return Err(MemoryError::BadMapping {
                 pid,

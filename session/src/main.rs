@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Remove from a chunk store the packs no image uses any more.
+    Prune {
+        /// The store (by default images keep theirs in .hiber-store next to them).
+        store: PathBuf,
+    },
     /// Start a real program, save it, end it, restore it, show it going on.
     Demo {
         /// Where to keep the demo's image [default: a temporary directory].
@@ -123,6 +128,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => commands::checkpoint::run(&pids, &output, store, no_store, stop, json),
         Command::Restore { dir, pidns, json } => commands::restore::run(&dir, pidns, json),
         Command::Inspect { dir, json, verify } => commands::inspect::run(&dir, json, verify),
+        Command::Prune { store } => commands::prune::run(&store),
         Command::Demo { dir } => commands::demo::run(dir),
         Command::Bench { sizes, dir, json } => commands::bench::run(&sizes, dir, json),
         Command::BenchWorkload { mib } => commands::bench::workload(mib),
@@ -130,6 +136,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools: `hiber inspect DIR | head` ends quietly. The
+    // engine only writes to pipes whose read end it holds itself.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
     match run(cli) {

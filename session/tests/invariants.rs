@@ -268,3 +268,19 @@ fn refused_process_is_reported_and_nothing_is_written() {
 fn r_children(r: &mut Reaper) -> &mut Vec<std::process::Child> {
     r.children_mut()
 }
+
+#[test]
+fn memfd_is_refused_with_its_reason() {
+    let mut r = Reaper::new();
+    let t = tempdir();
+    let log = t.path().join("log");
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import os,time\nfd = os.memfd_create('hiber-test')\nos.write(fd, b'x')\nprint('ready', flush=True)\ntime.sleep(1000)"])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    read_line_with(&log, "ready");
+    let out = hiber(&["check", &pid.to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout(&out).contains("memfd"), "{}", stdout(&out));
+}

@@ -158,3 +158,59 @@ fn taken_pid_is_named_and_pidns_restores_anyway() {
         b"sleep\x001000\x00"
     );
 }
+
+#[test]
+fn second_save_into_the_store_writes_only_what_changed_and_prune_frees_the_rest() {
+    let t = tempdir();
+    let log = t.path().join("py.log");
+    let mut r = Reaper::new();
+    // 40 MB of list that stays the same between the two saves.
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", "import time\ndata = list(range(5_000_000))\nprint('ready', flush=True)\ntime.sleep(1000)"])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    wait_lines(&log, 1);
+    let save = |name: &str| -> serde_json::Value {
+        let out = hiber(&[
+            "checkpoint",
+            &pid.to_string(),
+            "-o",
+            path(&t.path().join(name)),
+            "--json",
+        ]);
+        assert_ok(&out, "checkpoint");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = save("first");
+    let second = save("second");
+    let (w1, w2) = (
+        first["written_bytes"].as_u64().unwrap(),
+        second["written_bytes"].as_u64().unwrap(),
+    );
+    assert!(w1 > 5 << 20, "first save wrote {w1} bytes");
+    assert!(w2 < w1 / 20, "second save wrote {w2} bytes, first {w1}");
+    let store = t.path().join(".hiber-store");
+    assert!(store.join("packs").is_dir());
+
+    // Both images are whole on their own.
+    for img in ["first", "second"] {
+        assert_ok(
+            &hiber(&["inspect", path(&t.path().join(img)), "--verify"]),
+            "inspect --verify",
+        );
+    }
+    // Nothing to prune while both exist; once both are gone, everything.
+    let out = hiber(&["prune", path(&store)]);
+    assert_ok(&out, "prune");
+    assert!(
+        stdout(&out).starts_with("removed 0 packs"),
+        "{}",
+        stdout(&out)
+    );
+    fs::remove_dir_all(t.path().join("first")).unwrap();
+    fs::remove_dir_all(t.path().join("second")).unwrap();
+    assert_ok(&hiber(&["prune", path(&store)]), "prune");
+    assert_eq!(fs::read_dir(store.join("packs")).unwrap().count(), 0);
+    assert!(alive(pid));
+}

@@ -51,13 +51,13 @@ impl RegularFile {
         let Some(ghost) = &mut self.ghost else {
             return Ok(());
         };
-        // Read through our copy of the fd with pread: the OFD's offset,
-        // shared with the program, is not moved.
-        let dup = held.try_clone().map_err(|source| FileError::Create {
-            what: "duplicating a deleted file's fd",
-            source,
-        })?;
-        let file = File::from(dup);
+        // Read through a fresh read-only open of the same inode (the
+        // program's fd may be write-only), with pread: the program's own
+        // offset is not moved.
+        let file = File::from(open_path(
+            Path::new(&format!("/proc/self/fd/{}", held.as_raw_fd())),
+            libc::O_RDONLY,
+        )?);
         let mut buf = vec![0u8; GHOST_CHUNK];
         let mut off = 0;
         while off < ghost.size {
@@ -113,6 +113,9 @@ pub(super) fn checkpoint(
         return Err(format!(
             "pid {pid} fd {fd}: file outside this mount namespace ({text})"
         ));
+    }
+    if text.starts_with("/memfd:") {
+        return Err("memfd: not supported yet (its seals and identity would be lost)".into());
     }
     let ghost = if deleted {
         if st.st_size as u64 > MAX_GHOST_BYTES {
@@ -192,6 +195,13 @@ fn restore_ghost(
                 })?;
             off += buf.len() as u64;
         }
+        // A temporary file may land on an inode with old data: cut it to
+        // the saved size (which also restores trailing holes).
+        file.set_len(ghost.size).map_err(|source| FileError::Path {
+            op: "sizing deleted file",
+            path: path.to_path_buf(),
+            source,
+        })?;
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(ghost.mode))
             .map_err(|source| FileError::Path {
                 op: "setting mode of",

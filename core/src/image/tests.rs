@@ -68,8 +68,15 @@ fn round_trip_and_store_reuse() {
     }
     fs::remove_dir_all(t.path().join("b")).unwrap();
     let pruned = prune_store(&store).unwrap();
-    assert!(pruned.removed_packs >= 2 && pruned.kept_packs == 0, "{pruned:?}");
-    assert_eq!(fs::read_dir(store.join(PACKS)).unwrap().count(), 0, "packs and indexes gone");
+    assert!(
+        pruned.removed_packs >= 2 && pruned.kept_packs == 0,
+        "{pruned:?}"
+    );
+    assert_eq!(
+        fs::read_dir(store.join(PACKS)).unwrap().count(),
+        0,
+        "packs and indexes gone"
+    );
     assert!(ImageWriter::create(&t.path().join("c"), Some(&store)).is_ok());
 }
 

@@ -5,4 +5,5 @@ pub mod check;
 pub mod checkpoint;
 pub mod demo;
 pub mod inspect;
+pub mod prune;
 pub mod restore;
