@@ -612,7 +612,7 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
         // Every saved page inside its mapping: a hostile image must not
         // make the restorer write anywhere else.
         let page_inside = |p: &PageChunk| {
-            p.addr % PAGE_SIZE == 0
+            p.addr.is_multiple_of(PAGE_SIZE)
                 && (0..64).filter(|b| p.bitmap & (1 << b) != 0).all(|b| {
                     let at = p.addr.saturating_add(b * PAGE_SIZE);
                     at >= v.start && at.saturating_add(PAGE_SIZE) <= v.end
