@@ -125,6 +125,21 @@ impl Regs {
         self.orig_rax = u64::MAX;
         self
     }
+
+    /// The same for a task that goes on in place (a checkpoint that leaves
+    /// it running): its restart block is still in the kernel, so a
+    /// restart-block syscall resumes through `restart_syscall`.
+    pub fn with_restart_in_place(self) -> Self {
+        if (self.orig_rax as i64) >= 0 && -(self.rax as i64) == ERESTART_RESTARTBLOCK {
+            return Regs {
+                rax: libc::SYS_restart_syscall as u64,
+                rip: self.rip - 2,
+                orig_rax: u64::MAX,
+                ..self
+            };
+        }
+        self.with_syscall_restart()
+    }
 }
 
 /// `PTRACE_SEIZE`: attach without stopping. Exit kills are not used, so a
@@ -416,5 +431,14 @@ mod tests {
             ..base
         };
         assert_eq!(not_in_syscall.with_syscall_restart(), not_in_syscall);
+        let sleeping = Regs {
+            rax: (-ERESTART_RESTARTBLOCK) as u64,
+            ..base
+        };
+        let r = sleeping.with_restart_in_place();
+        assert_eq!(
+            (r.rax, r.rip, r.orig_rax as i64),
+            (libc::SYS_restart_syscall as u64, base.rip - 2, -1)
+        );
     }
 }

@@ -41,6 +41,10 @@ impl RemoteTask {
     /// address of a `syscall` instruction mapped executable in it.
     pub fn new(tid: i32, syscall_ip: u64) -> Result<Self> {
         let saved_regs = ptrace::get_regs(tid)?;
+        // For a task stopped in sigsuspend, ppoll, pselect6 or epoll_pwait
+        // the kernel answers with the task's own mask (saved_sigmask), not
+        // the call's temporary one; setting the mask through ptrace then
+        // drops the temporary one, and the call restarts with its argument.
         let saved_mask = ptrace::get_sigmask(tid)?;
         ptrace::set_sigmask(tid, u64::MAX)?;
         Ok(Self {
@@ -151,7 +155,10 @@ impl RemoteTask {
             return Ok(());
         }
         self.restored = true;
-        ptrace::set_regs(self.tid, &self.saved_regs)?;
+        // We stopped it in a syscall and ran our own since: the kernel's
+        // restart path will not run for the interrupted one, so restart it
+        // here as the kernel would have.
+        ptrace::set_regs(self.tid, &self.saved_regs.with_restart_in_place())?;
         ptrace::set_sigmask(self.tid, self.saved_mask)?;
         Ok(())
     }
