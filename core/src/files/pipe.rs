@@ -187,6 +187,16 @@ impl PipeTable {
                 return Err(io_err("copying pipe data with tee")(err));
             }
         }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        if (queued as i64) > n.max(0) as i64 {
+            // Never save part of a pipe's data silently.
+            return Err(FileError::Create {
+                what: "copying pipe data: the pipe holds more than could be copied",
+                source: io::Error::other(format!("{queued} bytes queued, {n} copied")),
+            });
+        }
         drop(ours_w);
         let mut data = Vec::new();
         std::fs::File::from(ours_r)
