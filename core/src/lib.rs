@@ -25,5 +25,5 @@ pub use checkpoint::{
     check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage,
 };
 pub use policy::{Policy, Report};
-pub use restore::{restore, RestoreError, RestoreOptions, Restored};
+pub use restore::{restore, restore_with_progress, RestoreError, RestoreOptions, Restored};
 pub use snapshot::Snapshot;

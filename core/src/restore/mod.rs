@@ -320,6 +320,12 @@ impl Drop for Cleanup<'_> {
 
 /// Restore the image in `opts.dir`.
 pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
+    restore_with_progress(opts, &|_, _| {})
+}
+
+/// [`restore`], calling `progress(done, total)` with bytes of page data
+/// written into the restored processes as it goes.
+pub fn restore_with_progress(opts: &RestoreOptions, progress: &dyn Fn(u64, u64)) -> Result<Restored> {
     let t0 = Instant::now();
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&opts.dir)?;
     validate(&opts.dir, &snap, &reader)?;
@@ -440,6 +446,14 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
         .map(|fd| PathBuf::from(format!("/proc/{restorer_pid}/fd/{}", fd.as_raw_fd())))
         .collect();
     let mut seized = Vec::new();
+    let total_bytes: u64 = snap
+        .processes
+        .iter()
+        .filter_map(|p| p.mm.as_ref())
+        .flat_map(|mm| mm.page_chunks())
+        .map(|c| c.raw_len as u64)
+        .sum();
+    let mut filled = 0u64;
     let swap_result = (|| -> Result<()> {
         for &i in &live {
             let NodeKind::Process(pi) = plan.nodes[i].kind else {
@@ -458,6 +472,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
                 &reader,
                 &shmem_paths,
                 &current,
+                &mut |bytes| {
+                    filled += bytes;
+                    progress(filled, total_bytes);
+                },
             )?;
         }
         Ok(())
@@ -661,6 +679,7 @@ fn swap(
     reader: &ImageReader,
     shmem_paths: &[PathBuf],
     current: &Creds,
+    filled: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mm =
         p.mm.as_ref()
@@ -710,6 +729,7 @@ fn swap(
         memory::fill_pages(pid, &v.pages, reader, &mut buf, |addr, data| {
             mem.write(addr, data).map_err(MemoryError::from)
         })?;
+        filled(v.pages.iter().map(|p| p.chunk.raw_len as u64).sum());
     }
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;

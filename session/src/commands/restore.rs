@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use hiber_core::RestoreOptions;
 use hiber_session::format;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -21,8 +23,26 @@ pub fn run(dir: &Path, pidns: bool, json: bool) -> Result<ExitCode> {
         dir: dir.to_path_buf(),
         pidns,
     };
-    let restored =
-        hiber_core::restore(&opts).with_context(|| format!("restoring {}", dir.display()))?;
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("restoring [{bar:30}] {bytes}/{total_bytes}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let result = hiber_core::restore_with_progress(&opts, &progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let restored = result.with_context(|| format!("restoring {}", dir.display()))?;
     for (pid, what) in &restored.foreign {
         eprintln!("hiber: note: pid {pid} joined this shell's {what}");
     }
