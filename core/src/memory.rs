@@ -60,7 +60,7 @@ pub enum MemoryError {
         expected: usize,
         found: usize,
     },
-    #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is not page aligned or lies outside user space")]
+    #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
     BadMapping { pid: i32, start: u64, end: u64 },
 }
 

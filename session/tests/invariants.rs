@@ -284,3 +284,103 @@ fn memfd_is_refused_with_its_reason() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stdout(&out).contains("memfd"), "{}", stdout(&out));
 }
+
+/// Rewrite an image's document through `edit`, with a valid checksum: what
+/// a hostile image looks like.
+fn rewrite_document(img: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let doc = img.join("snapshot");
+    let bytes = fs::read(&doc).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8(bytes[..nl].to_vec()).unwrap();
+    let version = header.split(' ').nth(1).unwrap().to_string();
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+    edit(&mut v);
+    let json = serde_json::to_vec(&v).unwrap();
+    let mut out = format!(
+        "hiber-image {version} {} {}\n",
+        blake3::hash(&json).to_hex(),
+        json.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&json);
+    fs::write(&doc, out).unwrap();
+}
+
+#[test]
+fn hostile_documents_are_refused_before_anything_runs() {
+    let t = tempdir();
+    let (img, pid, _r) = saved_sleep(t.path());
+    let original = fs::read(img.join("snapshot")).unwrap();
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let first_paged_vma = |v: &mut serde_json::Value| -> usize {
+        v["processes"][0]["mm"]["vmas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|m| !m["pages"].as_array().unwrap().is_empty())
+            .unwrap()
+    };
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "a page outside its mapping",
+            Box::new(move |v| {
+                let i = first_paged_vma(v);
+                v["processes"][0]["mm"]["vmas"][i]["pages"][0]["addr"] =
+                    serde_json::json!(0x1000u64);
+            }),
+            "in the image is malformed",
+        ),
+        (
+            "a pack path leaving the image",
+            Box::new(move |v| {
+                let i = first_paged_vma(v);
+                v["processes"][0]["mm"]["vmas"][i]["pages"][0]["chunk"]["pack"] =
+                    serde_json::json!("../../etc");
+            }),
+            "bad pack id",
+        ),
+        (
+            "an fd referring to no file",
+            Box::new(|v| v["processes"][0]["fds"][0]["file"] = serde_json::json!(99_999)),
+            "refers to file 99999",
+        ),
+        (
+            "pid 0",
+            Box::new(|v| v["processes"][0]["pid"] = serde_json::json!(0)),
+            "process with pid 0",
+        ),
+        (
+            "a mapping above user space",
+            Box::new(|v| {
+                let n = v["processes"][0]["mm"]["vmas"].as_array().unwrap().len();
+                v["processes"][0]["mm"]["vmas"][n - 1]["end"] = serde_json::json!(u64::MAX - 4095);
+            }),
+            "in the image is malformed",
+        ),
+        (
+            "the same process twice",
+            Box::new(|v| {
+                let p = v["processes"][0].clone();
+                v["processes"].as_array_mut().unwrap().push(p);
+            }),
+            "appears twice",
+        ),
+    ];
+    for (what, edit, needle) in cases {
+        fs::write(img.join("snapshot"), &original).unwrap();
+        rewrite_document(&img, edit);
+        let out = hiber(&["restore", path(&img)]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(needle),
+            "{what}: {:?} lacks {needle:?}",
+            stderr(&out)
+        );
+        assert!(state(pid).is_none(), "{what}: a process was left behind");
+    }
+    // The untouched document still restores.
+    fs::write(img.join("snapshot"), &original).unwrap();
+    let mut r = Reaper::new();
+    r.restore(&img, &[]);
+    assert!(alive(pid));
+}

@@ -325,7 +325,10 @@ pub fn restore(opts: &RestoreOptions) -> Result<Restored> {
 
 /// [`restore`], calling `progress(done, total)` with bytes of page data
 /// written into the restored processes as it goes.
-pub fn restore_with_progress(opts: &RestoreOptions, progress: &dyn Fn(u64, u64)) -> Result<Restored> {
+pub fn restore_with_progress(
+    opts: &RestoreOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Restored> {
     let t0 = Instant::now();
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&opts.dir)?;
     validate(&opts.dir, &snap, &reader)?;
