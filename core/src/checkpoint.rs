@@ -119,13 +119,26 @@ fn inspect_process(
             ..base
         }));
     }
-    if fp.threads.len() > 1 {
+    let exited_threads: Vec<i32> = fp
+        .threads
+        .iter()
+        .copied()
+        .filter(|&t| {
+            dir.task(t)
+                .stat()
+                .map_or(true, |s| s.state == 'Z' || s.state == 'X')
+        })
+        .collect();
+    if !exited_threads.is_empty() {
         report.add(
             pid,
             Subject::Process,
-            format!("process {} with {} threads", stat.comm, fp.threads.len()),
+            format!(
+                "process {} with exited threads {exited_threads:?}",
+                stat.comm
+            ),
             Policy::Refuse,
-            "multi-threaded processes are not supported yet",
+            "a thread (or the main thread) has exited but the process lives on: not supported yet",
         );
         return Ok(None);
     }
@@ -144,7 +157,10 @@ fn inspect_process(
         Subject::Process,
         format!("process {}", stat.comm),
         Policy::Restore,
-        "single-threaded process",
+        match fp.threads.len() {
+            1 => "single-threaded process".to_string(),
+            n => format!("process with {n} threads, each saved with its own state"),
+        },
     );
 
     let smaps = dir.smaps()?;
@@ -195,12 +211,19 @@ fn inspect_process(
             &scratch,
             status.sig_cgt | status.sig_ign,
         )?;
-        let th = thread::checkpoint(&task, &mut mem, &scratch)?;
-        Ok((brk, actions, th))
+        let mut threads = vec![thread::checkpoint(&task, &mut mem, &scratch)?];
+        // The other threads, each through its own stop, sharing the scratch.
+        for &tid in fp.threads.iter().filter(|&&t| t != pid) {
+            let t = RemoteTask::new(tid, ip)?;
+            let th = thread::checkpoint(&t, &mut mem, &scratch);
+            t.restore()?;
+            threads.push(th?);
+        }
+        Ok((brk, actions, threads))
     })();
     let unmapped = scratch.unmap(&task);
     task.restore()?;
-    let (brk, sigactions, th) = inside?;
+    let (brk, sigactions, threads) = inside?;
     unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
 
@@ -229,7 +252,7 @@ fn inspect_process(
             auxv: dir.auxv()?,
             exe,
         }),
-        threads: vec![th],
+        threads,
         sigactions,
         shared_pending,
         fds,

@@ -200,7 +200,13 @@ impl Frozen {
         }
         // Consume the tracer's exit notifications, so the real parents can
         // reap their children.
-        for &tid in &self.seized {
+        // A thread group leader is reported only after its other threads
+        // were waited for: threads first.
+        let (leaders, threads): (Vec<i32>, Vec<i32>) = self
+            .seized
+            .iter()
+            .partition(|tid| self.processes.contains_key(tid));
+        for tid in threads.into_iter().chain(leaders) {
             let _ = ptrace::wait(tid);
         }
     }

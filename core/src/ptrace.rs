@@ -159,6 +159,25 @@ pub fn interrupt(tid: i32) -> Result<()> {
     request("interrupt", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
 
+/// `PTRACE_SETOPTIONS`; TRACESYSGOOD is always kept.
+pub fn set_options(tid: i32, options: libc::c_int) -> Result<()> {
+    let all = options | libc::PTRACE_O_TRACESYSGOOD;
+    request("setoptions", libc::PTRACE_SETOPTIONS, tid, 0, all as usize).map(drop)
+}
+
+/// The message of the last ptrace event (a new task's id for CLONE).
+pub fn event_msg(tid: i32) -> Result<u64> {
+    let mut msg: libc::c_ulong = 0;
+    request(
+        "geteventmsg",
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut msg as *mut libc::c_ulong as usize,
+    )?;
+    Ok(msg)
+}
+
 pub fn detach(tid: i32) -> Result<()> {
     request("detach", libc::PTRACE_DETACH, tid, 0, 0).map(drop)
 }

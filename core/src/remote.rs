@@ -91,6 +91,63 @@ impl RemoteTask {
         Ok(r as u64)
     }
 
+    /// Run a syscall that creates a task (clone3 with the tracer's
+    /// `PTRACE_O_TRACECLONE` set): returns the result and the new task's id
+    /// as the tracer sees it. The new task is left in its first ptrace stop.
+    pub fn syscall_cloning(
+        &self,
+        name: &'static str,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<(u64, i32)> {
+        let regs = self.call_regs(nr, args);
+        ptrace::set_regs(self.tid, &regs)?;
+        self.step_syscall("clone entry")?;
+        ptrace::resume_to_syscall(self.tid)?;
+        let (stop, status) = ptrace::wait(self.tid)?;
+        if status >> 16 != libc::PTRACE_EVENT_CLONE {
+            // The call failed before creating anything: we are at its exit.
+            if stop == Stop::Syscall {
+                let r = ptrace::get_regs(self.tid)?.rax as i64;
+                return Err(RemoteError::Syscall {
+                    pid: self.tid,
+                    name,
+                    errno: if (-4095..0).contains(&r) {
+                        -r as i32
+                    } else {
+                        libc::EPROTO
+                    },
+                });
+            }
+            return Err(PtraceError::UnexpectedStop {
+                tid: self.tid,
+                status,
+                during: "clone",
+            }
+            .into());
+        }
+        let child = ptrace::event_msg(self.tid)? as i32;
+        self.step_syscall("clone exit")?;
+        let r = ptrace::get_regs(self.tid)?.rax as i64;
+        if (-4095..0).contains(&r) {
+            return Err(RemoteError::Syscall {
+                pid: self.tid,
+                name,
+                errno: -r as i32,
+            });
+        }
+        // The new task's first stop.
+        match ptrace::wait(child)? {
+            (Stop::Event { .. }, _) => Ok((r as u64, child)),
+            (_, status) => Err(PtraceError::UnexpectedStop {
+                tid: child,
+                status,
+                during: "the new thread's first stop",
+            }
+            .into()),
+        }
+    }
+
     fn call_regs(&self, nr: i64, args: [u64; 6]) -> Regs {
         Regs {
             rax: nr as u64,

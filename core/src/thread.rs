@@ -26,10 +26,16 @@ pub struct ThreadImage {
     /// (head, len) of the robust futex list.
     pub robust_list: (u64, u64),
     pub clear_child_tid: u64,
+    /// The thread's name (`comm`), set with `PR_SET_NAME`.
+    #[serde(default)]
+    pub name: String,
 }
 
 const ALTSTACK_OFF: usize = 8192 + 512;
 const TIDADDR_OFF: usize = 8192 + 1024;
+const CLONE_ARGS_OFF: usize = 12288;
+const SET_TID_OFF: usize = 12288 + 128;
+const NAME_OFF: usize = 12288 + 256;
 
 /// Read a thread's state; `task` runs remote calls in it, and must have been
 /// created from the same stop (its saved registers are the thread's).
@@ -85,11 +91,45 @@ pub fn checkpoint(
         rseq,
         robust_list: (head, len as u64),
         clear_child_tid,
+        name: std::fs::read_to_string(format!("/proc/{tid}/comm"))
+            .map(|n| n.trim_end_matches('\n').to_string())
+            .unwrap_or_default(),
     })
 }
 
 fn ptrace_mask(task: &RemoteTask) -> Result<u64, RemoteError> {
     Ok(task.saved_mask())
+}
+
+/// Create, from `task` (a thread of the restored process), a thread with
+/// id `tid` in the process's pid namespace. It shares everything a pthread
+/// shares and is left in its first ptrace stop, before running any code:
+/// [`restore`] and the final step give it its own state. Returns its id as
+/// the tracer sees it.
+pub fn create(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    tid: i32,
+) -> Result<i32, RemoteError> {
+    let flags = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM) as u64;
+    let set_tid = scratch.write(mem, SET_TID_OFF, &tid.to_ne_bytes())?;
+    // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let fields: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, 1, 0];
+    let raw: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+    let args = scratch.write(mem, CLONE_ARGS_OFF, &raw)?;
+    let (_, child) = task.syscall_cloning(
+        "clone3(thread)",
+        libc::SYS_clone3,
+        [args, raw.len() as u64, 0, 0, 0, 0],
+    )?;
+    Ok(child)
 }
 
 /// Set everything but the registers and mask, which the final step sets.
@@ -130,6 +170,16 @@ pub fn restore(
             "rseq",
             libc::SYS_rseq,
             [r.addr, r.len as u64, 0, r.signature as u64, 0, 0],
+        )?;
+    }
+    if !t.name.is_empty() {
+        let mut name = t.name.as_bytes()[..t.name.len().min(15)].to_vec();
+        name.push(0);
+        let addr = scratch.write(mem, NAME_OFF, &name)?;
+        task.syscall(
+            "prctl(PR_SET_NAME)",
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, addr, 0, 0, 0, 0],
         )?;
     }
     ptrace::set_xstate(task.tid(), &t.xstate)?;

@@ -278,3 +278,9 @@ fn tasks_in_sigsuspend_keep_their_own_mask_after_restore() {
     // memory that is not saved); callers handle that, so it may fail here.
     round_trip_full("waiting", &[], true, &["nanosleep uninterrupted"]);
 }
+
+#[test]
+fn threads_contending_polling_and_sleeping() {
+    // As for a single thread, a restored nanosleep returns EINTR.
+    round_trip_full("threads", &[], true, &["nanosleep thread asleep"]);
+}

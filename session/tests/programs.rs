@@ -214,3 +214,80 @@ fn second_save_into_the_store_writes_only_what_changed_and_prune_frees_the_rest(
     assert_eq!(fs::read_dir(store.join("packs")).unwrap().count(), 0);
     assert!(alive(pid));
 }
+
+/// Python with worker threads sharing a lock-protected counter: after the
+/// restore every thread goes on and the counter stays exact.
+const PYTHON_THREADS: &str = r#"
+import threading, time
+lock = threading.Lock()
+counts = [0] * 4
+total = 0
+def work(i):
+    global total
+    while True:
+        with lock:
+            counts[i] += 1
+            total += 1
+        time.sleep(0.001)
+for i in range(4):
+    threading.Thread(target=work, args=(i,), daemon=True).start()
+n = 0
+while True:
+    n += 1
+    with lock:
+        print(n, total == sum(counts), *counts, flush=True)
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn python_threads_go_on_after_restore() {
+    let t = tempdir();
+    let log = t.path().join("py.log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PYTHON_THREADS])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(Stdio::null()),
+    );
+    wait_lines(&log, 5);
+    assert_eq!(
+        fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+        5
+    );
+    r.checkpoint_stop(pid, &img);
+    let saved = complete_lines(&log);
+    let restored = r.restore(&img, &[]);
+    assert_eq!(restored.pids, vec![(pid, pid)]);
+    assert_eq!(
+        fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
+        5
+    );
+    let all = wait_lines(&log, saved.len() + 20);
+    let last_saved: Vec<u64> = saved
+        .last()
+        .unwrap()
+        .split(' ')
+        .skip(2)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    for (i, l) in all.iter().enumerate() {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f[0], (i + 1).to_string(), "line numbers continue: {l}");
+        assert_eq!(f[1], "True", "counter exact: {l}");
+    }
+    let last: Vec<u64> = all
+        .last()
+        .unwrap()
+        .split(' ')
+        .skip(2)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    for (now, then) in last.iter().zip(&last_saved) {
+        assert!(
+            now > then,
+            "every thread went on: {last:?} after {last_saved:?}"
+        );
+    }
+}

@@ -72,6 +72,7 @@ type Result<T> = std::result::Result<T, RestoreError>;
 /// Bounds on what an image may ask for, checked before anything is created.
 const MAX_PROCESSES: usize = 4096;
 const MAX_FDS_PER_PROCESS: usize = 65536;
+const MAX_THREADS: usize = 4096;
 const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
@@ -151,10 +152,22 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
             let Some(mm) = &p.mm else {
                 return Err(invalid(dir, format!("pid {} has no memory image", p.pid)));
             };
-            if p.threads.len() != 1 {
+            let mut tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
+            tids.sort_unstable();
+            tids.dedup();
+            if p.threads.is_empty()
+                || p.threads.len() > MAX_THREADS
+                || p.threads[0].tid != p.pid
+                || tids.len() != p.threads.len()
+                || tids.iter().any(|&t| t <= 0 || t > 4_194_304)
+            {
                 return Err(invalid(
                     dir,
-                    format!("pid {} has {} threads", p.pid, p.threads.len()),
+                    format!(
+                        "pid {} has threads {:?}",
+                        p.pid,
+                        p.threads.iter().map(|t| t.tid).collect::<Vec<_>>()
+                    ),
                 ));
             }
             for v in &mm.vmas {
@@ -346,9 +359,13 @@ pub fn restore_with_progress(
     let pid_free = |pid: i32| opts.pidns || !Path::new(&format!("/proc/{pid}")).exists();
     let plan = plan::plan(&ids, &pid_free)?;
     if !opts.pidns {
-        for n in &plan.nodes {
-            if let Some(comm) = pid_comm(n.pid) {
-                return Err(RestoreError::PidTaken { pid: n.pid, comm });
+        let thread_ids = snap
+            .processes
+            .iter()
+            .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid));
+        for pid in plan.nodes.iter().map(|n| n.pid).chain(thread_ids) {
+            if let Some(comm) = pid_comm(pid) {
+                return Err(RestoreError::PidTaken { pid, comm });
             }
         }
     }
@@ -468,7 +485,7 @@ pub fn restore_with_progress(
             ptrace::interrupt(pid)?;
             wait_event_stop(pid)?;
             let gadget = shared.slot(i).gadget.load(Ordering::Acquire);
-            swap(
+            let threads = swap(
                 pid,
                 gadget,
                 &snap.processes[pi],
@@ -480,6 +497,7 @@ pub fn restore_with_progress(
                     progress(filled, total_bytes);
                 },
             )?;
+            seized.extend(threads);
         }
         Ok(())
     })();
@@ -683,7 +701,7 @@ fn swap(
     shmem_paths: &[PathBuf],
     current: &Creds,
     filled: &mut dyn FnMut(u64),
-) -> Result<()> {
+) -> Result<Vec<i32>> {
     let mm =
         p.mm.as_ref()
             .expect("validated: live processes have memory");
@@ -736,6 +754,27 @@ fn swap(
     }
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
+    // The other threads: created by the main one (so they share its mm,
+    // files and handlers), each then given its own state. Credentials are
+    // per thread, so each sets its own, last.
+    let mut created = Vec::new();
+    if p.threads.len() > 1 {
+        ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE)?;
+    }
+    for t in &p.threads[1..] {
+        let tid = thread::create(&task, &mut mem, &scratch, t.tid)?;
+        created.push(tid);
+        let tt = RemoteTask::new(tid, gadget)?;
+        thread::restore(&tt, &mut mem, &scratch, t)?;
+        signals::requeue(&tt, &mut mem, &scratch, p.pid, Some(t.tid), &t.pending)?;
+        creds::restore(&tt, &mut mem, &scratch, &p.creds, current)?;
+        tt.finish_with(
+            libc::SYS_getpid,
+            [0; 6],
+            &t.regs.with_syscall_restart(),
+            t.sigmask,
+        )?;
+    }
     let th = &p.threads[0];
     thread::restore(&task, &mut mem, &scratch, th)?;
     signals::requeue(&task, &mut mem, &scratch, p.pid, None, &p.shared_pending)?;
@@ -748,5 +787,5 @@ fn swap(
         &regs,
         th.sigmask,
     )?;
-    Ok(())
+    Ok(created)
 }
