@@ -284,3 +284,8 @@ fn threads_contending_polling_and_sleeping() {
     // As for a single thread, a restored nanosleep returns EINTR.
     round_trip_full("threads", &[], true, &["nanosleep thread asleep"]);
 }
+
+#[test]
+fn epoll_timerfd_and_signalfd() {
+    round_trip("events", &[]);
+}

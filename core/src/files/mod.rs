@@ -8,9 +8,12 @@
 //! every holder. Each kind lives in its own module with both directions.
 
 pub mod chardev;
+pub mod epoll;
 pub mod eventfd;
 pub mod pipe;
 pub mod regular;
+pub mod signalfd;
+pub mod timerfd;
 
 use crate::image::{ChunkRef, ImageError, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
@@ -85,6 +88,9 @@ pub enum FileKind {
     Pipe(pipe::PipeEnd),
     CharDevice(chardev::CharDevice),
     EventFd(eventfd::EventFd),
+    TimerFd(timerfd::TimerFd),
+    SignalFd(signalfd::SignalFd),
+    Epoll(epoll::Epoll),
 }
 
 impl FileKind {
@@ -95,6 +101,9 @@ impl FileKind {
             FileKind::Pipe(p) => p.describe(),
             FileKind::CharDevice(c) => c.describe(),
             FileKind::EventFd(_) => "eventfd".into(),
+            FileKind::TimerFd(t) => t.describe(),
+            FileKind::SignalFd(s) => format!("signalfd for signal mask {:#x}", s.mask),
+            FileKind::Epoll(e) => e.describe(),
         }
     }
 
@@ -231,6 +240,17 @@ impl FileTable {
                 libc::S_IFCHR => chardev::checkpoint(&target, &st),
                 libc::S_IFSOCK => Err("sockets are not supported yet".to_string()),
                 _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
+                _ if target_str == "anon_inode:[timerfd]" => timerfd::checkpoint(&info),
+                _ if target_str == "anon_inode:[signalfd]" => signalfd::checkpoint(&info),
+                _ if target_str == "anon_inode:[eventpoll]" => {
+                    use std::os::unix::fs::MetadataExt;
+                    let inode = |n: i32| {
+                        std::fs::metadata(format!("/proc/{pid}/fd/{n}"))
+                            .ok()
+                            .map(|m| m.ino())
+                    };
+                    epoll::checkpoint(pid, &info, &inode)
+                }
                 _ => Err(format!(
                     "{target_str}: this kind of file is not supported yet"
                 )),
@@ -246,6 +266,10 @@ impl FileTable {
                         FileKind::Regular(r) if r.ghost.is_some() => {
                             "deleted while open: contents saved in the image".into()
                         }
+                        FileKind::TimerFd(_) => "time left, interval and unread expirations restored; time left counts from the restore".into(),
+                        FileKind::SignalFd(_) => "recreated with its signal mask".into(),
+                        FileKind::Epoll(_) => "recreated; its watches are added back by the process under the same fd numbers".into(),
+                        FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         _ => "recreated with its flags and offset".into(),
                     };
                     report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
@@ -305,6 +329,9 @@ pub fn restore_all(
             FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
             FileKind::CharDevice(c) => c.restore(f.flags)?,
             FileKind::EventFd(e) => e.restore(f.flags)?,
+            FileKind::TimerFd(t) => t.restore(f.flags)?,
+            FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
+            FileKind::Epoll(e) => e.restore()?,
         };
         out.push(move_above(fd, base)?);
     }

@@ -408,6 +408,7 @@ pub fn restore_with_progress(
         plan: &plan,
         processes: &snap.processes,
         file_fds: &file_fds,
+        files: &snap.files,
         base_fd,
         gadget_candidates: &candidates,
         restorer_pid,

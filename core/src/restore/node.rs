@@ -8,6 +8,7 @@
 //! Progress and failures are reported through a shared page of counters.
 
 use super::plan::{Node, NodeKind, Plan};
+use crate::files::{FileKind, OpenFile};
 use crate::snapshot::ProcessImage;
 use std::io;
 use std::os::fd::RawFd;
@@ -234,6 +235,7 @@ pub struct TreeSpec<'a> {
     pub processes: &'a [ProcessImage],
     /// Raw fd in the restorer of each `Snapshot::files` entry.
     pub file_fds: &'a [RawFd],
+    pub files: &'a [OpenFile],
     /// Lowest restorer fd holding a restored object.
     pub base_fd: RawFd,
     /// Per node: candidate gadget addresses (holes of the saved layout).
@@ -254,6 +256,7 @@ pub enum Step {
     Rlimit,
     Gadget,
     Personality,
+    EpollWatches,
 }
 
 impl Step {
@@ -268,6 +271,7 @@ impl Step {
             7 => "setting its resource limits",
             8 => "mapping the restore gadget",
             9 => "setting its personality",
+            10 => "adding its epoll watches",
             _ => "an unknown step",
         }
     }
@@ -424,6 +428,17 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         // SAFETY: dup3 between fds; src is open in this copy of the restorer.
         check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
         targets.push(f.fd);
+    }
+    // Epoll watches, keyed by fd number, once every fd has its number; by
+    // the process they were read from, through its first fd of the epoll.
+    for (i, f) in p.fds.iter().enumerate() {
+        if let FileKind::Epoll(ep) = &spec.files[f.file].kind {
+            let first = p.fds[..i].iter().all(|g| g.file != f.file);
+            if ep.owner == p.pid && first {
+                ep.add_watches(f.fd)
+                    .map_err(|(_, err)| (Step::EpollWatches, err))?;
+            }
+        }
     }
     targets.sort_unstable();
     let mut lo = 0u32;

@@ -1,0 +1,103 @@
+//! epoll: the instance, and its watches (fd, events, data), from fdinfo.
+//!
+//! The kernel keys a watch by (file, fd number), so a watch must be added
+//! with the fd number the program used. The instance is created in the
+//! restorer like any file; its watches are added by the restored process
+//! itself once its fds sit at their numbers (see `restore::node`), by the
+//! process the watches were read from.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    /// The watched fd's number in `owner`.
+    pub fd: i32,
+    pub events: u32,
+    pub data: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Epoll {
+    /// The process whose fd numbers the watches use; it adds them.
+    pub owner: i32,
+    pub watches: Vec<Watch>,
+}
+
+/// Parse the `tfd:` lines. Each target must be open in `pid` under that
+/// number, on the inode fdinfo names (else it was closed and the number
+/// reused, or the watch belongs to another process's table).
+pub(super) fn checkpoint(
+    pid: i32,
+    info: &FdInfo,
+    fd_inode: &dyn Fn(i32) -> Option<u64>,
+) -> Result<FileKind, String> {
+    let mut watches = Vec::new();
+    for (k, v) in info.extra.iter().filter(|(k, _)| k == "tfd") {
+        let words: Vec<&str> = v.split_whitespace().collect();
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+                .copied()
+        };
+        let ino_of = words.iter().find_map(|w| w.strip_prefix("ino:"));
+        let (Some(fd), Some(events), Some(data), Some(ino)) = (
+            words.first().and_then(|w| w.parse::<i32>().ok()),
+            after("events:").and_then(|e| u32::from_str_radix(e, 16).ok()),
+            after("data:").and_then(|d| u64::from_str_radix(d, 16).ok()),
+            ino_of.and_then(|i| u64::from_str_radix(i, 16).ok()),
+        ) else {
+            return Err(format!("unreadable epoll watch line {k}: {v}"));
+        };
+        if fd_inode(fd) != Some(ino) {
+            return Err(format!(
+                "epoll watches fd {fd}, which pid {pid} no longer holds under that number"
+            ));
+        }
+        watches.push(Watch { fd, events, data });
+    }
+    Ok(FileKind::Epoll(Epoll {
+        owner: pid,
+        watches,
+    }))
+}
+
+impl Epoll {
+    pub fn describe(&self) -> String {
+        format!("epoll with {} watches", self.watches.len())
+    }
+
+    pub(super) fn restore(&self) -> Result<OwnedFd, FileError> {
+        // SAFETY: epoll_create1 takes flags and returns a new fd or -1.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(FileError::Create {
+                what: "creating an epoll instance",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Add the watches; called in the owner with its fds at their numbers.
+    /// Async-signal-safe (no allocation): it runs in a forked child.
+    pub fn add_watches(&self, epfd: RawFd) -> Result<(), (i32, io::Error)> {
+        for w in &self.watches {
+            let mut ev = libc::epoll_event {
+                events: w.events,
+                u64: w.data,
+            };
+            // SAFETY: epoll_ctl with a valid event struct.
+            if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, w.fd, &mut ev) } != 0 {
+                return Err((w.fd, io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! signalfd: the set of signals it reads, from fdinfo. The signals
+//! themselves are the process's pending signals, saved with it.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalFd {
+    /// Bit n-1 set: signal n.
+    pub mask: u64,
+}
+
+pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+    let mask = info
+        .get("sigmask")
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .ok_or("signalfd without a sigmask in fdinfo")?;
+    Ok(FileKind::SignalFd(SignalFd { mask }))
+}
+
+impl SignalFd {
+    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+        let mut sfd_flags = libc::SFD_CLOEXEC;
+        if flags as i32 & libc::O_NONBLOCK != 0 {
+            sfd_flags |= libc::SFD_NONBLOCK;
+        }
+        // The kernel's sigset is the mask's bytes; signalfd4 takes its size.
+        let mask = self.mask;
+        // SAFETY: signalfd4 reads 8 bytes of mask from a valid pointer.
+        let fd = unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask, 8usize, sfd_flags) };
+        if fd < 0 {
+            return Err(FileError::Create {
+                what: "creating a signalfd",
+                source: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+}

@@ -1,0 +1,102 @@
+//! timerfd: its clock, remaining time, interval and expirations not yet
+//! read, from fdinfo. Restored relative to the restore: the time left is
+//! the time left at checkpoint.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerFd {
+    pub clockid: i32,
+    /// Expirations not yet read.
+    pub ticks: u64,
+    /// `TFD_TIMER_ABSTIME` / `TFD_TIMER_CANCEL_ON_SET` as set by the program.
+    pub settime_flags: u32,
+    /// Time left, (seconds, nanoseconds); zero when disarmed.
+    pub value: (i64, i64),
+    pub interval: (i64, i64),
+}
+
+/// `TFD_IOC_SET_TICKS` (`_IOW('T', 0, u64)`), for checkpoint/restore.
+const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
+
+fn pair(v: &str) -> Option<(i64, i64)> {
+    let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let (a, b) = v.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+    let field = |k: &str| {
+        info.get(k)
+            .ok_or_else(|| format!("timerfd without {k} in fdinfo"))
+    };
+    let t = TimerFd {
+        clockid: field("clockid")?
+            .trim()
+            .parse()
+            .map_err(|_| "bad timerfd clockid")?,
+        ticks: field("ticks")?
+            .trim()
+            .parse()
+            .map_err(|_| "bad timerfd ticks")?,
+        settime_flags: u32::from_str_radix(field("settime flags")?.trim(), 8)
+            .map_err(|_| "bad timerfd flags")?,
+        value: pair(field("it_value")?).ok_or("bad timerfd it_value")?,
+        interval: pair(field("it_interval")?).ok_or("bad timerfd it_interval")?,
+    };
+    Ok(FileKind::TimerFd(t))
+}
+
+impl TimerFd {
+    pub fn describe(&self) -> String {
+        format!(
+            "timerfd (clock {}, {}.{:09} s left)",
+            self.clockid, self.value.0, self.value.1
+        )
+    }
+
+    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
+        let mut tfd_flags = libc::TFD_CLOEXEC;
+        if flags as i32 & libc::O_NONBLOCK != 0 {
+            tfd_flags |= libc::TFD_NONBLOCK;
+        }
+        // SAFETY: timerfd_create takes integers and returns a new fd or -1.
+        let fd = unsafe { libc::timerfd_create(self.clockid, tfd_flags) };
+        if fd < 0 {
+            return Err(err("creating a timerfd")(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: self.interval.0,
+                tv_nsec: self.interval.1,
+            },
+            it_value: libc::timespec {
+                tv_sec: self.value.0,
+                tv_nsec: self.value.1,
+            },
+        };
+        // Relative: the absolute deadline of the saved timer is gone with
+        // its clock's origin (another boot, another machine).
+        // SAFETY: settime with a valid itimerspec and no old-value pointer.
+        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(err("arming a timerfd")(io::Error::last_os_error()));
+        }
+        if self.ticks > 0 {
+            let ticks = self.ticks;
+            // SAFETY: the ioctl reads one u64 from a valid pointer.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks) } != 0 {
+                return Err(err("setting a timerfd's pending expirations")(
+                    io::Error::last_os_error(),
+                ));
+            }
+        }
+        Ok(fd)
+    }
+}
