@@ -19,6 +19,7 @@ pub mod remote;
 pub mod restore;
 pub mod signals;
 pub mod snapshot;
+pub mod sockdiag;
 pub mod thread;
 
 pub use checkpoint::{

@@ -289,3 +289,9 @@ fn threads_contending_polling_and_sleeping() {
 fn epoll_timerfd_and_signalfd() {
     round_trip("events", &[]);
 }
+
+#[test]
+fn unix_socket_pairs_queues_shutdown_and_listeners() {
+    // The half-closed stream's data is consumed by the check: check once.
+    round_trip_with("sockets", &[], false);
+}

@@ -291,3 +291,44 @@ fn python_threads_go_on_after_restore() {
         );
     }
 }
+
+#[test]
+fn unix_socket_to_a_peer_outside_is_reset_and_the_program_sees_the_hangup() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    let t = tempdir();
+    let sock = t.path().join("outside.sock");
+    let log = t.path().join("py.log");
+    let img = t.path().join("img");
+    // The peer: this test, outside the saved set.
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut r = Reaper::new();
+    let go = t.path().join("go");
+    let script = format!(
+        "import socket,os,time\ns = socket.socket(socket.AF_UNIX)\ns.connect({:?})\nprint('connected', flush=True)\n\
+         while not os.path.exists({:?}): time.sleep(0.01)\n\
+         data = b''\nwhile True:\n    d = s.recv(100)\n    if not d: break\n    data += d\n\
+         print('got', data.decode(), flush=True)\nprint('EOF', flush=True)\ntime.sleep(1000)",
+        sock.to_str().unwrap(),
+        go.to_str().unwrap()
+    );
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    let (mut conn, _) = listener.accept().unwrap();
+    wait_lines(&log, 1);
+    // Queued in the program's socket while it is saved.
+    conn.write_all(b"hello, ").unwrap();
+    conn.write_all(b"queued").unwrap();
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0));
+    assert!(stdout(&check).contains("Reset"), "{}", stdout(&check));
+    r.checkpoint_stop(pid, &img);
+    drop(conn);
+    r.restore(&img, &[]);
+    fs::write(&go, b"").unwrap();
+    let all = wait_lines(&log, 3);
+    assert_eq!(all, ["connected", "got hello, queued", "EOF"]);
+}

@@ -14,6 +14,7 @@ pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod timerfd;
+pub mod unix;
 
 use crate::image::{ChunkRef, ImageError, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
@@ -91,6 +92,7 @@ pub enum FileKind {
     TimerFd(timerfd::TimerFd),
     SignalFd(signalfd::SignalFd),
     Epoll(epoll::Epoll),
+    UnixSocket(unix::UnixSocket),
 }
 
 impl FileKind {
@@ -104,12 +106,14 @@ impl FileKind {
             FileKind::TimerFd(t) => t.describe(),
             FileKind::SignalFd(s) => format!("signalfd for signal mask {:#x}", s.mask),
             FileKind::Epoll(e) => e.describe(),
+            FileKind::UnixSocket(u) => u.describe(),
         }
     }
 
     pub fn policy(&self) -> Policy {
         match self {
             FileKind::CharDevice(_) => Policy::Reopen,
+            FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             _ => Policy::Restore,
         }
     }
@@ -117,6 +121,7 @@ impl FileKind {
     pub fn chunks(&self) -> Vec<&ChunkRef> {
         match self {
             FileKind::Regular(r) => r.chunks(),
+            FileKind::UnixSocket(u) => u.chunks(),
             _ => Vec::new(),
         }
     }
@@ -178,6 +183,10 @@ pub struct FileTable {
     /// Our copy of each OFD, to compare and to read data through.
     held: Vec<OwnedFd>,
     by_inode: HashMap<(u64, u64), Vec<usize>>,
+    /// (pid, fd, file index) of every fd saved.
+    holders: Vec<(i32, i32, usize)>,
+    /// Every unix socket of the namespace, read once when the first is met.
+    unix_diag: Option<HashMap<u64, crate::sockdiag::UnixDiag>>,
 }
 
 impl FileTable {
@@ -223,6 +232,7 @@ impl FileTable {
                     f.kind.policy(),
                     "shares an open file description already saved",
                 );
+                self.holders.push((pid, fd, i));
                 fds.push(FdImage {
                     fd,
                     cloexec,
@@ -238,7 +248,30 @@ impl FileTable {
                 }),
                 libc::S_IFIFO => Ok(self.pipes.checkpoint(pid, fd, &target, &local, flags, &st)),
                 libc::S_IFCHR => chardev::checkpoint(&target, &st),
-                libc::S_IFSOCK => Err("sockets are not supported yet".to_string()),
+                libc::S_IFSOCK => match unix::domain(&local) {
+                    Ok(libc::AF_UNIX) => {
+                        if self.unix_diag.is_none() {
+                            self.unix_diag =
+                                Some(crate::sockdiag::unix_sockets().map_err(|source| {
+                                    FileError::Fd {
+                                        pid,
+                                        fd,
+                                        op: "querying unix sockets (sock_diag)",
+                                        source,
+                                    }
+                                })?);
+                        }
+                        unix::checkpoint(
+                            &local,
+                            st.st_ino,
+                            self.unix_diag.as_ref().expect("just loaded"),
+                        )
+                    }
+                    Ok(domain) => Err(format!(
+                        "sockets of address family {domain} are not supported yet"
+                    )),
+                    Err(e) => Err(format!("socket of unknown family: {e}")),
+                },
                 _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
                 _ if target_str == "anon_inode:[timerfd]" => timerfd::checkpoint(&info),
                 _ if target_str == "anon_inode:[signalfd]" => signalfd::checkpoint(&info),
@@ -270,6 +303,8 @@ impl FileTable {
                         FileKind::SignalFd(_) => "recreated with its signal mask".into(),
                         FileKind::Epoll(_) => "recreated; its watches are added back by the process under the same fd numbers".into(),
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
+                        FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
+                        FileKind::UnixSocket(_) => "recreated with its peer and the data queued each way".into(),
                         _ => "recreated with its flags and offset".into(),
                     };
                     report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
@@ -277,6 +312,7 @@ impl FileTable {
                     self.files.push(OpenFile { flags, kind });
                     self.held.push(local);
                     self.by_inode.entry(key).or_default().push(i);
+                    self.holders.push((pid, fd, i));
                     fds.push(FdImage {
                         fd,
                         cloexec,
@@ -292,8 +328,38 @@ impl FileTable {
     }
 
     /// After every process is collected: pipe peers are known.
-    pub fn finish_classification(&self, report: &mut Report) {
+    pub fn finish_classification(&mut self, report: &mut Report) {
         self.pipes.report_external(report);
+        // A unix socket whose peer no saved process holds is Reset.
+        let saved: std::collections::HashSet<u64> = self
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FileKind::UnixSocket(u) => Some(u.ino),
+                _ => None,
+            })
+            .collect();
+        for (i, f) in self.files.iter_mut().enumerate() {
+            let FileKind::UnixSocket(u) = &mut f.kind else {
+                continue;
+            };
+            if matches!(u.peer, unix::Peer::Inside { ino } if !saved.contains(&ino)) {
+                u.peer = unix::Peer::Outside;
+            }
+            if u.peer != unix::Peer::Outside {
+                continue;
+            }
+            for &(pid, fd, _) in self.holders.iter().filter(|h| h.2 == i) {
+                if let Some(finding) = report
+                    .findings
+                    .iter_mut()
+                    .find(|x| x.pid == pid && x.subject == Subject::Fd { fd })
+                {
+                    finding.policy = Policy::Reset;
+                    finding.reason = "its peer is outside the saved set: restored with the peer closed (the program reads the queued data, then end-of-file)".into();
+                }
+            }
+        }
     }
 
     /// Save the data held by files and pipes (queued pipe bytes, contents of
@@ -303,6 +369,7 @@ impl FileTable {
             match &mut file.kind {
                 FileKind::Regular(r) => r.dump_ghost(held, writer)?,
                 FileKind::Pipe(end) => self.pipes.dump(end.pipe, held, writer)?,
+                FileKind::UnixSocket(u) => u.dump(writer)?,
                 _ => {}
             }
         }
@@ -319,6 +386,15 @@ pub fn restore_all(
     base: RawFd,
 ) -> Result<Vec<OwnedFd>> {
     let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
+    let mut unix_ends = unix::UnixEnds::default();
+    let unix_by_ino: HashMap<u64, &unix::UnixSocket> = files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::UnixSocket(u) => Some((u.ino, u)),
+            _ => None,
+        })
+        .collect();
+    let peer_of = |ino: u64| unix_by_ino.get(&ino).map(|u| (*u).clone());
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let fd = match &f.kind {
@@ -332,6 +408,7 @@ pub fn restore_all(
             FileKind::TimerFd(t) => t.restore(f.flags)?,
             FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
             FileKind::Epoll(e) => e.restore()?,
+            FileKind::UnixSocket(u) => unix_ends.open(u, &peer_of, image)?,
         };
         out.push(move_above(fd, base)?);
     }

@@ -1,0 +1,562 @@
+//! Unix sockets: stream, datagram and seqpacket; connected pairs with the
+//! bytes (or messages) queued in each direction, listeners bound to paths
+//! or abstract names, unconnected sockets.
+//!
+//! The kernel tells peers apart only through sock_diag (see `sockdiag`).
+//! Queued data is read without consuming it: `MSG_PEEK` with `SO_PEEK_OFF`
+//! walks the receive queue, then the program's peek offset is put back.
+//! At restore a connected pair is a `socketpair`, each end's queue sent
+//! again from the other end. A socket whose peer is outside the saved set
+//! is Reset: restored with its peer closed, so the program reads its queued
+//! data, then end-of-file, as if the peer had gone.
+
+use super::{FileError, FileKind};
+use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::sockdiag::{self, UnixDiag};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Bound on the bytes queued on one socket that a checkpoint saves.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+const RCV_SHUTDOWN: u8 = 1;
+const SEND_SHUTDOWN: u8 = 2;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Peer {
+    /// Not connected.
+    None,
+    /// The socket with this inode, saved too.
+    Inside { ino: u64 },
+    /// Connected to a socket outside the set (or to one now closed).
+    Outside,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixSocket {
+    pub ino: u64,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub kind: i32,
+    /// Bound address: path bytes, or an abstract name starting with NUL.
+    #[serde(with = "hex::serde")]
+    pub name: Vec<u8>,
+    /// `listen` backlog, for a listening socket.
+    pub backlog: Option<u32>,
+    pub peer: Peer,
+    pub shutdown: u8,
+    pub passcred: bool,
+    pub sndbuf: i32,
+    pub rcvbuf: i32,
+    /// Lengths of the queued messages (one entry for a stream's bytes).
+    pub queue_lens: Vec<u32>,
+    pub queue: Vec<ChunkRef>,
+    /// The queued data between checkpoint and dump; never in the image.
+    #[serde(skip)]
+    pub pending: Vec<Vec<u8>>,
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        libc::SOCK_STREAM => "stream",
+        libc::SOCK_DGRAM => "datagram",
+        libc::SOCK_SEQPACKET => "seqpacket",
+        _ => "other",
+    }
+}
+
+fn printable(name: &[u8]) -> String {
+    match name.first() {
+        Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
+        _ => String::from_utf8_lossy(name).into_owned(),
+    }
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int to a valid pointer.
+    if unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads one int from a valid pointer.
+    if unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket's domain (`AF_UNIX`, `AF_INET`...).
+pub(super) fn domain(fd: &OwnedFd) -> io::Result<i32> {
+    getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
+/// Read the receive queue without consuming it: one entry per message.
+/// Refuses (Err) when file descriptors are in flight.
+fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, String> {
+    const SO_PEEK_OFF: i32 = 42;
+    let saved = getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF)
+        .map_err(|e| format!("reading SO_PEEK_OFF: {e}"))?;
+    setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0)
+        .map_err(|e| format!("setting SO_PEEK_OFF: {e}"))?;
+    let result = (|| {
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 256 << 10];
+        let mut cbuf = [0u8; 4096];
+        loop {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: msghdr is plain data; zeroed is valid.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = cbuf.len();
+            // SAFETY: recvmsg into our buffers, peeking, never blocking.
+            let n = unsafe {
+                libc::recvmsg(
+                    fd,
+                    &mut msg,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN) {
+                    return Ok(out);
+                }
+                return Err(format!("peeking at queued data: {e}"));
+            }
+            if rights_in(&msg) {
+                return Err("file descriptors in flight (SCM_RIGHTS) are not supported yet".into());
+            }
+            if n == 0 && kind == libc::SOCK_STREAM {
+                return Ok(out); // end of stream: the peer shut down
+            }
+            if msg.msg_flags & libc::MSG_TRUNC != 0 {
+                return Err("a queued message larger than 256 KiB".into());
+            }
+            total += n as usize;
+            if total > MAX_QUEUED_BYTES {
+                return Err(format!("more than {MAX_QUEUED_BYTES} bytes queued"));
+            }
+            if kind == libc::SOCK_STREAM {
+                match out.first_mut() {
+                    Some(all) => all.extend_from_slice(&buf[..n as usize]),
+                    None => out.push(buf[..n as usize].to_vec()),
+                }
+            } else {
+                out.push(buf[..n as usize].to_vec());
+            }
+        }
+    })();
+    // Put the program's peek offset back whatever happened.
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, saved);
+    result
+}
+
+/// Whether a peeked message carried fds; any it installed here are closed.
+fn rights_in(msg: &libc::msghdr) -> bool {
+    let mut found = false;
+    // SAFETY: walking the control buffer the kernel just filled, with the
+    // CMSG macros over the same msghdr.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                found = true;
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                for i in 0..n {
+                    libc::close(*data.add(i));
+                }
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    found
+}
+
+/// Classify one unix socket (already fetched as `held`).
+pub(super) fn checkpoint(
+    held: &OwnedFd,
+    ino: u64,
+    diag: &HashMap<u64, UnixDiag>,
+) -> Result<FileKind, String> {
+    let d = diag
+        .get(&ino)
+        .ok_or_else(|| format!("unix socket {ino} not found by sock_diag"))?;
+    let fd = held.as_raw_fd();
+    let kind = d.kind as i32;
+    if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&kind) {
+        return Err(format!("unix socket of type {kind}"));
+    }
+    let name = d.name.clone().unwrap_or_default();
+    let opt = |o| {
+        getsockopt_int(fd, libc::SOL_SOCKET, o).map_err(|e| format!("reading socket options: {e}"))
+    };
+    let mut s = UnixSocket {
+        ino,
+        kind,
+        name,
+        backlog: None,
+        peer: Peer::None,
+        shutdown: d.shutdown,
+        passcred: opt(libc::SO_PASSCRED)? != 0,
+        sndbuf: opt(libc::SO_SNDBUF)?,
+        rcvbuf: opt(libc::SO_RCVBUF)?,
+        queue_lens: Vec::new(),
+        queue: Vec::new(),
+        pending: Vec::new(),
+    };
+    if d.state == sockdiag::STATE_LISTEN {
+        if !d.pending.is_empty() {
+            return Err(format!(
+                "listening {} socket {} with {} connections waiting to be accepted: not supported yet",
+                kind_name(kind),
+                printable(&s.name),
+                d.pending.len()
+            ));
+        }
+        // sock_diag reports a listener's backlog as its write queue.
+        s.backlog = Some(d.wqueue);
+        return Ok(FileKind::UnixSocket(s));
+    }
+    s.peer = match d.peer {
+        Some(p) if p != 0 => Peer::Inside { ino: p }, // confirmed or turned Outside later
+        _ if d.state == sockdiag::STATE_ESTABLISHED => Peer::Outside,
+        _ => Peer::None,
+    };
+    s.pending = peek_queue(fd, kind)?;
+    if s.peer == Peer::None && !s.pending.is_empty() {
+        return Err("unconnected socket with queued messages (their senders are not kept): not supported yet".into());
+    }
+    s.queue_lens = s.pending.iter().map(|m| m.len() as u32).collect();
+    Ok(FileKind::UnixSocket(s))
+}
+
+impl UnixSocket {
+    pub fn describe(&self) -> String {
+        let what = match (&self.backlog, &self.peer) {
+            (Some(_), _) => "listening",
+            (None, Peer::Inside { .. }) => "connected",
+            (None, Peer::Outside) => "connected",
+            (None, Peer::None) => "unconnected",
+        };
+        if self.name.is_empty() {
+            format!("unix {} socket, {what}", kind_name(self.kind))
+        } else {
+            format!(
+                "unix {} socket {}, {what}",
+                kind_name(self.kind),
+                printable(&self.name)
+            )
+        }
+    }
+
+    /// Store the queued data in the image.
+    pub(super) fn dump(&mut self, writer: &ImageWriter) -> Result<(), FileError> {
+        let all: Vec<u8> = std::mem::take(&mut self.pending).concat();
+        for piece in all.chunks(1 << 20) {
+            self.queue.push(writer.put_chunk(piece)?);
+        }
+        Ok(())
+    }
+
+    pub fn chunks(&self) -> Vec<&ChunkRef> {
+        self.queue.iter().collect()
+    }
+
+    fn messages(&self, image: &ImageReader) -> Result<Vec<Vec<u8>>, FileError> {
+        let mut all = Vec::new();
+        let mut buf = Vec::new();
+        for c in &self.queue {
+            image.read_chunk(c, &mut buf)?;
+            all.extend_from_slice(&buf);
+        }
+        let total: u64 = self.queue_lens.iter().map(|&l| l as u64).sum();
+        if total != all.len() as u64 {
+            return Err(FileError::Create {
+                what: "refilling a unix socket: the saved queue does not match its lengths",
+                source: io::Error::from(io::ErrorKind::InvalidData),
+            });
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &l in &self.queue_lens {
+            out.push(all[at..at + l as usize].to_vec());
+            at += l as usize;
+        }
+        Ok(out)
+    }
+}
+
+fn create_err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
+    move |source| FileError::Create { what, source }
+}
+
+fn socket_of(kind: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes integers and returns a new fd or -1.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pair_of(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two ints.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fds owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sockaddr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; zeroed is valid.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // A path's name from sock_diag ends with its NUL; an abstract one does not.
+    let bytes = if name.first() != Some(&0) {
+        name.strip_suffix(&[0]).unwrap_or(name)
+    } else {
+        name
+    };
+    if bytes.len() >= a.sun_path.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in a.sun_path.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>()
+        + bytes.len()
+        + usize::from(name.first() != Some(&0));
+    Ok((a, len as libc::socklen_t))
+}
+
+/// Send `messages` from `from` into `to`'s receive queue, with buffers
+/// forced large enough to hold them (root may exceed the sysctl limits).
+fn refill(from: &OwnedFd, to: &OwnedFd, messages: &[Vec<u8>]) -> Result<(), FileError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let total: usize = messages.iter().map(Vec::len).sum::<usize>() * 2 + (1 << 20);
+    let total = total.min(i32::MAX as usize) as i32;
+    let _ = setsockopt_int(
+        from.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        total,
+    );
+    let _ = setsockopt_int(
+        to.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        total,
+    );
+    for m in messages {
+        // SAFETY: sending from our buffer; never blocking.
+        let n = unsafe {
+            libc::send(
+                from.as_raw_fd(),
+                m.as_ptr().cast(),
+                m.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n != m.len() as isize {
+            let e = if n < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::from(io::ErrorKind::WriteZero)
+            };
+            return Err(create_err("refilling a unix socket's queue")(e));
+        }
+    }
+    Ok(())
+}
+
+/// Options and shutdown state, once the queues are refilled.
+fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
+    let raw = fd.as_raw_fd();
+    // The kernel doubles what it is given; the saved values are doubled.
+    let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, s.sndbuf / 2);
+    let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, s.rcvbuf / 2);
+    if s.passcred {
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+            .map_err(create_err("setting SO_PASSCRED"))?;
+    }
+    for (bit, how) in [
+        (SEND_SHUTDOWN, libc::SHUT_WR),
+        (RCV_SHUTDOWN, libc::SHUT_RD),
+    ] {
+        if s.shutdown & bit != 0 {
+            // SAFETY: shutdown on our socket.
+            unsafe { libc::shutdown(raw, how) };
+        }
+    }
+    Ok(())
+}
+
+/// Unix sockets being restored: the second end of each pair waits here
+/// until its file comes.
+#[derive(Debug, Default)]
+pub(super) struct UnixEnds {
+    waiting: HashMap<u64, OwnedFd>,
+}
+
+impl UnixEnds {
+    /// Open socket `s`; `peer_of(ino)` finds the saved peer's image.
+    pub fn open(
+        &mut self,
+        s: &UnixSocket,
+        peer_of: &dyn Fn(u64) -> Option<UnixSocket>,
+        image: &ImageReader,
+    ) -> Result<OwnedFd, FileError> {
+        if let Some(fd) = self.waiting.remove(&s.ino) {
+            return Ok(fd);
+        }
+        if let Some(backlog) = s.backlog {
+            return listen(s, backlog);
+        }
+        match &s.peer {
+            Peer::Inside { ino } => {
+                let Some(peer) = peer_of(*ino) else {
+                    return reset(s, image);
+                };
+                let (mine, theirs) =
+                    pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+                refill(&theirs, &mine, &s.messages(image)?)?;
+                refill(&mine, &theirs, &peer.messages(image)?)?;
+                finish(&mine, s)?;
+                finish(&theirs, &peer)?;
+                self.waiting.insert(peer.ino, theirs);
+                Ok(mine)
+            }
+            Peer::Outside => reset(s, image),
+            Peer::None => {
+                let fd = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+                if !s.name.is_empty() {
+                    bind(&fd, s)?;
+                }
+                finish(&fd, s)?;
+                Ok(fd)
+            }
+        }
+    }
+}
+
+/// A socket whose peer is gone: its queue, then end-of-file.
+fn reset(s: &UnixSocket, image: &ImageReader) -> Result<OwnedFd, FileError> {
+    let (mine, theirs) = pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+    refill(&theirs, &mine, &s.messages(image)?)?;
+    drop(theirs);
+    finish(&mine, s)?;
+    Ok(mine)
+}
+
+fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
+    let (addr, len) = sockaddr(&s.name).map_err(create_err("a unix socket name too long"))?;
+    let bound = |fd: &OwnedFd| {
+        // SAFETY: bind with a valid sockaddr_un of `len` bytes.
+        unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        }
+    };
+    if bound(fd) == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    let path_name = s.name.first() != Some(&0);
+    if err.raw_os_error() == Some(libc::EADDRINUSE) && path_name {
+        // The socket file of the saved process is still there. Take it
+        // over only if nobody answers on it.
+        let probe = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+        // SAFETY: connect with the same valid address.
+        let live = unsafe {
+            libc::connect(
+                probe.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                len,
+            )
+        } == 0;
+        if !live {
+            let path = name_path(&s.name);
+            if std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                let _ = std::fs::remove_file(&path);
+                if bound(fd) == 0 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(FileError::Path {
+        op: "binding a unix socket to",
+        path: printable(&s.name).into(),
+        source: io::Error::from_raw_os_error(err.raw_os_error().unwrap_or(libc::EADDRINUSE)),
+    })
+}
+
+/// The filesystem path of a path name (its trailing NUL dropped).
+fn name_path(name: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(name.strip_suffix(&[0]).unwrap_or(name)).into()
+}
+
+fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
+    let fd = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+    if !s.name.is_empty() {
+        bind(&fd, s)?;
+    }
+    // SAFETY: listen on our socket.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog.min(i32::MAX as u32) as i32) } != 0 {
+        return Err(create_err("listening on a unix socket")(
+            io::Error::last_os_error(),
+        ));
+    }
+    finish(&fd, s)?;
+    Ok(fd)
+}
