@@ -268,7 +268,14 @@ impl FileTable {
                         )
                     }
                     Ok(domain) => Err(format!(
-                        "sockets of address family {domain} are not supported yet"
+                        "{} sockets are not supported yet",
+                        match domain {
+                            libc::AF_INET => "IPv4",
+                            libc::AF_INET6 => "IPv6",
+                            libc::AF_NETLINK => "netlink",
+                            libc::AF_PACKET => "packet",
+                            _ => "this family of",
+                        }
                     )),
                     Err(e) => Err(format!("socket of unknown family: {e}")),
                 },
