@@ -42,6 +42,10 @@ pub struct ProcessImage {
     pub sigactions: Vec<SigAction>,
     pub shared_pending: Vec<QueuedSignal>,
     pub fds: Vec<FdImage>,
+    /// For a session leader: the number of the pty (saved too) that is the
+    /// session's controlling terminal.
+    #[serde(default)]
+    pub ctty: Option<u32>,
 }
 
 impl ProcessImage {

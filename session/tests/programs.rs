@@ -332,3 +332,95 @@ fn unix_socket_to_a_peer_outside_is_reset_and_the_program_sees_the_hangup() {
     let all = wait_lines(&log, 3);
     assert_eq!(all, ["connected", "got hello, queued", "EOF"]);
 }
+
+/// A terminal emulator in miniature: python holds a pty master, runs an
+/// interactive bash on the slave, logs what bash prints and types what the
+/// test asks for.
+const TERMINAL: &str = r#"
+import os, pty, select, sys, time
+log, inbox = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ['PS1'] = 'PROMPT$ '
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])
+n = 0
+while True:
+    r, _, _ = select.select([fd], [], [], 0.02)
+    if r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        with open(log, 'ab') as f:
+            f.write(data)
+    nxt = f"{inbox}.{n}"
+    if os.path.exists(nxt):
+        os.write(fd, open(nxt, 'rb').read())
+        n += 1
+"#;
+
+#[test]
+fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
+    let t = tempdir();
+    let log = t.path().join("term.log");
+    let inbox = t.path().join("type");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", TERMINAL, path(&log), path(&inbox)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    let typed = std::cell::Cell::new(0);
+    let type_line = |line: &str| {
+        fs::write(
+            inbox.with_extension(typed.get().to_string()),
+            format!("{line}\n"),
+        )
+        .unwrap();
+        typed.set(typed.get() + 1);
+    };
+    let wait_for = |what: &str| {
+        wait_until(&format!("{what:?} on the terminal"), DEADLINE, || {
+            screen().contains(what).then_some(())
+        })
+    };
+    wait_for("PROMPT$ ");
+    type_line("sleep 1000 &");
+    wait_for("[1] ");
+    type_line("echo tty=$(tty | cut -c1-9) fg=$(ps -o tpgid= -p $$ | tr -d ' ') me=$$");
+    wait_for("tty=/dev/pts/");
+    // Idle at the prompt: nothing unread in the terminal.
+    wait_until("bash idle at its prompt", DEADLINE, || {
+        screen().trim_end().ends_with("PROMPT$").then_some(())
+    });
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+
+    let before = screen().len();
+    type_line("echo answer=$((6*7)); jobs; echo fg=$(ps -o tpgid= -p $$ | tr -d ' ') me=$$");
+    wait_for("answer=42");
+    wait_until(
+        "jobs and the foreground group after restore",
+        DEADLINE,
+        || {
+            let s = screen()[before..].to_string();
+            (s.contains("sleep 1000 &") && s.lines().any(|l| l.starts_with("fg="))).then_some(())
+        },
+    );
+    let after = screen()[before..].to_string();
+    let line = after
+        .lines()
+        .find(|l| l.starts_with("fg="))
+        .unwrap_or_else(|| panic!("no fg= line in {after:?}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        f[0].trim_start_matches("fg="),
+        f[1].trim_start_matches("me="),
+        "bash is its terminal's foreground group: {line}"
+    );
+}

@@ -11,6 +11,7 @@ pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
 pub mod pipe;
+pub mod pty;
 pub mod regular;
 pub mod signalfd;
 pub mod timerfd;
@@ -93,6 +94,7 @@ pub enum FileKind {
     SignalFd(signalfd::SignalFd),
     Epoll(epoll::Epoll),
     UnixSocket(unix::UnixSocket),
+    Pty(pty::PtyEnd),
 }
 
 impl FileKind {
@@ -107,6 +109,7 @@ impl FileKind {
             FileKind::SignalFd(s) => format!("signalfd for signal mask {:#x}", s.mask),
             FileKind::Epoll(e) => e.describe(),
             FileKind::UnixSocket(u) => u.describe(),
+            FileKind::Pty(p) => p.describe(),
         }
     }
 
@@ -247,7 +250,16 @@ impl FileTable {
                     path: target.clone(),
                 }),
                 libc::S_IFIFO => Ok(self.pipes.checkpoint(pid, fd, &target, &local, flags, &st)),
-                libc::S_IFCHR => chardev::checkpoint(&target, &st),
+                libc::S_IFCHR => {
+                    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                    if pty::is_master(major, minor) {
+                        pty::checkpoint(&local, true, None)
+                    } else if pty::is_slave_major(major) {
+                        pty::checkpoint(&local, false, Some((major - 136) * 256 + minor))
+                    } else {
+                        chardev::checkpoint(&target, &st)
+                    }
+                }
                 libc::S_IFSOCK => match unix::domain(&local) {
                     Ok(libc::AF_UNIX) => {
                         if self.unix_diag.is_none() {
@@ -312,6 +324,7 @@ impl FileTable {
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
                         FileKind::UnixSocket(_) => "recreated with its peer and the data queued each way".into(),
+                        FileKind::Pty(_) => "a fresh pty with the saved termios, window size and modes (its number may change)".into(),
                         _ => "recreated with its flags and offset".into(),
                     };
                     report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
@@ -337,6 +350,37 @@ impl FileTable {
     /// After every process is collected: pipe peers are known.
     pub fn finish_classification(&mut self, report: &mut Report) {
         self.pipes.report_external(report);
+        // A pty needs its master: a slave alone is a terminal outside the
+        // set (the one hiber runs in, say); a master alone hangs up.
+        let ends: std::collections::HashSet<(u32, bool)> = self
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FileKind::Pty(p) => Some((p.index, p.master)),
+                _ => None,
+            })
+            .collect();
+        for &(pid, fd, i) in &self.holders {
+            let FileKind::Pty(p) = &self.files[i].kind else {
+                continue;
+            };
+            if ends.contains(&(p.index, !p.master)) {
+                continue;
+            }
+            if let Some(finding) = report
+                .findings
+                .iter_mut()
+                .find(|x| x.pid == pid && x.subject == Subject::Fd { fd })
+            {
+                if p.master {
+                    finding.policy = Policy::Reset;
+                    finding.reason = "no saved process holds its slave: restored with the slave closed (the program sees the hang-up)".into();
+                } else {
+                    finding.policy = Policy::Refuse;
+                    finding.reason = "its terminal (the pty master) is outside the saved set; save the terminal emulator with it (running inside an outside terminal is not supported yet)".into();
+                }
+            }
+        }
         // A unix socket whose peer no saved process holds is Reset.
         let saved: std::collections::HashSet<u64> = self
             .files
@@ -402,6 +446,13 @@ pub fn restore_all(
         })
         .collect();
     let peer_of = |ino: u64| unix_by_ino.get(&ino).map(|u| (*u).clone());
+    let mut ptys = pty::PtyPairs::default();
+    let pty_end = |index: u32, master: bool| {
+        files.iter().find_map(|f| match &f.kind {
+            FileKind::Pty(p) if p.index == index && p.master == master => Some(p.clone()),
+            _ => None,
+        })
+    };
     let mut out = Vec::with_capacity(files.len());
     for f in files {
         let fd = match &f.kind {
@@ -416,6 +467,7 @@ pub fn restore_all(
             FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
             FileKind::Epoll(e) => e.restore()?,
             FileKind::UnixSocket(u) => unix_ends.open(u, &peer_of, image)?,
+            FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
         };
         out.push(move_above(fd, base)?);
     }

@@ -257,6 +257,7 @@ pub enum Step {
     Gadget,
     Personality,
     EpollWatches,
+    Ctty,
 }
 
 impl Step {
@@ -272,6 +273,7 @@ impl Step {
             8 => "mapping the restore gadget",
             9 => "setting its personality",
             10 => "adding its epoll watches",
+            11 => "taking its controlling terminal",
             _ => "an unknown step",
         }
     }
@@ -336,6 +338,16 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
         // SAFETY: setsid takes no arguments.
         if let Err(e) = check(unsafe { libc::setsid() } as libc::c_long) {
             fail(shared, me, Step::Setsid, e);
+        }
+        // Before forking: children inherit the controlling terminal.
+        if let NodeKind::Process(i) = node.kind {
+            if let Some(fd) = ctty_fd(spec, &spec.processes[i]) {
+                // SAFETY: TIOCSCTTY on a pty slave the restorer opened.
+                let rc = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+                if let Err(e) = check(rc as libc::c_long) {
+                    fail(shared, me, Step::Ctty, e);
+                }
+            }
         }
     }
     if node.make_group {
@@ -417,6 +429,34 @@ fn cstr(p: &std::path::Path) -> std::ffi::CString {
     std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap_or_default()
 }
 
+/// The restorer's fd of the slave of `p`'s controlling terminal.
+fn ctty_fd(spec: &TreeSpec<'_>, p: &ProcessImage) -> Option<RawFd> {
+    let index = p.ctty?;
+    spec.files
+        .iter()
+        .position(|f| matches!(&f.kind, FileKind::Pty(e) if !e.master && e.index == index))
+        .map(|i| spec.file_fds[i])
+}
+
+/// The foreground group saved for `p`'s controlling terminal.
+fn foreground(spec: &TreeSpec<'_>, p: &ProcessImage) -> Option<i32> {
+    let index = p.ctty?;
+    spec.files
+        .iter()
+        .find_map(|f| match &f.kind {
+            FileKind::Pty(e) if !e.master && e.index == index && e.foreground > 0 => {
+                Some(e.foreground)
+            }
+            _ => None,
+        })
+        // Only a group of this session that the image recreates.
+        .filter(|&fg| {
+            spec.processes
+                .iter()
+                .any(|q| q.pgid == fg && q.sid == p.pid)
+        })
+}
+
 /// Per-process state set from inside, before the swap.
 fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step, io::Error)> {
     let e = |step| move |err| (step, err);
@@ -428,6 +468,22 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         // SAFETY: dup3 between fds; src is open in this copy of the restorer.
         check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
         targets.push(f.fd);
+    }
+    // The terminal's foreground group, now that every group exists. From
+    // the background that raises SIGTTOU: blocked meanwhile.
+    if let (Some(fd), Some(fg)) = (ctty_fd(spec, p), foreground(spec, p)) {
+        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigset operations on local sets; tcsetpgrp on our tty fd.
+        let rc = unsafe {
+            let mut ttou = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(ttou.as_mut_ptr());
+            libc::sigaddset(ttou.as_mut_ptr(), libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, ttou.as_ptr(), old.as_mut_ptr());
+            let rc = libc::tcsetpgrp(fd, fg);
+            libc::sigprocmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
+            rc
+        };
+        check(rc as libc::c_long).map_err(e(Step::Ctty))?;
     }
     // Epoll watches, keyed by fd number, once every fd has its number; by
     // the process they were read from, through its first fd of the epoll.
