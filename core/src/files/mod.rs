@@ -465,8 +465,16 @@ pub fn restore_all(
             FileKind::EventFd(e) => e.restore(f.flags)?,
             FileKind::TimerFd(t) => t.restore(f.flags)?,
             FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
-            FileKind::Epoll(e) => e.restore()?,
-            FileKind::UnixSocket(u) => unix_ends.open(u, &peer_of, image)?,
+            FileKind::Epoll(e) => {
+                let fd = e.restore()?;
+                status_flags_as_saved(&fd, f.flags)?;
+                fd
+            }
+            FileKind::UnixSocket(u) => {
+                let fd = unix_ends.open(u, &peer_of, image)?;
+                status_flags_as_saved(&fd, f.flags)?;
+                fd
+            }
             FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
         };
         out.push(move_above(fd, base)?);
@@ -489,6 +497,15 @@ fn move_above(fd: OwnedFd, base: RawFd) -> Result<OwnedFd> {
 }
 
 /// Set a fd's status flags (O_NONBLOCK, O_APPEND...) as saved.
+/// Objects created by a syscall (sockets, epoll) start blocking: give them
+/// the saved `O_NONBLOCK` (the only status flag they keep).
+fn status_flags_as_saved(fd: &OwnedFd, flags: u32) -> Result<()> {
+    set_status_flags(fd, flags & libc::O_NONBLOCK as u32).map_err(|source| FileError::Create {
+        what: "setting the saved O_NONBLOCK",
+        source,
+    })
+}
+
 fn set_status_flags(fd: &OwnedFd, flags: u32) -> io::Result<()> {
     // SAFETY: F_SETFL on an open fd with an integer argument.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags as libc::c_int) } != 0 {
