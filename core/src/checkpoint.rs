@@ -106,6 +106,7 @@ fn inspect_process(
         shared_pending: Vec::new(),
         fds: Vec::new(),
         ctty: None,
+        timers: Default::default(),
     };
     if fp.zombie {
         report.add(
@@ -220,11 +221,12 @@ fn inspect_process(
             t.restore()?;
             threads.push(th?);
         }
-        Ok((brk, actions, threads))
+        let timers = crate::timers::checkpoint(&task, &mut mem, &scratch, pid)?;
+        Ok((brk, actions, threads, timers))
     })();
     let unmapped = scratch.unmap(&task);
     task.restore()?;
-    let (brk, sigactions, threads) = inside?;
+    let (brk, sigactions, threads, timers) = inside?;
     unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
 
@@ -250,6 +252,7 @@ fn inspect_process(
         .then(|| (tty_major - 136) * 256 + tty_minor);
     Ok(Some(ProcessImage {
         ctty,
+        timers,
         cwd,
         root,
         umask: status.umask.unwrap_or(0o022),

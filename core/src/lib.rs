@@ -21,6 +21,7 @@ pub mod signals;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod thread;
+pub mod timers;
 
 pub use checkpoint::{
     check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage,

@@ -46,6 +46,9 @@ pub struct ProcessImage {
     /// session's controlling terminal.
     #[serde(default)]
     pub ctty: Option<u32>,
+    /// Interval and POSIX timers.
+    #[serde(default)]
+    pub timers: crate::timers::Timers,
 }
 
 impl ProcessImage {

@@ -295,3 +295,8 @@ fn unix_socket_pairs_queues_shutdown_and_listeners() {
     // The half-closed stream's data is consumed by the check: check once.
     round_trip_with("sockets", &[], false);
 }
+
+#[test]
+fn interval_and_posix_timers() {
+    round_trip("timers", &[]);
+}

@@ -776,6 +776,8 @@ fn swap(
             t.sigmask,
         )?;
     }
+    // After the threads: a timer may signal one of them.
+    crate::timers::restore(&task, &mut mem, &scratch, &p.timers)?;
     let th = &p.threads[0];
     thread::restore(&task, &mut mem, &scratch, th)?;
     signals::requeue(&task, &mut mem, &scratch, p.pid, None, &p.shared_pending)?;
