@@ -107,6 +107,7 @@ fn inspect_process(
         fds: Vec::new(),
         ctty: None,
         timers: Default::default(),
+        locks: Vec::new(),
     };
     if fp.zombie {
         report.add(
@@ -168,6 +169,14 @@ fn inspect_process(
     let smaps = dir.smaps()?;
     let vmas = memory::classify(pid, &smaps, shmem, report);
     let fds = files.collect(pid, report)?;
+    let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
+    let locks = crate::locks::checkpoint(pid, &fd_numbers, report).map_err(|source| {
+        CheckpointError::Os {
+            pid,
+            what: "reading /proc/locks",
+            source,
+        }
+    })?;
     let cwd = dir.cwd()?;
     let root = dir.root()?;
     for (what, p) in [("cwd", &cwd), ("root", &root)] {
@@ -253,6 +262,7 @@ fn inspect_process(
     Ok(Some(ProcessImage {
         ctty,
         timers,
+        locks,
         cwd,
         root,
         umask: status.umask.unwrap_or(0o022),

@@ -10,6 +10,7 @@ pub mod creds;
 pub mod files;
 pub mod freeze;
 pub mod image;
+pub mod locks;
 pub mod memory;
 pub mod policy;
 pub mod procfs;

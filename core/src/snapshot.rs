@@ -49,6 +49,9 @@ pub struct ProcessImage {
     /// Interval and POSIX timers.
     #[serde(default)]
     pub timers: crate::timers::Timers,
+    /// File locks it holds, taken again on its fds.
+    #[serde(default)]
+    pub locks: Vec<crate::locks::FileLock>,
 }
 
 impl ProcessImage {

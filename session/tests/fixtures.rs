@@ -300,3 +300,8 @@ fn unix_socket_pairs_queues_shutdown_and_listeners() {
 fn interval_and_posix_timers() {
     round_trip("timers", &[]);
 }
+
+#[test]
+fn flock_posix_and_ofd_locks() {
+    round_trip("locks", &[]);
+}

@@ -258,6 +258,7 @@ pub enum Step {
     Personality,
     EpollWatches,
     Ctty,
+    Locks,
 }
 
 impl Step {
@@ -274,6 +275,7 @@ impl Step {
             9 => "setting its personality",
             10 => "adding its epoll watches",
             11 => "taking its controlling terminal",
+            12 => "taking its file locks again (held by someone else?)",
             _ => "an unknown step",
         }
     }
@@ -507,6 +509,11 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
     }
     // SAFETY: as above: every restorer object from base_fd up.
     unsafe { libc::syscall(libc::SYS_close_range, spec.base_fd as u32, u32::MAX, 0) };
+    // Locks last among the fds: closing any fd of a file drops this
+    // process's POSIX locks on it, and the restorer's copies just closed.
+    for lock in &p.locks {
+        crate::locks::restore(lock).map_err(e(Step::Locks))?;
+    }
 
     // SAFETY: chdir/chroot with NUL-terminated paths.
     check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long).map_err(e(Step::Cwd))?;

@@ -1,0 +1,200 @@
+//! File locks held by a process: `flock` locks, POSIX record locks
+//! (`fcntl(F_SETLK)`) and open file description locks (`F_OFD_SETLK`),
+//! from /proc/locks. Each is tied to one of the process's fds and taken
+//! again by the restored process itself, on that fd.
+
+use crate::policy::{Policy, Report, Subject};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LockKind {
+    Flock,
+    Posix,
+    Ofd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLock {
+    pub kind: LockKind,
+    /// The fd (of this process) the lock is taken again through.
+    pub fd: i32,
+    pub write: bool,
+    /// Byte range; `end` None: to the end of the file (and beyond).
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+/// One line of /proc/locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    kind: LockKind,
+    write: bool,
+    pid: i32,
+    dev: (u32, u32),
+    ino: u64,
+    start: u64,
+    end: Option<u64>,
+}
+
+fn parse(text: &str) -> Vec<Line> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // "N: TYPE MODE RW PID MAJ:MIN:INO START END"; "N: -> ..." waits.
+        if w.len() < 8 || w[1] == "->" {
+            continue;
+        }
+        let kind = match w[1] {
+            "FLOCK" => LockKind::Flock,
+            "POSIX" => LockKind::Posix,
+            "OFDLCK" => LockKind::Ofd,
+            _ => continue,
+        };
+        let id: Vec<&str> = w[5].split(':').collect();
+        let (Some(maj), Some(min), Some(ino)) = (
+            id.first().and_then(|v| u32::from_str_radix(v, 16).ok()),
+            id.get(1).and_then(|v| u32::from_str_radix(v, 16).ok()),
+            id.get(2).and_then(|v| v.parse().ok()),
+        ) else {
+            continue;
+        };
+        out.push(Line {
+            kind,
+            write: w[3] == "WRITE",
+            pid: w[4].parse().unwrap_or(-1),
+            dev: (maj, min),
+            ino,
+            start: w[6].parse().unwrap_or(0),
+            end: w[7].parse().ok(),
+        });
+    }
+    out
+}
+
+/// The locks of `pid`, each tied to one of `fds`; refusals go to `report`.
+pub fn checkpoint(pid: i32, fds: &[i32], report: &mut Report) -> io::Result<Vec<FileLock>> {
+    let lines = parse(&std::fs::read_to_string("/proc/locks")?);
+    let target = |fd: i32| {
+        std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+            .ok()
+            .map(|m| ((libc::major(m.dev()), libc::minor(m.dev())), m.ino()))
+    };
+    let mut out = Vec::new();
+    for l in lines {
+        // OFD locks carry no owner pid (-1): claim those on a file this
+        // process holds.
+        if l.pid != pid && !(l.kind == LockKind::Ofd && l.pid == -1) {
+            continue;
+        }
+        let mut on_file = fds
+            .iter()
+            .copied()
+            .filter(|&fd| target(fd) == Some((l.dev, l.ino)));
+        let Some(fd) = on_file.next() else {
+            if l.pid == pid {
+                report.add(
+                    pid,
+                    Subject::Process,
+                    format!("{:?} lock on inode {}", l.kind, l.ino),
+                    Policy::Refuse,
+                    "a lock on a file the process no longer has open is not supported",
+                );
+            }
+            continue;
+        };
+        if l.kind != LockKind::Posix && on_file.next().is_some() {
+            report.add(
+                pid,
+                Subject::Fd { fd },
+                format!("{:?} lock on inode {}", l.kind, l.ino),
+                Policy::Refuse,
+                "the file is open more than once, and which open holds the lock is unknown: not supported yet",
+            );
+            continue;
+        }
+        report.add(
+            pid,
+            Subject::Fd { fd },
+            format!(
+                "{:?} {} lock",
+                l.kind,
+                if l.write { "write" } else { "read" }
+            ),
+            Policy::Restore,
+            "taken again by the restored process",
+        );
+        out.push(FileLock {
+            kind: l.kind,
+            fd,
+            write: l.write,
+            start: l.start,
+            end: l.end,
+        });
+    }
+    Ok(out)
+}
+
+/// Take `lock` again; runs in the restored process before its swap.
+pub fn restore(lock: &FileLock) -> io::Result<()> {
+    let rc = match lock.kind {
+        LockKind::Flock => {
+            let op = if lock.write {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_SH
+            };
+            // SAFETY: flock on one of our fds.
+            unsafe { libc::flock(lock.fd, op | libc::LOCK_NB) }
+        }
+        LockKind::Posix | LockKind::Ofd => {
+            // SAFETY: flock is plain data; zeroed is valid.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = if lock.write {
+                libc::F_WRLCK
+            } else {
+                libc::F_RDLCK
+            } as i16;
+            fl.l_whence = libc::SEEK_SET as i16;
+            fl.l_start = lock.start as i64;
+            fl.l_len = lock.end.map_or(0, |e| (e - lock.start + 1) as i64);
+            let cmd = if lock.kind == LockKind::Posix {
+                libc::F_SETLK
+            } else {
+                libc::F_OFD_SETLK
+            };
+            // SAFETY: fcntl lock command on our fd with a valid struct.
+            unsafe { libc::fcntl(lock.fd, cmd, &fl) }
+        }
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_locks() {
+        let text = "1: POSIX  ADVISORY  WRITE 24110 fe:00:10010781 5 14\n\
+                    2: FLOCK  ADVISORY  READ 24110 fe:00:10010780 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 99 fe:00:10010780 0 EOF\n\
+                    3: OFDLCK ADVISORY  WRITE -1 08:01:77 0 EOF\n";
+        let l = parse(text);
+        assert_eq!(l.len(), 3);
+        assert_eq!(
+            (l[0].kind, l[0].write, l[0].start, l[0].end),
+            (LockKind::Posix, true, 5, Some(14))
+        );
+        assert_eq!(
+            (l[1].kind, l[1].write, l[1].end, l[1].dev),
+            (LockKind::Flock, false, None, (0xfe, 0))
+        );
+        assert_eq!((l[2].kind, l[2].pid, l[2].ino), (LockKind::Ofd, -1, 77));
+    }
+}
