@@ -341,6 +341,11 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
             tmp.path().to_path_buf()
         }
     };
+    // Start from a clean filesystem: dirty data of whatever ran before (a
+    // build, say) would otherwise be flushed by the first measured commit.
+    let d = fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: syncfs on an open directory fd.
+    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) };
     let mut rows = Vec::new();
     for &mib in sizes {
         if !json {
