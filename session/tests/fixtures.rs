@@ -286,7 +286,7 @@ fn threads_contending_polling_and_sleeping() {
 }
 
 #[test]
-fn epoll_timerfd_and_signalfd() {
+fn epoll_timerfd_signalfd_and_inotify() {
     round_trip("events", &[]);
 }
 

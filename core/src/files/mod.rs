@@ -10,6 +10,7 @@
 pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
+pub mod inotify;
 pub mod pipe;
 pub mod pty;
 pub mod regular;
@@ -95,6 +96,7 @@ pub enum FileKind {
     Epoll(epoll::Epoll),
     UnixSocket(unix::UnixSocket),
     Pty(pty::PtyEnd),
+    Inotify(inotify::Inotify),
 }
 
 impl FileKind {
@@ -110,6 +112,7 @@ impl FileKind {
             FileKind::Epoll(e) => e.describe(),
             FileKind::UnixSocket(u) => u.describe(),
             FileKind::Pty(p) => p.describe(),
+            FileKind::Inotify(i) => i.describe(),
         }
     }
 
@@ -293,6 +296,7 @@ impl FileTable {
                 },
                 _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
                 _ if target_str == "anon_inode:[timerfd]" => timerfd::checkpoint(&info),
+                _ if target_str == "anon_inode:inotify" => inotify::checkpoint(&local, &info),
                 _ if target_str == "anon_inode:[signalfd]" => signalfd::checkpoint(&info),
                 _ if target_str == "anon_inode:[eventpoll]" => {
                     use std::os::unix::fs::MetadataExt;
@@ -324,6 +328,7 @@ impl FileTable {
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
                         FileKind::UnixSocket(_) => "recreated with its peer and the data queued each way".into(),
+                        FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size and modes (its number may change)".into(),
                         _ => "recreated with its flags and offset".into(),
                     };
@@ -476,6 +481,7 @@ pub fn restore_all(
                 fd
             }
             FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
+            FileKind::Inotify(i) => i.restore(f.flags)?,
         };
         out.push(move_above(fd, base)?);
     }
