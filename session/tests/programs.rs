@@ -424,3 +424,67 @@ fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
         "bash is its terminal's foreground group: {line}"
     );
 }
+
+#[test]
+fn tmux_server_with_two_shells_comes_back_with_its_panes() {
+    let t = tempdir();
+    let sock = t.path().join("tmux.sock");
+    let img = t.path().join("img");
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("running tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut r = Reaper::new();
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "t",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        "bash --norc --noprofile",
+    ]);
+    let server: i32 = tmux(&["display", "-p", "#{pid}"]).trim().parse().unwrap();
+    r.adopt(server);
+    tmux(&["new-window", "-t", "t", "bash --norc --noprofile"]);
+    for w in ["0", "1"] {
+        tmux(&[
+            "send-keys",
+            "-t",
+            &format!("t:{w}"),
+            &format!("echo marker-of-window-{w}"),
+            "Enter",
+        ]);
+    }
+    let pane = |w: &str| tmux(&["capture-pane", "-p", "-t", &format!("t:{w}")]);
+    for w in ["0", "1"] {
+        wait_until("the marker in the pane", DEADLINE, || {
+            pane(w)
+                .lines()
+                .any(|l| l == format!("marker-of-window-{w}"))
+                .then_some(())
+        });
+    }
+    let before: Vec<String> = ["0", "1"].iter().map(|w| pane(w)).collect();
+    r.checkpoint_stop(server, &img);
+    r.restore(&img, &[]);
+    let after: Vec<String> = ["0", "1"].iter().map(|w| pane(w)).collect();
+    assert_eq!(after, before, "the panes show what they showed");
+    tmux(&["send-keys", "-t", "t:1", "echo answer-$((6*7))", "Enter"]);
+    wait_until("a new command to run in window 1", DEADLINE, || {
+        pane("1").lines().any(|l| l == "answer-42").then_some(())
+    });
+    tmux(&["kill-server"]);
+}
