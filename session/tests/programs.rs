@@ -488,3 +488,99 @@ fn tmux_server_with_two_shells_comes_back_with_its_panes() {
     });
     tmux(&["kill-server"]);
 }
+
+#[test]
+fn session_bus_and_a_monitor_come_back_connected() {
+    let t = tempdir();
+    let bus = t.path().join("bus");
+    let address = format!("unix:path={}", bus.display());
+    let mon_log = t.path().join("monitor.log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let daemon = r.spawn(
+        Command::new("dbus-daemon")
+            .args([
+                "--session",
+                "--nofork",
+                "--nopidfile",
+                &format!("--address={address}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let send = |args: &[&str]| {
+        Command::new("dbus-send")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .args(["--session", "--print-reply"])
+            .args(args)
+            .output()
+            .expect("running dbus-send")
+    };
+    let get_id = || {
+        let out = send(&[
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.GetId",
+        ]);
+        // The reply's body: the bus id.
+        out.status
+            .success()
+            .then(|| stdout(&out).lines().last().unwrap_or_default().to_string())
+    };
+    let id = wait_until("the bus to answer", DEADLINE, get_id);
+    let monitor = r.spawn(
+        Command::new("dbus-monitor")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .args(["--session", "type='signal',interface='org.hiber.Test'"])
+            .stdout(fs::File::create(&mon_log).unwrap())
+            .stderr(Stdio::null()),
+    );
+    let ping = |word: &str| {
+        let out = Command::new("dbus-send")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .args([
+                "--session",
+                "--type=signal",
+                "/org/hiber/Test",
+                "org.hiber.Test.Ping",
+                &format!("string:{word}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    };
+    // The monitor is subscribed once a ping reaches it.
+    wait_until("the monitor to see a signal", DEADLINE, || {
+        ping("before");
+        fs::read_to_string(&mon_log)
+            .unwrap_or_default()
+            .contains("\"before\"")
+            .then_some(())
+    });
+    let out = hiber(&[
+        "checkpoint",
+        &daemon.to_string(),
+        &monitor.to_string(),
+        "-o",
+        path(&img),
+        "--stop",
+        "--json",
+    ]);
+    assert_ok(&out, "checkpoint of the bus and the monitor");
+    r.wait_children(&[daemon, monitor]);
+    wait_gone(daemon);
+    wait_gone(monitor);
+    r.restore(&img, &[]);
+    assert_eq!(
+        wait_until("the restored bus to answer", DEADLINE, get_id),
+        id,
+        "the same bus"
+    );
+    ping("after-restore");
+    wait_until("the restored monitor to get a new signal", DEADLINE, || {
+        fs::read_to_string(&mon_log)
+            .unwrap_or_default()
+            .contains("\"after-restore\"")
+            .then_some(())
+    });
+}

@@ -11,6 +11,7 @@ pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
 pub mod inotify;
+pub mod netlink;
 pub mod pipe;
 pub mod pty;
 pub mod regular;
@@ -97,6 +98,7 @@ pub enum FileKind {
     UnixSocket(unix::UnixSocket),
     Pty(pty::PtyEnd),
     Inotify(inotify::Inotify),
+    Netlink(netlink::NetlinkSocket),
 }
 
 impl FileKind {
@@ -113,6 +115,7 @@ impl FileKind {
             FileKind::UnixSocket(u) => u.describe(),
             FileKind::Pty(p) => p.describe(),
             FileKind::Inotify(i) => i.describe(),
+            FileKind::Netlink(n) => n.describe(),
         }
     }
 
@@ -120,6 +123,7 @@ impl FileKind {
         match self {
             FileKind::CharDevice(_) => Policy::Reopen,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
+            FileKind::Netlink(_) => Policy::Reopen,
             _ => Policy::Restore,
         }
     }
@@ -282,6 +286,7 @@ impl FileTable {
                             self.unix_diag.as_ref().expect("just loaded"),
                         )
                     }
+                    Ok(libc::AF_NETLINK) => netlink::checkpoint(&local),
                     Ok(domain) => Err(format!(
                         "{} sockets are not supported yet",
                         match domain {
@@ -328,6 +333,7 @@ impl FileTable {
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
                         FileKind::UnixSocket(_) => "recreated with its peer and the data queued each way".into(),
+                        FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
                         FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size and modes (its number may change)".into(),
                         _ => "recreated with its flags and offset".into(),
@@ -482,6 +488,7 @@ pub fn restore_all(
             }
             FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
             FileKind::Inotify(i) => i.restore(f.flags)?,
+            FileKind::Netlink(n) => n.restore(f.flags)?,
         };
         out.push(move_above(fd, base)?);
     }

@@ -174,6 +174,15 @@ impl Reaper {
         &mut self.children
     }
 
+    /// Wait for those of our children among `pids` (ended by `--stop`).
+    pub fn wait_children(&mut self, pids: &[i32]) {
+        for c in &mut self.children {
+            if pids.contains(&(c.id() as i32)) {
+                let _ = c.wait();
+            }
+        }
+    }
+
     /// Collect our own children that ended (after `checkpoint --stop`).
     pub fn reap(&mut self) {
         for c in &mut self.children {
