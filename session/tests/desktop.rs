@@ -1,0 +1,201 @@
+//! A small graphical session saved and restored as one process tree: a
+//! session bus, an X server, X clients, a terminal with a shell, a bus
+//! monitor and a multi-threaded python program.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const SESSION: &str = r#"
+D=$1; DIR=$2
+dbus-daemon --session --nofork --nopidfile --address=unix:path=$DIR/bus &
+Xvfb :$D -screen 0 640x480x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
+while [ ! -S /tmp/.X11-unix/X$D ] || [ ! -S $DIR/bus ]; do sleep 0.05; done
+export DISPLAY=:$D DBUS_SESSION_BUS_ADDRESS=unix:path=$DIR/bus
+xclock -update 1 -geometry 100x100+0+0 &
+xeyes -geometry 100x100+200+0 &
+xterm -geometry 60x10+0+200 -e bash --norc --noprofile &
+dbus-monitor --session "type='signal',interface='org.hiber.Test'" > $DIR/monitor.log &
+python3 -c '
+import threading, time
+lock = threading.Lock(); counts = [0] * 3; total = 0
+def work(i):
+    global total
+    while True:
+        with lock:
+            counts[i] += 1; total += 1
+        time.sleep(0.002)
+for i in range(3):
+    threading.Thread(target=work, args=(i,), daemon=True).start()
+n = 0
+while True:
+    n += 1
+    with lock:
+        print(n, total == sum(counts), flush=True)
+    time.sleep(0.02)
+' > $DIR/py.log &
+wait
+"#;
+
+fn free_display() -> u32 {
+    (90..200)
+        .find(|d| {
+            !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
+                && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
+        })
+        .expect("a free X display number")
+}
+
+/// Pixels of an `xwd` dump (24/32 bits per pixel), as rows of u32.
+fn pixels(xwd: &[u8]) -> Vec<Vec<u32>> {
+    let be = |at: usize| u32::from_be_bytes(xwd[at..at + 4].try_into().unwrap()) as usize;
+    let (header, width, height, bpp, stride, ncolors) =
+        (be(0), be(16), be(20), be(44), be(48), be(76));
+    assert_eq!(bpp, 32, "32 bits per pixel expected");
+    let data = &xwd[header + ncolors * 12..];
+    (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| {
+                    let at = y * stride + x * 4;
+                    u32::from_ne_bytes(data[at..at + 4].try_into().unwrap())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+struct XFiles(u32);
+
+impl Drop for XFiles {
+    fn drop(&mut self) {
+        // The killed X server leaves its socket and lock file behind.
+        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.0));
+        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.0));
+    }
+}
+
+#[test]
+fn x_session_with_bus_terminal_and_threads_comes_back() {
+    let t = tempdir();
+    let dir = t.path();
+    let display = free_display();
+    let _x_files = XFiles(display);
+    let img = dir.join("img");
+    let mut r = Reaper::new();
+    let root = r.spawn(
+        Command::new("bash")
+            .args(["-c", SESSION, "session", &display.to_string(), path(dir)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let x = |prog: &str, args: &[&str]| {
+        Command::new(prog)
+            .env("DISPLAY", format!(":{display}"))
+            .env(
+                "DBUS_SESSION_BUS_ADDRESS",
+                format!("unix:path={}/bus", dir.display()),
+            )
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {prog}: {e}"))
+    };
+    let windows = || -> Vec<String> {
+        let out = x("xwininfo", &["-root", "-tree"]);
+        let mut v: Vec<String> = stdout(&out)
+            .lines()
+            .filter(|l| l.contains('"') && !l.contains("has no name"))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .collect();
+        v.sort();
+        v
+    };
+    let ping = |word: &str| {
+        let out = x(
+            "dbus-send",
+            &[
+                "--session",
+                "--type=signal",
+                "/org/hiber/Test",
+                "org.hiber.Test.Ping",
+                &format!("string:{word}"),
+            ],
+        );
+        out.status.success()
+    };
+    let monitor_saw = |word: &str| {
+        fs::read_to_string(dir.join("monitor.log"))
+            .unwrap_or_default()
+            .contains(&format!("\"{word}\""))
+    };
+    wait_until(
+        "xclock, xeyes and xterm to map their windows",
+        DEADLINE,
+        || {
+            let w = windows();
+            (["xclock", "xeyes", "xterm"]
+                .iter()
+                .all(|n| w.iter().any(|l| l.contains(n))))
+            .then_some(())
+        },
+    );
+    wait_until("the bus monitor to receive", DEADLINE, || {
+        (ping("before") && monitor_saw("before")).then_some(())
+    });
+    wait_lines(&dir.join("py.log"), 5);
+    let before_windows = windows();
+    let shot = || x("xwd", &["-root", "-silent"]).stdout;
+    let before_shot = pixels(&shot());
+
+    r.checkpoint_stop(root, &img);
+    let saved_py = complete_lines(&dir.join("py.log")).len();
+    r.restore(&img, &[]);
+
+    assert_eq!(windows(), before_windows, "the same windows");
+    let after_shot = pixels(&shot());
+    assert_eq!(after_shot.len(), before_shot.len());
+    for (y, (a, b)) in after_shot.iter().zip(&before_shot).enumerate() {
+        for (xp, (pa, pb)) in a.iter().zip(b).enumerate() {
+            // The clock's window (100x100 at 0,0, with its border) moves on.
+            if !(xp < 110 && y < 110) {
+                assert_eq!(pa, pb, "pixel ({xp}, {y}) changed");
+            }
+        }
+    }
+    // Typing reaches bash through the X server and xterm.
+    let typed = dir.join("typed");
+    let term = stdout(&x("xdotool", &["search", "--class", "xterm"]))
+        .lines()
+        .next()
+        .expect("the xterm window")
+        .to_string();
+    let command = format!("echo typed-after-restore > {}", typed.display());
+    // Focused, so xdotool types through XTEST (xterm ignores sent events).
+    assert!(x("xdotool", &["windowfocus", "--sync", &term])
+        .status
+        .success());
+    assert!(x("xdotool", &["type", "--window", &term, &command])
+        .status
+        .success());
+    assert!(x("xdotool", &["key", "--window", &term, "Return"])
+        .status
+        .success());
+    wait_until("bash to run what was typed", DEADLINE, || {
+        (fs::read_to_string(&typed).unwrap_or_default() == "typed-after-restore\n").then_some(())
+    });
+    // The bus answers and the restored monitor keeps receiving.
+    assert!(ping("after-restore"));
+    wait_until(
+        "the monitor to see a signal sent after restore",
+        DEADLINE,
+        || monitor_saw("after-restore").then_some(()),
+    );
+    // The python threads go on, counting exactly.
+    let lines = wait_lines(&dir.join("py.log"), saved_py + 10);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &format!("{} True", i + 1), "python line {}", i + 1);
+    }
+}
