@@ -214,7 +214,19 @@ pub fn classify(
             MapsPath::Anonymous | MapsPath::Heap | MapsPath::Stack => Backing::Anon,
             MapsPath::Other(name) if name.starts_with("[anon:") => Backing::Anon,
             MapsPath::File { path, deleted } => {
-                let shm_like = m.inode != 0 && *deleted && is_shmem_name(path);
+                let sysv = path.to_string_lossy().starts_with("/SYSV");
+                // A SysV segment's inode is its id, which may be 0.
+                let shm_like = (m.inode != 0 || sysv) && *deleted && is_shmem_name(path);
+                if m.shared && sysv && sysv_id_in_use(m.inode) {
+                    report.add(
+                        pid,
+                        subject,
+                        format!("SysV shared memory segment {}", m.inode),
+                        Policy::Refuse,
+                        "the segment still has its id (not removed with IPC_RMID): SysV ids are not restored yet",
+                    );
+                    continue;
+                }
                 if m.shared && shm_like {
                     let object = shmem.object(pid, m);
                     Backing::Shmem {
@@ -306,6 +318,23 @@ pub fn classify(
         });
     }
     vmas
+}
+
+/// Whether SysV segment `id` still exists under its id (is not marked
+/// for removal). Once removed, only its mappings name it, and it is
+/// restored as plain shared memory without loss.
+fn sysv_id_in_use(id: u64) -> bool {
+    const SHM_DEST: u32 = 0o1000;
+    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return false;
+    };
+    text.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1).and_then(|v| v.parse::<u64>().ok()) == Some(id)
+            && f.get(2)
+                .and_then(|v| u32::from_str_radix(v, 8).ok())
+                .is_some_and(|mode| mode & SHM_DEST == 0)
+    })
 }
 
 fn is_shmem_name(path: &Path) -> bool {

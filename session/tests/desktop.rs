@@ -1,6 +1,6 @@
 //! A small graphical session saved and restored as one process tree: a
-//! session bus, an X server, X clients, a terminal with a shell, a bus
-//! monitor and a multi-threaded python program.
+//! session bus, an X server, a GTK 4 program, X clients, a terminal with a
+//! shell, a bus monitor and a multi-threaded python program.
 
 mod common;
 
@@ -12,9 +12,12 @@ use std::process::{Command, Stdio};
 const SESSION: &str = r#"
 D=$1; DIR=$2
 dbus-daemon --session --nofork --nopidfile --address=unix:path=$DIR/bus &
-Xvfb :$D -screen 0 640x480x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
+Xvfb :$D -screen 0 1024x768x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
 while [ ! -S /tmp/.X11-unix/X$D ] || [ ! -S $DIR/bus ]; do sleep 0.05; done
 export DISPLAY=:$D DBUS_SESSION_BUS_ADDRESS=unix:path=$DIR/bus
+# The GTK 4 program first, so the small clients stack above it.
+GDK_BACKEND=x11 gtk4-demo > $DIR/gtk.log 2>&1 &
+until xwininfo -name "GTK Demo" > /dev/null 2>&1; do sleep 0.05; done
 xclock -update 1 -geometry 100x100+0+0 &
 xeyes -geometry 100x100+200+0 &
 xterm -geometry 60x10+0+200 -e bash --norc --noprofile &
@@ -49,19 +52,22 @@ fn free_display() -> u32 {
         .expect("a free X display number")
 }
 
-/// Pixels of an `xwd` dump (24/32 bits per pixel), as rows of u32.
+/// Pixels of an `xwd` dump (24 or 32 bits per pixel), as rows of u32.
 fn pixels(xwd: &[u8]) -> Vec<Vec<u32>> {
     let be = |at: usize| u32::from_be_bytes(xwd[at..at + 4].try_into().unwrap()) as usize;
     let (header, width, height, bpp, stride, ncolors) =
         (be(0), be(16), be(20), be(44), be(48), be(76));
-    assert_eq!(bpp, 32, "32 bits per pixel expected");
+    assert!(bpp == 24 || bpp == 32, "{bpp} bits per pixel");
+    let bytes = bpp / 8;
     let data = &xwd[header + ncolors * 12..];
     (0..height)
         .map(|y| {
             (0..width)
                 .map(|x| {
-                    let at = y * stride + x * 4;
-                    u32::from_ne_bytes(data[at..at + 4].try_into().unwrap())
+                    let at = y * stride + x * bytes;
+                    data[at..at + bytes]
+                        .iter()
+                        .fold(0u32, |p, &b| p << 8 | b as u32)
                 })
                 .collect()
         })
@@ -79,7 +85,7 @@ impl Drop for XFiles {
 }
 
 #[test]
-fn x_session_with_bus_terminal_and_threads_comes_back() {
+fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {
     let t = tempdir();
     let dir = t.path();
     let display = free_display();
@@ -165,6 +171,21 @@ fn x_session_with_bus_terminal_and_threads_comes_back() {
             }
         }
     }
+    // The GTK program answers the keyboard: its window changes.
+    let gtk = stdout(&x("xdotool", &["search", "--name", "GTK Demo"]))
+        .lines()
+        .next()
+        .expect("the GTK window")
+        .to_string();
+    assert!(x("xdotool", &["windowfocus", "--sync", &gtk])
+        .status
+        .success());
+    assert!(x("xdotool", &["key", "Down", "Down", "Down"])
+        .status
+        .success());
+    wait_until("gtk4-demo to redraw after keys", DEADLINE, || {
+        (pixels(&shot()) != after_shot).then_some(())
+    });
     // Typing reaches bash through the X server and xterm.
     let typed = dir.join("typed");
     let term = stdout(&x("xdotool", &["search", "--class", "xterm"]))

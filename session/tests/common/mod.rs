@@ -231,8 +231,13 @@ impl Reaper {
         Restored { pids, keeper }
     }
 
-    /// End every process we know of, and wait until they are gone.
+    /// End every process we know of, with their descendants, and wait
+    /// until they are gone.
     pub fn kill_all(&mut self) {
+        let known: Vec<i32> = self.pids.iter().copied().collect();
+        for p in known {
+            self.pids.extend(tree(p));
+        }
         for &p in &self.pids {
             // SAFETY: kill by pid of a process this test started or restored.
             unsafe { libc::kill(p, libc::SIGKILL) };
