@@ -584,3 +584,66 @@ fn session_bus_and_a_monitor_come_back_connected() {
             .then_some(())
     });
 }
+
+#[test]
+fn program_from_an_outside_terminal_comes_back_on_the_restorer_terminal() {
+    use std::os::fd::FromRawFd;
+    let t = tempdir();
+    let img = t.path().join("img");
+    // This test is the terminal: it holds the pty master.
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname on a fresh master.
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m))
+            .to_string_lossy()
+            .into_owned();
+        (std::fs::File::from_raw_fd(m), name)
+    };
+    let slave = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&slave_path)
+            .unwrap()
+    };
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("bash")
+            .args(["-c", "trap '' HUP; while :; do echo tick; sleep 0.1; done"])
+            .stdout(slave())
+            .stderr(slave()),
+    );
+    wait_until("the program to write to its terminal", DEADLINE, || {
+        fs::read_link(format!("/proc/{pid}/fd/1"))
+            .ok()
+            .filter(|l| l.to_string_lossy() == slave_path)
+    });
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("restored as the terminal `hiber restore` runs in"),
+        "{}",
+        stdout(&check)
+    );
+    r.checkpoint_stop(pid, &img);
+    drop(master);
+    // Restore from a terminal: `script` runs hiber on a pty of its own.
+    let restore = format!("{} restore {}", hiber_bin().display(), img.display());
+    let out = Command::new("script")
+        .args(["-qec", &restore, path(&t.path().join("typescript"))])
+        .stdin(Stdio::null())
+        .output()
+        .expect("running script");
+    r.adopt(pid);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(alive(pid));
+    let now = fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+    assert!(now.to_string_lossy().starts_with("/dev/pts/"), "{now:?}");
+}

@@ -372,12 +372,13 @@ impl FileTable {
             })
             .collect();
         for &(pid, fd, i) in &self.holders {
-            let FileKind::Pty(p) = &self.files[i].kind else {
+            let FileKind::Pty(p) = &mut self.files[i].kind else {
                 continue;
             };
             if ends.contains(&(p.index, !p.master)) {
                 continue;
             }
+            p.external = !p.master;
             if let Some(finding) = report
                 .findings
                 .iter_mut()
@@ -387,8 +388,8 @@ impl FileTable {
                     finding.policy = Policy::Reset;
                     finding.reason = "no saved process holds its slave: restored with the slave closed (the program sees the hang-up)".into();
                 } else {
-                    finding.policy = Policy::Refuse;
-                    finding.reason = "its terminal (the pty master) is outside the saved set; save the terminal emulator with it (running inside an outside terminal is not supported yet)".into();
+                    finding.policy = Policy::Reopen;
+                    finding.reason = "the terminal it runs in is outside the saved set: restored as the terminal `hiber restore` runs in".into();
                 }
             }
         }

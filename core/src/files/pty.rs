@@ -45,6 +45,10 @@ pub struct PtyEnd {
     /// The terminal's session (its leader's pid) and foreground group; 0: none.
     pub session: i32,
     pub foreground: i32,
+    /// A slave whose master is outside the set: the terminal the programs
+    /// were started from. Restored as the terminal `hiber restore` runs in.
+    #[serde(default)]
+    pub external: bool,
 }
 
 fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> io::Result<i32> {
@@ -120,6 +124,7 @@ pub(super) fn checkpoint(
         locked: master && ioctl_int(fd, TIOCGPTLCK).unwrap_or(0) != 0,
         session,
         foreground,
+        external: false,
     }))
 }
 
@@ -146,6 +151,22 @@ fn open_flags(path: &str, flags: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The device path of this process's controlling terminal.
+fn restorer_terminal() -> String {
+    let tty_nr = crate::procfs::ProcDir::new(std::process::id() as i32)
+        .stat()
+        .map_or(0, |s| s.tty_nr);
+    let (major, minor) = (
+        (tty_nr >> 8) & 0xfff,
+        (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
+    );
+    if is_slave_major(major as u32) {
+        format!("/dev/pts/{}", (major - 136) * 256 + minor)
+    } else {
+        "/dev/tty".into()
+    }
 }
 
 fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
@@ -183,6 +204,15 @@ impl PtyPairs {
         flags: u32,
         other: &dyn Fn(u32, bool) -> Option<PtyEnd>,
     ) -> Result<OwnedFd, FileError> {
+        if end.external {
+            // The restorer's own terminal, by its real name (a file opened
+            // as /dev/tty keeps that name), one open file per saved one.
+            let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND;
+            return open_flags(&restorer_terminal(), flags as i32 & keep).map_err(|source| FileError::Create {
+                what: "opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)",
+                source,
+            });
+        }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(end.index) {
             let master = open_flags("/dev/ptmx", libc::O_RDWR).map_err(err("opening /dev/ptmx"))?;
             let zero: libc::c_int = 0;

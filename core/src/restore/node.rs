@@ -436,7 +436,10 @@ fn ctty_fd(spec: &TreeSpec<'_>, p: &ProcessImage) -> Option<RawFd> {
     let index = p.ctty?;
     spec.files
         .iter()
-        .position(|f| matches!(&f.kind, FileKind::Pty(e) if !e.master && e.index == index))
+        // Not an outside terminal: that one belongs to the restorer's session.
+        .position(
+            |f| matches!(&f.kind, FileKind::Pty(e) if !e.master && !e.external && e.index == index),
+        )
         .map(|i| spec.file_fds[i])
 }
 
