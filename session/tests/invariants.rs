@@ -233,7 +233,7 @@ fn refused_process_is_reported_and_nothing_is_written() {
             .args([
                 "-u",
                 "-c",
-                "import socket,time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint('ready')\ntime.sleep(1000)",
+                "import socket,time\ns = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\nprint('ready')\ntime.sleep(1000)",
             ])
             .stdout(Stdio::piped()),
     );
@@ -252,7 +252,7 @@ fn refused_process_is_reported_and_nothing_is_written() {
     assert_eq!(out.status.code(), Some(3));
     assert!(
         stdout(&out).contains("Refuse")
-            && stdout(&out).contains("IPv4 sockets are not supported yet"),
+            && stdout(&out).contains("packet sockets are not supported yet"),
         "{}",
         stdout(&out)
     );
@@ -260,7 +260,7 @@ fn refused_process_is_reported_and_nothing_is_written() {
     let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
-        stderr(&out).contains("IPv4 sockets are not supported yet"),
+        stderr(&out).contains("packet sockets are not supported yet"),
         "{}",
         stderr(&out)
     );

@@ -647,3 +647,73 @@ fn program_from_an_outside_terminal_comes_back_on_the_restorer_terminal() {
     let now = fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
     assert!(now.to_string_lossy().starts_with("/dev/pts/"), "{now:?}");
 }
+
+#[test]
+fn tcp_listener_and_udp_come_back_and_a_tcp_connection_is_reset() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    let t = tempdir();
+    let log = t.path().join("net.log");
+    let go = t.path().join("go");
+    let img = t.path().join("img");
+    // The outside peer of the program's TCP connection: this test.
+    let outside = TcpListener::bind("127.0.0.1:0").unwrap();
+    let script = format!(
+        "import socket, os, time\n\
+         srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         srv.bind(('127.0.0.1', 0)); srv.listen(4)\n\
+         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(('127.0.0.1', 0))\n\
+         cli = socket.create_connection(('127.0.0.1', {}))\n\
+         print(srv.getsockname()[1], udp.getsockname()[1], flush=True)\n\
+         while not os.path.exists({:?}): time.sleep(0.01)\n\
+         try:\n    d = cli.recv(10); print('client', 'eof' if not d else d, flush=True)\n\
+         except OSError as e:\n    print('client', 'error', e.errno, flush=True)\n\
+         c, _ = srv.accept(); c.sendall(b'pong'); c.close()\n\
+         d, a = udp.recvfrom(100); udp.sendto(d.upper(), a)\n\
+         print('served', flush=True)\n\
+         time.sleep(1000)",
+        outside.local_addr().unwrap().port(),
+        go.to_str().unwrap()
+    );
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    let (conn, _) = outside.accept().unwrap();
+    let ports: Vec<u16> = wait_lines(&log, 1)[0]
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(
+        stdout(&check)
+            .lines()
+            .any(|l| l.contains("Reset") && l.contains("IPv4 TCP socket, connection")),
+        "{}",
+        stdout(&check)
+    );
+    r.checkpoint_stop(pid, &img);
+    drop(conn);
+    r.restore(&img, &[]);
+    fs::write(&go, b"").unwrap();
+    let line = wait_lines(&log, 2)[1].clone();
+    assert!(
+        line.starts_with("client eof") || line.starts_with("client error"),
+        "{line}"
+    );
+    // The listener and the UDP socket serve on their old ports.
+    let mut s = TcpStream::connect(("127.0.0.1", ports[0])).unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "pong");
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.send_to(b"ping", ("127.0.0.1", ports[1])).unwrap();
+    let mut buf = [0u8; 16];
+    let n = u.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"PING");
+    let _ = s.write_all(b"");
+    wait_lines(&log, 3);
+}

@@ -10,6 +10,7 @@
 pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
+pub mod inet;
 pub mod inotify;
 pub mod netlink;
 pub mod pipe;
@@ -99,6 +100,7 @@ pub enum FileKind {
     Pty(pty::PtyEnd),
     Inotify(inotify::Inotify),
     Netlink(netlink::NetlinkSocket),
+    Inet(inet::InetSocket),
 }
 
 impl FileKind {
@@ -116,6 +118,7 @@ impl FileKind {
             FileKind::Pty(p) => p.describe(),
             FileKind::Inotify(i) => i.describe(),
             FileKind::Netlink(n) => n.describe(),
+            FileKind::Inet(i) => i.describe(),
         }
     }
 
@@ -124,6 +127,8 @@ impl FileKind {
             FileKind::CharDevice(_) => Policy::Reopen,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             FileKind::Netlink(_) => Policy::Reopen,
+            FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
+            FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
             _ => Policy::Restore,
         }
     }
@@ -287,6 +292,9 @@ impl FileTable {
                         )
                     }
                     Ok(libc::AF_NETLINK) => netlink::checkpoint(&local),
+                    Ok(family @ (libc::AF_INET | libc::AF_INET6)) => {
+                        inet::checkpoint(&local, family)
+                    }
                     Ok(domain) => Err(format!(
                         "{} sockets are not supported yet",
                         match domain {
@@ -333,6 +341,12 @@ impl FileTable {
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
                         FileKind::UnixSocket(_) => "recreated with its peer and the data queued each way".into(),
+                        FileKind::Inet(i) => match i.state {
+                            inet::InetState::Connection => "a TCP connection cannot be carried over: restored unconnected (the program sees the connection gone and reconnects)".into(),
+                            inet::InetState::Listening => "listening again on its address".into(),
+                            inet::InetState::Connected => "bound and connected again to its peer".into(),
+                            inet::InetState::Unconnected => "recreated, bound to its address if it had one".into(),
+                        },
                         FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
                         FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size and modes (its number may change)".into(),
@@ -490,6 +504,7 @@ pub fn restore_all(
             FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
             FileKind::Inotify(i) => i.restore(f.flags)?,
             FileKind::Netlink(n) => n.restore(f.flags)?,
+            FileKind::Inet(i) => i.restore(f.flags)?,
         };
         out.push(move_above(fd, base)?);
     }

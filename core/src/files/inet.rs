@@ -1,0 +1,229 @@
+//! IPv4 and IPv6 sockets. Listening TCP sockets and bound UDP sockets are
+//! bound again to their address; a connected UDP socket is connected again.
+//! A TCP connection cannot be carried over (its peer has moved on): it is
+//! Reset, restored as a socket that is no longer connected, so the program
+//! sees its connection gone and reconnects, as after a network failure.
+
+use super::{FileError, FileKind};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InetState {
+    Listening,
+    /// TCP connected (or connecting): restored unconnected.
+    Connection,
+    /// UDP with a default peer.
+    Connected,
+    Unconnected,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InetSocket {
+    pub family: i32,
+    /// `SOCK_STREAM` or `SOCK_DGRAM`.
+    pub kind: i32,
+    pub protocol: i32,
+    pub state: InetState,
+    /// Local and peer `sockaddr` bytes (empty: none).
+    #[serde(with = "hex::serde")]
+    pub local: Vec<u8>,
+    #[serde(with = "hex::serde")]
+    pub peer: Vec<u8>,
+    pub reuse_addr: bool,
+}
+
+fn opt(fd: RawFd, level: i32, o: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = 4 as libc::socklen_t;
+    // SAFETY: getsockopt writes one int to a valid pointer.
+    if unsafe { libc::getsockopt(fd, level, o, (&mut v as *mut libc::c_int).cast(), &mut len) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+fn name(fd: RawFd, peer: bool) -> Vec<u8> {
+    // SAFETY: sockaddr_storage is plain data; the calls fill it.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut a as *mut libc::sockaddr_storage).cast();
+    // SAFETY: getsockname/getpeername into a valid sockaddr_storage.
+    let rc = unsafe {
+        if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        }
+    };
+    if rc != 0 {
+        return Vec::new();
+    }
+    // SAFETY: the kernel wrote `len` bytes of the struct.
+    unsafe {
+        std::slice::from_raw_parts(
+            (&a as *const libc::sockaddr_storage).cast::<u8>(),
+            len as usize,
+        )
+    }
+    .to_vec()
+}
+
+/// The port of a sockaddr_in/in6 (both keep it at bytes 2..4).
+fn port(addr: &[u8]) -> u16 {
+    addr.get(2..4)
+        .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
+}
+
+pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String> {
+    let fd = held.as_raw_fd();
+    let e = |err: io::Error| format!("reading a socket: {err}");
+    let kind = opt(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
+    if kind != libc::SOCK_STREAM && kind != libc::SOCK_DGRAM {
+        return Err(format!(
+            "IP socket of type {kind} (raw, SCTP...) is not supported yet"
+        ));
+    }
+    let listening = opt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(e)? != 0;
+    let local = name(fd, false);
+    let peer = name(fd, true);
+    let state = match (kind, listening, peer.is_empty()) {
+        (_, true, _) => InetState::Listening,
+        (libc::SOCK_STREAM, false, false) => InetState::Connection,
+        (libc::SOCK_DGRAM, false, false) => InetState::Connected,
+        _ => InetState::Unconnected,
+    };
+    if kind == libc::SOCK_DGRAM {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+        if queued > 0 {
+            return Err("UDP socket with datagrams waiting (they cannot be put back)".into());
+        }
+    }
+    Ok(FileKind::Inet(InetSocket {
+        family,
+        kind,
+        protocol: opt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
+        state,
+        // An unbound socket reports port 0: nothing to bind again.
+        local: if port(&local) == 0 { Vec::new() } else { local },
+        peer,
+        reuse_addr: opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(e)? != 0,
+    }))
+}
+
+impl InetSocket {
+    pub fn describe(&self) -> String {
+        let fam = if self.family == libc::AF_INET6 {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        let proto = if self.kind == libc::SOCK_STREAM {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let what = match self.state {
+            InetState::Listening => "listening",
+            InetState::Connection => "connection",
+            InetState::Connected => "connected",
+            InetState::Unconnected => "unconnected",
+        };
+        format!(
+            "{fam} {proto} socket, {what}, local port {}",
+            port(&self.local)
+        )
+    }
+
+    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
+        let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
+            libc::SOCK_NONBLOCK
+        } else {
+            0
+        };
+        // SAFETY: socket() takes integers and returns a new fd or -1.
+        let fd = unsafe {
+            libc::socket(
+                self.family,
+                self.kind | libc::SOCK_CLOEXEC | nonblock,
+                self.protocol,
+            )
+        };
+        if fd < 0 {
+            return Err(err("creating an IP socket")(io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // A listener's port may still have connections in TIME_WAIT from
+        // before: allow the bind, then set the option as saved.
+        if self.reuse_addr || self.state == InetState::Listening {
+            let one: libc::c_int = 1;
+            // SAFETY: setsockopt reads one int.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+        }
+        // A connection's local port was the kernel's pick: not bound again.
+        if !self.local.is_empty() && self.state != InetState::Connection {
+            // SAFETY: bind with the saved address bytes and their length.
+            let rc = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    self.local.as_ptr().cast(),
+                    self.local.len() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(FileError::Create {
+                    what: "binding an IP socket to its saved address (is the port taken?)",
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        if !self.reuse_addr {
+            let zero: libc::c_int = 0;
+            // SAFETY: setsockopt reads one int.
+            unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_REUSEADDR,
+                    (&zero as *const libc::c_int).cast(),
+                    4,
+                )
+            };
+        }
+        match self.state {
+            InetState::Listening => {
+                // SAFETY: listen on our socket.
+                if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
+                    return Err(err("listening on an IP socket")(io::Error::last_os_error()));
+                }
+            }
+            InetState::Connected => {
+                // SAFETY: connect with the saved peer address bytes.
+                unsafe {
+                    libc::connect(
+                        fd.as_raw_fd(),
+                        self.peer.as_ptr().cast(),
+                        self.peer.len() as libc::socklen_t,
+                    )
+                };
+            }
+            InetState::Connection | InetState::Unconnected => {}
+        }
+        Ok(fd)
+    }
+}
