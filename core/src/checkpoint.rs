@@ -347,6 +347,8 @@ pub struct CheckpointOptions {
     /// End the processes once the image is committed.
     pub stop: bool,
     pub threads: usize,
+    /// Refuse instead of restoring anything broken (Reset policy).
+    pub no_reset: bool,
 }
 
 /// Stages reported while a checkpoint runs.
@@ -386,6 +388,9 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         mut files,
         mut shmem,
     } = inspect(&frozen)?;
+    if opts.no_reset {
+        snapshot.report.refuse_resets();
+    }
     if !snapshot.report.is_checkpointable() {
         return Err(CheckpointError::Refused(Box::new(snapshot.report)));
     }

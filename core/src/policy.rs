@@ -103,6 +103,19 @@ impl Report {
         self.findings.iter().filter(|f| f.policy == Policy::Refuse)
     }
 
+    /// Turn every Reset into a Refuse: for callers that would rather not
+    /// save than have a connection restored broken.
+    pub fn refuse_resets(&mut self) {
+        for f in self
+            .findings
+            .iter_mut()
+            .filter(|f| f.policy == Policy::Reset)
+        {
+            f.policy = Policy::Refuse;
+            f.reason = format!("would be Reset, which was not allowed: {}", f.reason);
+        }
+    }
+
     pub fn is_checkpointable(&self) -> bool {
         self.refused().next().is_none()
     }

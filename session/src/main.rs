@@ -35,6 +35,9 @@ enum Command {
         /// Show only what is not plainly restored.
         #[arg(long, short)]
         brief: bool,
+        /// Count what would be restored broken (Reset) as refused.
+        #[arg(long)]
+        no_reset: bool,
     },
     /// Save the process trees under PIDs into an image directory.
     Checkpoint {
@@ -52,6 +55,9 @@ enum Command {
         /// End the processes once the image is committed.
         #[arg(long)]
         stop: bool,
+        /// Refuse rather than restore a connection broken (Reset policy).
+        #[arg(long)]
+        no_reset: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -117,15 +123,21 @@ fn init_logging(filter: Option<&str>) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check { pids, json, brief } => commands::check::run(&pids, json, brief),
+        Command::Check {
+            pids,
+            json,
+            brief,
+            no_reset,
+        } => commands::check::run(&pids, json, brief, no_reset),
         Command::Checkpoint {
             pids,
             output,
             store,
             no_store,
             stop,
+            no_reset,
             json,
-        } => commands::checkpoint::run(&pids, &output, store, no_store, stop, json),
+        } => commands::checkpoint::run(&pids, &output, store, no_store, stop, no_reset, json),
         Command::Restore { dir, pidns, json } => commands::restore::run(&dir, pidns, json),
         Command::Inspect { dir, json, verify } => commands::inspect::run(&dir, json, verify),
         Command::Prune { store } => commands::prune::run(&store),

@@ -325,6 +325,23 @@ fn unix_socket_to_a_peer_outside_is_reset_and_the_program_sees_the_hangup() {
     let check = hiber(&["check", &pid.to_string()]);
     assert_eq!(check.status.code(), Some(0));
     assert!(stdout(&check).contains("Reset"), "{}", stdout(&check));
+    // With --no-reset the same set is refused, and nothing is saved.
+    let strict = hiber(&["check", "--no-reset", &pid.to_string()]);
+    assert_eq!(strict.status.code(), Some(3), "{}", stdout(&strict));
+    let refused = hiber(&[
+        "checkpoint",
+        "--no-reset",
+        &pid.to_string(),
+        "-o",
+        path(&img),
+    ]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        stderr(&refused).contains("would be Reset"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!img.exists());
     r.checkpoint_stop(pid, &img);
     drop(conn);
     r.restore(&img, &[]);

@@ -34,9 +34,12 @@ pub fn print_report(report: &Report, brief: bool) {
     );
 }
 
-pub fn run(pids: &[i32], json: bool, brief: bool) -> Result<ExitCode> {
-    let report = hiber_core::check(pids)
+pub fn run(pids: &[i32], json: bool, brief: bool, no_reset: bool) -> Result<ExitCode> {
+    let mut report = hiber_core::check(pids)
         .with_context(|| format!("checking the trees under pids {pids:?}"))?;
+    if no_reset {
+        report.refuse_resets();
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

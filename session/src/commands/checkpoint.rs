@@ -36,6 +36,7 @@ pub fn run(
     store: Option<PathBuf>,
     no_store: bool,
     stop: bool,
+    no_reset: bool,
     json: bool,
 ) -> Result<ExitCode> {
     let store = if no_store {
@@ -49,6 +50,7 @@ pub fn run(
         store,
         stop,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        no_reset,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);

@@ -112,6 +112,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         store: None,
         stop: true,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        no_reset: false,
     };
     let stats = match hiber_core::checkpoint(&opts, &|_| {}) {
         Ok(s) => s,
