@@ -416,11 +416,29 @@ impl FileTable {
                 _ => None,
             })
             .collect();
+        // Clients of connections waiting in a saved listener's queue.
+        let waiting_in: HashMap<u64, u64> = self
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FileKind::UnixSocket(u) => Some(u),
+                _ => None,
+            })
+            .flat_map(|u| u.accept_queue.iter().map(move |&e| (e, u.ino)))
+            .collect();
         for (i, f) in self.files.iter_mut().enumerate() {
             let FileKind::UnixSocket(u) = &mut f.kind else {
                 continue;
             };
-            if matches!(u.peer, unix::Peer::Inside { ino } if !saved.contains(&ino)) {
+            // Waiting in a saved listener's queue (sock_diag may or may not
+            // name the waiting server end as its peer), or truly outside.
+            if let Some(&listener) = waiting_in.get(&u.ino) {
+                let embryo = match u.peer {
+                    unix::Peer::Inside { ino } => ino,
+                    _ => 0,
+                };
+                u.peer = unix::Peer::Pending { listener, embryo };
+            } else if matches!(u.peer, unix::Peer::Inside { ino } if !saved.contains(&ino)) {
                 u.peer = unix::Peer::Outside;
             }
             if u.peer != unix::Peer::Outside {
@@ -472,6 +490,12 @@ pub fn restore_all(
         })
         .collect();
     let peer_of = |ino: u64| unix_by_ino.get(&ino).map(|u| (*u).clone());
+    let client_of = |ino: u64| {
+        unix_by_ino
+            .get(&ino)
+            .filter(|u| matches!(u.peer, unix::Peer::Pending { .. }))
+            .map(|u| (*u).clone())
+    };
     let mut ptys = pty::PtyPairs::default();
     let pty_end = |index: u32, master: bool| {
         files.iter().find_map(|f| match &f.kind {
@@ -497,7 +521,7 @@ pub fn restore_all(
                 fd
             }
             FileKind::UnixSocket(u) => {
-                let fd = unix_ends.open(u, &peer_of, image)?;
+                let fd = unix_ends.open(u, &peer_of, &client_of, image)?;
                 status_flags_as_saved(&fd, f.flags)?;
                 fd
             }

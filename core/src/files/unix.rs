@@ -32,6 +32,9 @@ pub enum Peer {
     Inside { ino: u64 },
     /// Connected to a socket outside the set (or to one now closed).
     Outside,
+    /// Connected to a saved listener that has not accepted the connection
+    /// yet (`embryo`: the waiting server end, in `listener`'s queue).
+    Pending { listener: u64, embryo: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +47,10 @@ pub struct UnixSocket {
     pub name: Vec<u8>,
     /// `listen` backlog, for a listening socket.
     pub backlog: Option<u32>,
+    /// For a listener: the connections waiting to be accepted, in order,
+    /// by the inode of their client socket.
+    #[serde(default)]
+    pub accept_queue: Vec<u64>,
     pub peer: Peer,
     pub shutdown: u8,
     pub passcred: bool,
@@ -226,6 +233,7 @@ pub(super) fn checkpoint(
         kind,
         name,
         backlog: None,
+        accept_queue: Vec::new(),
         peer: Peer::None,
         shutdown: d.shutdown,
         passcred: opt(libc::SO_PASSCRED)? != 0,
@@ -236,14 +244,18 @@ pub(super) fn checkpoint(
         pending: Vec::new(),
     };
     if d.state == sockdiag::STATE_LISTEN {
-        if !d.pending.is_empty() {
+        // A waiting connection is made again at restore; data its client
+        // already sent sits in a socket no fd reaches: refused.
+        // sock_diag lists a waiting connection by its client's inode; what
+        // the client sent and nobody read yet is its write queue.
+        let holds_data = |client: &u64| diag.get(client).is_some_and(|c| c.wqueue > 0);
+        if let Some(e) = d.pending.iter().find(|c| holds_data(c)) {
             return Err(format!(
-                "listening {} socket {} with {} connections waiting to be accepted: not supported yet",
-                kind_name(kind),
-                printable(&s.name),
-                d.pending.len()
+                "listening socket {}: a connection waiting to be accepted (socket {e}) already holds data: not supported yet",
+                printable(&s.name)
             ));
         }
+        s.accept_queue = d.pending.clone();
         // sock_diag reports a listener's backlog as its write queue.
         s.backlog = Some(d.wqueue);
         return Ok(FileKind::UnixSocket(s));
@@ -265,7 +277,7 @@ impl UnixSocket {
     pub fn describe(&self) -> String {
         let what = match (&self.backlog, &self.peer) {
             (Some(_), _) => "listening",
-            (None, Peer::Inside { .. }) => "connected",
+            (None, Peer::Inside { .. } | Peer::Pending { .. }) => "connected",
             (None, Peer::Outside) => "connected",
             (None, Peer::None) => "unconnected",
         };
@@ -444,17 +456,44 @@ pub(super) struct UnixEnds {
 
 impl UnixEnds {
     /// Open socket `s`; `peer_of(ino)` finds the saved peer's image.
+    /// `client_of(ino)`: the saved client socket of a waiting connection.
     pub fn open(
         &mut self,
         s: &UnixSocket,
         peer_of: &dyn Fn(u64) -> Option<UnixSocket>,
+        client_of: &dyn Fn(u64) -> Option<UnixSocket>,
         image: &ImageReader,
     ) -> Result<OwnedFd, FileError> {
         if let Some(fd) = self.waiting.remove(&s.ino) {
             return Ok(fd);
         }
         if let Some(backlog) = s.backlog {
-            return listen(s, backlog);
+            let fd = listen(s, backlog)?;
+            // The waiting connections, in their order: the saved clients
+            // get theirs; those of outside clients are closed at once (the
+            // server accepts a hung-up connection).
+            for &client_ino in &s.accept_queue {
+                let client = connect_to(s)?;
+                if let Some(c) = client_of(client_ino) {
+                    finish(&client, &c)?;
+                    self.waiting.insert(c.ino, client);
+                }
+            }
+            return Ok(fd);
+        }
+        if let Peer::Pending { listener, .. } = &s.peer {
+            // Make the listener now (it connects this client), and keep it
+            // for when its own file comes.
+            let l = peer_of(*listener).ok_or(FileError::BadReference {
+                what: "unix listener",
+                index: 0,
+            })?;
+            let lfd = self.open(&l, peer_of, client_of, image)?;
+            self.waiting.insert(l.ino, lfd);
+            return self.waiting.remove(&s.ino).ok_or(FileError::BadReference {
+                what: "pending unix connection",
+                index: 0,
+            });
         }
         match &s.peer {
             Peer::Inside { ino } => {
@@ -471,6 +510,7 @@ impl UnixEnds {
                 Ok(mine)
             }
             Peer::Outside => reset(s, image),
+            Peer::Pending { .. } => unreachable!("handled above"),
             Peer::None => {
                 let fd = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
                 if !s.name.is_empty() {
@@ -481,6 +521,26 @@ impl UnixEnds {
             }
         }
     }
+}
+
+/// A new client connection to the (just restored) listener `l`.
+fn connect_to(l: &UnixSocket) -> Result<OwnedFd, FileError> {
+    let fd = socket_of(l.kind).map_err(create_err("creating a unix socket"))?;
+    let (addr, len) = sockaddr(&l.name).map_err(create_err("a unix socket name too long"))?;
+    // SAFETY: connect with a valid sockaddr_un of `len` bytes.
+    if unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
+        return Err(create_err("remaking a connection waiting to be accepted")(
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
 }
 
 /// A socket whose peer is gone: its queue, then end-of-file.
