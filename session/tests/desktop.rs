@@ -137,12 +137,13 @@ fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {
             .unwrap_or_default()
             .contains(&format!("\"{word}\""))
     };
+    // A cold GTK start (font and icon caches) can take a while on 2 cores.
     wait_until(
-        "xclock, xeyes and xterm to map their windows",
-        DEADLINE,
+        "gtk4-demo, xclock, xeyes and xterm to map their windows",
+        DEADLINE * 4,
         || {
             let w = windows();
-            (["xclock", "xeyes", "xterm"]
+            (["GTK Demo", "xclock", "xeyes", "xterm"]
                 .iter()
                 .all(|n| w.iter().any(|l| l.contains(n))))
             .then_some(())
