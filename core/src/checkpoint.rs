@@ -252,13 +252,9 @@ fn inspect_process(
         env_start: stat.env_start,
         env_end: stat.env_end,
     };
-    // tty_nr: major in bits 8..20, minor in bits 0..8 and 20..32.
-    let (tty_major, tty_minor) = (
-        ((stat.tty_nr >> 8) & 0xfff) as u32,
-        ((stat.tty_nr & 0xff) | ((stat.tty_nr >> 12) & 0xfff00)) as u32,
-    );
-    let ctty = (stat.session == pid && crate::files::pty::is_slave_major(tty_major))
-        .then(|| (tty_major - 136) * 256 + tty_minor);
+    let ctty = (stat.session == pid)
+        .then(|| crate::files::pty::pty_of_tty_nr(stat.tty_nr))
+        .flatten();
     Ok(Some(ProcessImage {
         ctty,
         timers,

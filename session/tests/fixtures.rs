@@ -208,12 +208,7 @@ fn unprivileged_caller_may_not_restore_root_processes() {
     .unwrap();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .filter(|c| c.starts_with(b"sleep"))
-    });
+    let pid = r.spawn_sleep();
     r.checkpoint_stop(pid, &img);
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -113,12 +113,7 @@ fn checkpointer_killed_mid_dump_leaves_the_process_running_and_unchanged() {
 fn saved_sleep(t: &Path) -> (std::path::PathBuf, i32, Reaper) {
     let img = t.join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .filter(|c| c.starts_with(b"sleep"))
-    });
+    let pid = r.spawn_sleep();
     r.checkpoint_stop(pid, &img);
     (img, pid, r)
 }

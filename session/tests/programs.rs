@@ -12,12 +12,7 @@ fn sleep_comes_back_with_its_pid_and_twice_from_one_image() {
     let t = tempdir();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .filter(|c| c.starts_with(b"sleep"))
-    });
+    let pid = r.spawn_sleep();
     let out = r.checkpoint_stop(pid, &img);
     assert_eq!(out["processes"], 1);
     for round in 0..2 {
@@ -119,12 +114,7 @@ fn taken_pid_is_named_and_pidns_restores_anyway() {
     let t = tempdir();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(Command::new("sleep").arg("1000"));
-    wait_until("sleep to run", DEADLINE, || {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .ok()
-            .filter(|c| c.starts_with(b"sleep"))
-    });
+    let pid = r.spawn_sleep();
     let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img), "--json"]);
     assert_ok(&out, "checkpoint");
     assert!(

@@ -4,7 +4,7 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{FileError, FileKind};
+use super::{getsockopt_int, queued_bytes, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -33,17 +33,6 @@ pub struct InetSocket {
     #[serde(with = "hex::serde")]
     pub peer: Vec<u8>,
     pub reuse_addr: bool,
-}
-
-fn opt(fd: RawFd, level: i32, o: i32) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = 4 as libc::socklen_t;
-    // SAFETY: getsockopt writes one int to a valid pointer.
-    if unsafe { libc::getsockopt(fd, level, o, (&mut v as *mut libc::c_int).cast(), &mut len) } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 fn name(fd: RawFd, peer: bool) -> Vec<u8> {
@@ -81,13 +70,13 @@ fn port(addr: &[u8]) -> u16 {
 pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a socket: {err}");
-    let kind = opt(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
+    let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
     if kind != libc::SOCK_STREAM && kind != libc::SOCK_DGRAM {
         return Err(format!(
             "IP socket of type {kind} (raw, SCTP...) is not supported yet"
         ));
     }
-    let listening = opt(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(e)? != 0;
+    let listening = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(e)? != 0;
     let local = name(fd, false);
     let peer = name(fd, true);
     let state = match (kind, listening, peer.is_empty()) {
@@ -97,9 +86,8 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String
         _ => InetState::Unconnected,
     };
     if kind == libc::SOCK_DGRAM {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+        // An unreadable count is taken as nothing queued.
+        let queued = queued_bytes(fd).unwrap_or(0);
         if queued > 0 {
             return Err("UDP socket with datagrams waiting (they cannot be put back)".into());
         }
@@ -107,12 +95,12 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String
     Ok(FileKind::Inet(InetSocket {
         family,
         kind,
-        protocol: opt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
+        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
         state,
         // An unbound socket reports port 0: nothing to bind again.
         local: if port(&local) == 0 { Vec::new() } else { local },
         peer,
-        reuse_addr: opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(e)? != 0,
+        reuse_addr: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(e)? != 0,
     }))
 }
 

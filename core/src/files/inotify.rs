@@ -7,7 +7,7 @@
 //! events to what they watch by it. Unread events cannot be put back, so an
 //! inotify with events waiting is refused.
 
-use super::{FileError, FileKind};
+use super::{queued_bytes, FileError, FileKind};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -78,9 +78,8 @@ fn path_of(sdev: u64, handle_type: i32, handle: &[u8]) -> io::Result<PathBuf> {
 }
 
 pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, String> {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    unsafe { libc::ioctl(held.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    // An unreadable count is taken as nothing queued.
+    let queued = queued_bytes(held.as_raw_fd()).unwrap_or(0);
     if queued > 0 {
         return Err(format!(
             "inotify with {queued} bytes of unread events (they cannot be put back)"

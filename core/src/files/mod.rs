@@ -549,6 +549,36 @@ fn move_above(fd: OwnedFd, base: RawFd) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
 }
 
+/// An int socket option of `fd`.
+pub(super) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes one int to a valid pointer.
+    if unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// Bytes waiting to be read on `fd` (`FIONREAD`).
+pub(super) fn queued_bytes(fd: RawFd) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to a valid pointer.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut v) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
 /// Set a fd's status flags (O_NONBLOCK, O_APPEND...) as saved.
 /// Objects created by a syscall (sockets, epoll) start blocking: give them
 /// the saved `O_NONBLOCK` (the only status flag they keep).

@@ -2,10 +2,10 @@
 //! Their port id is the kernel's to choose again, so they are Reopen;
 //! one with messages waiting is refused (they cannot be put back).
 
-use super::{FileError, FileKind};
+use super::{getsockopt_int, queued_bytes, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetlinkSocket {
@@ -18,31 +18,11 @@ pub struct NetlinkSocket {
     pub groups: u32,
 }
 
-fn opt(fd: RawFd, o: i32) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = 4 as libc::socklen_t;
-    // SAFETY: getsockopt writes one int to a valid pointer.
-    if unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            o,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
 pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a netlink socket: {err}");
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    // An unreadable count is taken as nothing queued.
+    let queued = queued_bytes(fd).unwrap_or(0);
     if queued > 0 {
         return Err(format!(
             "netlink socket with {queued} bytes of unread messages"
@@ -56,8 +36,8 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
         return Err(e(io::Error::last_os_error()));
     }
     Ok(FileKind::Netlink(NetlinkSocket {
-        protocol: opt(fd, libc::SO_PROTOCOL).map_err(e)?,
-        kind: opt(fd, libc::SO_TYPE).map_err(e)?,
+        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
+        kind: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?,
         bound: a.nl_pid != 0,
         groups: a.nl_groups,
     }))

@@ -10,7 +10,7 @@
 //! process of the session has it, and sets the foreground group once every
 //! group exists (`restore::node`).
 
-use super::{FileError, FileKind};
+use super::{queued_bytes, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -19,6 +19,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// The unix98 pty slave majors (136..=143).
 pub fn is_slave_major(major: u32) -> bool {
     (136..=143).contains(&major)
+}
+
+/// The pty number of a terminal device as /proc/PID/stat's `tty_nr`
+/// encodes it (major in bits 8..20, minor in bits 0..8 and 20..32).
+pub fn pty_of_tty_nr(tty_nr: i32) -> Option<u32> {
+    let major = ((tty_nr >> 8) & 0xfff) as u32;
+    let minor = ((tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00)) as u32;
+    is_slave_major(major).then(|| (major - 136) * 256 + minor)
 }
 
 pub fn is_master(major: u32, minor: u32) -> bool {
@@ -99,8 +107,7 @@ pub(super) fn checkpoint(
         Some(i) => i,
         None => ioctl_int(fd, TIOCGPTN).map_err(e("reading the pty number"))? as u32,
     };
-    let queued =
-        ioctl_int(fd, libc::FIONREAD as libc::c_ulong).map_err(e("reading the pty queue"))?;
+    let queued = queued_bytes(fd).map_err(e("reading the pty queue"))?;
     if queued > 0 {
         return Err(format!(
             "pty {index} {} has {queued} unread bytes (tty queues cannot be saved yet)",
@@ -158,14 +165,9 @@ fn restorer_terminal() -> String {
     let tty_nr = crate::procfs::ProcDir::new(std::process::id() as i32)
         .stat()
         .map_or(0, |s| s.tty_nr);
-    let (major, minor) = (
-        (tty_nr >> 8) & 0xfff,
-        (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
-    );
-    if is_slave_major(major as u32) {
-        format!("/dev/pts/{}", (major - 136) * 256 + minor)
-    } else {
-        "/dev/tty".into()
+    match pty_of_tty_nr(tty_nr) {
+        Some(index) => format!("/dev/pts/{index}"),
+        None => "/dev/tty".into(),
     }
 }
 

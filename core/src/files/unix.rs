@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{FileError, FileKind};
+use super::{getsockopt_int, FileError, FileKind};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -78,25 +78,6 @@ fn printable(name: &[u8]) -> String {
         Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
         _ => String::from_utf8_lossy(name).into_owned(),
     }
-}
-
-fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes one int to a valid pointer.
-    if unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {

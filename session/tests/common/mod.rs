@@ -151,6 +151,18 @@ impl Reaper {
         self.pids.insert(pid);
     }
 
+    /// Start `sleep 1000` and wait until it runs sleep (not the forked
+    /// test binary any more).
+    pub fn spawn_sleep(&mut self) -> i32 {
+        let pid = self.spawn(Command::new("sleep").arg("1000"));
+        wait_until("sleep to run", DEADLINE, || {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .filter(|c| c.starts_with(b"sleep"))
+        });
+        pid
+    }
+
     /// Start `cmd` in its own session, stdin from /dev/null.
     pub fn spawn(&mut self, cmd: &mut Command) -> i32 {
         cmd.stdin(Stdio::null());
