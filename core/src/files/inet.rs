@@ -4,10 +4,10 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{getsockopt_int, queued_bytes, FileError, FileKind};
+use super::{getsockopt_int, new_socket, queued_bytes, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -135,19 +135,8 @@ impl InetSocket {
         } else {
             0
         };
-        // SAFETY: socket() takes integers and returns a new fd or -1.
-        let fd = unsafe {
-            libc::socket(
-                self.family,
-                self.kind | libc::SOCK_CLOEXEC | nonblock,
-                self.protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(err("creating an IP socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = new_socket(self.family, self.kind | nonblock, self.protocol)
+            .map_err(err("creating an IP socket"))?;
         // A listener's port may still have connections in TIME_WAIT from
         // before: allow the bind, then set the option as saved.
         if self.reuse_addr || self.state == InetState::Listening {

@@ -569,6 +569,17 @@ pub(super) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32>
     Ok(v)
 }
 
+/// A new close-on-exec socket; `kind` may carry `SOCK_NONBLOCK`.
+pub(super) fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
+    // SAFETY: socket() takes integers and returns a new fd or -1.
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Bytes waiting to be read on `fd` (`FIONREAD`).
 pub(super) fn queued_bytes(fd: RawFd) -> io::Result<i32> {
     let mut v: libc::c_int = 0;

@@ -2,10 +2,10 @@
 //! Their port id is the kernel's to choose again, so they are Reopen;
 //! one with messages waiting is refused (they cannot be put back).
 
-use super::{getsockopt_int, queued_bytes, FileError, FileKind};
+use super::{getsockopt_int, new_socket, queued_bytes, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetlinkSocket {
@@ -58,19 +58,8 @@ impl NetlinkSocket {
         } else {
             0
         };
-        // SAFETY: socket() takes integers and returns a new fd or -1.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                self.kind | libc::SOCK_CLOEXEC | nonblock,
-                self.protocol,
-            )
-        };
-        if fd < 0 {
-            return Err(err("creating a netlink socket")(io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
+            .map_err(err("creating a netlink socket"))?;
         if self.bound {
             // SAFETY: sockaddr_nl is plain data.
             let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };

@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{getsockopt_int, FileError, FileKind};
+use super::{getsockopt_int, new_socket, FileError, FileKind};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -314,16 +314,6 @@ fn create_err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
     move |source| FileError::Create { what, source }
 }
 
-fn socket_of(kind: i32) -> io::Result<OwnedFd> {
-    // SAFETY: socket() takes integers and returns a new fd or -1.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn pair_of(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: socketpair fills two ints.
@@ -493,7 +483,8 @@ impl UnixEnds {
             Peer::Outside => reset(s, image),
             Peer::Pending { .. } => unreachable!("handled above"),
             Peer::None => {
-                let fd = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+                let fd = new_socket(libc::AF_UNIX, s.kind, 0)
+                    .map_err(create_err("creating a unix socket"))?;
                 if !s.name.is_empty() {
                     bind(&fd, s)?;
                 }
@@ -506,7 +497,7 @@ impl UnixEnds {
 
 /// A new client connection to the (just restored) listener `l`.
 fn connect_to(l: &UnixSocket) -> Result<OwnedFd, FileError> {
-    let fd = socket_of(l.kind).map_err(create_err("creating a unix socket"))?;
+    let fd = new_socket(libc::AF_UNIX, l.kind, 0).map_err(create_err("creating a unix socket"))?;
     let (addr, len) = sockaddr(&l.name).map_err(create_err("a unix socket name too long"))?;
     // SAFETY: connect with a valid sockaddr_un of `len` bytes.
     if unsafe {
@@ -553,7 +544,8 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
     if err.raw_os_error() == Some(libc::EADDRINUSE) && path_name {
         // The socket file of the saved process is still there. Take it
         // over only if nobody answers on it.
-        let probe = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+        let probe =
+            new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
         // SAFETY: connect with the same valid address.
         let live = unsafe {
             libc::connect(
@@ -588,7 +580,7 @@ fn name_path(name: &[u8]) -> std::path::PathBuf {
 }
 
 fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
-    let fd = socket_of(s.kind).map_err(create_err("creating a unix socket"))?;
+    let fd = new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
     if !s.name.is_empty() {
         bind(&fd, s)?;
     }
