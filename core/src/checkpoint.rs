@@ -7,12 +7,13 @@ use crate::creds::Creds;
 use crate::files::{FileError, FileTable};
 use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
-use crate::memory::{self, MemoryError, MmFields, MmImage, ShmemTable};
+use crate::memory::{self, MemoryError, MmFields, MmImage};
 use crate::policy::{Policy, ProcessSummary, Report, Subject};
 use crate::procfs::{MapsPath, ProcDir, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace;
 use crate::remote::{self, RemoteError, RemoteTask, Scratch};
+use crate::shmem::ShmemTable;
 use crate::snapshot::{ProcessImage, Rlimit, Snapshot};
 use crate::{signals, thread};
 use std::path::PathBuf;
@@ -168,7 +169,7 @@ fn inspect_process(
 
     let smaps = dir.smaps()?;
     let vmas = memory::classify(pid, &smaps, shmem, report);
-    let fds = files.collect(pid, report)?;
+    let fds = files.collect(pid, shmem, report)?;
     let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
     let locks = crate::locks::checkpoint(pid, &fd_numbers, report).map_err(|source| {
         CheckpointError::Os {
@@ -289,6 +290,7 @@ fn inspect(frozen: &Frozen) -> Result<Inspection> {
         }
     }
     files.finish_classification(&mut report);
+    shmem.report_outside_attachments(&mut report);
     let uname = uname();
     let snapshot = Snapshot {
         hiber_version: env!("CARGO_PKG_VERSION").into(),
@@ -417,10 +419,7 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
                 total: total_pages,
             });
         }
-        let mut shm_pending = Vec::new();
-        for (obj, &source) in shmem.objects.iter().zip(&shmem.sources) {
-            shm_pending.push(memory::dump_shmem(source, obj, &mut sink)?);
-        }
+        let shm_pending = shmem.dump(&mut sink)?;
         let refs = sink.finish()?;
         for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
             if let Some(mm) = &mut p.mm {

@@ -18,6 +18,7 @@ pub mod procmem;
 pub mod ptrace;
 pub mod remote;
 pub mod restore;
+pub mod shmem;
 pub mod signals;
 pub mod snapshot;
 pub mod sockdiag;

@@ -15,8 +15,8 @@ use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, ProcfsError, SmapsEntry};
 use crate::procmem::{ProcMem, ProcMemError};
 use crate::remote::{RemoteError, RemoteTask, Scratch};
+use crate::shmem::{MapTarget, ShmemTable};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -89,7 +89,7 @@ pub enum Backing {
         size: u64,
         mtime_ns: i64,
     },
-    /// Shared anonymous memory, one object of `Snapshot::shmem`.
+    /// Shared memory (anonymous, memfd, SysV): one object of `Snapshot::shmem`.
     Shmem {
         object: usize,
         offset: u64,
@@ -133,16 +133,6 @@ impl Vma {
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
-}
-
-/// A shared anonymous memory object (MAP_SHARED|MAP_ANONYMOUS, /dev/zero).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShmemObject {
-    /// (device, inode) of the object at checkpoint, to group its mappings.
-    pub dev: (u32, u32),
-    pub inode: u64,
-    pub size: u64,
-    pub pages: Vec<PageChunk>,
 }
 
 /// The `mm` fields set with `PR_SET_MM_MAP`.
@@ -214,21 +204,12 @@ pub fn classify(
             MapsPath::Anonymous | MapsPath::Heap | MapsPath::Stack => Backing::Anon,
             MapsPath::Other(name) if name.starts_with("[anon:") => Backing::Anon,
             MapsPath::File { path, deleted } => {
-                let sysv = path.to_string_lossy().starts_with("/SYSV");
+                let name = path.to_string_lossy();
                 // A SysV segment's inode is its id, which may be 0.
-                let shm_like = (m.inode != 0 || sysv) && *deleted && is_shmem_name(path);
-                if m.shared && sysv && sysv_id_in_use(m.inode) {
-                    report.add(
-                        pid,
-                        subject,
-                        format!("SysV shared memory segment {}", m.inode),
-                        Policy::Refuse,
-                        "the segment still has its id (not removed with IPC_RMID): SysV ids are not restored yet",
-                    );
-                    continue;
-                }
+                let shm_like =
+                    (m.inode != 0 || name.starts_with("/SYSV")) && *deleted && is_shmem_name(path);
                 if m.shared && shm_like {
-                    let object = shmem.object(pid, m);
+                    let object = shmem.of_mapping(pid, m, &name);
                     Backing::Shmem {
                         object,
                         offset: m.offset,
@@ -290,10 +271,14 @@ pub fn classify(
                 // Contents live in the file; nothing to save.
             }
         }
+        let what = match &backing {
+            Backing::Shmem { object, .. } => shmem.objects[*object].describe(),
+            _ => describe(&backing, m.shared),
+        };
         report.add(
             pid,
             subject,
-            describe(&backing, m.shared),
+            what,
             Policy::Restore,
             match &backing {
                 Backing::Anon => "touched pages saved, zero pages elided",
@@ -320,23 +305,6 @@ pub fn classify(
     vmas
 }
 
-/// Whether SysV segment `id` still exists under its id (is not marked
-/// for removal). Once removed, only its mappings name it, and it is
-/// restored as plain shared memory without loss.
-fn sysv_id_in_use(id: u64) -> bool {
-    const SHM_DEST: u32 = 0o1000;
-    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
-        return false;
-    };
-    text.lines().skip(1).any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.get(1).and_then(|v| v.parse::<u64>().ok()) == Some(id)
-            && f.get(2)
-                .and_then(|v| u32::from_str_radix(v, 8).ok())
-                .is_some_and(|mode| mode & SHM_DEST == 0)
-    })
-}
-
 fn is_shmem_name(path: &Path) -> bool {
     let s = path.to_string_lossy();
     s == "/dev/zero" || s.starts_with("/SYSV") || s.starts_with("/memfd:")
@@ -350,43 +318,10 @@ fn describe(backing: &Backing, shared: bool) -> String {
             if shared { "shared" } else { "private" },
             path.display()
         ),
-        Backing::Shmem { .. } => "shared anon memory".into(),
+        Backing::Shmem { .. } => "shared memory".into(),
         Backing::Vdso => "[vdso]".into(),
         Backing::Vvar => "[vvar]".into(),
         Backing::VvarVclock => "[vvar_vclock]".into(),
-    }
-}
-
-/// Shared anonymous objects met while classifying, by (dev, inode).
-#[derive(Debug, Default)]
-pub struct ShmemTable {
-    pub objects: Vec<ShmemObject>,
-    /// A mapping to read each object through: (pid, start, end, offset).
-    pub sources: Vec<(i32, u64, u64, u64)>,
-    index: BTreeMap<((u32, u32), u64), usize>,
-}
-
-impl ShmemTable {
-    fn object(&mut self, pid: i32, m: &MapsEntry) -> usize {
-        let key = ((m.dev_major, m.dev_minor), m.inode);
-        let size = m.offset + (m.end - m.start);
-        if let Some(&i) = self.index.get(&key) {
-            if size > self.objects[i].size {
-                self.objects[i].size = size;
-                self.sources[i] = (pid, m.start, m.end, m.offset);
-            }
-            return i;
-        }
-        let i = self.objects.len();
-        self.objects.push(ShmemObject {
-            dev: key.0,
-            inode: m.inode,
-            size,
-            pages: Vec::new(),
-        });
-        self.sources.push((pid, m.start, m.end, m.offset));
-        self.index.insert(key, i);
-        i
     }
 }
 
@@ -541,55 +476,6 @@ fn read_window(
     Ok((kept, data))
 }
 
-/// Save a shared anonymous object's contents, read through the mapping's
-/// `map_files` link (which reaches the whole object, not just this mapping's
-/// resident pages).
-pub fn dump_shmem(
-    source: (i32, u64, u64, u64),
-    object: &ShmemObject,
-    sink: &mut ChunkSink<'_>,
-) -> Result<Vec<PendingChunk>> {
-    let (pid, start, end, _) = source;
-    let path = PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"));
-    let file = File::open(&path).map_err(|source| MemoryError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let mut pending = Vec::new();
-    let mut offset = 0;
-    let mut buf = vec![0u8; WINDOW_BYTES as usize];
-    while offset < object.size {
-        let len = (object.size - offset).min(WINDOW_BYTES) as usize;
-        let n = file
-            .read_at(&mut buf[..len], offset)
-            .map_err(|source| MemoryError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        let mut bitmap = 0u64;
-        let mut data = Vec::new();
-        for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
-            if !is_zero(page) {
-                bitmap |= 1 << i;
-                data.extend_from_slice(page);
-                data.resize(data.len().next_multiple_of(PAGE_SIZE as usize), 0);
-            }
-        }
-        if bitmap != 0 {
-            pending.push(PendingChunk {
-                ticket: sink.submit(data)?,
-                addr: offset,
-                bitmap,
-            });
-        }
-        if n < len {
-            break;
-        }
-        offset += WINDOW_BYTES;
-    }
-    Ok(pending)
-}
-
 /// Turn pending chunks into page chunks once the sink has finished.
 pub fn resolve(pending: Vec<PendingChunk>, refs: &[ChunkRef]) -> Vec<PageChunk> {
     pending
@@ -690,14 +576,14 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
 const SCRATCH_PATH: usize = 0;
 
 /// Recreate every mapping of `mm` in a task whose own mappings are gone
-/// (but for the gadget and the vdso, already moved). `shmem_fd_path(i)`
-/// names a path the task can open to reach shared object `i`.
+/// (but for the gadget and the vdso, already moved). `shared(i)` says how
+/// the task reaches shared object `i`.
 pub fn map_all(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,
     mm: &MmImage,
-    shmem_fd_path: &dyn Fn(usize) -> PathBuf,
+    shared: &dyn Fn(usize) -> MapTarget,
 ) -> Result<()> {
     let mut open: Option<(PathBuf, u64)> = None;
     let close = |fd: u64| {
@@ -719,7 +605,15 @@ pub fn map_all(
                 continue;
             }
             Backing::File { path, offset, .. } => (path.clone(), 0, *offset, v.shared && v.write),
-            Backing::Shmem { object, offset } => (shmem_fd_path(*object), 0, *offset, true),
+            Backing::Shmem { object, offset } => match shared(*object) {
+                MapTarget::File { path, write_sealed } => {
+                    (path, 0, *offset, v.write || !write_sealed)
+                }
+                MapTarget::Sysv { id, size } => {
+                    attach_sysv(task, v, id, size, *offset)?;
+                    continue;
+                }
+            },
             Backing::Vdso | Backing::Vvar | Backing::VvarVclock => continue,
         };
         let fd = match &open {
@@ -768,6 +662,74 @@ pub fn map_all(
     }
     if let Some((_, fd)) = open {
         close(fd)?;
+    }
+    Ok(())
+}
+
+/// Attach SysV segment `id` so that its bytes from `offset` appear at the
+/// mapping `v`, as the saved attachment (or the part of it left after a
+/// partial munmap) did. shmat cannot map part of a segment at a chosen
+/// place, so the task attaches the whole segment where the kernel likes,
+/// cuts off what the mapping did not cover and moves the rest into place;
+/// a placeholder over `v` first keeps the kernel from choosing it.
+fn attach_sysv(task: &RemoteTask, v: &Vma, id: i32, size: u64, offset: u64) -> Result<()> {
+    let seg_len = size.next_multiple_of(PAGE_SIZE);
+    if offset.checked_add(v.len()).is_none_or(|end| end > seg_len) {
+        return Err(MemoryError::BadMapping {
+            pid: task.tid(),
+            start: v.start,
+            end: v.end,
+        });
+    }
+    task.syscall(
+        "mmap(placeholder)",
+        libc::SYS_mmap,
+        [
+            v.start,
+            v.len(),
+            libc::PROT_NONE as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let flags = if v.write { 0 } else { libc::SHM_RDONLY };
+    let at = task.syscall(
+        "shmat",
+        libc::SYS_shmat,
+        [id as u64, 0, flags as u64, 0, 0, 0],
+    )?;
+    let munmap = |start: u64, len: u64| {
+        task.syscall("munmap", libc::SYS_munmap, [start, len, 0, 0, 0, 0])
+            .map(drop)
+    };
+    if offset > 0 {
+        munmap(at, offset)?;
+    }
+    let tail = offset + v.len();
+    if tail < seg_len {
+        munmap(at + tail, seg_len - tail)?;
+    }
+    task.syscall(
+        "mremap(shm)",
+        libc::SYS_mremap,
+        [
+            at + offset,
+            v.len(),
+            v.len(),
+            (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+            v.start,
+            0,
+        ],
+    )?;
+    // shmat gives read (and write) but never exec: set what was saved.
+    let attached = libc::PROT_READ as u64 | if v.write { libc::PROT_WRITE as u64 } else { 0 };
+    if v.prot() != attached {
+        task.syscall(
+            "mprotect(shm)",
+            libc::SYS_mprotect,
+            [v.start, v.len(), v.prot(), 0, 0, 0],
+        )?;
     }
     Ok(())
 }

@@ -300,3 +300,115 @@ fn interval_and_posix_timers() {
 fn flock_posix_and_ofd_locks() {
     round_trip("locks", &[]);
 }
+
+/// Removes SysV segments by id when dropped (they outlive processes).
+struct SysvIds(Vec<i32>);
+
+impl Drop for SysvIds {
+    fn drop(&mut self) {
+        for &id in &self.0 {
+            // SAFETY: removing a segment this test's fixture created.
+            unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+}
+
+fn sysv_exists(id: i32) -> bool {
+    fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+}
+
+/// memfds with seals and SysV segments with their ids: restored fresh
+/// (ids free), restored over the saved segments' own leftovers, and
+/// refused without trace when another segment holds an id.
+#[test]
+fn memfds_and_sysv_segments() {
+    let t = tempdir();
+    let dir = t.path().join("fx");
+    fs::create_dir(&dir).unwrap();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let root = r.spawn(
+        Command::new(fixture_bin())
+            .args(["shm", path(&dir)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
+    );
+    wait_until("the shm fixture to be ready", DEADLINE, || {
+        dir.join("ready").exists().then_some(())
+    });
+    let ready = fs::read_to_string(dir.join("ready")).unwrap();
+    let ids: Vec<i32> = ready
+        .lines()
+        .find_map(|l| l.strip_prefix("sysv "))
+        .expect("segment ids")
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let mut cleanup = SysvIds(ids.clone());
+    let before = report(root, &dir, 1);
+    assert_all_ok(&before, "shm before the save");
+
+    let check = hiber(&["check", &root.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "check: {}", stdout(&check));
+    assert!(
+        stdout(&check).contains("memfd hiber-fx-sealed"),
+        "{}",
+        stdout(&check)
+    );
+    r.checkpoint_stop(root, &img);
+    // The segments outlive their processes; free the ids so the restore
+    // makes them anew under the same ids.
+    for &id in &ids {
+        // SAFETY: removing the fixture's segments, now unattached.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        assert!(!sysv_exists(id));
+    }
+    let _ = fs::remove_file(dir.join("report"));
+    r.restore(&img, &[]);
+    let after = report(root, &dir, 2);
+    assert_all_ok(&after, "shm after a restore that made the segments");
+    assert_eq!(after.len(), before.len());
+
+    // End it: its segments stay, unattached; a second restore takes them over.
+    r.kill_all();
+    assert!(ids.iter().all(|&id| sysv_exists(id)));
+    let _ = fs::remove_file(dir.join("report"));
+    r.restore(&img, &[]);
+    // The image was saved after round 1: this copy answers round 2 too.
+    let again = report(root, &dir, 2);
+    assert_all_ok(&again, "shm restored over its own leftovers");
+    r.kill_all();
+
+    // Another segment under the keyed segment's id: refused, nothing left.
+    let keyed = ids[0];
+    // SAFETY: removing the leftover, then making a squatter at its id.
+    let squatter = unsafe {
+        libc::shmctl(keyed, libc::IPC_RMID, std::ptr::null_mut());
+        fs::write("/proc/sys/kernel/shm_next_id", format!("{keyed}\n")).unwrap();
+        libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600)
+    };
+    assert_eq!(squatter, keyed, "made a segment at the id");
+    let files_before = snapshot_files(&img);
+    let out = hiber(&["restore", path(&img)]);
+    assert!(
+        !out.status.success(),
+        "restore over a taken SysV id succeeded"
+    );
+    assert!(
+        stderr(&out).contains(&format!("SysV shared memory id {keyed} is taken")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !alive(root) || state(root) == Some('Z'),
+        "no half-restored process"
+    );
+    assert_eq!(snapshot_files(&img), files_before, "image unchanged");
+    // The other segment, made by the failed restore, is gone again.
+    assert!(sysv_exists(squatter));
+    cleanup.0.push(squatter);
+}

@@ -12,6 +12,7 @@ pub mod epoll;
 pub mod eventfd;
 pub mod inet;
 pub mod inotify;
+pub mod memfd;
 pub mod netlink;
 pub mod pipe;
 pub mod pty;
@@ -23,6 +24,7 @@ pub mod unix;
 use crate::image::{ChunkRef, ImageError, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{ProcDir, ProcfsError};
+use crate::shmem::{SharedObjects, ShmemTable};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -86,6 +88,7 @@ pub struct OpenFile {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FileKind {
     Regular(regular::RegularFile),
+    Memfd(memfd::MemfdFile),
     Directory {
         path: PathBuf,
     },
@@ -107,6 +110,7 @@ impl FileKind {
     pub fn describe(&self) -> String {
         match self {
             FileKind::Regular(r) => r.describe(),
+            FileKind::Memfd(m) => m.describe(),
             FileKind::Directory { path } => format!("directory {}", path.display()),
             FileKind::Pipe(p) => p.describe(),
             FileKind::CharDevice(c) => c.describe(),
@@ -206,7 +210,12 @@ pub struct FileTable {
 
 impl FileTable {
     /// Classify every fd of `pid`; refusals go to `report` (and the fd is left out).
-    pub fn collect(&mut self, pid: i32, report: &mut Report) -> Result<Vec<FdImage>> {
+    pub fn collect(
+        &mut self,
+        pid: i32,
+        shmem: &mut ShmemTable,
+        report: &mut Report,
+    ) -> Result<Vec<FdImage>> {
         let dir = ProcDir::new(pid);
         let pidfd = pidfd_open(pid).map_err(|source| FileError::Fd {
             pid,
@@ -257,6 +266,9 @@ impl FileTable {
             }
             let target_str = target.to_string_lossy().into_owned();
             let kind = match st.st_mode & libc::S_IFMT {
+                libc::S_IFREG if target_str.starts_with("/memfd:") => {
+                    memfd::checkpoint(&local, &target_str, &info, &st, shmem)
+                }
                 libc::S_IFREG => regular::checkpoint(pid, fd, &target, &info, &st),
                 libc::S_IFDIR => Ok(FileKind::Directory {
                     path: target.clone(),
@@ -337,6 +349,7 @@ impl FileTable {
                         }
                         FileKind::TimerFd(_) => "time left, interval and unread expirations restored; time left counts from the restore".into(),
                         FileKind::SignalFd(_) => "recreated with its signal mask".into(),
+                        FileKind::Memfd(_) => "recreated with its name, size, contents and seals; shared with its mappings".into(),
                         FileKind::Epoll(_) => "recreated; its watches are added back by the process under the same fd numbers".into(),
                         FileKind::EventFd(_) => "recreated with its counter and mode".into(),
                         FileKind::UnixSocket(u) if u.backlog.is_some() => "listening again under its name".into(),
@@ -478,6 +491,7 @@ pub fn restore_all(
     files: &[OpenFile],
     pipes: &[pipe::PipeImage],
     image: &ImageReader,
+    shared: &SharedObjects,
     base: RawFd,
 ) -> Result<Vec<OwnedFd>> {
     let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
@@ -507,6 +521,7 @@ pub fn restore_all(
     for f in files {
         let fd = match &f.kind {
             FileKind::Regular(r) => r.restore(f.flags, image)?,
+            FileKind::Memfd(m) => m.restore(f.flags, shared)?,
             FileKind::Directory { path } => {
                 regular::open_path(path, (f.flags as i32) | libc::O_DIRECTORY)?
             }

@@ -114,8 +114,8 @@ pub(super) fn checkpoint(
             "pid {pid} fd {fd}: file outside this mount namespace ({text})"
         ));
     }
-    if text.starts_with("/memfd:") {
-        return Err("memfd: not supported yet (its seals and identity would be lost)".into());
+    if text.starts_with("/secretmem") {
+        return Err("memfd_secret memory cannot be read by another process".into());
     }
     let ghost = if deleted {
         if st.st_size as u64 > MAX_GHOST_BYTES {

@@ -17,12 +17,13 @@ use crate::procfs::{self, MapsPath, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace::{self, PtraceError, Stop};
 use crate::remote::{RemoteError, RemoteTask, Scratch};
+use crate::shmem::{MapTarget, SharedObjects, ShmemError};
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::{creds, signals, thread};
 use node::{Shared, TreeSpec, GADGET_LEN};
 use plan::{Ids, NodeKind, Plan, PlanError};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub enum RestoreError {
     File(#[from] FileError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Shmem(#[from] ShmemError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
@@ -183,7 +186,34 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
             memory::validate(p.pid, mm)?;
         }
     }
+    for (i, obj) in snap.shmem.iter().enumerate() {
+        let size = obj.size.next_multiple_of(PAGE_SIZE);
+        let outside = obj.pages.iter().any(|p| {
+            p.addr % PAGE_SIZE != 0
+                || p.addr
+                    .saturating_add((64 - p.bitmap.leading_zeros() as u64) * PAGE_SIZE)
+                    > size
+        });
+        let bad_id = matches!(&obj.kind, crate::shmem::ShmemKind::Sysv(s) if s.id < 0);
+        if outside || bad_id {
+            return Err(invalid(
+                dir,
+                format!(
+                    "shared object {i} has pages outside its {} bytes or a bad id",
+                    obj.size
+                ),
+            ));
+        }
+    }
     for f in &snap.files {
+        if let files::FileKind::Memfd(m) = &f.kind {
+            if m.object >= snap.shmem.len() {
+                return Err(invalid(
+                    dir,
+                    format!("memfd object {} does not exist", m.object),
+                ));
+            }
+        }
         if let files::FileKind::Pipe(end) = &f.kind {
             if end.pipe >= snap.pipes.len() {
                 return Err(invalid(dir, format!("pipe {} does not exist", end.pipe)));
@@ -222,47 +252,6 @@ fn gadget_candidates(mm: &MmImage) -> Vec<u64> {
         }
     }
     out
-}
-
-fn memfd(name: &str) -> std::io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: memfd_create with a valid name returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Shared anonymous objects, recreated as memfds the tasks map.
-fn create_shmem(snap: &Snapshot, reader: &ImageReader) -> Result<Vec<OwnedFd>> {
-    use std::os::unix::fs::FileExt;
-    let mut out = Vec::new();
-    for obj in &snap.shmem {
-        let fd = memfd("hiber-shmem").map_err(|source| RestoreError::Os {
-            what: "creating shared memory",
-            source,
-        })?;
-        let file = std::fs::File::from(fd.try_clone().map_err(|source| RestoreError::Os {
-            what: "duplicating shared memory fd",
-            source,
-        })?);
-        file.set_len(obj.size).map_err(|source| RestoreError::Os {
-            what: "sizing shared memory",
-            source,
-        })?;
-        let mut buf = Vec::new();
-        memory::fill_pages(-1, &obj.pages, reader, &mut buf, |off, data| {
-            file.write_all_at(data, off)
-                .map_err(|source| MemoryError::Io {
-                    path: PathBuf::from("memfd:hiber-shmem"),
-                    source,
-                })
-        })?;
-        out.push(fd);
-    }
-    Ok(out)
 }
 
 fn raise_nofile(needed: u64) -> Result<()> {
@@ -383,9 +372,11 @@ pub fn restore_with_progress(
         .unwrap_or(2);
     let base_fd: RawFd = (max_target + 1).max(3);
     raise_nofile(base_fd as u64 + snap.files.len() as u64 + 64)?;
-    let file_objs = files::restore_all(&snap.files, &snap.pipes, &reader, base_fd)?;
+    // Dropped on failure, after `cleanup` has ended the tree: SysV
+    // segments made for this restore go with it.
+    let shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
+    let file_objs = files::restore_all(&snap.files, &snap.pipes, &reader, &shared_objs, base_fd)?;
     let file_fds: Vec<RawFd> = file_objs.iter().map(|f| f.as_raw_fd()).collect();
-    let shmem_fds = create_shmem(&snap, &reader)?;
 
     let candidates: Vec<Vec<u64>> = plan
         .nodes
@@ -462,9 +453,8 @@ pub fn restore_with_progress(
         what: "reading the caller's credentials",
         source,
     })?;
-    let shmem_paths: Vec<PathBuf> = shmem_fds
-        .iter()
-        .map(|fd| PathBuf::from(format!("/proc/{restorer_pid}/fd/{}", fd.as_raw_fd())))
+    let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())
+        .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
         .collect();
     let mut seized = Vec::new();
     let total_bytes: u64 = snap
@@ -491,7 +481,7 @@ pub fn restore_with_progress(
                 gadget,
                 &snap.processes[pi],
                 &reader,
-                &shmem_paths,
+                &shmem_targets,
                 &current,
                 &mut |bytes| {
                     filled += bytes;
@@ -500,6 +490,8 @@ pub fn restore_with_progress(
             )?;
             seized.extend(threads);
         }
+        // Every mapping exists: now seals may forbid new writable ones.
+        shared_objs.seal(&snap.shmem)?;
         Ok(())
     })();
     if let Err(e) = swap_result {
@@ -521,7 +513,7 @@ pub fn restore_with_progress(
         None
     };
     drop(file_objs);
-    drop(shmem_fds);
+    shared_objs.keep();
     let pids: Vec<(i32, i32)> = live
         .iter()
         .map(|&i| (plan.nodes[i].pid, outer[&i]))
@@ -699,7 +691,7 @@ fn swap(
     gadget: u64,
     p: &ProcessImage,
     reader: &ImageReader,
-    shmem_paths: &[PathBuf],
+    shmem_targets: &[MapTarget],
     current: &Creds,
     filled: &mut dyn FnMut(u64),
 ) -> Result<Vec<i32>> {
@@ -745,7 +737,7 @@ fn swap(
         }
     }
     memory::move_vdso(&task, pid, mm, &here)?;
-    memory::map_all(&task, &mut mem, &scratch, mm, &|i| shmem_paths[i].clone())?;
+    memory::map_all(&task, &mut mem, &scratch, mm, &|i| shmem_targets[i].clone())?;
     let mut buf = Vec::new();
     for v in &mm.vmas {
         memory::fill_pages(pid, &v.pages, reader, &mut buf, |addr, data| {

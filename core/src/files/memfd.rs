@@ -1,0 +1,71 @@
+//! memfd file descriptors. The memory itself is a shared object of
+//! `Snapshot::shmem` (`crate::shmem`), shared with the memfd's mappings and
+//! other fds; the fd keeps only which object it opens and its offset. At
+//! restore each saved open file is a fresh open of the recreated memfd,
+//! with the saved access mode and offset.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use crate::shmem::{SharedObjects, ShmemTable};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemfdFile {
+    /// Index into `Snapshot::shmem`.
+    pub object: usize,
+    pub name: String,
+    pub pos: u64,
+}
+
+impl MemfdFile {
+    pub fn describe(&self) -> String {
+        format!("memfd {}", self.name)
+    }
+
+    pub(super) fn restore(&self, flags: u32, shared: &SharedObjects) -> Result<OwnedFd, FileError> {
+        let memfd = shared.file(self.object).ok_or(FileError::BadReference {
+            what: "memfd object",
+            index: self.object,
+        })?;
+        let keep = (libc::O_ACCMODE | libc::O_APPEND | libc::O_NONBLOCK) as u32;
+        let fd = super::regular::open_path(
+            Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
+            (flags & keep) as i32,
+        )?;
+        // SAFETY: lseek on an open fd; no memory involved.
+        if unsafe { libc::lseek(fd.as_raw_fd(), self.pos as i64, libc::SEEK_SET) } < 0 {
+            return Err(FileError::Create {
+                what: "seeking a memfd",
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(fd)
+    }
+}
+
+/// Classify a memfd fd; `target` is its /proc link (`/memfd:NAME (deleted)`).
+pub(super) fn checkpoint(
+    held: &OwnedFd,
+    target: &str,
+    info: &FdInfo,
+    st: &libc::stat,
+    shmem: &mut ShmemTable,
+) -> Result<FileKind, String> {
+    let name = target
+        .strip_prefix("/memfd:")
+        .unwrap_or(target)
+        .strip_suffix(" (deleted)")
+        .unwrap_or(target);
+    let copy = held
+        .try_clone()
+        .map_err(|e| format!("duplicating the memfd: {e}"))?;
+    let object = shmem.of_memfd(copy, st, name);
+    Ok(FileKind::Memfd(MemfdFile {
+        object,
+        name: name.to_string(),
+        pos: info.pos,
+    }))
+}

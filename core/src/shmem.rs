@@ -1,0 +1,641 @@
+//! Shared memory objects: memory that several mappings or fds see as one.
+//!
+//! Three kinds, one table: shared anonymous memory (`MAP_SHARED |
+//! MAP_ANONYMOUS`, `/dev/zero`, SysV segments already removed with
+//! `IPC_RMID`), memfds (name, size, contents and seals), and SysV segments
+//! that still have their id (the X server's MIT-SHM buffers before the
+//! client removes them).
+//!
+//! Checkpoint groups every mapping and fd of one object by (device, inode)
+//! and reads its contents once, through `/proc/PID/map_files` or the fd the
+//! checkpointer holds. Restore creates each object before the tree: a memfd
+//! (named as before for a memfd), or for a SysV segment the same id through
+//! `/proc/sys/kernel/shm_next_id`. A SysV id already in use is refused,
+//! except when it holds the leftover of the saved segment itself (same key
+//! and size, nobody attached: what `checkpoint --stop` leaves behind), which
+//! is taken over. Seals go on last, once every mapping exists, because a
+//! write seal forbids the writable mappings a program made before sealing.
+
+use crate::image::{ImageError, ImageReader};
+use crate::memory::{self, MemoryError, PageChunk, PendingChunk, PAGE_SIZE};
+use crate::policy::{Policy, Report, Subject};
+use crate::procfs::MapsEntry;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use tracing::debug;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShmemError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("SysV shared memory id {id} is taken by another segment (key {key:#x}, {size} bytes, {attached} attachments): the image's segment needs that id")]
+    SysvIdTaken {
+        id: i32,
+        key: i32,
+        size: u64,
+        attached: u64,
+    },
+    #[error("SysV shared memory key {key:#x} already names another segment: the image's segment {id} needs it")]
+    SysvKeyTaken { id: i32, key: i32 },
+    #[error("SysV shared memory segment {id}: {what}")]
+    Sysv {
+        id: i32,
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, ShmemError>;
+
+/// What kind of object this is, and what it carries besides its pages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ShmemKind {
+    /// Shared anonymous memory, or a SysV segment already removed.
+    #[default]
+    Anonymous,
+    /// A memfd: its name (as given to `memfd_create`) and `F_GET_SEALS`.
+    Memfd { name: String, seals: u32 },
+    /// A SysV segment that still has its id.
+    Sysv(SysvSegment),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysvSegment {
+    pub id: i32,
+    pub key: i32,
+    /// Permission bits (`shm_perm.mode & 0o777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One shared memory object of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmemObject {
+    /// (device, inode) of the object at checkpoint, to group its users.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// The object's size (the file's, not its mappings' extent).
+    pub size: u64,
+    #[serde(default)]
+    pub kind: ShmemKind,
+    pub pages: Vec<PageChunk>,
+}
+
+impl ShmemObject {
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            ShmemKind::Anonymous => "shared anon memory".into(),
+            ShmemKind::Memfd { name, .. } => format!("memfd {name}"),
+            ShmemKind::Sysv(s) => format!("SysV shared memory segment {} (key {:#x})", s.id, s.key),
+        }
+    }
+
+    /// Seals whose presence forbids writable shared mappings made later.
+    fn write_sealed(&self) -> bool {
+        matches!(self.kind, ShmemKind::Memfd { seals, .. }
+            if seals & (libc::F_SEAL_WRITE | libc::F_SEAL_FUTURE_WRITE) as u32 != 0)
+    }
+}
+
+/// Where to read an object's contents from at dump time.
+#[derive(Debug)]
+enum Source {
+    Mapping { pid: i32, start: u64, end: u64 },
+    Fd(OwnedFd),
+}
+
+/// Shared objects met while inspecting, by (device, inode).
+#[derive(Debug, Default)]
+pub struct ShmemTable {
+    pub objects: Vec<ShmemObject>,
+    sources: Vec<Source>,
+    /// Mappings of each object in the saved set (SysV attachment count).
+    mappings: Vec<u64>,
+    index: BTreeMap<((u32, u32), u64), usize>,
+}
+
+/// One line of `/proc/sysvipc/shm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SysvLine {
+    key: i32,
+    id: i32,
+    mode: u32,
+    size: u64,
+    attached: u64,
+    uid: u32,
+    gid: u32,
+}
+
+const SHM_DEST: u32 = 0o1000;
+
+fn sysv_segments() -> Vec<SysvLine> {
+    let Ok(text) = std::fs::read_to_string("/proc/sysvipc/shm") else {
+        return Vec::new();
+    };
+    text.lines().skip(1).filter_map(parse_sysv_line).collect()
+}
+
+/// `key shmid perms size cpid lpid nattch uid gid cuid cgid ...`
+fn parse_sysv_line(line: &str) -> Option<SysvLine> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    Some(SysvLine {
+        key: f.first()?.parse().ok()?,
+        id: f.get(1)?.parse().ok()?,
+        mode: u32::from_str_radix(f.get(2)?, 8).ok()?,
+        size: f.get(3)?.parse().ok()?,
+        attached: f.get(6)?.parse().ok()?,
+        uid: f.get(7)?.parse().ok()?,
+        gid: f.get(8)?.parse().ok()?,
+    })
+}
+
+/// The live (not removed) SysV segment `id`, if any.
+fn live_sysv(id: u64) -> Option<SysvLine> {
+    sysv_segments()
+        .into_iter()
+        .find(|s| s.id as u64 == id && s.mode & SHM_DEST == 0)
+}
+
+impl ShmemTable {
+    /// The object behind a shared mapping of shmem (`/dev/zero`, `/SYSV…`,
+    /// `/memfd:…`); `name` is the mapping's path.
+    pub(crate) fn of_mapping(&mut self, pid: i32, m: &MapsEntry, name: &str) -> usize {
+        let key = ((m.dev_major, m.dev_minor), m.inode);
+        let i = self.entry(key, || Source::Mapping {
+            pid,
+            start: m.start,
+            end: m.end,
+        });
+        self.mappings[i] += 1;
+        if self.objects[i].kind == ShmemKind::Anonymous {
+            if let Some(memfd) = name.strip_prefix("/memfd:") {
+                self.objects[i].kind = ShmemKind::Memfd {
+                    name: memfd.to_string(),
+                    seals: 0,
+                };
+            } else if name.starts_with("/SYSV") {
+                // A SysV segment's inode is its id.
+                if let Some(s) = live_sysv(m.inode) {
+                    self.objects[i].kind = ShmemKind::Sysv(SysvSegment {
+                        id: s.id,
+                        key: s.key,
+                        mode: s.mode & 0o777,
+                        uid: s.uid,
+                        gid: s.gid,
+                    });
+                }
+            }
+        }
+        i
+    }
+
+    /// The memfd behind an fd the checkpointer holds a copy of.
+    pub(crate) fn of_memfd(&mut self, fd: OwnedFd, st: &libc::stat, name: &str) -> usize {
+        let key = ((libc::major(st.st_dev), libc::minor(st.st_dev)), st.st_ino);
+        let mut fd = Some(fd);
+        let i = self.entry(key, || Source::Fd(fd.take().expect("called once")));
+        // Reading through the fd beats a mapping: it sees the whole file.
+        if let Some(fd) = fd {
+            self.sources[i] = Source::Fd(fd);
+        }
+        self.objects[i].kind = ShmemKind::Memfd {
+            name: name.to_string(),
+            seals: 0,
+        };
+        i
+    }
+
+    fn entry(&mut self, key: ((u32, u32), u64), source: impl FnOnce() -> Source) -> usize {
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.objects.len();
+        self.objects.push(ShmemObject {
+            dev: key.0,
+            inode: key.1,
+            size: 0,
+            kind: ShmemKind::Anonymous,
+            pages: Vec::new(),
+        });
+        self.sources.push(source());
+        self.mappings.push(0);
+        self.index.insert(key, i);
+        i
+    }
+
+    /// Tell the user about SysV segments that processes outside the set
+    /// also have attached: their id stays taken while those run.
+    pub fn report_outside_attachments(&self, report: &mut Report) {
+        let segments = sysv_segments();
+        for ((obj, source), &ours) in self.objects.iter().zip(&self.sources).zip(&self.mappings) {
+            let ShmemKind::Sysv(seg) = &obj.kind else {
+                continue;
+            };
+            let Source::Mapping { pid, start, end } = *source else {
+                continue;
+            };
+            let attached = segments
+                .iter()
+                .find(|s| s.id == seg.id)
+                .map_or(0, |s| s.attached);
+            if attached > ours {
+                report.add(
+                    pid,
+                    Subject::Mapping { start, end },
+                    obj.describe(),
+                    Policy::Restore,
+                    format!("also attached {} times outside the saved set: restoring on this machine needs its id free (those processes ended or detached)", attached - ours),
+                );
+            }
+        }
+    }
+
+    /// Read every object's size, seals and contents into `sink`. Returns,
+    /// per object, the chunks submitted for it.
+    pub fn dump(
+        &mut self,
+        sink: &mut crate::image::ChunkSink<'_>,
+    ) -> std::result::Result<Vec<Vec<PendingChunk>>, MemoryError> {
+        let mut out = Vec::with_capacity(self.objects.len());
+        for (obj, source) in self.objects.iter_mut().zip(&self.sources) {
+            let (file, path) = open_source(source)?;
+            let io_err = |source| MemoryError::Io {
+                path: path.clone(),
+                source,
+            };
+            obj.size = file.metadata().map_err(io_err)?.size();
+            if let ShmemKind::Memfd { seals, .. } = &mut obj.kind {
+                // SAFETY: F_GET_SEALS on an open fd takes no argument.
+                let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+                *seals = if r < 0 { 0 } else { r as u32 };
+            }
+            out.push(dump_contents(&file, &path, obj.size, sink)?);
+        }
+        Ok(out)
+    }
+}
+
+fn open_source(source: &Source) -> std::result::Result<(File, PathBuf), MemoryError> {
+    let path = match source {
+        Source::Mapping { pid, start, end } => {
+            PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
+        }
+        // A fresh read-only open: the program's own offset stays put.
+        Source::Fd(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+    };
+    let file = File::open(&path).map_err(|source| MemoryError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((file, path))
+}
+
+/// Non-zero pages of `file` up to `size`, in windows, into `sink`.
+fn dump_contents(
+    file: &File,
+    path: &std::path::Path,
+    size: u64,
+    sink: &mut crate::image::ChunkSink<'_>,
+) -> std::result::Result<Vec<PendingChunk>, MemoryError> {
+    let window_bytes = PAGE_SIZE * memory::WINDOW_PAGES;
+    let mut pending = Vec::new();
+    let mut offset = 0;
+    let mut buf = vec![0u8; window_bytes as usize];
+    while offset < size {
+        let len = (size - offset).min(window_bytes) as usize;
+        let n = file
+            .read_at(&mut buf[..len], offset)
+            .map_err(|source| MemoryError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let mut bitmap = 0u64;
+        let mut data = Vec::new();
+        for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
+            if page.iter().any(|&b| b != 0) {
+                bitmap |= 1 << i;
+                data.extend_from_slice(page);
+                data.resize(data.len().next_multiple_of(PAGE_SIZE as usize), 0);
+            }
+        }
+        if bitmap != 0 {
+            pending.push(PendingChunk {
+                ticket: sink.submit(data)?,
+                addr: offset,
+                bitmap,
+            });
+        }
+        if n < len {
+            break;
+        }
+        offset += window_bytes;
+    }
+    Ok(pending)
+}
+
+/// How a restored task reaches a shared object to map it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapTarget {
+    /// A path the task opens; `write_sealed`: open read-only for mappings
+    /// that are not writable (a write seal forbids the others).
+    File { path: PathBuf, write_sealed: bool },
+    /// A SysV segment the task attaches with `shmat`.
+    Sysv { id: i32, size: u64 },
+}
+
+#[derive(Debug)]
+enum Created {
+    File(OwnedFd),
+    /// `made`: created by this restore (removed again if it fails), not
+    /// the saved segment's own leftover.
+    Sysv {
+        id: i32,
+        made: bool,
+    },
+}
+
+/// The image's shared objects, created for a restore. Dropped before
+/// `keep()`, it removes the SysV segments it made.
+#[derive(Debug)]
+pub struct SharedObjects {
+    created: Vec<Created>,
+    write_sealed: Vec<bool>,
+    kept: bool,
+}
+
+fn memfd_create(name: &str, flags: u32) -> io::Result<OwnedFd> {
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: memfd_create with a valid NUL-terminated name returns a new fd or -1.
+    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn shmctl(id: i32, cmd: i32, ds: *mut libc::shmid_ds) -> io::Result<()> {
+    // SAFETY: shmctl with a valid (or, for IPC_RMID, ignored) shmid_ds.
+    if unsafe { libc::shmctl(id, cmd, ds) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl SharedObjects {
+    /// Create every object of the image, filled with its saved contents.
+    pub fn create(objects: &[ShmemObject], image: &ImageReader) -> Result<Self> {
+        let mut me = SharedObjects {
+            created: Vec::with_capacity(objects.len()),
+            write_sealed: objects.iter().map(ShmemObject::write_sealed).collect(),
+            kept: false,
+        };
+        for obj in objects {
+            let created = match &obj.kind {
+                ShmemKind::Sysv(seg) => create_sysv(seg, obj, image)?,
+                ShmemKind::Anonymous => Created::File(create_memfd("hiber-shmem", 0, obj, image)?),
+                ShmemKind::Memfd { name, seals } => {
+                    // Without MFD_ALLOW_SEALING a memfd reports F_SEAL_SEAL alone.
+                    let flags = if *seals == libc::F_SEAL_SEAL as u32 {
+                        0
+                    } else {
+                        libc::MFD_ALLOW_SEALING
+                    };
+                    Created::File(create_memfd(name, flags, obj, image)?)
+                }
+            };
+            me.created.push(created);
+        }
+        Ok(me)
+    }
+
+    /// How the task `restorer_pid`'s children reach object `i`.
+    pub fn target(&self, i: usize, restorer_pid: i32, objects: &[ShmemObject]) -> MapTarget {
+        match &self.created[i] {
+            Created::File(fd) => MapTarget::File {
+                path: PathBuf::from(format!("/proc/{restorer_pid}/fd/{}", fd.as_raw_fd())),
+                write_sealed: self.write_sealed[i],
+            },
+            Created::Sysv { id, .. } => MapTarget::Sysv {
+                id: *id,
+                size: objects[i].size,
+            },
+        }
+    }
+
+    /// The memfd of object `i`, to reopen for the fds that held it.
+    pub fn file(&self, i: usize) -> Option<&OwnedFd> {
+        match self.created.get(i)? {
+            Created::File(fd) => Some(fd),
+            Created::Sysv { .. } => None,
+        }
+    }
+
+    /// Put the memfds' seals on, once every mapping exists.
+    pub fn seal(&self, objects: &[ShmemObject]) -> Result<()> {
+        for (obj, created) in objects.iter().zip(&self.created) {
+            let (ShmemKind::Memfd { name, seals }, Created::File(fd)) = (&obj.kind, created) else {
+                continue;
+            };
+            let seal = libc::F_SEAL_SEAL as u32;
+            if *seals == seal || *seals == 0 {
+                continue;
+            }
+            // F_SEAL_SEAL last: it forbids adding the others.
+            for add in [*seals & !seal, *seals & seal] {
+                // SAFETY: F_ADD_SEALS on our memfd with an integer argument.
+                if add != 0 && unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, add) } < 0 {
+                    return Err(ShmemError::Io {
+                        what: "sealing",
+                        path: PathBuf::from(format!("memfd:{name}")),
+                        source: io::Error::last_os_error(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The restore succeeded: the SysV segments stay.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for SharedObjects {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        for c in &self.created {
+            if let Created::Sysv { id, made: true } = c {
+                debug!(id, "removing SysV segment of a failed restore");
+                let _ = shmctl(*id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) -> Result<OwnedFd> {
+    let path = PathBuf::from(format!("memfd:{name}"));
+    let io_err = |what: &'static str| {
+        let path = path.clone();
+        move |source| ShmemError::Io { what, path, source }
+    };
+    let fd = memfd_create(name, flags).map_err(io_err("creating"))?;
+    let file = File::from(fd.try_clone().map_err(io_err("duplicating"))?);
+    let mut buf = Vec::new();
+    memory::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
+        file.write_all_at(data, off)
+            .map_err(|source| MemoryError::Io {
+                path: path.clone(),
+                source,
+            })
+    })?;
+    // After the pages: the last one is written whole, past an odd size.
+    file.set_len(obj.size).map_err(io_err("sizing"))?;
+    Ok(fd)
+}
+
+/// Recreate segment `seg` under its id (or take over its own leftover) and
+/// fill it.
+fn create_sysv(seg: &SysvSegment, obj: &ShmemObject, image: &ImageReader) -> Result<Created> {
+    let id = seg.id;
+    let sys = |what: &'static str| move |source| ShmemError::Sysv { id, what, source };
+    let made = match sysv_segments().into_iter().find(|s| s.id == id) {
+        Some(s)
+            if s.key == seg.key
+                && s.size == obj.size
+                && s.attached == 0
+                && s.mode & SHM_DEST == 0 =>
+        {
+            debug!(id, "taking over the saved segment's leftover");
+            false
+        }
+        Some(s) => {
+            return Err(ShmemError::SysvIdTaken {
+                id,
+                key: s.key,
+                size: s.size,
+                attached: s.attached,
+            })
+        }
+        None => {
+            // The kernel hands out the id written here to the next shmget
+            // of this IPC namespace, then forgets it.
+            std::fs::write("/proc/sys/kernel/shm_next_id", format!("{id}\n"))
+                .map_err(sys("writing /proc/sys/kernel/shm_next_id"))?;
+            let flags = libc::IPC_CREAT | libc::IPC_EXCL | (seg.mode & 0o777) as i32;
+            // SAFETY: shmget takes integers only.
+            let got = unsafe { libc::shmget(seg.key, obj.size as usize, flags) };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1\n");
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    return Err(ShmemError::SysvKeyTaken { id, key: seg.key });
+                }
+                return Err(sys("creating the segment")(e));
+            }
+            if got != id {
+                let _ = shmctl(got, libc::IPC_RMID, std::ptr::null_mut());
+                return Err(ShmemError::SysvIdTaken {
+                    id,
+                    key: seg.key,
+                    size: obj.size,
+                    attached: 0,
+                });
+            }
+            true
+        }
+    };
+    let fill = || -> Result<()> {
+        // SAFETY: shmid_ds is plain data; IPC_STAT fills it.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        shmctl(id, libc::IPC_STAT, &mut ds).map_err(sys("reading its permissions"))?;
+        ds.shm_perm.uid = seg.uid;
+        ds.shm_perm.gid = seg.gid;
+        ds.shm_perm.mode = (seg.mode & 0o777) as _;
+        shmctl(id, libc::IPC_SET, &mut ds).map_err(sys("setting its owner and mode"))?;
+        // SAFETY: attach anywhere; detached below before returning.
+        let at = unsafe { libc::shmat(id, std::ptr::null(), 0) };
+        if at as isize == -1 {
+            return Err(sys("attaching it in the restorer")(
+                io::Error::last_os_error(),
+            ));
+        }
+        let len = obj.size.next_multiple_of(PAGE_SIZE) as usize;
+        // SAFETY: an attachment covers whole pages, ours until shmdt.
+        let mem = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), len) };
+        if !made {
+            mem.fill(0);
+        }
+        let mut buf = Vec::new();
+        let r = memory::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
+            let end = off as usize + data.len();
+            match mem.get_mut(off as usize..end) {
+                Some(dst) => {
+                    dst.copy_from_slice(data);
+                    Ok(())
+                }
+                None => Err(MemoryError::BadMapping {
+                    pid: -1,
+                    start: off,
+                    end: end as u64,
+                }),
+            }
+        });
+        // SAFETY: detaching what shmat gave us above.
+        unsafe { libc::shmdt(at) };
+        r?;
+        Ok(())
+    };
+    let created = Created::Sysv { id, made };
+    match fill() {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            if made {
+                let _ = shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysv_line_parsed() {
+        let l = "       1234      32769  1600       65536  4321  4321      2  1000  1000  1000  1000 1700000000 0 1700000000 65536 0";
+        assert_eq!(
+            parse_sysv_line(l),
+            Some(SysvLine {
+                key: 1234,
+                id: 32769,
+                mode: 0o1600,
+                size: 65536,
+                attached: 2,
+                uid: 1000,
+                gid: 1000,
+            })
+        );
+        assert_eq!(parse_sysv_line("key shmid perms"), None);
+    }
+}
