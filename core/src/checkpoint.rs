@@ -167,17 +167,14 @@ fn inspect_process(
         },
     );
 
+    let t0 = std::time::Instant::now();
     let smaps = dir.smaps()?;
     let vmas = memory::classify(pid, &smaps, shmem, report);
+    let t_mem = t0.elapsed();
     let fds = files.collect(pid, shmem, report)?;
-    let fd_numbers: Vec<i32> = fds.iter().map(|f| f.fd).collect();
-    let locks = crate::locks::checkpoint(pid, &fd_numbers, report).map_err(|source| {
-        CheckpointError::Os {
-            pid,
-            what: "reading /proc/locks",
-            source,
-        }
-    })?;
+    let t_files = t0.elapsed();
+    let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
+    let t_locks = t0.elapsed();
     let cwd = dir.cwd()?;
     let root = dir.root()?;
     for (what, p) in [("cwd", &cwd), ("root", &root)] {
@@ -215,6 +212,7 @@ fn inspect_process(
     let ip = remote::find_syscall_insn(&mut mem, vstart, vend)?;
     let task = RemoteTask::new(pid, ip)?;
     let scratch = Scratch::map(&task, SCRATCH_LEN)?;
+    let t_scratch = t0.elapsed();
     let inside = (|| -> Result<_> {
         let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
         let actions = signals::checkpoint_actions(
@@ -239,6 +237,7 @@ fn inspect_process(
     let (brk, sigactions, threads, timers) = inside?;
     unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
+    tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), ?t_locks, ?t_scratch, "inspected process");
 
     let fields = MmFields {
         start_code: stat.start_code,
@@ -380,12 +379,14 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
     let frozen = Frozen::freeze(&opts.roots)?;
+    debug!(elapsed = ?t0.elapsed(), "frozen");
     progress(Stage::Inspecting);
     let Inspection {
         mut snapshot,
         mut files,
         mut shmem,
     } = inspect(&frozen)?;
+    debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();
     }
@@ -420,7 +421,9 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
             });
         }
         let shm_pending = shmem.dump(&mut sink)?;
+        debug!(elapsed = ?t0.elapsed(), "pages submitted");
         let refs = sink.finish()?;
+        debug!(elapsed = ?t0.elapsed(), "pages written");
         for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
             if let Some(mm) = &mut p.mm {
                 for (v, pv) in mm.vmas.iter_mut().zip(pend) {
@@ -436,6 +439,7 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     snapshot.files = std::mem::take(&mut files.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
+    debug!(elapsed = ?t0.elapsed(), "file data written");
     progress(Stage::Committing);
     let stats = writer.stats();
     let processes = snapshot.processes.len();

@@ -518,6 +518,83 @@ pub fn fill_pages(
     Ok(())
 }
 
+/// Saved pages to write into a restored process.
+#[derive(Debug)]
+pub struct FillJob<'a> {
+    pub pid: i32,
+    pub pages: &'a [PageChunk],
+}
+
+/// Chunks per job: small enough to spread one large process over every
+/// worker, large enough that the queue costs nothing.
+const CHUNKS_PER_JOB: usize = 16;
+
+/// Split a mapping's pages into jobs for `pid`.
+pub fn fill_jobs(pid: i32, pages: &[PageChunk]) -> impl Iterator<Item = FillJob<'_>> {
+    pages
+        .chunks(CHUNKS_PER_JOB)
+        .map(move |pages| FillJob { pid, pages })
+}
+
+/// Run `body` with a queue of page-filling jobs served by `workers`
+/// threads, which read, check and decompress chunks and write them into
+/// the processes (`process_vm_writev` needs no ptrace stop, so this runs
+/// while the caller goes on with the next process). Returns once every
+/// job is done; `filled` counts the bytes written.
+pub fn with_page_fillers<'a, T, E: From<MemoryError>>(
+    reader: &ImageReader,
+    workers: usize,
+    filled: &std::sync::atomic::AtomicU64,
+    body: impl FnOnce(&std::sync::mpsc::Sender<FillJob<'a>>) -> std::result::Result<T, E>,
+) -> std::result::Result<T, E> {
+    let (tx, rx) = std::sync::mpsc::channel::<FillJob<'a>>();
+    let rx = std::sync::Mutex::new(rx);
+    let mut tx = Some(tx);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| s.spawn(|| fill_worker(&rx, reader, filled)))
+            .collect();
+        let result = body(tx.as_ref().expect("sender lives until here"));
+        // Close the queue: workers finish what is queued, then stop.
+        tx.take();
+        let mut failed = None;
+        for h in handles {
+            if let Err(e) = h.join().expect("a page filler panicked") {
+                failed.get_or_insert(e);
+            }
+        }
+        let value = result?;
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(value),
+        }
+    })
+}
+
+fn fill_worker(
+    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<FillJob<'_>>>,
+    reader: &ImageReader,
+    filled: &std::sync::atomic::AtomicU64,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    let mut mem: Option<ProcMem> = None;
+    loop {
+        let job = rx.lock().expect("queue lock").recv();
+        let Ok(job) = job else {
+            return Ok(());
+        };
+        let mem = match &mut mem {
+            Some(m) if m.pid() == job.pid => m,
+            slot => slot.insert(ProcMem::new(job.pid, true)),
+        };
+        fill_pages(job.pid, job.pages, reader, &mut buf, |addr, data| {
+            mem.write(addr, data).map_err(MemoryError::from)
+        })?;
+        let bytes: u64 = job.pages.iter().map(|p| p.chunk.raw_len as u64).sum();
+        filled.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Checks before anything is created: page-aligned mappings in user space,
 /// mapped files unchanged.
 pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {

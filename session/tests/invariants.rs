@@ -273,22 +273,6 @@ fn r_children(r: &mut Reaper) -> &mut Vec<std::process::Child> {
     r.children_mut()
 }
 
-#[test]
-fn memfd_is_refused_with_its_reason() {
-    let mut r = Reaper::new();
-    let t = tempdir();
-    let log = t.path().join("log");
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", "import os,time\nfd = os.memfd_create('hiber-test')\nos.write(fd, b'x')\nprint('ready', flush=True)\ntime.sleep(1000)"])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
-    read_line_with(&log, "ready");
-    let out = hiber(&["check", &pid.to_string()]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stdout(&out).contains("memfd"), "{}", stdout(&out));
-}
-
 /// Rewrite an image's document through `edit`, with a valid checksum: what
 /// a hostile image looks like.
 fn rewrite_document(img: &Path, edit: impl FnOnce(&mut serde_json::Value)) {

@@ -204,6 +204,9 @@ pub struct FileTable {
     by_inode: HashMap<(u64, u64), Vec<usize>>,
     /// (pid, fd, file index) of every fd saved.
     holders: Vec<(i32, i32, usize)>,
+    /// `lock:` lines of the fdinfo of the process last collected:
+    /// (fd, file index, line).
+    pub lock_lines: Vec<(i32, usize, String)>,
     /// Every unix socket of the namespace, read once when the first is met.
     unix_diag: Option<HashMap<u64, crate::sockdiag::UnixDiag>>,
 }
@@ -224,6 +227,7 @@ impl FileTable {
             source,
         })?;
         let mut fds = Vec::new();
+        self.lock_lines.clear();
         for fd in dir.fds()? {
             let info = dir.fdinfo(fd)?;
             let target = dir.fd_target(fd)?;
@@ -239,6 +243,12 @@ impl FileTable {
                 op: "fstat",
                 source,
             })?;
+            let locks: Vec<String> = info
+                .extra
+                .iter()
+                .filter(|(k, _)| k == "lock")
+                .map(|(_, v)| v.clone())
+                .collect();
             let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
             let flags = info.flags & !(libc::O_CLOEXEC as u32);
             let key = (st.st_dev, st.st_ino);
@@ -257,6 +267,8 @@ impl FileTable {
                     "shares an open file description already saved",
                 );
                 self.holders.push((pid, fd, i));
+                self.lock_lines
+                    .extend(locks.iter().map(|l| (fd, i, l.clone())));
                 fds.push(FdImage {
                     fd,
                     cloexec,
@@ -371,6 +383,8 @@ impl FileTable {
                     self.held.push(local);
                     self.by_inode.entry(key).or_default().push(i);
                     self.holders.push((pid, fd, i));
+                    self.lock_lines
+                        .extend(locks.iter().map(|l| (fd, i, l.clone())));
                     fds.push(FdImage {
                         fd,
                         cloexec,

@@ -175,8 +175,19 @@ impl ImageReader {
             file.read_exact_at(&mut stored, r.offset)
                 .map_err(io_err("reading", &self.pack_path(&r.pack)))?;
             out.reserve(r.raw_len as usize);
-            let n = zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(&stored, out))
+            // One decompression context per thread, not one per chunk.
+            thread_local! {
+                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                    const { std::cell::RefCell::new(None) };
+            }
+            let n = DCTX
+                .with_borrow_mut(|slot| {
+                    let d = match slot {
+                        Some(d) => d,
+                        None => slot.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    d.decompress_to_buffer(&stored, out)
+                })
                 .map_err(|e| corrupt(format!("zstd: {e}")))?;
             if n != r.raw_len as usize {
                 return Err(corrupt(format!(

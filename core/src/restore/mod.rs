@@ -464,8 +464,9 @@ pub fn restore_with_progress(
         .flat_map(|mm| mm.page_chunks())
         .map(|c| c.raw_len as u64)
         .sum();
-    let mut filled = 0u64;
-    let swap_result = (|| -> Result<()> {
+    let filled = std::sync::atomic::AtomicU64::new(0);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let swap_result = memory::with_page_fillers(&reader, workers, &filled, |fill| -> Result<()> {
         for &i in &live {
             let NodeKind::Process(pi) = plan.nodes[i].kind else {
                 unreachable!()
@@ -480,20 +481,18 @@ pub fn restore_with_progress(
                 pid,
                 gadget,
                 &snap.processes[pi],
-                &reader,
                 &shmem_targets,
                 &current,
-                &mut |bytes| {
-                    filled += bytes;
-                    progress(filled, total_bytes);
-                },
+                fill,
             )?;
             seized.extend(threads);
+            progress(filled.load(Ordering::Relaxed), total_bytes);
         }
         // Every mapping exists: now seals may forbid new writable ones.
         shared_objs.seal(&snap.shmem)?;
         Ok(())
-    })();
+    });
+    progress(filled.load(Ordering::Relaxed), total_bytes);
     if let Err(e) = swap_result {
         drop(cleanup);
         return Err(e);
@@ -686,14 +685,13 @@ fn outer_pids(
 }
 
 /// Replace the node's address space and state with the saved process's.
-fn swap(
+fn swap<'a>(
     pid: i32,
     gadget: u64,
-    p: &ProcessImage,
-    reader: &ImageReader,
+    p: &'a ProcessImage,
     shmem_targets: &[MapTarget],
     current: &Creds,
-    filled: &mut dyn FnMut(u64),
+    fill: &std::sync::mpsc::Sender<memory::FillJob<'a>>,
 ) -> Result<Vec<i32>> {
     let mm =
         p.mm.as_ref()
@@ -736,14 +734,17 @@ fn swap(
             )?;
         }
     }
+    let t0 = Instant::now();
     memory::move_vdso(&task, pid, mm, &here)?;
     memory::map_all(&task, &mut mem, &scratch, mm, &|i| shmem_targets[i].clone())?;
-    let mut buf = Vec::new();
+    let t_map = t0.elapsed();
+    // The pages go in on the fillers' threads meanwhile; nothing below
+    // reads the program's memory.
     for v in &mm.vmas {
-        memory::fill_pages(pid, &v.pages, reader, &mut buf, |addr, data| {
-            mem.write(addr, data).map_err(MemoryError::from)
-        })?;
-        filled(v.pages.iter().map(|p| p.chunk.raw_len as u64).sum());
+        for job in memory::fill_jobs(pid, &v.pages) {
+            fill.send(job)
+                .expect("the fillers live until the swaps end");
+        }
     }
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
@@ -768,6 +769,7 @@ fn swap(
             t.sigmask,
         )?;
     }
+    tracing::trace!(pid, vmas = mm.vmas.len(), ?t_map, t_threads = ?t0.elapsed(), "swapped");
     // After the threads: a timer may signal one of them.
     crate::timers::restore(&task, &mut mem, &scratch, &p.timers)?;
     let th = &p.threads[0];
