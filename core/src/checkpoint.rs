@@ -1,7 +1,9 @@
 //! Checkpoint: freeze, inspect, classify, dump, commit, resume (or stop).
 //!
 //! Any failure before the commit drops the frozen set, which lets every
-//! task go on exactly as it was, and drops the uncommitted image.
+//! task go on exactly as it was, and drops the uncommitted image. What the
+//! dump reads out of live objects (pty queues) goes back while the set is
+//! still frozen: right after the dump, or on a failure inside it.
 
 use crate::creds::Creds;
 use crate::files::{FileError, FileTable};
@@ -435,7 +437,12 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
             obj.pages = memory::resolve(pend, &refs);
         }
     }
+    // A failure inside dump_data drops `files`, which puts back what it
+    // read, before `frozen` (declared earlier) lets the processes go. Past
+    // it, the queues go back at once, whatever follows: the processes go on
+    // (no --stop, a failed commit, this checkpointer killed) or are ended.
     files.dump_data(&writer)?;
+    files.put_back();
     snapshot.files = std::mem::take(&mut files.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);

@@ -412,3 +412,53 @@ fn memfds_and_sysv_segments() {
     assert!(sysv_exists(squatter));
     cleanup.0.push(squatter);
 }
+
+#[test]
+fn pty_queues_termios_packet_mode_and_dev_tty() {
+    let lines = round_trip("ptys", &[]);
+    assert!(lines.iter().any(|l| l.contains("line being typed")));
+}
+
+/// A checkpoint that lets the processes go on puts back the bytes it read
+/// out of their ptys: the program finds every queue as it was (no second
+/// echo, no translation twice, its modes and flags unchanged). The image
+/// restores the same once the original is gone.
+#[test]
+fn pty_queues_stay_in_place_after_a_checkpoint_without_stop() {
+    let t = tempdir();
+    let dir = t.path().join("fx");
+    fs::create_dir(&dir).unwrap();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new(fixture_bin())
+            .args(["ptys", path(&dir)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
+    );
+    wait_until("the ptys fixture", DEADLINE, || {
+        dir.join("ready").exists().then_some(())
+    });
+    assert_all_ok(&report(pid, &dir, 1), "before the checkpoint");
+    let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
+    assert_ok(&out, "checkpoint");
+    assert_all_ok(
+        &report(pid, &dir, 2),
+        "after a checkpoint that left it running",
+    );
+    // SAFETY: kill by pid of the fixture this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    r.wait_children(&[pid]);
+    wait_gone(pid);
+    let _ = fs::remove_file(dir.join("report"));
+    let restored = r.restore(&img, &[]);
+    assert!(restored.pids.iter().all(|(a, b)| a == b));
+    // The image was taken after round 1: the restored copy's next is 2.
+    assert_all_ok(
+        &report(pid, &dir, 2),
+        &format!(
+            "restored from that image (stderr: {})",
+            fs::read_to_string(t.path().join("stderr")).unwrap_or_default()
+        ),
+    );
+}

@@ -63,6 +63,12 @@ pub enum FileError {
     },
     #[error("image refers to {what} {index}, which it does not contain")]
     BadReference { what: &'static str, index: usize },
+    #[error("pty {index}: {op}")]
+    Pty {
+        index: u32,
+        op: &'static str,
+        source: io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, FileError>;
@@ -101,6 +107,8 @@ pub enum FileKind {
     Epoll(epoll::Epoll),
     UnixSocket(unix::UnixSocket),
     Pty(pty::PtyEnd),
+    /// An open file of `/dev/tty`: its holder's controlling terminal.
+    DevTty(pty::DevTty),
     Inotify(inotify::Inotify),
     Netlink(netlink::NetlinkSocket),
     Inet(inet::InetSocket),
@@ -120,6 +128,7 @@ impl FileKind {
             FileKind::Epoll(e) => e.describe(),
             FileKind::UnixSocket(u) => u.describe(),
             FileKind::Pty(p) => p.describe(),
+            FileKind::DevTty(t) => t.describe(),
             FileKind::Inotify(i) => i.describe(),
             FileKind::Netlink(n) => n.describe(),
             FileKind::Inet(i) => i.describe(),
@@ -131,6 +140,7 @@ impl FileKind {
             FileKind::CharDevice(_) => Policy::Reopen,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             FileKind::Netlink(_) => Policy::Reopen,
+            FileKind::DevTty(t) if t.external => Policy::Reopen,
             FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
             FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
             _ => Policy::Restore,
@@ -141,6 +151,7 @@ impl FileKind {
         match self {
             FileKind::Regular(r) => r.chunks(),
             FileKind::UnixSocket(u) => u.chunks(),
+            FileKind::Pty(p) => p.chunks(),
             _ => Vec::new(),
         }
     }
@@ -209,6 +220,10 @@ pub struct FileTable {
     pub lock_lines: Vec<(i32, usize, String)>,
     /// Every unix socket of the namespace, read once when the first is met.
     unix_diag: Option<HashMap<u64, crate::sockdiag::UnixDiag>>,
+    /// Pids of the session leaders collected.
+    leaders: std::collections::HashSet<i32>,
+    /// Pty queues the dump read out: put back unless the processes end.
+    taken: pty::Taken,
 }
 
 impl FileTable {
@@ -226,6 +241,10 @@ impl FileTable {
             op: "pidfd_open",
             source,
         })?;
+        let stat = dir.stat()?;
+        if stat.session == pid {
+            self.leaders.insert(pid);
+        }
         let mut fds = Vec::new();
         self.lock_lines.clear();
         for fd in dir.fds()? {
@@ -292,6 +311,8 @@ impl FileTable {
                         pty::checkpoint(&local, true, None)
                     } else if pty::is_slave_major(major) {
                         pty::checkpoint(&local, false, Some((major - 136) * 256 + minor))
+                    } else if pty::is_dev_tty(major, minor) {
+                        pty::checkpoint_dev_tty(stat.tty_nr, stat.session)
                     } else {
                         chardev::checkpoint(&target, &st)
                     }
@@ -374,7 +395,8 @@ impl FileTable {
                         },
                         FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
                         FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
-                        FileKind::Pty(_) => "a fresh pty with the saved termios, window size and modes (its number may change)".into(),
+                        FileKind::Pty(_) => "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into(),
+                        FileKind::DevTty(_) => "opened again as /dev/tty on the restored controlling terminal".into(),
                         _ => "recreated with its flags and offset".into(),
                     };
                     report.add(pid, Subject::Fd { fd }, kind.describe(), policy, reason);
@@ -427,13 +449,14 @@ impl FileTable {
             {
                 if p.master {
                     finding.policy = Policy::Reset;
-                    finding.reason = "no saved process holds its slave: restored with the slave closed (the program sees the hang-up)".into();
+                    finding.reason = "no saved process holds its slave: restored with the slave closed (the program reads the output still queued, then sees the hang-up)".into();
                 } else {
                     finding.policy = Policy::Reopen;
-                    finding.reason = "the terminal it runs in is outside the saved set: restored as the terminal `hiber restore` runs in".into();
+                    finding.reason = "the terminal it runs in is outside the saved set: restored as the terminal `hiber restore` runs in (what was typed ahead stays in the outside terminal)".into();
                 }
             }
         }
+        self.classify_dev_tty(&ends, report);
         // A unix socket whose peer no saved process holds is Reset.
         let saved: std::collections::HashSet<u64> = self
             .files
@@ -484,8 +507,65 @@ impl FileTable {
         }
     }
 
+    /// A `/dev/tty` file is opened again at restore by its session leader
+    /// once that has its terminal back: the leader, the master and a slave
+    /// file of the terminal must be saved. A session led from outside has
+    /// an outside terminal: the one `hiber restore` runs in.
+    fn classify_dev_tty(
+        &mut self,
+        ends: &std::collections::HashSet<(u32, bool)>,
+        report: &mut Report,
+    ) {
+        let inside_slave: std::collections::HashSet<u32> = self
+            .files
+            .iter()
+            .filter_map(|f| match &f.kind {
+                FileKind::Pty(p) if !p.master && !p.external => Some(p.index),
+                _ => None,
+            })
+            .collect();
+        for &(pid, fd, i) in &self.holders {
+            let FileKind::DevTty(t) = &mut self.files[i].kind else {
+                continue;
+            };
+            let master = ends.contains(&(t.index, true));
+            let (policy, reason) = if self.leaders.contains(&t.session) {
+                if master && inside_slave.contains(&t.index) {
+                    (
+                        Policy::Restore,
+                        format!("opened again by its session leader (pid {}) once it has its controlling terminal, pty {}, back", t.session, t.index),
+                    )
+                } else {
+                    (
+                        Policy::Refuse,
+                        format!("its controlling terminal, pty {}, is not saved with its master and an open slave: the session leader could not take it back", t.index),
+                    )
+                }
+            } else if master {
+                (
+                    Policy::Refuse,
+                    format!("its session leader (pid {}) is outside the saved set, so the restored pty {} could not become its controlling terminal", t.session, t.index),
+                )
+            } else {
+                t.external = true;
+                (
+                    Policy::Reopen,
+                    "its session is led from outside the saved set: opened as /dev/tty of `hiber restore`, the terminal it runs in (restoring without one fails)".into(),
+                )
+            };
+            if let Some(finding) = report
+                .findings
+                .iter_mut()
+                .find(|x| x.pid == pid && x.subject == Subject::Fd { fd })
+            {
+                finding.policy = policy;
+                finding.reason = reason;
+            }
+        }
+    }
+
     /// Save the data held by files and pipes (queued pipe bytes, contents of
-    /// deleted files) into the image.
+    /// deleted files, pty queues) into the image.
     pub fn dump_data(&mut self, writer: &ImageWriter) -> Result<()> {
         for (file, held) in self.files.iter_mut().zip(&self.held) {
             match &mut file.kind {
@@ -495,7 +575,51 @@ impl FileTable {
                 _ => {}
             }
         }
+        self.dump_pty_queues(writer)
+    }
+
+    /// Read out the queues of every pty whose master is saved (see
+    /// `pty`): the output on the master's entry, the input on the first
+    /// saved open file of its slave.
+    fn dump_pty_queues(&mut self, writer: &ImageWriter) -> Result<()> {
+        let mut masters = Vec::new();
+        let mut slaves: HashMap<u32, usize> = HashMap::new();
+        for (i, f) in self.files.iter().enumerate() {
+            match &f.kind {
+                FileKind::Pty(p) if p.master => masters.push(i),
+                FileKind::Pty(p) if !p.external => {
+                    slaves.entry(p.index).or_insert(i);
+                }
+                _ => {}
+            }
+        }
+        for m in masters {
+            let FileKind::Pty(end) = &self.files[m].kind else {
+                continue;
+            };
+            let (index, packet, termios) = (end.index, end.packet_mode, end.termios.clone());
+            let slave = slaves.get(&index).copied();
+            let (input, output) = self
+                .taken
+                .take(index, &self.held[m], slave.is_some(), packet, &termios)
+                .map_err(|source| FileError::Pty {
+                    index,
+                    op: "reading the bytes queued in the terminal",
+                    source,
+                })?;
+            for i in std::iter::once(m).chain(slave) {
+                if let FileKind::Pty(end) = &mut self.files[i].kind {
+                    end.dump_queue(writer, output, input)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Put back what the dump read out of live objects (pty queues), while
+    /// the processes are still frozen (dropping the table does it too).
+    pub fn put_back(&mut self) {
+        self.taken.put_back();
     }
 }
 
@@ -554,7 +678,8 @@ pub fn restore_all(
                 status_flags_as_saved(&fd, f.flags)?;
                 fd
             }
-            FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end)?,
+            FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end, image)?,
+            FileKind::DevTty(t) => t.restore(f.flags)?,
             FileKind::Inotify(i) => i.restore(f.flags)?,
             FileKind::Netlink(n) => n.restore(f.flags)?,
             FileKind::Inet(i) => i.restore(f.flags)?,

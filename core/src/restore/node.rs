@@ -259,6 +259,7 @@ pub enum Step {
     EpollWatches,
     Ctty,
     Locks,
+    DevTty,
 }
 
 impl Step {
@@ -276,6 +277,7 @@ impl Step {
             10 => "adding its epoll watches",
             11 => "taking its controlling terminal",
             12 => "taking its file locks again (held by someone else?)",
+            13 => "opening /dev/tty on its controlling terminal",
             _ => "an unknown step",
         }
     }
@@ -348,6 +350,9 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
                 let rc = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
                 if let Err(e) = check(rc as libc::c_long) {
                     fail(shared, me, Step::Ctty, e);
+                }
+                if let Err(e) = reopen_dev_tty(spec, &spec.processes[i]) {
+                    fail(shared, me, Step::DevTty, e);
                 }
             }
         }
@@ -443,6 +448,37 @@ fn ctty_fd(spec: &TreeSpec<'_>, p: &ProcessImage) -> Option<RawFd> {
         .map(|i| spec.file_fds[i])
 }
 
+/// Open `/dev/tty` over the placeholders of the session's `/dev/tty` files,
+/// now that `p`, their session leader, has its terminal: every process it
+/// forks after this shares them, as they did.
+fn reopen_dev_tty(spec: &TreeSpec<'_>, p: &ProcessImage) -> io::Result<()> {
+    let Some(index) = p.ctty else {
+        return Ok(());
+    };
+    for (i, f) in spec.files.iter().enumerate() {
+        let FileKind::DevTty(t) = &f.kind else {
+            continue;
+        };
+        if t.external || t.index != index || t.session != p.pid {
+            continue;
+        }
+        let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND;
+        let flags = (f.flags as i32 & keep) | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: open with a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), flags) };
+        check(fd as libc::c_long)?;
+        // SAFETY: dup3 over the placeholder the restorer left for this
+        // file, then closing our temporary fd.
+        let rc = unsafe {
+            let rc = libc::dup3(fd, spec.file_fds[i], libc::O_CLOEXEC);
+            libc::close(fd);
+            rc
+        };
+        check(rc as libc::c_long)?;
+    }
+    Ok(())
+}
+
 /// The foreground group saved for `p`'s controlling terminal.
 fn foreground(spec: &TreeSpec<'_>, p: &ProcessImage) -> Option<i32> {
     let index = p.ctty?;
@@ -473,6 +509,13 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         // SAFETY: dup3 between fds; src is open in this copy of the restorer.
         check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
         targets.push(f.fd);
+        // Still the restorer's placeholder: this process is not below the
+        // session leader that opens /dev/tty.
+        let dev_tty = matches!(&spec.files[f.file].kind, FileKind::DevTty(t) if !t.external);
+        // SAFETY: isatty on the fd just installed.
+        if dev_tty && unsafe { libc::isatty(f.fd) } != 1 {
+            return Err((Step::DevTty, io::Error::from_raw_os_error(libc::ENOTTY)));
+        }
     }
     // The terminal's foreground group, now that every group exists. From
     // the background that raises SIGTTOU: blocked meanwhile.
