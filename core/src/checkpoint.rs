@@ -11,6 +11,7 @@ use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
 use crate::memory::{self, MemoryError, MmFields, MmImage};
 use crate::policy::{Policy, ProcessSummary, Report, Subject};
+use crate::precopy;
 use crate::procfs::{MapsPath, ProcDir, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace;
@@ -348,14 +349,22 @@ pub struct CheckpointOptions {
     pub threads: usize,
     /// Refuse instead of restoring anything broken (Reset policy).
     pub no_reset: bool,
+    /// Without `stop`: save most memory while the processes run, then
+    /// freeze them only to save what changed (see `precopy`).
+    pub precopy: bool,
 }
 
 /// Stages reported while a checkpoint runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Saving memory while the processes run (write tracking on).
+    Precopying,
     Freezing,
     Inspecting,
-    DumpingMemory { done: u64, total: u64 },
+    DumpingMemory {
+        done: u64,
+        total: u64,
+    },
     Committing,
 }
 
@@ -369,6 +378,9 @@ pub struct CheckpointStats {
     pub bytes_raw: u64,
     /// New bytes written to the store by this checkpoint.
     pub bytes_written: u64,
+    /// Page data saved by pre-copy while the processes ran, and still
+    /// valid at the freeze (not saved again).
+    pub precopied_bytes: u64,
     /// Bytes of the image on disk (metadata + chunks it references).
     pub image_bytes: u64,
     pub report: Report,
@@ -377,6 +389,23 @@ pub struct CheckpointStats {
 /// Save the trees under `opts.roots` into `opts.dir`.
 pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<CheckpointStats> {
     let t0 = Instant::now();
+    let threads = opts.threads.max(1);
+    // Pre-copy writes pages before the set is inspected, so the image is
+    // opened first; a refusal found later removes it again.
+    let precopy_wanted = opts.precopy && !opts.stop;
+    let early_writer = if precopy_wanted {
+        Some(ImageWriter::create(&opts.dir, opts.store.as_deref())?)
+    } else {
+        None
+    };
+    let mut early_sink = early_writer.as_ref().map(|w| w.sink(threads, threads * 4));
+    let precopied = match &mut early_sink {
+        Some(sink) => {
+            progress(Stage::Precopying);
+            Some(precopy::run(&opts.roots, sink)?)
+        }
+        None => None,
+    };
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
@@ -395,7 +424,14 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     if !snapshot.report.is_checkpointable() {
         return Err(CheckpointError::Refused(Box::new(snapshot.report)));
     }
-    let writer = ImageWriter::create(&opts.dir, opts.store.as_deref())?;
+    let late_writer = match early_writer {
+        Some(_) => None,
+        None => Some(ImageWriter::create(&opts.dir, opts.store.as_deref())?),
+    };
+    let writer = early_writer
+        .as_ref()
+        .or(late_writer.as_ref())
+        .expect("one of them");
     let total_pages: u64 = snapshot
         .processes
         .iter()
@@ -403,66 +439,79 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         .flat_map(|m| &m.vmas)
         .map(|v| v.len())
         .sum();
-    {
-        let mut sink = writer.sink(opts.threads.max(1), opts.threads.max(1) * 4);
-        let mut pending = Vec::new();
-        let mut done = 0;
-        for p in &snapshot.processes {
-            let Some(mm) = &p.mm else {
-                pending.push(Vec::new());
-                continue;
-            };
-            let mut mem = ProcMem::new(p.pid, false);
-            pending.push(memory::dump_private_pages(
-                p.pid, &mm.vmas, &mut mem, &mut sink,
-            )?);
-            done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();
-            progress(Stage::DumpingMemory {
-                done,
-                total: total_pages,
-            });
-        }
-        let shm_pending = shmem.dump(&mut sink)?;
-        debug!(elapsed = ?t0.elapsed(), "pages submitted");
-        let refs = sink.finish()?;
-        debug!(elapsed = ?t0.elapsed(), "pages written");
-        for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
-            if let Some(mm) = &mut p.mm {
-                for (v, pv) in mm.vmas.iter_mut().zip(pend) {
-                    v.pages = memory::resolve(pv, &refs);
-                }
-            }
-        }
-        for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
-            obj.pages = memory::resolve(pend, &refs);
-        }
+    let mut sink = early_sink.unwrap_or_else(|| writer.sink(threads, threads * 4));
+    let mut pending = Vec::new();
+    let mut done = 0;
+    let mut precopied_bytes = 0u64;
+    for p in &snapshot.processes {
+        let Some(mm) = &p.mm else {
+            pending.push(Vec::new());
+            continue;
+        };
+        let reuse = precopied
+            .as_ref()
+            .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
+            .unwrap_or_default();
+        let mut mem = ProcMem::new(p.pid, false);
+        pending.push(memory::dump_private_pages(
+            p.pid,
+            &mm.vmas,
+            &mut mem,
+            &mut sink,
+            &|v, addr, wanted| reuse.window(v, addr, wanted),
+        )?);
+        precopied_bytes += reuse.reused_bytes();
+        done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();
+        progress(Stage::DumpingMemory {
+            done,
+            total: total_pages,
+        });
     }
+    let shm_pending = shmem.dump(&mut sink)?;
+    debug!(elapsed = ?t0.elapsed(), precopied_bytes, "pages read");
     // A failure inside dump_data drops `files`, which puts back what it
     // read, before `frozen` (declared earlier) lets the processes go. Past
     // it, the queues go back at once, whatever follows: the processes go on
     // (no --stop, a failed commit, this checkpointer killed) or are ended.
-    files.dump_data(&writer)?;
+    files.dump_data(writer)?;
     files.put_back();
+    debug!(elapsed = ?t0.elapsed(), "file data written");
+    // Everything is captured in our buffers: a process that goes on
+    // running cannot change the image any more, so it need not wait for
+    // the disk. One that is to end waits until the image is durable.
+    let mut frozen = Some(frozen);
+    let mut frozen_for = precopied.as_ref().map_or(Duration::ZERO, |p| p.frozen);
+    if !opts.stop {
+        frozen.take().expect("still frozen").thaw();
+        frozen_for += frozen_at.elapsed();
+    }
+    let refs = sink.finish()?;
+    debug!(elapsed = ?t0.elapsed(), "pages written");
+    for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
+        if let Some(mm) = &mut p.mm {
+            for (v, windows) in mm.vmas.iter_mut().zip(pend) {
+                v.pages =
+                    memory::resolve(windows.into_iter().filter_map(|w| w.chunk).collect(), &refs);
+            }
+        }
+    }
+    for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
+        obj.pages = memory::resolve(pend, &refs);
+    }
     snapshot.files = std::mem::take(&mut files.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
-    debug!(elapsed = ?t0.elapsed(), "file data written");
     progress(Stage::Committing);
     let stats = writer.stats();
     let processes = snapshot.processes.len();
-    // Everything is captured: a process that goes on running cannot change
-    // the image any more, so it need not wait for the disk. One that is to
-    // end waits until the image is durable.
-    let (committed, frozen_for) = if opts.stop {
-        let committed = writer.commit(&snapshot)?;
-        let frozen_for = frozen_at.elapsed();
+    let committed = early_writer
+        .or(late_writer)
+        .expect("one of them")
+        .commit(&snapshot)?;
+    if let Some(frozen) = frozen.take() {
+        frozen_for += frozen_at.elapsed();
         frozen.kill_all();
-        (committed, frozen_for)
-    } else {
-        frozen.thaw();
-        let frozen_for = frozen_at.elapsed();
-        (writer.commit(&snapshot)?, frozen_for)
-    };
+    }
     let total = t0.elapsed();
     info!(dir = %opts.dir.display(), processes, ?frozen_for, ?total, "checkpoint committed");
     debug!(?stats, "image write statistics");
@@ -471,8 +520,9 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         processes,
         frozen: frozen_for,
         total,
-        bytes_raw: stats.raw_bytes,
+        bytes_raw: snapshot.memory_bytes(),
         bytes_written: stats.written_bytes,
+        precopied_bytes,
         image_bytes: committed.image_bytes,
         report: snapshot.report,
     })

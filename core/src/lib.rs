@@ -13,6 +13,7 @@ pub mod image;
 pub mod locks;
 pub mod memory;
 pub mod policy;
+pub mod precopy;
 pub mod procfs;
 pub mod procmem;
 pub mod ptrace;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub const PAGE_SIZE: u64 = 4096;
 /// Pages per chunk window: the unit of deduplication between snapshots.
 pub const WINDOW_PAGES: u64 = 64;
-const WINDOW_BYTES: u64 = PAGE_SIZE * WINDOW_PAGES;
+pub const WINDOW_BYTES: u64 = PAGE_SIZE * WINDOW_PAGES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -326,7 +326,7 @@ fn describe(backing: &Backing, shared: bool) -> String {
 }
 
 /// A chunk submitted to the sink whose reference arrives at `finish`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PendingChunk {
     pub ticket: usize,
     pub addr: u64,
@@ -349,14 +349,26 @@ fn wanted(backing: &Backing, shared: bool, e: PagemapEntry) -> bool {
     }
 }
 
+/// One window of a mapping as saved: which pages it wanted (present or
+/// swapped) and the chunk holding the non-zero ones (None: all zero).
+#[derive(Debug, Clone)]
+pub struct DumpedWindow {
+    pub addr: u64,
+    pub wanted: u64,
+    pub chunk: Option<PendingChunk>,
+}
+
 /// Save the pages of one process's private mappings into `sink`. Returns,
-/// per vma index, the chunks submitted for it.
+/// per vma index, its windows that hold pages. `earlier(vma, window,
+/// wanted)` may hand back a window saved before (by pre-copy) that still
+/// holds, instead of reading it again.
 pub fn dump_private_pages(
     pid: i32,
     vmas: &[Vma],
     mem: &mut ProcMem,
     sink: &mut ChunkSink<'_>,
-) -> Result<Vec<Vec<PendingChunk>>> {
+    earlier: &dyn Fn(&Vma, u64, u64) -> Option<DumpedWindow>,
+) -> Result<Vec<Vec<DumpedWindow>>> {
     let pagemap_path = PathBuf::from(format!("/proc/{pid}/pagemap"));
     let pagemap = File::open(&pagemap_path).map_err(|source| MemoryError::Io {
         path: pagemap_path.clone(),
@@ -393,6 +405,12 @@ pub fn dump_private_pages(
                 }
             }
             if bitmap != 0 {
+                if let Some(w) = earlier(vma, window, bitmap) {
+                    pending.push(w);
+                    window += WINDOW_BYTES;
+                    continue;
+                }
+                let wanted = bitmap;
                 let (bitmap, data) = read_window(
                     mem,
                     window,
@@ -400,14 +418,21 @@ pub fn dump_private_pages(
                     matches!(vma.backing, Backing::Anon),
                     sink.buffer(),
                 )?;
-                if bitmap != 0 {
+                let chunk = if bitmap != 0 {
                     let ticket = sink.submit(data)?;
-                    pending.push(PendingChunk {
+                    Some(PendingChunk {
                         ticket,
                         addr: window,
                         bitmap,
-                    });
-                }
+                    })
+                } else {
+                    None
+                };
+                pending.push(DumpedWindow {
+                    addr: window,
+                    wanted,
+                    chunk,
+                });
             }
             window += WINDOW_BYTES;
         }

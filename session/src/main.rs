@@ -40,28 +40,7 @@ enum Command {
         no_reset: bool,
     },
     /// Save the process trees under PIDs into an image directory.
-    Checkpoint {
-        #[arg(required = true)]
-        pids: Vec<i32>,
-        /// Image directory to create.
-        #[arg(short, long)]
-        output: PathBuf,
-        /// Chunk store shared with earlier images [default: OUTPUT/../.hiber-store].
-        #[arg(long)]
-        store: Option<PathBuf>,
-        /// Keep chunks inside the image only (no shared store).
-        #[arg(long, conflicts_with = "store")]
-        no_store: bool,
-        /// End the processes once the image is committed.
-        #[arg(long)]
-        stop: bool,
-        /// Refuse rather than restore a connection broken (Reset policy).
-        #[arg(long)]
-        no_reset: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Checkpoint(commands::checkpoint::Args),
     /// Bring the processes of an image back; returns once they run on their own.
     Restore {
         dir: PathBuf,
@@ -129,15 +108,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             brief,
             no_reset,
         } => commands::check::run(&pids, json, brief, no_reset),
-        Command::Checkpoint {
-            pids,
-            output,
-            store,
-            no_store,
-            stop,
-            no_reset,
-            json,
-        } => commands::checkpoint::run(&pids, &output, store, no_store, stop, no_reset, json),
+        Command::Checkpoint(args) => commands::checkpoint::run(args),
         Command::Restore { dir, pidns, json } => commands::restore::run(&dir, pidns, json),
         Command::Inspect { dir, json, verify } => commands::inspect::run(&dir, json, verify),
         Command::Prune { store } => commands::prune::run(&store),

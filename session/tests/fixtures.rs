@@ -462,3 +462,60 @@ fn pty_queues_stay_in_place_after_a_checkpoint_without_stop() {
         ),
     );
 }
+
+/// A checkpoint that leaves the processes running saves most memory
+/// beforehand (pre-copy) while a worker rewrites 64 MiB page by page: the
+/// image must still hold one instant, which the restored copy checks.
+/// Without pre-copy the same must hold.
+#[test]
+fn memory_written_during_a_running_checkpoint_is_saved_consistently() {
+    for precopy in [true, false] {
+        let t = tempdir();
+        let dir = t.path().join("fx");
+        fs::create_dir(&dir).unwrap();
+        let img = t.path().join("img");
+        let mut r = Reaper::new();
+        let root = r.spawn(
+            Command::new(fixture_bin())
+                .args(["churn", path(&dir)])
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
+        );
+        wait_until("the churn fixture to be ready", DEADLINE, || {
+            dir.join("ready").exists().then_some(())
+        });
+        assert_all_ok(&report(root, &dir, 1), "before the checkpoint");
+        let mut args = vec!["checkpoint", "-o", path(&img), "--json"];
+        let pid = root.to_string();
+        args.insert(1, &pid);
+        if !precopy {
+            args.push("--no-precopy");
+        }
+        let out = hiber(&args);
+        assert_ok(&out, "checkpoint");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if precopy {
+            assert!(
+                v["precopied_bytes"].as_u64().unwrap() > 8 << 20,
+                "most memory saved before the freeze: {v}"
+            );
+        } else {
+            assert_eq!(v["precopied_bytes"].as_u64(), Some(0), "{v}");
+        }
+        // The original went on: it is still consistent, and still churning.
+        assert_all_ok(&report(root, &dir, 2), "the original after the checkpoint");
+        r.kill_all();
+        // The copy must agree with itself and churn on, twice over: memory
+        // from another moment than its registers stalls or breaks it.
+        for round in [2, 3] {
+            let _ = fs::remove_file(dir.join("report"));
+            if round == 2 {
+                r.restore(&img, &[]);
+            }
+            assert_all_ok(
+                &report(root, &dir, round),
+                &format!("restored (pre-copy {precopy}), round {round}"),
+            );
+        }
+    }
+}

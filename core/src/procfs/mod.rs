@@ -155,8 +155,12 @@ impl PagemapEntry {
     pub fn present(self) -> bool {
         self.0 & (1 << 63) != 0
     }
+    /// Page is in swap (or being migrated). A userfaultfd write-protect
+    /// marker left in an empty entry (swap type 31, `SWP_PTE_MARKER`) is
+    /// reported with the swap bit too, but holds no page.
     pub fn swapped(self) -> bool {
-        self.0 & (1 << 62) != 0
+        const SWP_PTE_MARKER: u64 = 31;
+        self.0 & (1 << 62) != 0 && self.0 & 0x1f != SWP_PTE_MARKER
     }
     /// Page is file-backed or shared anonymous (not a private COW copy).
     pub fn file_or_shared(self) -> bool {

@@ -19,6 +19,7 @@ struct Output {
     image_bytes: u64,
     memory_bytes: u64,
     written_bytes: u64,
+    precopied_bytes: u64,
 }
 
 /// The store an image shares with its siblings unless told otherwise.
@@ -30,15 +31,46 @@ pub fn default_store(output: &Path) -> PathBuf {
     parent.join(".hiber-store")
 }
 
-pub fn run(
-    pids: &[i32],
-    output: &Path,
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    pids: Vec<i32>,
+    /// Image directory to create.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Chunk store shared with earlier images [default: OUTPUT/../.hiber-store].
+    #[arg(long)]
     store: Option<PathBuf>,
+    /// Keep chunks inside the image only (no shared store).
+    #[arg(long, conflicts_with = "store")]
     no_store: bool,
+    /// End the processes once the image is committed.
+    #[arg(long)]
     stop: bool,
+    /// Refuse rather than restore a connection broken (Reset policy).
+    #[arg(long)]
     no_reset: bool,
+    /// Save all memory while frozen, instead of most of it beforehand while
+    /// the processes run (pre-copy applies only without --stop).
+    #[arg(long)]
+    no_precopy: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
     json: bool,
-) -> Result<ExitCode> {
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let Args {
+        pids,
+        output,
+        store,
+        no_store,
+        stop,
+        no_reset,
+        no_precopy,
+        json,
+    } = args;
+    let output = output.as_path();
     let store = if no_store {
         None
     } else {
@@ -51,6 +83,7 @@ pub fn run(
         stop,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset,
+        precopy: !no_precopy,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
@@ -64,6 +97,7 @@ pub fn run(
     let progress = |stage: Stage| {
         if let Some(bar) = &bar {
             match stage {
+                Stage::Precopying => bar.set_message("pre-copy"),
                 Stage::Freezing => bar.set_message("freezing"),
                 Stage::Inspecting => bar.set_message("inspecting"),
                 Stage::DumpingMemory { done, total } => {
@@ -101,12 +135,13 @@ pub fn run(
         image_bytes: stats.image_bytes,
         memory_bytes: stats.bytes_raw,
         written_bytes: stats.bytes_written,
+        precopied_bytes: stats.precopied_bytes,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "saved {} processes to {}: frozen {}, total {}, image {} ({} of data, {} newly written){}",
+            "saved {} processes to {}: frozen {}, total {}, image {} ({} of data, {} newly written{}){}",
             out.processes,
             out.dir.display(),
             format::millis(stats.frozen),
@@ -114,6 +149,11 @@ pub fn run(
             format::bytes(out.image_bytes),
             format::bytes(out.memory_bytes),
             format::bytes(out.written_bytes),
+            if out.precopied_bytes > 0 {
+                format!(", {} saved before the freeze", format::bytes(out.precopied_bytes))
+            } else {
+                String::new()
+            },
             if stop { "; processes ended" } else { "" },
         );
     }

@@ -113,6 +113,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         stop: true,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset: false,
+        precopy: false,
     };
     let stats = match hiber_core::checkpoint(&opts, &|_| {}) {
         Ok(s) => s,

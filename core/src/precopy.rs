@@ -1,0 +1,449 @@
+//! Pre-copy: most of a running session's memory is saved while it runs, so
+//! that a checkpoint which leaves the processes running freezes them only
+//! for what changed meanwhile.
+//!
+//! A short first freeze injects a userfaultfd into each process (created
+//! by the process through a remote syscall, taken with `pidfd_getfd`, its
+//! own copy closed again), registers the mappings to be saved for
+//! asynchronous write protection (`UFFD_FEATURE_WP_ASYNC`: the program
+//! never blocks, the kernel only clears a bit on the first write) and
+//! write-protects every page with `PAGEMAP_SCAN`. The processes run on
+//! while their pages are read and stored. The checkpoint proper then
+//! freezes them again and asks `PAGEMAP_SCAN` which pages were written
+//! since: only windows holding one of those, or whose set of pages changed
+//! (an unmapped or zapped page is not a write), or that lie outside what
+//! was registered (new or moved mappings), are read again. Tracking ends
+//! when the userfaultfd is closed, which leaves nothing behind in the
+//! process.
+
+use crate::freeze::Frozen;
+use crate::image::ChunkSink;
+use crate::memory::{self, Backing, DumpedWindow, Vma};
+use crate::policy::Report;
+use crate::procfs::{MapsPath, ProcDir};
+use crate::procmem::ProcMem;
+use crate::remote::{self, RemoteTask};
+use crate::shmem::ShmemTable;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+const UFFD_API: u64 = 0xaa;
+const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`
+const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
+/// `_IOWR(0xaa, 0x00, struct uffdio_register)`
+const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+/// `_IOWR('f', 16, struct pm_scan_arg)`
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct UffdioRegister {
+    start: u64,
+    len: u64,
+    mode: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// Why a process could not be tracked (it is then saved entirely while
+/// frozen, as without pre-copy).
+#[derive(Debug, thiserror::Error)]
+enum TrackError {
+    #[error(transparent)]
+    Remote(#[from] remote::RemoteError),
+    #[error(transparent)]
+    Procfs(#[from] crate::procfs::ProcfsError),
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> TrackError {
+    move |source| TrackError::Io { what, source }
+}
+
+/// Write tracking of one process's memory.
+#[derive(Debug)]
+struct WriteTracker {
+    /// Holding it keeps the tracking alive; closing it ends it.
+    _uffd: OwnedFd,
+    pagemap: File,
+    /// Ranges registered for tracking.
+    ranges: Vec<(u64, u64)>,
+}
+
+impl WriteTracker {
+    /// Start tracking writes to `ranges` of `pid`, which is frozen.
+    fn start(pid: i32, vdso: (u64, u64), ranges: &[(u64, u64)]) -> Result<Self, TrackError> {
+        let mut mem = ProcMem::new(pid, true);
+        let ip = remote::find_syscall_insn(&mut mem, vdso.0, vdso.1)?;
+        let task = RemoteTask::new(pid, ip)?;
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+        let taken = (|| -> Result<OwnedFd, TrackError> {
+            let remote_fd =
+                task.syscall("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
+            let ours = take_fd(pid, remote_fd as i32);
+            task.syscall("close", libc::SYS_close, [remote_fd, 0, 0, 0, 0, 0])?;
+            ours.map_err(io_err("taking the userfaultfd"))
+        })();
+        task.restore()?;
+        let uffd = taken?;
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            // Unpopulated: anonymous mappings get markers like file ones,
+            // which the kernel requires to scan them with CHECK_WPASYNC.
+            features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
+            ioctls: 0,
+        };
+        // SAFETY: UFFDIO_API reads and writes a struct uffdio_api.
+        if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
+            return Err(io_err("UFFDIO_API with asynchronous write protection")(
+                io::Error::last_os_error(),
+            ));
+        }
+        let pagemap =
+            File::open(format!("/proc/{pid}/pagemap")).map_err(io_err("opening the pagemap"))?;
+        let mut tracked = Vec::new();
+        for &(start, end) in ranges {
+            let mut reg = UffdioRegister {
+                start,
+                len: end - start,
+                mode: UFFDIO_REGISTER_MODE_WP,
+                ioctls: 0,
+            };
+            // SAFETY: UFFDIO_REGISTER reads and writes a struct uffdio_register.
+            if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+                // Some mappings cannot be tracked: they are read again.
+                continue;
+            }
+            if protect_written(&pagemap, start, end).is_ok() {
+                tracked.push((start, end));
+            }
+        }
+        Ok(Self {
+            _uffd: uffd,
+            pagemap,
+            ranges: tracked,
+        })
+    }
+
+    /// Pages written in [start, end) since tracking began, as ranges; None
+    /// when part of the range is not tracked.
+    fn written(&self, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
+        if !self.ranges.iter().any(|&(s, e)| s <= start && end <= e) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut regions = [PageRegion::default(); 256];
+        let mut at = start;
+        while at < end {
+            let mut arg = PmScanArg {
+                flags: PM_SCAN_CHECK_WPASYNC,
+                category_mask: PAGE_IS_WRITTEN,
+                return_mask: PAGE_IS_WRITTEN,
+                ..Default::default()
+            };
+            let n = scan(&self.pagemap, at, end, &mut arg, &mut regions).ok()?;
+            out.extend(regions[..n].iter().map(|r| (r.start, r.end)));
+            if arg.walk_end <= at {
+                return None;
+            }
+            at = arg.walk_end;
+        }
+        Some(out)
+    }
+}
+
+/// Write-protect the pages of [start, end) that are present and writable.
+/// With an output vector: without one the kernel takes a fast path that
+/// also plants write-protect markers in every empty page table entry,
+/// which pagemap then reports as swapped pages.
+fn protect_written(pagemap: &File, start: u64, end: u64) -> io::Result<()> {
+    let mut regions = [PageRegion::default(); 256];
+    let mut at = start;
+    while at < end {
+        let mut arg = PmScanArg {
+            flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            category_mask: PAGE_IS_WRITTEN,
+            return_mask: PAGE_IS_WRITTEN,
+            ..Default::default()
+        };
+        scan(pagemap, at, end, &mut arg, &mut regions)?;
+        if arg.walk_end <= at {
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
+        at = arg.walk_end;
+    }
+    Ok(())
+}
+
+/// One `PAGEMAP_SCAN` call over [start, end); returns the regions filled.
+fn scan(
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    arg: &mut PmScanArg,
+    out: &mut [PageRegion],
+) -> io::Result<usize> {
+    arg.size = std::mem::size_of::<PmScanArg>() as u64;
+    arg.start = start;
+    arg.end = end;
+    arg.vec = if out.is_empty() {
+        0
+    } else {
+        out.as_mut_ptr() as u64
+    };
+    arg.vec_len = out.len() as u64;
+    // SAFETY: PAGEMAP_SCAN reads the argument and writes at most vec_len
+    // regions to vec, which points to `out`.
+    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, arg as *mut PmScanArg) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd is live; the call returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// What the pre-copy pass saved of one process.
+#[derive(Debug)]
+struct Saved {
+    tracker: WriteTracker,
+    /// By (mapping start, window address).
+    windows: HashMap<(u64, u64), DumpedWindow>,
+}
+
+/// The result of a pre-copy pass.
+#[derive(Debug, Default)]
+pub struct Precopy {
+    processes: HashMap<i32, Saved>,
+    /// Time the processes spent frozen for it.
+    pub frozen: Duration,
+}
+
+fn dumpable(v: &Vma) -> bool {
+    matches!(v.backing, Backing::Anon) || matches!(v.backing, Backing::File { .. } if !v.shared)
+}
+
+/// Freeze the trees under `roots` briefly to start write tracking, then
+/// save their private memory into `sink` while they run. A process that
+/// cannot be tracked is left out (the checkpoint saves it whole).
+pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::freeze::FreezeError> {
+    let t0 = Instant::now();
+    let frozen = Frozen::freeze(roots)?;
+    let mut started = Vec::new();
+    for fp in frozen.processes.values() {
+        if fp.zombie || fp.stopped {
+            continue;
+        }
+        let pid = fp.pid;
+        let dir = ProcDir::new(pid);
+        let Ok(smaps) = dir.smaps() else { continue };
+        let vdso = smaps
+            .iter()
+            .find(|s| matches!(s.map.path, MapsPath::Vdso))
+            .map(|s| (s.map.start, s.map.end));
+        let Some(vdso) = vdso else { continue };
+        let vmas = memory::classify(
+            pid,
+            &smaps,
+            &mut ShmemTable::default(),
+            &mut Report::default(),
+        );
+        let ranges: Vec<(u64, u64)> = vmas
+            .iter()
+            .filter(|v| dumpable(v))
+            .map(|v| (v.start, v.end))
+            .collect();
+        match WriteTracker::start(pid, vdso, &ranges) {
+            Ok(tracker) => started.push((pid, vmas, tracker)),
+            Err(err) => debug!(pid, %err, "no write tracking: saved whole while frozen"),
+        }
+    }
+    frozen.thaw();
+    let frozen_for = t0.elapsed();
+    debug!(
+        ?frozen_for,
+        processes = started.len(),
+        "write tracking started"
+    );
+    let mut out = Precopy {
+        processes: HashMap::new(),
+        frozen: frozen_for,
+    };
+    for (pid, vmas, tracker) in started {
+        let mut mem = ProcMem::new(pid, false);
+        // The process runs: a mapping may go away under the read. Then it
+        // is simply saved whole later.
+        let dumped = match memory::dump_private_pages(pid, &vmas, &mut mem, sink, &|_, _, _| None) {
+            Ok(d) => d,
+            Err(err) => {
+                debug!(pid, %err, "pre-copy read failed: saved whole while frozen");
+                continue;
+            }
+        };
+        let windows = vmas
+            .iter()
+            .zip(dumped)
+            .flat_map(|(v, ws)| ws.into_iter().map(move |w| ((v.start, w.addr), w)))
+            .collect();
+        out.processes.insert(pid, Saved { tracker, windows });
+    }
+    debug!(elapsed = ?t0.elapsed(), "pre-copy done");
+    Ok(out)
+}
+
+impl Precopy {
+    /// For the frozen process `pid` with mappings `vmas`: a lookup telling,
+    /// per window, the pre-copied result to reuse (None: read it again).
+    pub fn reuse_for(&self, pid: i32, vmas: &[Vma]) -> Reuse<'_> {
+        let Some(saved) = self.processes.get(&pid) else {
+            return Reuse::default();
+        };
+        let mut dirty = HashSet::new();
+        let mut untracked = HashSet::new();
+        for v in vmas.iter().filter(|v| dumpable(v)) {
+            match saved.tracker.written(v.start, v.end) {
+                Some(regions) => {
+                    for (s, e) in regions {
+                        let mut w = s & !(memory::WINDOW_BYTES - 1);
+                        while w < e {
+                            dirty.insert(w);
+                            w += memory::WINDOW_BYTES;
+                        }
+                    }
+                }
+                None => {
+                    untracked.insert(v.start);
+                }
+            }
+        }
+        Reuse {
+            saved: Some(saved),
+            dirty,
+            untracked,
+            reused_bytes: Default::default(),
+        }
+    }
+}
+
+/// Per-process lookup of reusable pre-copied windows.
+#[derive(Debug, Default)]
+pub struct Reuse<'a> {
+    saved: Option<&'a Saved>,
+    dirty: HashSet<u64>,
+    untracked: HashSet<u64>,
+    reused_bytes: std::cell::Cell<u64>,
+}
+
+impl Reuse<'_> {
+    /// The pre-copied window at `addr` of `vma`, if it still holds: no page
+    /// written since, and the same pages present.
+    pub fn window(&self, vma: &Vma, addr: u64, wanted: u64) -> Option<DumpedWindow> {
+        let saved = self.saved?;
+        if self.untracked.contains(&vma.start) || self.dirty.contains(&addr) {
+            return None;
+        }
+        let w = saved.windows.get(&(vma.start, addr))?;
+        if w.wanted != wanted {
+            return None;
+        }
+        let pages = w.chunk.as_ref().map_or(0, |c| c.bitmap.count_ones());
+        self.reused_bytes
+            .set(self.reused_bytes.get() + u64::from(pages) * memory::PAGE_SIZE);
+        Some(w.clone())
+    }
+
+    /// Bytes of page data taken from the pre-copy so far.
+    pub fn reused_bytes(&self) -> u64 {
+        self.reused_bytes.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_match_their_structs() {
+        let iowr = |ty: libc::c_ulong, nr: libc::c_ulong, size: usize| -> libc::c_ulong {
+            (3 << 30) | ((size as libc::c_ulong) << 16) | (ty << 8) | nr
+        };
+        assert_eq!(
+            iowr(0xaa, 0x3f, std::mem::size_of::<UffdioApi>()),
+            UFFDIO_API
+        );
+        assert_eq!(
+            iowr(0xaa, 0x00, std::mem::size_of::<UffdioRegister>()),
+            UFFDIO_REGISTER
+        );
+        assert_eq!(
+            iowr(
+                libc::c_ulong::from(b'f'),
+                16,
+                std::mem::size_of::<PmScanArg>()
+            ),
+            PAGEMAP_SCAN
+        );
+    }
+}
