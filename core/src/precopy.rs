@@ -281,6 +281,18 @@ pub struct Precopy {
     pub frozen: Duration,
 }
 
+/// Ranges of adjacent mappings joined: one registration and one scan each.
+fn merged_ranges<'a>(vmas: impl Iterator<Item = &'a Vma>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for v in vmas {
+        match out.last_mut() {
+            Some(last) if last.1 == v.start => last.1 = v.end,
+            _ => out.push((v.start, v.end)),
+        }
+    }
+    out
+}
+
 fn dumpable(v: &Vma) -> bool {
     matches!(v.backing, Backing::Anon) || matches!(v.backing, Backing::File { .. } if !v.shared)
 }
@@ -289,16 +301,14 @@ fn dumpable(v: &Vma) -> bool {
 /// save their private memory into `sink` while they run. A process that
 /// cannot be tracked is left out (the checkpoint saves it whole).
 pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::freeze::FreezeError> {
-    let t0 = Instant::now();
-    let frozen = Frozen::freeze(roots)?;
-    let mut started = Vec::new();
-    for fp in frozen.processes.values() {
-        if fp.zombie || fp.stopped {
+    // The layouts are read before freezing, to keep the freeze short. One
+    // that changes meanwhile is harmless: a range that no longer fits is
+    // not tracked, and only tracked, unwritten windows are ever reused.
+    let mut layouts = HashMap::new();
+    for pid in crate::freeze::list_tree(roots)? {
+        let Ok(smaps) = ProcDir::new(pid).smaps() else {
             continue;
-        }
-        let pid = fp.pid;
-        let dir = ProcDir::new(pid);
-        let Ok(smaps) = dir.smaps() else { continue };
+        };
         let vdso = smaps
             .iter()
             .find(|s| matches!(s.map.path, MapsPath::Vdso))
@@ -310,14 +320,22 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
             &mut ShmemTable::default(),
             &mut Report::default(),
         );
-        let ranges: Vec<(u64, u64)> = vmas
-            .iter()
-            .filter(|v| dumpable(v))
-            .map(|v| (v.start, v.end))
-            .collect();
-        match WriteTracker::start(pid, vdso, &ranges) {
-            Ok(tracker) => started.push((pid, vmas, tracker)),
-            Err(err) => debug!(pid, %err, "no write tracking: saved whole while frozen"),
+        layouts.insert(pid, (vdso, vmas));
+    }
+    let t0 = Instant::now();
+    let frozen = Frozen::freeze(roots)?;
+    let mut started = Vec::new();
+    for fp in frozen.processes.values() {
+        if fp.zombie || fp.stopped {
+            continue;
+        }
+        let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
+            continue;
+        };
+        let ranges = merged_ranges(vmas.iter().filter(|v| dumpable(v)));
+        match WriteTracker::start(fp.pid, vdso, &ranges) {
+            Ok(tracker) => started.push((fp.pid, vmas, tracker)),
+            Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
         }
     }
     frozen.thaw();

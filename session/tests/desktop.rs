@@ -1,6 +1,6 @@
 //! A small graphical session saved and restored as one process tree: a
 //! session bus, an X server, a GTK 4 program, X clients, a terminal with a
-//! shell, a bus monitor and a multi-threaded python program.
+//! shell, two bus monitors and a multi-threaded python program.
 
 mod common;
 
@@ -9,39 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-const SESSION: &str = r#"
-D=$1; DIR=$2
-dbus-daemon --session --nofork --nopidfile --address=unix:path=$DIR/bus &
-Xvfb :$D -screen 0 1024x768x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
-while [ ! -S /tmp/.X11-unix/X$D ] || [ ! -S $DIR/bus ]; do sleep 0.05; done
-export DISPLAY=:$D DBUS_SESSION_BUS_ADDRESS=unix:path=$DIR/bus
-# The GTK 4 program first, so the small clients stack above it.
-GDK_BACKEND=x11 gtk4-demo > $DIR/gtk.log 2>&1 &
-until xwininfo -name "GTK Demo" > /dev/null 2>&1; do sleep 0.05; done
-xclock -update 1 -geometry 100x100+0+0 &
-xeyes -geometry 100x100+200+0 &
-xterm -geometry 60x10+0+200 -e bash --norc --noprofile &
-dbus-monitor --session "type='signal',interface='org.hiber.Test'" > $DIR/monitor.log &
-python3 -c '
-import threading, time
-lock = threading.Lock(); counts = [0] * 3; total = 0
-def work(i):
-    global total
-    while True:
-        with lock:
-            counts[i] += 1; total += 1
-        time.sleep(0.002)
-for i in range(3):
-    threading.Thread(target=work, args=(i,), daemon=True).start()
-n = 0
-while True:
-    n += 1
-    with lock:
-        print(n, total == sum(counts), flush=True)
-    time.sleep(0.02)
-' > $DIR/py.log &
-wait
-"#;
+const SESSION: &str = include_str!("../../packaging/desktop-session.sh");
 
 fn free_display() -> u32 {
     (90..200)
@@ -149,8 +117,16 @@ fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {
             .then_some(())
         },
     );
-    wait_until("the bus monitor to receive", DEADLINE, || {
-        (ping("before") && monitor_saw("before")).then_some(())
+    // gdbus monitor sees the bus announce every client: dbus-send's own
+    // connections among them.
+    let gdbus_seen = || {
+        fs::read_to_string(dir.join("gdbus.log"))
+            .unwrap_or_default()
+            .matches("NameOwnerChanged")
+            .count()
+    };
+    wait_until("the bus monitors to receive", DEADLINE, || {
+        (ping("before") && monitor_saw("before") && gdbus_seen() > 0).then_some(())
     });
     wait_lines(&dir.join("py.log"), 5);
     let before_windows = windows();
@@ -158,6 +134,7 @@ fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {
     let before_shot = pixels(&shot());
 
     r.checkpoint_stop(root, &img);
+    let saved_gdbus = gdbus_seen();
     let saved_py = complete_lines(&dir.join("py.log")).len();
     r.restore(&img, &[]);
 
@@ -213,6 +190,11 @@ fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {
         "the monitor to see a signal sent after restore",
         DEADLINE,
         || monitor_saw("after-restore").then_some(()),
+    );
+    wait_until(
+        "gdbus monitor to see the bus announce a client after restore",
+        DEADLINE,
+        || (gdbus_seen() > saved_gdbus).then_some(()),
     );
     // The python threads go on, counting exactly.
     let lines = wait_lines(&dir.join("py.log"), saved_py + 10);

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Desktop benchmark: the X session of packaging/desktop-session.sh (Xvfb,
+gtk4-demo, xclock, xeyes, xterm with bash, a session bus with two
+monitors, python threads) saved and restored with the release `hiber`.
+
+Each run starts a fresh session and measures, on it:
+  first      checkpoint into an empty store, the session left running
+             (pre-copy on): what a first "Save session" costs
+  again      a second checkpoint into the same store (pre-copy on)
+  no-precopy the same with --no-precopy, for the frozen time without it
+  stop       checkpoint --stop into the same store (suspend-to-image)
+  restore    restore of the --stop image, until `hiber restore` returns
+and, in the same run, baselines on the same bytes: writing the first
+image's bytes to a file on the image's filesystem with fsync, and a
+memcpy of the session's memory. Prints medians over the runs.
+
+Usage: python3 packaging/bench-desktop.py [--runs N] [--json] [--dir DIR]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HIBER = os.path.join(ROOT, "target", "release", "hiber")
+SESSION = os.path.join(ROOT, "packaging", "desktop-session.sh")
+DEADLINE = 60.0
+
+
+def wait_for(what, cond, deadline=DEADLINE):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    sys.exit(f"bench-desktop: timed out waiting for {what}")
+
+
+def free_display():
+    for d in range(150, 250):
+        if not os.path.exists(f"/tmp/.X11-unix/X{d}") and not os.path.exists(f"/tmp/.X{d}-lock"):
+            return d
+    sys.exit("bench-desktop: no free display")
+
+
+def tree(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def alive(pid):
+    """Whether `pid` still exists (a zombie too: its pid is still taken)."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def reap(pids):
+    """Collect those of `pids` that are our own children (a restored tree's
+    root is made a child of the caller of `hiber restore`)."""
+    for p in pids:
+        try:
+            os.waitpid(p, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    return not any(alive(p) for p in pids)
+
+
+def end_all(pids):
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        wait_for("the session's processes to end", lambda: reap(pids))
+    except SystemExit:
+        for p in pids:
+            if alive(p):
+                st = open(f"/proc/{p}/stat").read().split(")")[1].split()[:2]
+                print("left:", p, open(f"/proc/{p}/comm").read().strip(), st,
+                      open(f"/proc/{p}/wchan").read(), file=sys.stderr)
+                pp = int(st[1])
+                if os.path.exists(f"/proc/{pp}"):
+                    print("  parent:", pp, open(f"/proc/{pp}/comm").read().strip(),
+                          open(f"/proc/{pp}/stat").read().split(")")[1].split()[:2],
+                          open(f"/proc/{pp}/wchan").read(), "in restored:", pp in pids,
+                          open(f"/proc/{pp}/status").read().split("TracerPid:")[1].split()[0],
+                          file=sys.stderr)
+        raise
+
+
+def windows(display):
+    out = subprocess.run(["xwininfo", "-root", "-tree"], env={**os.environ, "DISPLAY": f":{display}"},
+                         capture_output=True, text=True).stdout
+    return sorted(l.split(None, 1)[1] for l in out.splitlines() if '"' in l and "has no name" not in l)
+
+
+def hiber(*args):
+    t0 = time.monotonic()
+    out = subprocess.run([HIBER, *args, "--json"], capture_output=True, text=True)
+    wall = (time.monotonic() - t0) * 1e3
+    if out.returncode != 0:
+        sys.exit(f"bench-desktop: hiber {' '.join(args)} failed:\n{out.stderr}")
+    return wall, json.loads(out.stdout)
+
+
+def write_baseline(path, nbytes):
+    data = os.urandom(1 << 20)
+    t0 = time.monotonic()
+    with open(path, "wb") as f:
+        left = nbytes
+        while left > 0:
+            f.write(data[: min(left, len(data))])
+            left -= len(data)
+        f.flush()
+        os.fsync(f.fileno())
+    ms = (time.monotonic() - t0) * 1e3
+    os.unlink(path)
+    return ms
+
+
+def memcpy_baseline(nbytes):
+    src = bytearray(os.urandom(1 << 20)) * max(1, nbytes >> 20)
+    t0 = time.monotonic()
+    dst = bytes(src)
+    ms = (time.monotonic() - t0) * 1e3
+    del dst
+    return ms
+
+
+def one_run(work):
+    display = free_display()
+    logs = os.path.join(work, "session")
+    os.makedirs(logs)
+    session = subprocess.Popen(["bash", SESSION, str(display), logs], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    root = session.pid
+    x_files = [f"/tmp/.X11-unix/X{display}", f"/tmp/.X{display}-lock"]
+    try:
+        def ready():
+            w = windows(display)
+            py = os.path.join(logs, "py.log")
+            return (all(any(n in l for l in w) for n in ("GTK Demo", "xclock", "xeyes", "xterm"))
+                    and os.path.exists(py) and len(open(py).read().splitlines()) >= 5)
+        wait_for("the session to map its windows", ready, DEADLINE * 2)
+        before = windows(display)
+        store = os.path.join(work, "store")
+        row = {}
+        _, first = hiber("checkpoint", str(root), "-o", os.path.join(work, "first"), "--store", store)
+        _, again = hiber("checkpoint", str(root), "-o", os.path.join(work, "again"), "--store", store)
+        _, plain = hiber("checkpoint", str(root), "-o", os.path.join(work, "plain"), "--store", store,
+                         "--no-precopy")
+        pids = tree(root)
+        stop_wall, stop = hiber("checkpoint", str(root), "-o", os.path.join(work, "stop"), "--store", store,
+                                "--stop")
+        session.wait()
+        wait_for("the saved processes to end", lambda: not any(alive(p) for p in pids))
+        for f in x_files:
+            if os.path.exists(f):
+                os.unlink(f)
+        try:
+            restore_wall, restored = hiber("restore", os.path.join(work, "stop"))
+        except SystemExit:
+            # Name what holds a pid the image needs.
+            doc = open(os.path.join(work, "stop", "snapshot"), "rb").read().split(b"\n", 1)[1]
+            ids = [t["tid"] for p in json.loads(doc)["processes"] for t in p["threads"]]
+            ids += [p["pid"] for p in json.loads(doc)["processes"]]
+            for i in sorted(set(ids)):
+                if os.path.exists(f"/proc/{i}"):
+                    print("taken:", i, open(f"/proc/{i}/comm").read().strip(), open(f"/proc/{i}/stat").read().split(")")[1].split()[:2], file=sys.stderr)
+            raise
+        restored_pids = [p[1] for p in restored["pids"]]
+        wait_for("the restored windows", lambda: windows(display) == before)
+        end_all(restored_pids)
+        row.update({
+            "first_ms": first["total_ms"], "first_frozen_ms": first["frozen_ms"],
+            "again_ms": again["total_ms"], "again_frozen_ms": again["frozen_ms"],
+            "again_written_bytes": again["written_bytes"],
+            "no_precopy_ms": plain["total_ms"], "no_precopy_frozen_ms": plain["frozen_ms"],
+            "stop_ms": stop_wall, "restore_ms": restore_wall,
+            "image_bytes": first["image_bytes"], "memory_bytes": first["memory_bytes"],
+            "precopied_bytes": again["precopied_bytes"],
+        })
+        row["write_baseline_ms"] = write_baseline(os.path.join(work, "baseline"), first["image_bytes"])
+        row["memcpy_baseline_ms"] = memcpy_baseline(first["memory_bytes"])
+        return row
+    finally:
+        if session.poll() is None:
+            end_all(tree(root))
+        for f in x_files:
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one under /var/tmp)")
+    a = ap.parse_args()
+    if not os.path.exists(HIBER):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "hiber-session"], cwd=ROOT, check=True)
+    base = a.dir or tempfile.mkdtemp(prefix="hiber-bench-desktop-", dir="/var/tmp")
+    rows = []
+    try:
+        for i in range(a.runs):
+            work = os.path.join(base, f"run{i}")
+            os.makedirs(work)
+            rows.append(one_run(work))
+            shutil.rmtree(work)
+    finally:
+        if a.dir is None:
+            shutil.rmtree(base, ignore_errors=True)
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    base_ms = med["write_baseline_ms"] + med["memcpy_baseline_ms"]
+    med["first_ratio"] = med["first_ms"] / base_ms
+    med["restore_ratio"] = med["restore_ms"] / base_ms
+    if a.json:
+        print(json.dumps({"runs": rows, "median": med}, indent=2))
+        return
+    mib = lambda b: f"{b / (1 << 20):.1f} MiB"
+    print(f"X session, median of {a.runs} runs (release build)")
+    print(f"  memory {mib(med['memory_bytes'])}, image {mib(med['image_bytes'])}")
+    print(f"  baselines: write+fsync of the image {med['write_baseline_ms']:.1f} ms, "
+          f"memcpy of the memory {med['memcpy_baseline_ms']:.1f} ms")
+    print(f"  first save      {med['first_ms']:7.1f} ms  frozen {med['first_frozen_ms']:6.1f} ms  "
+          f"({med['first_ratio']:.2f}x the baselines)")
+    print(f"  save again      {med['again_ms']:7.1f} ms  frozen {med['again_frozen_ms']:6.1f} ms  "
+          f"({mib(med['again_written_bytes'])} new, {mib(med['precopied_bytes'])} saved before the freeze)")
+    print(f"  no pre-copy     {med['no_precopy_ms']:7.1f} ms  frozen {med['no_precopy_frozen_ms']:6.1f} ms")
+    print(f"  save --stop     {med['stop_ms']:7.1f} ms wall")
+    print(f"  restore         {med['restore_ms']:7.1f} ms wall ({med['restore_ratio']:.2f}x the baselines)")
+
+
+if __name__ == "__main__":
+    main()
