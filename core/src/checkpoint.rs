@@ -381,6 +381,8 @@ pub struct CheckpointStats {
     /// Page data saved by pre-copy while the processes ran, and still
     /// valid at the freeze (not saved again).
     pub precopied_bytes: u64,
+    /// The cgroup frozen first, when the set was exactly its processes.
+    pub frozen_cgroup: Option<PathBuf>,
     /// Bytes of the image on disk (metadata + chunks it references).
     pub image_bytes: u64,
     pub report: Report,
@@ -410,6 +412,7 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
     let frozen = Frozen::freeze(&opts.roots)?;
+    let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
     progress(Stage::Inspecting);
     let Inspection {
@@ -523,6 +526,7 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         bytes_raw: snapshot.memory_bytes(),
         bytes_written: stats.written_bytes,
         precopied_bytes,
+        frozen_cgroup,
         image_bytes: committed.image_bytes,
         report: snapshot.report,
     })

@@ -724,3 +724,108 @@ fn tcp_listener_and_udp_come_back_and_a_tcp_connection_is_reset() {
     let _ = s.write_all(b"");
     wait_lines(&log, 3);
 }
+
+/// The cgroup v2 hierarchy's mount point, if there is one.
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| std::path::PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+}
+
+/// Removes a test cgroup once its processes are gone.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let procs = self.0.join("cgroup.procs");
+        let until = std::time::Instant::now() + DEADLINE;
+        while fs::read_to_string(&procs).is_ok_and(|t| !t.trim().is_empty())
+            && std::time::Instant::now() < until
+        {
+            std::thread::yield_now();
+        }
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// A tree that is exactly the processes of a cgroup is frozen through the
+/// cgroup v2 freezer first (no fork can race with the seizing); the cgroup
+/// is thawed again and the processes run on. A tree that is not a whole
+/// cgroup is frozen with ptrace alone.
+#[test]
+fn a_tree_alone_in_its_cgroup_is_frozen_through_the_cgroup() {
+    let mount = cgroup2_mount().expect("a cgroup v2 hierarchy (cgroup2 in /proc/self/mountinfo)");
+    let t = tempdir();
+    // Dropped after the reaper has ended the processes inside it.
+    let cg = TestCgroup(mount.join(format!("hiber-test-{}", std::process::id())));
+    fs::create_dir(&cg.0).unwrap();
+    let mut r = Reaper::new();
+    let count = t.path().join("count");
+    // The shell moves itself into the cgroup before it forks anything.
+    let root = r.spawn(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > {}/cgroup.procs && exec bash -c 'n=0; while :; do n=$((n+1)); echo $n > {}; sleep 0.01; done & sleep 1000'",
+        cg.0.display(),
+        count.display()
+    )));
+    wait_until("the tree to fill its cgroup", DEADLINE, || {
+        let procs = fs::read_to_string(cg.0.join("cgroup.procs")).unwrap_or_default();
+        let ours = tree(root);
+        (ours.len() >= 3
+            && procs.lines().filter(|l| !l.is_empty()).count() == ours.len()
+            && fs::read_to_string(&count).is_ok())
+        .then_some(())
+    });
+    let img = t.path().join("img");
+    let out = hiber(&["checkpoint", &root.to_string(), "-o", path(&img), "--json"]);
+    assert_ok(&out, "checkpoint of a tree alone in its cgroup");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["frozen_cgroup"].as_str(),
+        Some(cg.0.to_str().unwrap()),
+        "{v}"
+    );
+    // Thawed: not frozen, not traced, still counting.
+    assert_eq!(
+        fs::read_to_string(cg.0.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert!(fs::read_to_string(cg.0.join("cgroup.events"))
+        .unwrap()
+        .lines()
+        .any(|l| l == "frozen 0"));
+    for p in tree(root) {
+        assert_eq!(status_field(p, "TracerPid").unwrap(), "0");
+    }
+    let seen: u64 = fs::read_to_string(&count)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    wait_until("the loop to count on", DEADLINE, || {
+        fs::read_to_string(&count)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .filter(|&n| n > seen)
+    });
+
+    // A plain sleep shares the test's cgroup with others: ptrace alone.
+    let sleeper = r.spawn_sleep();
+    let out = hiber(&[
+        "checkpoint",
+        &sleeper.to_string(),
+        "-o",
+        path(&t.path().join("img2")),
+        "--json",
+    ]);
+    assert_ok(&out, "checkpoint of a process in a shared cgroup");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["frozen_cgroup"].is_null(), "{v}");
+    r.kill_all();
+}

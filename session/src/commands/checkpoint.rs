@@ -20,6 +20,8 @@ struct Output {
     memory_bytes: u64,
     written_bytes: u64,
     precopied_bytes: u64,
+    /// The cgroup frozen first (the set was exactly its processes).
+    frozen_cgroup: Option<PathBuf>,
 }
 
 /// The store an image shares with its siblings unless told otherwise.
@@ -136,6 +138,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         memory_bytes: stats.bytes_raw,
         written_bytes: stats.bytes_written,
         precopied_bytes: stats.precopied_bytes,
+        frozen_cgroup: stats.frozen_cgroup.clone(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -2,9 +2,13 @@
 //! pids, every thread of every process, held in ptrace stops.
 //!
 //! Freezing re-scans until no new task appears, so a fork racing with the
-//! freeze is caught. Dropping a [`Frozen`] set lets every task go on as it
-//! was; so does the checkpointer dying, because seized tasks are detached by
-//! the kernel when their tracer exits.
+//! freeze is caught. When the set is exactly one cgroup's processes, the
+//! cgroup v2 freezer stops them all at once first (`cgroup`). Dropping a
+//! [`Frozen`] set lets every task go on as it was; so does the checkpointer
+//! dying, because seized tasks are detached by the kernel when their tracer
+//! exits.
+
+mod cgroup;
 
 use crate::procfs::{ProcDir, ProcfsError};
 use crate::ptrace::{self, PtraceError, Stop};
@@ -43,6 +47,8 @@ pub struct FrozenProcess {
 pub struct Frozen {
     pub roots: Vec<i32>,
     pub processes: BTreeMap<i32, FrozenProcess>,
+    /// The cgroup frozen first, when the set is exactly its processes.
+    pub cgroup: Option<std::path::PathBuf>,
     seized: Vec<i32>,
     released: bool,
 }
@@ -113,13 +119,37 @@ impl Frozen {
         let mut frozen = Frozen {
             roots: roots.to_vec(),
             processes: BTreeMap::new(),
+            cgroup: None,
             seized: Vec::new(),
             released: false,
         };
         let mut seized: BTreeSet<i32> = BTreeSet::new();
         let mut stopped: BTreeSet<i32> = BTreeSet::new();
+        // Held until every task is in its ptrace stop, then thawed.
+        let mut cgroup_freeze = None;
+        let first = scan(roots)?;
+        let pids: BTreeSet<i32> = first.keys().copied().collect();
+        if let Some(dir) = cgroup::exactly(&pids) {
+            // Stopped tasks must be told apart before the freezer hides it.
+            for &pid in &pids {
+                if ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
+                    stopped.insert(pid);
+                }
+            }
+            match cgroup::CgroupFreeze::freeze(&dir) {
+                Ok(guard) => {
+                    cgroup_freeze = Some(guard);
+                    frozen.cgroup = Some(dir);
+                }
+                Err(err) => debug!(cgroup = %dir.display(), %err, "cgroup freezer not used"),
+            }
+        }
+        let mut next_scan = Some(first);
         loop {
-            let found = scan(roots)?;
+            let found = match next_scan.take() {
+                Some(f) => f,
+                None => scan(roots)?,
+            };
             if let Some(&pid) = found.keys().find(|p| ancestors.contains(p)) {
                 return Err(FreezeError::SelfInSet { pid });
             }
@@ -129,8 +159,12 @@ impl Frozen {
                     if seized.contains(&tid) || is_zombie(tid)? {
                         continue;
                     }
-                    // Read before our own stop hides it.
-                    if tid == pid && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
+                    // Read before our own stop hides it (and before the
+                    // cgroup freezer, above, when it is used).
+                    if cgroup_freeze.is_none()
+                        && tid == pid
+                        && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T')
+                    {
                         stopped.insert(pid);
                     }
                     match ptrace::seize(tid) {
@@ -167,8 +201,11 @@ impl Frozen {
                 debug!(
                     processes = frozen.processes.len(),
                     tasks = frozen.seized.len(),
+                    cgroup = ?frozen.cgroup,
                     "frozen"
                 );
+                // Every task is in its ptrace stop: the cgroup may thaw.
+                drop(cgroup_freeze);
                 return Ok(frozen);
             }
         }

@@ -1,0 +1,125 @@
+//! The cgroup v2 freezer, used when the task set is exactly the processes
+//! of one cgroup (a session in a systemd scope, say): writing 1 to its
+//! `cgroup.freeze` stops every task at once, so no fork can race with the
+//! ptrace seizing that follows. The tasks are then seized and interrupted
+//! while frozen (a ptrace trap takes precedence over the freezer trap, so
+//! they reach their ptrace stops) and the cgroup is thawed again: from then
+//! on ptrace alone holds them. The guard thaws the cgroup on every path.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// How long a cgroup may take to report itself frozen.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the cgroup v2 hierarchy is mounted, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// The cgroup v2 path of `pid` ("0::/path" in /proc/PID/cgroup).
+fn cgroup_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Every process of the cgroup at `dir` and of the cgroups below it.
+fn members(dir: &Path, out: &mut BTreeSet<i32>) -> io::Result<()> {
+    for l in std::fs::read_to_string(dir.join("cgroup.procs"))?.lines() {
+        if let Ok(pid) = l.trim().parse() {
+            out.insert(pid);
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            members(&entry.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The cgroup (with the cgroups below it) whose processes are exactly
+/// `pids`, if there is one; never the root cgroup.
+pub(super) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
+    let first = *pids.iter().next()?;
+    let path = cgroup_of(first)?;
+    if path == "/" || path.is_empty() {
+        return None;
+    }
+    // The set's processes must all be in that cgroup or below it.
+    let inside = |p: &str| p == path || p.starts_with(&format!("{path}/"));
+    if !pids
+        .iter()
+        .all(|&p| cgroup_of(p).is_some_and(|c| inside(&c)))
+    {
+        return None;
+    }
+    let dir = cgroup2_mount()?.join(path.trim_start_matches('/'));
+    let mut all = BTreeSet::new();
+    members(&dir, &mut all).ok()?;
+    (all == *pids).then_some(dir)
+}
+
+/// A frozen cgroup; thawed when dropped.
+#[derive(Debug)]
+pub(super) struct CgroupFreeze {
+    dir: PathBuf,
+}
+
+impl CgroupFreeze {
+    /// Freeze the cgroup at `dir` and wait until the kernel reports every
+    /// task frozen.
+    pub fn freeze(dir: &Path) -> io::Result<Self> {
+        std::fs::write(dir.join("cgroup.freeze"), "1")?;
+        let guard = CgroupFreeze {
+            dir: dir.to_path_buf(),
+        };
+        let events = std::fs::File::open(dir.join("cgroup.events"))?;
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        loop {
+            // Read through the polled file first: a change after this read
+            // wakes the poll (the kernel signals every change of the file).
+            let mut buf = [0u8; 256];
+            let n = std::os::unix::fs::FileExt::read_at(&events, &mut buf, 0)?;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.lines().any(|l| l == "frozen 1") {
+                debug!(cgroup = %dir.display(), "cgroup frozen");
+                return Ok(guard);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the cgroup did not report itself frozen",
+                ));
+            }
+            let mut pfd = libc::pollfd {
+                fd: events.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            };
+            // SAFETY: poll on one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(100) as i32) };
+        }
+    }
+}
+
+impl Drop for CgroupFreeze {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::write(self.dir.join("cgroup.freeze"), "0") {
+            warn!(cgroup = %self.dir.display(), %err, "could not thaw the cgroup");
+        }
+    }
+}
