@@ -601,6 +601,11 @@ fn fill_worker(
     reader: &ImageReader,
     filled: &std::sync::atomic::AtomicU64,
 ) -> Result<()> {
+    // The restorer's ptrace exchanges with the tasks are the critical
+    // path and wait on the scheduler at every step: the fillers yield to
+    // them (they only need to finish before the tasks are let go).
+    // SAFETY: setpriority on this thread (who 0 = the calling thread).
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
     let mut buf = Vec::new();
     let mut mem: Option<ProcMem> = None;
     loop {

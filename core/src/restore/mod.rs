@@ -490,8 +490,10 @@ pub fn restore_with_progress(
         }
         // Every mapping exists: now seals may forbid new writable ones.
         shared_objs.seal(&snap.shmem)?;
+        debug!(elapsed = ?t0.elapsed(), "every process swapped in; pages still filling");
         Ok(())
     });
+    debug!(elapsed = ?t0.elapsed(), "pages filled");
     progress(filled.load(Ordering::Relaxed), total_bytes);
     if let Err(e) = swap_result {
         drop(cleanup);
