@@ -684,91 +684,128 @@ const SCRATCH_PATH: usize = 0;
 
 /// Recreate every mapping of `mm` in a task whose own mappings are gone
 /// (but for the gadget and the vdso, already moved). `shared(i)` says how
-/// the task reaches shared object `i`.
+/// the task reaches shared object `i`. The calls go in batches run by the
+/// gadget's loop at `batch_ip` (one ptrace stop per batch, not two per
+/// call): first every file is opened, then every mapping made, then the
+/// files closed; SysV attachments follow one by one.
 pub fn map_all(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,
+    batch_ip: u64,
     mm: &MmImage,
     shared: &dyn Fn(usize) -> MapTarget,
 ) -> Result<()> {
-    let mut open: Option<(PathBuf, u64)> = None;
-    let close = |fd: u64| {
-        task.syscall("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
-            .map(drop)
-    };
+    enum Source {
+        Anon,
+        /// Index into `files`.
+        File(usize),
+    }
+    // (path, open read-write) of each file to open, and the mappings.
+    let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    let mut maps: Vec<(&Vma, Source, u64)> = Vec::new();
+    let mut sysv = Vec::new();
     for v in &mm.vmas {
-        let (path, flags_extra, offset, rw) = match &v.backing {
+        let (path, offset, rw) = match &v.backing {
             Backing::Anon => {
-                let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
-                if v.growsdown {
-                    flags |= libc::MAP_GROWSDOWN;
-                }
-                task.syscall(
-                    "mmap",
-                    libc::SYS_mmap,
-                    [v.start, v.len(), v.prot(), flags as u64, u64::MAX, 0],
-                )?;
+                maps.push((v, Source::Anon, 0));
                 continue;
             }
-            Backing::File { path, offset, .. } => (path.clone(), 0, *offset, v.shared && v.write),
+            Backing::File { path, offset, .. } => (path.clone(), *offset, v.shared && v.write),
             Backing::Shmem { object, offset } => match shared(*object) {
-                MapTarget::File { path, write_sealed } => {
-                    (path, 0, *offset, v.write || !write_sealed)
-                }
+                MapTarget::File { path, write_sealed } => (path, *offset, v.write || !write_sealed),
                 MapTarget::Sysv { id, size } => {
-                    attach_sysv(task, v, id, size, *offset)?;
+                    sysv.push((v, id, size, *offset));
                     continue;
                 }
             },
             Backing::Vdso | Backing::Vvar | Backing::VvarVclock => continue,
         };
-        let fd = match &open {
-            Some((p, fd)) if *p == path => *fd,
-            _ => {
-                if let Some((_, fd)) = open.take() {
-                    close(fd)?;
-                }
-                let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
-                bytes.push(0);
-                let addr = scratch.write(mem, SCRATCH_PATH, &bytes)?;
-                let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
-                let fd = task.syscall(
-                    "openat",
-                    libc::SYS_openat,
-                    [
-                        libc::AT_FDCWD as u64,
-                        addr,
-                        (mode | libc::O_CLOEXEC) as u64,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?;
-                open = Some((path, fd));
-                fd
+        let i = match files.iter().position(|f| f.0 == path && f.1 == rw) {
+            Some(i) => i,
+            None => {
+                files.push((path, rw));
+                files.len() - 1
             }
         };
-        let share = if v.shared {
-            libc::MAP_SHARED
-        } else {
-            libc::MAP_PRIVATE
-        };
-        task.syscall(
-            "mmap",
-            libc::SYS_mmap,
-            [
-                v.start,
-                v.len(),
-                v.prot(),
-                (share | libc::MAP_FIXED | flags_extra) as u64,
-                fd,
-                offset,
-            ],
-        )?;
+        maps.push((v, Source::File(i), offset));
     }
-    if let Some((_, fd)) = open {
-        close(fd)?;
+
+    // Paths go in the first half of the scratch area, the table in the
+    // second.
+    let half = scratch.len / 2;
+    let per_batch = half / crate::remote::BATCH_ENTRY;
+    let mut fds = Vec::with_capacity(files.len());
+    let mut pending = files.iter().peekable();
+    while pending.peek().is_some() {
+        let mut calls = Vec::new();
+        let mut used = 0;
+        while let Some((path, rw)) = pending.peek() {
+            let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
+            bytes.push(0);
+            if calls.len() == per_batch || (used + bytes.len() > half && !calls.is_empty()) {
+                break;
+            }
+            let addr = scratch.write(mem, used, &bytes)?;
+            used += bytes.len();
+            let mode = if *rw { libc::O_RDWR } else { libc::O_RDONLY };
+            calls.push((
+                "openat",
+                libc::SYS_openat,
+                [
+                    libc::AT_FDCWD as u64,
+                    addr,
+                    (mode | libc::O_CLOEXEC) as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            ));
+            pending.next();
+        }
+        fds.extend(task.syscall_batch(mem, scratch, half, batch_ip, &calls)?);
+    }
+    let calls: Vec<_> = maps
+        .iter()
+        .map(|(v, source, offset)| {
+            let share = if v.shared {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            let mut flags = share | libc::MAP_FIXED;
+            let fd = match source {
+                Source::Anon => {
+                    flags |= libc::MAP_ANONYMOUS;
+                    if v.growsdown {
+                        flags |= libc::MAP_GROWSDOWN;
+                    }
+                    u64::MAX
+                }
+                Source::File(i) => fds[*i],
+            };
+            (
+                "mmap",
+                libc::SYS_mmap,
+                [v.start, v.len(), v.prot(), flags as u64, fd, *offset],
+            )
+        })
+        .collect();
+    let mapped = calls.chunks(per_batch).try_for_each(|c| {
+        task.syscall_batch(mem, scratch, half, batch_ip, c)
+            .map(drop)
+    });
+    let closes: Vec<_> = fds
+        .iter()
+        .map(|&fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+        .collect();
+    // Close the files whatever happened to the mappings.
+    for c in closes.chunks(per_batch) {
+        task.syscall_batch(mem, scratch, half, batch_ip, c)?;
+    }
+    mapped?;
+    for (v, id, size, offset) in sysv {
+        attach_sysv(task, v, id, size, offset)?;
     }
     Ok(())
 }

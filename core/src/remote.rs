@@ -202,6 +202,74 @@ impl RemoteTask {
         Ok(())
     }
 
+    /// Run `calls` in order with one stop: the restore gadget's batch
+    /// loop at `batch_ip` (see [`BATCH_CODE`]) executes each from a table
+    /// written to `scratch` at `offset`, stopping at the first error.
+    /// Returns every result; an error names the call that failed.
+    pub fn syscall_batch(
+        &self,
+        mem: &mut ProcMem,
+        scratch: &Scratch,
+        offset: usize,
+        batch_ip: u64,
+        calls: &[(&'static str, i64, [u64; 6])],
+    ) -> Result<Vec<u64>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut table = Vec::with_capacity(calls.len() * BATCH_ENTRY);
+        for (_, nr, args) in calls {
+            table.extend_from_slice(&(*nr as u64).to_ne_bytes());
+            for a in args {
+                table.extend_from_slice(&a.to_ne_bytes());
+            }
+            table.extend_from_slice(&0u64.to_ne_bytes());
+        }
+        let table_addr = scratch.write(mem, offset, &table)?;
+        let regs = Regs {
+            rip: batch_ip,
+            rbx: table_addr,
+            r12: calls.len() as u64,
+            orig_rax: u64::MAX,
+            ..self.saved_regs
+        };
+        ptrace::set_regs(self.tid, &regs)?;
+        ptrace::cont(self.tid, 0)?;
+        match ptrace::wait(self.tid)? {
+            (Stop::Signal(libc::SIGTRAP), _) => {}
+            (Stop::Exited(_) | Stop::Killed(_), _) => {
+                return Err(PtraceError::Exited {
+                    tid: self.tid,
+                    during: "a batch of syscalls",
+                }
+                .into())
+            }
+            (_, status) => {
+                return Err(PtraceError::UnexpectedStop {
+                    tid: self.tid,
+                    status,
+                    during: "a batch of syscalls",
+                }
+                .into())
+            }
+        }
+        let left = ptrace::get_regs(self.tid)?.r12 as usize;
+        scratch.read(mem, offset, &mut table)?;
+        let results: Vec<u64> = table
+            .chunks_exact(BATCH_ENTRY)
+            .map(|e| u64::from_ne_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect();
+        if left > 0 {
+            let i = calls.len() - left;
+            return Err(RemoteError::Syscall {
+                pid: self.tid,
+                name: calls[i].0,
+                errno: -(results[i] as i64) as i32,
+            });
+        }
+        Ok(results)
+    }
+
     /// Put the registers and signal mask back as found.
     pub fn restore(mut self) -> Result<()> {
         self.put_back()
@@ -229,6 +297,37 @@ impl Drop for RemoteTask {
         }
     }
 }
+
+/// Bytes of one entry of a syscall batch: number, six arguments, result.
+pub const BATCH_ENTRY: usize = 64;
+
+/// Where the batch loop sits in the restore gadget's code page.
+pub const BATCH_OFFSET: u64 = 16;
+
+/// x86-64 code of the batch loop: with rbx pointing at a table of
+/// [`BATCH_ENTRY`]-byte entries and r12 their count, run each syscall,
+/// store its result in the entry, stop at the first error (r12 then
+/// counts the calls not done, the failed one included) or at the end, and
+/// trap with int3.
+pub const BATCH_CODE: [u8; 56] = [
+    0x4d, 0x85, 0xe4, // 0: test r12, r12
+    0x74, 0x32, // 3: jz done (55)
+    0x48, 0x8b, 0x03, // 5: mov rax, [rbx]
+    0x48, 0x8b, 0x7b, 0x08, // 8: mov rdi, [rbx+8]
+    0x48, 0x8b, 0x73, 0x10, // 12: mov rsi, [rbx+16]
+    0x48, 0x8b, 0x53, 0x18, // 16: mov rdx, [rbx+24]
+    0x4c, 0x8b, 0x53, 0x20, // 20: mov r10, [rbx+32]
+    0x4c, 0x8b, 0x43, 0x28, // 24: mov r8, [rbx+40]
+    0x4c, 0x8b, 0x4b, 0x30, // 28: mov r9, [rbx+48]
+    0x0f, 0x05, // 32: syscall
+    0x48, 0x89, 0x43, 0x38, // 34: mov [rbx+56], rax
+    0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, // 38: cmp rax, -4095
+    0x73, 0x09, // 44: jae done (55)
+    0x48, 0x83, 0xc3, 0x40, // 46: add rbx, 64
+    0x49, 0xff, 0xcc, // 50: dec r12
+    0xeb, 0xc9, // 53: jmp 0
+    0xcc, // 55: done: int3
+];
 
 /// A few pages of memory mapped in the target for syscall arguments.
 #[derive(Debug)]

@@ -738,7 +738,14 @@ fn swap<'a>(
     }
     let t0 = Instant::now();
     memory::move_vdso(&task, pid, mm, &here)?;
-    memory::map_all(&task, &mut mem, &scratch, mm, &|i| shmem_targets[i].clone())?;
+    memory::map_all(
+        &task,
+        &mut mem,
+        &scratch,
+        gadget + crate::remote::BATCH_OFFSET,
+        mm,
+        &|i| shmem_targets[i].clone(),
+    )?;
     let t_map = t0.elapsed();
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.

@@ -633,6 +633,12 @@ fn map_gadget(candidates: &[u64]) -> io::Result<u64> {
             code.write(0x0f);
             code.add(1).write(0x05);
             code.add(2).write(0xcc);
+            let batch = crate::remote::BATCH_CODE;
+            std::ptr::copy_nonoverlapping(
+                batch.as_ptr(),
+                code.add(crate::remote::BATCH_OFFSET as usize),
+                batch.len(),
+            );
             libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
         }
         return Ok(addr);
