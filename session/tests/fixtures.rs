@@ -39,6 +39,23 @@ fn assert_all_ok(lines: &[String], when: &str) {
     );
 }
 
+/// Start `hiber-fixture MODE` in `t/fx` and wait until it is ready; its
+/// pid and directory.
+fn start_fixture(r: &mut Reaper, mode: &str, t: &Path) -> (i32, std::path::PathBuf) {
+    let dir = t.join("fx");
+    fs::create_dir(&dir).unwrap();
+    let pid = r.spawn(
+        Command::new(fixture_bin())
+            .args([mode, path(&dir)])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(t.join("stderr")).unwrap()),
+    );
+    wait_until(&format!("the {mode} fixture to be ready"), DEADLINE, || {
+        dir.join("ready").exists().then_some(())
+    });
+    (pid, dir)
+}
+
 /// Start `hiber-fixture MODE`, check it, save it with --stop, restore it,
 /// check it again; the checks must be the same and all pass.
 fn round_trip(mode: &str, wrap: &[&str]) -> Vec<String> {
@@ -327,19 +344,9 @@ fn sysv_exists(id: i32) -> bool {
 #[test]
 fn memfds_and_sysv_segments() {
     let t = tempdir();
-    let dir = t.path().join("fx");
-    fs::create_dir(&dir).unwrap();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let root = r.spawn(
-        Command::new(fixture_bin())
-            .args(["shm", path(&dir)])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
-    );
-    wait_until("the shm fixture to be ready", DEADLINE, || {
-        dir.join("ready").exists().then_some(())
-    });
+    let (root, dir) = start_fixture(&mut r, "shm", t.path());
     let ready = fs::read_to_string(dir.join("ready")).unwrap();
     let ids: Vec<i32> = ready
         .lines()
@@ -426,19 +433,9 @@ fn pty_queues_termios_packet_mode_and_dev_tty() {
 #[test]
 fn pty_queues_stay_in_place_after_a_checkpoint_without_stop() {
     let t = tempdir();
-    let dir = t.path().join("fx");
-    fs::create_dir(&dir).unwrap();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new(fixture_bin())
-            .args(["ptys", path(&dir)])
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
-    );
-    wait_until("the ptys fixture", DEADLINE, || {
-        dir.join("ready").exists().then_some(())
-    });
+    let (pid, dir) = start_fixture(&mut r, "ptys", t.path());
     assert_all_ok(&report(pid, &dir, 1), "before the checkpoint");
     let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
     assert_ok(&out, "checkpoint");
@@ -471,19 +468,9 @@ fn pty_queues_stay_in_place_after_a_checkpoint_without_stop() {
 fn memory_written_during_a_running_checkpoint_is_saved_consistently() {
     for precopy in [true, false] {
         let t = tempdir();
-        let dir = t.path().join("fx");
-        fs::create_dir(&dir).unwrap();
         let img = t.path().join("img");
         let mut r = Reaper::new();
-        let root = r.spawn(
-            Command::new(fixture_bin())
-                .args(["churn", path(&dir)])
-                .stdout(Stdio::null())
-                .stderr(fs::File::create(t.path().join("stderr")).unwrap()),
-        );
-        wait_until("the churn fixture to be ready", DEADLINE, || {
-            dir.join("ready").exists().then_some(())
-        });
+        let (root, dir) = start_fixture(&mut r, "churn", t.path());
         assert_all_ok(&report(root, &dir, 1), "before the checkpoint");
         let mut args = vec!["checkpoint", "-o", path(&img), "--json"];
         let pid = root.to_string();
