@@ -828,4 +828,37 @@ fn a_tree_alone_in_its_cgroup_is_frozen_through_the_cgroup() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["frozen_cgroup"].is_null(), "{v}");
     r.kill_all();
+
+    // hiber alone in a cgroup, asked to save itself: refused before the
+    // cgroup is frozen (which would freeze hiber too).
+    let own = TestCgroup(mount.join(format!("hiber-test-self-{}", std::process::id())));
+    fs::create_dir(&own.0).unwrap();
+    let mut me = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} checkpoint $$ -o {}",
+            own.0.display(),
+            hiber_bin().display(),
+            t.path().join("img-self").display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_until("hiber to refuse saving itself", DEADLINE, || {
+        me.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut me.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(
+        err.contains("is this checkpointer or one of its ancestors"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(own.0.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
 }

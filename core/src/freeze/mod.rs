@@ -127,31 +127,26 @@ impl Frozen {
         let mut stopped: BTreeSet<i32> = BTreeSet::new();
         // Held until every task is in its ptrace stop, then thawed.
         let mut cgroup_freeze = None;
-        let first = scan(roots)?;
-        let pids: BTreeSet<i32> = first.keys().copied().collect();
-        if let Some(dir) = cgroup::exactly(&pids) {
-            // Stopped tasks must be told apart before the freezer hides it.
-            for &pid in &pids {
-                if ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
-                    stopped.insert(pid);
-                }
-            }
-            match cgroup::CgroupFreeze::freeze(&dir) {
-                Ok(guard) => {
-                    cgroup_freeze = Some(guard);
-                    frozen.cgroup = Some(dir);
-                }
-                Err(err) => debug!(cgroup = %dir.display(), %err, "cgroup freezer not used"),
-            }
-        }
-        let mut next_scan = Some(first);
+        let mut first_scan = true;
         loop {
-            let found = match next_scan.take() {
-                Some(f) => f,
-                None => scan(roots)?,
-            };
+            let found = scan(roots)?;
+            // Before any freezing: a cgroup holding us would freeze us too.
             if let Some(&pid) = found.keys().find(|p| ancestors.contains(p)) {
                 return Err(FreezeError::SelfInSet { pid });
+            }
+            if std::mem::take(&mut first_scan) {
+                let pids: BTreeSet<i32> = found.keys().copied().collect();
+                if let Some(dir) = cgroup::exactly(&pids) {
+                    match cgroup::CgroupFreeze::freeze(&dir) {
+                        Ok(guard) => {
+                            cgroup_freeze = Some(guard);
+                            frozen.cgroup = Some(dir);
+                        }
+                        Err(err) => {
+                            debug!(cgroup = %dir.display(), %err, "cgroup freezer not used")
+                        }
+                    }
+                }
             }
             let mut new = Vec::new();
             for (&pid, (_, threads)) in &found {
@@ -159,12 +154,10 @@ impl Frozen {
                     if seized.contains(&tid) || is_zombie(tid)? {
                         continue;
                     }
-                    // Read before our own stop hides it (and before the
-                    // cgroup freezer, above, when it is used).
-                    if cgroup_freeze.is_none()
-                        && tid == pid
-                        && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T')
-                    {
+                    // Read before our own stop hides it. The cgroup
+                    // freezer does not: a frozen task reads 'S', a
+                    // stopped one still 'T'.
+                    if tid == pid && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
                         stopped.insert(pid);
                     }
                     match ptrace::seize(tid) {
