@@ -177,7 +177,6 @@ fn inspect_process(
     let fds = files.collect(pid, shmem, report)?;
     let t_files = t0.elapsed();
     let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
-    let t_locks = t0.elapsed();
     let cwd = dir.cwd()?;
     let root = dir.root()?;
     for (what, p) in [("cwd", &cwd), ("root", &root)] {
@@ -215,7 +214,6 @@ fn inspect_process(
     let ip = remote::find_syscall_insn(&mut mem, vstart, vend)?;
     let task = RemoteTask::new(pid, ip)?;
     let scratch = Scratch::map(&task, SCRATCH_LEN)?;
-    let t_scratch = t0.elapsed();
     let inside = (|| -> Result<_> {
         let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
         let actions = signals::checkpoint_actions(
@@ -240,7 +238,7 @@ fn inspect_process(
     let (brk, sigactions, threads, timers) = inside?;
     unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
-    tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), ?t_locks, ?t_scratch, "inspected process");
+    tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");
 
     let fields = MmFields {
         start_code: stat.start_code,

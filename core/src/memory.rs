@@ -333,8 +333,13 @@ pub struct PendingChunk {
     pub bitmap: u64,
 }
 
-fn is_zero(page: &[u8]) -> bool {
-    page.chunks_exact(64)
+/// Whether every byte of `data` is zero (a page, or the short tail of an
+/// object's last page).
+pub(crate) fn is_zero(data: &[u8]) -> bool {
+    let words = data.chunks_exact(64);
+    let tail = words.remainder();
+    words
+        .chain(std::iter::once(tail))
         .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
@@ -1070,5 +1075,7 @@ mod tests {
         assert!(is_zero(&p));
         p[4095] = 1;
         assert!(!is_zero(&p));
+        assert!(!is_zero(&p[4000..]), "a short tail is checked too");
+        assert!(is_zero(&p[..4000]));
     }
 }

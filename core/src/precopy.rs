@@ -27,7 +27,7 @@ use crate::shmem::ShmemTable;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -127,7 +127,8 @@ impl WriteTracker {
         let taken = (|| -> Result<OwnedFd, TrackError> {
             let remote_fd =
                 task.syscall("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
-            let ours = take_fd(pid, remote_fd as i32);
+            let ours = crate::files::pidfd_open(pid)
+                .and_then(|pidfd| crate::files::pidfd_getfd(&pidfd, remote_fd as i32));
             task.syscall("close", libc::SYS_close, [remote_fd, 0, 0, 0, 0, 0])?;
             ours.map_err(io_err("taking the userfaultfd"))
         })();
@@ -161,7 +162,7 @@ impl WriteTracker {
                 // Some mappings cannot be tracked: they are read again.
                 continue;
             }
-            if protect_written(&pagemap, start, end).is_ok() {
+            if scan_written(&pagemap, start, end, true).is_ok() {
                 tracked.push((start, end));
             }
         }
@@ -178,91 +179,49 @@ impl WriteTracker {
         if !self.ranges.iter().any(|&(s, e)| s <= start && end <= e) {
             return None;
         }
-        let mut out = Vec::new();
-        let mut regions = [PageRegion::default(); 256];
-        let mut at = start;
-        while at < end {
-            let mut arg = PmScanArg {
-                flags: PM_SCAN_CHECK_WPASYNC,
-                category_mask: PAGE_IS_WRITTEN,
-                return_mask: PAGE_IS_WRITTEN,
-                ..Default::default()
-            };
-            let n = scan(&self.pagemap, at, end, &mut arg, &mut regions).ok()?;
-            out.extend(regions[..n].iter().map(|r| (r.start, r.end)));
-            if arg.walk_end <= at {
-                return None;
-            }
-            at = arg.walk_end;
-        }
-        Some(out)
+        scan_written(&self.pagemap, start, end, false).ok()
     }
 }
 
-/// Write-protect the pages of [start, end) that are present and writable.
-/// With an output vector: without one the kernel takes a fast path that
-/// also plants write-protect markers in every empty page table entry,
-/// which pagemap then reports as swapped pages.
-fn protect_written(pagemap: &File, start: u64, end: u64) -> io::Result<()> {
+/// The pages of [start, end) written since they were last write-protected,
+/// as ranges, all tracked or an error; with `protect`, write-protect them
+/// again as they are found. Always with an output vector: without one the
+/// kernel takes a fast path that also plants write-protect markers in
+/// every empty page table entry, which pagemap then reports as swapped.
+fn scan_written(
+    pagemap: &File,
+    start: u64,
+    end: u64,
+    protect: bool,
+) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
     let mut regions = [PageRegion::default(); 256];
     let mut at = start;
     while at < end {
         let mut arg = PmScanArg {
-            flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            flags: PM_SCAN_CHECK_WPASYNC | if protect { PM_SCAN_WP_MATCHING } else { 0 },
+            start: at,
+            end,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
             category_mask: PAGE_IS_WRITTEN,
             return_mask: PAGE_IS_WRITTEN,
             ..Default::default()
         };
-        scan(pagemap, at, end, &mut arg, &mut regions)?;
+        // SAFETY: PAGEMAP_SCAN reads the argument and writes at most
+        // vec_len regions to vec, which points to `regions`.
+        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend(regions[..n as usize].iter().map(|r| (r.start, r.end)));
         if arg.walk_end <= at {
             return Err(io::Error::from(io::ErrorKind::InvalidData));
         }
         at = arg.walk_end;
     }
-    Ok(())
-}
-
-/// One `PAGEMAP_SCAN` call over [start, end); returns the regions filled.
-fn scan(
-    pagemap: &File,
-    start: u64,
-    end: u64,
-    arg: &mut PmScanArg,
-    out: &mut [PageRegion],
-) -> io::Result<usize> {
-    arg.size = std::mem::size_of::<PmScanArg>() as u64;
-    arg.start = start;
-    arg.end = end;
-    arg.vec = if out.is_empty() {
-        0
-    } else {
-        out.as_mut_ptr() as u64
-    };
-    arg.vec_len = out.len() as u64;
-    // SAFETY: PAGEMAP_SCAN reads the argument and writes at most vec_len
-    // regions to vec, which points to `out`.
-    let r = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, arg as *mut PmScanArg) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r as usize)
-}
-
-fn take_fd(pid: i32, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: pidfd is live; the call returns a new fd or -1.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+    Ok(out)
 }
 
 /// What the pre-copy pass saved of one process.

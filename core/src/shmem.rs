@@ -327,7 +327,7 @@ fn dump_contents(
         let mut bitmap = 0u64;
         let mut data = Vec::new();
         for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
-            if page.iter().any(|&b| b != 0) {
+            if !memory::is_zero(page) {
                 bitmap |= 1 << i;
                 data.extend_from_slice(page);
                 data.resize(data.len().next_multiple_of(PAGE_SIZE as usize), 0);
@@ -374,7 +374,6 @@ enum Created {
 #[derive(Debug)]
 pub struct SharedObjects {
     created: Vec<Created>,
-    write_sealed: Vec<bool>,
     kept: bool,
 }
 
@@ -403,7 +402,6 @@ impl SharedObjects {
     pub fn create(objects: &[ShmemObject], image: &ImageReader) -> Result<Self> {
         let mut me = SharedObjects {
             created: Vec::with_capacity(objects.len()),
-            write_sealed: objects.iter().map(ShmemObject::write_sealed).collect(),
             kept: false,
         };
         for obj in objects {
@@ -430,7 +428,7 @@ impl SharedObjects {
         match &self.created[i] {
             Created::File(fd) => MapTarget::File {
                 path: PathBuf::from(format!("/proc/{restorer_pid}/fd/{}", fd.as_raw_fd())),
-                write_sealed: self.write_sealed[i],
+                write_sealed: objects[i].write_sealed(),
             },
             Created::Sysv { id, .. } => MapTarget::Sysv {
                 id: *id,

@@ -7,6 +7,7 @@ use hiber_core::memory::{self, Backing, WINDOW_BYTES};
 use hiber_core::policy::Report;
 use hiber_core::precopy;
 use hiber_core::procfs::ProcDir;
+use hiber_core::procmem::ProcMem;
 use hiber_core::shmem::ShmemTable;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -45,21 +46,6 @@ fn holder() -> (Holder, u64) {
     (holder, line.trim().parse().expect("an address"))
 }
 
-fn write_byte(pid: i32, addr: u64) {
-    let b = [9u8];
-    let local = libc::iovec {
-        iov_base: b.as_ptr() as *mut libc::c_void,
-        iov_len: 1,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: 1,
-    };
-    // SAFETY: one byte from a local buffer into the child's memory.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, &remote, 1, 0) };
-    assert_eq!(n, 1, "{}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn written_windows_are_read_again_and_others_reused() {
     let (child, buf) = holder();
@@ -72,7 +58,9 @@ fn written_windows_are_read_again_and_others_reused() {
     // Two whole windows inside the buffer: one written now, one not.
     let first = (buf + WINDOW_BYTES - 1) & !(WINDOW_BYTES - 1);
     let (touched, untouched) = (first, first + 4 * WINDOW_BYTES);
-    write_byte(pid, touched + 4096 * 3 + 5);
+    ProcMem::new(pid, true)
+        .write(touched + 4096 * 3 + 5, &[9])
+        .unwrap();
 
     let frozen = Frozen::freeze(&[pid]).unwrap();
     let smaps = ProcDir::new(pid).smaps().unwrap();
