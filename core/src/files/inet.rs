@@ -4,7 +4,7 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{getsockopt_int, new_socket, queued_bytes, FileError, FileKind};
+use super::{getsockopt_int, new_socket, queued_bytes, setsockopt_int, FileError, FileKind};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -140,17 +140,7 @@ impl InetSocket {
         // A listener's port may still have connections in TIME_WAIT from
         // before: allow the bind, then set the option as saved.
         if self.reuse_addr || self.state == InetState::Listening {
-            let one: libc::c_int = 1;
-            // SAFETY: setsockopt reads one int.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEADDR,
-                    (&one as *const libc::c_int).cast(),
-                    4,
-                )
-            };
+            let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1);
         }
         // A connection's local port was the kernel's pick: not bound again.
         if !self.local.is_empty() && self.state != InetState::Connection {
@@ -170,17 +160,7 @@ impl InetSocket {
             }
         }
         if !self.reuse_addr {
-            let zero: libc::c_int = 0;
-            // SAFETY: setsockopt reads one int.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_REUSEADDR,
-                    (&zero as *const libc::c_int).cast(),
-                    4,
-                )
-            };
+            let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
         }
         match self.state {
             InetState::Listening => {

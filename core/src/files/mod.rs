@@ -723,6 +723,24 @@ pub(super) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32>
     Ok(v)
 }
 
+/// Set an int socket option of `fd`.
+pub(super) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads one int from a valid pointer.
+    if unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A new close-on-exec socket; `kind` may carry `SOCK_NONBLOCK`.
 pub(super) fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket() takes integers and returns a new fd or -1.

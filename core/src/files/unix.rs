@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{getsockopt_int, new_socket, FileError, FileKind};
+use super::{getsockopt_int, new_socket, setsockopt_int, FileError, FileKind};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -78,23 +78,6 @@ fn printable(name: &[u8]) -> String {
         Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
         _ => String::from_utf8_lossy(name).into_owned(),
     }
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
-    // SAFETY: setsockopt reads one int from a valid pointer.
-    if unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The socket's domain (`AF_UNIX`, `AF_INET`...).
