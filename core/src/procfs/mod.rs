@@ -33,6 +33,8 @@ pub struct Stat {
     pub pgrp: i32,
     pub session: i32,
     pub tty_nr: i32,
+    /// `PF_*` flags of the task (`PF_KTHREAD` tells a kernel thread).
+    pub flags: u32,
     pub num_threads: i64,
     pub start_time: u64,
     pub start_code: u64,
@@ -47,6 +49,15 @@ pub struct Stat {
     pub env_end: u64,
     /// Wait status, for a zombie.
     pub exit_code: i32,
+}
+
+impl Stat {
+    /// A kernel thread: it has no memory or files of its own to save, and
+    /// no process of a session is one.
+    pub fn kernel_thread(&self) -> bool {
+        const PF_KTHREAD: u32 = 0x0020_0000;
+        self.flags & PF_KTHREAD != 0
+    }
 }
 
 /// The fields of /proc/PID/status the engine uses.
@@ -394,6 +405,7 @@ fn parse_stat(text: &str) -> std::result::Result<Stat, String> {
         pgrp: int(5)? as i32,
         session: int(6)? as i32,
         tty_nr: int(7)? as i32,
+        flags: num(9)? as u32,
         num_threads: int(20)?,
         start_time: num(22)?,
         start_code: num(26)?,
@@ -629,6 +641,16 @@ mod tests {
         );
         assert_eq!((s.start_code, s.end_code, s.start_stack), (10, 20, 30));
         assert_eq!((s.start_data, s.env_end, s.exit_code), (40, 100, 256));
+        assert!(!s.kernel_thread());
+    }
+
+    #[test]
+    fn stat_of_a_kernel_thread() {
+        // /proc/2/stat (kthreadd) on Linux 6.x.
+        let line = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 1 0 0 20 0 1 0 25 0 0 18446744073709551615 0 0 0 0 0 0 0 2147483647 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        let s = parse_stat(line).unwrap();
+        assert!(s.kernel_thread());
+        assert_eq!((s.comm.as_str(), s.ppid), ("kthreadd", 0));
     }
 
     #[test]
