@@ -1,14 +1,25 @@
 //! The processes of the session on an X display, found from the kernel's
-//! view alone (sock_diag and /proc): no connection to the display.
+//! view alone (one sock_diag dump and one /proc scan): no connection to
+//! the display.
 //!
-//! The X server is the process listening on the display's sockets; its
-//! clients hold the other ends of its connections. The set is then closed:
-//! the descendants of a member are members, and so are the holders of the
-//! unix sockets connected to a member's sockets (the session bus, the
-//! helpers clients talk to), until nothing new comes in. What must not be
-//! saved with the session (pid 1, the caller and its ancestors, the
-//! ancestors of the X server and of members, other users' processes) is
-//! reported as outside instead, with the member that talks to it.
+//! - The X server holds the listening socket `/tmp/.X11-unix/XN` or
+//!   `@/tmp/.X11-unix/XN`; it must be the user's.
+//! - Its clients hold a socket connected to one of its sockets (or share
+//!   one of its sockets). Another user's client is an error.
+//! - Members' descendants are members; another user's is an error.
+//! - The holders of unix sockets connected to a member's (its peer, the
+//!   sockets whose peer it is, those waiting in its listener's queue, and
+//!   those sharing it) are members, until nothing new comes in. This
+//!   brings in the session bus and the helpers clients talk to.
+//! - Never members, reported as outside with the member connected to them:
+//!   pid 1, kernel threads, excluded pids and their descendants, the
+//!   caller and its ancestors, the X server's ancestors, other users'
+//!   peers, and a peer that is no X client and is an ancestor of a member
+//!   (systemd --user above the bus), unless once all else has settled
+//!   every process it started is a member (at-spi-bus-launcher above the
+//!   accessibility bus): then it brings in nothing but itself.
+//! - A process connected to nothing of the session (a shell that only
+//!   started a client) is neither a member nor reported.
 
 use hiber_core::procfs::{ProcDir, ProcfsError};
 use hiber_core::sockdiag::{self, UnixDiag, STATE_LISTEN};
@@ -440,14 +451,14 @@ impl World {
             x_line: self.ancestors(x_server).collect(),
             clients: self.peers(x_server).into_iter().collect(),
             above: HashMap::new(),
+            deferred: BTreeMap::new(),
             members: BTreeSet::new(),
             outside: BTreeMap::new(),
             scan: VecDeque::new(),
             uids,
         };
-        // A launcher of X clients that is not one itself is not the
-        // session: mark the clients' ancestors before anything is admitted,
-        // so the order of the search does not decide.
+        // Mark the clients' ancestors before anything is admitted, so the
+        // order of the search does not decide which peers are above one.
         for &cl in &c.clients {
             for a in self.ancestors(cl) {
                 c.above.entry(a).or_insert(cl);
@@ -458,10 +469,32 @@ impl World {
         for pid in clients {
             c.consider(pid, x_server)?;
         }
-        while let Some(m) = c.scan.pop_front() {
-            for pid in self.peers(m) {
-                c.consider(pid, m)?;
+        loop {
+            while let Some(m) = c.scan.pop_front() {
+                for pid in self.peers(m) {
+                    c.consider(pid, m)?;
+                }
             }
+            // Once nothing else comes in, a peer above members joins if
+            // every process it started is a member (it brings in nothing
+            // but itself: at-spi-bus-launcher above the accessibility
+            // bus); that may bring in new peers, so go round again.
+            let ready: Vec<i32> = c
+                .deferred
+                .keys()
+                .copied()
+                .filter(|&p| self.tree(p)[1..].iter().all(|d| c.members.contains(d)))
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for p in ready {
+                let (via, ..) = c.deferred.remove(&p).expect("deferred");
+                c.admit(p, via)?;
+            }
+        }
+        for (pid, (via, below, uid)) in std::mem::take(&mut c.deferred) {
+            c.leave_out(pid, uid, via, format!("ancestor of member pid {below}"));
         }
         let processes = c.members;
         let roots = processes
@@ -497,6 +530,9 @@ struct Closure<'a> {
     clients: BTreeSet<i32>,
     /// Ancestors of X clients and members -> one of those below it.
     above: HashMap<i32, i32>,
+    /// Peers above a member, waiting for the rest to settle: pid -> (the
+    /// member connected to it, the one below it, its uid).
+    deferred: BTreeMap<i32, (i32, i32, u32)>,
     members: BTreeSet<i32>,
     outside: BTreeMap<i32, OutsidePeer>,
     /// Members whose sockets are still to be followed.
@@ -574,7 +610,10 @@ impl Closure<'_> {
 
     /// `pid` is connected to member `via`: admit it or say why not.
     fn consider(&mut self, pid: i32, via: i32) -> Result<(), DiscoverError> {
-        if self.members.contains(&pid) || self.outside.contains_key(&pid) {
+        if self.members.contains(&pid)
+            || self.outside.contains_key(&pid)
+            || self.deferred.contains_key(&pid)
+        {
             return Ok(());
         }
         // Gone since the scan: nothing to save or report.
@@ -586,16 +625,6 @@ impl Closure<'_> {
             return Ok(());
         }
         let client = self.clients.contains(&pid);
-        // An X client is the session even when it started others (an
-        // xterm whose shell runs xclock); any other peer that is above a
-        // member (systemd --user behind the bus) would bring in all it
-        // started.
-        if !client {
-            if let Some(&below) = self.above.get(&pid) {
-                self.leave_out(pid, uids[1], via, format!("ancestor of member pid {below}"));
-                return Ok(());
-            }
-        }
         if let Some(uid) = foreign_uid(uids, self.user) {
             if client {
                 return Err(self.foreign(pid, uid));
@@ -607,6 +636,16 @@ impl Closure<'_> {
                 format!("process of another user (uid {uid})"),
             );
             return Ok(());
+        }
+        // An X client is the session even when it started others (an
+        // xterm whose shell runs xclock); any other peer above a member
+        // (systemd --user behind the bus) would bring in all it started,
+        // so it waits until the set has settled.
+        if !client {
+            if let Some(&below) = self.above.get(&pid) {
+                self.deferred.insert(pid, (via, below, uids[1]));
+                return Ok(());
+            }
         }
         self.admit(pid, via)
     }
@@ -732,10 +771,12 @@ mod tests {
 
     /// A desktop as the kernel shows it: xinit above the X server and
     /// connected to it, an xterm whose shell runs xclock, a launcher
-    /// (connected to the bus) that started a GTK program, the bus started
-    /// by systemd --user, two processes connecting to the bus whose
-    /// connections it has not accepted yet (one of another user), pid 1
-    /// and the caller connected too.
+    /// (connected to the bus) that started a GTK program and a sleep, the
+    /// bus started by systemd --user, two processes connecting to the bus
+    /// whose connections it has not accepted yet (one of another user),
+    /// an accessibility bus (connected to the GTK program) whose launcher
+    /// is on the session bus and talks to a helper, pid 1 and the caller
+    /// connected too.
     fn desktop() -> World {
         let mut socks = vec![
             listener(100, b"\0/tmp/.X11-unix/X7", &[]),
@@ -753,6 +794,9 @@ mod tests {
             (304, 404),
             (303, 403),
             (501, 502),
+            (305, 481),
+            (408, 480),
+            (482, 902),
             (900, 901),
         ] {
             socks.extend(pair(a, b));
@@ -762,16 +806,21 @@ mod tests {
                 (1, 0, "init", &[900]),
                 (3, 1, "launcher", &[303]),
                 (4, 1, "systemd", &[501]),
+                (6, 4, "(sd-pam)", &[]),
+                (7, 3, "sleep", &[]),
                 (5, 1, "xinit", &[205]),
                 (10, 5, "Xvfb", &[100, 101, 102, 103, 104, 105, 106]),
                 (20, 1, "xterm", &[201]),
                 (21, 20, "bash", &[]),
                 (22, 21, "xclock", &[202]),
-                (30, 3, "gtk4-demo", &[203, 304]),
-                (40, 4, "dbus-daemon", &[400, 403, 404, 502, 901]),
+                (30, 3, "gtk4-demo", &[203, 304, 305]),
+                (40, 4, "dbus-daemon", &[400, 403, 404, 480, 502, 901]),
                 (50, 1, "other", &[411]),
                 (60, 1, "late", &[412]),
                 (70, 1, "unrelated", &[]),
+                (80, 1, "at-spi-bus-laun", &[408, 482]),
+                (81, 80, "dbus-daemon", &[481]),
+                (90, 1, "helper", &[902]),
                 (99, 1, "hiber", &[206]),
             ],
             socks,
@@ -802,8 +851,12 @@ mod tests {
     fn closes_the_desktop() {
         let set = find(&desktop(), &[], &[50]).unwrap();
         assert_eq!(set.x_server, 10);
-        assert_eq!(set.processes, BTreeSet::from([10, 20, 21, 22, 30, 40, 60]));
-        assert_eq!(set.roots, [10, 20, 30, 40, 60]);
+        assert_eq!(
+            set.processes,
+            BTreeSet::from([10, 20, 21, 22, 30, 40, 60, 80, 81, 90])
+        );
+        // The accessibility bus's launcher joined once the rest settled.
+        assert_eq!(set.roots, [10, 20, 30, 40, 60, 80, 90]);
         assert_eq!(
             reasons(&set),
             [
@@ -820,7 +873,7 @@ mod tests {
     #[test]
     fn excluded_pids_take_their_trees() {
         let set = find(&desktop(), &[20], &[50]).unwrap();
-        assert_eq!(set.processes, BTreeSet::from([10, 30, 40, 60]));
+        assert_eq!(set.processes, BTreeSet::from([10, 30, 40, 60, 80, 81, 90]));
         let r = reasons(&set);
         assert!(r.contains(&(20, 10, "excluded")), "{r:?}");
         assert!(r.contains(&(22, 10, "excluded")), "{r:?}");

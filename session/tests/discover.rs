@@ -107,6 +107,12 @@ fn named(parent: i32, comm: &str) -> Option<i32> {
     })
 }
 
+/// The session id from /proc/PID/stat.
+fn session_id(pid: i32) -> Option<i32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..].split(' ').nth(3)?.parse().ok()
+}
+
 fn root_opts() -> FindOptions {
     FindOptions {
         user: 0,
@@ -121,13 +127,16 @@ fn reason(set: &SessionSet, pid: i32) -> Option<(i32, &str)> {
         .map(|o| (o.member, o.reason.as_str()))
 }
 
-/// A launcher that is no X client but shares a socketpair with the X
-/// client it starts: a peer of a member and its ancestor.
+/// A launcher that is no X client but shares a socketpair with the
+/// xlogo it starts (a peer of a member, and its ancestor); it runs its
+/// arguments too, unconnected, when given some.
 const LAUNCHER: &str = "
-import socket, subprocess
+import socket, subprocess, sys
 a, b = socket.socketpair()
 p = subprocess.Popen(['xlogo'], pass_fds=[b.fileno()])
 b.close()
+if sys.argv[1:]:
+    subprocess.Popen(sys.argv[1:])
 p.wait()
 ";
 
@@ -150,7 +159,9 @@ fn clients_of_unrelated_parents_and_the_bus() {
     // Two shells that are not X clients, each the parent of one.
     let shell1 = r.spawn(client("bash", d, &bus).args(["-c", "xclock & wait"]));
     let shell2 = r.spawn(client("bash", d, &bus).args(["-c", "xeyes & wait"]));
-    let launcher = r.spawn(client("python3", d, &bus).args(["-c", LAUNCHER]));
+    // One that started nothing else (it joins), one that did (it stays out).
+    let supervisor = r.spawn(client("python3", d, &bus).args(["-c", LAUNCHER]));
+    let launcher = r.spawn(client("python3", d, &bus).args(["-c", LAUNCHER, "sleep", "1000"]));
     let xterm = r.spawn(client("xterm", d, &bus).args(["-e", "bash", "--norc", "--noprofile"]));
     // Connected to both the display and the bus.
     let gtk = r.spawn(
@@ -162,42 +173,59 @@ fn clients_of_unrelated_parents_and_the_bus() {
     let me = std::process::id() as i32;
     let _own = UnixStream::connect(format!("/tmp/.X11-unix/X{d}")).expect("connecting to Xvfb");
 
-    let (set, xclock, xeyes, xlogo, shell) =
+    let (set, [xclock, xeyes, xlogo1, xlogo2, shell, sleep]) =
         wait_until("every client and the bus in the set", DEADLINE, || {
-            let xclock = named(shell1, "xclock")?;
-            let xeyes = named(shell2, "xeyes")?;
-            let xlogo = named(launcher, "xlogo")?;
-            let shell = named(xterm, "bash")?;
+            let started = [
+                named(shell1, "xclock")?,
+                named(shell2, "xeyes")?,
+                named(supervisor, "xlogo")?,
+                named(launcher, "xlogo")?,
+                named(xterm, "bash")?,
+                named(launcher, "sleep")?,
+            ];
             let set = find_session(d, &root_opts()).ok()?;
-            [x, xclock, xeyes, xlogo, xterm, shell, gtk, daemon]
+            [x, xterm, gtk, daemon, supervisor]
                 .iter()
+                .chain(&started[..5])
                 .all(|p| set.processes.contains(p))
-                .then_some((set, xclock, xeyes, xlogo, shell))
+                .then_some((set, started))
         });
     assert_eq!((set.display, set.x_server, set.uid), (d, x, 0));
     for (pid, what) in [
         (shell1, "the shell of xclock"),
         (shell2, "the shell of xeyes"),
-        (launcher, "the launcher of xlogo"),
+        (launcher, "the launcher of xlogo and sleep"),
+        (sleep, "the sleep"),
         (me, "the test"),
     ] {
         assert!(!set.processes.contains(&pid), "{what} in {set:#?}");
     }
-    // Nothing but what this test started (and what those started).
+    // The bus activates services (at-spi-bus-launcher for gtk4-demo)
+    // through a fork that exits: they are orphans, the Reaper's to end.
+    for &p in &set.processes {
+        r.adopt(p);
+    }
+    // Nothing but what this test started, and what those started: the
+    // orphans are in the bus's session.
     let ours = tree(me);
-    assert!(set.processes.is_subset(&ours), "{set:#?}");
+    for &p in set.processes.difference(&ours) {
+        assert_eq!(session_id(p), Some(daemon), "{p} in {set:#?}");
+    }
     let roots: BTreeSet<i32> = set.roots.iter().copied().collect();
-    for pid in [x, xclock, xeyes, xlogo, xterm, gtk, daemon] {
+    for pid in [x, xclock, xeyes, supervisor, xlogo2, xterm, gtk, daemon] {
         assert!(roots.contains(&pid), "{pid} not a root: {set:#?}");
     }
-    assert!(!roots.contains(&shell), "{set:#?}");
+    assert!(
+        !roots.contains(&shell) && !roots.contains(&xlogo1),
+        "{set:#?}"
+    );
     // Unconnected shells are not reported; the connected launcher is.
     assert_eq!(reason(&set, shell1), None);
     assert_eq!(reason(&set, shell2), None);
-    let ancestor = format!("ancestor of member pid {xlogo}");
+    let ancestor = format!("ancestor of member pid {xlogo2}");
     assert_eq!(
         reason(&set, launcher),
-        Some((xlogo, ancestor.as_str())),
+        Some((xlogo2, ancestor.as_str())),
         "{set:#?}"
     );
     assert_eq!(reason(&set, me), Some((x, "the calling process")));
