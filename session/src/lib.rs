@@ -1,10 +1,13 @@
 //! hiber-session: the desktop layer and the `hiber` command-line tool.
 //!
-//! It holds the CLI's commands over the engine (`hiber-core`): check,
-//! checkpoint, restore, inspect, the demonstration and the benchmark; and
-//! finding the processes of a session from its X display (`discover`).
-//! Recording windows and screenshots, and the uevent proxy come with their
-//! own issues. It never imports the D-Bus service or the GUI.
+//! It finds a session from its X display (`discover`), records its windows
+//! and screenshots (`desktop`), saves and restores it through the engine
+//! (`display_session`), and keeps the user's snapshots (`snapshots`). The
+//! CLI's commands live in the binary. It never imports the D-Bus service
+//! or the GUI.
 
+pub mod desktop;
 pub mod discover;
+pub mod display_session;
 pub mod format;
+pub mod snapshots;
