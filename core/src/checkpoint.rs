@@ -5,6 +5,7 @@
 //! dump reads out of live objects (pty queues) goes back while the set is
 //! still frozen: right after the dump, or on a failure inside it.
 
+use crate::attachment::{self, Attachment, AttachmentError};
 use crate::creds::Creds;
 use crate::files::{FileError, FileTable};
 use crate::freeze::{FreezeError, Frozen, FrozenProcess};
@@ -39,6 +40,10 @@ pub enum CheckpointError {
     Image(#[from] ImageError),
     #[error("the task set cannot be checkpointed:\n{}", .0.refusals_text())]
     Refused(Box<Report>),
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    #[error("before freezing: {0}")]
+    Observer(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
@@ -289,7 +294,8 @@ fn inspect(frozen: &Frozen) -> Result<Inspection> {
             processes.push(p);
         }
     }
-    files.finish_classification(&mut report);
+    let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
+    files.finish_classification(&saved, &mut report);
     shmem.report_outside_attachments(&mut report);
     let uname = uname();
     let snapshot = Snapshot {
@@ -305,6 +311,7 @@ fn inspect(frozen: &Frozen) -> Result<Inspection> {
         pipes: Vec::new(),
         shmem: Vec::new(),
         report,
+        attachments: Vec::new(),
     };
     Ok(Inspection {
         snapshot,
@@ -366,6 +373,27 @@ pub enum Stage {
     Committing,
 }
 
+/// What the caller of a checkpoint hears, and what it may add.
+pub trait CheckpointObserver {
+    fn stage(&self, _stage: Stage) {}
+
+    /// Called once, just before the set is frozen (after pre-copy): what
+    /// it returns is stored with the image. An error ends the checkpoint
+    /// before anything is frozen.
+    fn before_freeze(
+        &self,
+    ) -> std::result::Result<Vec<Attachment>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
+}
+
+/// A plain progress callback observes the stages and attaches nothing.
+impl<F: Fn(Stage)> CheckpointObserver for F {
+    fn stage(&self, stage: Stage) {
+        self(stage)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CheckpointStats {
     pub dir: PathBuf,
@@ -387,7 +415,11 @@ pub struct CheckpointStats {
 }
 
 /// Save the trees under `opts.roots` into `opts.dir`.
-pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<CheckpointStats> {
+pub fn checkpoint(
+    opts: &CheckpointOptions,
+    observer: &dyn CheckpointObserver,
+) -> Result<CheckpointStats> {
+    let progress = |stage| observer.stage(stage);
     let t0 = Instant::now();
     let threads = opts.threads.max(1);
     // Pre-copy writes pages before the set is inspected, so the image is
@@ -406,6 +438,9 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
         }
         None => None,
     };
+    let attachments = observer
+        .before_freeze()
+        .map_err(CheckpointError::Observer)?;
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
@@ -499,6 +534,7 @@ pub fn checkpoint(opts: &CheckpointOptions, progress: &dyn Fn(Stage)) -> Result<
     for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
         obj.pages = memory::resolve(pend, &refs);
     }
+    snapshot.attachments = attachment::store(writer, &attachments)?;
     snapshot.files = std::mem::take(&mut files.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);

@@ -5,6 +5,7 @@
 //! and the on-disk image those are saved to. It knows nothing of X, D-Bus
 //! or GTK; the session layer builds on it.
 
+pub mod attachment;
 pub mod checkpoint;
 pub mod creds;
 pub mod files;
@@ -26,8 +27,10 @@ pub mod sockdiag;
 pub mod thread;
 pub mod timers;
 
+pub use attachment::Attachment;
 pub use checkpoint::{
-    check, checkpoint, CheckpointError, CheckpointOptions, CheckpointStats, Stage,
+    check, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions, CheckpointStats,
+    Stage,
 };
 pub use policy::{Policy, Report};
 pub use restore::{restore, restore_with_progress, RestoreError, RestoreOptions, Restored};

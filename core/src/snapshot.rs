@@ -1,6 +1,7 @@
 //! The image's metadata document: everything saved about a task set,
 //! except page and file data, which the document references by chunk.
 
+use crate::attachment::StoredAttachment;
 use crate::creds::Creds;
 use crate::files::pipe::PipeImage;
 use crate::files::{FdImage, OpenFile};
@@ -75,6 +76,9 @@ pub struct Snapshot {
     pub shmem: Vec<ShmemObject>,
     /// What `check` said at checkpoint time.
     pub report: Report,
+    /// Blobs the caller stored with the image (window list, screenshots).
+    #[serde(default)]
+    pub attachments: Vec<StoredAttachment>,
 }
 
 impl Snapshot {
@@ -95,12 +99,26 @@ impl Snapshot {
         for p in &self.pipes {
             out.extend(p.data.iter());
         }
+        for a in &self.attachments {
+            out.extend(a.chunks.iter());
+        }
         out
     }
 
-    /// Bytes of page data (uncompressed) the image holds.
+    /// Bytes of page and file data (uncompressed) the image holds.
     pub fn memory_bytes(&self) -> u64 {
-        self.chunks().iter().map(|c| c.raw_len as u64).sum()
+        let attached: u64 = self
+            .attachments
+            .iter()
+            .flat_map(|a| &a.chunks)
+            .map(|c| c.raw_len as u64)
+            .sum();
+        let all: u64 = self.chunks().iter().map(|c| c.raw_len as u64).sum();
+        all - attached
+    }
+
+    pub fn attachment(&self, name: &str) -> Option<&StoredAttachment> {
+        self.attachments.iter().find(|a| a.name == name)
     }
 
     pub fn process(&self, pid: i32) -> Option<&ProcessImage> {

@@ -157,6 +157,16 @@ pub fn find_session(display: u32, opts: &FindOptions) -> Result<SessionSet, Disc
     Ok(set)
 }
 
+/// The X server listening on `display` now, if any.
+pub fn x_server_of(display: u32) -> Result<Option<i32>, DiscoverError> {
+    let socks = sockdiag::unix_sockets().map_err(DiscoverError::SockDiag)?;
+    match World::new(scan_proc()?, socks).x_server(display) {
+        Ok(pid) => Ok(Some(pid)),
+        Err(DiscoverError::NoDisplay { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The two names an X server listens on for display N: the path and the
 /// abstract name (written with a leading NUL).
 fn display_names(display: u32) -> [Vec<u8>; 2] {

@@ -1,5 +1,5 @@
-//! `hiber`: save and restore Linux process trees (and, later, whole
-//! desktop sessions) to images.
+//! `hiber`: save and restore Linux process trees and whole desktop
+//! sessions to images.
 
 mod commands;
 
@@ -47,6 +47,10 @@ enum Command {
         /// Restore into a fresh pid namespace (when the saved pids are taken).
         #[arg(long)]
         pidns: bool,
+        /// Parent the restored roots under a session keeper (a subreaper
+        /// that outlives this command) instead of this command's caller.
+        #[arg(long)]
+        keeper: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -60,15 +64,22 @@ enum Command {
         /// Also read and verify every chunk's hash.
         #[arg(long)]
         verify: bool,
+        /// Write a session image's screenshots (PNG) into this directory.
+        #[arg(long)]
+        screenshots: Option<PathBuf>,
     },
     /// Remove from a chunk store the packs no image uses any more.
     Prune {
         /// The store (by default images keep theirs in .hiber-store next to them).
         store: PathBuf,
     },
-    /// Start a real program, save it, end it, restore it, show it going on.
+    /// A display's whole session: check, save, restore, list, remove.
+    #[command(subcommand)]
+    Session(commands::session::SessionCommand),
+    /// Start a private X session, save it by its display, end it, restore
+    /// it, and compare windows and screenshots.
     Demo {
-        /// Where to keep the demo's image [default: a temporary directory].
+        /// Where to keep the image and screenshots [default: a new directory in /tmp].
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -109,9 +120,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_reset,
         } => commands::check::run(&pids, json, brief, no_reset),
         Command::Checkpoint(args) => commands::checkpoint::run(args),
-        Command::Restore { dir, pidns, json } => commands::restore::run(&dir, pidns, json),
-        Command::Inspect { dir, json, verify } => commands::inspect::run(&dir, json, verify),
+        Command::Restore {
+            dir,
+            pidns,
+            keeper,
+            json,
+        } => commands::restore::run(&dir, pidns, keeper, json),
+        Command::Inspect {
+            dir,
+            json,
+            verify,
+            screenshots,
+        } => commands::inspect::run(&dir, json, verify, screenshots.as_deref()),
         Command::Prune { store } => commands::prune::run(&store),
+        Command::Session(cmd) => commands::session::run(cmd),
         Command::Demo { dir } => commands::demo::run(dir),
         Command::Bench { sizes, dir, json } => commands::bench::run(&sizes, dir, json),
         Command::BenchWorkload { mib } => commands::bench::workload(mib),

@@ -6,51 +6,9 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const SESSION: &str = include_str!("../../packaging/desktop-session.sh");
-
-fn free_display() -> u32 {
-    (90..200)
-        .find(|d| {
-            !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
-                && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
-        })
-        .expect("a free X display number")
-}
-
-/// Pixels of an `xwd` dump (24 or 32 bits per pixel), as rows of u32.
-fn pixels(xwd: &[u8]) -> Vec<Vec<u32>> {
-    let be = |at: usize| u32::from_be_bytes(xwd[at..at + 4].try_into().unwrap()) as usize;
-    let (header, width, height, bpp, stride, ncolors) =
-        (be(0), be(16), be(20), be(44), be(48), be(76));
-    assert!(bpp == 24 || bpp == 32, "{bpp} bits per pixel");
-    let bytes = bpp / 8;
-    let data = &xwd[header + ncolors * 12..];
-    (0..height)
-        .map(|y| {
-            (0..width)
-                .map(|x| {
-                    let at = y * stride + x * bytes;
-                    data[at..at + bytes]
-                        .iter()
-                        .fold(0u32, |p, &b| p << 8 | b as u32)
-                })
-                .collect()
-        })
-        .collect()
-}
-
-struct XFiles(u32);
-
-impl Drop for XFiles {
-    fn drop(&mut self) {
-        // The killed X server leaves its socket and lock file behind.
-        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.0));
-        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.0));
-    }
-}
 
 #[test]
 fn x_session_with_gtk_bus_terminal_and_threads_comes_back() {

@@ -150,6 +150,78 @@ fn taken_pid_is_named_and_pidns_restores_anyway() {
 }
 
 #[test]
+fn keeper_parents_the_roots_adopts_orphans_and_ends_with_the_session() {
+    let t = tempdir();
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    // Two unrelated roots; the first also has a child that will be orphaned.
+    let a = r.spawn(Command::new("bash").args(["-c", "sleep 1000 & wait"]));
+    let child = wait_until("bash to start its child", DEADLINE, || {
+        fs::read_to_string(format!("/proc/{a}/task/{a}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<i32>()
+            .ok()
+    });
+    let b = r.spawn_sleep();
+    let out = hiber(&[
+        "checkpoint",
+        &a.to_string(),
+        &b.to_string(),
+        "-o",
+        path(&img),
+        "--stop",
+        "--json",
+    ]);
+    assert_ok(&out, "checkpoint --stop");
+    r.wait_children(&[a, b]);
+    for p in [a, b, child] {
+        wait_gone(p);
+    }
+    let restored = r.restore(&img, &["--keeper"]);
+    let keeper = restored.keeper.expect("a session keeper");
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{keeper}/comm")).unwrap(),
+        "hiber-keeper\n"
+    );
+    for p in [a, b] {
+        assert_eq!(
+            status_field(p, "PPid").unwrap(),
+            keeper.to_string(),
+            "pid {p}"
+        );
+    }
+    // Out of the caller's session, so a hang-up there does not end it.
+    let sid = |p: i32| {
+        fs::read_to_string(format!("/proc/{p}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(sid(keeper), keeper.to_string());
+    // An orphan of the session comes to the keeper, not to init.
+    // SAFETY: kill of the restored bash by pid.
+    unsafe { libc::kill(a, libc::SIGKILL) };
+    wait_until("the orphan to be adopted by the keeper", DEADLINE, || {
+        (status_field(child, "PPid")? == keeper.to_string()).then_some(())
+    });
+    for p in [b, child] {
+        // SAFETY: kill of a restored process by pid.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    // Whoever adopted the keeper reaps it; it has ended either way.
+    wait_until("the keeper to end with its session", DEADLINE, || {
+        (!alive(keeper)).then_some(())
+    });
+}
+
+#[test]
 fn second_save_into_the_store_writes_only_what_changed_and_prune_frees_the_rest() {
     let t = tempdir();
     let log = t.path().join("py.log");
@@ -338,6 +410,81 @@ fn unix_socket_to_a_peer_outside_is_reset_and_the_program_sees_the_hangup() {
     fs::write(&go, b"").unwrap();
     let all = wait_lines(&log, 3);
     assert_eq!(all, ["connected", "got hello, queued", "EOF"]);
+}
+
+/// Holds three pidfds: of its child (saved too), of a reaped child, and of
+/// a process outside the set; prints which are readable (exited) until its
+/// child exits, then reaps the child through the pidfd.
+const PIDFDS: &str = r#"
+import os, sys, select, time
+def readable(fd):
+    return bool(select.select([fd], [], [], 0)[0])
+child = os.fork()
+if child == 0:
+    while True:
+        time.sleep(1)
+gone = os.fork()
+if gone == 0:
+    os._exit(7)
+fd_gone = os.pidfd_open(gone)
+os.waitpid(gone, 0)
+fd_child = os.pidfd_open(child)
+fd_out = os.pidfd_open(int(sys.argv[1]))
+print("child", child, flush=True)
+while True:
+    line = f"{readable(fd_child)} {readable(fd_gone)} {readable(fd_out)}"
+    if readable(fd_child):
+        info = os.waitid(os.P_PIDFD, fd_child, os.WEXITED)
+        print(line, "reaped", info.si_pid, info.si_status, flush=True)
+        break
+    print(line, flush=True)
+    time.sleep(0.05)
+time.sleep(1000)
+"#;
+
+#[test]
+fn pidfds_come_back_open_on_their_restored_process() {
+    let t = tempdir();
+    let log = t.path().join("py.log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let outside = r.spawn_sleep();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PIDFDS, &outside.to_string()])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    let first = wait_lines(&log, 2);
+    let child: i32 = first[0].strip_prefix("child ").unwrap().parse().unwrap();
+    assert_eq!(first[1], "False True False");
+    let check = stdout(&hiber(&["check", &pid.to_string()]));
+    assert!(
+        check.contains(&format!("pidfd of pid {outside}, outside the saved set"))
+            && check.contains("Reset"),
+        "{check}"
+    );
+    assert!(check.contains(&format!("pidfd of pid {child}")), "{check}");
+    r.checkpoint_stop(pid, &img);
+    let saved = complete_lines(&log).len();
+    r.restore(&img, &[]);
+    // The outside process now reads as exited; the child does not.
+    let after = wait_lines(&log, saved + 2);
+    assert_eq!(after[saved + 1], "False True True");
+    // SAFETY: kill of the restored child, by pid.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+    let reaped = wait_until(
+        "the program to reap its child through the pidfd",
+        DEADLINE,
+        || {
+            complete_lines(&log)
+                .into_iter()
+                .find(|l| l.contains("reaped"))
+        },
+    );
+    assert_eq!(
+        reaped,
+        format!("True True True reaped {child} {}", libc::SIGKILL)
+    );
 }
 
 /// A terminal emulator in miniature: python holds a pty master, runs an

@@ -14,6 +14,7 @@ pub mod inet;
 pub mod inotify;
 pub mod memfd;
 pub mod netlink;
+pub mod pidfd;
 pub mod pipe;
 pub mod pty;
 pub mod regular;
@@ -26,7 +27,7 @@ use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{ProcDir, ProcfsError};
 use crate::shmem::{SharedObjects, ShmemTable};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -112,6 +113,7 @@ pub enum FileKind {
     Inotify(inotify::Inotify),
     Netlink(netlink::NetlinkSocket),
     Inet(inet::InetSocket),
+    Pidfd(pidfd::Pidfd),
 }
 
 impl FileKind {
@@ -132,6 +134,7 @@ impl FileKind {
             FileKind::Inotify(i) => i.describe(),
             FileKind::Netlink(n) => n.describe(),
             FileKind::Inet(i) => i.describe(),
+            FileKind::Pidfd(p) => p.describe(),
         }
     }
 
@@ -143,6 +146,7 @@ impl FileKind {
             FileKind::DevTty(t) if t.external => Policy::Reopen,
             FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
             FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
+            FileKind::Pidfd(p) if p.pid > 0 && !p.inside => Policy::Reset,
             _ => Policy::Restore,
         }
     }
@@ -356,6 +360,10 @@ impl FileTable {
                 _ if target_str == "anon_inode:[timerfd]" => timerfd::checkpoint(&info),
                 _ if target_str == "anon_inode:inotify" => inotify::checkpoint(&local, &info),
                 _ if target_str == "anon_inode:[signalfd]" => signalfd::checkpoint(&info),
+                // Linux 6.9+ names it `pidfd:[INO]` (pidfs).
+                _ if target_str == "anon_inode:[pidfd]" || target_str.starts_with("pidfd:") => {
+                    pidfd::checkpoint(&info)
+                }
                 _ if target_str == "anon_inode:[eventpoll]" => {
                     use std::os::unix::fs::MetadataExt;
                     let inode = |n: i32| {
@@ -421,9 +429,11 @@ impl FileTable {
         Ok(fds)
     }
 
-    /// After every process is collected: pipe peers are known.
-    pub fn finish_classification(&mut self, report: &mut Report) {
+    /// After every process is collected: pipe peers are known, and which
+    /// pids are saved.
+    pub fn finish_classification(&mut self, saved: &HashSet<i32>, report: &mut Report) {
         self.pipes.report_external(report);
+        self.classify_pidfds(saved, report);
         // A pty needs its master: a slave alone is a terminal outside the
         // set (the one hiber runs in, say); a master alone hangs up.
         let ends: std::collections::HashSet<(u32, bool)> = self
@@ -503,6 +513,31 @@ impl FileTable {
                     finding.policy = Policy::Reset;
                     finding.reason = "its peer is outside the saved set: restored with the peer closed (the program reads the queued data, then end-of-file)".into();
                 }
+            }
+        }
+    }
+
+    /// A pidfd of a saved process is opened again; of one outside, it
+    /// comes back as a handle to an exited process.
+    fn classify_pidfds(&mut self, saved: &HashSet<i32>, report: &mut Report) {
+        for &(pid, fd, i) in &self.holders {
+            let FileKind::Pidfd(p) = &mut self.files[i].kind else {
+                continue;
+            };
+            p.inside = saved.contains(&p.pid);
+            let reason = match (p.pid, p.inside) {
+                (-1, _) => "its process had exited: restored as a handle to an exited process",
+                (_, true) => "the process it refers to is saved too: opened again on the restored process",
+                (_, false) => "the process it refers to is outside the saved set: restored as a handle to an exited process",
+            };
+            if let Some(finding) = report
+                .findings
+                .iter_mut()
+                .find(|x| x.pid == pid && x.subject == Subject::Fd { fd })
+            {
+                finding.kind = self.files[i].kind.describe();
+                finding.policy = self.files[i].kind.policy();
+                finding.reason = reason.into();
             }
         }
     }
@@ -683,6 +718,7 @@ pub fn restore_all(
             FileKind::Inotify(i) => i.restore(f.flags)?,
             FileKind::Netlink(n) => n.restore(f.flags)?,
             FileKind::Inet(i) => i.restore(f.flags)?,
+            FileKind::Pidfd(p) => p.restore(f.flags)?,
         };
         out.push(move_above(fd, base)?);
     }

@@ -30,8 +30,11 @@ pub enum Peer {
     None,
     /// The socket with this inode, saved too.
     Inside { ino: u64 },
-    /// Connected to a socket outside the set (or to one now closed).
+    /// Connected to a socket outside the set.
     Outside,
+    /// Its peer had already closed at checkpoint time: restoring it with
+    /// the peer closed is exact, nothing is broken.
+    Closed,
     /// Connected to a saved listener that has not accepted the connection
     /// yet (`embryo`: the waiting server end, in `listener`'s queue).
     Pending { listener: u64, embryo: u64 },
@@ -226,6 +229,8 @@ pub(super) fn checkpoint(
     }
     s.peer = match d.peer {
         Some(p) if p != 0 => Peer::Inside { ino: p }, // confirmed or turned Outside later
+        // A peer that closed leaves no inode, and shuts this end both ways.
+        _ if d.state == sockdiag::STATE_ESTABLISHED && d.shutdown == 3 => Peer::Closed,
         _ if d.state == sockdiag::STATE_ESTABLISHED => Peer::Outside,
         _ => Peer::None,
     };
@@ -243,6 +248,7 @@ impl UnixSocket {
             (Some(_), _) => "listening",
             (None, Peer::Inside { .. } | Peer::Pending { .. }) => "connected",
             (None, Peer::Outside) => "connected",
+            (None, Peer::Closed) => "connected, peer closed",
             (None, Peer::None) => "unconnected",
         };
         if self.name.is_empty() {
@@ -463,7 +469,7 @@ impl UnixEnds {
                 self.waiting.insert(peer.ino, theirs);
                 Ok(mine)
             }
-            Peer::Outside => reset(s, image),
+            Peer::Outside | Peer::Closed => reset(s, image),
             Peer::Pending { .. } => unreachable!("handled above"),
             Peer::None => {
                 let fd = new_socket(libc::AF_UNIX, s.kind, 0)

@@ -83,6 +83,11 @@ pub struct RestoreOptions {
     pub dir: PathBuf,
     /// Restore into a fresh pid namespace (its init is a small keeper).
     pub pidns: bool,
+    /// Parent the roots under a session keeper: a small child subreaper
+    /// that outlives this call, adopts the session's orphans and ends with
+    /// its last process. Without it the roots are the caller's to reap.
+    /// Implied by `pidns`.
+    pub keeper: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +96,7 @@ pub struct Restored {
     pub pids: Vec<(i32, i32)>,
     /// The roots' pids, as the caller sees them.
     pub roots: Vec<i32>,
-    /// The pid namespace keeper, as the caller sees it.
+    /// The session keeper (or pid namespace init), as the caller sees it.
     pub keeper: Option<i32>,
     /// Processes left in the restorer's session or group, with why.
     pub foreign: Vec<(i32, String)>,
@@ -109,6 +114,25 @@ fn pid_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+/// Who holds `pid`, if anyone. A zombie (the saved process itself, just
+/// ended by `checkpoint --stop`, not yet reaped by whoever adopted it) is
+/// given a moment to go.
+fn pid_taken(pid: i32) -> Option<String> {
+    const REAP_GRACE: Duration = Duration::from_secs(3);
+    let until = Instant::now() + REAP_GRACE;
+    loop {
+        let comm = pid_comm(pid)?;
+        let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
+        if !matches!(state, Some('Z' | 'X')) {
+            return Some(comm);
+        }
+        if Instant::now() > until {
+            return Some(format!("{comm}, a zombie its parent has not reaped"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Structural checks of an untrusted document: references in range, counts
@@ -353,7 +377,7 @@ pub fn restore_with_progress(
             .iter()
             .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid));
         for pid in plan.nodes.iter().map(|n| n.pid).chain(thread_ids) {
-            if let Some(comm) = pid_comm(pid) {
+            if let Some(comm) = pid_taken(pid) {
                 return Err(RestoreError::PidTaken { pid, comm });
             }
         }
@@ -412,7 +436,7 @@ pub fn restore_with_progress(
         pidns: opts.pidns,
         armed: true,
     };
-    let root = spawn_root(&spec, &shared, opts.pidns)?;
+    let root = spawn_root(&spec, &shared, opts.pidns, opts.keeper)?;
     cleanup.root = Some(root);
 
     let total = plan.nodes.len() as u32;
@@ -505,7 +529,7 @@ pub fn restore_with_progress(
     }
     cleanup.armed = false;
     shared.set_stage(node::STAGE_DONE);
-    let keeper = if opts.pidns {
+    let keeper = if opts.pidns || opts.keeper {
         Some(root)
     } else {
         let mut st = 0;
@@ -554,23 +578,39 @@ fn wait_event_stop(pid: i32) -> Result<()> {
     }
 }
 
+/// What the restore root does once the tree runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootRole {
+    /// Exit: the roots become the caller's children.
+    Exit,
+    /// Stay as a child subreaper until the session's last process ends.
+    Keeper,
+    /// Stay as the new pid namespace's init.
+    NamespaceInit,
+}
+
 /// Fork the restore root (in pid-namespace mode through an intermediate
 /// that exits, so the keeper is not our child).
-fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool) -> Result<i32> {
+fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool, keeper: bool) -> Result<i32> {
     let err = |source| RestoreError::Os {
         what: "forking the restore root",
         source,
     };
     if !pidns {
+        let role = if keeper {
+            RootRole::Keeper
+        } else {
+            RootRole::Exit
+        };
         return match node::clone_with_pid(0, 0).map_err(err)? {
-            0 => root_main(spec, shared, false),
+            0 => root_main(spec, shared, role),
             pid => Ok(pid),
         };
     }
     match node::clone_with_pid(0, 0).map_err(err)? {
         0 => {
             match node::clone_with_pid(0, libc::CLONE_NEWPID as u64) {
-                Ok(0) => root_main(spec, shared, true),
+                Ok(0) => root_main(spec, shared, RootRole::NamespaceInit),
                 Ok(pid) => {
                     shared.area().root_pid.store(pid, Ordering::Release);
                     // SAFETY: ends the intermediate.
@@ -598,13 +638,19 @@ fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool) -> Result<i32> 
     }
 }
 
-/// The restore root: forks the roots of the tree, then waits; in a pid
-/// namespace it stays as the keeper, reaping orphans until the last
-/// process of the session is gone.
-fn root_main(spec: &TreeSpec<'_>, shared: &Shared, keeper: bool) -> ! {
+/// The restore root: forks the roots of the tree, then waits; as a
+/// keeper it stays, reaping orphans until the last process of the session
+/// is gone.
+fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole) -> ! {
+    let keeper = role != RootRole::Exit;
     if keeper {
         // SAFETY: prctl on ourselves.
         unsafe { libc::prctl(libc::PR_SET_NAME, c"hiber-keeper".as_ptr()) };
+    }
+    if role == RootRole::Keeper {
+        // Orphans of the session come to us rather than to init.
+        // SAFETY: prctl on ourselves, plain integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let forked = node::fork_children(spec, shared, None);
     await_done(shared);
@@ -619,6 +665,13 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, keeper: bool) -> ! {
         // Close everything: the keeper holds nothing of the session.
         // SAFETY: closing our own fds.
         unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) };
+        if role == RootRole::Keeper {
+            // Leave the caller's session, so its terminal's hang-up or ^C
+            // does not end the keeper. Every node is forked by now, so
+            // none joins this session by mistake.
+            // SAFETY: setsid on ourselves; we are not a group leader.
+            unsafe { libc::setsid() };
+        }
         loop {
             let mut st = 0;
             // SAFETY: reaping any child; ECHILD ends the loop.

@@ -260,6 +260,7 @@ pub enum Step {
     Ctty,
     Locks,
     DevTty,
+    Pidfd,
 }
 
 impl Step {
@@ -278,6 +279,7 @@ impl Step {
             11 => "taking its controlling terminal",
             12 => "taking its file locks again (held by someone else?)",
             13 => "opening /dev/tty on its controlling terminal",
+            14 => "opening a pidfd of a restored process",
             _ => "an unknown step",
         }
     }
@@ -509,6 +511,19 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         // SAFETY: dup3 between fds; src is open in this copy of the restorer.
         check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
         targets.push(f.fd);
+        // Every process of the tree exists now: a pidfd of one of them is
+        // opened again, over the restorer's placeholder.
+        if let FileKind::Pidfd(pfd) = &spec.files[f.file].kind {
+            if pfd.inside {
+                let fd = pfd
+                    .open_in_holder(spec.files[f.file].flags)
+                    .map_err(e(Step::Pidfd))?;
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                // SAFETY: dup3 of the fresh pidfd over the target fd.
+                let rc = unsafe { libc::dup3(raw, f.fd, flags) };
+                check(rc as libc::c_long).map_err(e(Step::Pidfd))?;
+            }
+        }
         // Still the restorer's placeholder: this process is not below the
         // session leader that opens /dev/tty.
         let dev_tty = matches!(&spec.files[f.file].kind, FileKind::DevTty(t) if !t.external);

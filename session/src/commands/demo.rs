@@ -1,172 +1,309 @@
-//! `hiber demo`: start a real program, save it, end it, restore it and
-//! show it going on from where it was.
+//! `hiber demo`: start a private X session, save it by its display, end
+//! it, restore it and show that it came back: the same windows, the same
+//! screen outside the clock, a shell that goes on counting and answers
+//! typing. Exits 0 only if all of that holds.
 
-use anyhow::{bail, Context, Result};
-use hiber_core::{CheckpointOptions, RestoreOptions};
+use anyhow::{bail, ensure, Context, Result};
+use hiber_session::desktop::{self, Rect};
+use hiber_session::display_session::{self, SaveOptions};
 use hiber_session::format;
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// A python3 program with real state: a counter and a 2-million-element
-/// list it keeps mutating; each line shows both, so a restored copy that
-/// lost or replayed anything would show it.
-const PROGRAM: &str = r#"
-import sys, time, zlib
-data = list(range(2_000_000))
-n = 0
-while True:
-    data[n % len(data)] += n
-    n += 1
-    if n % 50_000 == 0:
-        print(f"step {n // 50_000} checksum {zlib.crc32(str(data[:5000]).encode()) ^ sum(data) & 0xffffffff:08x}", flush=True)
-        time.sleep(0.05)
-"#;
+const SESSION: &str = include_str!("../../../packaging/demo-session.sh");
+/// A cold GTK start (font and icon caches) can take a while on 2 cores.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn log_lines(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Wait until `path` has more than `count` lines, or fail at the deadline.
-fn wait_for_lines(path: &Path, count: usize, deadline: Duration) -> Result<Vec<String>> {
-    let until = Instant::now() + deadline;
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let until = Instant::now() + timeout;
     loop {
-        let lines = log_lines(path);
-        if lines.len() > count {
-            return Ok(lines);
+        if let Some(v) = f() {
+            return Ok(v);
         }
         if Instant::now() > until {
-            bail!(
-                "{} did not grow past {count} lines within {deadline:?}",
-                path.display()
-            );
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(25));
     }
 }
 
-fn step_of(line: &str) -> Option<u64> {
-    line.split_whitespace().nth(1)?.parse().ok()
+fn free_display() -> Result<u32> {
+    (20..200)
+        .find(|d| {
+            !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
+                && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
+        })
+        .context("no free X display number between :20 and :199")
+}
+
+fn read_count(dir: &Path) -> Option<u64> {
+    fs::read_to_string(dir.join("count"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Everything the demo started or restored, ended by pid when it drops.
+struct Cleanup {
+    display: u32,
+    launcher: Option<Child>,
+    restored: Vec<i32>,
+    keeper: Option<i32>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for &pid in &self.restored {
+            // SAFETY: kill takes plain integers; these are the pids the
+            // restore reported for this demo's session.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(k) = self.keeper {
+            // The keeper is our child: it ends once it has reaped them.
+            let mut st = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(k, &mut st, 0) };
+        }
+        if let Some(mut l) = self.launcher.take() {
+            // The session still runs (the demo failed before the save):
+            // end the launcher's whole tree, children first found.
+            let mut todo = vec![l.id() as i32];
+            let mut all = Vec::new();
+            while let Some(p) = todo.pop() {
+                all.push(p);
+                todo.extend(
+                    hiber_core::procfs::ProcDir::new(p)
+                        .children()
+                        .unwrap_or_default(),
+                );
+            }
+            for &p in all.iter().skip(1) {
+                // SAFETY: kill takes plain integers; these descend from
+                // the launcher this demo started.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            let _ = l.kill();
+            let _ = l.wait();
+        }
+        // A killed X server leaves its socket and lock file behind.
+        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.display));
+        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.display));
+    }
+}
+
+fn xdotool(display: u32, args: &[&str]) -> Result<String> {
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", format!(":{display}"))
+        .stderr(Stdio::null())
+        .output()
+        .context("running xdotool (is it installed?)")?;
+    ensure!(out.status.success(), "xdotool {args:?} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
-    let tmp;
+    // Kept afterwards: it holds the screenshots the demo points to.
     let dir = match dir {
         Some(d) => {
             fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
             d
         }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("hiber-demo-")
-                .tempdir()
-                .context("creating a temporary directory")?;
-            tmp.path().to_path_buf()
-        }
+        None => tempfile::Builder::new()
+            .prefix("hiber-demo-")
+            .tempdir()
+            .context("creating a directory for the demo")?
+            .keep(),
     };
-    let log = dir.join("demo.log");
-    let image = dir.join(format!("image-{}", std::process::id()));
-    let out = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    println!("1. starting python3: a counter and a 2-million-element list it keeps changing");
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", PROGRAM])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    // SAFETY: setsid is async-signal-safe; the program gets its own session
-    // so it does not depend on this terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("starting python3 (is it installed?)")?;
-    let pid = child.id() as i32;
-    let before = wait_for_lines(&log, 3, Duration::from_secs(30));
-    let before = match before {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
+    let display = free_display()?;
+    let image = dir.join("session-image");
+    let mut cleanup = Cleanup {
+        display,
+        launcher: None,
+        restored: Vec::new(),
+        keeper: None,
     };
-    println!(
-        "   pid {pid}, its output so far ends with:\n     {}",
-        before[before.len() - 1]
-    );
 
-    println!("2. saving it to {} and ending it", image.display());
-    let opts = CheckpointOptions {
-        roots: vec![pid],
-        dir: image.clone(),
-        store: None,
-        stop: true,
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        no_reset: false,
-        precopy: false,
-    };
-    let stats = match hiber_core::checkpoint(&opts, &|_| {}) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e).context("checkpointing the demo program");
-        }
-    };
-    // It was our child: collect it so its pid is free for the restore.
-    let _ = child.wait();
-    let last_saved = log_lines(&log);
-    let last_saved = last_saved.last().cloned().unwrap_or_default();
+    println!("1. starting an X session on display :{display}: Xvfb, a session bus, gtk4-demo, xclock, xeyes, and an xterm whose shell counts");
+    let launcher = Command::new("bash")
+        .args(["-c", SESSION, "demo-session", &display.to_string()])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the session (bash)")?;
+    let launcher_pid = launcher.id() as i32;
+    cleanup.launcher = Some(launcher);
+    wait_for("every window of the session", START_TIMEOUT, || {
+        dir.join("ready").exists().then_some(())
+    })
+    .context("is the README's set-up done (Xvfb, gtk-4-examples, xterm, x11-apps)?")?;
+    // Let the shell count a little first, so going on from there shows.
+    wait_for("the shell to count to 5", TIMEOUT, || {
+        read_count(&dir).filter(|&n| n >= 5)
+    })?;
+
+    println!("2. saving the session of display :{display} (found from the display) and ending it");
+    let saved = display_session::save(
+        &SaveOptions {
+            display,
+            // SAFETY: getuid cannot fail.
+            user: unsafe { libc::getuid() },
+            exclude: Vec::new(),
+            dir: image.clone(),
+            store: None,
+            stop: true,
+            no_reset: false,
+            precopy: false,
+        },
+        &|_| {},
+    )
+    .with_context(|| format!("saving the session on display :{display}"))?;
+    let count_at_save = read_count(&dir).unwrap_or(0);
     println!(
-        "   saved in {} (frozen {}), image {}; last line before the end:\n     {last_saved}",
-        format::millis(stats.total),
-        format::millis(stats.frozen),
-        format::bytes(stats.image_bytes)
+        "   {} processes, {} windows; frozen {}, total {}, image {}",
+        saved.stats.processes,
+        saved.record.windows.len(),
+        format::millis(saved.stats.frozen),
+        format::millis(saved.stats.total),
+        format::bytes(saved.stats.image_bytes)
     );
-    println!(
-        "   pid {pid} is gone: {}",
-        !Path::new(&format!("/proc/{pid}")).exists()
-    );
+    // The session was the launcher's children: it ends with them.
+    if let Some(mut l) = cleanup.launcher.take() {
+        let _ = l.wait();
+    }
+    // Ended; whoever adopted them reaps them.
+    wait_for("the saved session to end", TIMEOUT, || {
+        saved
+            .session
+            .processes
+            .iter()
+            .all(|&p| {
+                hiber_core::procfs::ProcDir::new(p)
+                    .stat()
+                    .map_or(true, |s| matches!(s.state, 'Z' | 'X'))
+            })
+            .then_some(())
+    })?;
+    println!("   the session is gone (launcher {launcher_pid} ended; the shell had counted to {count_at_save})");
 
     println!("3. restoring it");
-    let restored = hiber_core::restore(&RestoreOptions {
-        dir: image.clone(),
-        pidns: false,
-    })
-    .with_context(|| format!("restoring {}", image.display()))?;
-    let now = restored.pids.first().map_or(pid, |p| p.1);
+    let r = display_session::restore(&image)
+        .with_context(|| format!("restoring the session from {}", image.display()))?;
+    cleanup.restored = r.restored.pids.iter().map(|p| p.1).collect();
+    cleanup.keeper = r.restored.keeper;
     println!(
-        "   restored pid {now} in {}",
-        format::millis(restored.elapsed)
+        "   {} processes back in {}, under keeper pid {}",
+        r.restored.pids.len(),
+        format::millis(r.restored.elapsed),
+        r.restored.keeper.unwrap_or(0)
     );
-    let saved_count = log_lines(&log).len();
-    let after = wait_for_lines(&log, saved_count + 2, Duration::from_secs(30));
-    // End what we restored, whatever the outcome.
-    // SAFETY: kill takes plain integers; `now` is the pid restore reported.
-    unsafe { libc::kill(now, libc::SIGKILL) };
-    let after = after?;
-    println!("4. it goes on from where it was:");
-    for l in &after[saved_count.saturating_sub(1)..(saved_count + 2).min(after.len())] {
-        println!("     {l}");
+
+    println!("4. comparing with what was recorded at the save");
+    let mut matched = true;
+    if r.changes.is_empty() {
+        println!(
+            "   window list: the same {} windows, titles, geometry and stacking",
+            r.now.windows.len()
+        );
+    } else {
+        matched = false;
+        println!("   window list DIFFERS:");
+        for c in &r.changes {
+            println!("     {c}");
+        }
     }
-    let steps: Vec<u64> = after.iter().filter_map(|l| step_of(l)).collect();
-    let continuous = steps.windows(2).all(|w| w[1] == w[0] + 1);
-    if !continuous {
-        bail!("the counter did not continue without a gap: {steps:?}");
+    // The clock moves on; everything else must be pixel for pixel the same.
+    let clock: Vec<Rect> = r
+        .recorded
+        .record
+        .windows
+        .iter()
+        .filter(|w| w.class.as_deref() == Some("XClock"))
+        .map(|w| Rect {
+            x: w.x - 2,
+            y: w.y - 2,
+            width: w.width + 4,
+            height: w.height + 4,
+        })
+        .collect();
+    ensure!(!clock.is_empty(), "the recorded windows have no xclock");
+    for (name, before) in &r.recorded.screenshots {
+        let screen: u32 = name
+            .trim_start_matches("screen-")
+            .trim_end_matches(".png")
+            .parse()
+            .unwrap_or(0);
+        let Some(after) = r.now_screens.iter().find(|s| s.screen == screen) else {
+            matched = false;
+            println!("   screen {screen}: missing after the restore");
+            continue;
+        };
+        let before_path = dir.join(format!("before-{name}"));
+        let after_path = dir.join(format!("after-{name}"));
+        fs::write(&before_path, before)
+            .with_context(|| format!("writing {}", before_path.display()))?;
+        fs::write(&after_path, &after.png)
+            .with_context(|| format!("writing {}", after_path.display()))?;
+        let cmp = desktop::compare(before, &after.png, &clock)?;
+        if cmp.differing == 0 {
+            println!(
+                "   screen {screen} ({}x{}): identical outside the clock",
+                cmp.width, cmp.height
+            );
+        } else {
+            matched = false;
+            println!(
+                "   screen {screen}: {} pixels differ outside the clock (first at {:?})",
+                cmp.differing, cmp.first_difference
+            );
+        }
+        println!(
+            "   screenshots: {} and {}",
+            before_path.display(),
+            after_path.display()
+        );
     }
-    println!(
-        "   the step counter went on with no gap and no repeat ({} steps in all)",
-        steps.len()
-    );
-    Ok(ExitCode::SUCCESS)
+
+    println!("5. the restored session goes on");
+    let counted = wait_for("the shell to go on counting", TIMEOUT, || {
+        read_count(&dir).filter(|&n| n > count_at_save + 2)
+    })?;
+    println!("   the shell counted on from {count_at_save} to {counted} without starting over");
+    let term = xdotool(display, &["search", "--class", "xterm"])?
+        .lines()
+        .next()
+        .context("no xterm window after the restore")?
+        .to_string();
+    let typed = dir.join("typed");
+    // Focused, so xdotool types through XTEST (xterm ignores sent events).
+    xdotool(display, &["windowfocus", "--sync", &term])?;
+    xdotool(
+        display,
+        &[
+            "type",
+            "--window",
+            &term,
+            &format!("echo typed after the restore > {}", typed.display()),
+        ],
+    )?;
+    xdotool(display, &["key", "--window", &term, "Return"])?;
+    wait_for("bash to run the typed command", TIMEOUT, || {
+        (fs::read_to_string(&typed).ok()? == "typed after the restore\n").then_some(())
+    })?;
+    println!("   a command typed into the xterm reached bash and ran");
+
+    drop(cleanup);
+    if matched {
+        println!("the restored session matched the saved one");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("the restored session did NOT match the saved one");
+        Ok(ExitCode::FAILURE)
+    }
 }

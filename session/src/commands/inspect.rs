@@ -5,6 +5,7 @@ use hiber_core::files::FileKind;
 use hiber_core::image::ImageReader;
 use hiber_core::memory::Backing;
 use hiber_core::Snapshot;
+use hiber_session::display_session::{self, StoredDesktop};
 use hiber_session::format;
 use serde::Serialize;
 use std::path::Path;
@@ -20,7 +21,54 @@ struct Summary<'a> {
     verified: bool,
 }
 
-pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
+/// The recorded windows, bottom of the stack first, and where the
+/// screenshots were written when asked.
+fn print_desktop(d: &StoredDesktop, screenshots: Option<&Path>) -> Result<()> {
+    println!(
+        "\ndesktop of display {}: {} windows (bottom of the stack first)",
+        d.record.display,
+        d.record.windows.len()
+    );
+    let mut windows: Vec<_> = d.record.windows.iter().collect();
+    windows.sort_by_key(|w| (w.screen, w.stacking));
+    for w in windows {
+        println!(
+            "  {:#010x} {:<9} {}x{}+{}+{} pid {:<7} {:?} ({})",
+            w.id,
+            if w.mapped { "mapped" } else { "unmapped" },
+            w.width,
+            w.height,
+            w.x,
+            w.y,
+            w.pid.map_or("-".into(), |p| p.to_string()),
+            w.title.as_deref().unwrap_or(""),
+            w.class.as_deref().unwrap_or("-"),
+        );
+    }
+    for (name, png) in &d.screenshots {
+        match screenshots {
+            Some(out) => {
+                std::fs::create_dir_all(out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                let path = out.join(name);
+                std::fs::write(&path, png)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!(
+                    "  {name}: {} written to {}",
+                    format::bytes(png.len() as u64),
+                    path.display()
+                );
+            }
+            None => println!(
+                "  {name}: {} (--screenshots DIR writes it out)",
+                format::bytes(png.len() as u64)
+            ),
+        }
+    }
+    Ok(())
+}
+
+pub fn run(dir: &Path, json: bool, verify: bool, screenshots: Option<&Path>) -> Result<ExitCode> {
     let (reader, snap): (ImageReader, Snapshot) =
         ImageReader::open(dir).with_context(|| format!("opening image {}", dir.display()))?;
     let chunks = snap.chunks();
@@ -67,6 +115,11 @@ pub fn run(dir: &Path, json: bool, verify: bool) -> Result<ExitCode> {
         format::bytes(data_bytes),
         if verify { ", every chunk verified" } else { "" }
     );
+    if let Some(d) = display_session::stored_desktop(&reader, &snap)
+        .with_context(|| format!("reading the desktop record of {}", dir.display()))?
+    {
+        print_desktop(&d, screenshots)?;
+    }
     for p in &snap.processes {
         let zombie = p
             .zombie_status

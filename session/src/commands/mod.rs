@@ -7,3 +7,4 @@ pub mod demo;
 pub mod inspect;
 pub mod prune;
 pub mod restore;
+pub mod session;

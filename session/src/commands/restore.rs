@@ -18,10 +18,11 @@ struct Output {
     elapsed_ms: f64,
 }
 
-pub fn run(dir: &Path, pidns: bool, json: bool) -> Result<ExitCode> {
+pub fn run(dir: &Path, pidns: bool, keeper: bool, json: bool) -> Result<ExitCode> {
     let opts = RestoreOptions {
         dir: dir.to_path_buf(),
         pidns,
+        keeper,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
@@ -73,7 +74,7 @@ pub fn run(dir: &Path, pidns: bool, json: bool) -> Result<ExitCode> {
             pids.join(" ")
         );
         if let Some(k) = restored.keeper {
-            println!("pid namespace keeper: {k}");
+            println!("keeper: {k}");
         }
     }
     Ok(ExitCode::SUCCESS)

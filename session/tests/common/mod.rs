@@ -338,3 +338,51 @@ pub fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A display number no X server uses, different for each call in this
+/// test binary (tests run in parallel and would race for the same one).
+pub fn free_display() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(90);
+    loop {
+        let d = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(d < 400, "no free X display number");
+        if !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
+            && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
+        {
+            return d;
+        }
+    }
+}
+
+/// Removes a display's socket and lock file, which a killed X server
+/// leaves behind.
+pub struct XFiles(pub u32);
+
+impl Drop for XFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.0));
+        let _ = fs::remove_file(format!("/tmp/.X{}-lock", self.0));
+    }
+}
+
+/// Pixels of an `xwd` dump (24 or 32 bits per pixel), as rows of u32.
+pub fn pixels(xwd: &[u8]) -> Vec<Vec<u32>> {
+    let be = |at: usize| u32::from_be_bytes(xwd[at..at + 4].try_into().unwrap()) as usize;
+    let (header, width, height, bpp, stride, ncolors) =
+        (be(0), be(16), be(20), be(44), be(48), be(76));
+    assert!(bpp == 24 || bpp == 32, "{bpp} bits per pixel");
+    let bytes = bpp / 8;
+    let data = &xwd[header + ncolors * 12..];
+    (0..height)
+        .map(|y| {
+            (0..width)
+                .map(|x| {
+                    let at = y * stride + x * bytes;
+                    data[at..at + bytes]
+                        .iter()
+                        .fold(0u32, |p, &b| p << 8 | b as u32)
+                })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,137 @@
+//! pidfd: a handle to a process (GLib's child watch holds one for each
+//! child it spawns). Saved as the pid it refers to. Restored by opening
+//! the restored process again, in the holder once every process of the
+//! tree exists (see `restore::node`); when the process had already exited,
+//! or is outside the saved set, as a handle to an exited process, which is
+//! what a program sees when its child is gone.
+
+use super::{FileError, FileKind};
+use crate::procfs::FdInfo;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// `PIDFD_THREAD` (Linux 6.9): a handle to one thread. It is `O_EXCL`.
+const PIDFD_THREAD: i32 = libc::O_EXCL;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pidfd {
+    /// The process (or thread) it refers to; -1 once that has exited.
+    pub pid: i32,
+    /// A handle to one thread (`PIDFD_THREAD`).
+    pub thread: bool,
+    /// `pid` is a process of the saved set, so it is opened again.
+    pub inside: bool,
+}
+
+impl Pidfd {
+    pub fn describe(&self) -> String {
+        match (self.pid, self.inside) {
+            (-1, _) => "pidfd of a process that has exited".into(),
+            (pid, true) => format!("pidfd of pid {pid}"),
+            (pid, false) => format!("pidfd of pid {pid}, outside the saved set"),
+        }
+    }
+
+    fn pidfd_flags(&self, file_flags: u32) -> i32 {
+        let mut flags = file_flags as i32 & libc::O_NONBLOCK;
+        if self.thread {
+            flags |= PIDFD_THREAD;
+        }
+        flags
+    }
+
+    /// The restorer's object: a handle to an exited process. For a pid of
+    /// the set it is only a placeholder, replaced in the holder by
+    /// [`Pidfd::open_in_holder`].
+    pub(super) fn restore(&self, file_flags: u32) -> Result<OwnedFd, FileError> {
+        exited(file_flags as i32 & libc::O_NONBLOCK).map_err(|source| FileError::Create {
+            what: "creating a pidfd of an exited process",
+            source,
+        })
+    }
+
+    /// Open the saved process again, from a process of the restored tree
+    /// (so `pid` is read in its pid namespace).
+    pub fn open_in_holder(&self, file_flags: u32) -> io::Result<OwnedFd> {
+        open(self.pid, self.pidfd_flags(file_flags))
+    }
+}
+
+fn open(pid: i32, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A pidfd of a child that has exited and been reaped.
+fn exited(flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: the child only calls _exit, which is async-signal-safe.
+    let child = unsafe { libc::fork() };
+    match child {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: ends the child at once.
+        0 => unsafe { libc::_exit(0) },
+        child => {
+            // A zombie can still be opened; then it is reaped.
+            let fd = open(child, flags);
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            fd
+        }
+    }
+}
+
+pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+    let pid: i32 = info
+        .get("Pid")
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "pidfd without a Pid line in fdinfo".to_string())?;
+    if pid == 0 {
+        return Err("pidfd of a process in another pid namespace".into());
+    }
+    Ok(FileKind::Pidfd(Pidfd {
+        pid,
+        thread: info.flags as i32 & PIDFD_THREAD != 0,
+        inside: false,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn poll_in(fd: &OwnedFd) -> bool {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        unsafe { libc::poll(&mut p, 1, 0) };
+        p.revents & libc::POLLIN != 0
+    }
+
+    #[test]
+    fn a_handle_to_an_exited_process_reads_as_exited() {
+        let fd = Pidfd {
+            pid: -1,
+            thread: false,
+            inside: false,
+        }
+        .restore(libc::O_NONBLOCK as u32)
+        .unwrap();
+        assert!(poll_in(&fd), "an exited process's pidfd is readable");
+        // SAFETY: F_GETFL on our own fd.
+        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        let me = open(std::process::id() as i32, 0).unwrap();
+        assert!(!poll_in(&me), "a live process's pidfd is not");
+    }
+}

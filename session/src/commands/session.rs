@@ -1,0 +1,394 @@
+//! `hiber session`: a display's whole session, found from the display.
+
+use super::check::{print_report, EXIT_REFUSED};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use hiber_core::{CheckpointError, Stage};
+use hiber_session::discover::{FindOptions, SessionSet};
+use hiber_session::display_session::{self, SaveOptions, SessionError};
+use hiber_session::{format, snapshots};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Find the session on a display and report what can be saved.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show only what is not plainly restored.
+        #[arg(long, short)]
+        brief: bool,
+        /// Count what would be restored broken (Reset) as refused.
+        #[arg(long)]
+        no_reset: bool,
+    },
+    /// Save the session on a display (into the snapshots directory unless -o).
+    Checkpoint {
+        #[command(flatten)]
+        target: Target,
+        /// Image directory [default: a new snapshot in the snapshots directory].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// End the session once the image is safely written (suspend to image).
+        #[arg(long)]
+        stop: bool,
+        /// Refuse rather than restore a connection broken (Reset policy).
+        #[arg(long)]
+        no_reset: bool,
+        /// Freeze for the whole save instead of pre-copying memory first.
+        #[arg(long)]
+        no_precopy: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a saved session (a snapshot name or an image directory) and
+    /// compare its windows with the recorded ones.
+    Restore {
+        snapshot: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the snapshots with their date, size and window count.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a snapshot and the store space only it used.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Which session: a display, and whose it must be.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The X display, `:N` [default: $DISPLAY].
+    #[arg(long, short)]
+    display: Option<String>,
+    /// Whose session it must be (root only) [default: the caller].
+    #[arg(long)]
+    user: Option<u32>,
+    /// Never include this pid or its descendants (repeatable).
+    #[arg(long)]
+    exclude: Vec<i32>,
+}
+
+impl Target {
+    fn display(&self) -> Result<u32> {
+        let given = match &self.display {
+            Some(d) => d.clone(),
+            None => {
+                std::env::var("DISPLAY").context("no --display given and DISPLAY is not set")?
+            }
+        };
+        display_session::parse_display(&given)
+            .with_context(|| format!("{given:?} is not a local X display (:N)"))
+    }
+
+    fn find(&self) -> Result<FindOptions> {
+        // SAFETY: getuid cannot fail.
+        let caller = unsafe { libc::getuid() };
+        let user = self.user.unwrap_or(caller);
+        if user != caller && caller != 0 {
+            bail!("only root may act on another user's session");
+        }
+        Ok(FindOptions {
+            user,
+            exclude: self.exclude.clone(),
+        })
+    }
+}
+
+fn print_outside(session: &SessionSet) {
+    for o in &session.outside {
+        eprintln!(
+            "hiber: outside the session: pid {} ({}) talks with pid {}: {}",
+            o.pid, o.comm, o.member, o.reason
+        );
+    }
+}
+
+pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
+    match cmd {
+        SessionCommand::Check {
+            target,
+            json,
+            brief,
+            no_reset,
+        } => check(&target, json, brief, no_reset),
+        SessionCommand::Checkpoint {
+            target,
+            output,
+            stop,
+            no_reset,
+            no_precopy,
+            json,
+        } => checkpoint(&target, output, stop, no_reset, no_precopy, json),
+        SessionCommand::Restore { snapshot, json } => restore(&snapshot, json),
+        SessionCommand::List { json } => list(json),
+        SessionCommand::Rm { names } => rm(&names),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CheckOutput<'a> {
+    display: u32,
+    x_server: i32,
+    processes: Vec<i32>,
+    roots: &'a [i32],
+    report: &'a hiber_core::Report,
+}
+
+fn check(target: &Target, json: bool, brief: bool, no_reset: bool) -> Result<ExitCode> {
+    let display = target.display()?;
+    let (session, mut report) = display_session::check(display, &target.find()?)
+        .with_context(|| format!("checking the session on display :{display}"))?;
+    if no_reset {
+        report.refuse_resets();
+    }
+    if json {
+        let out = CheckOutput {
+            display,
+            x_server: session.x_server,
+            processes: session.processes.iter().copied().collect(),
+            roots: &session.roots,
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "display :{display}: X server pid {}, {} processes in {} trees",
+            session.x_server,
+            session.processes.len(),
+            session.roots.len()
+        );
+        print_outside(&session);
+        print_report(&report, brief);
+    }
+    Ok(if report.is_checkpointable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct CheckpointOutput {
+    display: u32,
+    dir: PathBuf,
+    processes: usize,
+    windows: usize,
+    frozen_ms: f64,
+    total_ms: f64,
+    image_bytes: u64,
+    memory_bytes: u64,
+    written_bytes: u64,
+    precopied_bytes: u64,
+    frozen_cgroup: Option<PathBuf>,
+}
+
+fn checkpoint(
+    target: &Target,
+    output: Option<PathBuf>,
+    stop: bool,
+    no_reset: bool,
+    no_precopy: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let display = target.display()?;
+    let (dir, store) = match output {
+        Some(o) => {
+            let store = super::checkpoint::default_store(&o);
+            (o, store)
+        }
+        None => {
+            let root = snapshots::default_dir();
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
+            let name = snapshots::new_name(&root, display);
+            (root.join(name), snapshots::store_of(&root))
+        }
+    };
+    let opts = SaveOptions {
+        display,
+        user: target.find()?.user,
+        exclude: target.exclude.clone(),
+        dir: dir.clone(),
+        store: Some(store),
+        stop,
+        no_reset,
+        precopy: !no_precopy,
+    };
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+        bar
+    });
+    let progress = |stage: Stage| {
+        if let Some(bar) = &bar {
+            bar.set_message(match stage {
+                Stage::Precopying => "saving memory while the session runs",
+                Stage::Freezing => "freezing",
+                Stage::Inspecting => "inspecting",
+                Stage::DumpingMemory { .. } => "saving memory",
+                Stage::Committing => "committing",
+            });
+            bar.tick();
+        }
+    };
+    let result = display_session::save(&opts, &progress);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let saved = match result {
+        Ok(s) => s,
+        Err(SessionError::Checkpoint(CheckpointError::Refused(report))) => {
+            eprintln!("hiber: nothing was saved; the session keeps running. Refused:");
+            for f in report.refused() {
+                eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
+            }
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "saving the session on display :{display} into {}",
+                    dir.display()
+                )
+            })
+        }
+    };
+    let stats = &saved.stats;
+    let out = CheckpointOutput {
+        display,
+        dir: stats.dir.clone(),
+        processes: stats.processes,
+        windows: saved.record.windows.len(),
+        frozen_ms: stats.frozen.as_secs_f64() * 1e3,
+        total_ms: stats.total.as_secs_f64() * 1e3,
+        image_bytes: stats.image_bytes,
+        memory_bytes: stats.bytes_raw,
+        written_bytes: stats.bytes_written,
+        precopied_bytes: stats.precopied_bytes,
+        frozen_cgroup: stats.frozen_cgroup.clone(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_outside(&saved.session);
+        println!(
+            "saved the session on display :{display} ({} processes, {} windows) to {}: frozen {}, total {}, image {}, {} newly written{}",
+            out.processes,
+            out.windows,
+            out.dir.display(),
+            format::millis(stats.frozen),
+            format::millis(stats.total),
+            format::bytes(out.image_bytes),
+            format::bytes(out.written_bytes),
+            if stop { "; session ended" } else { "" },
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Serialize)]
+struct RestoreOutput {
+    display: u32,
+    pids: Vec<(i32, i32)>,
+    keeper: Option<i32>,
+    elapsed_ms: f64,
+    windows: usize,
+    changes: Vec<String>,
+}
+
+fn restore(what: &str, json: bool) -> Result<ExitCode> {
+    let dir = snapshots::resolve(&snapshots::default_dir(), what)?;
+    let r = display_session::restore(&dir)
+        .with_context(|| format!("restoring the session in {}", dir.display()))?;
+    let changes: Vec<String> = r.changes.iter().map(|c| c.to_string()).collect();
+    if json {
+        let out = RestoreOutput {
+            display: r.display,
+            pids: r.restored.pids.clone(),
+            keeper: r.restored.keeper,
+            elapsed_ms: r.restored.elapsed.as_secs_f64() * 1e3,
+            windows: r.now.windows.len(),
+            changes,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "restored the session on display :{} ({} processes) in {}; keeper pid {}",
+        r.display,
+        r.restored.pids.len(),
+        format::millis(r.restored.elapsed),
+        r.restored.keeper.map_or("none".into(), |k| k.to_string()),
+    );
+    if changes.is_empty() {
+        println!(
+            "all {} recorded windows are back as they were",
+            r.recorded.record.windows.len()
+        );
+    } else {
+        println!("the windows differ from the recorded ones:");
+        for c in &changes {
+            println!("  {c}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(json: bool) -> Result<ExitCode> {
+    let dir = snapshots::default_dir();
+    let all = snapshots::list(&dir)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("no snapshots in {}", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<32} {:<20} {:>10} {:>8} {:>9}",
+        "NAME", "SAVED", "SIZE", "DISPLAY", "WINDOWS"
+    );
+    for s in &all {
+        let windows = s.windows.map_or("-".into(), |w| w.to_string());
+        println!(
+            "{:<32} {:<20} {:>10} {:>8} {:>9}{}",
+            s.name,
+            format::local_time(s.created_unix),
+            format::bytes(s.bytes),
+            s.display.as_deref().unwrap_or("-"),
+            windows,
+            s.damaged
+                .as_ref()
+                .map_or(String::new(), |d| format!("  DAMAGED: {d}"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rm(names: &[String]) -> Result<ExitCode> {
+    let dir = snapshots::default_dir();
+    for name in names {
+        let freed = snapshots::remove(&dir, name).with_context(|| format!("removing {name}"))?;
+        println!(
+            "removed {name}; {} freed in the store",
+            format::bytes(freed.removed_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

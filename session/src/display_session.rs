@@ -1,0 +1,322 @@
+//! A display's whole session: found from the display (not from pids),
+//! saved with its window list and a screenshot of every screen, restored
+//! under a session keeper and compared with what was recorded.
+//!
+//! The window list and screenshots are taken just before the freeze (after
+//! pre-copy), with the X server grabbed so they show one instant, and are
+//! stored in the image as attachments: `desktop.json` and `screen-N.png`.
+//! They cannot be taken while frozen: the X server is part of the set.
+
+use crate::desktop::{self, DesktopRecord, Screenshot, WindowChange, X11Error};
+use crate::discover::{self, DiscoverError, FindOptions, SessionSet};
+use hiber_core::attachment::{Attachment, AttachmentError};
+use hiber_core::image::{ImageError, ImageReader};
+use hiber_core::{
+    CheckpointError, CheckpointObserver, CheckpointOptions, CheckpointStats, Report, RestoreError,
+    RestoreOptions, Restored, Snapshot, Stage,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+/// The attachment holding the [`DesktopRecord`] as JSON.
+pub const DESKTOP_ATTACHMENT: &str = "desktop.json";
+/// How long a restored X server has to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Discover(#[from] DiscoverError),
+    #[error(transparent)]
+    X11(#[from] X11Error),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+    #[error("{path}: its desktop record does not parse: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+    #[error("{path} holds processes but no desktop session; restore it with `hiber restore`")]
+    NotASession { path: PathBuf },
+    #[error("display :{display} is in use by pid {pid} ({comm}); end that X server before restoring this session onto it")]
+    DisplayInUse {
+        display: u32,
+        pid: i32,
+        comm: String,
+    },
+    #[error("pid {pid} ({comm}) cannot be left out of the session ({reason}): it runs under pid {parent} of the session, and a process is saved with all its descendants; run hiber from outside the session")]
+    LeftOutBelow {
+        pid: i32,
+        comm: String,
+        reason: String,
+        parent: i32,
+    },
+    #[error("{path}: the recorded display {display:?} is not of the form :N")]
+    BadDisplay { path: PathBuf, display: String },
+    #[error("the restored X server of display :{display} did not answer within {} s: {source}", ANSWER_TIMEOUT.as_secs())]
+    NoAnswer {
+        display: u32,
+        #[source]
+        source: X11Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// The display number in `:N`, `:N.S` or `N`.
+pub fn parse_display(s: &str) -> Option<u32> {
+    let s = s.strip_prefix(':').unwrap_or(s);
+    let n = s.split('.').next()?;
+    n.parse().ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    pub display: u32,
+    /// Whose session it must be.
+    pub user: u32,
+    /// Pids never to include (with their descendants).
+    pub exclude: Vec<i32>,
+    pub dir: PathBuf,
+    pub store: Option<PathBuf>,
+    pub stop: bool,
+    pub no_reset: bool,
+    pub precopy: bool,
+}
+
+#[derive(Debug)]
+pub struct Saved {
+    pub session: SessionSet,
+    pub stats: CheckpointStats,
+    pub record: DesktopRecord,
+}
+
+/// Find the session on `display` and the engine's report on it. The
+/// session is frozen for the inspection and let go at once.
+pub fn check(display: u32, opts: &FindOptions) -> Result<(SessionSet, Report)> {
+    let session = find(display, opts)?;
+    let report = hiber_core::check(&session.roots)?;
+    Ok((session, report))
+}
+
+/// The session on `display`, as the engine can save it.
+pub fn find(display: u32, opts: &FindOptions) -> Result<SessionSet> {
+    let session = discover::find_session(display, opts)?;
+    // The engine saves whole trees: a process left out below a member
+    // (hiber itself, run from a terminal of the session, or an excluded
+    // pid) cannot be left out.
+    for o in &session.outside {
+        let parent = hiber_core::procfs::ProcDir::new(o.pid)
+            .stat()
+            .map_or(0, |s| s.ppid);
+        if session.processes.contains(&parent) {
+            return Err(SessionError::LeftOutBelow {
+                pid: o.pid,
+                comm: o.comm.clone(),
+                reason: o.reason.clone(),
+                parent,
+            });
+        }
+    }
+    Ok(session)
+}
+
+/// Takes the desktop record just before the freeze.
+struct Recorder<'a> {
+    display: String,
+    progress: &'a dyn Fn(Stage),
+    record: Mutex<Option<DesktopRecord>>,
+}
+
+impl CheckpointObserver for Recorder<'_> {
+    fn stage(&self, stage: Stage) {
+        (self.progress)(stage)
+    }
+
+    fn before_freeze(
+        &self,
+    ) -> std::result::Result<Vec<Attachment>, Box<dyn std::error::Error + Send + Sync>> {
+        let t0 = Instant::now();
+        let desktop::Capture {
+            record,
+            screenshots,
+        } = desktop::record(&self.display)?;
+        let mut out = vec![Attachment {
+            name: DESKTOP_ATTACHMENT.into(),
+            media_type: "application/json".into(),
+            bytes: serde_json::to_vec_pretty(&record)?,
+        }];
+        out.extend(screenshots.into_iter().map(|s| Attachment {
+            name: screenshot_name(s.screen),
+            media_type: "image/png".into(),
+            bytes: s.png,
+        }));
+        debug!(display = %self.display, windows = record.windows.len(), elapsed = ?t0.elapsed(), "desktop recorded");
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+        Ok(out)
+    }
+}
+
+/// The attachment name of screen `n`'s screenshot.
+pub fn screenshot_name(screen: u32) -> String {
+    format!("screen-{screen}.png")
+}
+
+/// Save the session on `opts.display` into `opts.dir`.
+pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
+    let session = find(
+        opts.display,
+        &FindOptions {
+            user: opts.user,
+            exclude: opts.exclude.clone(),
+        },
+    )?;
+    info!(display = opts.display, x_server = session.x_server, processes = session.processes.len(), roots = ?session.roots, "session found");
+    let recorder = Recorder {
+        display: format!(":{}", opts.display),
+        progress,
+        record: Mutex::new(None),
+    };
+    let stats = hiber_core::checkpoint(
+        &CheckpointOptions {
+            roots: session.roots.clone(),
+            dir: opts.dir.clone(),
+            store: opts.store.clone(),
+            stop: opts.stop,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            no_reset: opts.no_reset,
+            precopy: opts.precopy,
+        },
+        &recorder,
+    )?;
+    let record = recorder
+        .record
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .expect("a committed checkpoint called before_freeze");
+    Ok(Saved {
+        session,
+        stats,
+        record,
+    })
+}
+
+/// What an image holds of a desktop: the record and its screenshots.
+#[derive(Debug, Clone)]
+pub struct StoredDesktop {
+    pub record: DesktopRecord,
+    /// (attachment name, PNG bytes), one per screen.
+    pub screenshots: Vec<(String, Vec<u8>)>,
+}
+
+/// The desktop stored with an image, or None for a plain process image.
+pub fn stored_desktop(reader: &ImageReader, snap: &Snapshot) -> Result<Option<StoredDesktop>> {
+    let Some(stored) = snap.attachment(DESKTOP_ATTACHMENT) else {
+        return Ok(None);
+    };
+    let bytes = hiber_core::attachment::read(reader, stored)?;
+    let record: DesktopRecord =
+        serde_json::from_slice(&bytes).map_err(|e| SessionError::BadRecord {
+            path: reader.dir().to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let mut screenshots = Vec::new();
+    for a in snap
+        .attachments
+        .iter()
+        .filter(|a| a.media_type == "image/png")
+    {
+        screenshots.push((a.name.clone(), hiber_core::attachment::read(reader, a)?));
+    }
+    Ok(Some(StoredDesktop {
+        record,
+        screenshots,
+    }))
+}
+
+#[derive(Debug)]
+pub struct RestoredSession {
+    pub display: u32,
+    pub restored: Restored,
+    pub recorded: StoredDesktop,
+    /// The desktop as the restored X server shows it.
+    pub now: DesktopRecord,
+    pub now_screens: Vec<Screenshot>,
+    /// How the window list differs from the recorded one.
+    pub changes: Vec<WindowChange>,
+}
+
+/// Restore the session saved in `image` under a session keeper, then
+/// compare its windows with the recorded ones.
+pub fn restore(image: &Path) -> Result<RestoredSession> {
+    let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(image)?;
+    let recorded = stored_desktop(&reader, &snap)?.ok_or_else(|| SessionError::NotASession {
+        path: image.to_path_buf(),
+    })?;
+    drop(reader);
+    let display =
+        parse_display(&recorded.record.display).ok_or_else(|| SessionError::BadDisplay {
+            path: image.to_path_buf(),
+            display: recorded.record.display.clone(),
+        })?;
+    if let Some(pid) = discover::x_server_of(display)? {
+        return Err(SessionError::DisplayInUse {
+            display,
+            pid,
+            comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .to_string(),
+        });
+    }
+    let restored = hiber_core::restore(&RestoreOptions {
+        dir: image.to_path_buf(),
+        pidns: false,
+        keeper: true,
+    })?;
+    // The server runs from the moment the tree is released; a first
+    // connection can still race its return to the poll loop.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let (now, now_screens) = loop {
+        match desktop::record(&format!(":{display}")) {
+            Ok(c) => break (c.record, c.screenshots),
+            Err(source) if Instant::now() > deadline => {
+                return Err(SessionError::NoAnswer { display, source })
+            }
+            Err(e) => {
+                // `display` names tracing's own function inside its macros.
+                let n = display;
+                debug!(display = n, error = %e, "restored X server not answering yet");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    let changes = desktop::diff(&recorded.record.windows, &now.windows);
+    Ok(RestoredSession {
+        display,
+        restored,
+        recorded,
+        now,
+        now_screens,
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_parse() {
+        assert_eq!(parse_display(":1"), Some(1));
+        assert_eq!(parse_display(":12.0"), Some(12));
+        assert_eq!(parse_display("7"), Some(7));
+        assert_eq!(parse_display("host:1"), None);
+        assert_eq!(parse_display(":x"), None);
+    }
+}
