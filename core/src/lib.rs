@@ -26,6 +26,7 @@ pub mod snapshot;
 pub mod sockdiag;
 pub mod thread;
 pub mod timers;
+pub mod uevent;
 
 pub use attachment::Attachment;
 pub use checkpoint::{
