@@ -3,13 +3,19 @@
 gtk4-demo, xclock, xeyes, xterm with bash, a session bus with two
 monitors, python threads) saved and restored with the release `hiber`.
 
-Each run starts a fresh session and measures, on it:
+Each run starts a fresh session and measures, on it, saving the launcher's
+process tree (`hiber checkpoint ROOT`):
   first      checkpoint into an empty store, the session left running
              (pre-copy on): what a first "Save session" costs
   again      a second checkpoint into the same store (pre-copy on)
   no-precopy the same with --no-precopy, for the frozen time without it
-  stop       checkpoint --stop into the same store (suspend-to-image)
-  restore    restore of the --stop image, until `hiber restore` returns
+then the same session found from its display (`hiber session`), which
+adds finding it and recording its windows and screenshot, into a second
+store:
+  session first / again   as above
+  session stop            `session checkpoint --stop` (suspend-to-image)
+  session restore         `session restore` of that image, until it
+                          returns: restored, answering X, windows compared
 and, in the same run, baselines on the same bytes: writing the first
 image's bytes to a file on the image's filesystem with fsync, and a
 memcpy of the session's memory. Prints medians over the runs.
@@ -164,33 +170,33 @@ def one_run(work):
         _, again = hiber("checkpoint", str(root), "-o", os.path.join(work, "again"), "--store", store)
         _, plain = hiber("checkpoint", str(root), "-o", os.path.join(work, "plain"), "--store", store,
                          "--no-precopy")
-        pids = tree(root)
-        stop_wall, stop = hiber("checkpoint", str(root), "-o", os.path.join(work, "stop"), "--store", store,
+        disp = f":{display}"
+        _, s_first = hiber("session", "checkpoint", "--display", disp, "-o", os.path.join(work, "s-first"))
+        _, s_again = hiber("session", "checkpoint", "--display", disp, "-o", os.path.join(work, "s-again"))
+        stop_wall, stop = hiber("session", "checkpoint", "--display", disp, "-o", os.path.join(work, "stop"),
                                 "--stop")
+        saved = json.loads(subprocess.run([HIBER, "inspect", os.path.join(work, "stop"), "--json"],
+                                          capture_output=True, text=True, check=True).stdout)
+        pids = [p["pid"] for p in saved["snapshot"]["processes"]]
+        # The launcher and what is not part of the display's session (the
+        # python worker talks to nobody) are ended by hand.
+        end_all(tree(root))
         session.wait()
         wait_for("the saved processes to end", lambda: not any(alive(p) for p in pids))
-        for f in x_files:
-            if os.path.exists(f):
-                os.unlink(f)
-        try:
-            restore_wall, restored = hiber("restore", os.path.join(work, "stop"))
-        except SystemExit:
-            # Name what holds a pid the image needs.
-            doc = open(os.path.join(work, "stop", "snapshot"), "rb").read().split(b"\n", 1)[1]
-            ids = [t["tid"] for p in json.loads(doc)["processes"] for t in p["threads"]]
-            ids += [p["pid"] for p in json.loads(doc)["processes"]]
-            for i in sorted(set(ids)):
-                if os.path.exists(f"/proc/{i}"):
-                    print("taken:", i, open(f"/proc/{i}/comm").read().strip(), open(f"/proc/{i}/stat").read().split(")")[1].split()[:2], file=sys.stderr)
-            raise
+        restore_wall, restored = hiber("session", "restore", os.path.join(work, "stop"))
         restored_pids = [p[1] for p in restored["pids"]]
-        wait_for("the restored windows", lambda: windows(display) == before)
+        if restored["changes"]:
+            sys.exit(f"bench-desktop: the restored windows differ: {restored['changes']}")
         end_all(restored_pids)
         row.update({
             "first_ms": first["total_ms"], "first_frozen_ms": first["frozen_ms"],
             "again_ms": again["total_ms"], "again_frozen_ms": again["frozen_ms"],
             "again_written_bytes": again["written_bytes"],
             "no_precopy_ms": plain["total_ms"], "no_precopy_frozen_ms": plain["frozen_ms"],
+            "session_first_ms": s_first["total_ms"], "session_first_frozen_ms": s_first["frozen_ms"],
+            "session_again_ms": s_again["total_ms"], "session_again_frozen_ms": s_again["frozen_ms"],
+            "session_again_written_bytes": s_again["written_bytes"],
+            "session_image_bytes": s_first["image_bytes"], "session_memory_bytes": s_first["memory_bytes"],
             "stop_ms": stop_wall, "restore_ms": restore_wall,
             "image_bytes": first["image_bytes"], "memory_bytes": first["memory_bytes"],
             "precopied_bytes": again["precopied_bytes"],
@@ -242,8 +248,14 @@ def main():
     print(f"  save again      {med['again_ms']:7.1f} ms  frozen {med['again_frozen_ms']:6.1f} ms  "
           f"({mib(med['again_written_bytes'])} new, {mib(med['precopied_bytes'])} saved before the freeze)")
     print(f"  no pre-copy     {med['no_precopy_ms']:7.1f} ms  frozen {med['no_precopy_frozen_ms']:6.1f} ms")
-    print(f"  save --stop     {med['stop_ms']:7.1f} ms wall")
-    print(f"  restore         {med['restore_ms']:7.1f} ms wall ({med['restore_ratio']:.2f}x the baselines)")
+    print(f"  session (found from its display, windows and screenshot recorded): "
+          f"memory {mib(med['session_memory_bytes'])}, image {mib(med['session_image_bytes'])}")
+    print(f"  session save    {med['session_first_ms']:7.1f} ms  frozen {med['session_first_frozen_ms']:6.1f} ms")
+    print(f"  session again   {med['session_again_ms']:7.1f} ms  frozen {med['session_again_frozen_ms']:6.1f} ms  "
+          f"({mib(med['session_again_written_bytes'])} new)")
+    print(f"  session --stop  {med['stop_ms']:7.1f} ms wall")
+    print(f"  session restore {med['restore_ms']:7.1f} ms wall ({med['restore_ratio']:.2f}x the baselines), "
+          f"windows compared")
 
 
 if __name__ == "__main__":

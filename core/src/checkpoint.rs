@@ -240,7 +240,14 @@ fn inspect_process(
     })();
     let unmapped = scratch.unmap(&task);
     task.restore()?;
-    let (brk, sigactions, threads, timers) = inside?;
+    let (brk, sigactions, mut threads, timers) = inside?;
+    for t in threads.iter_mut().skip(1) {
+        let own = ProcDir::new(pid)
+            .task(t.tid)
+            .status()
+            .map(|s| Creds::from_status(&s))?;
+        t.creds = (own != base.creds).then_some(own);
+    }
     unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
     tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");

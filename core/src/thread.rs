@@ -29,6 +29,10 @@ pub struct ThreadImage {
     /// The thread's name (`comm`), set with `PR_SET_NAME`.
     #[serde(default)]
     pub name: String,
+    /// The thread's own credentials, when they differ from its process's
+    /// (credentials are per thread: a raw `setresuid` changes one).
+    #[serde(default)]
+    pub creds: Option<crate::creds::Creds>,
 }
 
 const ALTSTACK_OFF: usize = 8192 + 512;
@@ -94,6 +98,7 @@ pub fn checkpoint(
         name: std::fs::read_to_string(format!("/proc/{tid}/comm"))
             .map(|n| n.trim_end_matches('\n').to_string())
             .unwrap_or_default(),
+        creds: None,
     })
 }
 

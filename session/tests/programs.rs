@@ -487,6 +487,59 @@ fn pidfds_come_back_open_on_their_restored_process() {
     );
 }
 
+/// Two threads with different credentials: one dropped to uid 65534 with
+/// a raw `setresuid`, which changes only the calling thread.
+const THREAD_CREDS: &str = r#"
+import ctypes, os, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_setresuid = 117
+def worker():
+    assert libc.syscall(SYS_setresuid, 65534, 65534, 65534) == 0
+    while True:
+        print("worker", os.getuid(), os.geteuid(), flush=True)
+        time.sleep(0.05)
+threading.Thread(target=worker, daemon=True).start()
+while True:
+    print("main", os.getuid(), os.geteuid(), flush=True)
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn threads_keep_their_own_credentials() {
+    let t = tempdir();
+    let log = t.path().join("py.log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", THREAD_CREDS])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    let seen = |from: usize| {
+        let l = complete_lines(&log);
+        (l[from..].iter().any(|l| l == "worker 65534 65534")
+            && l[from..].iter().any(|l| l == "main 0 0"))
+        .then_some(())
+    };
+    wait_until("both threads to print", DEADLINE, || seen(0));
+    r.checkpoint_stop(pid, &img);
+    let saved = complete_lines(&log).len();
+    r.restore(&img, &[]);
+    wait_until(
+        "both threads to print after restore with their own uids",
+        DEADLINE,
+        || seen(saved),
+    );
+    let after = complete_lines(&log);
+    assert!(
+        after[saved..]
+            .iter()
+            .all(|l| l == "worker 65534 65534" || l == "main 0 0"),
+        "{:?}",
+        &after[saved..]
+    );
+}
+
 /// A terminal emulator in miniature: python holds a pty master, runs an
 /// interactive bash on the slave, logs what bash prints and types what the
 /// test asks for.
@@ -870,34 +923,6 @@ fn tcp_listener_and_udp_come_back_and_a_tcp_connection_is_reset() {
     assert_eq!(&buf[..n], b"PING");
     let _ = s.write_all(b"");
     wait_lines(&log, 3);
-}
-
-/// The cgroup v2 hierarchy's mount point, if there is one.
-fn cgroup2_mount() -> Option<std::path::PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| std::path::PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-        })
-}
-
-/// Removes a test cgroup once its processes are gone.
-struct TestCgroup(std::path::PathBuf);
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let procs = self.0.join("cgroup.procs");
-        let until = std::time::Instant::now() + DEADLINE;
-        while fs::read_to_string(&procs).is_ok_and(|t| !t.trim().is_empty())
-            && std::time::Instant::now() < until
-        {
-            std::thread::yield_now();
-        }
-        let _ = fs::remove_dir(&self.0);
-    }
 }
 
 /// A tree that is exactly the processes of a cgroup is frozen through the

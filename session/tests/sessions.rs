@@ -538,3 +538,66 @@ fn demo_restores_a_matching_session() {
         assert!(text.contains(name), "the demo says where {name} is");
     }
 }
+
+/// A session that has a cgroup of its own (as a systemd scope gives it)
+/// is frozen through that cgroup; its launcher stays outside.
+#[test]
+fn a_session_in_its_own_cgroup_is_frozen_through_it() {
+    let t = tempdir();
+    let img = t.path().join("img");
+    let mount = cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let d = free_display();
+    let _x = XFiles(d);
+    // Dropped after the reaper has ended the processes inside it.
+    let cg = TestCgroup(mount.join(format!("hiber-test-session-{}", std::process::id())));
+    fs::create_dir(&cg.0).unwrap();
+    let mut r = Reaper::new();
+    let launcher = start_session(&mut r, d, t.path());
+    // Move the session (not its launcher) in; what it forks later follows.
+    wait_until("the session to be in its cgroup", DEADLINE, || {
+        let members: Vec<i32> = tree(launcher)
+            .into_iter()
+            .filter(|&p| p != launcher)
+            .collect();
+        for p in &members {
+            let _ = fs::write(cg.0.join("cgroup.procs"), p.to_string());
+        }
+        let inside = fs::read_to_string(cg.0.join("cgroup.procs")).unwrap_or_default();
+        let now: Vec<i32> = tree(launcher)
+            .into_iter()
+            .filter(|&p| p != launcher)
+            .collect();
+        now.iter()
+            .all(|p| inside.lines().any(|l| l == p.to_string()))
+            .then_some(())
+    });
+    let saved = json(
+        &hiber(&[
+            "session",
+            "checkpoint",
+            "--display",
+            &format!(":{d}"),
+            "-o",
+            path(&img),
+            "--json",
+        ]),
+        "session checkpoint",
+    );
+    assert_eq!(
+        saved["frozen_cgroup"].as_str(),
+        Some(path(&cg.0)),
+        "{saved}"
+    );
+    assert_eq!(saved["windows"].as_u64(), Some(3));
+    // Thawed and going on.
+    assert_eq!(
+        fs::read_to_string(cg.0.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    let c = count(t.path());
+    wait_until("the session's shell to go on", DEADLINE, || {
+        (count(t.path()) > c).then_some(())
+    });
+}

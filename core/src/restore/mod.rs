@@ -172,8 +172,11 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
                 ));
             }
         }
-        if let Some(reason) = p.creds.not_allowed_for(&caller) {
-            return Err(RestoreError::Credentials { pid: p.pid, reason });
+        let thread_creds = p.threads.iter().filter_map(|t| t.creds.as_ref());
+        for c in std::iter::once(&p.creds).chain(thread_creds) {
+            if let Some(reason) = c.not_allowed_for(&caller) {
+                return Err(RestoreError::Credentials { pid: p.pid, reason });
+            }
         }
         if p.zombie_status.is_none() {
             let Some(mm) = &p.mm else {
@@ -823,7 +826,8 @@ fn swap<'a>(
         let tt = RemoteTask::new(tid, gadget)?;
         thread::restore(&tt, &mut mem, &scratch, t)?;
         signals::requeue(&tt, &mut mem, &scratch, p.pid, Some(t.tid), &t.pending)?;
-        creds::restore(&tt, &mut mem, &scratch, &p.creds, current)?;
+        let own = t.creds.as_ref().unwrap_or(&p.creds);
+        creds::restore(&tt, &mut mem, &scratch, own, current)?;
         tt.finish_with(
             libc::SYS_getpid,
             [0; 6],

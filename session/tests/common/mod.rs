@@ -386,3 +386,31 @@ pub fn pixels(xwd: &[u8]) -> Vec<Vec<u32>> {
         })
         .collect()
 }
+
+/// Where cgroup v2 is mounted (hybrid systems mount it beside v1).
+pub fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| std::path::PathBuf::from(left.split_whitespace().nth(4).unwrap()))
+        })
+}
+
+/// A cgroup a test made, removed once the processes in it are gone.
+pub struct TestCgroup(pub PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let procs = self.0.join("cgroup.procs");
+        let until = Instant::now() + DEADLINE;
+        while fs::read_to_string(&procs).is_ok_and(|t| !t.trim().is_empty())
+            && Instant::now() < until
+        {
+            std::thread::yield_now();
+        }
+        let _ = fs::remove_dir(&self.0);
+    }
+}
