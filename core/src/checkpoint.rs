@@ -117,6 +117,7 @@ fn inspect_process(
         ctty: None,
         timers: Default::default(),
         locks: Vec::new(),
+        cgroup: crate::cgroup::cgroup_of(pid),
     };
     if fp.zombie {
         report.add(

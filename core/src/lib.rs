@@ -6,6 +6,7 @@
 //! or GTK; the session layer builds on it.
 
 pub mod attachment;
+pub mod cgroup;
 pub mod checkpoint;
 pub mod creds;
 pub mod files;

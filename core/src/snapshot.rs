@@ -54,6 +54,9 @@ pub struct ProcessImage {
     /// File locks it holds, taken again on its fds.
     #[serde(default)]
     pub locks: Vec<crate::locks::FileLock>,
+    /// Its cgroup v2 path, joined again at restore when it exists there.
+    #[serde(default)]
+    pub cgroup: Option<String>,
 }
 
 impl ProcessImage {

@@ -600,4 +600,55 @@ fn a_session_in_its_own_cgroup_is_frozen_through_it() {
     wait_until("the session's shell to go on", DEADLINE, || {
         (count(t.path()) > c).then_some(())
     });
+
+    // Suspended and restored, it is back in its cgroup: the next save
+    // freezes it through the cgroup again.
+    let stopped = t.path().join("stopped");
+    let members = children(launcher);
+    assert_ok(
+        &hiber(&[
+            "session",
+            "checkpoint",
+            "--display",
+            &format!(":{d}"),
+            "-o",
+            path(&stopped),
+            "--stop",
+        ]),
+        "session checkpoint --stop",
+    );
+    r.wait_children(&[launcher]);
+    for &p in &members {
+        wait_gone(p);
+    }
+    let restored = json(
+        &hiber(&["session", "restore", path(&stopped), "--json"]),
+        "session restore",
+    );
+    let (pids, _) = adopt_restored(&mut r, &restored);
+    let inside = fs::read_to_string(cg.0.join("cgroup.procs")).unwrap();
+    for p in &pids {
+        assert!(
+            inside.lines().any(|l| l == p.to_string()),
+            "pid {p} back in {}",
+            cg.0.display()
+        );
+    }
+    let again = json(
+        &hiber(&[
+            "session",
+            "checkpoint",
+            "--display",
+            &format!(":{d}"),
+            "-o",
+            path(&t.path().join("again")),
+            "--json",
+        ]),
+        "session checkpoint after restore",
+    );
+    assert_eq!(
+        again["frozen_cgroup"].as_str(),
+        Some(path(&cg.0)),
+        "{again}"
+    );
 }

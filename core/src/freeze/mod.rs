@@ -8,7 +8,7 @@
 //! dying, because seized tasks are detached by the kernel when their tracer
 //! exits.
 
-mod cgroup;
+use crate::cgroup;
 
 use crate::procfs::{ProcDir, ProcfsError};
 use crate::ptrace::{self, PtraceError, Stop};

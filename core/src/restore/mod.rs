@@ -526,6 +526,23 @@ pub fn restore_with_progress(
         drop(cleanup);
         return Err(e);
     }
+    // Back into their cgroups (a session's scope), while still stopped.
+    for &i in &live {
+        let NodeKind::Process(pi) = plan.nodes[i].kind else {
+            continue;
+        };
+        if let Some(path) = &snap.processes[pi].cgroup {
+            let pid = outer[&i];
+            match crate::cgroup::join(pid, path) {
+                Ok(true) => debug!(pid, cgroup = %path, "joined its cgroup again"),
+                Ok(false) => {}
+                // Not fatal: the process runs, only outside its old scope.
+                Err(e) => {
+                    tracing::warn!(pid, cgroup = %path, error = %e, "could not join its cgroup again")
+                }
+            }
+        }
+    }
     // Everyone is ready: let them all go together.
     for &pid in &seized {
         ptrace::detach(pid)?;

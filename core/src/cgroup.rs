@@ -1,4 +1,7 @@
-//! The cgroup v2 freezer, used when the task set is exactly the processes
+//! cgroup v2: which cgroup a process is in, saved and joined again at
+//! restore, and the freezer.
+//!
+//! The freezer is used when the task set is exactly the processes
 //! of one cgroup (a session in a systemd scope, say): writing 1 to its
 //! `cgroup.freeze` stops every task at once, so no fork can race with the
 //! ptrace seizing that follows. The tasks are then seized and interrupted
@@ -27,11 +30,32 @@ fn cgroup2_mount() -> Option<PathBuf> {
 }
 
 /// The cgroup v2 path of `pid` ("0::/path" in /proc/PID/cgroup).
-fn cgroup_of(pid: i32) -> Option<String> {
+pub fn cgroup_of(pid: i32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("0::"))
         .map(str::to_string)
+}
+
+/// Put the restored process `pid` back into the cgroup it was saved in
+/// (`path` as /proc/PID/cgroup names it), when that cgroup exists here
+/// and is not where the process already is. Ok(false) when there is
+/// nothing to join: no cgroup v2, or the cgroup is gone (another machine,
+/// a scope that ended).
+pub fn join(pid: i32, path: &str) -> io::Result<bool> {
+    if path.is_empty() || path == "/" || cgroup_of(pid).as_deref() == Some(path) {
+        return Ok(false);
+    }
+    let Some(mount) = cgroup2_mount() else {
+        return Ok(false);
+    };
+    let dir = mount.join(path.trim_start_matches('/'));
+    // A path from an image: it must stay below the mount.
+    if path.split('/').any(|c| c == "..") || !dir.join("cgroup.procs").is_file() {
+        return Ok(false);
+    }
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+    Ok(true)
 }
 
 /// Every process of the cgroup at `dir` and of the cgroups below it.
@@ -52,7 +76,7 @@ fn members(dir: &Path, out: &mut BTreeSet<i32>) -> io::Result<()> {
 
 /// The cgroup (with the cgroups below it) whose processes are exactly
 /// `pids`, if there is one; never the root cgroup.
-pub(super) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
+pub(crate) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
     let first = *pids.iter().next()?;
     let path = cgroup_of(first)?;
     if path == "/" || path.is_empty() {
@@ -74,7 +98,7 @@ pub(super) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
 
 /// A frozen cgroup; thawed when dropped.
 #[derive(Debug)]
-pub(super) struct CgroupFreeze {
+pub(crate) struct CgroupFreeze {
     dir: PathBuf,
 }
 
