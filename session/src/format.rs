@@ -21,41 +21,33 @@ pub fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn local_tm(unix: u64) -> libc::tm {
+/// A unix time in local time: date and time, with `date_sep` between the
+/// date's fields, `mid` between date and time, `time_sep` in the time.
+fn local(unix: u64, date_sep: &str, mid: &str, time_sep: &str) -> String {
     let t = unix as libc::time_t;
     // SAFETY: tm is plain old data; zeroed is a valid value.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers are valid for the call; localtime_r is reentrant.
     unsafe { libc::localtime_r(&t, &mut tm) };
-    tm
+    format!(
+        "{:04}{date_sep}{:02}{date_sep}{:02}{mid}{:02}{time_sep}{:02}{time_sep}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 /// A unix time as local `YYYY-MM-DD HH:MM:SS`.
 pub fn local_time(unix: u64) -> String {
-    let tm = local_tm(unix);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    local(unix, "-", " ", ":")
 }
 
 /// A unix time as local `YYYYMMDD-HHMMSS`, for file names.
 pub fn local_stamp(unix: u64) -> String {
-    let tm = local_tm(unix);
-    format!(
-        "{:04}{:02}{:02}-{:02}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    local(unix, "", "-", "")
 }
 
 #[cfg(test)]

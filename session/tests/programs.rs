@@ -449,11 +449,7 @@ fn pidfds_come_back_open_on_their_restored_process() {
     let img = t.path().join("img");
     let mut r = Reaper::new();
     let outside = r.spawn_sleep();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", PIDFDS, &outside.to_string()])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
+    let pid = r.spawn_python(PIDFDS, &[&outside.to_string()], &log);
     let first = wait_lines(&log, 2);
     let child: i32 = first[0].strip_prefix("child ").unwrap().parse().unwrap();
     assert_eq!(first[1], "False True False");
@@ -488,7 +484,8 @@ fn pidfds_come_back_open_on_their_restored_process() {
 }
 
 /// Two threads with different credentials: one dropped to uid 65534 with
-/// a raw `setresuid`, which changes only the calling thread.
+/// a raw `setresuid`, which changes only the calling thread. Each line is
+/// one write, so the threads' lines cannot interleave.
 const THREAD_CREDS: &str = r#"
 import ctypes, os, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -496,11 +493,11 @@ SYS_setresuid = 117
 def worker():
     assert libc.syscall(SYS_setresuid, 65534, 65534, 65534) == 0
     while True:
-        print("worker", os.getuid(), os.geteuid(), flush=True)
+        os.write(1, f"worker {os.getuid()} {os.geteuid()}\n".encode())
         time.sleep(0.05)
 threading.Thread(target=worker, daemon=True).start()
 while True:
-    print("main", os.getuid(), os.geteuid(), flush=True)
+    os.write(1, f"main {os.getuid()} {os.geteuid()}\n".encode())
     time.sleep(0.05)
 "#;
 
@@ -510,11 +507,7 @@ fn threads_keep_their_own_credentials() {
     let log = t.path().join("py.log");
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", THREAD_CREDS])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
+    let pid = r.spawn_python(THREAD_CREDS, &[], &log);
     let seen = |from: usize| {
         let l = complete_lines(&log);
         (l[from..].iter().any(|l| l == "worker 65534 65534")

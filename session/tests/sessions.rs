@@ -260,6 +260,31 @@ fn saving_one_of_two_sessions_twice_leaves_the_other_alone_and_restores_by_name(
     assert!(stderr(&gone).contains(names[0]), "{}", stderr(&gone));
 }
 
+/// Start Xvfb on `display` with `extra` arguments (`-ac`, a screen size…),
+/// as `nobody` when asked, and wait until it listens.
+fn start_xvfb(r: &mut Reaper, display: u32, extra: &[&str], as_nobody: bool) -> i32 {
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "Xvfb"]);
+        c
+    } else {
+        Command::new("Xvfb")
+    };
+    let pid = r.spawn(
+        cmd.arg(format!(":{display}"))
+            .args(extra)
+            .args(["-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until(&format!("Xvfb :{display} to listen"), DEADLINE, || {
+        Path::new(&format!("/tmp/.X11-unix/X{display}"))
+            .exists()
+            .then_some(())
+    });
+    pid
+}
+
 /// The screen of `display` as pixel rows, through xwd.
 fn screen(display: u32) -> Vec<Vec<u32>> {
     pixels(&x(display, "xwd", &["-root", "-silent"]).stdout)
@@ -287,24 +312,7 @@ fn clients_started_by_unrelated_shells_come_back_drawing_under_the_keeper() {
     let d = free_display();
     let _x = XFiles(d);
     let mut r = Reaper::new();
-    let xvfb = r.spawn(
-        Command::new("Xvfb")
-            .args([
-                &format!(":{d}"),
-                "-screen",
-                "0",
-                "640x480x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_until("Xvfb to listen", DEADLINE, || {
-        Path::new(&format!("/tmp/.X11-unix/X{d}"))
-            .exists()
-            .then_some(())
-    });
+    let xvfb = start_xvfb(&mut r, d, &["-screen", "0", "640x480x24"], false);
     let shell = |r: &mut Reaper, script: &str| {
         r.spawn(
             Command::new("bash")
@@ -442,25 +450,7 @@ fn missing_displays_and_other_users_are_refused_before_anything_is_frozen() {
     // An X server of another user (nobody).
     let theirs = free_display();
     let _x1 = XFiles(theirs);
-    let xvfb = r.spawn(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "Xvfb"])
-            .args([
-                &format!(":{theirs}"),
-                "-screen",
-                "0",
-                "320x240x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_until("nobody's Xvfb to listen", DEADLINE, || {
-        Path::new(&format!("/tmp/.X11-unix/X{theirs}"))
-            .exists()
-            .then_some(())
-    });
+    let xvfb = start_xvfb(&mut r, theirs, &["-screen", "0", "320x240x24"], true);
     let out = hiber(&[
         "session",
         "checkpoint",
@@ -478,25 +468,7 @@ fn missing_displays_and_other_users_are_refused_before_anything_is_frozen() {
     // Our X server with a client of another user on it.
     let ours = free_display();
     let _x2 = XFiles(ours);
-    let xvfb = r.spawn(
-        Command::new("Xvfb")
-            .args([
-                &format!(":{ours}"),
-                "-ac",
-                "-screen",
-                "0",
-                "320x240x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    wait_until("Xvfb to listen", DEADLINE, || {
-        Path::new(&format!("/tmp/.X11-unix/X{ours}"))
-            .exists()
-            .then_some(())
-    });
+    let xvfb = start_xvfb(&mut r, ours, &["-ac", "-screen", "0", "320x240x24"], false);
     let mine = r.spawn(
         Command::new("xclock")
             .env("DISPLAY", format!(":{ours}"))

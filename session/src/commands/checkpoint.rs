@@ -46,19 +46,26 @@ pub struct Args {
     /// Keep chunks inside the image only (no shared store).
     #[arg(long, conflicts_with = "store")]
     no_store: bool,
-    /// End the processes once the image is committed.
+    #[command(flatten)]
+    save: SaveFlags,
+}
+
+/// How a save runs: the flags `checkpoint` and `session checkpoint` share.
+#[derive(Debug, clap::Args)]
+pub struct SaveFlags {
+    /// End the processes once the image is committed (suspend to image).
     #[arg(long)]
-    stop: bool,
+    pub stop: bool,
     /// Refuse rather than restore a connection broken (Reset policy).
     #[arg(long)]
-    no_reset: bool,
+    pub no_reset: bool,
     /// Save all memory while frozen, instead of most of it beforehand while
     /// the processes run (pre-copy applies only without --stop).
     #[arg(long)]
-    no_precopy: bool,
+    pub no_precopy: bool,
     /// Print the result as JSON.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -67,10 +74,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         output,
         store,
         no_store,
-        stop,
-        no_reset,
-        no_precopy,
-        json,
+        save:
+            SaveFlags {
+                stop,
+                no_reset,
+                no_precopy,
+                json,
+            },
     } = args;
     let output = output.as_path();
     let store = if no_store {

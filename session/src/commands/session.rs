@@ -1,6 +1,7 @@
 //! `hiber session`: a display's whole session, found from the display.
 
 use super::check::{print_report, EXIT_REFUSED};
+use super::checkpoint::SaveFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hiber_core::{CheckpointError, Stage};
@@ -36,18 +37,8 @@ pub enum SessionCommand {
         /// Image directory [default: a new snapshot in the snapshots directory].
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// End the session once the image is safely written (suspend to image).
-        #[arg(long)]
-        stop: bool,
-        /// Refuse rather than restore a connection broken (Reset policy).
-        #[arg(long)]
-        no_reset: bool,
-        /// Freeze for the whole save instead of pre-copying memory first.
-        #[arg(long)]
-        no_precopy: bool,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        save: SaveFlags,
     },
     /// Restore a saved session (a snapshot name or an image directory) and
     /// compare its windows with the recorded ones.
@@ -129,11 +120,8 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
         SessionCommand::Checkpoint {
             target,
             output,
-            stop,
-            no_reset,
-            no_precopy,
-            json,
-        } => checkpoint(&target, output, stop, no_reset, no_precopy, json),
+            save,
+        } => checkpoint(&target, output, &save),
         SessionCommand::Restore { snapshot, json } => restore(&snapshot, json),
         SessionCommand::List { json } => list(json),
         SessionCommand::Rm { names } => rm(&names),
@@ -197,14 +185,13 @@ struct CheckpointOutput {
     frozen_cgroup: Option<PathBuf>,
 }
 
-fn checkpoint(
-    target: &Target,
-    output: Option<PathBuf>,
-    stop: bool,
-    no_reset: bool,
-    no_precopy: bool,
-    json: bool,
-) -> Result<ExitCode> {
+fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Result<ExitCode> {
+    let &SaveFlags {
+        stop,
+        no_reset,
+        no_precopy,
+        json,
+    } = save;
     let display = target.display()?;
     let (dir, store) = match output {
         Some(o) => {

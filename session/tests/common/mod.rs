@@ -182,6 +182,17 @@ impl Reaper {
         pid
     }
 
+    /// Start python3 running `script` with `args`, its output into `log`.
+    pub fn spawn_python(&mut self, script: &str, args: &[&str], log: &Path) -> i32 {
+        self.spawn(
+            Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(script)
+                .args(args)
+                .stdout(fs::File::create(log).expect("creating the log")),
+        )
+    }
+
     pub fn children_mut(&mut self) -> &mut Vec<Child> {
         &mut self.children
     }
