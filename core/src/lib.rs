@@ -8,6 +8,7 @@
 pub mod attachment;
 pub mod checkpoint;
 pub mod creds;
+pub mod devices;
 pub mod files;
 pub mod freeze;
 pub mod image;

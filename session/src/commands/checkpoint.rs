@@ -59,6 +59,8 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    devices: super::check::DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -71,7 +73,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         no_reset,
         no_precopy,
         json,
+        devices,
     } = args;
+    let devices = devices.load()?;
     let output = output.as_path();
     let store = if no_store {
         None
@@ -86,6 +90,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset,
         precopy: !no_precopy,
+        devices,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);

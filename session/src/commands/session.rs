@@ -1,6 +1,6 @@
 //! `hiber session`: a display's whole session, found from the display.
 
-use super::check::{print_report, EXIT_REFUSED};
+use super::check::{print_report, DeviceArgs, EXIT_REFUSED};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hiber_core::{CheckpointError, Stage};
@@ -28,6 +28,8 @@ pub enum SessionCommand {
         /// Count what would be restored broken (Reset) as refused.
         #[arg(long)]
         no_reset: bool,
+        #[command(flatten)]
+        devices: DeviceArgs,
     },
     /// Save the session on a display (into the snapshots directory unless -o).
     Checkpoint {
@@ -48,6 +50,8 @@ pub enum SessionCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        devices: DeviceArgs,
     },
     /// Restore a saved session (a snapshot name or an image directory) and
     /// compare its windows with the recorded ones.
@@ -125,7 +129,8 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             json,
             brief,
             no_reset,
-        } => check(&target, json, brief, no_reset),
+            devices,
+        } => check(&target, json, brief, no_reset, &devices),
         SessionCommand::Checkpoint {
             target,
             output,
@@ -133,7 +138,8 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             no_reset,
             no_precopy,
             json,
-        } => checkpoint(&target, output, stop, no_reset, no_precopy, json),
+            devices,
+        } => checkpoint(&target, output, stop, no_reset, no_precopy, json, &devices),
         SessionCommand::Restore { snapshot, json } => restore(&snapshot, json),
         SessionCommand::List { json } => list(json),
         SessionCommand::Rm { names } => rm(&names),
@@ -149,9 +155,16 @@ struct CheckOutput<'a> {
     report: &'a hiber_core::Report,
 }
 
-fn check(target: &Target, json: bool, brief: bool, no_reset: bool) -> Result<ExitCode> {
+fn check(
+    target: &Target,
+    json: bool,
+    brief: bool,
+    no_reset: bool,
+    devices: &DeviceArgs,
+) -> Result<ExitCode> {
     let display = target.display()?;
-    let (session, mut report) = display_session::check(display, &target.find()?)
+    let devices = devices.load()?;
+    let (session, mut report) = display_session::check(display, &target.find()?, &devices)
         .with_context(|| format!("checking the session on display :{display}"))?;
     if no_reset {
         report.refuse_resets();
@@ -204,8 +217,10 @@ fn checkpoint(
     no_reset: bool,
     no_precopy: bool,
     json: bool,
+    devices: &DeviceArgs,
 ) -> Result<ExitCode> {
     let display = target.display()?;
+    let devices = devices.load()?;
     let (dir, store) = match output {
         Some(o) => {
             let store = super::checkpoint::default_store(&o);
@@ -228,6 +243,7 @@ fn checkpoint(
         stop,
         no_reset,
         precopy: !no_precopy,
+        devices,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new_spinner();
