@@ -7,6 +7,7 @@
 
 use crate::attachment::{self, Attachment, AttachmentError};
 use crate::creds::Creds;
+use crate::devices::DevicePolicies;
 use crate::files::{FileError, FileTable};
 use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
@@ -80,6 +81,7 @@ fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
 
 fn inspect_process(
     fp: &FrozenProcess,
+    devices: &DevicePolicies,
     files: &mut FileTable,
     shmem: &mut ShmemTable,
     report: &mut Report,
@@ -178,7 +180,7 @@ fn inspect_process(
 
     let t0 = std::time::Instant::now();
     let smaps = dir.smaps()?;
-    let vmas = memory::classify(pid, &smaps, shmem, report);
+    let vmas = memory::classify(pid, &smaps, shmem, devices, report);
     let t_mem = t0.elapsed();
     let fds = files.collect(pid, shmem, report)?;
     let t_files = t0.elapsed();
@@ -292,13 +294,14 @@ fn inspect_process(
     }))
 }
 
-fn inspect(frozen: &Frozen) -> Result<Inspection> {
+fn inspect(frozen: &Frozen, devices: &DevicePolicies) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
+    files.devices = devices.clone();
     let mut shmem = ShmemTable::default();
     let mut processes = Vec::new();
     for fp in frozen.processes.values() {
-        if let Some(p) = inspect_process(fp, &mut files, &mut shmem, &mut report)? {
+        if let Some(p) = inspect_process(fp, devices, &mut files, &mut shmem, &mut report)? {
             processes.push(p);
         }
     }
@@ -342,11 +345,12 @@ fn uname() -> (String, String) {
     (s(&u.nodename), s(&u.release))
 }
 
-/// The checkpointability report of the trees under `roots`. The tasks are
-/// frozen for the inspection and let go at once.
-pub fn check(roots: &[i32]) -> Result<Report> {
+/// The checkpointability report of the trees under `roots`, char devices
+/// classified by `devices`. The tasks are frozen for the inspection and
+/// let go at once.
+pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
     let frozen = Frozen::freeze(roots)?;
-    let inspection = inspect(&frozen)?;
+    let inspection = inspect(&frozen, devices)?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -365,6 +369,9 @@ pub struct CheckpointOptions {
     /// Without `stop`: save most memory while the processes run, then
     /// freeze them only to save what changed (see `precopy`).
     pub precopy: bool,
+    /// The device table: which char devices are reopened, detached or
+    /// refused.
+    pub devices: DevicePolicies,
 }
 
 /// Stages reported while a checkpoint runs.
@@ -460,7 +467,7 @@ pub fn checkpoint(
         mut snapshot,
         mut files,
         mut shmem,
-    } = inspect(&frozen)?;
+    } = inspect(&frozen, &opts.devices)?;
     debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();

@@ -9,6 +9,7 @@ pub mod attachment;
 pub mod cgroup;
 pub mod checkpoint;
 pub mod creds;
+pub mod devices;
 pub mod files;
 pub mod freeze;
 pub mod image;

@@ -10,6 +10,7 @@
 //! inside the task (remote mmap through the restore gadget) and writes the
 //! saved pages back from the outside.
 
+use crate::devices::DevicePolicies;
 use crate::image::{ChunkRef, ChunkSink, ImageError, ImageReader};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, ProcfsError, SmapsEntry};
@@ -97,6 +98,14 @@ pub enum Backing {
     Vdso,
     Vvar,
     VvarVclock,
+    /// Memory of a detached char device: the mapping is restored, not its
+    /// contents (zero-filled anonymous memory, shared if it was).
+    Device {
+        path: PathBuf,
+        major: u32,
+        minor: u32,
+        class: String,
+    },
 }
 
 /// One mapping (VMA).
@@ -169,6 +178,18 @@ impl MmImage {
     }
 }
 
+/// The device number of the char device behind mapping `m` of `pid`:
+/// `map_files` reaches the mapped file itself even when its path is gone
+/// or names another node now.
+fn mapped_char_device(pid: i32, m: &MapsEntry) -> Option<(u32, u32)> {
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)).ok()?;
+    let rdev = md.rdev();
+    md.file_type()
+        .is_char_device()
+        .then(|| (libc::major(rdev), libc::minor(rdev)))
+}
+
 fn is_device(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path)
@@ -186,6 +207,7 @@ pub fn classify(
     pid: i32,
     smaps: &[SmapsEntry],
     shmem: &mut ShmemTable,
+    devices: &DevicePolicies,
     report: &mut Report,
 ) -> Vec<Vma> {
     let mut vmas = Vec::new();
@@ -223,16 +245,59 @@ pub fn classify(
                         "mappings of deleted files are not supported yet",
                     );
                     continue;
-                } else if is_device(path) {
+                } else if is_device(path)
+                    || (std::fs::metadata(path).is_err() && mapped_char_device(pid, m).is_some())
+                {
                     // DRM buffers, framebuffers, sound rings: device memory
                     // that cannot be read back as the file's contents.
+                    let Some((major, minor)) = mapped_char_device(pid, m) else {
+                        report.add(
+                            pid,
+                            subject,
+                            format!("device mapping {}", path.display()),
+                            Policy::Refuse,
+                            "mappings of block devices are not supported",
+                        );
+                        continue;
+                    };
+                    let c = devices.classify(path, major, minor);
+                    let what = format!("device mapping of {}", c.describe());
+                    if c.decision.policy != Policy::Detach {
+                        report.add(
+                            pid,
+                            subject,
+                            what,
+                            Policy::Refuse,
+                            c.reason(&format!(
+                                "{}, and only mappings of detached devices can be restored (as zero-filled memory)",
+                                c.decision.policy
+                            )),
+                        );
+                        continue;
+                    }
                     report.add(
                         pid,
                         subject,
-                        format!("device mapping {}", path.display()),
-                        Policy::Refuse,
-                        "mappings of device files are not supported yet (they will be detached)",
+                        what,
+                        Policy::Detach,
+                        c.reason("the mapping is restored, not its contents: zero-filled memory at the same address and protection"),
                     );
+                    vmas.push(Vma {
+                        start: m.start,
+                        end: m.end,
+                        read: m.read,
+                        write: m.write,
+                        exec: m.exec,
+                        shared: m.shared,
+                        growsdown,
+                        backing: Backing::Device {
+                            path: path.clone(),
+                            major,
+                            minor,
+                            class: c.class().to_string(),
+                        },
+                        pages: Vec::new(),
+                    });
                     continue;
                 } else {
                     match file_identity(path) {
@@ -322,6 +387,9 @@ fn describe(backing: &Backing, shared: bool) -> String {
         Backing::Vdso => "[vdso]".into(),
         Backing::Vvar => "[vvar]".into(),
         Backing::VvarVclock => "[vvar_vclock]".into(),
+        Backing::Device {
+            path, major, minor, ..
+        } => format!("device mapping {} ({major}:{minor})", path.display()),
     }
 }
 
@@ -712,7 +780,8 @@ pub fn map_all(
     let mut sysv = Vec::new();
     for v in &mm.vmas {
         let (path, offset, rw) = match &v.backing {
-            Backing::Anon => {
+            // A detached device's memory comes back zero-filled.
+            Backing::Anon | Backing::Device { .. } => {
                 maps.push((v, Source::Anon, 0));
                 continue;
             }

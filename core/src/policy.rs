@@ -14,6 +14,10 @@ pub enum Policy {
     Reopen,
     /// Simulated hot-unplug: a dead stand-in at restore.
     Detach,
+    /// The X server's primary DRM card: the live card reopened and the
+    /// server's VT re-enter path driven. A device rule may ask for it; the
+    /// checkpoint refuses it until it is built.
+    Reattach,
     /// Restored broken, the way the program already handles (a peer gone).
     Reset,
     /// The checkpoint stops here, with the reason.
@@ -26,6 +30,7 @@ impl fmt::Display for Policy {
             Policy::Restore => "Restore",
             Policy::Reopen => "Reopen",
             Policy::Detach => "Detach",
+            Policy::Reattach => "Reattach",
             Policy::Reset => "Reset",
             Policy::Refuse => "Refuse",
         })

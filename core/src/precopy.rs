@@ -277,6 +277,9 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
             pid,
             &smaps,
             &mut ShmemTable::default(),
+            // Only anonymous and private file memory is pre-copied: how
+            // devices are classified makes no difference here.
+            &crate::devices::DevicePolicies::default(),
             &mut Report::default(),
         );
         layouts.insert(pid, (vdso, vmas));

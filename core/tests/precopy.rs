@@ -68,6 +68,7 @@ fn written_windows_are_read_again_and_others_reused() {
         pid,
         &smaps,
         &mut ShmemTable::default(),
+        &hiber_core::devices::DevicePolicies::default(),
         &mut Report::default(),
     );
     let reuse = pre.reuse_for(pid, &vmas);

@@ -12,8 +12,8 @@ use crate::discover::{self, DiscoverError, FindOptions, SessionSet};
 use hiber_core::attachment::{Attachment, AttachmentError};
 use hiber_core::image::{ImageError, ImageReader};
 use hiber_core::{
-    CheckpointError, CheckpointObserver, CheckpointOptions, CheckpointStats, Report, RestoreError,
-    RestoreOptions, Restored, Snapshot, Stage,
+    devices::DevicePolicies, CheckpointError, CheckpointObserver, CheckpointOptions,
+    CheckpointStats, Report, RestoreError, RestoreOptions, Restored, Snapshot, Stage,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -87,6 +87,8 @@ pub struct SaveOptions {
     pub stop: bool,
     pub no_reset: bool,
     pub precopy: bool,
+    /// How char devices are classified (reopened, detached, refused).
+    pub devices: DevicePolicies,
 }
 
 #[derive(Debug)]
@@ -98,9 +100,13 @@ pub struct Saved {
 
 /// Find the session on `display` and the engine's report on it. The
 /// session is frozen for the inspection and let go at once.
-pub fn check(display: u32, opts: &FindOptions) -> Result<(SessionSet, Report)> {
+pub fn check(
+    display: u32,
+    opts: &FindOptions,
+    devices: &DevicePolicies,
+) -> Result<(SessionSet, Report)> {
     let session = find(display, opts)?;
-    let report = hiber_core::check(&session.roots)?;
+    let report = hiber_core::check(&session.roots, devices)?;
     Ok((session, report))
 }
 
@@ -191,6 +197,7 @@ pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             no_reset: opts.no_reset,
             precopy: opts.precopy,
+            devices: opts.devices.clone(),
         },
         &recorder,
     )?;

@@ -38,6 +38,8 @@ enum Command {
         /// Count what would be restored broken (Reset) as refused.
         #[arg(long)]
         no_reset: bool,
+        #[command(flatten)]
+        devices: commands::check::DeviceArgs,
     },
     /// Save the process trees under PIDs into an image directory.
     Checkpoint(commands::checkpoint::Args),
@@ -118,7 +120,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
             brief,
             no_reset,
-        } => commands::check::run(&pids, json, brief, no_reset),
+            devices,
+        } => commands::check::run(&pids, json, brief, no_reset, &devices),
         Command::Checkpoint(args) => commands::checkpoint::run(args),
         Command::Restore {
             dir,

@@ -1,9 +1,12 @@
-//! Character devices that hold no state (the kernel's mem class: null,
-//! zero, full, random, urandom): reopened by path at restore, with the
-//! device number checked. Other devices are for the device layer
-//! (detach by simulated hot-unplug) and are refused here.
+//! Character devices other than terminals: the device table
+//! (`crate::devices`) gives each its policy. Stateless ones (the mem
+//! class: null, zero, full, random, urandom) are reopened by path at
+//! restore with the device number checked; detached ones are recorded by
+//! `devices::detach`; the rest are refused.
 
 use super::{FileError, FileKind};
+use crate::devices::{Detached, DevicePolicies};
+use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
@@ -14,25 +17,19 @@ pub struct CharDevice {
     pub path: PathBuf,
     pub major: u32,
     pub minor: u32,
+    /// The sysfs subsystem, for the report (empty in older images).
+    #[serde(default)]
+    pub class: String,
 }
-
-/// Stateless devices that are safe to reopen: (major, minor, name).
-pub const REOPENABLE: &[(u32, u32, &str)] = &[
-    (1, 3, "null"),
-    (1, 5, "zero"),
-    (1, 7, "full"),
-    (1, 8, "random"),
-    (1, 9, "urandom"),
-];
 
 impl CharDevice {
     pub fn describe(&self) -> String {
-        format!(
-            "char device {} ({}:{})",
-            self.path.display(),
-            self.major,
-            self.minor
-        )
+        let class = if self.class.is_empty() {
+            "unknown"
+        } else {
+            &self.class
+        };
+        crate::devices::describe(&self.path, (self.major, self.minor), class)
     }
 
     pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
@@ -63,28 +60,60 @@ impl CharDevice {
     }
 }
 
-pub(super) fn checkpoint(target: &Path, st: &libc::stat) -> Result<FileKind, String> {
+/// Classify char device `st` opened at `target` (ptys and `/dev/tty` are
+/// the pty code's) by the device table: the kind saved and why, or what
+/// the device is and why it is refused. `o_path`: the fd is an `O_PATH` handle, which
+/// holds nothing open on the device (a stand-in of an earlier restore).
+pub(super) fn checkpoint(
+    target: &Path,
+    st: &libc::stat,
+    o_path: bool,
+    devices: &DevicePolicies,
+) -> Result<(FileKind, String), (String, String)> {
     let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-    if !REOPENABLE
-        .iter()
-        .any(|&(ma, mi, _)| (ma, mi) == (major, minor))
-    {
-        return Err(format!(
-            "char device {major}:{minor} ({}) is not a stateless device; terminals and device detach are not supported yet",
-            target.display()
-        ));
+    let c = devices.classify(target, major, minor);
+    tracing::debug!(major, minor, class = c.class(), policy = %c.decision.policy, "char device");
+    if o_path {
+        let d = Detached::checkpoint(&c, true);
+        let reason = c.reason("an O_PATH handle, nothing open on the device: restored as such a handle (a dead stand-in)");
+        return Ok((FileKind::Detached(Box::new(d)), reason));
     }
-    // The path the program opened may be gone (a chroot, a private /dev):
-    // fall back to the canonical node, whose identity restore checks anyway.
-    let path = match std::fs::metadata(target) {
-        Ok(md) if md.file_type().is_char_device() => target.to_path_buf(),
-        _ => {
-            let name = REOPENABLE
-                .iter()
-                .find(|d| (d.0, d.1) == (major, minor))
-                .map(|d| d.2);
-            PathBuf::from(format!("/dev/{}", name.unwrap_or("null")))
+    match c.decision.policy {
+        Policy::Reopen => {
+            // The path the program opened may be gone (a chroot, a private
+            // /dev): fall back to the node udev would make, whose identity
+            // restore checks anyway.
+            let path = match std::fs::metadata(target) {
+                Ok(md) if md.file_type().is_char_device() => target.to_path_buf(),
+                _ => match c.identity.as_ref().and_then(|i| i.devname.as_deref()) {
+                    Some(name) => Path::new("/dev").join(name),
+                    None => target.to_path_buf(),
+                },
+            };
+            let reason = c.reason("reopened by path, major:minor checked");
+            Ok((
+                FileKind::CharDevice(CharDevice {
+                    path,
+                    major,
+                    minor,
+                    class: c.class().to_string(),
+                }),
+                reason,
+            ))
         }
-    };
-    Ok(FileKind::CharDevice(CharDevice { path, major, minor }))
+        Policy::Detach => {
+            let reason = c.reason(
+                "detached: a dead stand-in at restore (fstat shows the device, I/O fails with EBADF), its remove event replayed",
+            );
+            Ok((FileKind::Detached(Box::new(Detached::checkpoint(&c, false))), reason))
+        }
+        Policy::Reattach => Err((
+            c.describe(),
+            c.reason("Reattach (reopen the live card, drive the X server's VT re-enter) is experimental and not built yet"),
+        )),
+        _ => Err((
+            c.describe(),
+            c.reason("refused (a --device-policy or devices.toml rule can detach it)"),
+        )),
+    }
 }

@@ -87,8 +87,16 @@ impl Epoll {
 
     /// Add the watches; called in the owner with its fds at their numbers.
     /// Async-signal-safe (no allocation): it runs in a forked child.
-    pub fn add_watches(&self, epfd: RawFd) -> Result<(), (i32, io::Error)> {
-        for w in &self.watches {
+    /// Add the saved watches to `epfd`, but those on fds `detached` says
+    /// are stand-ins of detached devices: an `O_PATH` fd cannot be watched
+    /// (EBADF), and the program learns of the unplug from its fd's errors
+    /// and the replayed `remove` event instead.
+    pub fn add_watches(
+        &self,
+        epfd: RawFd,
+        detached: &dyn Fn(i32) -> bool,
+    ) -> Result<(), (i32, io::Error)> {
+        for w in self.watches.iter().filter(|w| !detached(w.fd)) {
             let mut ev = libc::epoll_event {
                 events: w.events,
                 u64: w.data,

@@ -64,6 +64,8 @@ pub enum FileError {
     },
     #[error("image refers to {what} {index}, which it does not contain")]
     BadReference { what: &'static str, index: usize },
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
     #[error("pty {index}: {op}")]
     Pty {
         index: u32,
@@ -102,6 +104,8 @@ pub enum FileKind {
     /// One end of a pipe or FIFO of `Snapshot::pipes`.
     Pipe(pipe::PipeEnd),
     CharDevice(chardev::CharDevice),
+    /// A device detached by simulated hot-unplug: a dead stand-in.
+    Detached(Box<crate::devices::Detached>),
     EventFd(eventfd::EventFd),
     TimerFd(timerfd::TimerFd),
     SignalFd(signalfd::SignalFd),
@@ -124,6 +128,7 @@ impl FileKind {
             FileKind::Directory { path } => format!("directory {}", path.display()),
             FileKind::Pipe(p) => p.describe(),
             FileKind::CharDevice(c) => c.describe(),
+            FileKind::Detached(d) => d.describe(),
             FileKind::EventFd(_) => "eventfd".into(),
             FileKind::TimerFd(t) => t.describe(),
             FileKind::SignalFd(s) => format!("signalfd for signal mask {:#x}", s.mask),
@@ -141,6 +146,7 @@ impl FileKind {
     pub fn policy(&self) -> Policy {
         match self {
             FileKind::CharDevice(_) => Policy::Reopen,
+            FileKind::Detached(_) => Policy::Detach,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             FileKind::Netlink(_) => Policy::Reopen,
             FileKind::DevTty(t) if t.external => Policy::Reopen,
@@ -228,6 +234,8 @@ pub struct FileTable {
     leaders: std::collections::HashSet<i32>,
     /// Pty queues the dump read out: put back unless the processes end.
     taken: pty::Taken,
+    /// The device table char devices are classified by.
+    pub devices: crate::devices::DevicePolicies,
 }
 
 impl FileTable {
@@ -252,6 +260,9 @@ impl FileTable {
         let mut fds = Vec::new();
         self.lock_lines.clear();
         for fd in dir.fds()? {
+            // The device table's account of a char device, for the report.
+            let mut device_reason = None;
+            let mut device_kind = None;
             let info = dir.fdinfo(fd)?;
             let target = dir.fd_target(fd)?;
             let local = pidfd_getfd(&pidfd, fd).map_err(|source| FileError::Fd {
@@ -318,7 +329,17 @@ impl FileTable {
                     } else if pty::is_dev_tty(major, minor) {
                         pty::checkpoint_dev_tty(stat.tty_nr, stat.session)
                     } else {
-                        chardev::checkpoint(&target, &st)
+                        let o_path = info.flags & libc::O_PATH as u32 != 0;
+                        match chardev::checkpoint(&target, &st, o_path, &self.devices) {
+                            Ok((kind, reason)) => {
+                                device_reason = Some(reason);
+                                Ok(kind)
+                            }
+                            Err((kind, reason)) => {
+                                device_kind = Some(kind);
+                                Err(reason)
+                            }
+                        }
                     }
                 }
                 libc::S_IFSOCK => match unix::domain(&local) {
@@ -381,10 +402,8 @@ impl FileTable {
                 Ok(kind) => {
                     let policy = kind.policy();
                     let reason = match &kind {
+                        _ if device_reason.is_some() => device_reason.take().expect("just checked"),
                         FileKind::Pipe(end) => self.pipes.reason(end),
-                        FileKind::CharDevice(_) => {
-                            "stateless device, reopened by path, major:minor checked".into()
-                        }
                         FileKind::Regular(r) if r.ghost.is_some() => {
                             "deleted while open: contents saved in the image".into()
                         }
@@ -421,9 +440,13 @@ impl FileTable {
                         file: i,
                     });
                 }
-                Err(reason) => {
-                    report.add(pid, Subject::Fd { fd }, target_str, Policy::Refuse, reason)
-                }
+                Err(reason) => report.add(
+                    pid,
+                    Subject::Fd { fd },
+                    device_kind.unwrap_or(target_str),
+                    Policy::Refuse,
+                    reason,
+                ),
             }
         }
         Ok(fds)
@@ -700,6 +723,7 @@ pub fn restore_all(
             }
             FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
             FileKind::CharDevice(c) => c.restore(f.flags)?,
+            FileKind::Detached(d) => d.restore()?,
             FileKind::EventFd(e) => e.restore(f.flags)?,
             FileKind::TimerFd(t) => t.restore(f.flags)?,
             FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,

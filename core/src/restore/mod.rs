@@ -241,6 +241,9 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
                 ));
             }
         }
+        if let files::FileKind::Detached(d) = &f.kind {
+            d.validate().map_err(|reason| invalid(dir, reason))?;
+        }
         if let files::FileKind::Pipe(end) = &f.kind {
             if end.pipe >= snap.pipes.len() {
                 return Err(invalid(dir, format!("pipe {} does not exist", end.pipe)));

@@ -554,7 +554,12 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         if let FileKind::Epoll(ep) = &spec.files[f.file].kind {
             let first = p.fds[..i].iter().all(|g| g.file != f.file);
             if ep.owner == p.pid && first {
-                ep.add_watches(f.fd)
+                let detached = |fd: i32| {
+                    p.fds.iter().any(|g| {
+                        g.fd == fd && matches!(spec.files[g.file].kind, FileKind::Detached(_))
+                    })
+                };
+                ep.add_watches(f.fd, &detached)
                     .map_err(|(_, err)| (Step::EpollWatches, err))?;
             }
         }

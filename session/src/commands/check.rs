@@ -1,8 +1,48 @@
 //! `hiber check`: the checkpointability report.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use hiber_core::devices::{DevicePolicies, SYSTEM_CONFIG};
 use hiber_core::policy::{Finding, Policy, Report};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Environment variable naming the device policy file (for tests and
+/// trial configurations), under `--device-policy-file`.
+pub const DEVICE_POLICY_FILE_ENV: &str = "HIBER_DEVICE_POLICY_FILE";
+
+/// How char devices are classified: rules on the command line over those
+/// of the policy file over the built-in table.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// A device rule, over the policy file's: CLASS=POLICY or
+    /// MAJOR:MINOR=POLICY, POLICY one of reopen, detach, reattach, refuse
+    /// (repeatable), e.g. `--device-policy sound=refuse`.
+    #[arg(long = "device-policy", value_name = "RULE")]
+    pub device_policy: Vec<String>,
+    /// The device policy file [default: $HIBER_DEVICE_POLICY_FILE, else
+    /// /etc/hiber/devices.toml when it exists].
+    #[arg(long, value_name = "FILE")]
+    pub device_policy_file: Option<PathBuf>,
+}
+
+impl DeviceArgs {
+    pub fn load(&self) -> Result<DevicePolicies> {
+        let named = self.device_policy_file.clone().or_else(|| {
+            std::env::var_os(DEVICE_POLICY_FILE_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        });
+        // A file asked for by name must be there; the system one may not.
+        if let Some(path) = &named {
+            if !path.exists() {
+                bail!("device policy file {} does not exist", path.display());
+            }
+        }
+        let file = named.unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
+        DevicePolicies::load(Some(&file), &self.device_policy)
+            .context("loading the device policy rules")
+    }
+}
 
 /// Exit status when something is refused.
 pub const EXIT_REFUSED: u8 = 3;
@@ -24,18 +64,26 @@ pub fn print_report(report: &Report, brief: bool) {
     }
     let count = |p| report.findings.iter().filter(|f| f.policy == p).count();
     println!(
-        "{} processes; {} restore, {} reopen, {} detach, {} reset, {} refuse",
+        "{} processes; {} restore, {} reopen, {} detach, {} reattach, {} reset, {} refuse",
         report.processes.len(),
         count(Policy::Restore),
         count(Policy::Reopen),
         count(Policy::Detach),
+        count(Policy::Reattach),
         count(Policy::Reset),
         count(Policy::Refuse),
     );
 }
 
-pub fn run(pids: &[i32], json: bool, brief: bool, no_reset: bool) -> Result<ExitCode> {
-    let mut report = hiber_core::check(pids)
+pub fn run(
+    pids: &[i32],
+    json: bool,
+    brief: bool,
+    no_reset: bool,
+    devices: &DeviceArgs,
+) -> Result<ExitCode> {
+    let devices = devices.load()?;
+    let mut report = hiber_core::check(pids, &devices)
         .with_context(|| format!("checking the trees under pids {pids:?}"))?;
     if no_reset {
         report.refuse_resets();

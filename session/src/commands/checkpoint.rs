@@ -66,6 +66,8 @@ pub struct SaveFlags {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub devices: super::check::DeviceArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -80,8 +82,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 no_reset,
                 no_precopy,
                 json,
+                devices,
             },
     } = args;
+    let devices = devices.load()?;
     let output = output.as_path();
     let store = if no_store {
         None
@@ -96,6 +100,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset,
         precopy: !no_precopy,
+        devices,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);

@@ -160,6 +160,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
             stop: true,
             no_reset: false,
             precopy: false,
+            devices: hiber_core::devices::DevicePolicies::default(),
         },
         &|_| {},
     )

@@ -159,6 +159,9 @@ pub fn run(dir: &Path, json: bool, verify: bool, screenshots: Option<&Path>) -> 
                     Backing::Vdso => "[vdso]".into(),
                     Backing::Vvar => "[vvar]".into(),
                     Backing::VvarVclock => "[vvar_vclock]".into(),
+                    Backing::Device {
+                        path, major, minor, ..
+                    } => format!("{} ({major}:{minor}), detached", path.display()),
                 };
                 let prot = format!(
                     "{}{}{}{}",

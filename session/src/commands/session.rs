@@ -1,6 +1,6 @@
 //! `hiber session`: a display's whole session, found from the display.
 
-use super::check::{print_report, EXIT_REFUSED};
+use super::check::{print_report, DeviceArgs, EXIT_REFUSED};
 use super::checkpoint::SaveFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -29,6 +29,8 @@ pub enum SessionCommand {
         /// Count what would be restored broken (Reset) as refused.
         #[arg(long)]
         no_reset: bool,
+        #[command(flatten)]
+        devices: DeviceArgs,
     },
     /// Save the session on a display (into the snapshots directory unless -o).
     Checkpoint {
@@ -116,7 +118,8 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             json,
             brief,
             no_reset,
-        } => check(&target, json, brief, no_reset),
+            devices,
+        } => check(&target, json, brief, no_reset, &devices),
         SessionCommand::Checkpoint {
             target,
             output,
@@ -137,9 +140,16 @@ struct CheckOutput<'a> {
     report: &'a hiber_core::Report,
 }
 
-fn check(target: &Target, json: bool, brief: bool, no_reset: bool) -> Result<ExitCode> {
+fn check(
+    target: &Target,
+    json: bool,
+    brief: bool,
+    no_reset: bool,
+    devices: &DeviceArgs,
+) -> Result<ExitCode> {
     let display = target.display()?;
-    let (session, mut report) = display_session::check(display, &target.find()?)
+    let devices = devices.load()?;
+    let (session, mut report) = display_session::check(display, &target.find()?, &devices)
         .with_context(|| format!("checking the session on display :{display}"))?;
     if no_reset {
         report.refuse_resets();
@@ -186,13 +196,15 @@ struct CheckpointOutput {
 }
 
 fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Result<ExitCode> {
-    let &SaveFlags {
+    let SaveFlags {
         stop,
         no_reset,
         no_precopy,
         json,
-    } = save;
+        ref devices,
+    } = *save;
     let display = target.display()?;
+    let devices = devices.load()?;
     let (dir, store) = match output {
         Some(o) => {
             let store = super::checkpoint::default_store(&o);
@@ -215,6 +227,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
         stop,
         no_reset,
         precopy: !no_precopy,
+        devices,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new_spinner();

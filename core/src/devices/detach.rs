@@ -1,0 +1,349 @@
+//! A detached device (simulated hot-unplug). At checkpoint only its
+//! identity is recorded, with the `remove` event the uevent proxy replays
+//! into the restored session; nothing is read from the device. At restore
+//! its fd number holds a dead stand-in: an `O_PATH` descriptor of the
+//! device node, on which `fstat` still reports the device while read,
+//! write, ioctl and mmap fail with EBADF, the way an fd of an unplugged
+//! device stops working. When the node is gone (or is another device now),
+//! the stand-in is of a placeholder node made in [`PLACEHOLDER_DIR`],
+//! opened and unlinked at once.
+
+use super::sysfs::{DeviceIdentity, MAX_PROPERTIES};
+use super::{Classified, DeviceError};
+use crate::uevent::Uevent;
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use tracing::debug;
+
+/// Where placeholder nodes are made (root only, 0700); each lives only
+/// between its `mknod` and the `unlink` right after the `open`.
+pub const PLACEHOLDER_DIR: &str = "/run/hiber/stand-ins";
+/// Longest string accepted from an image in a device record.
+const MAX_STRING: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    /// The node the program opened.
+    pub path: PathBuf,
+    pub major: u32,
+    pub minor: u32,
+    /// The sysfs subsystem, `unknown` when sysfs did not know the device.
+    pub class: String,
+    /// The rule that detached it ("class drm (built-in)").
+    pub rule: String,
+    pub identity: Option<DeviceIdentity>,
+    /// The synthetic hot-unplug of the device, replayed at restore.
+    pub remove: Uevent,
+    /// The fd was already an `O_PATH` handle (a stand-in of an earlier
+    /// restore): nothing was open on the device.
+    #[serde(default)]
+    pub handle_only: bool,
+}
+
+impl Detached {
+    pub fn describe(&self) -> String {
+        super::describe(&self.path, (self.major, self.minor), &self.class)
+    }
+
+    /// Record a device the table detaches.
+    pub fn checkpoint(c: &Classified, handle_only: bool) -> Self {
+        Self {
+            path: c.path.clone(),
+            major: c.devnum.0,
+            minor: c.devnum.1,
+            class: c.class().to_string(),
+            rule: c.decision.describe_rule(),
+            remove: remove_event(c.identity.as_ref(), c.devnum),
+            identity: c.identity.clone(),
+            handle_only,
+        }
+    }
+
+    /// Bounds on what an image may hold here.
+    pub fn validate(&self) -> Result<(), String> {
+        let strings = self
+            .identity
+            .iter()
+            .flat_map(|i| {
+                let udev = i.udev.iter().flat_map(|u| {
+                    u.properties
+                        .iter()
+                        .flat_map(|(k, v)| [k, v])
+                        .chain(&u.tags)
+                        .chain(&u.current_tags)
+                        .chain(&u.symlinks)
+                });
+                i.uevent.iter().flat_map(|(k, v)| [k, v]).chain(udev)
+            })
+            .chain(self.remove.properties.iter().flat_map(|(k, v)| [k, v]))
+            .chain(&self.remove.tags);
+        let mut count = 0;
+        for s in strings {
+            count += 1;
+            if s.len() > MAX_STRING || count > 8 * MAX_PROPERTIES {
+                return Err("device record with too many or too long properties".into());
+            }
+        }
+        if self.major > 0xfff || self.minor > 0xf_ffff {
+            return Err(format!("device number {}:{}", self.major, self.minor));
+        }
+        if self.path.as_os_str().len() > MAX_STRING {
+            return Err("device path too long".into());
+        }
+        Ok(())
+    }
+
+    /// The dead stand-in for this device (see the module text).
+    pub fn restore(&self) -> Result<OwnedFd, DeviceError> {
+        stand_in(
+            &self.path,
+            (self.major, self.minor),
+            Path::new(PLACEHOLDER_DIR),
+        )
+    }
+}
+
+/// The `remove` event of a device, as udev would broadcast it: the
+/// uevent file's properties, then the udev database's, without the keys
+/// the record carries in fields of their own.
+pub fn remove_event(identity: Option<&DeviceIdentity>, devnum: (u32, u32)) -> Uevent {
+    let Some(id) = identity else {
+        return Uevent {
+            action: "remove".into(),
+            devnum: Some(devnum),
+            ..Uevent::default()
+        };
+    };
+    const OWN_FIELDS: &[&str] = &[
+        "ACTION",
+        "DEVPATH",
+        "SUBSYSTEM",
+        "DEVTYPE",
+        "DEVNAME",
+        "MAJOR",
+        "MINOR",
+        "SEQNUM",
+    ];
+    let mut properties: Vec<(String, String)> = Vec::new();
+    let udev_props = id.udev.iter().flat_map(|u| &u.properties);
+    for (k, v) in id.uevent.iter().chain(udev_props) {
+        if !OWN_FIELDS.contains(&k.as_str()) && !properties.iter().any(|(pk, _)| pk == k) {
+            properties.push((k.clone(), v.clone()));
+        }
+    }
+    Uevent {
+        action: "remove".into(),
+        devpath: id.devpath.clone(),
+        subsystem: id.subsystem.clone(),
+        devtype: id.devtype.clone(),
+        devname: id.devname.clone(),
+        devnum: Some(devnum),
+        seqnum: 0,
+        properties,
+        tags: id.udev.as_ref().map(|u| u.tags.clone()).unwrap_or_default(),
+    }
+}
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn open_o_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open with a valid NUL-terminated path; O_PATH opens nothing
+    // on the device itself.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn is_char_device(fd: &OwnedFd, devnum: (u32, u32)) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: stat is plain old data; zeroed is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open and st is a valid out pointer.
+    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
+    ok && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == devnum
+}
+
+/// An `O_PATH` fd whose `fstat` reports char device `devnum`: of `path`
+/// when that is still the device, else of a placeholder node made in
+/// `placeholders` (mode 0: not even reopenable through `/proc/self/fd`
+/// by anyone but root) and unlinked at once.
+pub fn stand_in(
+    path: &Path,
+    devnum: (u32, u32),
+    placeholders: &Path,
+) -> Result<OwnedFd, DeviceError> {
+    if let Ok(fd) = open_o_path(path) {
+        if is_char_device(&fd, devnum) {
+            return Ok(fd);
+        }
+    }
+    let err = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DeviceError::StandIn {
+            major: devnum.0,
+            minor: devnum.1,
+            path,
+            op,
+            source,
+        }
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(placeholders)
+            .map_err(err("creating the placeholder directory", placeholders))?;
+    }
+    // Unique per restorer and call: concurrent restores never collide.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let node = placeholders.join(format!(
+        "char-{}-{}.{}.{n}",
+        devnum.0,
+        devnum.1,
+        std::process::id()
+    ));
+    let c = cstring(&node).map_err(err("naming the placeholder", &node))?;
+    let dev = libc::makedev(devnum.0, devnum.1);
+    // SAFETY: mknod with a valid NUL-terminated path and plain integers.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, dev) } != 0 {
+        return Err(err("mknod", &node)(io::Error::last_os_error()));
+    }
+    let fd = open_o_path(&node);
+    let _ = std::fs::remove_file(&node);
+    let fd = fd.map_err(err("opening the placeholder", &node))?;
+    debug!(path = %path.display(), major = devnum.0, minor = devnum.1, "stand-in of a placeholder node");
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sysfs::tests::*;
+    use super::super::DevicePolicies;
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn errno_of(r: isize) -> Option<i32> {
+        (r < 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    fn assert_dead(fd: &OwnedFd, devnum: (u32, u32)) {
+        assert!(is_char_device(fd, devnum), "fstat reports the device");
+        let mut b = [0u8; 8];
+        // SAFETY: read into a local buffer of its length.
+        let r = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+        assert_eq!(errno_of(r), Some(libc::EBADF), "read");
+        // SAFETY: write from a local buffer of its length.
+        let r = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), b.len()) };
+        assert_eq!(errno_of(r), Some(libc::EBADF), "write");
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(errno_of(r as isize), Some(libc::EBADF), "ioctl");
+        // SAFETY: a fresh mapping request; it fails, nothing is mapped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        assert_eq!(p, libc::MAP_FAILED);
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::EBADF),
+            "mmap"
+        );
+    }
+
+    #[test]
+    fn stand_in_of_the_live_node_is_dead_but_reports_the_device() {
+        let t = tempfile::tempdir().unwrap();
+        let fd = stand_in(Path::new("/dev/full"), (1, 7), t.path()).unwrap();
+        assert_dead(&fd, (1, 7));
+        let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(target, Path::new("/dev/full"));
+    }
+
+    #[test]
+    fn stand_in_of_a_gone_node_is_a_placeholder_left_nowhere() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("stand-ins");
+        // Not there at all, and there but another device.
+        for path in [Path::new("/dev/dri/card-gone"), Path::new("/dev/null")] {
+            let fd = stand_in(path, (226, 0), &dir).unwrap();
+            assert_dead(&fd, (226, 0));
+        }
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "placeholders unlinked"
+        );
+    }
+
+    #[test]
+    fn drm_card_record_and_its_remove_event() {
+        let t = tempfile::tempdir().unwrap();
+        let devpath = "/devices/pci0000:00/0000:00:02.0/drm/card0";
+        fake_device(
+            t.path(),
+            (226, 0),
+            devpath,
+            "drm",
+            DRM_CARD0_UEVENT,
+            Some(DRM_CARD0_UDEV),
+        );
+        let p = DevicePolicies {
+            roots: roots(t.path()),
+            ..DevicePolicies::default()
+        };
+        let d = Detached::checkpoint(&p.classify(Path::new("/dev/dri/card0"), 226, 0), false);
+        assert_eq!(d.class, "drm");
+        assert_eq!(d.rule, "class drm (built-in)");
+        assert_eq!(
+            d.describe(),
+            "char device /dev/dri/card0 (226:0), class drm"
+        );
+        let e = &d.remove;
+        assert_eq!(e.action, "remove");
+        assert_eq!(e.devpath, devpath);
+        assert_eq!(e.subsystem, "drm");
+        assert_eq!(e.devtype.as_deref(), Some("drm_minor"));
+        assert_eq!(e.devname.as_deref(), Some("dri/card0"));
+        assert_eq!(e.devnum, Some((226, 0)));
+        assert_eq!(e.seqnum, 0);
+        let keys: Vec<&str> = e.properties.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["ID_PATH", "ID_PATH_TAG", "ID_FOR_SEAT", "ID_SEAT"]);
+        assert_eq!(e.tags, ["seat", "uaccess", "master-of-seat"]);
+        assert_eq!(d.validate(), Ok(()));
+
+        let mut hostile = d.clone();
+        hostile.remove.properties = vec![("K".into(), "v".repeat(MAX_STRING + 1))];
+        assert!(hostile.validate().is_err());
+        hostile = d;
+        hostile.major = 1 << 20;
+        assert!(hostile.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_device_still_gets_a_remove_with_its_number() {
+        let e = remove_event(None, (240, 3));
+        assert_eq!((e.action.as_str(), e.devnum), ("remove", Some((240, 3))));
+    }
+}
