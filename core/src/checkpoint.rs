@@ -312,6 +312,7 @@ fn inspect(frozen: &Frozen) -> Result<Inspection> {
         shmem: Vec::new(),
         report,
         attachments: Vec::new(),
+        detached: Vec::new(),
     };
     Ok(Inspection {
         snapshot,
