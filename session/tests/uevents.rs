@@ -211,12 +211,16 @@ fn restored_listeners_hear_cold_plug_remove_and_real_events_and_outsiders_do_not
     let restored = r.restore(&img, &[]);
     let keeper = restored.keeper.expect("a keeper runs the uevent proxy");
     // The processes stay in the host's network namespace; the keeper
-    // lives in the session's.
+    // moves into the session's once the tree runs.
     let host_ns = net_ns("self");
     for &(_, pid) in &restored.pids {
         assert_eq!(net_ns(&pid.to_string()), host_ns, "pid {pid}");
     }
-    assert_ne!(net_ns(&keeper.to_string()), host_ns);
+    wait_until(
+        "the keeper to enter the session's namespace",
+        DEADLINE,
+        || (net_ns(&keeper.to_string()) != host_ns).then_some(()),
+    );
 
     // The synthetic sequence: cold-plug adds for the mem class, the stored
     // remove, and /dev/zero added again since it is present.
@@ -305,6 +309,12 @@ fn udevadm_in_the_session_namespace_decodes_the_proxy_messages() {
     r.checkpoint_stop(pid, &img);
     let restored = r.restore(&img, &[]);
     let keeper = restored.keeper.expect("a keeper runs the uevent proxy");
+    let host_ns = net_ns("self");
+    wait_until(
+        "the keeper to enter the session's namespace",
+        DEADLINE,
+        || (net_ns(&keeper.to_string()) != host_ns).then_some(()),
+    );
 
     // udevd is not started: udevadm only listens, in the session's namespace.
     r.spawn(
