@@ -323,6 +323,7 @@ fn inspect(frozen: &Frozen, devices: &DevicePolicies) -> Result<Inspection> {
         shmem: Vec::new(),
         report,
         attachments: Vec::new(),
+        detached: Vec::new(),
     };
     Ok(Inspection {
         snapshot,
@@ -551,6 +552,7 @@ pub fn checkpoint(
     }
     snapshot.attachments = attachment::store(writer, &attachments)?;
     snapshot.files = std::mem::take(&mut files.files);
+    snapshot.detached = crate::devices::removes(&snapshot.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
     progress(Stage::Committing);

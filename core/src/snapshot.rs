@@ -82,6 +82,11 @@ pub struct Snapshot {
     /// Blobs the caller stored with the image (window list, screenshots).
     #[serde(default)]
     pub attachments: Vec<StoredAttachment>,
+    /// Devices detached from the saved processes: their synthetic
+    /// `remove` events (identity and properties included), which the
+    /// restored session's uevent proxy replays.
+    #[serde(default)]
+    pub detached: Vec<crate::uevent::Uevent>,
 }
 
 impl Snapshot {
@@ -122,6 +127,14 @@ impl Snapshot {
 
     pub fn attachment(&self, name: &str) -> Option<&StoredAttachment> {
         self.attachments.iter().find(|a| a.name == name)
+    }
+
+    /// Whether any saved process holds a device event socket (the
+    /// restore then needs a keeper to run the uevent proxy).
+    pub fn has_uevent_sockets(&self) -> bool {
+        self.files
+            .iter()
+            .any(|f| matches!(&f.kind, crate::files::FileKind::Netlink(n) if n.is_uevent()))
     }
 
     pub fn process(&self, pid: i32) -> Option<&ProcessImage> {

@@ -51,6 +51,8 @@ enum Command {
         pidns: bool,
         /// Parent the restored roots under a session keeper (a subreaper
         /// that outlives this command) instead of this command's caller.
+        /// Implied when the image holds device event (uevent) sockets: the
+        /// keeper runs their uevent proxy.
         #[arg(long)]
         keeper: bool,
         /// Print the result as JSON.

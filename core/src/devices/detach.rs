@@ -44,6 +44,25 @@ pub struct Detached {
     pub handle_only: bool,
 }
 
+/// The synthetic `remove` of every device the saved processes had open and
+/// lose at restore, once per device: what the uevent proxy replays. An fd
+/// that was already a stand-in (of an earlier restore) had its remove then.
+pub fn removes(files: &[crate::files::OpenFile]) -> Vec<Uevent> {
+    let mut out: Vec<Uevent> = Vec::new();
+    for f in files {
+        let crate::files::FileKind::Detached(d) = &f.kind else {
+            continue;
+        };
+        let seen = out
+            .iter()
+            .any(|e| e.devpath == d.remove.devpath && e.devnum == d.remove.devnum);
+        if !d.handle_only && !seen {
+            out.push(d.remove.clone());
+        }
+    }
+    out
+}
+
 impl Detached {
     pub fn describe(&self) -> String {
         super::describe(&self.path, (self.major, self.minor), &self.class)

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use detach::Detached;
+pub use detach::{removes, Detached};
 pub use sysfs::{DeviceIdentity, SysRoots, UdevEntry};
 
 /// The system configuration file.

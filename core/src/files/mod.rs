@@ -38,6 +38,8 @@ pub enum FileError {
     Procfs(#[from] ProcfsError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Uevent(#[from] crate::uevent::UeventError),
     #[error("pid {pid} fd {fd}: {op}")]
     Fd {
         pid: i32,
@@ -420,6 +422,7 @@ impl FileTable {
                             inet::InetState::Connected => "bound and connected again to its peer".into(),
                             inet::InetState::Unconnected => "recreated, bound to its address if it had one".into(),
                         },
+                        FileKind::Netlink(n) if n.is_uevent() => "device event socket: recreated with its groups, SO_PASSCRED and filter inside the restored session's own network namespace, where the uevent proxy replays the detached devices' events and forwards the host's".into(),
                         FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
                         FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into(),
@@ -682,13 +685,15 @@ impl FileTable {
 }
 
 /// Open every OFD of the image in the restorer, each at or above `base`.
-/// Index i of the result is `files[i]`.
+/// Index i of the result is `files[i]`. Device event sockets are created
+/// in `uevent_net` when given.
 pub fn restore_all(
     files: &[OpenFile],
     pipes: &[pipe::PipeImage],
     image: &ImageReader,
     shared: &SharedObjects,
     base: RawFd,
+    uevent_net: Option<&crate::uevent::proxy::SessionNet>,
 ) -> Result<Vec<OwnedFd>> {
     let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
     let mut unix_ends = unix::UnixEnds::default();
@@ -740,7 +745,7 @@ pub fn restore_all(
             FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end, image)?,
             FileKind::DevTty(t) => t.restore(f.flags)?,
             FileKind::Inotify(i) => i.restore(f.flags)?,
-            FileKind::Netlink(n) => n.restore(f.flags)?,
+            FileKind::Netlink(n) => n.restore(f.flags, uevent_net)?,
             FileKind::Inet(i) => i.restore(f.flags)?,
             FileKind::Pidfd(p) => p.restore(f.flags)?,
         };
@@ -764,7 +769,7 @@ fn move_above(fd: OwnedFd, base: RawFd) -> Result<OwnedFd> {
 }
 
 /// An int socket option of `fd`.
-pub(super) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
+pub(crate) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes one int to a valid pointer.
@@ -784,7 +789,7 @@ pub(super) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32>
 }
 
 /// Set an int socket option of `fd`.
-pub(super) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
     // SAFETY: setsockopt reads one int from a valid pointer.
     if unsafe {
         libc::setsockopt(
@@ -802,7 +807,7 @@ pub(super) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Res
 }
 
 /// A new close-on-exec socket; `kind` may carry `SOCK_NONBLOCK`.
-pub(super) fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
+pub(crate) fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
     // SAFETY: socket() takes integers and returns a new fd or -1.
     let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
     if fd < 0 {

@@ -1,11 +1,23 @@
-//! Netlink sockets: recreated with their protocol and multicast groups.
-//! Their port id is the kernel's to choose again, so they are Reopen;
-//! one with messages waiting is refused (they cannot be put back).
+//! Netlink sockets: recreated with their protocol, multicast groups,
+//! `SO_PASSCRED`, receive buffer and classic BPF filter (libudev's
+//! monitors need all three: it drops messages without credentials, and
+//! filters by subsystem in the kernel). Their port id is the kernel's to
+//! choose again, so they are Reopen; one with messages waiting is refused
+//! (they cannot be put back).
+//!
+//! Device event sockets (`NETLINK_KOBJECT_UEVENT`) are created inside the
+//! restored session's own network namespace when the restore gives one
+//! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::{getsockopt_int, new_socket, queued_bytes, FileError, FileKind};
+use super::{getsockopt_int, new_socket, queued_bytes, setsockopt_int, FileError, FileKind};
+use crate::uevent::proxy::SessionNet;
+use crate::uevent::NETLINK_KOBJECT_UEVENT;
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
+pub const MAX_FILTER: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetlinkSocket {
@@ -16,6 +28,93 @@ pub struct NetlinkSocket {
     pub bound: bool,
     /// The first 32 multicast groups joined, as `bind` takes them.
     pub groups: u32,
+    /// `SO_PASSCRED`: the sender's credentials come with each message.
+    #[serde(default)]
+    pub passcred: bool,
+    /// `SO_RCVBUF` as getsockopt reports it (twice what was asked); 0: not saved.
+    #[serde(default)]
+    pub rcvbuf: i32,
+    /// The classic BPF filter attached (`SO_ATTACH_FILTER`), if any.
+    #[serde(default)]
+    pub filter: Vec<SockFilter>,
+}
+
+/// One classic BPF instruction (`struct sock_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+/// The filter attached to `fd` (empty if none).
+fn get_filter(fd: RawFd) -> io::Result<Vec<SockFilter>> {
+    let mut buf = vec![
+        libc::sock_filter {
+            code: 0,
+            jt: 0,
+            jf: 0,
+            k: 0
+        };
+        MAX_FILTER
+    ];
+    // SO_GET_FILTER counts in instructions, not bytes.
+    let mut len = MAX_FILTER as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` instructions into `buf`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate((len as usize).min(MAX_FILTER));
+    Ok(buf
+        .iter()
+        .map(|i| SockFilter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect())
+}
+
+fn set_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
+    let mut ins: Vec<libc::sock_filter> = filter
+        .iter()
+        .map(|i| libc::sock_filter {
+            code: i.code,
+            jt: i.jt,
+            jf: i.jf,
+            k: i.k,
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: ins.len() as u16,
+        filter: ins.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads a sock_fprog pointing at `ins`, alive here;
+    // the kernel checks the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
@@ -40,19 +139,47 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
         kind: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?,
         bound: a.nl_pid != 0,
         groups: a.nl_groups,
+        passcred: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED).map_err(e)? != 0,
+        rcvbuf: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(e)?,
+        filter: get_filter(fd).map_err(e)?,
     }))
 }
 
 impl NetlinkSocket {
     pub fn describe(&self) -> String {
+        if self.is_uevent() {
+            return format!("device event (uevent) socket, groups {:#x}", self.groups);
+        }
         format!(
             "netlink socket (protocol {}, groups {:#x})",
             self.protocol, self.groups
         )
     }
 
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    /// A `NETLINK_KOBJECT_UEVENT` socket: device events.
+    pub fn is_uevent(&self) -> bool {
+        self.protocol == NETLINK_KOBJECT_UEVENT
+    }
+
+    /// Recreate the socket; a uevent one inside `net` when given.
+    pub(super) fn restore(
+        &self,
+        flags: u32,
+        net: Option<&SessionNet>,
+    ) -> Result<OwnedFd, FileError> {
+        match net {
+            Some(net) if self.is_uevent() => net.run(|| self.create(flags))?,
+            _ => self.create(flags),
+        }
+    }
+
+    fn create(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
+        if self.filter.len() > MAX_FILTER {
+            return Err(err("restoring a netlink socket's filter")(
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        }
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
         } else {
@@ -60,6 +187,23 @@ impl NetlinkSocket {
         };
         let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
             .map_err(err("creating a netlink socket"))?;
+        let raw = fd.as_raw_fd();
+        if self.passcred {
+            setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
+                .map_err(err("setting SO_PASSCRED on a netlink socket"))?;
+        }
+        if self.rcvbuf > 0 {
+            // The kernel doubles what it is given; FORCE passes the
+            // rmem_max cap the program may have passed with it too.
+            let size = self.rcvbuf / 2;
+            if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+                setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)
+                    .map_err(err("setting a netlink socket's receive buffer"))?;
+            }
+        }
+        if !self.filter.is_empty() {
+            set_filter(raw, &self.filter).map_err(err("attaching a netlink socket's filter"))?;
+        }
         if self.bound {
             // SAFETY: sockaddr_nl is plain data.
             let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
@@ -68,7 +212,7 @@ impl NetlinkSocket {
             // SAFETY: bind with a valid sockaddr_nl.
             let rc = unsafe {
                 libc::bind(
-                    fd.as_raw_fd(),
+                    raw,
                     (&a as *const libc::sockaddr_nl).cast(),
                     std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
                 )

@@ -19,6 +19,8 @@ use crate::ptrace::{self, PtraceError, Stop};
 use crate::remote::{RemoteError, RemoteTask, Scratch};
 use crate::shmem::{MapTarget, SharedObjects, ShmemError};
 use crate::snapshot::{ProcessImage, Snapshot};
+use crate::uevent::proxy::{Proxy, SessionNet};
+use crate::uevent::{UeventError, MAX_MESSAGE};
 use crate::{creds, signals, thread};
 use node::{Shared, TreeSpec, GADGET_LEN};
 use plan::{Ids, NodeKind, Plan, PlanError};
@@ -47,6 +49,8 @@ pub enum RestoreError {
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
     Procfs(#[from] ProcfsError),
+    #[error(transparent)]
+    Uevent(#[from] UeventError),
     #[error("pid {pid} is taken by a running process ({comm}); free it or restore with --pidns")]
     PidTaken { pid: i32, comm: String },
     #[error("pid {pid}: the caller may not restore its credentials: {reason}")]
@@ -76,6 +80,7 @@ type Result<T> = std::result::Result<T, RestoreError>;
 const MAX_PROCESSES: usize = 4096;
 const MAX_FDS_PER_PROCESS: usize = 65536;
 const MAX_THREADS: usize = 4096;
+const MAX_DETACHED: usize = 4096;
 const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
@@ -86,7 +91,8 @@ pub struct RestoreOptions {
     /// Parent the roots under a session keeper: a small child subreaper
     /// that outlives this call, adopts the session's orphans and ends with
     /// its last process. Without it the roots are the caller's to reap.
-    /// Implied by `pidns`.
+    /// Implied by `pidns`, and by an image holding device event sockets
+    /// (the keeper runs their uevent proxy).
     pub keeper: bool,
 }
 
@@ -250,6 +256,28 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
             }
         }
     }
+    if snap.detached.len() > MAX_DETACHED {
+        return Err(invalid(
+            dir,
+            format!(
+                "{} detached devices (at most {MAX_DETACHED})",
+                snap.detached.len()
+            ),
+        ));
+    }
+    for ev in &snap.detached {
+        // Encoding checks sizes; the subsystem becomes a sysfs path.
+        let ok = crate::uevent::sysfs::valid_subsystem(&ev.subsystem)
+            && ev.devpath.starts_with("/devices/")
+            && ev.properties.len() <= crate::uevent::MAX_PROPERTIES
+            && crate::uevent::libudev::encode(ev, 0).is_ok_and(|m| m.len() <= MAX_MESSAGE);
+        if !ok {
+            return Err(invalid(
+                dir,
+                format!("detached device event {} {:?}", ev.action, ev.devpath),
+            ));
+        }
+    }
     reader.check_chunks(snap.chunks())?;
     Ok(())
 }
@@ -405,7 +433,39 @@ pub fn restore_with_progress(
     // Dropped on failure, after `cleanup` has ended the tree: SysV
     // segments made for this restore go with it.
     let shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
-    let file_objs = files::restore_all(&snap.files, &snap.pipes, &reader, &shared_objs, base_fd)?;
+    // Device event sockets go into a network namespace of the session's
+    // own, spoken to by a proxy that the keeper runs: so a keeper it is.
+    // Without the right to make one (not root), they are recreated in the
+    // host's namespace as any netlink socket, and no proxy runs.
+    let uevent_net = if snap.has_uevent_sockets() {
+        SessionNet::create()
+            .inspect_err(|e| {
+                tracing::warn!(error = %e, "device event sockets stay in the host's network namespace; no uevent proxy")
+            })
+            .ok()
+    } else {
+        None
+    };
+    let keeper = opts.keeper || opts.pidns || uevent_net.is_some();
+    if keeper && !opts.keeper && !opts.pidns {
+        info!(
+            "the image holds device event sockets: restoring under a keeper for the uevent proxy"
+        );
+    }
+    let file_objs = files::restore_all(
+        &snap.files,
+        &snap.pipes,
+        &reader,
+        &shared_objs,
+        base_fd,
+        uevent_net.as_ref(),
+    )?;
+    // Opened before the tree runs: real events from now on wait for it.
+    let proxy = uevent_net
+        .as_ref()
+        .map(|net| Proxy::new(net, snap.detached.clone()))
+        .transpose()?;
+    drop(uevent_net);
     let file_fds: Vec<RawFd> = file_objs.iter().map(|f| f.as_raw_fd()).collect();
 
     let candidates: Vec<Vec<u64>> = plan
@@ -442,7 +502,9 @@ pub fn restore_with_progress(
         pidns: opts.pidns,
         armed: true,
     };
-    let root = spawn_root(&spec, &shared, opts.pidns, opts.keeper)?;
+    let root = spawn_root(&spec, &shared, opts.pidns, keeper, proxy.as_ref())?;
+    // The keeper has its copies.
+    drop(proxy);
     cleanup.root = Some(root);
 
     let total = plan.nodes.len() as u32;
@@ -552,7 +614,7 @@ pub fn restore_with_progress(
     }
     cleanup.armed = false;
     shared.set_stage(node::STAGE_DONE);
-    let keeper = if opts.pidns || opts.keeper {
+    let keeper = if keeper {
         Some(root)
     } else {
         let mut st = 0;
@@ -614,7 +676,13 @@ enum RootRole {
 
 /// Fork the restore root (in pid-namespace mode through an intermediate
 /// that exits, so the keeper is not our child).
-fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool, keeper: bool) -> Result<i32> {
+fn spawn_root(
+    spec: &TreeSpec<'_>,
+    shared: &Shared,
+    pidns: bool,
+    keeper: bool,
+    proxy: Option<&Proxy>,
+) -> Result<i32> {
     let err = |source| RestoreError::Os {
         what: "forking the restore root",
         source,
@@ -626,14 +694,14 @@ fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool, keeper: bool) -
             RootRole::Exit
         };
         return match node::clone_with_pid(0, 0).map_err(err)? {
-            0 => root_main(spec, shared, role),
+            0 => root_main(spec, shared, role, proxy),
             pid => Ok(pid),
         };
     }
     match node::clone_with_pid(0, 0).map_err(err)? {
         0 => {
             match node::clone_with_pid(0, libc::CLONE_NEWPID as u64) {
-                Ok(0) => root_main(spec, shared, RootRole::NamespaceInit),
+                Ok(0) => root_main(spec, shared, RootRole::NamespaceInit, proxy),
                 Ok(pid) => {
                     shared.area().root_pid.store(pid, Ordering::Release);
                     // SAFETY: ends the intermediate.
@@ -663,8 +731,8 @@ fn spawn_root(spec: &TreeSpec<'_>, shared: &Shared, pidns: bool, keeper: bool) -
 
 /// The restore root: forks the roots of the tree, then waits; as a
 /// keeper it stays, reaping orphans until the last process of the session
-/// is gone.
-fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole) -> ! {
+/// is gone, and runs the session's uevent proxy meanwhile.
+fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole, proxy: Option<&Proxy>) -> ! {
     let keeper = role != RootRole::Exit;
     if keeper {
         // SAFETY: prctl on ourselves.
@@ -685,9 +753,9 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole) -> ! {
         }
     }
     if keeper {
-        // Close everything: the keeper holds nothing of the session.
-        // SAFETY: closing our own fds.
-        unsafe { libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) };
+        // Close everything: the keeper holds nothing of the session, only
+        // the proxy's sockets.
+        close_all_but(&proxy.map(Proxy::fds).unwrap_or_default());
         if role == RootRole::Keeper {
             // Leave the caller's session, so its terminal's hang-up or ^C
             // does not end the keeper. Every node is forked by now, so
@@ -695,16 +763,120 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole) -> ! {
             // SAFETY: setsid on ourselves; we are not a group leader.
             unsafe { libc::setsid() };
         }
-        loop {
-            let mut st = 0;
-            // SAFETY: reaping any child; ECHILD ends the loop.
-            if unsafe { libc::waitpid(-1, &mut st, libc::__WALL) } < 0 {
-                break;
-            }
+        match proxy {
+            Some(proxy) => keep_with_proxy(proxy),
+            None => reap_until_none(),
         }
     }
     // SAFETY: ends the restore root.
     unsafe { libc::_exit(0) }
+}
+
+/// Close every fd of this process but `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep.iter().map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut lo = 0u32;
+    for k in keep {
+        if k > lo {
+            // SAFETY: closing our own fds in [lo, k).
+            unsafe { libc::syscall(libc::SYS_close_range, lo, k - 1, 0) };
+        }
+        lo = k + 1;
+    }
+    // SAFETY: as above, from lo up.
+    unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
+}
+
+/// Reap every child until none is left.
+fn reap_until_none() {
+    loop {
+        let mut st = 0;
+        // SAFETY: reaping any child; ECHILD ends the loop.
+        if unsafe { libc::waitpid(-1, &mut st, libc::__WALL) } < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+        {
+            return;
+        }
+    }
+}
+
+/// Reap children without blocking; false once none is left.
+fn reap_ready() -> bool {
+    loop {
+        let mut st = 0;
+        // SAFETY: non-blocking reap of any child.
+        match unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } {
+            0 => return true,
+            r if r > 0 => continue,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// The keeper's life with a uevent proxy: replay the synthetic sequence,
+/// then wait on both the host's events and SIGCHLD (through a signalfd)
+/// until the session's last process is gone.
+fn keep_with_proxy(proxy: &Proxy) {
+    use tracing::warn;
+    if let Err(e) = proxy.enter_namespace() {
+        warn!(error = %e, "the keeper stays in the host's network namespace");
+    }
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: plain signal-mask calls on a local set and on ourselves;
+    // SIGCHLD back to default so children stay to be reaped.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    // SAFETY: signalfd with a valid set; returns a new fd or -1.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if let Err(e) = proxy.replay() {
+        warn!(error = %e, "replaying the synthetic uevent sequence");
+    }
+    if sfd < 0 {
+        warn!(error = %std::io::Error::last_os_error(), "no signalfd: real uevents are not forwarded");
+        // SAFETY: unblocking SIGCHLD again for the plain reaping loop.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        return reap_until_none();
+    }
+    let mut host = proxy.host_fd();
+    // A SIGCHLD of a child reaped here stays pending: the signalfd wakes
+    // the poll and the reaping finds nothing, which is fine.
+    while reap_ready() {
+        let mut fds = [
+            libc::pollfd {
+                fd: sfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: host,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll on two valid pollfds (a negative fd is ignored).
+        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut info = [0u8; 128];
+            // SAFETY: reading signalfd_siginfo records into a local buffer.
+            while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+        }
+        if fds[1].revents != 0 {
+            if let Err(e) = proxy.forward_pending() {
+                // A socket that keeps failing would spin: stop listening.
+                warn!(error = %e, "the uevent proxy stops forwarding");
+                host = -1;
+            }
+        }
+    }
 }
 
 fn await_done(shared: &Shared) {

@@ -217,16 +217,18 @@ impl Reaper {
     /// of the tree is gone so its pids are free for the restore.
     #[track_caller]
     pub fn checkpoint_stop(&mut self, root: i32, dir: &Path) -> Value {
+        self.checkpoint_stop_with(root, dir, &[])
+    }
+
+    /// [`Reaper::checkpoint_stop`] with more options.
+    #[track_caller]
+    pub fn checkpoint_stop_with(&mut self, root: i32, dir: &Path, extra: &[&str]) -> Value {
         let pids = tree(root);
         self.pids.extend(pids.iter().copied());
-        let out = hiber(&[
-            "checkpoint",
-            &root.to_string(),
-            "-o",
-            path(dir),
-            "--stop",
-            "--json",
-        ]);
+        let root_s = root.to_string();
+        let mut args = vec!["checkpoint", &root_s, "-o", path(dir), "--stop", "--json"];
+        args.extend_from_slice(extra);
+        let out = hiber(&args);
         assert_ok(&out, "checkpoint --stop");
         for c in &mut self.children {
             if pids.contains(&(c.id() as i32)) {
