@@ -122,6 +122,25 @@ fn pid_comm(pid: i32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
+/// Make the kernel hand out pids above `highest` from now on. Whatever is
+/// created without a chosen pid while the tree is built (the restore root,
+/// helper threads and processes, and anything else on the machine) takes
+/// the number after the last one allocated; once the pid counter has
+/// wrapped, that can be a saved pid still to be created (clone3 then
+/// fails with EEXIST). Only ever moved forward.
+fn start_pids_above(highest: i32) {
+    const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    let last: i32 = std::fs::read_to_string(LAST_PID)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(i32::MAX);
+    if last < highest {
+        if let Err(e) = std::fs::write(LAST_PID, highest.to_string()) {
+            tracing::warn!(error = %e, highest, "could not move the pid counter past the saved pids");
+        }
+    }
+}
+
 /// Who holds `pid`, if anyone. A zombie (the saved process itself, just
 /// ended by `checkpoint --stop`, not yet reaped by whoever adopted it) is
 /// given a moment to go.
@@ -410,11 +429,14 @@ pub fn restore_with_progress(
             .processes
             .iter()
             .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid));
+        let mut highest = 0;
         for pid in plan.nodes.iter().map(|n| n.pid).chain(thread_ids) {
             if let Some(comm) = pid_taken(pid) {
                 return Err(RestoreError::PidTaken { pid, comm });
             }
+            highest = highest.max(pid);
         }
+        start_pids_above(highest);
     }
     for (pid, what) in &plan.foreign {
         debug!(pid, what = %what, "left in the restorer's session or group");

@@ -114,6 +114,15 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
     let mut session_of: HashMap<usize, Option<i32>> = HashMap::new();
     let mut session_helpers: BTreeMap<i32, (usize, Option<usize>)> = BTreeMap::new();
     let mut group_helpers: BTreeMap<i32, usize> = BTreeMap::new();
+    // The group each node is in when it forks its children: the one it
+    // leads (it calls setsid or setpgid right after birth) or else the one
+    // it was born into, its forker's (CLONE_PARENT too inherits the
+    // caller's group). Joins come later, once every node is born. None:
+    // the restorer's group.
+    let mut group_at_fork: HashMap<usize, Option<i32>> = HashMap::new();
+    let birth_group = |forker: Option<usize>, groups: &HashMap<usize, Option<i32>>| {
+        forker.and_then(|f| groups[&f])
+    };
 
     for &i in &order {
         let p = procs[i];
@@ -159,6 +168,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                     });
                     let h = out.nodes.len() - 1;
                     session_helpers.insert(p.sid, (h, forker));
+                    group_at_fork.insert(h, Some(p.sid));
                     h
                 }
             };
@@ -200,14 +210,14 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 SessionSource::Foreign => false,
                 _ => false,
             };
-            // Forked by its group's leader after that made the group: born in it.
-            let born_in_group = node_forker.is_some_and(|f| {
-                let forker = &out.nodes[f];
-                forker.pid == p.pgid && (forker.setsid || forker.make_group)
-            });
+            // Forked by a node in that group (its leader, or a member born
+            // into it): born in it.
+            let born_in_group = birth_group(node_forker, &group_at_fork) == Some(p.pgid);
             if born_in_group {
                 // Nothing to join.
-            } else if leader_in_image {
+            } else if leader_in_image || session_helpers.contains_key(&p.pgid) {
+                // Its leader is a node (a session helper leads the group of
+                // its session's id): the group exists when members join.
                 node.join_group = Some(p.pgid);
             } else if inherited {
                 // A session helper is also its group's leader: born into it.
@@ -226,7 +236,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                     });
                     out.nodes.len() - 1
                 });
-                let _ = helper;
+                group_at_fork.insert(helper, Some(p.pgid));
                 node.join_group = Some(p.pgid);
             } else {
                 out.foreign.push((
@@ -235,10 +245,17 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 ));
             }
         }
+        let leads_group = node.setsid || node.make_group;
+        let group = if leads_group {
+            Some(p.pid)
+        } else {
+            birth_group(node.forker, &group_at_fork)
+        };
         out.nodes.push(node);
         let idx = out.nodes.len() - 1;
         node_of.insert(p.pid, idx);
         session_of.insert(idx, own_sid);
+        group_at_fork.insert(idx, group);
     }
     Ok(out)
 }
@@ -254,6 +271,21 @@ mod tests {
             pgid,
             sid,
         }
+    }
+
+    /// An orphan adopted by init in a session whose leader is gone, with a
+    /// child of its own in the same group (at-spi-bus-launcher and its bus,
+    /// activated by a session bus): the child is born in the group through
+    /// its parent, and no second helper takes the leader's pid.
+    #[test]
+    fn a_member_born_in_a_helper_led_group_needs_no_second_helper() {
+        let p = plan(&[ids(101, 1, 100, 100), ids(102, 101, 100, 100)], &|_| true).unwrap();
+        let leaders: Vec<&Node> = p.nodes.iter().filter(|n| n.pid == 100).collect();
+        assert_eq!(leaders.len(), 1, "{:?}", p.nodes);
+        assert_eq!(leaders[0].kind, NodeKind::SessionHelper);
+        let child = p.nodes.iter().find(|n| n.pid == 102).unwrap();
+        assert_eq!(child.join_group, None, "born in group 100 through 101");
+        assert_eq!(child.forker, p.nodes.iter().position(|n| n.pid == 101));
     }
 
     #[test]
