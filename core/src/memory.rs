@@ -260,9 +260,13 @@ pub fn classify(
                         );
                         continue;
                     };
-                    let c = devices.classify(path, major, minor);
+                    // A mapping is never the X server's card itself: the
+                    // automatic Reattach is for fds. A reattached card's
+                    // buffers are gone with the old open, so its mappings
+                    // come back as a detached device's.
+                    let c = devices.classify(path, major, minor, crate::devices::Use::Plain);
                     let what = format!("device mapping of {}", c.describe());
-                    if c.decision.policy != Policy::Detach {
+                    if !matches!(c.decision.policy, Policy::Detach | Policy::Reattach) {
                         report.add(
                             pid,
                             subject,

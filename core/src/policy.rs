@@ -14,9 +14,8 @@ pub enum Policy {
     Reopen,
     /// Simulated hot-unplug: a dead stand-in at restore.
     Detach,
-    /// The X server's primary DRM card: the live card reopened and the
-    /// server's VT re-enter path driven. A device rule may ask for it; the
-    /// checkpoint refuses it until it is built.
+    /// The X server's primary DRM card (experimental): the live card
+    /// reopened and the server's VT re-enter path driven.
     Reattach,
     /// Restored broken, the way the program already handles (a peer gone).
     Reset,

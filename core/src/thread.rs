@@ -144,15 +144,20 @@ pub fn restore(
     scratch: &Scratch,
     t: &ThreadImage,
 ) -> Result<(), RemoteError> {
-    if let Some(a) = &t.altstack {
-        let mut raw = Vec::with_capacity(24);
-        raw.extend_from_slice(&a.sp.to_ne_bytes());
-        raw.extend_from_slice(&(a.flags & !libc::SS_ONSTACK).to_ne_bytes());
-        raw.extend_from_slice(&[0u8; 4]);
-        raw.extend_from_slice(&a.size.to_ne_bytes());
-        let addr = scratch.write(mem, ALTSTACK_OFF, &raw)?;
-        task.syscall("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
-    }
+    // Always set: the main thread is a fork of the restorer, whose Rust
+    // runtime registered an alternate stack that is unmapped by now; left
+    // in place, the first SA_ONSTACK handler (Python's) would die on it.
+    let (sp, flags, size) = match &t.altstack {
+        Some(a) => (a.sp, a.flags & !libc::SS_ONSTACK, a.size),
+        None => (0, libc::SS_DISABLE, 0),
+    };
+    let mut raw = Vec::with_capacity(24);
+    raw.extend_from_slice(&sp.to_ne_bytes());
+    raw.extend_from_slice(&flags.to_ne_bytes());
+    raw.extend_from_slice(&[0u8; 4]);
+    raw.extend_from_slice(&size.to_ne_bytes());
+    let addr = scratch.write(mem, ALTSTACK_OFF, &raw)?;
+    task.syscall("sigaltstack", libc::SYS_sigaltstack, [addr, 0, 0, 0, 0, 0])?;
     // Always set, so a list inherited from the restorer never survives;
     // the kernel wants the structure's size even for an empty list.
     let len = if t.robust_list.1 == 0 {

@@ -285,6 +285,7 @@ pub fn restore(image: &Path) -> Result<RestoredSession> {
         dir: image.to_path_buf(),
         pidns: false,
         keeper: true,
+        sys_roots: Default::default(),
     })?;
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.

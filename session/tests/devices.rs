@@ -324,7 +324,7 @@ fn device_policy_flag_over_file_over_builtin_on_the_command_line() {
     assert_eq!(
         (p.as_str(), code),
         ("Refuse", Some(3)),
-        "Reattach is not built"
+        "Reattach is only for DRM cards"
     );
     // A bad rule or a missing named file is an error, not a fallback.
     let out = hiber(&["check", &pid_s, "--device-policy", "mem=maybe"]);

@@ -84,21 +84,14 @@ impl Detached {
 
     /// Bounds on what an image may hold here.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.identity {
+            id.validate()?;
+        }
         let strings = self
-            .identity
+            .remove
+            .properties
             .iter()
-            .flat_map(|i| {
-                let udev = i.udev.iter().flat_map(|u| {
-                    u.properties
-                        .iter()
-                        .flat_map(|(k, v)| [k, v])
-                        .chain(&u.tags)
-                        .chain(&u.current_tags)
-                        .chain(&u.symlinks)
-                });
-                i.uevent.iter().flat_map(|(k, v)| [k, v]).chain(udev)
-            })
-            .chain(self.remove.properties.iter().flat_map(|(k, v)| [k, v]))
+            .flat_map(|(k, v)| [k, v])
             .chain(&self.remove.tags);
         let mut count = 0;
         for s in strings {
@@ -332,7 +325,15 @@ mod tests {
             roots: roots(t.path()),
             ..DevicePolicies::default()
         };
-        let d = Detached::checkpoint(&p.classify(Path::new("/dev/dri/card0"), 226, 0), false);
+        let d = Detached::checkpoint(
+            &p.classify(
+                Path::new("/dev/dri/card0"),
+                226,
+                0,
+                super::super::Use::Plain,
+            ),
+            false,
+        );
         assert_eq!(d.class, "drm");
         assert_eq!(d.rule, "class drm (built-in)");
         assert_eq!(

@@ -4,15 +4,18 @@
 //! Rules map a class, or one `major:minor`, to a policy. Three layers of
 //! rules are consulted in order, the first match winning: the command
 //! line's (`--device-policy`), the system file's (`/etc/hiber/devices.toml`),
+//! then the automatic one (an X server's primary DRM card is reattached),
 //! then the built-in ones below; inside a layer a `major:minor` rule comes
 //! before a class rule. [`DevicePolicies::decide`] is the one place this
 //! lookup happens, for fds and mappings alike.
 //!
 //! Ptys and `/dev/tty` never reach the table: the pty code owns them.
 //! `detach` holds what a detached device becomes (its record, the stand-in
-//! at restore); `sysfs` reads a device's identity.
+//! at restore); `reattach` what a reattached card becomes (experimental);
+//! `sysfs` reads a device's identity.
 
 pub mod detach;
+pub mod reattach;
 pub mod sysfs;
 
 use crate::policy::Policy;
@@ -22,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use detach::{removes, Detached};
+pub use reattach::Reattached;
 pub use sysfs::{DeviceIdentity, SysRoots, UdevEntry};
 
 /// The system configuration file.
@@ -50,6 +54,20 @@ pub enum DeviceError {
         op: &'static str,
         source: std::io::Error,
     },
+    #[error("reattaching device {major}:{minor} at {path}: {op}")]
+    Reopen {
+        major: u32,
+        minor: u32,
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("sending signal {signal} to pid {pid}")]
+    Signal {
+        pid: i32,
+        signal: i32,
+        source: std::io::Error,
+    },
 }
 
 /// What a rule names.
@@ -75,6 +93,8 @@ impl fmt::Display for Selector {
 pub enum Origin {
     Flag,
     File(PathBuf),
+    /// The device is an X server's primary DRM card (see [`Use`]).
+    Automatic,
     BuiltIn,
 }
 
@@ -83,14 +103,16 @@ impl fmt::Display for Origin {
         match self {
             Origin::Flag => f.write_str("--device-policy"),
             Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Automatic => f.write_str("automatic: an X server's primary DRM card"),
             Origin::BuiltIn => f.write_str("built-in"),
         }
     }
 }
 
 /// The policies a device may get. `Reattach` is the X server's primary
-/// DRM card's (reopen the live card, drive the VT re-enter path): it is
-/// accepted in rules, and refused at checkpoint until it is built.
+/// DRM card's (reopen the live card, drive the VT re-enter path;
+/// experimental): that card gets it without a rule, and a rule may ask
+/// for it for another card.
 const DEVICE_POLICIES: &[(&str, Policy)] = &[
     ("reopen", Policy::Reopen),
     ("detach", Policy::Detach),
@@ -184,7 +206,8 @@ pub fn parse_selector(key: &str) -> Result<Selector, String> {
     }
 }
 
-/// The configuration file: two tables of `name = "policy"`.
+/// The configuration file: two tables of `name = "policy"`, and the
+/// settings of Reattach.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
@@ -192,14 +215,42 @@ struct ConfigFile {
     classes: BTreeMap<String, String>,
     #[serde(default)]
     devices: BTreeMap<String, String>,
+    #[serde(default)]
+    reattach: ReattachConfig,
 }
 
-/// Rules of a configuration file's text (`path` names it in errors).
-pub fn parse_config(path: &Path, text: &str) -> Result<Rules, DeviceError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReattachConfig {
+    /// The signal that drives the X server's VT acquire path.
+    signal: Option<String>,
+}
+
+/// What a configuration file says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    pub rules: Rules,
+    /// `[reattach] signal`, checked to be one Hiber sends.
+    pub reattach_signal: Option<String>,
+}
+
+/// A configuration file's text (`path` names it in errors).
+pub fn parse_config(path: &Path, text: &str) -> Result<Config, DeviceError> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| DeviceError::BadConfig {
         path: path.to_path_buf(),
         message: e.message().to_string(),
     })?;
+    let reattach_signal = file.reattach.signal;
+    if let Some(sig) = &reattach_signal {
+        if reattach::parse_signal(sig).is_none() {
+            return Err(DeviceError::BadConfig {
+                path: path.to_path_buf(),
+                message: format!(
+                    "[reattach] signal = {sig:?}: not one of USR1, USR2, HUP, CONT, WINCH"
+                ),
+            });
+        }
+    }
     let mut rules = Rules::default();
     for (table, entries) in [("classes", &file.classes), ("devices", &file.devices)] {
         for (key, value) in entries {
@@ -220,7 +271,10 @@ pub fn parse_config(path: &Path, text: &str) -> Result<Rules, DeviceError> {
                 })?;
         }
     }
-    Ok(rules)
+    Ok(Config {
+        rules,
+        reattach_signal,
+    })
 }
 
 /// Rules of `--device-policy` values: `CLASS=POLICY` or `MAJ:MIN=POLICY`.
@@ -255,6 +309,26 @@ impl Decision {
     }
 }
 
+/// What a char device is to the process holding it, for the automatic
+/// rule: an X server's primary DRM card is reattached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    Plain,
+    XServerPrimaryCard,
+}
+
+impl Use {
+    /// `devnum`'s use, `primary` being the holder's primary card when the
+    /// holder is an X server ([`reattach::primary_of`]).
+    pub fn of(devnum: (u32, u32), primary: Option<(u32, u32)>) -> Self {
+        if primary == Some(devnum) {
+            Use::XServerPrimaryCard
+        } else {
+            Use::Plain
+        }
+    }
+}
+
 /// Every device rule in force, and where device identities are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevicePolicies {
@@ -262,6 +336,8 @@ pub struct DevicePolicies {
     /// The configuration file's rules, and its path.
     pub file: Option<(PathBuf, Rules)>,
     pub roots: SysRoots,
+    /// The signal sent to an X server whose card was reattached.
+    pub reattach_signal: String,
 }
 
 impl Default for DevicePolicies {
@@ -271,6 +347,7 @@ impl Default for DevicePolicies {
             flags: Rules::default(),
             file: None,
             roots: SysRoots::default(),
+            reattach_signal: reattach::DEFAULT_SIGNAL.into(),
         }
     }
 }
@@ -279,19 +356,28 @@ impl DevicePolicies {
     /// Rules from `flags` over those of the file `file` (when given and
     /// present: an absent system file is no error) over the built-in ones.
     pub fn load<S: AsRef<str>>(file: Option<&Path>, flags: &[S]) -> Result<Self, DeviceError> {
-        let file = match file {
-            Some(path) => read_config(path)?.map(|r| (path.to_path_buf(), r)),
+        let config = match file {
+            Some(path) => read_config(path)?.map(|c| (path.to_path_buf(), c)),
             None => None,
         };
+        let reattach_signal = config
+            .as_ref()
+            .and_then(|(_, c)| c.reattach_signal.clone())
+            .unwrap_or_else(|| reattach::DEFAULT_SIGNAL.into());
         Ok(Self {
             flags: parse_flags(flags)?,
-            file,
+            file: config.map(|(p, c)| (p, c.rules)),
             roots: SysRoots::default(),
+            reattach_signal,
         })
     }
 
-    /// The one lookup: the first layer with a rule for the device wins.
-    pub fn decide(&self, devnum: (u32, u32), class: Option<&str>) -> Decision {
+    /// The one lookup, first match winning: the command line's rules, the
+    /// file's, then the automatic rule (an X server's primary DRM card is
+    /// reattached: `use_`), then the built-in rules. So any rule naming
+    /// the card or its class, on the command line or in the file, wins
+    /// over the automatic Reattach.
+    pub fn decide(&self, devnum: (u32, u32), class: Option<&str>, use_: Use) -> Decision {
         let layers = [
             Some((&self.flags, Origin::Flag)),
             self.file
@@ -305,6 +391,12 @@ impl DevicePolicies {
                     rule: Some((sel, origin)),
                 };
             }
+        }
+        if use_ == Use::XServerPrimaryCard {
+            return Decision {
+                policy: Policy::Reattach,
+                rule: Some((Selector::Devnum(devnum.0, devnum.1), Origin::Automatic)),
+            };
         }
         if let Some(&(_, policy, _)) = BUILTIN_DEVICES.iter().find(|d| d.0 == devnum) {
             return Decision {
@@ -325,10 +417,10 @@ impl DevicePolicies {
     }
 
     /// Classify char device `major:minor` opened (or mapped) at `path`.
-    pub fn classify(&self, path: &Path, major: u32, minor: u32) -> Classified {
+    pub fn classify(&self, path: &Path, major: u32, minor: u32, use_: Use) -> Classified {
         let identity = self.roots.char_device(major, minor);
         let class = identity.as_ref().map(|i| i.subsystem.clone());
-        let decision = self.decide((major, minor), class.as_deref());
+        let decision = self.decide((major, minor), class.as_deref(), use_);
         Classified {
             path: path.to_path_buf(),
             devnum: (major, minor),
@@ -339,7 +431,7 @@ impl DevicePolicies {
 }
 
 /// Read a configuration file; Ok(None) when it does not exist.
-fn read_config(path: &Path) -> Result<Option<Rules>, DeviceError> {
+fn read_config(path: &Path) -> Result<Option<Config>, DeviceError> {
     use std::io::Read;
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -420,7 +512,7 @@ mod tests {
     #[test]
     fn builtin_table() {
         let p = DevicePolicies::default();
-        let d = |ma, mi, class| p.decide((ma, mi), Some(class)).policy;
+        let d = |ma, mi, class| p.decide((ma, mi), Some(class), Use::Plain).policy;
         assert_eq!(d(1, 5, "mem"), Policy::Reopen);
         assert_eq!(
             d(1, 1, "mem"),
@@ -433,9 +525,9 @@ mod tests {
         assert_eq!(d(116, 2, "sound"), Policy::Detach);
         assert_eq!(d(81, 0, "video4linux"), Policy::Detach);
         assert_eq!(d(10, 229, "misc"), Policy::Refuse);
-        assert_eq!(p.decide((250, 0), None).policy, Policy::Refuse);
+        assert_eq!(p.decide((250, 0), None, Use::Plain).policy, Policy::Refuse);
         assert_eq!(
-            p.decide((250, 0), None).describe_rule(),
+            p.decide((250, 0), None, Use::Plain).describe_rule(),
             "no rule for its class"
         );
     }
@@ -447,11 +539,17 @@ mod tests {
             path,
             "[classes]\ndrm = \"reattach\"\nmisc = \"Detach\"\n[devices]\n\"1:5\" = \"detach\"\n",
         )
-        .unwrap();
+        .unwrap()
+        .rules;
         assert_eq!(rules.rules.len(), 3);
         assert_eq!(rules.rules[&Selector::Devnum(1, 5)], Policy::Detach);
         assert_eq!(rules.rules[&Selector::Class("misc".into())], Policy::Detach);
+        let reattach = parse_config(path, "[reattach]\nsignal = \"SIGUSR2\"\n").unwrap();
+        assert_eq!(reattach.reattach_signal.as_deref(), Some("SIGUSR2"));
+        assert_eq!(reattach.rules, Rules::default());
         for bad in [
+            "[reattach]\nsignal = \"KILL\"\n",
+            "[reattach]\nsignl = \"USR1\"\n",
             "[classes]\ndrm = \"restore\"\n",
             "[devices]\ndrm = \"detach\"\n",
             "[classes]\n\"1:5\" = \"detach\"\n",
@@ -487,24 +585,43 @@ mod tests {
         // Built-in alone.
         let p = DevicePolicies::load(Some(&t.path().join("absent.toml")), &[] as &[&str]).unwrap();
         assert_eq!(p.file, None, "an absent file is no error");
-        assert_eq!(p.decide((1, 5), Some("mem")).policy, Policy::Reopen);
+        assert_eq!(
+            p.decide((1, 5), Some("mem"), Use::Plain).policy,
+            Policy::Reopen
+        );
         // The file over the built-in, its device rule over its class rule.
         let p = DevicePolicies::load(Some(&file), &[] as &[&str]).unwrap();
-        let d = p.decide((1, 5), Some("mem"));
+        let d = p.decide((1, 5), Some("mem"), Use::Plain);
         assert_eq!(d.policy, Policy::Detach);
         assert_eq!(
             d.describe_rule(),
             format!("device 1:5 ({})", file.display())
         );
-        assert_eq!(p.decide((1, 3), Some("mem")).policy, Policy::Refuse);
-        assert_eq!(p.decide((226, 0), Some("drm")).policy, Policy::Refuse);
+        assert_eq!(
+            p.decide((1, 3), Some("mem"), Use::Plain).policy,
+            Policy::Refuse
+        );
+        assert_eq!(
+            p.decide((226, 0), Some("drm"), Use::Plain).policy,
+            Policy::Refuse
+        );
         // A flag over the file, even a class flag over a file's device rule.
         let p = DevicePolicies::load(Some(&file), &["mem=reopen", "226:0=reattach"]).unwrap();
-        let d = p.decide((1, 5), Some("mem"));
+        let d = p.decide((1, 5), Some("mem"), Use::Plain);
         assert_eq!(d.policy, Policy::Reopen);
         assert_eq!(d.describe_rule(), "class mem (--device-policy)");
-        assert_eq!(p.decide((226, 0), Some("drm")).policy, Policy::Reattach);
-        assert_eq!(p.decide((226, 1), Some("drm")).policy, Policy::Refuse);
+        assert_eq!(
+            p.decide((226, 0), Some("drm"), Use::Plain).policy,
+            Policy::Reattach
+        );
+        assert_eq!(
+            p.decide((226, 1), Some("drm"), Use::Plain).policy,
+            Policy::Refuse
+        );
+        assert_eq!(p.reattach_signal, "USR1", "the default signal");
+        std::fs::write(&file, "[reattach]\nsignal = \"USR2\"\n").unwrap();
+        let p = DevicePolicies::load(Some(&file), &[] as &[&str]).unwrap();
+        assert_eq!(p.reattach_signal, "USR2");
         // A broken file is an error, not a silent fallback.
         std::fs::write(&file, "[classes]\ndrm = 3\n").unwrap();
         assert!(DevicePolicies::load(Some(&file), &[] as &[&str]).is_err());
@@ -550,7 +667,7 @@ mod tests {
             ((13, 64), "/dev/input/event0", "input", "input/event0"),
             ((116, 2), "/dev/snd/pcmC0D0p", "sound", "snd/pcmC0D0p"),
         ] {
-            let c = p.classify(Path::new(node), devnum.0, devnum.1);
+            let c = p.classify(Path::new(node), devnum.0, devnum.1, Use::Plain);
             assert_eq!(c.decision.policy, Policy::Detach, "{node}");
             assert_eq!(
                 c.describe(),
@@ -566,7 +683,7 @@ mod tests {
                 "{reason}"
             );
         }
-        let card = p.classify(Path::new("/dev/dri/card0"), 226, 0);
+        let card = p.classify(Path::new("/dev/dri/card0"), 226, 0, Use::Plain);
         let id = card.identity.expect("in the fixture tree");
         assert_eq!(id.devtype.as_deref(), Some("drm_minor"));
         assert_eq!(
@@ -577,7 +694,7 @@ mod tests {
                 "master-of-seat".into()
             ])
         );
-        let unknown = p.classify(Path::new("/dev/odd"), 240, 0);
+        let unknown = p.classify(Path::new("/dev/odd"), 240, 0, Use::Plain);
         assert_eq!(unknown.class(), "unknown");
         assert_eq!(unknown.decision.policy, Policy::Refuse);
     }

@@ -45,6 +45,38 @@ pub struct DeviceIdentity {
     pub udev: Option<UdevEntry>,
 }
 
+impl DeviceIdentity {
+    /// Bounds on an identity read from an image: at most 8 ×
+    /// [`MAX_PROPERTIES`] strings of at most 4 KiB each.
+    pub fn validate(&self) -> Result<(), String> {
+        const MAX_STRING: usize = 4096;
+        let udev = self.udev.iter().flat_map(|u| {
+            u.properties
+                .iter()
+                .flat_map(|(k, v)| [k, v])
+                .chain(&u.tags)
+                .chain(&u.current_tags)
+                .chain(&u.symlinks)
+        });
+        let strings = self
+            .uevent
+            .iter()
+            .flat_map(|(k, v)| [k, v])
+            .chain(udev)
+            .chain([&self.devpath, &self.subsystem])
+            .chain(&self.devtype)
+            .chain(&self.devname);
+        let mut count = 0;
+        for s in strings {
+            count += 1;
+            if s.len() > MAX_STRING || count > 8 * MAX_PROPERTIES {
+                return Err("device record with too many or too long properties".into());
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `KEY=value` lines of a sysfs `uevent` file, in order. Lines without `=`
 /// are skipped; at most [`MAX_PROPERTIES`] are kept.
 pub fn parse_uevent(text: &str) -> Vec<(String, String)> {
@@ -108,7 +140,7 @@ pub fn subsystem_of_link(target: &Path) -> Option<String> {
     target.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
-fn read_bounded(path: &Path) -> std::io::Result<String> {
+pub(super) fn read_bounded(path: &Path) -> std::io::Result<String> {
     let mut text = String::new();
     std::fs::File::open(path)?
         .take(MAX_FILE_BYTES)
@@ -116,7 +148,7 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
     Ok(text)
 }
 
-fn property<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn property<'a>(props: &'a [(String, String)], key: &str) -> Option<&'a str> {
     props
         .iter()
         .find_map(|(k, v)| (k == key).then_some(v.as_str()))

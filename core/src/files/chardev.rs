@@ -2,10 +2,11 @@
 //! (`crate::devices`) gives each its policy. Stateless ones (the mem
 //! class: null, zero, full, random, urandom) are reopened by path at
 //! restore with the device number checked; detached ones are recorded by
-//! `devices::detach`; the rest are refused.
+//! `devices::detach`, reattached ones (an X server's primary DRM card,
+//! experimental) by `devices::reattach`; the rest are refused.
 
 use super::{FileError, FileKind};
-use crate::devices::{Detached, DevicePolicies};
+use crate::devices::{Detached, DevicePolicies, Reattached, Use};
 use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
@@ -64,14 +65,17 @@ impl CharDevice {
 /// the pty code's) by the device table: the kind saved and why, or what
 /// the device is and why it is refused. `o_path`: the fd is an `O_PATH` handle, which
 /// holds nothing open on the device (a stand-in of an earlier restore).
+/// `x_primary`: the holder is an X server and this is its primary card's
+/// device number.
 pub(super) fn checkpoint(
     target: &Path,
     st: &libc::stat,
     o_path: bool,
+    x_primary: Option<(u32, u32)>,
     devices: &DevicePolicies,
 ) -> Result<(FileKind, String), (String, String)> {
     let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-    let c = devices.classify(target, major, minor);
+    let c = devices.classify(target, major, minor, Use::of((major, minor), x_primary));
     tracing::debug!(major, minor, class = c.class(), policy = %c.decision.policy, "char device");
     if o_path {
         let d = Detached::checkpoint(&c, true);
@@ -107,10 +111,20 @@ pub(super) fn checkpoint(
             );
             Ok((FileKind::Detached(Box::new(Detached::checkpoint(&c, false))), reason))
         }
-        Policy::Reattach => Err((
-            c.describe(),
-            c.reason("Reattach (reopen the live card, drive the X server's VT re-enter) is experimental and not built yet"),
-        )),
+        Policy::Reattach => match Reattached::checkpoint(&c, &devices.roots, &devices.reattach_signal) {
+            Some(r) => {
+                let reason = c.reason(&format!(
+                    "Reattach (experimental): Xorg cannot drop its primary GPU through udev, so the live card (PCI slot {}) is opened again in place at restore and the server sent SIG{} to re-enter its VT; no remove event",
+                    r.card.pci_slot.as_deref().unwrap_or("unknown"),
+                    r.signal.trim_start_matches("SIG"),
+                ));
+                Ok((FileKind::Reattached(Box::new(r)), reason))
+            }
+            None => Err((
+                c.describe(),
+                c.reason("Reattach (experimental) is only for DRM cards (DEVTYPE drm_minor, DEVNAME dri/cardN) that sysfs knows"),
+            )),
+        },
         _ => Err((
             c.describe(),
             c.reason("refused (a --device-policy or devices.toml rule can detach it)"),

@@ -108,6 +108,9 @@ pub enum FileKind {
     CharDevice(chardev::CharDevice),
     /// A device detached by simulated hot-unplug: a dead stand-in.
     Detached(Box<crate::devices::Detached>),
+    /// An X server's primary DRM card (experimental): the live card
+    /// reopened at restore.
+    Reattached(Box<crate::devices::Reattached>),
     EventFd(eventfd::EventFd),
     TimerFd(timerfd::TimerFd),
     SignalFd(signalfd::SignalFd),
@@ -131,6 +134,7 @@ impl FileKind {
             FileKind::Pipe(p) => p.describe(),
             FileKind::CharDevice(c) => c.describe(),
             FileKind::Detached(d) => d.describe(),
+            FileKind::Reattached(r) => r.describe(),
             FileKind::EventFd(_) => "eventfd".into(),
             FileKind::TimerFd(t) => t.describe(),
             FileKind::SignalFd(s) => format!("signalfd for signal mask {:#x}", s.mask),
@@ -149,6 +153,7 @@ impl FileKind {
         match self {
             FileKind::CharDevice(_) => Policy::Reopen,
             FileKind::Detached(_) => Policy::Detach,
+            FileKind::Reattached(_) => Policy::Reattach,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             FileKind::Netlink(_) => Policy::Reopen,
             FileKind::DevTty(t) if t.external => Policy::Reopen,
@@ -261,7 +266,9 @@ impl FileTable {
         }
         let mut fds = Vec::new();
         self.lock_lines.clear();
-        for fd in dir.fds()? {
+        let fd_numbers = dir.fds()?;
+        let x_primary = self.x_primary_card(pid, &stat.comm, &dir, &fd_numbers);
+        for fd in fd_numbers {
             // The device table's account of a char device, for the report.
             let mut device_reason = None;
             let mut device_kind = None;
@@ -332,7 +339,7 @@ impl FileTable {
                         pty::checkpoint_dev_tty(stat.tty_nr, stat.session)
                     } else {
                         let o_path = info.flags & libc::O_PATH as u32 != 0;
-                        match chardev::checkpoint(&target, &st, o_path, &self.devices) {
+                        match chardev::checkpoint(&target, &st, o_path, x_primary, &self.devices) {
                             Ok((kind, reason)) => {
                                 device_reason = Some(reason);
                                 Ok(kind)
@@ -453,6 +460,31 @@ impl FileTable {
             }
         }
         Ok(fds)
+    }
+
+    /// The device number of the primary DRM card `pid` holds when it is an
+    /// X server (the automatic Reattach rule), from a look at its fds'
+    /// device numbers before they are classified.
+    fn x_primary_card(
+        &self,
+        pid: i32,
+        comm: &str,
+        dir: &ProcDir,
+        fds: &[i32],
+    ) -> Option<(u32, u32)> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if !crate::devices::reattach::is_x_server(comm, dir.exe().ok().as_deref()) {
+            return None;
+        }
+        let devnums: Vec<(u32, u32)> = fds
+            .iter()
+            .filter_map(|fd| std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok())
+            .filter(|m| m.file_type().is_char_device())
+            .map(|m| (libc::major(m.rdev()), libc::minor(m.rdev())))
+            .collect();
+        let card = crate::devices::reattach::primary_of(&self.devices.roots, &devnums)?;
+        tracing::debug!(pid, comm, devname = %card.devname, boot_vga = ?card.boot_vga, "an X server's primary DRM card");
+        Some(card.devnum)
     }
 
     /// After every process is collected: pipe peers are known, and which
@@ -684,9 +716,18 @@ impl FileTable {
     }
 }
 
+/// The open files made by [`restore_all`].
+#[derive(Debug)]
+pub struct RestoredFiles {
+    /// Index i is `files[i]`.
+    pub fds: Vec<OwnedFd>,
+    /// Indices of the reattached cards that are live opens (not stand-ins).
+    pub reattached: Vec<usize>,
+}
+
 /// Open every OFD of the image in the restorer, each at or above `base`.
-/// Index i of the result is `files[i]`. Device event sockets are created
-/// in `uevent_net` when given.
+/// Device event sockets are created in `uevent_net` when given; live
+/// cards to reattach are looked up in `sys`.
 pub fn restore_all(
     files: &[OpenFile],
     pipes: &[pipe::PipeImage],
@@ -694,7 +735,8 @@ pub fn restore_all(
     shared: &SharedObjects,
     base: RawFd,
     uevent_net: Option<&crate::uevent::proxy::SessionNet>,
-) -> Result<Vec<OwnedFd>> {
+    sys: &crate::devices::SysRoots,
+) -> Result<RestoredFiles> {
     let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
     let mut unix_ends = unix::UnixEnds::default();
     let unix_by_ino: HashMap<u64, &unix::UnixSocket> = files
@@ -719,7 +761,8 @@ pub fn restore_all(
         })
     };
     let mut out = Vec::with_capacity(files.len());
-    for f in files {
+    let mut reattached = Vec::new();
+    for (i, f) in files.iter().enumerate() {
         let fd = match &f.kind {
             FileKind::Regular(r) => r.restore(f.flags, image)?,
             FileKind::Memfd(m) => m.restore(f.flags, shared)?,
@@ -729,6 +772,13 @@ pub fn restore_all(
             FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
             FileKind::CharDevice(c) => c.restore(f.flags)?,
             FileKind::Detached(d) => d.restore()?,
+            FileKind::Reattached(r) => match r.restore(f.flags, sys)? {
+                crate::devices::reattach::Reopened::Live(fd) => {
+                    reattached.push(i);
+                    fd
+                }
+                crate::devices::reattach::Reopened::StandIn(fd) => fd,
+            },
             FileKind::EventFd(e) => e.restore(f.flags)?,
             FileKind::TimerFd(t) => t.restore(f.flags)?,
             FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
@@ -751,7 +801,10 @@ pub fn restore_all(
         };
         out.push(move_above(fd, base)?);
     }
-    Ok(out)
+    Ok(RestoredFiles {
+        fds: out,
+        reattached,
+    })
 }
 
 /// Re-number `fd` to the lowest free number at or above `base`.

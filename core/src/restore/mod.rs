@@ -94,6 +94,9 @@ pub struct RestoreOptions {
     /// Implied by `pidns`, and by an image holding device event sockets
     /// (the keeper runs their uevent proxy).
     pub keeper: bool,
+    /// Where the live DRM cards to reattach are looked up (`/sys`); tests
+    /// point it at fixture trees.
+    pub sys_roots: crate::devices::SysRoots,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +271,9 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
         }
         if let files::FileKind::Detached(d) = &f.kind {
             d.validate().map_err(|reason| invalid(dir, reason))?;
+        }
+        if let files::FileKind::Reattached(r) = &f.kind {
+            r.validate().map_err(|reason| invalid(dir, reason))?;
         }
         if let files::FileKind::Pipe(end) = &f.kind {
             if end.pipe >= snap.pipes.len() {
@@ -481,7 +487,12 @@ pub fn restore_with_progress(
         &shared_objs,
         base_fd,
         uevent_net.as_ref(),
+        &opts.sys_roots,
     )?;
+    let files::RestoredFiles {
+        fds: file_objs,
+        reattached,
+    } = file_objs;
     // Opened before the tree runs: real events from now on wait for it.
     let proxy = uevent_net
         .as_ref()
@@ -636,6 +647,7 @@ pub fn restore_with_progress(
     }
     cleanup.armed = false;
     shared.set_stage(node::STAGE_DONE);
+    drive_vt_enter(&snap, &plan, &outer, &live, &reattached);
     let keeper = if keeper {
         Some(root)
     } else {
@@ -665,6 +677,38 @@ pub fn restore_with_progress(
         foreign: plan.foreign.clone(),
         elapsed,
     })
+}
+
+/// Reattach's last step (experimental): each process holding a card that
+/// was reopened live gets its card's signal once, now that it runs with
+/// its own handlers (an X server's VT switch handler).
+fn drive_vt_enter(
+    snap: &Snapshot,
+    plan: &Plan,
+    outer: &HashMap<usize, i32>,
+    live: &[usize],
+    reattached: &[usize],
+) {
+    for &i in live {
+        let NodeKind::Process(pi) = plan.nodes[i].kind else {
+            continue;
+        };
+        let card = snap.processes[pi]
+            .fds
+            .iter()
+            .filter(|f| reattached.contains(&f.file))
+            .find_map(|f| match &snap.files[f.file].kind {
+                files::FileKind::Reattached(r) => Some(r),
+                _ => None,
+            });
+        if let Some(card) = card {
+            // Not fatal: the server runs, only without its screen back.
+            if let Err(e) = crate::devices::reattach::signal_server(outer[&i], card.signal_number())
+            {
+                tracing::warn!(pid = outer[&i], error = %e, "could not drive the VT re-enter path");
+            }
+        }
+    }
 }
 
 fn wait_event_stop(pid: i32) -> Result<()> {

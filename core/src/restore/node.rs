@@ -554,10 +554,16 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         if let FileKind::Epoll(ep) = &spec.files[f.file].kind {
             let first = p.fds[..i].iter().all(|g| g.file != f.file);
             if ep.owner == p.pid && first {
+                // Stand-ins (of detached devices, and of reattached cards
+                // with no live match) are O_PATH handles: no epoll takes them.
                 let detached = |fd: i32| {
                     p.fds.iter().any(|g| {
-                        g.fd == fd && matches!(spec.files[g.file].kind, FileKind::Detached(_))
-                    })
+                        g.fd == fd
+                            && matches!(
+                                spec.files[g.file].kind,
+                                FileKind::Detached(_) | FileKind::Reattached(_)
+                            )
+                    }) && is_o_path(fd)
                 };
                 ep.add_watches(f.fd, &detached)
                     .map_err(|(_, err)| (Step::EpollWatches, err))?;
@@ -631,6 +637,13 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
 
 /// Map the gadget (a `syscall; int3` page and scratch pages) at the first
 /// candidate address that is free both here and in the saved layout.
+/// Whether fd `fd` of this process is an `O_PATH` handle.
+fn is_o_path(fd: RawFd) -> bool {
+    // SAFETY: F_GETFL takes no pointer; a closed fd gives -1.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_PATH != 0
+}
+
 fn map_gadget(candidates: &[u64]) -> io::Result<u64> {
     for &addr in candidates {
         // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.

@@ -1,7 +1,7 @@
 //! `hiber check`: the checkpointability report.
 
 use anyhow::{bail, Context, Result};
-use hiber_core::devices::{DevicePolicies, SYSTEM_CONFIG};
+use hiber_core::devices::{DevicePolicies, SysRoots, SYSTEM_CONFIG};
 use hiber_core::policy::{Finding, Policy, Report};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,18 @@ use std::process::ExitCode;
 /// Environment variable naming the device policy file (for tests and
 /// trial configurations), under `--device-policy-file`.
 pub const DEVICE_POLICY_FILE_ENV: &str = "HIBER_DEVICE_POLICY_FILE";
+/// Environment variable naming a sysfs tree read in place of `/sys` for
+/// device identities and live DRM cards (tests, on machines without DRM).
+pub const SYSFS_ROOT_ENV: &str = "HIBER_SYSFS_ROOT";
+
+/// Where device identities are read: `/sys`, or `$HIBER_SYSFS_ROOT`.
+pub fn sys_roots() -> SysRoots {
+    let mut roots = SysRoots::default();
+    if let Some(dir) = std::env::var_os(SYSFS_ROOT_ENV).filter(|v| !v.is_empty()) {
+        roots.sysfs = PathBuf::from(dir);
+    }
+    roots
+}
 
 /// How char devices are classified: rules on the command line over those
 /// of the policy file over the built-in table.
@@ -39,8 +51,10 @@ impl DeviceArgs {
             }
         }
         let file = named.unwrap_or_else(|| PathBuf::from(SYSTEM_CONFIG));
-        DevicePolicies::load(Some(&file), &self.device_policy)
-            .context("loading the device policy rules")
+        let mut policies = DevicePolicies::load(Some(&file), &self.device_policy)
+            .context("loading the device policy rules")?;
+        policies.roots = sys_roots();
+        Ok(policies)
     }
 }
 

@@ -23,6 +23,7 @@ pub fn run(dir: &Path, pidns: bool, keeper: bool, json: bool) -> Result<ExitCode
         dir: dir.to_path_buf(),
         pidns,
         keeper,
+        sys_roots: crate::commands::check::sys_roots(),
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
