@@ -43,8 +43,8 @@ pub enum CheckpointError {
     Refused(Box<Report>),
     #[error(transparent)]
     Attachment(#[from] AttachmentError),
-    #[error("before freezing: {0}")]
-    Observer(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error(transparent)]
+    Observer(Box<dyn std::error::Error + Send + Sync>),
     #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
@@ -401,6 +401,16 @@ pub trait CheckpointObserver {
     ) -> std::result::Result<Vec<Attachment>, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Vec::new())
     }
+
+    /// Called once the set is frozen, with its pids, before anything is
+    /// read: a last check that the set is still the one wanted (nothing
+    /// joined it meanwhile). An error thaws it and ends the checkpoint.
+    fn while_frozen(
+        &self,
+        _pids: &std::collections::BTreeSet<i32>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 /// A plain progress callback observes the stages and attaches nothing.
@@ -463,6 +473,9 @@ pub fn checkpoint(
     let frozen = Frozen::freeze(&opts.roots)?;
     let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
+    observer
+        .while_frozen(&frozen.processes.keys().copied().collect())
+        .map_err(CheckpointError::Observer)?;
     progress(Stage::Inspecting);
     let Inspection {
         mut snapshot,

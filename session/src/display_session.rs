@@ -132,9 +132,35 @@ pub fn find(display: u32, opts: &FindOptions) -> Result<SessionSet> {
     Ok(session)
 }
 
-/// Takes the desktop record just before the freeze.
+/// Processes joined the session between finding it and freezing it (a
+/// program started meanwhile): the save starts over.
+#[derive(Debug, thiserror::Error)]
+#[error("processes {joined:?} joined the session on display :{display} while it was being saved")]
+pub struct SessionGrew {
+    pub display: u32,
+    pub joined: Vec<i32>,
+}
+
+/// The processes of the session on `display` now that are not in `pids`
+/// (the set being saved). The kernel's view only (sock_diag, /proc), so it
+/// works while the X server is frozen.
+pub fn joined_since(
+    display: u32,
+    find: &FindOptions,
+    pids: &std::collections::BTreeSet<i32>,
+) -> Result<Vec<i32>> {
+    let now = discover::find_session(display, find)?;
+    Ok(now.processes.difference(pids).copied().collect())
+}
+
+/// How many times a save starts over when the session grew meanwhile.
+const SAVE_ATTEMPTS: usize = 3;
+
+/// Takes the desktop record just before the freeze, and checks the frozen
+/// set is still the whole session.
 struct Recorder<'a> {
-    display: String,
+    display: u32,
+    find: &'a FindOptions,
     progress: &'a dyn Fn(Stage),
     record: Mutex<Option<DesktopRecord>>,
 }
@@ -151,7 +177,7 @@ impl CheckpointObserver for Recorder<'_> {
         let desktop::Capture {
             record,
             screenshots,
-        } = desktop::record(&self.display)?;
+        } = desktop::record(&format!(":{}", self.display))?;
         let mut out = vec![Attachment {
             name: DESKTOP_ATTACHMENT.into(),
             media_type: "application/json".into(),
@@ -162,9 +188,25 @@ impl CheckpointObserver for Recorder<'_> {
             media_type: "image/png".into(),
             bytes: s.png,
         }));
-        debug!(display = %self.display, windows = record.windows.len(), elapsed = ?t0.elapsed(), "desktop recorded");
+        let n = self.display;
+        debug!(display = n, windows = record.windows.len(), elapsed = ?t0.elapsed(), "desktop recorded");
         *self.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
         Ok(out)
+    }
+
+    fn while_frozen(
+        &self,
+        pids: &std::collections::BTreeSet<i32>,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let joined = joined_since(self.display, self.find, pids)?;
+        if joined.is_empty() {
+            Ok(())
+        } else {
+            Err(Box::new(SessionGrew {
+                display: self.display,
+                joined,
+            }))
+        }
     }
 }
 
@@ -173,18 +215,38 @@ pub fn screenshot_name(screen: u32) -> String {
     format!("screen-{screen}.png")
 }
 
-/// Save the session on `opts.display` into `opts.dir`.
+/// Save the session on `opts.display` into `opts.dir`. When a process
+/// joins the session while it is being saved, the save starts over (a
+/// few times), so the image never misses one of its programs.
 pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
-    let session = find(
-        opts.display,
-        &FindOptions {
-            user: opts.user,
-            exclude: opts.exclude.clone(),
-        },
-    )?;
+    let find_opts = FindOptions {
+        user: opts.user,
+        exclude: opts.exclude.clone(),
+    };
+    let mut attempt = 1;
+    loop {
+        match save_once(opts, &find_opts, progress) {
+            Err(SessionError::Checkpoint(CheckpointError::Observer(e)))
+                if attempt < SAVE_ATTEMPTS && e.downcast_ref::<SessionGrew>().is_some() =>
+            {
+                info!(attempt, reason = %e, "starting the save over");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn save_once(
+    opts: &SaveOptions,
+    find_opts: &FindOptions,
+    progress: &dyn Fn(Stage),
+) -> Result<Saved> {
+    let session = find(opts.display, find_opts)?;
     info!(display = opts.display, x_server = session.x_server, processes = session.processes.len(), roots = ?session.roots, "session found");
     let recorder = Recorder {
-        display: format!(":{}", opts.display),
+        display: opts.display,
+        find: find_opts,
         progress,
         record: Mutex::new(None),
     };

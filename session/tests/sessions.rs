@@ -624,3 +624,29 @@ fn a_session_in_its_own_cgroup_is_frozen_through_it() {
         "{again}"
     );
 }
+
+/// A program that joins the session after it was found is seen by the
+/// check made once the set is frozen, so the save starts over with it.
+#[test]
+fn a_client_that_joins_after_the_session_was_found_is_noticed() {
+    use hiber_session::discover::FindOptions;
+    use hiber_session::display_session::joined_since;
+    let t = tempdir();
+    let d = free_display();
+    let _x = XFiles(d);
+    let mut r = Reaper::new();
+    start_session(&mut r, d, t.path());
+    let find = FindOptions {
+        user: 0,
+        exclude: Vec::new(),
+    };
+    let found = hiber_session::display_session::find(d, &find).unwrap();
+    assert!(joined_since(d, &find, &found.processes).unwrap().is_empty());
+    let late = r.spawn(
+        Command::new("xlogo")
+            .env("DISPLAY", format!(":{d}"))
+            .stderr(Stdio::null()),
+    );
+    wait_windows(d, &["xlogo"]);
+    assert_eq!(joined_since(d, &find, &found.processes).unwrap(), [late]);
+}

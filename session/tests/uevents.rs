@@ -201,9 +201,11 @@ fn restored_listeners_hear_cold_plug_remove_and_real_events_and_outsiders_do_not
     );
     wait_lines(&udev_in, 1);
     wait_lines(&raw_in, 1);
-    // Their /dev/zero is detached (the test's policy), so the image holds
-    // its synthetic remove.
-    let out = r.checkpoint_stop_with(root, &img, &["--device-policy", "1:5=detach"]);
+    // Their /dev/zero is detached (the test's policy file), so the image
+    // holds its synthetic remove.
+    let policy = t.path().join("devices.toml");
+    fs::write(&policy, "[devices]\n\"1:5\" = \"detach\"\n").unwrap();
+    let out = r.checkpoint_stop_with(root, &img, &["--device-policy-file", path(&policy)]);
     assert_eq!(out["processes"], 3);
 
     // Outside the session: the same two kinds of listener.
