@@ -81,6 +81,7 @@ fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
 
 fn inspect_process(
     fp: &FrozenProcess,
+    flags: Option<&crate::procfs::FlagsHint>,
     devices: &DevicePolicies,
     files: &mut FileTable,
     shmem: &mut ShmemTable,
@@ -179,7 +180,7 @@ fn inspect_process(
     );
 
     let t0 = std::time::Instant::now();
-    let smaps = dir.smaps()?;
+    let smaps = dir.smaps_hinted(flags)?;
     let vmas = memory::classify(pid, &smaps, shmem, devices, report);
     let t_mem = t0.elapsed();
     let fds = files.collect(pid, shmem, report)?;
@@ -294,14 +295,21 @@ fn inspect_process(
     }))
 }
 
-fn inspect(frozen: &Frozen, devices: &DevicePolicies) -> Result<Inspection> {
+/// `precopied`: what pre-copy learned before the freeze (mapping flags),
+/// so less is read while frozen.
+fn inspect(
+    frozen: &Frozen,
+    precopied: Option<&precopy::Precopy>,
+    devices: &DevicePolicies,
+) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
     files.devices = devices.clone();
     let mut shmem = ShmemTable::default();
     let mut processes = Vec::new();
     for fp in frozen.processes.values() {
-        if let Some(p) = inspect_process(fp, devices, &mut files, &mut shmem, &mut report)? {
+        let flags = precopied.and_then(|p| p.flags_of(fp.pid));
+        if let Some(p) = inspect_process(fp, flags, devices, &mut files, &mut shmem, &mut report)? {
             processes.push(p);
         }
     }
@@ -351,7 +359,7 @@ fn uname() -> (String, String) {
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
     let frozen = Frozen::freeze(roots)?;
-    let inspection = inspect(&frozen, devices)?;
+    let inspection = inspect(&frozen, None, devices)?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -481,7 +489,7 @@ pub fn checkpoint(
         mut snapshot,
         mut files,
         mut shmem,
-    } = inspect(&frozen, &opts.devices)?;
+    } = inspect(&frozen, precopied.as_ref(), &opts.devices)?;
     debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();

@@ -452,7 +452,11 @@ pub fn dump_private_pages(
         source,
     })?;
     let mut out = Vec::with_capacity(vmas.len());
-    let mut entries = vec![0u8; (WINDOW_PAGES * 8) as usize];
+    // Pagemap is read for many windows at once: sparse reservations (a
+    // GTK program's) span thousands of windows, and one read each cost
+    // more than the pages themselves.
+    const PAGEMAP_BATCH_PAGES: u64 = WINDOW_PAGES * 64;
+    let mut entries = vec![0u8; (PAGEMAP_BATCH_PAGES * 8) as usize];
     for vma in vmas {
         let mut pending = Vec::new();
         let dumpable = matches!(vma.backing, Backing::Anon)
@@ -462,18 +466,26 @@ pub fn dump_private_pages(
             continue;
         }
         let mut window = vma.start & !(WINDOW_BYTES - 1);
+        // The address range the entries in `entries` describe.
+        let (mut batch_lo, mut batch_hi) = (vma.start, vma.start);
         while window < vma.end {
             let lo = window.max(vma.start);
             let hi = (window + WINDOW_BYTES).min(vma.end);
             let npages = ((hi - lo) / PAGE_SIZE) as usize;
             let first_bit = ((lo - window) / PAGE_SIZE) as u32;
-            let buf = &mut entries[..npages * 8];
-            pagemap
-                .read_exact_at(buf, lo / PAGE_SIZE * 8)
-                .map_err(|source| MemoryError::Io {
-                    path: pagemap_path.clone(),
-                    source,
-                })?;
+            if hi > batch_hi {
+                batch_lo = lo;
+                batch_hi = (lo + PAGEMAP_BATCH_PAGES * PAGE_SIZE).min(vma.end);
+                let n = ((batch_hi - batch_lo) / PAGE_SIZE) as usize;
+                pagemap
+                    .read_exact_at(&mut entries[..n * 8], batch_lo / PAGE_SIZE * 8)
+                    .map_err(|source| MemoryError::Io {
+                        path: pagemap_path.clone(),
+                        source,
+                    })?;
+            }
+            let at = ((lo - batch_lo) / PAGE_SIZE) as usize * 8;
+            let buf = &entries[at..at + npages * 8];
             let mut bitmap = 0u64;
             for (i, e) in buf.chunks_exact(8).enumerate() {
                 let e = PagemapEntry(u64::from_ne_bytes(e.try_into().expect("8 bytes")));

@@ -20,7 +20,7 @@ use crate::freeze::Frozen;
 use crate::image::ChunkSink;
 use crate::memory::{self, Backing, DumpedWindow, Vma};
 use crate::policy::Report;
-use crate::procfs::{MapsPath, ProcDir};
+use crate::procfs::{FlagsHint, MapsPath, ProcDir};
 use crate::procmem::ProcMem;
 use crate::remote::{self, RemoteTask};
 use crate::shmem::ShmemTable;
@@ -236,6 +236,9 @@ struct Saved {
 #[derive(Debug, Default)]
 pub struct Precopy {
     processes: HashMap<i32, Saved>,
+    /// Each process's mapping flags as read before tracking began, so the
+    /// frozen inspection can read maps instead of smaps.
+    flags: HashMap<i32, FlagsHint>,
     /// Time the processes spent frozen for it.
     pub frozen: Duration,
 }
@@ -264,10 +267,12 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
     // that changes meanwhile is harmless: a range that no longer fits is
     // not tracked, and only tracked, unwritten windows are ever reused.
     let mut layouts = HashMap::new();
+    let mut flags = HashMap::new();
     for pid in crate::freeze::list_tree(roots)? {
         let Ok(smaps) = ProcDir::new(pid).smaps() else {
             continue;
         };
+        flags.insert(pid, FlagsHint::from_smaps(&smaps));
         let vdso = smaps
             .iter()
             .find(|s| matches!(s.map.path, MapsPath::Vdso))
@@ -309,6 +314,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
     );
     let mut out = Precopy {
         processes: HashMap::new(),
+        flags,
         frozen: frozen_for,
     };
     for (pid, vmas, tracker) in started {
@@ -334,6 +340,11 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
 }
 
 impl Precopy {
+    /// The mapping flags of `pid` read before the freeze.
+    pub fn flags_of(&self, pid: i32) -> Option<&FlagsHint> {
+        self.flags.get(&pid)
+    }
+
     /// For the frozen process `pid` with mappings `vmas`: a lookup telling,
     /// per window, the pre-copied result to reuse (None: read it again).
     pub fn reuse_for(&self, pid: i32, vmas: &[Vma]) -> Reuse<'_> {
