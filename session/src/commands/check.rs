@@ -61,6 +61,14 @@ impl DeviceArgs {
 /// Exit status when something is refused.
 pub const EXIT_REFUSED: u8 = 3;
 
+/// Why a checkpoint saved nothing: every refusal, on stderr.
+pub fn print_refused(report: &Report, still: &str) {
+    eprintln!("hiber: nothing was saved; {still}. Refused:");
+    for f in report.refused() {
+        eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
+    }
+}
+
 pub fn print_report(report: &Report, brief: bool) {
     for p in &report.processes {
         let state = if p.zombie { " (zombie)" } else { "" };

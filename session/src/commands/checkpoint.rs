@@ -1,8 +1,8 @@
 //! `hiber checkpoint`: save process trees into an image.
 
-use super::check::EXIT_REFUSED;
+use super::check::{print_refused, EXIT_REFUSED};
 use anyhow::{Context, Result};
-use hiber_core::{CheckpointError, CheckpointOptions, Stage};
+use hiber_core::{CheckpointError, CheckpointOptions, CheckpointStats, Stage};
 use hiber_session::format;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -10,18 +10,35 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// What `--json` prints of a checkpoint (`session checkpoint` adds to it).
 #[derive(Debug, Serialize)]
-struct Output {
-    dir: PathBuf,
-    processes: usize,
-    frozen_ms: f64,
-    total_ms: f64,
-    image_bytes: u64,
-    memory_bytes: u64,
-    written_bytes: u64,
-    precopied_bytes: u64,
+pub struct Output {
+    pub dir: PathBuf,
+    pub processes: usize,
+    pub frozen_ms: f64,
+    pub total_ms: f64,
+    pub image_bytes: u64,
+    pub memory_bytes: u64,
+    pub written_bytes: u64,
+    pub precopied_bytes: u64,
     /// The cgroup frozen first (the set was exactly its processes).
-    frozen_cgroup: Option<PathBuf>,
+    pub frozen_cgroup: Option<PathBuf>,
+}
+
+impl From<&CheckpointStats> for Output {
+    fn from(stats: &CheckpointStats) -> Self {
+        Output {
+            dir: stats.dir.clone(),
+            processes: stats.processes,
+            frozen_ms: stats.frozen.as_secs_f64() * 1e3,
+            total_ms: stats.total.as_secs_f64() * 1e3,
+            image_bytes: stats.image_bytes,
+            memory_bytes: stats.bytes_raw,
+            written_bytes: stats.bytes_written,
+            precopied_bytes: stats.precopied_bytes,
+            frozen_cgroup: stats.frozen_cgroup.clone(),
+        }
+    }
 }
 
 /// The store an image shares with its siblings unless told otherwise.
@@ -133,10 +150,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stats = match result {
         Ok(stats) => stats,
         Err(CheckpointError::Refused(report)) => {
-            eprintln!("hiber: nothing was saved; the processes keep running. Refused:");
-            for f in report.refused() {
-                eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
-            }
+            print_refused(&report, "the processes keep running");
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
         Err(e) => {
@@ -144,17 +158,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .with_context(|| format!("checkpointing pids {pids:?} into {}", output.display()));
         }
     };
-    let out = Output {
-        dir: stats.dir.clone(),
-        processes: stats.processes,
-        frozen_ms: stats.frozen.as_secs_f64() * 1e3,
-        total_ms: stats.total.as_secs_f64() * 1e3,
-        image_bytes: stats.image_bytes,
-        memory_bytes: stats.bytes_raw,
-        written_bytes: stats.bytes_written,
-        precopied_bytes: stats.precopied_bytes,
-        frozen_cgroup: stats.frozen_cgroup.clone(),
-    };
+    let out = Output::from(&stats);
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

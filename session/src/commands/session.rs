@@ -1,6 +1,6 @@
 //! `hiber session`: a display's whole session, found from the display.
 
-use super::check::{print_report, DeviceArgs, EXIT_REFUSED};
+use super::check::{print_refused, print_report, DeviceArgs, EXIT_REFUSED};
 use super::checkpoint::SaveFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -183,16 +183,9 @@ fn check(
 #[derive(Debug, Serialize)]
 struct CheckpointOutput {
     display: u32,
-    dir: PathBuf,
-    processes: usize,
     windows: usize,
-    frozen_ms: f64,
-    total_ms: f64,
-    image_bytes: u64,
-    memory_bytes: u64,
-    written_bytes: u64,
-    precopied_bytes: u64,
-    frozen_cgroup: Option<PathBuf>,
+    #[serde(flatten)]
+    saved: super::checkpoint::Output,
 }
 
 fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Result<ExitCode> {
@@ -253,10 +246,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     let saved = match result {
         Ok(s) => s,
         Err(SessionError::Checkpoint(CheckpointError::Refused(report))) => {
-            eprintln!("hiber: nothing was saved; the session keeps running. Refused:");
-            for f in report.refused() {
-                eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
-            }
+            print_refused(&report, "the session keeps running");
             return Ok(ExitCode::from(EXIT_REFUSED));
         }
         Err(e) => {
@@ -271,16 +261,8 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     let stats = &saved.stats;
     let out = CheckpointOutput {
         display,
-        dir: stats.dir.clone(),
-        processes: stats.processes,
         windows: saved.record.windows.len(),
-        frozen_ms: stats.frozen.as_secs_f64() * 1e3,
-        total_ms: stats.total.as_secs_f64() * 1e3,
-        image_bytes: stats.image_bytes,
-        memory_bytes: stats.bytes_raw,
-        written_bytes: stats.bytes_written,
-        precopied_bytes: stats.precopied_bytes,
-        frozen_cgroup: stats.frozen_cgroup.clone(),
+        saved: stats.into(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -288,13 +270,13 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
         print_outside(&saved.session);
         println!(
             "saved the session on display :{display} ({} processes, {} windows) to {}: frozen {}, total {}, image {}, {} newly written{}",
-            out.processes,
+            out.saved.processes,
             out.windows,
-            out.dir.display(),
+            out.saved.dir.display(),
             format::millis(stats.frozen),
             format::millis(stats.total),
-            format::bytes(out.image_bytes),
-            format::bytes(out.written_bytes),
+            format::bytes(out.saved.image_bytes),
+            format::bytes(out.saved.written_bytes),
             if stop { "; session ended" } else { "" },
         );
     }

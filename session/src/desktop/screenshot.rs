@@ -487,6 +487,7 @@ mod tests {
             ),
             "{e:?}"
         );
+        assert_eq!(e.to_string(), "decoding the before PNG");
 
         let e = compare(b"not a png at all", &a, &[]).unwrap_err();
         assert!(matches!(e, X11Error::PngDecode { .. }), "{e:?}");

@@ -530,6 +530,41 @@ mod tests {
     }
 
     #[test]
+    fn a_window_lowered_to_the_bottom_is_the_only_one_moved() {
+        let recorded = vec![
+            win(0x400001, "xterm", "XTerm", 0),
+            win(0x200001, "xeyes", "XEyes", 1),
+            win(0x600001, "xclock", "XClock", 2),
+            win(0x800001, "xlogo", "XLogo", 3),
+        ];
+        let mut now = recorded.clone();
+        now.retain(|w| w.id != 0x600001);
+        now[0].y = 210;
+        // xlogo lowered to the bottom: only it moved, although every raw
+        // index changed.
+        now[2].stacking = 0;
+        now[0].stacking = 4;
+        now[1].stacking = 7;
+        now.push(WindowInfo {
+            title: None,
+            ..win(0x900001, "", "Extra", 9)
+        });
+        let lines: Vec<String> = diff(&recorded, &now)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "window 0x600001 \"xclock\" (XClock): missing",
+                "window 0x400001 \"xterm\" (XTerm): geometry 484x316+0+200 -> 484x316+0+210",
+                "window 0x800001 \"xlogo\" (XLogo): stacking order 2 of 3 -> 0 of 3",
+                "window 0x900001 (Extra): not in the record",
+            ]
+        );
+    }
+
+    #[test]
     fn texts_and_pids_are_compared() {
         let recorded = vec![win(1, "a", "A", 0)];
         let mut now = recorded.clone();
