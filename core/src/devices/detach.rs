@@ -25,17 +25,65 @@ pub const PLACEHOLDER_DIR: &str = "/run/hiber/stand-ins";
 /// Longest string accepted from an image in a device record.
 const MAX_STRING: usize = 4096;
 
+/// What an image holds of a device whose state it does not save (detached
+/// or reattached): which node, which device, and the rule that decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Detached {
+pub struct DeviceRecord {
     /// The node the program opened.
     pub path: PathBuf,
     pub major: u32,
     pub minor: u32,
     /// The sysfs subsystem, `unknown` when sysfs did not know the device.
     pub class: String,
-    /// The rule that detached it ("class drm (built-in)").
+    /// The rule that decided its policy ("class drm (built-in)").
     pub rule: String,
     pub identity: Option<DeviceIdentity>,
+}
+
+impl DeviceRecord {
+    pub fn of(c: &Classified) -> Self {
+        Self {
+            path: c.path.clone(),
+            major: c.devnum.0,
+            minor: c.devnum.1,
+            class: c.class().to_string(),
+            rule: c.decision.describe_rule(),
+            identity: c.identity.clone(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        super::describe(&self.path, (self.major, self.minor), &self.class)
+    }
+
+    /// Bounds on what an image may hold here.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.identity {
+            id.validate()?;
+        }
+        if self.major > 0xfff || self.minor > 0xf_ffff {
+            return Err(format!("device number {}:{}", self.major, self.minor));
+        }
+        if self.path.as_os_str().len() > MAX_STRING {
+            return Err("device path too long".into());
+        }
+        Ok(())
+    }
+
+    /// The dead stand-in for this device (see the module text).
+    pub fn stand_in(&self) -> Result<OwnedFd, DeviceError> {
+        stand_in(
+            &self.path,
+            (self.major, self.minor),
+            Path::new(PLACEHOLDER_DIR),
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Detached {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
     /// The synthetic hot-unplug of the device, replayed at restore.
     pub remove: Uevent,
     /// The fd was already an `O_PATH` handle (a stand-in of an earlier
@@ -65,28 +113,21 @@ pub fn removes(files: &[crate::files::OpenFile]) -> Vec<Uevent> {
 
 impl Detached {
     pub fn describe(&self) -> String {
-        super::describe(&self.path, (self.major, self.minor), &self.class)
+        self.device.describe()
     }
 
     /// Record a device the table detaches.
     pub fn checkpoint(c: &Classified, handle_only: bool) -> Self {
         Self {
-            path: c.path.clone(),
-            major: c.devnum.0,
-            minor: c.devnum.1,
-            class: c.class().to_string(),
-            rule: c.decision.describe_rule(),
+            device: DeviceRecord::of(c),
             remove: remove_event(c.identity.as_ref(), c.devnum),
-            identity: c.identity.clone(),
             handle_only,
         }
     }
 
     /// Bounds on what an image may hold here.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(id) = &self.identity {
-            id.validate()?;
-        }
+        self.device.validate()?;
         let strings = self
             .remove
             .properties
@@ -100,22 +141,12 @@ impl Detached {
                 return Err("device record with too many or too long properties".into());
             }
         }
-        if self.major > 0xfff || self.minor > 0xf_ffff {
-            return Err(format!("device number {}:{}", self.major, self.minor));
-        }
-        if self.path.as_os_str().len() > MAX_STRING {
-            return Err("device path too long".into());
-        }
         Ok(())
     }
 
     /// The dead stand-in for this device (see the module text).
     pub fn restore(&self) -> Result<OwnedFd, DeviceError> {
-        stand_in(
-            &self.path,
-            (self.major, self.minor),
-            Path::new(PLACEHOLDER_DIR),
-        )
+        self.device.stand_in()
     }
 }
 
@@ -334,8 +365,8 @@ mod tests {
             ),
             false,
         );
-        assert_eq!(d.class, "drm");
-        assert_eq!(d.rule, "class drm (built-in)");
+        assert_eq!(d.device.class, "drm");
+        assert_eq!(d.device.rule, "class drm (built-in)");
         assert_eq!(
             d.describe(),
             "char device /dev/dri/card0 (226:0), class drm"
@@ -357,7 +388,7 @@ mod tests {
         hostile.remove.properties = vec![("K".into(), "v".repeat(MAX_STRING + 1))];
         assert!(hostile.validate().is_err());
         hostile = d;
-        hostile.major = 1 << 20;
+        hostile.device.major = 1 << 20;
         assert!(hostile.validate().is_err());
     }
 

@@ -12,7 +12,7 @@
 //! Built against recorded sysfs fixtures only; no DRM device was
 //! available where it was written.
 
-use super::detach::{stand_in, PLACEHOLDER_DIR};
+use super::detach::DeviceRecord;
 use super::sysfs::{devpath_of_link, property, read_bounded, DeviceIdentity, SysRoots};
 use super::{Classified, DeviceError};
 use serde::{Deserialize, Serialize};
@@ -218,15 +218,9 @@ pub fn live_cards(roots: &SysRoots) -> Vec<Card> {
 /// A reattached card: what the image holds for its fd.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reattached {
-    /// The node the server opened.
-    pub path: PathBuf,
-    pub major: u32,
-    pub minor: u32,
-    /// The sysfs subsystem (`drm`).
-    pub class: String,
-    /// The rule that reattached it.
-    pub rule: String,
-    pub identity: Option<DeviceIdentity>,
+    /// The node the server opened, its class (`drm`) and rule.
+    #[serde(flatten)]
+    pub device: DeviceRecord,
     pub card: Card,
     /// Sent to the holder once the restored tree runs (`USR1`).
     pub signal: String,
@@ -243,7 +237,7 @@ pub enum Reopened {
 
 impl Reattached {
     pub fn describe(&self) -> String {
-        super::describe(&self.path, (self.major, self.minor), &self.class)
+        self.device.describe()
     }
 
     /// Record a card the table reattaches; None when the device is not a
@@ -251,12 +245,7 @@ impl Reattached {
     pub fn checkpoint(c: &Classified, roots: &SysRoots, signal: &str) -> Option<Self> {
         let card = Card::of(roots, c.identity.as_ref()?)?;
         Some(Self {
-            path: c.path.clone(),
-            major: c.devnum.0,
-            minor: c.devnum.1,
-            class: c.class().to_string(),
-            rule: c.decision.describe_rule(),
-            identity: c.identity.clone(),
+            device: DeviceRecord::of(c),
             card,
             signal: signal.to_string(),
         })
@@ -264,16 +253,8 @@ impl Reattached {
 
     /// Bounds on what an image may hold here.
     pub fn validate(&self) -> Result<(), String> {
-        if let Some(id) = &self.identity {
-            id.validate()?;
-        }
+        self.device.validate()?;
         self.card.validate()?;
-        if self.major > 0xfff || self.minor > 0xf_ffff {
-            return Err(format!("device number {}:{}", self.major, self.minor));
-        }
-        if self.path.as_os_str().len() > MAX_STRING {
-            return Err("device path too long".into());
-        }
         if parse_signal(&self.signal).is_none() {
             return Err(format!("reattach signal {:?}", self.signal));
         }
@@ -291,17 +272,12 @@ impl Reattached {
         let live = live_cards(roots);
         let Some(card) = matching(&self.card, &live) else {
             warn!(
-                path = %self.path.display(),
+                path = %self.device.path.display(),
                 devpath = %self.card.devpath,
                 pci_slot = ?self.card.pci_slot,
                 "no live DRM card matches the reattached one: a dead stand-in instead; the X server will fail to draw"
             );
-            let fd = stand_in(
-                &self.path,
-                (self.major, self.minor),
-                Path::new(PLACEHOLDER_DIR),
-            )?;
-            return Ok(Reopened::StandIn(fd));
+            return Ok(Reopened::StandIn(self.device.stand_in()?));
         };
         let node = self.node_of(card);
         let fd = open_card(&node, flags, card.devnum)?;
@@ -319,12 +295,12 @@ impl Reattached {
     /// that device (a `by-path` link, a private `/dev`), else
     /// `/dev/DEVNAME`.
     fn node_of(&self, card: &Card) -> PathBuf {
-        let is_it = std::fs::metadata(&self.path).is_ok_and(|m| {
+        let is_it = std::fs::metadata(&self.device.path).is_ok_and(|m| {
             m.file_type().is_char_device()
                 && (libc::major(m.rdev()), libc::minor(m.rdev())) == card.devnum
         });
         if is_it {
-            self.path.clone()
+            self.device.path.clone()
         } else {
             Path::new("/dev").join(&card.devname)
         }
