@@ -123,6 +123,21 @@ pub struct Vma {
 }
 
 impl Vma {
+    /// A mapping as /proc lists it, with no pages saved yet.
+    fn of(m: &MapsEntry, growsdown: bool, backing: Backing) -> Self {
+        Vma {
+            start: m.start,
+            end: m.end,
+            read: m.read,
+            write: m.write,
+            exec: m.exec,
+            shared: m.shared,
+            growsdown,
+            backing,
+            pages: Vec::new(),
+        }
+    }
+
     fn prot(&self) -> u64 {
         let mut p = 0;
         if self.read {
@@ -286,22 +301,16 @@ pub fn classify(
                         Policy::Detach,
                         c.reason("the mapping is restored, not its contents: zero-filled memory at the same address and protection"),
                     );
-                    vmas.push(Vma {
-                        start: m.start,
-                        end: m.end,
-                        read: m.read,
-                        write: m.write,
-                        exec: m.exec,
-                        shared: m.shared,
+                    vmas.push(Vma::of(
+                        m,
                         growsdown,
-                        backing: Backing::Device {
+                        Backing::Device {
                             path: path.clone(),
                             major,
                             minor,
                             class: c.class().to_string(),
                         },
-                        pages: Vec::new(),
-                    });
+                    ));
                     continue;
                 } else {
                     match file_identity(path) {
@@ -359,17 +368,7 @@ pub fn classify(
                 _ => "kernel-provided mapping, moved to its address at restore",
             },
         );
-        vmas.push(Vma {
-            start: m.start,
-            end: m.end,
-            read: m.read,
-            write: m.write,
-            exec: m.exec,
-            shared: m.shared,
-            growsdown,
-            backing,
-            pages: Vec::new(),
-        });
+        vmas.push(Vma::of(m, growsdown, backing));
     }
     vmas
 }

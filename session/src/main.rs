@@ -29,17 +29,8 @@ enum Command {
     Check {
         #[arg(required = true)]
         pids: Vec<i32>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Show only what is not plainly restored.
-        #[arg(long, short)]
-        brief: bool,
-        /// Count what would be restored broken (Reset) as refused.
-        #[arg(long)]
-        no_reset: bool,
         #[command(flatten)]
-        devices: commands::check::DeviceArgs,
+        flags: commands::check::CheckFlags,
     },
     /// Save the process trees under PIDs into an image directory.
     Checkpoint(commands::checkpoint::Args),
@@ -117,13 +108,7 @@ fn init_logging(filter: Option<&str>) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Check {
-            pids,
-            json,
-            brief,
-            no_reset,
-            devices,
-        } => commands::check::run(&pids, json, brief, no_reset, &devices),
+        Command::Check { pids, flags } => commands::check::run(&pids, &flags),
         Command::Checkpoint(args) => commands::checkpoint::run(args),
         Command::Restore {
             dir,

@@ -97,27 +97,43 @@ pub fn print_report(report: &Report, brief: bool) {
     );
 }
 
-pub fn run(
-    pids: &[i32],
-    json: bool,
-    brief: bool,
-    no_reset: bool,
-    devices: &DeviceArgs,
-) -> Result<ExitCode> {
-    let devices = devices.load()?;
-    let mut report = hiber_core::check(pids, &devices)
-        .with_context(|| format!("checking the trees under pids {pids:?}"))?;
-    if no_reset {
-        report.refuse_resets();
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_report(&report, brief);
-    }
-    Ok(if report.is_checkpointable() {
+/// How a report is made and shown: the flags `check` and `session check`
+/// share.
+#[derive(Debug, clap::Args)]
+pub struct CheckFlags {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Show only what is not plainly restored.
+    #[arg(long, short)]
+    pub brief: bool,
+    /// Count what would be restored broken (Reset) as refused.
+    #[arg(long)]
+    pub no_reset: bool,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
+}
+
+/// The exit status for a report: 3 when anything is refused.
+pub fn exit_status(report: &Report) -> ExitCode {
+    if report.is_checkpointable() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_REFUSED)
-    })
+    }
+}
+
+pub fn run(pids: &[i32], flags: &CheckFlags) -> Result<ExitCode> {
+    let devices = flags.devices.load()?;
+    let mut report = hiber_core::check(pids, &devices)
+        .with_context(|| format!("checking the trees under pids {pids:?}"))?;
+    if flags.no_reset {
+        report.refuse_resets();
+    }
+    if flags.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, flags.brief);
+    }
+    Ok(exit_status(&report))
 }

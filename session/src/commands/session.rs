@@ -1,6 +1,6 @@
 //! `hiber session`: a display's whole session, found from the display.
 
-use super::check::{print_refused, print_report, DeviceArgs, EXIT_REFUSED};
+use super::check::{exit_status, print_refused, print_report, CheckFlags, EXIT_REFUSED};
 use super::checkpoint::SaveFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -20,17 +20,8 @@ pub enum SessionCommand {
     Check {
         #[command(flatten)]
         target: Target,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Show only what is not plainly restored.
-        #[arg(long, short)]
-        brief: bool,
-        /// Count what would be restored broken (Reset) as refused.
-        #[arg(long)]
-        no_reset: bool,
         #[command(flatten)]
-        devices: DeviceArgs,
+        flags: CheckFlags,
     },
     /// Save the session on a display (into the snapshots directory unless -o).
     Checkpoint {
@@ -113,13 +104,7 @@ fn print_outside(session: &SessionSet) {
 
 pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
     match cmd {
-        SessionCommand::Check {
-            target,
-            json,
-            brief,
-            no_reset,
-            devices,
-        } => check(&target, json, brief, no_reset, &devices),
+        SessionCommand::Check { target, flags } => check(&target, &flags),
         SessionCommand::Checkpoint {
             target,
             output,
@@ -140,21 +125,15 @@ struct CheckOutput<'a> {
     report: &'a hiber_core::Report,
 }
 
-fn check(
-    target: &Target,
-    json: bool,
-    brief: bool,
-    no_reset: bool,
-    devices: &DeviceArgs,
-) -> Result<ExitCode> {
+fn check(target: &Target, flags: &CheckFlags) -> Result<ExitCode> {
     let display = target.display()?;
-    let devices = devices.load()?;
+    let devices = flags.devices.load()?;
     let (session, mut report) = display_session::check(display, &target.find()?, &devices)
         .with_context(|| format!("checking the session on display :{display}"))?;
-    if no_reset {
+    if flags.no_reset {
         report.refuse_resets();
     }
-    if json {
+    if flags.json {
         let out = CheckOutput {
             display,
             x_server: session.x_server,
@@ -171,13 +150,9 @@ fn check(
             session.roots.len()
         );
         print_outside(&session);
-        print_report(&report, brief);
+        print_report(&report, flags.brief);
     }
-    Ok(if report.is_checkpointable() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_REFUSED)
-    })
+    Ok(exit_status(&report))
 }
 
 #[derive(Debug, Serialize)]
