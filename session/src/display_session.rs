@@ -283,28 +283,37 @@ pub struct StoredDesktop {
     pub screenshots: Vec<(String, Vec<u8>)>,
 }
 
-/// The desktop stored with an image, or None for a plain process image.
-pub fn stored_desktop(reader: &ImageReader, snap: &Snapshot) -> Result<Option<StoredDesktop>> {
+/// The window list stored with an image, or None for a plain process
+/// image. Reads no screenshot.
+pub fn stored_record(reader: &ImageReader, snap: &Snapshot) -> Result<Option<DesktopRecord>> {
     let Some(stored) = snap.attachment(DESKTOP_ATTACHMENT) else {
         return Ok(None);
     };
     let bytes = hiber_core::attachment::read(reader, stored)?;
-    let record: DesktopRecord =
-        serde_json::from_slice(&bytes).map_err(|e| SessionError::BadRecord {
-            path: reader.dir().to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let mut screenshots = Vec::new();
-    for a in snap
-        .attachments
+    let record = serde_json::from_slice(&bytes).map_err(|e| SessionError::BadRecord {
+        path: reader.dir().to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(record))
+}
+
+/// The screenshots stored with an image: (attachment name, PNG bytes).
+pub fn stored_screenshots(reader: &ImageReader, snap: &Snapshot) -> Result<Vec<(String, Vec<u8>)>> {
+    snap.attachments
         .iter()
         .filter(|a| a.media_type == "image/png")
-    {
-        screenshots.push((a.name.clone(), hiber_core::attachment::read(reader, a)?));
-    }
+        .map(|a| Ok((a.name.clone(), hiber_core::attachment::read(reader, a)?)))
+        .collect()
+}
+
+/// The desktop stored with an image, or None for a plain process image.
+pub fn stored_desktop(reader: &ImageReader, snap: &Snapshot) -> Result<Option<StoredDesktop>> {
+    let Some(record) = stored_record(reader, snap)? else {
+        return Ok(None);
+    };
     Ok(Some(StoredDesktop {
         record,
-        screenshots,
+        screenshots: stored_screenshots(reader, snap)?,
     }))
 }
 
@@ -327,7 +336,6 @@ pub fn restore(image: &Path) -> Result<RestoredSession> {
     let recorded = stored_desktop(&reader, &snap)?.ok_or_else(|| SessionError::NotASession {
         path: image.to_path_buf(),
     })?;
-    drop(reader);
     let display =
         parse_display(&recorded.record.display).ok_or_else(|| SessionError::BadDisplay {
             path: image.to_path_buf(),
@@ -343,12 +351,16 @@ pub fn restore(image: &Path) -> Result<RestoredSession> {
                 .to_string(),
         });
     }
-    let restored = hiber_core::restore(&RestoreOptions {
-        dir: image.to_path_buf(),
-        pidns: false,
-        keeper: true,
-        sys_roots: Default::default(),
-    })?;
+    let restored = hiber_core::restore::restore_opened(
+        reader,
+        snap,
+        &RestoreOptions {
+            dir: image.to_path_buf(),
+            pidns: false,
+            keeper: true,
+            sys_roots: Default::default(),
+        },
+    )?;
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.
     let deadline = Instant::now() + ANSWER_TIMEOUT;

@@ -146,10 +146,10 @@ fn info(name: String, path: PathBuf) -> SnapshotInfo {
         Ok((reader, snap)) => {
             out.created_unix = snap.created_unix;
             out.processes = snap.processes.len();
-            match display_session::stored_desktop(&reader, &snap) {
-                Ok(Some(d)) => {
-                    out.display = Some(d.record.display.clone());
-                    out.windows = Some(d.record.windows.len());
+            match display_session::stored_record(&reader, &snap) {
+                Ok(Some(record)) => {
+                    out.display = Some(record.display);
+                    out.windows = Some(record.windows.len());
                 }
                 Ok(None) => {}
                 Err(e) => out.damaged = Some(e.to_string()),

@@ -416,6 +416,26 @@ pub fn restore_with_progress(
 ) -> Result<Restored> {
     let t0 = Instant::now();
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&opts.dir)?;
+    restore_image(reader, snap, opts, progress, t0)
+}
+
+/// [`restore`] of an image the caller has opened already (`reader` and
+/// `snap` from `opts.dir`), so its document is not read and parsed twice.
+pub fn restore_opened(
+    reader: ImageReader,
+    snap: Snapshot,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    restore_image(reader, snap, opts, &|_, _| {}, Instant::now())
+}
+
+fn restore_image(
+    reader: ImageReader,
+    snap: Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Fn(u64, u64),
+    t0: Instant,
+) -> Result<Restored> {
     validate(&opts.dir, &snap, &reader)?;
 
     let ids: Vec<Ids> = snap

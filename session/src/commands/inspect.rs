@@ -5,7 +5,8 @@ use hiber_core::files::FileKind;
 use hiber_core::image::ImageReader;
 use hiber_core::memory::Backing;
 use hiber_core::Snapshot;
-use hiber_session::display_session::{self, StoredDesktop};
+use hiber_session::desktop::DesktopRecord;
+use hiber_session::display_session;
 use hiber_session::format;
 use serde::Serialize;
 use std::path::Path;
@@ -23,13 +24,19 @@ struct Summary<'a> {
 
 /// The recorded windows, bottom of the stack first, and where the
 /// screenshots were written when asked.
-fn print_desktop(d: &StoredDesktop, screenshots: Option<&Path>) -> Result<()> {
+/// The screenshots' bytes are read only when they are written out.
+fn print_desktop(
+    reader: &ImageReader,
+    snap: &Snapshot,
+    record: &DesktopRecord,
+    screenshots: Option<&Path>,
+) -> Result<()> {
     println!(
         "\ndesktop of display {}: {} windows (bottom of the stack first)",
-        d.record.display,
-        d.record.windows.len()
+        record.display,
+        record.windows.len()
     );
-    let mut windows: Vec<_> = d.record.windows.iter().collect();
+    let mut windows: Vec<_> = record.windows.iter().collect();
     windows.sort_by_key(|w| (w.screen, w.stacking));
     for w in windows {
         println!(
@@ -45,13 +52,15 @@ fn print_desktop(d: &StoredDesktop, screenshots: Option<&Path>) -> Result<()> {
             w.class.as_deref().unwrap_or("-"),
         );
     }
-    for (name, png) in &d.screenshots {
-        match screenshots {
-            Some(out) => {
-                std::fs::create_dir_all(out)
-                    .with_context(|| format!("creating {}", out.display()))?;
-                let path = out.join(name);
-                std::fs::write(&path, png)
+    match screenshots {
+        Some(out) => {
+            let pngs = display_session::stored_screenshots(reader, snap).with_context(|| {
+                format!("reading the screenshots of {}", reader.dir().display())
+            })?;
+            std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, png) in pngs {
+                let path = out.join(&name);
+                std::fs::write(&path, &png)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!(
                     "  {name}: {} written to {}",
@@ -59,10 +68,19 @@ fn print_desktop(d: &StoredDesktop, screenshots: Option<&Path>) -> Result<()> {
                     path.display()
                 );
             }
-            None => println!(
-                "  {name}: {} (--screenshots DIR writes it out)",
-                format::bytes(png.len() as u64)
-            ),
+        }
+        None => {
+            for a in snap
+                .attachments
+                .iter()
+                .filter(|a| a.media_type == "image/png")
+            {
+                println!(
+                    "  {}: {} (--screenshots DIR writes it out)",
+                    a.name,
+                    format::bytes(a.len)
+                );
+            }
         }
     }
     Ok(())
@@ -115,10 +133,10 @@ pub fn run(dir: &Path, json: bool, verify: bool, screenshots: Option<&Path>) -> 
         format::bytes(data_bytes),
         if verify { ", every chunk verified" } else { "" }
     );
-    if let Some(d) = display_session::stored_desktop(&reader, &snap)
+    if let Some(record) = display_session::stored_record(&reader, &snap)
         .with_context(|| format!("reading the desktop record of {}", dir.display()))?
     {
-        print_desktop(&d, screenshots)?;
+        print_desktop(&reader, &snap, &record, screenshots)?;
     }
     for p in &snap.processes {
         let zombie = p
