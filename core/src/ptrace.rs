@@ -145,14 +145,41 @@ impl Regs {
 /// `PTRACE_SEIZE`: attach without stopping. Exit kills are not used, so a
 /// dying checkpointer lets every task go on.
 pub fn seize(tid: i32) -> Result<()> {
-    request(
+    match request(
         "seize",
         libc::PTRACE_SEIZE,
         tid,
         0,
         libc::PTRACE_O_TRACESYSGOOD as usize,
-    )
-    .map(drop)
+    ) {
+        Ok(_) => Ok(()),
+        // The kernel refuses to attach to a task that is exiting (its mm
+        // or exit state already gone) with EPERM, not ESRCH: a task that
+        // ends within moments was exiting, not forbidden.
+        Err(PtraceError::Request { source, .. })
+            if source.raw_os_error() == Some(libc::EPERM) && exits_soon(tid) =>
+        {
+            Err(PtraceError::Gone { tid })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `tid` is dead, a zombie, or becomes one within 50 ms.
+fn exits_soon(tid: i32) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+    loop {
+        match crate::procfs::ProcDir::new(tid).stat() {
+            Ok(s) if s.state == 'Z' || s.state == 'X' => return true,
+            Err(crate::procfs::ProcfsError::ProcessGone { .. }) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 pub fn interrupt(tid: i32) -> Result<()> {
