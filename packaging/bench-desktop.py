@@ -50,8 +50,11 @@ def wait_for(what, cond, deadline=DEADLINE):
 
 
 def free_display():
+    # A server whose files were removed still holds its abstract name.
+    listening = open("/proc/net/unix").read()
     for d in range(150, 250):
-        if not os.path.exists(f"/tmp/.X11-unix/X{d}") and not os.path.exists(f"/tmp/.X{d}-lock"):
+        if (not os.path.exists(f"/tmp/.X11-unix/X{d}") and not os.path.exists(f"/tmp/.X{d}-lock")
+                and f"@/tmp/.X11-unix/X{d}" not in listening):
             return d
     sys.exit("bench-desktop: no free display")
 

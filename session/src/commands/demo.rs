@@ -5,6 +5,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use hiber_session::desktop::{self, Rect};
+use hiber_session::discover;
 use hiber_session::display_session::{self, SaveOptions};
 use hiber_session::format;
 use std::fs;
@@ -30,13 +31,32 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
+/// A display number no X server uses: no socket file, no lock file, and
+/// nobody listening on its abstract name either (a server whose files
+/// were removed still holds that, and a new one on it fails).
 fn free_display() -> Result<u32> {
-    (20..200)
-        .find(|d| {
-            !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
-                && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
+    for d in 20..200 {
+        let files_free = !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
+            && !Path::new(&format!("/tmp/.X{d}-lock")).exists();
+        if files_free && discover::x_server_of(d)?.is_none() {
+            return Ok(d);
+        }
+    }
+    bail!("no free X display number between :20 and :199")
+}
+
+/// The last lines of the session's logs, for an error message.
+fn log_tails(dir: &Path) -> String {
+    ["session.log", "xvfb.log", "gtk.log"]
+        .iter()
+        .map(|name| {
+            let text = fs::read_to_string(dir.join(name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+            format!("{} ({}):\n  {tail}", name, dir.join(name).display())
         })
-        .context("no free X display number between :20 and :199")
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn read_count(dir: &Path) -> Option<u64> {
@@ -134,15 +154,31 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            fs::File::create(dir.join("session.log"))
+                .with_context(|| format!("creating {}", dir.join("session.log").display()))?,
+        )
         .spawn()
         .context("starting the session (bash)")?;
     let launcher_pid = launcher.id() as i32;
     cleanup.launcher = Some(launcher);
-    wait_for("every window of the session", START_TIMEOUT, || {
-        dir.join("ready").exists().then_some(())
+    let started = wait_for("every window of the session", START_TIMEOUT, || {
+        if dir.join("ready").exists() {
+            return Some(Ok(()));
+        }
+        // The launcher exits when a program it waits for died.
+        let ended = cleanup.launcher.as_mut()?.try_wait().ok()??;
+        Some(Err(anyhow::anyhow!(
+            "the session's launcher gave up ({ended})"
+        )))
     })
-    .context("is the README's set-up done (Xvfb, gtk-4-examples, xterm, x11-apps)?")?;
+    .and_then(|r| r);
+    if let Err(e) = started {
+        bail!(
+            "starting the session failed ({e:#}); is the README's set-up done (Xvfb, gtk-4-examples, xterm, x11-apps)?\n{}",
+            log_tails(&dir)
+        );
+    }
     // Let the shell count a little first, so going on from there shows.
     wait_for("the shell to count to 5", TIMEOUT, || {
         read_count(&dir).filter(|&n| n >= 5)

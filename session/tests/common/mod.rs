@@ -359,8 +359,12 @@ pub fn free_display() -> u32 {
     loop {
         let d = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         assert!(d < 400, "no free X display number");
+        // A server whose files were removed still holds the abstract name.
         if !Path::new(&format!("/tmp/.X11-unix/X{d}")).exists()
             && !Path::new(&format!("/tmp/.X{d}-lock")).exists()
+            && hiber_session::discover::x_server_of(d)
+                .expect("listing X servers")
+                .is_none()
         {
             return d;
         }
