@@ -1027,3 +1027,83 @@ fn a_tree_alone_in_its_cgroup_is_frozen_through_the_cgroup() {
         "0"
     );
 }
+
+/// Inside a pid namespace whose init was started from outside (a
+/// container entered with `docker exec`, or `unshare --pid` as here), the
+/// session and process group are led by a process the namespace cannot
+/// see, and /proc reads their ids as 0. Such a tree is saved and restored
+/// from inside the namespace: it joins the restorer's session and group,
+/// led from outside too, and goes on counting without a gap.
+#[test]
+fn tree_whose_session_is_led_from_outside_the_pid_namespace() {
+    const COUNTER: &str = r#"
+import sys, time
+n = 0
+while True:
+    n += 1
+    with open(sys.argv[1], "a") as f:
+        f.write(f"{n}\n")
+    time.sleep(0.05)
+"#;
+    const SCRIPT: &str = r#"
+hiber=$1; dir=$2; counter=$3
+python3 -c "$counter" "$dir/count" &
+p=$!
+for i in $(seq 1000); do [ -s "$dir/count" ] && break; sleep 0.01; done
+cut -d' ' -f5,6 /proc/$p/stat > "$dir/ids-before"
+"$hiber" checkpoint $p -o "$dir/img" --stop --json > "$dir/checkpoint.json" 2>&1 || exit 1
+wait $p
+"$hiber" restore "$dir/img" --json > "$dir/restore.json" 2>&1 || exit 2
+cut -d' ' -f5,6 /proc/$p/stat > "$dir/ids-after"
+touch "$dir/restored"
+exec sleep 1000
+"#;
+    let t = tempdir();
+    let dir = t.path();
+    let mut r = Reaper::new();
+    let init = r.spawn(
+        Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "bash",
+                "-c",
+                SCRIPT,
+                "ns",
+            ])
+            .arg(hiber_bin())
+            .arg(dir)
+            .arg(COUNTER)
+            .stderr(fs::File::create(dir.join("script.log")).unwrap()),
+    );
+    wait_until("the restore inside the namespace", DEADLINE, || {
+        if dir.join("restored").exists() {
+            return Some(());
+        }
+        let ended = r
+            .children_mut()
+            .iter_mut()
+            .find(|c| c.id() as i32 == init)?
+            .try_wait()
+            .ok()??;
+        panic!(
+            "the script inside the namespace ended ({ended}): {} checkpoint: {} restore: {}",
+            fs::read_to_string(dir.join("script.log")).unwrap_or_default(),
+            fs::read_to_string(dir.join("checkpoint.json")).unwrap_or_default(),
+            fs::read_to_string(dir.join("restore.json")).unwrap_or_default()
+        );
+    });
+    let ids = |name: &str| fs::read_to_string(dir.join(name)).unwrap();
+    assert_eq!(ids("ids-before").trim(), "0 0", "pgid and sid before");
+    assert_eq!(ids("ids-after").trim(), "0 0", "pgid and sid after");
+    let count = dir.join("count");
+    let before = complete_lines(&count).len();
+    let lines = wait_until("the restored counter to go on", DEADLINE, || {
+        let l = complete_lines(&count);
+        (l.len() >= before + 5).then_some(l)
+    });
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l, &(i + 1).to_string(), "count without gap or repeat");
+    }
+}

@@ -180,7 +180,8 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
         source,
     })?;
     for p in &snap.processes {
-        if p.pid <= 0 || p.pid > 4_194_304 || p.pgid <= 0 || p.sid <= 0 {
+        if p.pid <= 0 || p.pid > 4_194_304 || p.pgid < 0 || p.sid < 0 {
+            // A pgid or sid of 0: led from outside the pid namespace.
             return Err(invalid(
                 dir,
                 format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid),

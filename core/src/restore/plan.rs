@@ -136,6 +136,12 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             SessionSource::Own
         } else if forker_sid == Some(p.sid) {
             SessionSource::Inherited
+        } else if p.sid == 0 {
+            out.foreign.push((
+                p.pid,
+                "its session (led by a process outside the pid namespace)".into(),
+            ));
+            SessionSource::Foreign
         } else if by_pid.contains_key(&p.sid) {
             return Err(PlanError::SessionLayout {
                 pid: p.pid,
@@ -215,6 +221,11 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             let born_in_group = birth_group(node_forker, &group_at_fork) == Some(p.pgid);
             if born_in_group {
                 // Nothing to join.
+            } else if p.pgid == 0 {
+                out.foreign.push((
+                    p.pid,
+                    "its process group (led by a process outside the pid namespace)".into(),
+                ));
             } else if leader_in_image || session_helpers.contains_key(&p.pgid) {
                 // Its leader is a node (a session helper leads the group of
                 // its session's id): the group exists when members join.
@@ -286,6 +297,26 @@ mod tests {
         let child = p.nodes.iter().find(|n| n.pid == 102).unwrap();
         assert_eq!(child.join_group, None, "born in group 100 through 101");
         assert_eq!(child.forker, p.nodes.iter().position(|n| n.pid == 101));
+    }
+
+    /// Inside a pid namespace, a session or group led from outside it
+    /// reads as 0 (a container's processes, under `docker exec` or
+    /// `unshare --pid`): the restorer's session and group stand in for it,
+    /// and no helper may try to take pid 0.
+    #[test]
+    fn session_and_group_led_from_outside_the_namespace_are_the_restorers() {
+        let p = plan(
+            &[ids(10, 1, 0, 0), ids(11, 10, 0, 0), ids(12, 10, 12, 0)],
+            &|_| true,
+        )
+        .unwrap();
+        assert_eq!(p.nodes.len(), 3, "{:?}", p.nodes);
+        assert!(p.nodes.iter().all(|n| n.pid != 0 && !n.setsid));
+        let n11 = p.nodes.iter().find(|n| n.pid == 11).unwrap();
+        assert_eq!((n11.forker, n11.join_group), (Some(0), None));
+        assert!(p.nodes.iter().find(|n| n.pid == 12).unwrap().make_group);
+        let foreign: Vec<i32> = p.foreign.iter().map(|f| f.0).collect();
+        assert_eq!(foreign, [10, 10, 11, 11, 12]);
     }
 
     #[test]
