@@ -468,7 +468,10 @@ pub fn checkpoint(
     let precopied = match &mut early_sink {
         Some(sink) => {
             progress(Stage::Precopying);
-            Some(precopy::run(&opts.roots, sink)?)
+            Some(precopy::run(&opts.roots, sink).map_err(|e| match e {
+                precopy::PrecopyError::Freeze(e) => CheckpointError::from(e),
+                precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+            })?)
         }
         None => None,
     };
@@ -525,12 +528,11 @@ pub fn checkpoint(
             .as_ref()
             .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
             .unwrap_or_default();
-        let mut mem = ProcMem::new(p.pid, false);
         pending.push(memory::dump_private_pages(
             p.pid,
             &mm.vmas,
-            &mut mem,
             &mut sink,
+            memory::ReadFailure::Fatal,
             &|v, addr, wanted| reuse.window(v, addr, wanted),
         )?);
         precopied_bytes += reuse.reused_bytes();
@@ -541,6 +543,9 @@ pub fn checkpoint(
         });
     }
     let shm_pending = shmem.dump(&mut sink)?;
+    // The workers read the pages: they must be done before the processes
+    // may change them.
+    sink.drain()?;
     debug!(elapsed = ?t0.elapsed(), precopied_bytes, "pages read");
     // A failure inside dump_data drops `files`, which puts back what it
     // read, before `frozen` (declared earlier) lets the processes go. Past
@@ -558,18 +563,20 @@ pub fn checkpoint(
         frozen.take().expect("still frozen").thaw();
         frozen_for += frozen_at.elapsed();
     }
-    let refs = sink.finish()?;
+    let stored = sink.finish()?;
     debug!(elapsed = ?t0.elapsed(), "pages written");
     for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
         if let Some(mm) = &mut p.mm {
             for (v, windows) in mm.vmas.iter_mut().zip(pend) {
-                v.pages =
-                    memory::resolve(windows.into_iter().filter_map(|w| w.chunk).collect(), &refs);
+                v.pages = memory::resolve(
+                    windows.into_iter().filter_map(|w| w.chunk).collect(),
+                    &stored,
+                );
             }
         }
     }
     for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
-        obj.pages = memory::resolve(pend, &refs);
+        obj.pages = memory::resolve(pend, &stored);
     }
     snapshot.attachments = attachment::store(writer, &attachments)?;
     snapshot.files = std::mem::take(&mut files.files);

@@ -15,6 +15,7 @@ pub mod freeze;
 pub mod image;
 pub mod locks;
 pub mod memory;
+pub mod pagescan;
 pub mod policy;
 pub mod precopy;
 pub mod procfs;

@@ -11,7 +11,10 @@
 //! saved pages back from the outside.
 
 use crate::devices::DevicePolicies;
-use crate::image::{ChunkRef, ChunkSink, ImageError, ImageReader};
+use crate::image::{ChunkRef, ChunkSink, ImageError, ImageReader, Stored};
+use crate::pagescan::{
+    self, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, ProcfsError, SmapsEntry};
 use crate::procmem::{ProcMem, ProcMemError};
@@ -396,12 +399,12 @@ fn describe(backing: &Backing, shared: bool) -> String {
     }
 }
 
-/// A chunk submitted to the sink whose reference arrives at `finish`.
+/// A chunk submitted to the sink whose reference, and the bitmap of the
+/// pages it holds (its tag), arrive at `finish`.
 #[derive(Debug, Clone)]
 pub struct PendingChunk {
     pub ticket: usize,
     pub addr: u64,
-    pub bitmap: u64,
 }
 
 /// Whether every byte of `data` is zero (a page, or the short tail of an
@@ -426,7 +429,8 @@ fn wanted(backing: &Backing, shared: bool, e: PagemapEntry) -> bool {
 }
 
 /// One window of a mapping as saved: which pages it wanted (present or
-/// swapped) and the chunk holding the non-zero ones (None: all zero).
+/// swapped) and the chunk queued for the non-zero ones (None: nothing to
+/// save; a chunk can still turn out all zero, and store nothing).
 #[derive(Debug, Clone)]
 pub struct DumpedWindow {
     pub addr: u64,
@@ -434,15 +438,27 @@ pub struct DumpedWindow {
     pub chunk: Option<PendingChunk>,
 }
 
-/// Save the pages of one process's private mappings into `sink`. Returns,
-/// per vma index, its windows that hold pages. `earlier(vma, window,
-/// wanted)` may hand back a window saved before (by pre-copy) that still
-/// holds, instead of reading it again.
+/// How a page read that fails is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The checkpoint fails (the processes are frozen: nothing may change).
+    Fatal,
+    /// The window is marked unread (its tag is None) and the dump goes
+    /// on: pre-copy, where a running process may unmap what is being read.
+    Tolerated,
+}
+
+/// Save the pages of one process's private mappings into `sink`: the
+/// windows are found here, from pagemap, and read by the sink's workers.
+/// Returns, per vma index, its windows that hold pages. `earlier(vma,
+/// window, wanted)` may hand back a window saved before (by pre-copy) that
+/// still holds, instead of reading it again. The pages are read only once
+/// the sink is drained or finished.
 pub fn dump_private_pages(
     pid: i32,
     vmas: &[Vma],
-    mem: &mut ProcMem,
     sink: &mut ChunkSink<'_>,
+    failure: ReadFailure,
     earlier: &dyn Fn(&Vma, u64, u64) -> Option<DumpedWindow>,
 ) -> Result<Vec<Vec<DumpedWindow>>> {
     let pagemap_path = PathBuf::from(format!("/proc/{pid}/pagemap"));
@@ -450,12 +466,8 @@ pub fn dump_private_pages(
         path: pagemap_path.clone(),
         source,
     })?;
+    let mut finder = WindowFinder::new(&pagemap);
     let mut out = Vec::with_capacity(vmas.len());
-    // Pagemap is read for many windows at once: sparse reservations (a
-    // GTK program's) span thousands of windows, and one read each cost
-    // more than the pages themselves.
-    const PAGEMAP_BATCH_PAGES: u64 = WINDOW_PAGES * 64;
-    let mut entries = vec![0u8; (PAGEMAP_BATCH_PAGES * 8) as usize];
     for vma in vmas {
         let mut pending = Vec::new();
         let dumpable = matches!(vma.backing, Backing::Anon)
@@ -464,69 +476,167 @@ pub fn dump_private_pages(
             out.push(pending);
             continue;
         }
-        let mut window = vma.start & !(WINDOW_BYTES - 1);
-        // The address range the entries in `entries` describe.
-        let (mut batch_lo, mut batch_hi) = (vma.start, vma.start);
-        while window < vma.end {
-            let lo = window.max(vma.start);
-            let hi = (window + WINDOW_BYTES).min(vma.end);
-            let npages = ((hi - lo) / PAGE_SIZE) as usize;
-            let first_bit = ((lo - window) / PAGE_SIZE) as u32;
-            if hi > batch_hi {
-                batch_lo = lo;
-                batch_hi = (lo + PAGEMAP_BATCH_PAGES * PAGE_SIZE).min(vma.end);
-                let n = ((batch_hi - batch_lo) / PAGE_SIZE) as usize;
-                pagemap
-                    .read_exact_at(&mut entries[..n * 8], batch_lo / PAGE_SIZE * 8)
-                    .map_err(|source| MemoryError::Io {
-                        path: pagemap_path.clone(),
-                        source,
-                    })?;
+        let windows = finder.windows(vma).map_err(|source| MemoryError::Io {
+            path: pagemap_path.clone(),
+            source,
+        })?;
+        let elide_zero = matches!(vma.backing, Backing::Anon);
+        for (window, bitmap) in windows {
+            if let Some(w) = earlier(vma, window, bitmap) {
+                pending.push(w);
+                continue;
             }
-            let at = ((lo - batch_lo) / PAGE_SIZE) as usize * 8;
-            let buf = &entries[at..at + npages * 8];
-            let mut bitmap = 0u64;
-            for (i, e) in buf.chunks_exact(8).enumerate() {
-                let e = PagemapEntry(u64::from_ne_bytes(e.try_into().expect("8 bytes")));
-                if wanted(&vma.backing, vma.shared, e) {
-                    bitmap |= 1 << (first_bit + i as u32);
-                }
-            }
-            if bitmap != 0 {
-                if let Some(w) = earlier(vma, window, bitmap) {
-                    pending.push(w);
-                    window += WINDOW_BYTES;
-                    continue;
-                }
-                let wanted = bitmap;
-                let (bitmap, data) = read_window(
-                    mem,
-                    window,
-                    bitmap,
-                    matches!(vma.backing, Backing::Anon),
-                    sink.buffer(),
-                )?;
-                let chunk = if bitmap != 0 {
-                    let ticket = sink.submit(data)?;
-                    Some(PendingChunk {
-                        ticket,
-                        addr: window,
+            let ticket =
+                sink.submit_read(Box::new(move |data: &mut Vec<u8>| {
+                    match read_window(
+                        &mut ProcMem::new(pid, false),
+                        window,
                         bitmap,
-                    })
-                } else {
-                    None
-                };
-                pending.push(DumpedWindow {
+                        elide_zero,
+                        data,
+                    ) {
+                        Ok(kept) => Ok(Some(kept)),
+                        Err(err) if failure == ReadFailure::Tolerated => {
+                            tracing::debug!(pid, window, %err, "window not read");
+                            data.clear();
+                            Ok(None)
+                        }
+                        Err(err) => Err(err.into()),
+                    }
+                }))?;
+            pending.push(DumpedWindow {
+                addr: window,
+                wanted: bitmap,
+                chunk: Some(PendingChunk {
+                    ticket,
                     addr: window,
-                    wanted,
-                    chunk,
-                });
-            }
-            window += WINDOW_BYTES;
+                }),
+            });
         }
         out.push(pending);
     }
     Ok(out)
+}
+
+/// Finds the windows of a mapping holding pages to save, with
+/// `PAGEMAP_SCAN` where the kernel has it, else from pagemap entries.
+struct WindowFinder<'a> {
+    pagemap: &'a File,
+    scan: bool,
+    entries: Vec<u8>,
+}
+
+impl<'a> WindowFinder<'a> {
+    /// Pagemap is read for many windows at once: sparse reservations (a
+    /// GTK program's) span thousands of windows, and one read each cost
+    /// more than the pages themselves.
+    const PAGEMAP_BATCH_PAGES: u64 = WINDOW_PAGES * 64;
+
+    fn new(pagemap: &'a File) -> Self {
+        Self {
+            pagemap,
+            scan: true,
+            entries: Vec::new(),
+        }
+    }
+
+    /// (window address, bitmap of its pages to save), in address order.
+    fn windows(&mut self, vma: &Vma) -> io::Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        if self.scan {
+            match self.scanned(vma, &mut out) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => {
+                    self.scan = false;
+                    out.clear();
+                }
+                r => return r.map(|()| out),
+            }
+        }
+        self.read_entries(vma, vma.start, vma.end, &mut out)?;
+        Ok(out)
+    }
+
+    /// The same pages as [`wanted`] picks from pagemap entries, less the
+    /// zero page mapped by reads of anonymous memory (it would be read
+    /// and dropped as zero anyway).
+    fn scanned(&mut self, vma: &Vma, out: &mut Vec<(u64, u64)>) -> io::Result<()> {
+        let query = match vma.backing {
+            Backing::Anon => Query {
+                inverted: PAGE_IS_PFNZERO,
+                all: PAGE_IS_PFNZERO,
+                any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                flags: 0,
+            },
+            // Not a file page: an anonymous copy-on-write page.
+            _ => Query {
+                inverted: PAGE_IS_FILE,
+                all: PAGE_IS_FILE,
+                any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+                flags: 0,
+            },
+        };
+        for r in pagescan::scan(self.pagemap, vma.start, vma.end, query)? {
+            if r.categories & PAGE_IS_PRESENT != 0 {
+                add_pages(out, r.start, r.end);
+            } else {
+                // The scan counts the write-protect markers of a tracked
+                // range (pre-copy) as swapped; pagemap tells them apart.
+                self.read_entries(vma, r.start, r.end, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pages of [lo, hi) of `vma` that [`wanted`] picks from their
+    /// pagemap entries, read many at a time.
+    fn read_entries(
+        &mut self,
+        vma: &Vma,
+        lo: u64,
+        hi: u64,
+        out: &mut Vec<(u64, u64)>,
+    ) -> io::Result<()> {
+        self.entries
+            .resize((Self::PAGEMAP_BATCH_PAGES * 8) as usize, 0);
+        let mut batch = lo;
+        while batch < hi {
+            let upto = (batch + Self::PAGEMAP_BATCH_PAGES * PAGE_SIZE).min(hi);
+            let n = ((upto - batch) / PAGE_SIZE) as usize;
+            self.pagemap
+                .read_exact_at(&mut self.entries[..n * 8], batch / PAGE_SIZE * 8)?;
+            for (i, e) in self.entries[..n * 8].chunks_exact(8).enumerate() {
+                let e = PagemapEntry(u64::from_ne_bytes(e.try_into().expect("8 bytes")));
+                if wanted(&vma.backing, vma.shared, e) {
+                    let page = batch + i as u64 * PAGE_SIZE;
+                    add_pages(out, page, page + PAGE_SIZE);
+                }
+            }
+            batch = upto;
+        }
+        Ok(())
+    }
+}
+
+/// Add the pages [start, end) to `out`, (window, bitmap) in address
+/// order; pages come in address order.
+fn add_pages(out: &mut Vec<(u64, u64)>, start: u64, end: u64) {
+    let mut page = start;
+    while page < end {
+        let window = page & !(WINDOW_BYTES - 1);
+        let upto = end.min(window + WINDOW_BYTES);
+        let first = (page - window) / PAGE_SIZE;
+        let n = (upto - page) / PAGE_SIZE;
+        let bits = if n == WINDOW_PAGES {
+            !0
+        } else {
+            ((1u64 << n) - 1) << first
+        };
+        match out.last_mut() {
+            Some(last) if last.0 == window => last.1 |= bits,
+            _ => out.push((window, bits)),
+        }
+        page = upto;
+    }
 }
 
 /// Runs of set bits: (first bit, count).
@@ -547,27 +657,25 @@ fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
     })
 }
 
-/// Read the pages of `bitmap` in the window at `window`; with `elide_zero`,
-/// zero pages are dropped from the bitmap and the data.
+/// Read the pages of `bitmap` in the window at `window`, appended to
+/// `data` (empty); with `elide_zero`, zero pages are dropped from the
+/// bitmap and the data. Returns the bitmap of the pages kept.
 fn read_window(
     mem: &mut ProcMem,
     window: u64,
     bitmap: u64,
     elide_zero: bool,
-    mut data: Vec<u8>,
-) -> Result<(u64, Vec<u8>)> {
-    data.resize(bitmap.count_ones() as usize * PAGE_SIZE as usize, 0);
-    let mut off = 0usize;
+    data: &mut Vec<u8>,
+) -> Result<u64> {
     for (start, len) in runs(bitmap) {
-        let bytes = len as usize * PAGE_SIZE as usize;
-        mem.read(
-            window + start as u64 * PAGE_SIZE,
-            &mut data[off..off + bytes],
+        mem.read_append(
+            window + u64::from(start) * PAGE_SIZE,
+            len as usize * PAGE_SIZE as usize,
+            data,
         )?;
-        off += bytes;
     }
     if !elide_zero {
-        return Ok((bitmap, data));
+        return Ok(bitmap);
     }
     let mut kept = 0u64;
     let mut w = 0usize;
@@ -586,17 +694,21 @@ fn read_window(
         }
     }
     data.truncate(w);
-    Ok((kept, data))
+    Ok(kept)
 }
 
-/// Turn pending chunks into page chunks once the sink has finished.
-pub fn resolve(pending: Vec<PendingChunk>, refs: &[ChunkRef]) -> Vec<PageChunk> {
+/// Turn pending chunks into page chunks once the sink has finished;
+/// chunks that stored nothing (all zero) are left out.
+pub fn resolve(pending: Vec<PendingChunk>, stored: &[Stored]) -> Vec<PageChunk> {
     pending
         .into_iter()
-        .map(|p| PageChunk {
-            addr: p.addr,
-            bitmap: p.bitmap,
-            chunk: refs[p.ticket].clone(),
+        .filter_map(|p| {
+            let s = &stored[p.ticket];
+            Some(PageChunk {
+                addr: p.addr,
+                bitmap: s.tag?,
+                chunk: s.chunk.clone()?,
+            })
         })
         .collect()
 }
@@ -1141,6 +1253,23 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_ranges_become_window_bitmaps() {
+        let w = WINDOW_BYTES;
+        let p = PAGE_SIZE;
+        let mut out = Vec::new();
+        // Two pages at the end of window 0 running into window 1, a whole
+        // window 2, then one page of window 3 added in two steps.
+        add_pages(&mut out, w - 2 * p, w + p);
+        add_pages(&mut out, 2 * w, 3 * w);
+        add_pages(&mut out, 3 * w + 5 * p, 3 * w + 6 * p);
+        add_pages(&mut out, 3 * w + 6 * p, 3 * w + 7 * p);
+        assert_eq!(
+            out,
+            [(0, 0b11 << 62), (w, 1), (2 * w, !0), (3 * w, 0b11 << 5)]
+        );
+    }
 
     #[test]
     fn runs_of_bits() {

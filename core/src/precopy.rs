@@ -16,9 +16,10 @@
 //! when the userfaultfd is closed, which leaves nothing behind in the
 //! process.
 
-use crate::freeze::Frozen;
-use crate::image::ChunkSink;
-use crate::memory::{self, Backing, DumpedWindow, Vma};
+use crate::freeze::{FreezeError, Frozen};
+use crate::image::{ChunkSink, ImageError};
+use crate::memory::{self, Backing, DumpedWindow, ReadFailure, Vma};
+use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir};
 use crate::procmem::ProcMem;
@@ -40,11 +41,6 @@ const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
 /// `_IOWR(0xaa, 0x00, struct uffdio_register)`
 const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-/// `_IOWR('f', 16, struct pm_scan_arg)`
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
-const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
-const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
-const PAGE_IS_WRITTEN: u64 = 1 << 1;
 
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -61,31 +57,6 @@ struct UffdioRegister {
     len: u64,
     mode: u64,
     ioctls: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Default)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
 }
 
 /// Why a process could not be tracked (it is then saved entirely while
@@ -185,51 +156,40 @@ impl WriteTracker {
 
 /// The pages of [start, end) written since they were last write-protected,
 /// as ranges, all tracked or an error; with `protect`, write-protect them
-/// again as they are found. Always with an output vector: without one the
-/// kernel takes a fast path that also plants write-protect markers in
-/// every empty page table entry, which pagemap then reports as swapped.
+/// again as they are found.
 fn scan_written(
     pagemap: &File,
     start: u64,
     end: u64,
     protect: bool,
 ) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut regions = [PageRegion::default(); 256];
-    let mut at = start;
-    while at < end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            flags: PM_SCAN_CHECK_WPASYNC | if protect { PM_SCAN_WP_MATCHING } else { 0 },
-            start: at,
-            end,
-            vec: regions.as_mut_ptr() as u64,
-            vec_len: regions.len() as u64,
-            category_mask: PAGE_IS_WRITTEN,
-            return_mask: PAGE_IS_WRITTEN,
-            ..Default::default()
-        };
-        // SAFETY: PAGEMAP_SCAN reads the argument and writes at most
-        // vec_len regions to vec, which points to `regions`.
-        let n = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        out.extend(regions[..n as usize].iter().map(|r| (r.start, r.end)));
-        if arg.walk_end <= at {
-            return Err(io::Error::from(io::ErrorKind::InvalidData));
-        }
-        at = arg.walk_end;
-    }
-    Ok(out)
+    let flags = PM_SCAN_CHECK_WPASYNC | if protect { PM_SCAN_WP_MATCHING } else { 0 };
+    let query = Query {
+        all: PAGE_IS_WRITTEN,
+        flags,
+        ..Query::default()
+    };
+    Ok(pagescan::scan(pagemap, start, end, query)?
+        .into_iter()
+        .map(|r| (r.start, r.end))
+        .collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrecopyError {
+    #[error(transparent)]
+    Freeze(#[from] FreezeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
 }
 
 /// What the pre-copy pass saved of one process.
 #[derive(Debug)]
 struct Saved {
     tracker: WriteTracker,
-    /// By (mapping start, window address).
-    windows: HashMap<(u64, u64), DumpedWindow>,
+    /// By (mapping start, window address), with the number of pages its
+    /// chunk holds.
+    windows: HashMap<(u64, u64), (DumpedWindow, u32)>,
 }
 
 /// The result of a pre-copy pass.
@@ -262,7 +222,7 @@ fn dumpable(v: &Vma) -> bool {
 /// Freeze the trees under `roots` briefly to start write tracking, then
 /// save their private memory into `sink` while they run. A process that
 /// cannot be tracked is left out (the checkpoint saves it whole).
-pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::freeze::FreezeError> {
+pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyError> {
     // The layouts are read before freezing, to keep the freeze short. One
     // that changes meanwhile is harmless: a range that no longer fits is
     // not tracked, and only tracked, unwritten windows are ever reused.
@@ -317,21 +277,30 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, crate::fr
         flags,
         frozen: frozen_for,
     };
+    let mut dumped = Vec::new();
     for (pid, vmas, tracker) in started {
-        let mut mem = ProcMem::new(pid, false);
         // The process runs: a mapping may go away under the read. Then it
         // is simply saved whole later.
-        let dumped = match memory::dump_private_pages(pid, &vmas, &mut mem, sink, &|_, _, _| None) {
-            Ok(d) => d,
-            Err(err) => {
-                debug!(pid, %err, "pre-copy read failed: saved whole while frozen");
-                continue;
-            }
-        };
+        match memory::dump_private_pages(pid, &vmas, sink, ReadFailure::Tolerated, &|_, _, _| None)
+        {
+            Ok(d) => dumped.push((pid, vmas, tracker, d)),
+            Err(err) => debug!(pid, %err, "pre-copy read failed: saved whole while frozen"),
+        }
+    }
+    // Which windows were read is known once the workers are done.
+    sink.drain()?;
+    for (pid, vmas, tracker, d) in dumped {
         let windows = vmas
             .iter()
-            .zip(dumped)
-            .flat_map(|(v, ws)| ws.into_iter().map(move |w| ((v.start, w.addr), w)))
+            .zip(d)
+            .flat_map(|(v, ws)| ws.into_iter().map(move |w| (v.start, w)))
+            .filter_map(|(start, w)| {
+                let pages = match &w.chunk {
+                    Some(c) => sink.stored(c.ticket)?.tag?.count_ones(),
+                    None => 0,
+                };
+                Some(((start, w.addr), (w, pages)))
+            })
             .collect();
         out.processes.insert(pid, Saved { tracker, windows });
     }
@@ -395,13 +364,12 @@ impl Reuse<'_> {
         if self.untracked.contains(&vma.start) || self.dirty.contains(&addr) {
             return None;
         }
-        let w = saved.windows.get(&(vma.start, addr))?;
+        let (w, pages) = saved.windows.get(&(vma.start, addr))?;
         if w.wanted != wanted {
             return None;
         }
-        let pages = w.chunk.as_ref().map_or(0, |c| c.bitmap.count_ones());
         self.reused_bytes
-            .set(self.reused_bytes.get() + u64::from(pages) * memory::PAGE_SIZE);
+            .set(self.reused_bytes.get() + u64::from(*pages) * memory::PAGE_SIZE);
         Some(w.clone())
     }
 
@@ -427,14 +395,6 @@ mod tests {
         assert_eq!(
             iowr(0xaa, 0x00, std::mem::size_of::<UffdioRegister>()),
             UFFDIO_REGISTER
-        );
-        assert_eq!(
-            iowr(
-                libc::c_ulong::from(b'f'),
-                16,
-                std::mem::size_of::<PmScanArg>()
-            ),
-            PAGEMAP_SCAN
         );
     }
 }

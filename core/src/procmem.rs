@@ -94,6 +94,31 @@ impl ProcMem {
             })
     }
 
+    /// Append `len` bytes from `addr` to `buf`, without first zeroing the
+    /// space they land in.
+    pub fn read_append(&mut self, addr: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
+        buf.reserve(len);
+        let at = buf.len();
+        let local = libc::iovec {
+            iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+            iov_len: len,
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: local points to the spare capacity of buf, reserved above
+        // for len bytes; the remote iovec is only interpreted in the target.
+        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+        if n >= 0 && n as usize == len {
+            // SAFETY: process_vm_readv initialised exactly those len bytes.
+            unsafe { buf.set_len(at + len) };
+            return Ok(());
+        }
+        buf.resize(at + len, 0);
+        self.read(addr, &mut buf[at..])
+    }
+
     /// Write `data` at `addr`, through read-only private pages if need be.
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
         let local = libc::iovec {

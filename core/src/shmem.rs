@@ -335,9 +335,8 @@ fn dump_contents(
         }
         if bitmap != 0 {
             pending.push(PendingChunk {
-                ticket: sink.submit(data)?,
+                ticket: sink.submit(data, bitmap)?,
                 addr: offset,
-                bitmap,
             });
         }
         if n < len {

@@ -27,7 +27,7 @@ mod writer;
 
 pub use reader::ImageReader;
 pub use store::{prune_store, PruneStats};
-pub use writer::{ChunkSink, CommittedImage, ImageWriter, WriteStats};
+pub use writer::{ChunkReader, ChunkSink, CommittedImage, ImageWriter, Stored, WriteStats};
 
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -95,7 +95,12 @@ pub enum ImageError {
     BadChunkRef { hash: String, reason: String },
     #[error("chunk writer thread failed")]
     WorkerPanicked,
+    #[error("reading the data of a chunk")]
+    Read(#[source] ReadError),
 }
+
+/// Why a [`ChunkReader`] could not read its chunk.
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
 pub type Result<T> = std::result::Result<T, ImageError>;
 

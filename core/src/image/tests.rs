@@ -22,10 +22,19 @@ fn random(n: usize, seed: u32) -> Vec<u8> {
 fn write(dir: &Path, store: Option<&Path>, data: &[Vec<u8>], workers: usize) -> (WriteStats, Doc) {
     let w = ImageWriter::create(dir, store).unwrap();
     let mut sink = w.sink(workers, 4);
-    for d in data {
-        sink.submit(d.clone()).unwrap();
+    for (i, d) in data.iter().enumerate() {
+        sink.submit(d.clone(), i as u64).unwrap();
     }
-    let refs = sink.finish().unwrap();
+    let refs = sink
+        .finish()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            assert_eq!(s.tag, Some(i as u64));
+            s.chunk.expect("bytes are stored")
+        })
+        .collect();
     let stats = w.stats();
     let doc = Doc { refs };
     w.commit(&doc).unwrap();
@@ -151,4 +160,59 @@ fn dropped_writer_leaves_nothing() {
     w.put_chunk(&page(1)).unwrap();
     drop(w);
     assert_eq!(fs::read_dir(t.path()).unwrap().count(), 0);
+}
+
+/// Chunks read by the workers: their bytes are stored like submitted ones,
+/// an empty read stores nothing, an unreadable one (tolerated) gives no
+/// tag, and a failing one fails the sink naming its reason.
+#[test]
+fn workers_read_chunks_themselves() {
+    let t = tempfile::tempdir().unwrap();
+    let w = ImageWriter::create(&t.path().join("img"), None).unwrap();
+    let mut sink = w.sink(2, 4);
+    let bytes = page(7);
+    let copy = bytes.clone();
+    let read = sink
+        .submit_read(Box::new(move |buf: &mut Vec<u8>| {
+            buf.extend_from_slice(&copy);
+            Ok(Some(5))
+        }))
+        .unwrap();
+    let empty = sink
+        .submit_read(Box::new(|_: &mut Vec<u8>| Ok(Some(0))))
+        .unwrap();
+    let unread = sink
+        .submit_read(Box::new(|_: &mut Vec<u8>| Ok(None)))
+        .unwrap();
+    sink.drain().unwrap();
+    assert_eq!(sink.stored(unread).unwrap().tag, None);
+    let stored = sink.finish().unwrap();
+    assert_eq!(stored[read].tag, Some(5));
+    let chunk = stored[read].chunk.clone().expect("stored");
+    assert_eq!(
+        stored[empty],
+        Stored {
+            chunk: None,
+            tag: Some(0)
+        }
+    );
+    w.commit(&Doc {
+        refs: vec![chunk.clone()],
+    })
+    .unwrap();
+    let (r, _doc): (ImageReader, Doc) = ImageReader::open(&t.path().join("img")).unwrap();
+    let mut out = Vec::new();
+    r.read_chunk(&chunk, &mut out).unwrap();
+    assert_eq!(out, bytes);
+
+    let w = ImageWriter::create(&t.path().join("img2"), None).unwrap();
+    let mut sink = w.sink(1, 4);
+    sink.submit_read(Box::new(|_: &mut Vec<u8>| Err("the page went away".into())))
+        .unwrap();
+    let err = sink.finish().unwrap_err();
+    assert!(matches!(err, ImageError::Read(_)), "{err:?}");
+    assert_eq!(
+        std::error::Error::source(&err).unwrap().to_string(),
+        "the page went away"
+    );
 }

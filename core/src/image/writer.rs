@@ -3,8 +3,8 @@
 
 use super::store::StoreIndex;
 use super::{
-    index_file, io_err, pack_file, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
-    MAX_CHUNK_BYTES, PACKS, PACK_BYTES,
+    index_file, io_err, pack_file, ChunkRef, ImageError, ReadError, Result, DOCUMENT,
+    FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS, PACK_BYTES,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -354,28 +354,47 @@ impl ImageWriter {
         self.shared.put(raw, &mut lock(&self.shared.caller))
     }
 
-    /// A pool of `threads` workers hashing, compressing and writing chunks,
-    /// with at most `max_in_flight` chunks queued (bounding memory).
+    /// A pool of `threads` workers reading, hashing, compressing and
+    /// writing chunks, with at most `max_in_flight` chunks queued
+    /// (bounding memory).
     pub fn sink(&self, threads: usize, max_in_flight: usize) -> ChunkSink<'_> {
-        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(max_in_flight.max(1));
+        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Job)>(max_in_flight.max(1));
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel();
-        let (recycle_tx, recycle_rx) = mpsc::sync_channel(max_in_flight.max(1) + threads.max(1));
         let workers = (0..threads.max(1))
             .map(|_| {
-                let recycle = recycle_tx.clone();
                 let jobs = Arc::clone(&job_rx);
                 let done = done_tx.clone();
                 let shared = Arc::clone(&self.shared);
                 std::thread::spawn(move || {
                     let mut packer = Packer::default();
+                    // Chunks this worker reads itself land here; it stays
+                    // mapped from one to the next.
+                    let mut own = Vec::new();
                     loop {
                         let job = lock(&jobs).recv();
-                        let Ok((ticket, data)) = job else { break };
-                        let result = shared.put(&data, &mut packer);
-                        // Hand the buffer back for the next window; if the
-                        // pool is full it is simply freed.
-                        let _ = recycle.try_send(data);
+                        let Ok((ticket, job)) = job else { break };
+                        let result = match job {
+                            Job::Bytes(data, tag) => {
+                                shared.put(&data, &mut packer).map(|chunk| Stored {
+                                    chunk: Some(chunk),
+                                    tag: Some(tag),
+                                })
+                            }
+                            Job::Read(read) => {
+                                own.clear();
+                                match read(&mut own) {
+                                    Ok(Some(tag)) if !own.is_empty() => {
+                                        shared.put(&own, &mut packer).map(|chunk| Stored {
+                                            chunk: Some(chunk),
+                                            tag: Some(tag),
+                                        })
+                                    }
+                                    Ok(tag) => Ok(Stored { chunk: None, tag }),
+                                    Err(e) => Err(ImageError::Read(e)),
+                                }
+                            }
+                        };
                         if done.send((ticket, result)).is_err() {
                             break;
                         }
@@ -386,9 +405,9 @@ impl ImageWriter {
         ChunkSink {
             jobs: Some(job_tx),
             done: done_rx,
-            recycled: recycle_rx,
             workers,
             next: 0,
+            finished: 0,
             results: Vec::new(),
             _writer: PhantomData,
         }
@@ -486,41 +505,86 @@ fn syncfs(f: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads the bytes of one chunk in the worker that then stores it, so
+/// that reading runs on every worker and the bytes are hashed and
+/// compressed while still in cache. It appends them to the buffer it is
+/// given (empty) and returns a tag for the caller: Ok(Some(tag)), with
+/// nothing appended when there is nothing to store; Ok(None) when the
+/// chunk could not be read and that is acceptable; Err fails the sink.
+pub type ChunkReader =
+    Box<dyn FnOnce(&mut Vec<u8>) -> std::result::Result<Option<u64>, ReadError> + Send>;
+
+enum Job {
+    /// Bytes the caller read, and their tag.
+    Bytes(Vec<u8>, u64),
+    Read(ChunkReader),
+}
+
+/// What became of one queued chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// None: there was nothing to store.
+    pub chunk: Option<ChunkRef>,
+    /// The tag given with the bytes or returned by the reader; None: a
+    /// reader could not read its chunk.
+    pub tag: Option<u64>,
+}
+
 /// Chunks handed to a writer's worker pool; tickets index the result of
 /// [`ChunkSink::finish`].
-#[derive(Debug)]
 pub struct ChunkSink<'a> {
-    jobs: Option<mpsc::SyncSender<(usize, Vec<u8>)>>,
-    done: mpsc::Receiver<(usize, Result<ChunkRef>)>,
-    recycled: mpsc::Receiver<Vec<u8>>,
+    jobs: Option<mpsc::SyncSender<(usize, Job)>>,
+    done: mpsc::Receiver<(usize, Result<Stored>)>,
     workers: Vec<JoinHandle<()>>,
     next: usize,
-    results: Vec<Option<ChunkRef>>,
+    /// Chunks whose result arrived.
+    finished: usize,
+    results: Vec<Option<Stored>>,
     _writer: PhantomData<&'a ImageWriter>,
 }
 
+impl std::fmt::Debug for ChunkSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkSink")
+            .field("queued", &self.next)
+            .field("workers", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ChunkSink<'_> {
-    /// A buffer for the next chunk, reused from one already written when
-    /// possible (fresh buffers cost a page fault per page). It keeps its
-    /// old length and contents, so resizing it to the same size costs
-    /// nothing; the caller overwrites what it uses.
-    pub fn buffer(&self) -> Vec<u8> {
-        self.recycled.try_recv().unwrap_or_default()
+    /// Queue one chunk of bytes, with a tag; blocks while the queue is
+    /// full. An error of an earlier chunk is returned here as soon as it
+    /// is known.
+    pub fn submit(&mut self, data: Vec<u8>, tag: u64) -> Result<usize> {
+        self.send(Job::Bytes(data, tag))
     }
 
-    /// Queue one chunk; blocks while the queue is full. An error of an
-    /// earlier chunk is returned here as soon as it is known.
-    pub fn submit(&mut self, data: Vec<u8>) -> Result<usize> {
+    /// Queue one chunk that a worker reads itself.
+    pub fn submit_read(&mut self, read: ChunkReader) -> Result<usize> {
+        self.send(Job::Read(read))
+    }
+
+    fn send(&mut self, job: Job) -> Result<usize> {
         self.collect(false)?;
         let ticket = self.next;
         self.next += 1;
         let jobs = self.jobs.as_ref().expect("sink not finished");
-        if jobs.send((ticket, data)).is_err() {
+        if jobs.send((ticket, job)).is_err() {
             // Every worker is gone: the reason is in the results.
             self.collect(true)?;
             return Err(ImageError::WorkerPanicked);
         }
         Ok(ticket)
+    }
+
+    fn record(&mut self, (ticket, r): (usize, Result<Stored>)) -> Result<()> {
+        if self.results.len() <= ticket {
+            self.results.resize(ticket + 1, None);
+        }
+        self.finished += 1;
+        self.results[ticket] = Some(r?);
+        Ok(())
     }
 
     fn collect(&mut self, all: bool) -> Result<()> {
@@ -536,16 +600,29 @@ impl ChunkSink<'_> {
                     Err(_) => return Ok(()),
                 }
             };
-            let (ticket, r) = item;
-            if self.results.len() <= ticket {
-                self.results.resize(ticket + 1, None);
-            }
-            self.results[ticket] = Some(r?);
+            self.record(item)?;
         }
     }
 
-    /// Wait for every queued chunk; the references, by ticket.
-    pub fn finish(mut self) -> Result<Vec<ChunkRef>> {
+    /// Wait until every chunk queued so far is done: after this, nothing
+    /// queued is still being read.
+    pub fn drain(&mut self) -> Result<()> {
+        while self.finished < self.next {
+            match self.done.recv() {
+                Ok(item) => self.record(item)?,
+                Err(_) => return Err(ImageError::WorkerPanicked),
+            }
+        }
+        Ok(())
+    }
+
+    /// The result of a chunk already done (see [`ChunkSink::drain`]).
+    pub fn stored(&self, ticket: usize) -> Option<&Stored> {
+        self.results.get(ticket)?.as_ref()
+    }
+
+    /// Wait for every queued chunk; the results, by ticket.
+    pub fn finish(mut self) -> Result<Vec<Stored>> {
         self.jobs = None;
         let collected = self.collect(true);
         let mut panicked = false;
