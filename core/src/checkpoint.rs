@@ -464,6 +464,7 @@ pub fn checkpoint(
     } else {
         None
     };
+    debug!(elapsed = ?t0.elapsed(), "image opened");
     let mut early_sink = early_writer.as_ref().map(|w| w.sink(threads, threads * 4));
     let precopied = match &mut early_sink {
         Some(sink) => {
@@ -533,7 +534,7 @@ pub fn checkpoint(
             &mm.vmas,
             &mut sink,
             memory::ReadFailure::Fatal,
-            &|v, addr, wanted| reuse.window(v, addr, wanted),
+            &reuse,
         )?);
         precopied_bytes += reuse.reused_bytes();
         done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();

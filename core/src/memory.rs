@@ -448,18 +448,40 @@ pub enum ReadFailure {
     Tolerated,
 }
 
+/// What an earlier pass over the same process (pre-copy) saved that still
+/// holds, so that it is neither looked for nor read again.
+pub trait Earlier {
+    /// The window at `addr` of `vma` as saved before, if it still holds
+    /// with the pages `wanted` now.
+    fn window(&self, vma: &Vma, addr: u64, wanted: u64) -> Option<DumpedWindow>;
+    /// Whether `vma` had no pages to save then and cannot have gained any
+    /// since (nothing in it was written): its pages need not be scanned.
+    fn still_empty(&self, vma: &Vma) -> bool;
+}
+
+/// No earlier pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FirstPass;
+
+impl Earlier for FirstPass {
+    fn window(&self, _: &Vma, _: u64, _: u64) -> Option<DumpedWindow> {
+        None
+    }
+    fn still_empty(&self, _: &Vma) -> bool {
+        false
+    }
+}
+
 /// Save the pages of one process's private mappings into `sink`: the
 /// windows are found here, from pagemap, and read by the sink's workers.
-/// Returns, per vma index, its windows that hold pages. `earlier(vma,
-/// window, wanted)` may hand back a window saved before (by pre-copy) that
-/// still holds, instead of reading it again. The pages are read only once
-/// the sink is drained or finished.
+/// Returns, per vma index, its windows that hold pages. The pages are
+/// read only once the sink is drained or finished.
 pub fn dump_private_pages(
     pid: i32,
     vmas: &[Vma],
     sink: &mut ChunkSink<'_>,
     failure: ReadFailure,
-    earlier: &dyn Fn(&Vma, u64, u64) -> Option<DumpedWindow>,
+    earlier: &dyn Earlier,
 ) -> Result<Vec<Vec<DumpedWindow>>> {
     let pagemap_path = PathBuf::from(format!("/proc/{pid}/pagemap"));
     let pagemap = File::open(&pagemap_path).map_err(|source| MemoryError::Io {
@@ -472,7 +494,7 @@ pub fn dump_private_pages(
         let mut pending = Vec::new();
         let dumpable = matches!(vma.backing, Backing::Anon)
             || matches!(vma.backing, Backing::File { .. } if !vma.shared);
-        if !dumpable {
+        if !dumpable || earlier.still_empty(vma) {
             out.push(pending);
             continue;
         }
@@ -482,7 +504,7 @@ pub fn dump_private_pages(
         })?;
         let elide_zero = matches!(vma.backing, Backing::Anon);
         for (window, bitmap) in windows {
-            if let Some(w) = earlier(vma, window, bitmap) {
+            if let Some(w) = earlier.window(vma, window, bitmap) {
                 pending.push(w);
                 continue;
             }
@@ -565,14 +587,14 @@ impl<'a> WindowFinder<'a> {
                 inverted: PAGE_IS_PFNZERO,
                 all: PAGE_IS_PFNZERO,
                 any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                flags: 0,
+                ..Query::default()
             },
             // Not a file page: an anonymous copy-on-write page.
             _ => Query {
                 inverted: PAGE_IS_FILE,
                 all: PAGE_IS_FILE,
                 any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-                flags: 0,
+                ..Query::default()
             },
         };
         for r in pagescan::scan(self.pagemap, vma.start, vma.end, query)? {

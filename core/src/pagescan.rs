@@ -54,6 +54,8 @@ pub struct Query {
     pub inverted: u64,
     pub all: u64,
     pub any: u64,
+    /// Categories reported besides those of `all` and `any`.
+    pub report: u64,
     /// `PM_SCAN_*` flags.
     pub flags: u64,
 }
@@ -78,7 +80,7 @@ pub fn scan(pagemap: &File, start: u64, end: u64, q: Query) -> io::Result<Vec<Re
             category_inverted: q.inverted,
             category_mask: q.all,
             category_anyof_mask: q.any,
-            return_mask: q.all | q.any,
+            return_mask: q.all | q.any | q.report,
             ..Default::default()
         };
         // SAFETY: PAGEMAP_SCAN reads the argument and writes at most
@@ -156,7 +158,7 @@ mod tests {
             inverted: PAGE_IS_PFNZERO,
             all: PAGE_IS_PFNZERO,
             any: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            flags: 0,
+            ..Query::default()
         };
         let found = scan(&pagemap, base as u64, (base + 16 * PAGE) as u64, present);
         // SAFETY: the mapping made above, no longer used.

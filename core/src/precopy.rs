@@ -18,7 +18,7 @@
 
 use crate::freeze::{FreezeError, Frozen};
 use crate::image::{ChunkSink, ImageError};
-use crate::memory::{self, Backing, DumpedWindow, ReadFailure, Vma};
+use crate::memory::{self, Backing, DumpedWindow, Earlier, FirstPass, ReadFailure, Vma};
 use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir};
@@ -146,12 +146,26 @@ impl WriteTracker {
 
     /// Pages written in [start, end) since tracking began, as ranges; None
     /// when part of the range is not tracked.
-    fn written(&self, start: u64, end: u64) -> Option<Vec<(u64, u64)>> {
-        if !self.ranges.iter().any(|&(s, e)| s <= start && end <= e) {
-            return None;
-        }
-        scan_written(&self.pagemap, start, end, false).ok()
+    /// Each tracked range with the pages written in it since tracking
+    /// began.
+    fn written(&self) -> Vec<RangeWrites> {
+        self.ranges
+            .iter()
+            .map(|&range| RangeWrites {
+                range,
+                written: scan_written(&self.pagemap, range.0, range.1, false).ok(),
+            })
+            .collect()
     }
+}
+
+/// The writes to one tracked range.
+#[derive(Debug)]
+struct RangeWrites {
+    range: (u64, u64),
+    /// The written pages as ranges; None when the range could not be
+    /// scanned (a mapping in it was replaced: it is no longer all tracked).
+    written: Option<Vec<(u64, u64)>>,
 }
 
 /// The pages of [start, end) written since they were last write-protected,
@@ -190,6 +204,8 @@ struct Saved {
     /// By (mapping start, window address), with the number of pages its
     /// chunk holds.
     windows: HashMap<(u64, u64), (DumpedWindow, u32)>,
+    /// Mappings (start, end) that had no page to save.
+    empty: HashSet<(u64, u64)>,
 }
 
 /// The result of a pre-copy pass.
@@ -249,6 +265,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
         );
         layouts.insert(pid, (vdso, vmas));
     }
+    debug!(processes = layouts.len(), "layouts read");
     let t0 = Instant::now();
     let frozen = Frozen::freeze(roots)?;
     let mut started = Vec::new();
@@ -281,8 +298,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     for (pid, vmas, tracker) in started {
         // The process runs: a mapping may go away under the read. Then it
         // is simply saved whole later.
-        match memory::dump_private_pages(pid, &vmas, sink, ReadFailure::Tolerated, &|_, _, _| None)
-        {
+        match memory::dump_private_pages(pid, &vmas, sink, ReadFailure::Tolerated, &FirstPass) {
             Ok(d) => dumped.push((pid, vmas, tracker, d)),
             Err(err) => debug!(pid, %err, "pre-copy read failed: saved whole while frozen"),
         }
@@ -290,6 +306,12 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     // Which windows were read is known once the workers are done.
     sink.drain()?;
     for (pid, vmas, tracker, d) in dumped {
+        let empty = vmas
+            .iter()
+            .zip(&d)
+            .filter(|(v, ws)| dumpable(v) && ws.is_empty())
+            .map(|(v, _)| (v.start, v.end))
+            .collect();
         let windows = vmas
             .iter()
             .zip(d)
@@ -302,7 +324,14 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
                 Some(((start, w.addr), (w, pages)))
             })
             .collect();
-        out.processes.insert(pid, Saved { tracker, windows });
+        out.processes.insert(
+            pid,
+            Saved {
+                tracker,
+                windows,
+                empty,
+            },
+        );
     }
     debug!(elapsed = ?t0.elapsed(), "pre-copy done");
     Ok(out)
@@ -320,24 +349,27 @@ impl Precopy {
         let Some(saved) = self.processes.get(&pid) else {
             return Reuse::default();
         };
+        // One scan per tracked range, not per mapping: a process has
+        // hundreds of mappings and few ranges.
+        let written = saved.tracker.written();
         let mut dirty = HashSet::new();
-        let mut untracked = HashSet::new();
-        for v in vmas.iter().filter(|v| dumpable(v)) {
-            match saved.tracker.written(v.start, v.end) {
-                Some(regions) => {
-                    for (s, e) in regions {
-                        let mut w = s & !(memory::WINDOW_BYTES - 1);
-                        while w < e {
-                            dirty.insert(w);
-                            w += memory::WINDOW_BYTES;
-                        }
-                    }
-                }
-                None => {
-                    untracked.insert(v.start);
-                }
+        for (s, e) in written.iter().filter_map(|r| r.written.as_ref()).flatten() {
+            let mut w = s & !(memory::WINDOW_BYTES - 1);
+            while w < *e {
+                dirty.insert(w);
+                w += memory::WINDOW_BYTES;
             }
         }
+        let untracked = vmas
+            .iter()
+            .filter(|v| dumpable(v))
+            .filter(|v| {
+                !written
+                    .iter()
+                    .any(|r| r.range.0 <= v.start && v.end <= r.range.1 && r.written.is_some())
+            })
+            .map(|v| v.start)
+            .collect();
         Reuse {
             saved: Some(saved),
             dirty,
@@ -354,6 +386,26 @@ pub struct Reuse<'a> {
     dirty: HashSet<u64>,
     untracked: HashSet<u64>,
     reused_bytes: std::cell::Cell<u64>,
+}
+
+impl Earlier for Reuse<'_> {
+    fn window(&self, vma: &Vma, addr: u64, wanted: u64) -> Option<DumpedWindow> {
+        Reuse::window(self, vma, addr, wanted)
+    }
+
+    /// A tracked mapping gains pages to save only by a write (a read maps
+    /// the zero page or the file's page), and that would have been seen.
+    fn still_empty(&self, vma: &Vma) -> bool {
+        let Some(saved) = self.saved else {
+            return false;
+        };
+        if self.untracked.contains(&vma.start) || !saved.empty.contains(&(vma.start, vma.end)) {
+            return false;
+        }
+        // Huge reservations span far more windows than were written.
+        let first = vma.start & !(memory::WINDOW_BYTES - 1);
+        !self.dirty.iter().any(|&w| first <= w && w < vma.end)
+    }
 }
 
 impl Reuse<'_> {
