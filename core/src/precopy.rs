@@ -21,7 +21,7 @@ use crate::image::{ChunkSink, ImageError};
 use crate::memory::{self, Backing, DumpedWindow, Earlier, FirstPass, ReadFailure, Vma};
 use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 use crate::policy::Report;
-use crate::procfs::{FlagsHint, MapsPath, ProcDir};
+use crate::procfs::{FlagsHint, MapsPath, ProcDir, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{self, RemoteTask};
 use crate::shmem::ShmemTable;
@@ -242,21 +242,31 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     // The layouts are read before freezing, to keep the freeze short. One
     // that changes meanwhile is harmless: a range that no longer fits is
     // not tracked, and only tracked, unwritten windows are ever reused.
+    // They come from `maps`: what pre-copy needs of a mapping is there.
+    let pids = crate::freeze::list_tree(roots)?;
     let mut layouts = HashMap::new();
-    let mut flags = HashMap::new();
-    for pid in crate::freeze::list_tree(roots)? {
-        let Ok(smaps) = ProcDir::new(pid).smaps() else {
+    for pid in pids {
+        let Ok(maps) = ProcDir::new(pid).maps() else {
             continue;
         };
-        flags.insert(pid, FlagsHint::from_smaps(&smaps));
-        let vdso = smaps
+        let vdso = maps
             .iter()
-            .find(|s| matches!(s.map.path, MapsPath::Vdso))
-            .map(|s| (s.map.start, s.map.end));
+            .find(|m| matches!(m.path, MapsPath::Vdso))
+            .map(|m| (m.start, m.end));
         let Some(vdso) = vdso else { continue };
+        let entries: Vec<SmapsEntry> = maps
+            .into_iter()
+            .map(|map| SmapsEntry {
+                map,
+                vm_flags: Vec::new(),
+                rss_kb: 0,
+                anonymous_kb: 0,
+                swap_kb: 0,
+            })
+            .collect();
         let vmas = memory::classify(
             pid,
-            &smaps,
+            &entries,
             &mut ShmemTable::default(),
             // Only anonymous and private file memory is pre-copied: how
             // devices are classified makes no difference here.
@@ -282,8 +292,22 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
             Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
         }
     }
+    let pids: Vec<i32> = frozen.processes.keys().copied().collect();
     frozen.thaw();
     let frozen_for = t0.elapsed();
+    // The mapping flags (smaps) are for the frozen inspection, which then
+    // need not read smaps itself; reading smaps walks every page table
+    // (about 25 ms for an X session here), so it runs beside the copying.
+    let flag_reader = {
+        std::thread::spawn(move || {
+            pids.into_iter()
+                .filter_map(|pid| {
+                    let smaps = ProcDir::new(pid).smaps().ok()?;
+                    Some((pid, FlagsHint::from_smaps(&smaps)))
+                })
+                .collect::<HashMap<_, _>>()
+        })
+    };
     debug!(
         ?frozen_for,
         processes = started.len(),
@@ -291,7 +315,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     );
     let mut out = Precopy {
         processes: HashMap::new(),
-        flags,
+        flags: HashMap::new(),
         frozen: frozen_for,
     };
     let mut dumped = Vec::new();
@@ -333,6 +357,8 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
             },
         );
     }
+    // A reader that panicked only costs the frozen inspection a smaps read.
+    out.flags = flag_reader.join().unwrap_or_default();
     debug!(elapsed = ?t0.elapsed(), "pre-copy done");
     Ok(out)
 }

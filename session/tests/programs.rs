@@ -658,7 +658,9 @@ fn tmux_server_with_two_shells_comes_back_with_its_panes() {
     ]);
     let server: i32 = tmux(&["display", "-p", "#{pid}"]).trim().parse().unwrap();
     r.adopt(server);
-    tmux(&["new-window", "-t", "t", "bash --norc --noprofile"]);
+    // "t:" is session t's next free index; a bare "t" may be taken for
+    // a window of the current session (seen: "index 0 in use").
+    tmux(&["new-window", "-t", "t:", "bash --norc --noprofile"]);
     for w in ["0", "1"] {
         tmux(&[
             "send-keys",
