@@ -92,3 +92,75 @@ fn written_windows_are_read_again_and_others_reused() {
     frozen.thaw();
     drop(sink);
 }
+
+/// A mapping that held no page at pre-copy is not scanned again while
+/// frozen, unless it was written to since: the write is what gives it a
+/// page to save.
+#[test]
+fn empty_mappings_are_skipped_only_while_nothing_writes_them() {
+    use hiber_core::memory::Earlier;
+    use std::io::Write;
+    // Three private anonymous MiB, untouched; the middle one read-only,
+    // so that the outer two stay separate mappings.
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import ctypes, mmap, sys\n\
+             m = mmap.mmap(-1, 3 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n\
+             base = ctypes.addressof(ctypes.c_char.from_buffer(m))\n\
+             libc = ctypes.CDLL(None)\n\
+             assert libc.mprotect(ctypes.c_void_p(base + (1 << 20)), 1 << 20, 1) == 0\n\
+             print(base, flush=True)\n\
+             sys.stdin.readline()\n\
+             m[5] = 7\n\
+             print('written', flush=True)\n\
+             sys.stdin.readline()",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let holder = Holder(child);
+    let pid = holder.0.id() as i32;
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let base: u64 = line.trim().parse().expect("an address");
+
+    let t = tempfile::tempdir().unwrap();
+    let writer = ImageWriter::create(&t.path().join("img"), None).unwrap();
+    let mut sink = writer.sink(1, 4);
+    let pre = precopy::run(&[pid], &mut sink).expect("pre-copy");
+    // The first MiB is written now, after pre-copy; the last never.
+    stdin.write_all(b"w\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "written");
+
+    let frozen = Frozen::freeze(&[pid]).unwrap();
+    let smaps = ProcDir::new(pid).smaps().unwrap();
+    let vmas = memory::classify(
+        pid,
+        &smaps,
+        &mut ShmemTable::default(),
+        &hiber_core::devices::DevicePolicies::default(),
+        &mut Report::default(),
+    );
+    let reuse = pre.reuse_for(pid, &vmas);
+    let at = |addr: u64| {
+        vmas.iter()
+            .find(|v| v.start == addr)
+            .unwrap_or_else(|| panic!("no mapping at {addr:#x}: {vmas:?}"))
+    };
+    let (written, untouched) = (at(base), at(base + (2 << 20)));
+    assert!(!reuse.still_empty(written), "a written mapping was skipped");
+    assert!(
+        reuse.still_empty(untouched),
+        "an untouched mapping was scanned"
+    );
+    frozen.thaw();
+    drop(sink);
+    drop(stdin);
+}
