@@ -378,10 +378,16 @@ impl Precopy {
         // One scan per tracked range, not per mapping: a process has
         // hundreds of mappings and few ranges.
         let written = saved.tracker.written();
+        let written_pages: Vec<(u64, u64)> = written
+            .iter()
+            .filter_map(|r| r.written.as_ref())
+            .flatten()
+            .copied()
+            .collect();
         let mut dirty = HashSet::new();
-        for (s, e) in written.iter().filter_map(|r| r.written.as_ref()).flatten() {
+        for &(s, e) in &written_pages {
             let mut w = s & !(memory::WINDOW_BYTES - 1);
-            while w < *e {
+            while w < e {
                 dirty.insert(w);
                 w += memory::WINDOW_BYTES;
             }
@@ -398,6 +404,7 @@ impl Precopy {
             .collect();
         Reuse {
             saved: Some(saved),
+            written: written_pages,
             dirty,
             untracked,
             reused_bytes: Default::default(),
@@ -409,6 +416,9 @@ impl Precopy {
 #[derive(Debug, Default)]
 pub struct Reuse<'a> {
     saved: Option<&'a Saved>,
+    /// The pages written since tracking began, as ranges.
+    written: Vec<(u64, u64)>,
+    /// The windows holding one of them.
     dirty: HashSet<u64>,
     untracked: HashSet<u64>,
     reused_bytes: std::cell::Cell<u64>,
@@ -428,9 +438,11 @@ impl Earlier for Reuse<'_> {
         if self.untracked.contains(&vma.start) || !saved.empty.contains(&(vma.start, vma.end)) {
             return false;
         }
-        // Huge reservations span far more windows than were written.
-        let first = vma.start & !(memory::WINDOW_BYTES - 1);
-        !self.dirty.iter().any(|&w| first <= w && w < vma.end)
+        // Pages, not windows: a window may reach into the next mapping.
+        !self
+            .written
+            .iter()
+            .any(|&(s, e)| s < vma.end && vma.start < e)
     }
 }
 

@@ -158,7 +158,7 @@ fn empty_mappings_are_skipped_only_while_nothing_writes_them() {
     assert!(!reuse.still_empty(written), "a written mapping was skipped");
     assert!(
         reuse.still_empty(untouched),
-        "an untouched mapping was scanned"
+        "an untouched mapping was scanned: {untouched:?}"
     );
     frozen.thaw();
     drop(sink);
