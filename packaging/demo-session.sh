@@ -14,7 +14,9 @@ dbus-daemon --session --nofork --nopidfile --address="unix:path=$DIR/bus" &
 BUS=$!
 Xvfb ":$D" -screen 0 1024x768x24 -nolisten tcp > "$DIR/xvfb.log" 2>&1 &
 XVFB=$!
-while [ ! -S "/tmp/.X11-unix/X$D" ] || [ ! -S "$DIR/bus" ]; do
+# The socket file appears at bind, before Xvfb listens: a client that
+# connects then fails ("cannot open display"). Wait until it answers.
+until [ -S "$DIR/bus" ] && xwininfo -root -display ":$D" > /dev/null 2>&1; do
     alive $XVFB "Xvfb :$D"; alive $BUS dbus-daemon; sleep 0.05
 done
 export DISPLAY=":$D" DBUS_SESSION_BUS_ADDRESS="unix:path=$DIR/bus"

@@ -8,7 +8,9 @@
 D=$1; DIR=$2
 dbus-daemon --session --nofork --nopidfile --address=unix:path=$DIR/bus &
 Xvfb :$D -screen 0 1024x768x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
-while [ ! -S /tmp/.X11-unix/X$D ] || [ ! -S $DIR/bus ]; do sleep 0.05; done
+# The socket file appears at bind, before Xvfb listens: a client that
+# connects then fails ("cannot open display"). Wait until it answers.
+until [ -S $DIR/bus ] && xwininfo -root -display :$D > /dev/null 2>&1; do sleep 0.05; done
 export DISPLAY=:$D DBUS_SESSION_BUS_ADDRESS=unix:path=$DIR/bus
 # The GTK 4 program first, so the small clients stack above it.
 GDK_BACKEND=x11 gtk4-demo > $DIR/gtk.log 2>&1 &

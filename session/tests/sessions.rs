@@ -16,7 +16,8 @@ use std::process::{Command, Output, Stdio};
 const SESSION: &str = r#"
 D=$1; DIR=$2
 Xvfb ":$D" -screen 0 800x600x24 -nolisten tcp > "$DIR/xvfb.log" 2>&1 &
-while [ ! -S "/tmp/.X11-unix/X$D" ]; do sleep 0.05; done
+# Not the socket file: it appears before Xvfb listens.
+until xwininfo -root -display ":$D" > /dev/null 2>&1; do sleep 0.05; done
 export DISPLAY=":$D" COUNT="$DIR/count"
 xclock -update 1 -geometry 100x100+0+0 &
 xeyes -geometry 100x100+200+0 &
