@@ -141,6 +141,14 @@ impl Vma {
         }
     }
 
+    /// Whether its pages are the process's own (anonymous memory, or the
+    /// copy-on-write pages of a private file mapping): the pages
+    /// [`dump_private_pages`] saves.
+    pub fn has_private_pages(&self) -> bool {
+        matches!(self.backing, Backing::Anon)
+            || matches!(self.backing, Backing::File { .. } if !self.shared)
+    }
+
     fn prot(&self) -> u64 {
         let mut p = 0;
         if self.read {
@@ -492,9 +500,7 @@ pub fn dump_private_pages(
     let mut out = Vec::with_capacity(vmas.len());
     for vma in vmas {
         let mut pending = Vec::new();
-        let dumpable = matches!(vma.backing, Backing::Anon)
-            || matches!(vma.backing, Backing::File { .. } if !vma.shared);
-        if !dumpable || earlier.still_empty(vma) {
+        if !vma.has_private_pages() || earlier.still_empty(vma) {
             out.push(pending);
             continue;
         }

@@ -54,8 +54,6 @@ pub struct Query {
     pub inverted: u64,
     pub all: u64,
     pub any: u64,
-    /// Categories reported besides those of `all` and `any`.
-    pub report: u64,
     /// `PM_SCAN_*` flags.
     pub flags: u64,
 }
@@ -80,7 +78,7 @@ pub fn scan(pagemap: &File, start: u64, end: u64, q: Query) -> io::Result<Vec<Re
             category_inverted: q.inverted,
             category_mask: q.all,
             category_anyof_mask: q.any,
-            return_mask: q.all | q.any | q.report,
+            return_mask: q.all | q.any,
             ..Default::default()
         };
         // SAFETY: PAGEMAP_SCAN reads the argument and writes at most

@@ -18,7 +18,7 @@
 
 use crate::freeze::{FreezeError, Frozen};
 use crate::image::{ChunkSink, ImageError};
-use crate::memory::{self, Backing, DumpedWindow, Earlier, FirstPass, ReadFailure, Vma};
+use crate::memory::{self, DumpedWindow, Earlier, FirstPass, ReadFailure, Vma};
 use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir, SmapsEntry};
@@ -144,8 +144,6 @@ impl WriteTracker {
         })
     }
 
-    /// Pages written in [start, end) since tracking began, as ranges; None
-    /// when part of the range is not tracked.
     /// Each tracked range with the pages written in it since tracking
     /// began.
     fn written(&self) -> Vec<RangeWrites> {
@@ -231,10 +229,6 @@ fn merged_ranges<'a>(vmas: impl Iterator<Item = &'a Vma>) -> Vec<(u64, u64)> {
     out
 }
 
-fn dumpable(v: &Vma) -> bool {
-    matches!(v.backing, Backing::Anon) || matches!(v.backing, Backing::File { .. } if !v.shared)
-}
-
 /// Freeze the trees under `roots` briefly to start write tracking, then
 /// save their private memory into `sink` while they run. A process that
 /// cannot be tracked is left out (the checkpoint saves it whole).
@@ -256,13 +250,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
         let Some(vdso) = vdso else { continue };
         let entries: Vec<SmapsEntry> = maps
             .into_iter()
-            .map(|map| SmapsEntry {
-                map,
-                vm_flags: Vec::new(),
-                rss_kb: 0,
-                anonymous_kb: 0,
-                swap_kb: 0,
-            })
+            .map(|map| SmapsEntry::unsized_from(map, Vec::new()))
             .collect();
         let vmas = memory::classify(
             pid,
@@ -286,7 +274,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
         let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
             continue;
         };
-        let ranges = merged_ranges(vmas.iter().filter(|v| dumpable(v)));
+        let ranges = merged_ranges(vmas.iter().filter(|v| v.has_private_pages()));
         match WriteTracker::start(fp.pid, vdso, &ranges) {
             Ok(tracker) => started.push((fp.pid, vmas, tracker)),
             Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
@@ -298,16 +286,14 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     // The mapping flags (smaps) are for the frozen inspection, which then
     // need not read smaps itself; reading smaps walks every page table
     // (about 25 ms for an X session here), so it runs beside the copying.
-    let flag_reader = {
-        std::thread::spawn(move || {
-            pids.into_iter()
-                .filter_map(|pid| {
-                    let smaps = ProcDir::new(pid).smaps().ok()?;
-                    Some((pid, FlagsHint::from_smaps(&smaps)))
-                })
-                .collect::<HashMap<_, _>>()
-        })
-    };
+    let flag_reader = std::thread::spawn(move || {
+        pids.into_iter()
+            .filter_map(|pid| {
+                let smaps = ProcDir::new(pid).smaps().ok()?;
+                Some((pid, FlagsHint::from_smaps(&smaps)))
+            })
+            .collect::<HashMap<_, _>>()
+    });
     debug!(
         ?frozen_for,
         processes = started.len(),
@@ -333,7 +319,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
         let empty = vmas
             .iter()
             .zip(&d)
-            .filter(|(v, ws)| dumpable(v) && ws.is_empty())
+            .filter(|(v, ws)| v.has_private_pages() && ws.is_empty())
             .map(|(v, _)| (v.start, v.end))
             .collect();
         let windows = vmas
@@ -394,7 +380,7 @@ impl Precopy {
         }
         let untracked = vmas
             .iter()
-            .filter(|v| dumpable(v))
+            .filter(|v| v.has_private_pages())
             .filter(|v| {
                 !written
                     .iter()

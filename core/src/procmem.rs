@@ -66,20 +66,26 @@ impl ProcMem {
         Ok(self.mem.as_ref().expect("opened above"))
     }
 
-    /// Fill `buf` from `addr`.
-    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<()> {
+    /// Whether `process_vm_readv` copied all `len` bytes at `addr` to
+    /// `local`; it refuses pages the target cannot read itself.
+    fn vm_read(&self, addr: u64, local: *mut u8, len: usize) -> bool {
         let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
+            iov_base: local.cast(),
+            iov_len: len,
         };
         let remote = libc::iovec {
             iov_base: addr as *mut libc::c_void,
-            iov_len: buf.len(),
+            iov_len: len,
         };
-        // SAFETY: local points to buf, which is valid for buf.len() bytes;
-        // the remote iovec is only interpreted in the target.
+        // SAFETY: the callers hand a local buffer valid for len bytes; the
+        // remote iovec is only interpreted in the target.
         let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
-        if n >= 0 && n as usize == buf.len() {
+        n >= 0 && n as usize == len
+    }
+
+    /// Fill `buf` from `addr`.
+    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<()> {
+        if self.vm_read(addr, buf.as_mut_ptr(), buf.len()) {
             return Ok(());
         }
         let pid = self.pid;
@@ -99,19 +105,9 @@ impl ProcMem {
     pub fn read_append(&mut self, addr: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
         buf.reserve(len);
         let at = buf.len();
-        let local = libc::iovec {
-            iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
-            iov_len: len,
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        };
-        // SAFETY: local points to the spare capacity of buf, reserved above
-        // for len bytes; the remote iovec is only interpreted in the target.
-        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
-        if n >= 0 && n as usize == len {
-            // SAFETY: process_vm_readv initialised exactly those len bytes.
+        if self.vm_read(addr, buf.spare_capacity_mut().as_mut_ptr().cast(), len) {
+            // SAFETY: process_vm_readv initialised exactly those len bytes
+            // of the capacity reserved above.
             unsafe { buf.set_len(at + len) };
             return Ok(());
         }

@@ -46,6 +46,20 @@ fn holder() -> (Holder, u64) {
     (holder, line.trim().parse().expect("an address"))
 }
 
+/// Freeze `pid` and read its mappings, as the checkpoint does.
+fn frozen_mappings(pid: i32) -> (Frozen, Vec<memory::Vma>) {
+    let frozen = Frozen::freeze(&[pid]).unwrap();
+    let smaps = ProcDir::new(pid).smaps().unwrap();
+    let vmas = memory::classify(
+        pid,
+        &smaps,
+        &mut ShmemTable::default(),
+        &hiber_core::devices::DevicePolicies::default(),
+        &mut Report::default(),
+    );
+    (frozen, vmas)
+}
+
 #[test]
 fn written_windows_are_read_again_and_others_reused() {
     let (child, buf) = holder();
@@ -62,15 +76,7 @@ fn written_windows_are_read_again_and_others_reused() {
         .write(touched + 4096 * 3 + 5, &[9])
         .unwrap();
 
-    let frozen = Frozen::freeze(&[pid]).unwrap();
-    let smaps = ProcDir::new(pid).smaps().unwrap();
-    let vmas = memory::classify(
-        pid,
-        &smaps,
-        &mut ShmemTable::default(),
-        &hiber_core::devices::DevicePolicies::default(),
-        &mut Report::default(),
-    );
+    let (frozen, vmas) = frozen_mappings(pid);
     let reuse = pre.reuse_for(pid, &vmas);
     let vma = vmas
         .iter()
@@ -139,15 +145,7 @@ fn empty_mappings_are_skipped_only_while_nothing_writes_them() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "written");
 
-    let frozen = Frozen::freeze(&[pid]).unwrap();
-    let smaps = ProcDir::new(pid).smaps().unwrap();
-    let vmas = memory::classify(
-        pid,
-        &smaps,
-        &mut ShmemTable::default(),
-        &hiber_core::devices::DevicePolicies::default(),
-        &mut Report::default(),
-    );
+    let (frozen, vmas) = frozen_mappings(pid);
     let reuse = pre.reuse_for(pid, &vmas);
     let at = |addr: u64| {
         vmas.iter()

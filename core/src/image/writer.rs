@@ -111,6 +111,14 @@ impl Shared {
         Ok(r)
     }
 
+    /// [`Shared::put`] of a queued chunk, with its tag.
+    fn store(&self, raw: &[u8], tag: u64, packer: &mut Packer) -> Result<Stored> {
+        self.put(raw, packer).map(|chunk| Stored {
+            chunk: Some(chunk),
+            tag: Some(tag),
+        })
+    }
+
     /// The store's copy of a chunk, once its pack is linked into this image.
     fn reuse_from_store(&self, hash: &str) -> Result<Option<ChunkRef>> {
         let Some(store) = &self.store else {
@@ -375,20 +383,12 @@ impl ImageWriter {
                         let job = lock(&jobs).recv();
                         let Ok((ticket, job)) = job else { break };
                         let result = match job {
-                            Job::Bytes(data, tag) => {
-                                shared.put(&data, &mut packer).map(|chunk| Stored {
-                                    chunk: Some(chunk),
-                                    tag: Some(tag),
-                                })
-                            }
+                            Job::Bytes(data, tag) => shared.store(&data, tag, &mut packer),
                             Job::Read(read) => {
                                 own.clear();
                                 match read(&mut own) {
                                     Ok(Some(tag)) if !own.is_empty() => {
-                                        shared.put(&own, &mut packer).map(|chunk| Stored {
-                                            chunk: Some(chunk),
-                                            tag: Some(tag),
-                                        })
+                                        shared.store(&own, tag, &mut packer)
                                     }
                                     Ok(tag) => Ok(Stored { chunk: None, tag }),
                                     Err(e) => Err(ImageError::Read(e)),

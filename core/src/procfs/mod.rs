@@ -132,6 +132,20 @@ pub struct SmapsEntry {
     pub swap_kb: u64,
 }
 
+impl SmapsEntry {
+    /// An entry made from a maps line and flags known otherwise, without
+    /// the sizes only smaps gives (they are 0).
+    pub fn unsized_from(map: MapsEntry, vm_flags: Vec<String>) -> Self {
+        SmapsEntry {
+            map,
+            vm_flags,
+            rss_kb: 0,
+            anonymous_kb: 0,
+            swap_kb: 0,
+        }
+    }
+}
+
 /// The flags of each mapping as an earlier read of smaps gave them. A
 /// mapping's flags that matter here (grows-down) do not change while it
 /// exists, so the same range has the same flags; a stack that grew down
@@ -318,13 +332,8 @@ impl ProcDir {
         let known: Option<Vec<SmapsEntry>> = maps
             .into_iter()
             .map(|map| {
-                hint.flags_for(&map).map(|vm_flags| SmapsEntry {
-                    map,
-                    vm_flags,
-                    rss_kb: 0,
-                    anonymous_kb: 0,
-                    swap_kb: 0,
-                })
+                hint.flags_for(&map)
+                    .map(|vm_flags| SmapsEntry::unsized_from(map, vm_flags))
             })
             .collect();
         match known {
