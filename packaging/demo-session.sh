@@ -12,10 +12,12 @@ trap 'kill $(jobs -p) 2> /dev/null' EXIT
 alive() { kill -0 "$1" 2> /dev/null || { echo "$2 exited; see $DIR" >&2; exit 1; }; }
 dbus-daemon --session --nofork --nopidfile --address="unix:path=$DIR/bus" &
 BUS=$!
-Xvfb ":$D" -screen 0 1024x768x24 -nolisten tcp > "$DIR/xvfb.log" 2>&1 &
+Xvfb ":$D" -screen 0 1024x768x24 -nolisten tcp -noreset > "$DIR/xvfb.log" 2>&1 &
 XVFB=$!
 # The socket file appears at bind, before Xvfb listens: a client that
-# connects then fails ("cannot open display"). Wait until it answers.
+# connects then fails ("cannot open display"). Wait until it answers
+# (-noreset: else the server resets when that probe disconnects, and a
+# client connecting during the reset fails too).
 until [ -S "$DIR/bus" ] && xwininfo -root -display ":$D" > /dev/null 2>&1; do
     alive $XVFB "Xvfb :$D"; alive $BUS dbus-daemon; sleep 0.05
 done

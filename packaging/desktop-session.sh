@@ -7,9 +7,11 @@
 # Usage: desktop-session.sh D DIR
 D=$1; DIR=$2
 dbus-daemon --session --nofork --nopidfile --address=unix:path=$DIR/bus &
-Xvfb :$D -screen 0 1024x768x24 -nolisten tcp > $DIR/xvfb.log 2>&1 &
+Xvfb :$D -screen 0 1024x768x24 -nolisten tcp -noreset > $DIR/xvfb.log 2>&1 &
 # The socket file appears at bind, before Xvfb listens: a client that
-# connects then fails ("cannot open display"). Wait until it answers.
+# connects then fails ("cannot open display"). Wait until it answers
+# (-noreset: else the server resets when that probe disconnects, and a
+# client connecting during the reset fails too).
 until [ -S $DIR/bus ] && xwininfo -root -display :$D > /dev/null 2>&1; do sleep 0.05; done
 export DISPLAY=:$D DBUS_SESSION_BUS_ADDRESS=unix:path=$DIR/bus
 # The GTK 4 program first, so the small clients stack above it.

@@ -15,8 +15,10 @@ use std::process::{Command, Output, Stdio};
 /// into DIR/count. The launching bash stays outside the session.
 const SESSION: &str = r#"
 D=$1; DIR=$2
-Xvfb ":$D" -screen 0 800x600x24 -nolisten tcp > "$DIR/xvfb.log" 2>&1 &
+Xvfb ":$D" -screen 0 800x600x24 -nolisten tcp -noreset > "$DIR/xvfb.log" 2>&1 &
 # Not the socket file: it appears before Xvfb listens.
+# -noreset: else the server resets when that probe disconnects, and a
+# client connecting during the reset fails too.
 until xwininfo -root -display ":$D" > /dev/null 2>&1; do sleep 0.05; done
 export DISPLAY=":$D" COUNT="$DIR/count"
 xclock -update 1 -geometry 100x100+0+0 &

@@ -229,7 +229,9 @@ impl Frozen {
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
         // Consume the tracer's exit notifications, so the real parents can
-        // reap their children.
+        // reap their children, and return only once every task has exited:
+        // a stop reported before the kill landed is not its exit, and a
+        // restore right after must find the pids free, not still dying.
         // A thread group leader is reported only after its other threads
         // were waited for: threads first.
         let (leaders, threads): (Vec<i32>, Vec<i32>) = self
@@ -237,7 +239,11 @@ impl Frozen {
             .iter()
             .partition(|tid| self.processes.contains_key(tid));
         for tid in threads.into_iter().chain(leaders) {
-            let _ = ptrace::wait(tid);
+            while let Ok((stop, _)) = ptrace::wait(tid) {
+                if matches!(stop, ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_)) {
+                    break;
+                }
+            }
         }
     }
 }
