@@ -296,11 +296,15 @@ fn inspect_process(
 }
 
 /// `precopied`: what pre-copy learned before the freeze (mapping flags),
-/// so less is read while frozen.
+/// so less is read while frozen. `inspected` hears of each process as soon
+/// as it is inspected, so its pages can be saved while the next process is
+/// (inspection is a chain of ptrace round trips that leaves the other
+/// cores idle).
 fn inspect(
     frozen: &Frozen,
     precopied: Option<&precopy::Precopy>,
     devices: &DevicePolicies,
+    mut inspected: impl FnMut(&ProcessImage) -> Result<()>,
 ) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
@@ -310,6 +314,7 @@ fn inspect(
     for fp in frozen.processes.values() {
         let flags = precopied.and_then(|p| p.flags_of(fp.pid));
         if let Some(p) = inspect_process(fp, flags, devices, &mut files, &mut shmem, &mut report)? {
+            inspected(&p)?;
             processes.push(p);
         }
     }
@@ -359,7 +364,7 @@ fn uname() -> (String, String) {
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
     let frozen = Frozen::freeze(roots)?;
-    let inspection = inspect(&frozen, None, devices)?;
+    let inspection = inspect(&frozen, None, devices, |_| Ok(()))?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -489,18 +494,9 @@ pub fn checkpoint(
         .while_frozen(&frozen.processes.keys().copied().collect())
         .map_err(CheckpointError::Observer)?;
     progress(Stage::Inspecting);
-    let Inspection {
-        mut snapshot,
-        mut files,
-        mut shmem,
-    } = inspect(&frozen, precopied.as_ref(), &opts.devices)?;
-    debug!(elapsed = ?t0.elapsed(), "inspected");
-    if opts.no_reset {
-        snapshot.report.refuse_resets();
-    }
-    if !snapshot.report.is_checkpointable() {
-        return Err(CheckpointError::Refused(Box::new(snapshot.report)));
-    }
+    // The image is opened before the inspection so each process's pages
+    // are saved while the next one is inspected; a refusal found at the
+    // end drops the unfinished image.
     let late_writer = match early_writer {
         Some(_) => None,
         None => Some(ImageWriter::create(&opts.dir, opts.store.as_deref())?),
@@ -509,21 +505,17 @@ pub fn checkpoint(
         .as_ref()
         .or(late_writer.as_ref())
         .expect("one of them");
-    let total_pages: u64 = snapshot
-        .processes
-        .iter()
-        .filter_map(|p| p.mm.as_ref())
-        .flat_map(|m| &m.vmas)
-        .map(|v| v.len())
-        .sum();
     let mut sink = early_sink.unwrap_or_else(|| writer.sink(threads, threads * 4));
     let mut pending = Vec::new();
-    let mut done = 0;
     let mut precopied_bytes = 0u64;
-    for p in &snapshot.processes {
+    let Inspection {
+        mut snapshot,
+        mut files,
+        mut shmem,
+    } = inspect(&frozen, precopied.as_ref(), &opts.devices, |p| {
         let Some(mm) = &p.mm else {
             pending.push(Vec::new());
-            continue;
+            return Ok(());
         };
         let reuse = precopied
             .as_ref()
@@ -537,12 +529,26 @@ pub fn checkpoint(
             &reuse,
         )?);
         precopied_bytes += reuse.reused_bytes();
-        done += mm.vmas.iter().map(|v| v.len()).sum::<u64>();
-        progress(Stage::DumpingMemory {
-            done,
-            total: total_pages,
-        });
+        Ok(())
+    })?;
+    debug!(elapsed = ?t0.elapsed(), "inspected");
+    if opts.no_reset {
+        snapshot.report.refuse_resets();
     }
+    if !snapshot.report.is_checkpointable() {
+        return Err(CheckpointError::Refused(Box::new(snapshot.report)));
+    }
+    let total_pages: u64 = snapshot
+        .processes
+        .iter()
+        .filter_map(|p| p.mm.as_ref())
+        .flat_map(|m| &m.vmas)
+        .map(|v| v.len())
+        .sum();
+    progress(Stage::DumpingMemory {
+        done: total_pages,
+        total: total_pages,
+    });
     let shm_pending = shmem.dump(&mut sink)?;
     // The workers read the pages: they must be done before the processes
     // may change them.

@@ -920,6 +920,84 @@ fn tcp_listener_and_udp_come_back_and_a_tcp_connection_is_reset() {
     wait_lines(&log, 3);
 }
 
+/// The options a program set on its sockets come back: an IPv6 wildcard
+/// listener with `IPV6_V6ONLY` beside an IPv4 one on the same port
+/// (without the option the second bind fails), keepalive and timeouts, linger, a UDP
+/// socket's broadcast flag, TOS and buffer, a unix socket's peek offset
+/// into its refilled queue, a netlink socket's `NETLINK_NO_ENOBUFS`.
+#[test]
+fn socket_options_come_back_with_their_sockets() {
+    let t = tempdir();
+    let log = t.path().join("opts.log");
+    let go = t.path().join("go");
+    let img = t.path().join("img");
+    let script = format!(
+        "import socket as S, os, time\n\
+         v6 = S.socket(S.AF_INET6); v6.setsockopt(S.IPPROTO_IPV6, S.IPV6_V6ONLY, 1); v6.bind(('::', 0))\n\
+         port = v6.getsockname()[1]; v6.listen(4)\n\
+         v4 = S.socket(); v4.bind(('0.0.0.0', port)); v4.listen(4)\n\
+         v4.setsockopt(S.SOL_SOCKET, S.SO_KEEPALIVE, 1); v4.setsockopt(S.IPPROTO_TCP, S.TCP_KEEPIDLE, 77)\n\
+         v4.setsockopt(S.IPPROTO_TCP, S.TCP_NODELAY, 1)\n\
+         v4.setsockopt(S.SOL_SOCKET, S.SO_RCVTIMEO, (1).to_bytes(8, 'little') + (500000).to_bytes(8, 'little'))\n\
+         v4.setsockopt(S.SOL_SOCKET, S.SO_LINGER, (1).to_bytes(4, 'little') + (9).to_bytes(4, 'little'))\n\
+         u = S.socket(S.AF_INET, S.SOCK_DGRAM); u.bind(('127.0.0.1', 0))\n\
+         u.setsockopt(S.SOL_SOCKET, S.SO_BROADCAST, 1); u.setsockopt(S.IPPROTO_IP, S.IP_TOS, 0x10)\n\
+         u.setsockopt(S.SOL_SOCKET, S.SO_RCVBUF, 100000)\n\
+         a, b = S.socketpair(); a.sendall(b'0123456789'); b.setsockopt(S.SOL_SOCKET, 42, 4)\n\
+         n = S.socket(S.AF_NETLINK, S.SOCK_RAW, 0); n.bind((0, 0)); n.setsockopt(270, 5, 1)\n\
+         def state():\n\
+         \x20   return [v6.getsockopt(S.IPPROTO_IPV6, S.IPV6_V6ONLY), v4.getsockopt(S.SOL_SOCKET, S.SO_KEEPALIVE),\n\
+         \x20     v4.getsockopt(S.IPPROTO_TCP, S.TCP_KEEPIDLE), v4.getsockopt(S.IPPROTO_TCP, S.TCP_NODELAY),\n\
+         \x20     v4.getsockopt(S.SOL_SOCKET, S.SO_RCVTIMEO, 16).hex(), v4.getsockopt(S.SOL_SOCKET, S.SO_LINGER, 8).hex(),\n\
+         \x20     u.getsockopt(S.SOL_SOCKET, S.SO_BROADCAST), u.getsockopt(S.IPPROTO_IP, S.IP_TOS),\n\
+         \x20     u.getsockopt(S.SOL_SOCKET, S.SO_RCVBUF), b.getsockopt(S.SOL_SOCKET, 42), n.getsockopt(270, 5)]\n\
+         print(port, *state(), flush=True)\n\
+         while not os.path.exists({:?}): time.sleep(0.01)\n\
+         print(port, *state(), flush=True)\n\
+         print('peeked', b.recv(3, S.MSG_PEEK).decode(), flush=True)\n\
+         time.sleep(1000)",
+        go.to_str().unwrap()
+    );
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdout(fs::File::create(&log).unwrap()),
+    );
+    let before = wait_lines(&log, 1)[0].clone();
+    let fields: Vec<&str> = before.split(' ').collect();
+    // V6ONLY, keepalive, idle 77, nodelay, 1.5 s, linger 9 s, broadcast,
+    // TOS, doubled buffer, peek offset 4, no ENOBUFS: all as set.
+    assert_eq!(
+        fields[1..],
+        [
+            "1",
+            "1",
+            "77",
+            "1",
+            "010000000000000020a1070000000000",
+            "0100000009000000",
+            "1",
+            "16",
+            "200000",
+            "4",
+            "1"
+        ],
+        "{before}"
+    );
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    fs::write(&go, b"").unwrap();
+    let lines = wait_lines(&log, 3);
+    assert_eq!(lines[1], before, "options after restore");
+    // The peek offset counts into the refilled queue.
+    assert_eq!(lines[2], "peeked 456");
+    // Both listeners serve their port again.
+    let port: u16 = fields[0].parse().unwrap();
+    std::net::TcpStream::connect(("::1", port)).unwrap();
+    std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+}
+
 /// A tree that is exactly the processes of a cgroup is frozen through the
 /// cgroup v2 freezer first (no fork can race with the seizing); the cgroup
 /// is thawed again and the processes run on. A tree that is not a whole

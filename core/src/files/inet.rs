@@ -4,7 +4,9 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{getsockopt_int, new_socket, queued_bytes, setsockopt_int, FileError, FileKind};
+use super::{
+    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind,
+};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -33,6 +35,9 @@ pub struct InetSocket {
     #[serde(with = "hex::serde")]
     pub peer: Vec<u8>,
     pub reuse_addr: bool,
+    /// Other options the program set (see `sockopt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<sockopt::SocketOption>,
 }
 
 fn name(fd: RawFd, peer: bool) -> Vec<u8> {
@@ -92,15 +97,17 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String
             return Err("UDP socket with datagrams waiting (they cannot be put back)".into());
         }
     }
+    let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
     Ok(FileKind::Inet(InetSocket {
         family,
         kind,
-        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
+        protocol,
         state,
         // An unbound socket reports port 0: nothing to bind again.
         local: if port(&local) == 0 { Vec::new() } else { local },
         peer,
         reuse_addr: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(e)? != 0,
+        options: sockopt::checkpoint(fd, family, kind, protocol),
     }))
 }
 
@@ -137,6 +144,9 @@ impl InetSocket {
         };
         let fd = new_socket(self.family, self.kind | nonblock, self.protocol)
             .map_err(err("creating an IP socket"))?;
+        // Before the bind: IPV6_V6ONLY and SO_REUSEPORT decide whether it
+        // succeeds.
+        sockopt::restore(fd.as_raw_fd(), &self.options)?;
         // A listener's port may still have connections in TIME_WAIT from
         // before: allow the bind, then set the option as saved.
         if self.reuse_addr || self.state == InetState::Listening {

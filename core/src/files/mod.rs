@@ -19,6 +19,7 @@ pub mod pipe;
 pub mod pty;
 pub mod regular;
 pub mod signalfd;
+pub mod sockopt;
 pub mod timerfd;
 pub mod unix;
 
@@ -68,6 +69,8 @@ pub enum FileError {
     BadReference { what: &'static str, index: usize },
     #[error(transparent)]
     Device(#[from] crate::devices::DeviceError),
+    #[error("setting socket option {name}")]
+    SocketOption { name: String, source: io::Error },
     #[error("pty {index}: {op}")]
     Pty {
         index: u32,

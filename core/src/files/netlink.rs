@@ -9,7 +9,9 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::{getsockopt_int, new_socket, queued_bytes, setsockopt_int, FileError, FileKind};
+use super::{
+    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind,
+};
 use crate::uevent::proxy::SessionNet;
 use crate::uevent::NETLINK_KOBJECT_UEVENT;
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,9 @@ pub struct NetlinkSocket {
     /// The classic BPF filter attached (`SO_ATTACH_FILTER`), if any.
     #[serde(default)]
     pub filter: Vec<SockFilter>,
+    /// Other options the program set (see `sockopt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<sockopt::SocketOption>,
 }
 
 /// One classic BPF instruction (`struct sock_filter`).
@@ -134,14 +139,17 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
     if unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_nl).cast(), &mut len) } != 0 {
         return Err(e(io::Error::last_os_error()));
     }
+    let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
+    let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
     Ok(FileKind::Netlink(NetlinkSocket {
-        protocol: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?,
-        kind: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?,
+        protocol,
+        kind,
         bound: a.nl_pid != 0,
         groups: a.nl_groups,
         passcred: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED).map_err(e)? != 0,
         rcvbuf: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(e)?,
         filter: get_filter(fd).map_err(e)?,
+        options: sockopt::checkpoint(fd, libc::AF_NETLINK, kind, protocol),
     }))
 }
 
@@ -201,6 +209,7 @@ impl NetlinkSocket {
                     .map_err(err("setting a netlink socket's receive buffer"))?;
             }
         }
+        sockopt::restore(raw, &self.options)?;
         if !self.filter.is_empty() {
             set_filter(raw, &self.filter).map_err(err("attaching a netlink socket's filter"))?;
         }

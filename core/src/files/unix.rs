@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{getsockopt_int, new_socket, setsockopt_int, FileError, FileKind};
+use super::{getsockopt_int, new_socket, setsockopt_int, sockopt, FileError, FileKind};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,9 @@ pub struct UnixSocket {
     pub passcred: bool,
     pub sndbuf: i32,
     pub rcvbuf: i32,
+    /// Other options the program set (see `sockopt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<sockopt::SocketOption>,
     /// Lengths of the queued messages (one entry for a stream's bytes).
     pub queue_lens: Vec<u32>,
     pub queue: Vec<ChunkRef>,
@@ -206,6 +209,7 @@ pub(super) fn checkpoint(
         passcred: opt(libc::SO_PASSCRED)? != 0,
         sndbuf: opt(libc::SO_SNDBUF)?,
         rcvbuf: opt(libc::SO_RCVBUF)?,
+        options: sockopt::checkpoint(fd, libc::AF_UNIX, kind, 0),
         queue_lens: Vec::new(),
         queue: Vec::new(),
         pending: Vec::new(),
@@ -395,6 +399,7 @@ fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
         setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
             .map_err(create_err("setting SO_PASSCRED"))?;
     }
+    sockopt::restore(raw, &s.options)?;
     for (bit, how) in [
         (SEND_SHUTDOWN, libc::SHUT_WR),
         (RCV_SHUTDOWN, libc::SHUT_RD),

@@ -363,10 +363,12 @@ impl ImageWriter {
     }
 
     /// A pool of `threads` workers reading, hashing, compressing and
-    /// writing chunks, with at most `max_in_flight` chunks queued
-    /// (bounding memory).
+    /// writing chunks, with at most `max_in_flight` chunks of the caller's
+    /// bytes queued (bounding memory). Chunks the workers read themselves
+    /// hold no bytes while queued: their queue is not bounded, so the
+    /// caller never waits on the workers to queue them.
     pub fn sink(&self, threads: usize, max_in_flight: usize) -> ChunkSink<'_> {
-        let (job_tx, job_rx) = mpsc::sync_channel::<(usize, Job)>(max_in_flight.max(1));
+        let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel();
         let workers = (0..threads.max(1))
@@ -375,6 +377,12 @@ impl ImageWriter {
                 let done = done_tx.clone();
                 let shared = Arc::clone(&self.shared);
                 std::thread::spawn(move || {
+                    // Yield to the checkpointer's ptrace exchanges (a
+                    // chain of wake-ups, the critical path while frozen)
+                    // and to the running session during pre-copy.
+                    // SAFETY: setpriority on this thread (who 0 = the
+                    // calling thread).
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
                     let mut packer = Packer::default();
                     // Chunks this worker reads itself land here; it stays
                     // mapped from one to the next.
@@ -382,6 +390,7 @@ impl ImageWriter {
                     loop {
                         let job = lock(&jobs).recv();
                         let Ok((ticket, job)) = job else { break };
+                        let carried_bytes = matches!(job, Job::Bytes(..));
                         let result = match job {
                             Job::Bytes(data, tag) => shared.store(&data, tag, &mut packer),
                             Job::Read(read) => {
@@ -395,7 +404,7 @@ impl ImageWriter {
                                 }
                             }
                         };
-                        if done.send((ticket, result)).is_err() {
+                        if done.send((ticket, carried_bytes, result)).is_err() {
                             break;
                         }
                     }
@@ -404,6 +413,8 @@ impl ImageWriter {
             .collect();
         ChunkSink {
             jobs: Some(job_tx),
+            max_bytes_in_flight: max_in_flight.max(1),
+            bytes_in_flight: 0,
             done: done_rx,
             workers,
             next: 0,
@@ -533,8 +544,12 @@ pub struct Stored {
 /// Chunks handed to a writer's worker pool; tickets index the result of
 /// [`ChunkSink::finish`].
 pub struct ChunkSink<'a> {
-    jobs: Option<mpsc::SyncSender<(usize, Job)>>,
-    done: mpsc::Receiver<(usize, Result<Stored>)>,
+    jobs: Option<mpsc::Sender<(usize, Job)>>,
+    /// Results: ticket, whether the job carried the caller's bytes.
+    done: mpsc::Receiver<(usize, bool, Result<Stored>)>,
+    max_bytes_in_flight: usize,
+    /// Queued chunks of the caller's bytes not yet done.
+    bytes_in_flight: usize,
     workers: Vec<JoinHandle<()>>,
     next: usize,
     /// Chunks whose result arrived.
@@ -557,6 +572,13 @@ impl ChunkSink<'_> {
     /// full. An error of an earlier chunk is returned here as soon as it
     /// is known.
     pub fn submit(&mut self, data: Vec<u8>, tag: u64) -> Result<usize> {
+        while self.bytes_in_flight >= self.max_bytes_in_flight {
+            match self.done.recv() {
+                Ok(item) => self.record(item)?,
+                Err(_) => return Err(ImageError::WorkerPanicked),
+            }
+        }
+        self.bytes_in_flight += 1;
         self.send(Job::Bytes(data, tag))
     }
 
@@ -578,7 +600,10 @@ impl ChunkSink<'_> {
         Ok(ticket)
     }
 
-    fn record(&mut self, (ticket, r): (usize, Result<Stored>)) -> Result<()> {
+    fn record(&mut self, (ticket, carried_bytes, r): (usize, bool, Result<Stored>)) -> Result<()> {
+        if carried_bytes {
+            self.bytes_in_flight -= 1;
+        }
         if self.results.len() <= ticket {
             self.results.resize(ticket + 1, None);
         }
