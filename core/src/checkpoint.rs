@@ -451,10 +451,51 @@ pub struct CheckpointStats {
     /// Bytes of the image on disk (metadata + chunks it references).
     pub image_bytes: u64,
     pub report: Report,
+    /// Tries it took: more than one when data in flight refused the first.
+    pub attempts: u32,
 }
 
-/// Save the trees under `opts.roots` into `opts.dir`.
+/// How long to let the processes run before trying again when only data in
+/// flight refused the checkpoint (see [`Report::refused_only_for_now`]):
+/// a message carrying fds is read, unread events are consumed, within
+/// milliseconds of a program running again.
+const RETRY_AFTER: [Duration; 3] = [
+    Duration::from_millis(25),
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+];
+
+/// Save the trees under `opts.roots` into `opts.dir`. A checkpoint refused
+/// only for data in flight lets the processes run a moment and tries
+/// again, up to three more times; the last refusal is returned.
 pub fn checkpoint(
+    opts: &CheckpointOptions,
+    observer: &dyn CheckpointObserver,
+) -> Result<CheckpointStats> {
+    let mut waits = RETRY_AFTER.iter();
+    let mut attempts = 1;
+    loop {
+        match checkpoint_once(opts, observer) {
+            Err(CheckpointError::Refused(report)) if report.refused_only_for_now() => {
+                let Some(&wait) = waits.next() else {
+                    return Err(CheckpointError::Refused(report));
+                };
+                info!(
+                    attempt = attempts,
+                    wait_ms = wait.as_millis() as u64,
+                    refusals = %report.refusals_text(),
+                    "refused only for data in flight: trying again"
+                );
+                std::thread::sleep(wait);
+                attempts += 1;
+            }
+            Ok(stats) => return Ok(CheckpointStats { attempts, ..stats }),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn checkpoint_once(
     opts: &CheckpointOptions,
     observer: &dyn CheckpointObserver,
 ) -> Result<CheckpointStats> {
@@ -615,5 +656,6 @@ pub fn checkpoint(
         frozen_cgroup,
         image_bytes: committed.image_bytes,
         report: snapshot.report,
+        attempts: 1,
     })
 }

@@ -66,6 +66,11 @@ pub struct Finding {
     pub kind: String,
     pub policy: Policy,
     pub reason: String,
+    /// A refusal for data in flight that the processes consume by
+    /// themselves once they run (a message carrying fds, unread events):
+    /// the checkpoint tries again a moment later.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 /// A process of the checked set.
@@ -100,7 +105,29 @@ impl Report {
             kind: kind.into(),
             policy,
             reason: reason.into(),
+            transient: false,
         });
+    }
+
+    /// A refusal the processes clear by themselves once they run (see
+    /// [`Finding::transient`]).
+    pub fn refuse_for_now(
+        &mut self,
+        pid: i32,
+        subject: Subject,
+        kind: impl Into<String>,
+        reason: impl Into<String>,
+    ) {
+        self.add(pid, subject, kind, Policy::Refuse, reason);
+        if let Some(f) = self.findings.last_mut() {
+            f.transient = true;
+        }
+    }
+
+    /// Refused, and only for data in flight: trying again soon may work.
+    pub fn refused_only_for_now(&self) -> bool {
+        let mut refused = self.refused().peekable();
+        refused.peek().is_some() && refused.all(|f| f.transient)
     }
 
     pub fn refused(&self) -> impl Iterator<Item = &Finding> {
@@ -157,5 +184,17 @@ mod tests {
         );
         assert!(!r.is_checkpointable());
         assert_eq!(r.refusals_text(), "pid 4 fd 5 (socket): not yet supported");
+    }
+
+    #[test]
+    fn only_refusals_for_data_in_flight_are_worth_a_retry() {
+        let mut r = Report::default();
+        assert!(!r.refused_only_for_now(), "nothing refused");
+        r.refuse_for_now(4, Subject::Fd { fd: 6 }, "socket", "fds in flight");
+        assert!(r.refused_only_for_now());
+        r.add(4, Subject::Process, "process", Policy::Refuse, "stopped");
+        assert!(!r.refused_only_for_now(), "a lasting refusal stays");
+        let json = serde_json::to_string(&r.findings[1]).unwrap();
+        assert!(!json.contains("transient"), "{json}");
     }
 }

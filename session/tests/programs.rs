@@ -959,11 +959,7 @@ fn socket_options_come_back_with_their_sockets() {
         go.to_str().unwrap()
     );
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", &script])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
+    let pid = r.spawn_python(&script, &[], &log);
     let before = wait_lines(&log, 1)[0].clone();
     let fields: Vec<&str> = before.split(' ').collect();
     // V6ONLY, keepalive, idle 77, nodelay, 1.5 s, linger 9 s, broadcast,
@@ -996,6 +992,78 @@ fn socket_options_come_back_with_their_sockets() {
     let port: u16 = fields[0].parse().unwrap();
     std::net::TcpStream::connect(("::1", port)).unwrap();
     std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+}
+
+/// A message carrying fds in flight refuses a checkpoint only for now:
+/// `check` says so, a checkpoint lets the processes run and tries again
+/// (four tries in all), and succeeds once the program has read it. The
+/// program reads it only when the test says, which it says once the log
+/// shows the first refusal.
+#[test]
+fn data_in_flight_is_waited_for_and_the_checkpoint_tried_again() {
+    use std::io::BufRead;
+    let t = tempdir();
+    let log = t.path().join("inflight.log");
+    let go = t.path().join("go");
+    let script = format!(
+        "import socket as S, os, time, array\n\
+         a, b = S.socketpair()\n\
+         r, w = os.pipe()\n\
+         a.sendmsg([b'x'], [(S.SOL_SOCKET, S.SCM_RIGHTS, array.array('i', [w]))])\n\
+         print('sent', flush=True)\n\
+         while not os.path.exists({:?}): time.sleep(0.002)\n\
+         msg, anc, _, _ = b.recvmsg(1, S.CMSG_SPACE(4))\n\
+         got = array.array('i', anc[0][2])[0]\n\
+         os.write(got, b'!'); print('received', os.read(r, 1).decode(), flush=True)\n\
+         n = 0\n\
+         while True:\n\
+         \x20   n += 1; time.sleep(0.01)",
+        go.to_str().unwrap()
+    );
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(&script, &[], &log);
+    wait_lines(&log, 1);
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(3), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("SCM_RIGHTS")
+            && stdout(&check).contains("(data in flight: a checkpoint tries again)"),
+        "{}",
+        stdout(&check)
+    );
+    // Never read: every try is refused, and the error says why.
+    let img = t.path().join("img");
+    let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("only data in flight was in the way"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!img.exists());
+    // Read after the first refusal: a later try saves it.
+    let mut child = Command::new(hiber_bin())
+        .args(["checkpoint", &pid.to_string(), "-o", path(&img), "--json"])
+        .args(["--log", "hiber_core::checkpoint=info"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut errors = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("trying again") {
+        let mut line = String::new();
+        assert!(errors.read_line(&mut line).unwrap() > 0, "no retry: {seen}");
+        seen.push_str(&line);
+    }
+    fs::write(&go, b"").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{seen}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["attempts"].as_u64().unwrap() >= 2, "{v}");
+    // The program read its fd and runs on, unharmed by the tries.
+    assert_eq!(wait_lines(&log, 2)[1], "received !");
+    assert_eq!(state(pid).map(|s| s != 'Z' && s != 'X'), Some(true));
 }
 
 /// A tree that is exactly the processes of a cgroup is frozen through the

@@ -5,7 +5,7 @@
 //! sees its connection gone and reconnects, as after a network failure.
 
 use super::{
-    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind,
+    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind, Refusal,
 };
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -72,14 +72,12 @@ fn port(addr: &[u8]) -> u16 {
         .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
 }
 
-pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String> {
+pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, Refusal> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a socket: {err}");
     let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
     if kind != libc::SOCK_STREAM && kind != libc::SOCK_DGRAM {
-        return Err(format!(
-            "IP socket of type {kind} (raw, SCTP...) is not supported yet"
-        ));
+        return Err(format!("IP socket of type {kind} (raw, SCTP...) is not supported yet").into());
     }
     let listening = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map_err(e)? != 0;
     let local = name(fd, false);
@@ -94,7 +92,9 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, String
         // An unreadable count is taken as nothing queued.
         let queued = queued_bytes(fd).unwrap_or(0);
         if queued > 0 {
-            return Err("UDP socket with datagrams waiting (they cannot be put back)".into());
+            return Err(Refusal::for_now(
+                "UDP socket with datagrams waiting (they cannot be put back)".into(),
+            ));
         }
     }
     let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;

@@ -7,7 +7,7 @@
 //! events to what they watch by it. Unread events cannot be put back, so an
 //! inotify with events waiting is refused.
 
-use super::{queued_bytes, FileError, FileKind};
+use super::{queued_bytes, FileError, FileKind, Refusal};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -77,13 +77,13 @@ fn path_of(sdev: u64, handle_type: i32, handle: &[u8]) -> io::Result<PathBuf> {
     Ok(path)
 }
 
-pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, String> {
+pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refusal> {
     // An unreadable count is taken as nothing queued.
     let queued = queued_bytes(held.as_raw_fd()).unwrap_or(0);
     if queued > 0 {
-        return Err(format!(
+        return Err(Refusal::for_now(format!(
             "inotify with {queued} bytes of unread events (they cannot be put back)"
-        ));
+        )));
     }
     let mut watches = Vec::new();
     // fdinfo lines "inotify wd:1 ino:..." come split at their first colon.
@@ -98,7 +98,7 @@ pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Stri
             field("fhandle-type:").and_then(|x| i32::from_str_radix(x, 16).ok()),
             field("f_handle:").and_then(|x| hex::decode(x).ok()),
         ) else {
-            return Err(format!("unreadable inotify watch: {v}"));
+            return Err(format!("unreadable inotify watch: {v}").into());
         };
         let path = path_of(sdev, htype, &handle)
             .map_err(|e| format!("inotify watch {wd}: its path cannot be found ({e})"))?;

@@ -81,6 +81,34 @@ pub enum FileError {
 
 type Result<T> = std::result::Result<T, FileError>;
 
+/// Why one open file cannot be saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub reason: String,
+    /// Data in flight that the processes consume by themselves once they
+    /// run (a message carrying fds, unread events): a later try may work.
+    pub transient: bool,
+}
+
+impl Refusal {
+    /// A refusal for data in flight (see [`Refusal::transient`]).
+    pub fn for_now(reason: String) -> Self {
+        Refusal {
+            reason,
+            transient: true,
+        }
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal {
+            reason,
+            transient: false,
+        }
+    }
+}
+
 /// One fd of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdImage {
@@ -323,11 +351,13 @@ impl FileTable {
                 continue;
             }
             let target_str = target.to_string_lossy().into_owned();
-            let kind = match st.st_mode & libc::S_IFMT {
+            let kind: std::result::Result<FileKind, Refusal> = match st.st_mode & libc::S_IFMT {
                 libc::S_IFREG if target_str.starts_with("/memfd:") => {
-                    memfd::checkpoint(&local, &target_str, &info, &st, shmem)
+                    memfd::checkpoint(&local, &target_str, &info, &st, shmem).map_err(Refusal::from)
                 }
-                libc::S_IFREG => regular::checkpoint(pid, fd, &target, &info, &st),
+                libc::S_IFREG => {
+                    regular::checkpoint(pid, fd, &target, &info, &st).map_err(Refusal::from)
+                }
                 libc::S_IFDIR => Ok(FileKind::Directory {
                     path: target.clone(),
                 }),
@@ -339,7 +369,7 @@ impl FileTable {
                     } else if pty::is_slave_major(major) {
                         pty::checkpoint(&local, false, Some((major - 136) * 256 + minor))
                     } else if pty::is_dev_tty(major, minor) {
-                        pty::checkpoint_dev_tty(stat.tty_nr, stat.session)
+                        pty::checkpoint_dev_tty(stat.tty_nr, stat.session).map_err(Refusal::from)
                     } else {
                         let o_path = info.flags & libc::O_PATH as u32 != 0;
                         match chardev::checkpoint(&target, &st, o_path, x_primary, &self.devices) {
@@ -349,7 +379,7 @@ impl FileTable {
                             }
                             Err((kind, reason)) => {
                                 device_kind = Some(kind);
-                                Err(reason)
+                                Err(reason.into())
                             }
                         }
                     }
@@ -377,7 +407,7 @@ impl FileTable {
                     Ok(family @ (libc::AF_INET | libc::AF_INET6)) => {
                         inet::checkpoint(&local, family)
                     }
-                    Ok(domain) => Err(format!(
+                    Ok(domain) => Err(Refusal::from(format!(
                         "{} sockets are not supported yet",
                         match domain {
                             libc::AF_INET => "IPv4",
@@ -386,16 +416,22 @@ impl FileTable {
                             libc::AF_PACKET => "packet",
                             _ => "this family of",
                         }
-                    )),
-                    Err(e) => Err(format!("socket of unknown family: {e}")),
+                    ))),
+                    Err(e) => Err(format!("socket of unknown family: {e}").into()),
                 },
-                _ if target_str == "anon_inode:[eventfd]" => eventfd::checkpoint(&info),
-                _ if target_str == "anon_inode:[timerfd]" => timerfd::checkpoint(&info),
+                _ if target_str == "anon_inode:[eventfd]" => {
+                    eventfd::checkpoint(&info).map_err(Refusal::from)
+                }
+                _ if target_str == "anon_inode:[timerfd]" => {
+                    timerfd::checkpoint(&info).map_err(Refusal::from)
+                }
                 _ if target_str == "anon_inode:inotify" => inotify::checkpoint(&local, &info),
-                _ if target_str == "anon_inode:[signalfd]" => signalfd::checkpoint(&info),
+                _ if target_str == "anon_inode:[signalfd]" => {
+                    signalfd::checkpoint(&info).map_err(Refusal::from)
+                }
                 // Linux 6.9+ names it `pidfd:[INO]` (pidfs).
                 _ if target_str == "anon_inode:[pidfd]" || target_str.starts_with("pidfd:") => {
-                    pidfd::checkpoint(&info)
+                    pidfd::checkpoint(&info).map_err(Refusal::from)
                 }
                 _ if target_str == "anon_inode:[eventpoll]" => {
                     use std::os::unix::fs::MetadataExt;
@@ -404,11 +440,9 @@ impl FileTable {
                             .ok()
                             .map(|m| m.ino())
                     };
-                    epoll::checkpoint(pid, &info, &inode)
+                    epoll::checkpoint(pid, &info, &inode).map_err(Refusal::from)
                 }
-                _ => Err(format!(
-                    "{target_str}: this kind of file is not supported yet"
-                )),
+                _ => Err(format!("{target_str}: this kind of file is not supported yet").into()),
             };
             match kind {
                 Ok(kind) => {
@@ -453,13 +487,14 @@ impl FileTable {
                         file: i,
                     });
                 }
-                Err(reason) => report.add(
-                    pid,
-                    Subject::Fd { fd },
-                    device_kind.unwrap_or(target_str),
-                    Policy::Refuse,
-                    reason,
-                ),
+                Err(Refusal { reason, transient }) => {
+                    let kind = device_kind.unwrap_or(target_str);
+                    if transient {
+                        report.refuse_for_now(pid, Subject::Fd { fd }, kind, reason);
+                    } else {
+                        report.add(pid, Subject::Fd { fd }, kind, Policy::Refuse, reason);
+                    }
+                }
             }
         }
         Ok(fds)

@@ -10,7 +10,7 @@
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
 use super::{
-    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind,
+    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind, Refusal,
 };
 use crate::uevent::proxy::SessionNet;
 use crate::uevent::NETLINK_KOBJECT_UEVENT;
@@ -122,22 +122,22 @@ fn set_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, String> {
+pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, Refusal> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a netlink socket: {err}");
     // An unreadable count is taken as nothing queued.
     let queued = queued_bytes(fd).unwrap_or(0);
     if queued > 0 {
-        return Err(format!(
+        return Err(Refusal::for_now(format!(
             "netlink socket with {queued} bytes of unread messages"
-        ));
+        )));
     }
     // SAFETY: sockaddr_nl is plain data; getsockname fills it.
     let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
     // SAFETY: getsockname into a valid sockaddr_nl.
     if unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_nl).cast(), &mut len) } != 0 {
-        return Err(e(io::Error::last_os_error()));
+        return Err(e(io::Error::last_os_error()).into());
     }
     let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
     let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;

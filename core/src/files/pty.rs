@@ -53,7 +53,7 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::{queued_bytes, FileError, FileKind};
+use super::{queued_bytes, FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -265,7 +265,7 @@ pub(super) fn checkpoint(
     held: &OwnedFd,
     master: bool,
     slave_index: Option<u32>,
-) -> Result<FileKind, String> {
+) -> Result<FileKind, Refusal> {
     let fd = held.as_raw_fd();
     let e = |what: &'static str| move |err: io::Error| format!("{what}: {err}");
     let index = match slave_index {
@@ -277,9 +277,9 @@ pub(super) fn checkpoint(
     if packet_mode
         && poll_one(fd, libc::POLLPRI, 0).map_err(e("polling the pty master"))? & libc::POLLPRI != 0
     {
-        return Err(format!(
+        return Err(Refusal::for_now(format!(
             "pty {index} master (packet mode) has a status notification waiting to be read (flow control or flush): it cannot be put back"
-        ));
+        )));
     }
     let (session, foreground) = if master {
         (0, 0)

@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{getsockopt_int, new_socket, setsockopt_int, sockopt, FileError, FileKind};
+use super::{getsockopt_int, new_socket, setsockopt_int, sockopt, FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,7 @@ pub(super) fn domain(fd: &OwnedFd) -> io::Result<i32> {
 
 /// Read the receive queue without consuming it: one entry per message.
 /// Refuses (Err) when file descriptors are in flight.
-fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, String> {
+fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
     const SO_PEEK_OFF: i32 = 42;
     let saved = getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF)
         .map_err(|e| format!("reading SO_PEEK_OFF: {e}"))?;
@@ -128,20 +128,22 @@ fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, String> {
                 if e.raw_os_error() == Some(libc::EAGAIN) {
                     return Ok(out);
                 }
-                return Err(format!("peeking at queued data: {e}"));
+                return Err(format!("peeking at queued data: {e}").into());
             }
             if rights_in(&msg) {
-                return Err("file descriptors in flight (SCM_RIGHTS) are not supported yet".into());
+                return Err(Refusal::for_now(
+                    "file descriptors in flight (SCM_RIGHTS) are not supported yet".into(),
+                ));
             }
             if n == 0 && kind == libc::SOCK_STREAM {
                 return Ok(out); // end of stream: the peer shut down
             }
             if msg.msg_flags & libc::MSG_TRUNC != 0 {
-                return Err("a queued message larger than 256 KiB".into());
+                return Err(String::from("a queued message larger than 256 KiB").into());
             }
             total += n as usize;
             if total > MAX_QUEUED_BYTES {
-                return Err(format!("more than {MAX_QUEUED_BYTES} bytes queued"));
+                return Err(format!("more than {MAX_QUEUED_BYTES} bytes queued").into());
             }
             if kind == libc::SOCK_STREAM {
                 match out.first_mut() {
@@ -185,14 +187,14 @@ pub(super) fn checkpoint(
     held: &OwnedFd,
     ino: u64,
     diag: &HashMap<u64, UnixDiag>,
-) -> Result<FileKind, String> {
+) -> Result<FileKind, Refusal> {
     let d = diag
         .get(&ino)
         .ok_or_else(|| format!("unix socket {ino} not found by sock_diag"))?;
     let fd = held.as_raw_fd();
     let kind = d.kind as i32;
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&kind) {
-        return Err(format!("unix socket of type {kind}"));
+        return Err(format!("unix socket of type {kind}").into());
     }
     let name = d.name.clone().unwrap_or_default();
     let opt = |o| {
@@ -221,10 +223,10 @@ pub(super) fn checkpoint(
         // the client sent and nobody read yet is its write queue.
         let holds_data = |client: &u64| diag.get(client).is_some_and(|c| c.wqueue > 0);
         if let Some(e) = d.pending.iter().find(|c| holds_data(c)) {
-            return Err(format!(
+            return Err(Refusal::for_now(format!(
                 "listening socket {}: a connection waiting to be accepted (socket {e}) already holds data: not supported yet",
                 printable(&s.name)
-            ));
+            )));
         }
         s.accept_queue = d.pending.clone();
         // sock_diag reports a listener's backlog as its write queue.
@@ -240,7 +242,9 @@ pub(super) fn checkpoint(
     };
     s.pending = peek_queue(fd, kind)?;
     if s.peer == Peer::None && !s.pending.is_empty() {
-        return Err("unconnected socket with queued messages (their senders are not kept): not supported yet".into());
+        return Err(Refusal::for_now(
+            "unconnected socket with queued messages (their senders are not kept): not supported yet".into(),
+        ));
     }
     s.queue_lens = s.pending.iter().map(|m| m.len() as u32).collect();
     Ok(FileKind::UnixSocket(s))

@@ -67,6 +67,11 @@ pub fn print_refused(report: &Report, still: &str) {
     for f in report.refused() {
         eprintln!("  pid {} {} ({}): {}", f.pid, f.subject, f.kind, f.reason);
     }
+    if report.refused_only_for_now() {
+        eprintln!(
+            "hiber: only data in flight was in the way, on every try; saving again later may work"
+        );
+    }
 }
 
 pub fn print_report(report: &Report, brief: bool) {
@@ -76,11 +81,16 @@ pub fn print_report(report: &Report, brief: bool) {
         let mine = report.findings.iter().filter(|f| f.pid == p.pid);
         for f in mine.filter(|f: &&Finding| !brief || f.policy != Policy::Restore) {
             println!(
-                "  {:<28} {:<8} {}: {}",
+                "  {:<28} {:<8} {}: {}{}",
                 f.subject.to_string(),
                 f.policy.to_string(),
                 f.kind,
-                f.reason
+                f.reason,
+                if f.transient {
+                    " (data in flight: a checkpoint tries again)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -23,6 +23,8 @@ pub struct Output {
     pub precopied_bytes: u64,
     /// The cgroup frozen first (the set was exactly its processes).
     pub frozen_cgroup: Option<PathBuf>,
+    /// Tries it took: more than one when data in flight refused the first.
+    pub attempts: u32,
 }
 
 impl From<&CheckpointStats> for Output {
@@ -37,6 +39,7 @@ impl From<&CheckpointStats> for Output {
             written_bytes: stats.bytes_written,
             precopied_bytes: stats.precopied_bytes,
             frozen_cgroup: stats.frozen_cgroup.clone(),
+            attempts: stats.attempts,
         }
     }
 }
@@ -178,6 +181,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
             if stop { "; processes ended" } else { "" },
         );
+        if stats.attempts > 1 {
+            println!(
+                "  (on try {}: data in flight refused the earlier ones)",
+                stats.attempts
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
