@@ -121,6 +121,7 @@ fn inspect_process(
         timers: Default::default(),
         locks: Vec::new(),
         cgroup: crate::cgroup::cgroup_of(pid),
+        job_stop: None,
     };
     if fp.zombie {
         report.add(
@@ -158,24 +159,21 @@ fn inspect_process(
         );
         return Ok(None);
     }
-    if fp.stopped {
-        report.add(
-            pid,
-            Subject::Process,
-            "stopped process",
-            Policy::Refuse,
-            "processes stopped by a signal or a debugger are not supported yet",
-        );
-        return Ok(None);
-    }
+    let threads_text = match fp.threads.len() {
+        1 => "single-threaded process".to_string(),
+        n => format!("process with {n} threads, each saved with its own state"),
+    };
     report.add(
         pid,
         Subject::Process,
         format!("process {}", stat.comm),
         Policy::Restore,
-        match fp.threads.len() {
-            1 => "single-threaded process".to_string(),
-            n => format!("process with {n} threads, each saved with its own state"),
+        match fp.job_stop {
+            Some(sig) => format!(
+                "{threads_text}, stopped by {} (job control): stopped again by it after restore",
+                crate::signals::name(sig)
+            ),
+            None => threads_text,
         },
     );
 
@@ -276,6 +274,7 @@ fn inspect_process(
         ctty,
         timers,
         locks,
+        job_stop: fp.job_stop,
         cwd,
         root,
         umask: status.umask.unwrap_or(0o022),

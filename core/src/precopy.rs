@@ -268,7 +268,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     let frozen = Frozen::freeze(roots)?;
     let mut started = Vec::new();
     for fp in frozen.processes.values() {
-        if fp.zombie || fp.stopped {
+        if fp.zombie || fp.job_stop.is_some() {
             continue;
         }
         let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {

@@ -237,10 +237,23 @@ pub enum Stop {
 /// Wait for the next state change of a traced task (tracees need not be
 /// children: `__WALL` covers them).
 pub fn wait(tid: i32) -> Result<(Stop, i32)> {
+    wait_with(tid, 0).map(|s| s.expect("a blocking wait returns a state"))
+}
+
+/// The state change of a traced task already waiting to be reported, if
+/// any (`WNOHANG`).
+pub fn try_wait(tid: i32) -> Result<Option<(Stop, i32)>> {
+    wait_with(tid, libc::WNOHANG)
+}
+
+fn wait_with(tid: i32, flags: i32) -> Result<Option<(Stop, i32)>> {
     let mut status = 0;
     loop {
         // SAFETY: status is a valid out pointer.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | flags) };
+        if r == 0 {
+            return Ok(None);
+        }
         if r == -1 {
             let source = io::Error::last_os_error();
             if source.raw_os_error() == Some(libc::EINTR) {
@@ -269,7 +282,7 @@ pub fn wait(tid: i32) -> Result<(Stop, i32)> {
             Stop::Signal(sig)
         }
     };
-    Ok((stop, status))
+    Ok(Some((stop, status)))
 }
 
 fn regset<T>(

@@ -22,6 +22,32 @@ pub struct SigAction {
 
 const SIGACTION_OFF: usize = 8192;
 
+/// The name of a job-control signal, for reports ("signal N" for others).
+pub fn name(sig: i32) -> String {
+    match sig {
+        libc::SIGSTOP => "SIGSTOP".into(),
+        libc::SIGTSTP => "SIGTSTP".into(),
+        libc::SIGTTIN => "SIGTTIN".into(),
+        libc::SIGTTOU => "SIGTTOU".into(),
+        libc::SIGCONT => "SIGCONT".into(),
+        _ => format!("signal {sig}"),
+    }
+}
+
+/// The signal to stop a restored process with, given the one that had
+/// stopped it: that one, unless the process now catches it (its handler
+/// would run instead of the stop), then `SIGSTOP`, which cannot be caught.
+pub fn restop_signal(saved: i32, actions: &[SigAction]) -> i32 {
+    let caught = actions
+        .iter()
+        .any(|a| a.signo == saved && a.handler != libc::SIG_DFL as u64);
+    if caught {
+        libc::SIGSTOP
+    } else {
+        saved
+    }
+}
+
 /// Read the handlers of the signals set in `interesting` (a /proc bitmask).
 pub fn checkpoint_actions(
     task: &RemoteTask,

@@ -57,6 +57,11 @@ pub struct ProcessImage {
     /// Its cgroup v2 path, joined again at restore when it exists there.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// The signal that stopped it (job control: `SIGTSTP`, `SIGSTOP`,
+    /// `SIGTTIN`, `SIGTTOU`), when it was stopped at checkpoint time; it
+    /// is stopped again by the same signal before it is let go.
+    #[serde(default)]
+    pub job_stop: Option<i32>,
 }
 
 impl ProcessImage {

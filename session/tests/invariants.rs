@@ -338,6 +338,11 @@ fn hostile_documents_are_refused_before_anything_runs() {
             "process with pid 0",
         ),
         (
+            "a job stop by SIGKILL",
+            Box::new(|v| v["processes"][0]["job_stop"] = serde_json::json!(libc::SIGKILL)),
+            "stopped by signal 9, not a stop signal",
+        ),
+        (
             "a mapping above user space",
             Box::new(|v| {
                 let n = v["processes"][0]["mm"]["vmas"].as_array().unwrap().len();

@@ -625,6 +625,89 @@ fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
     );
 }
 
+/// A job stopped with ^Z in an interactive bash: a checkpoint that leaves
+/// the session running leaves it stopped; after `--stop` and restore it is
+/// stopped again (by the same signal), `jobs` lists it, and `fg` brings it
+/// back reading the terminal.
+#[test]
+fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
+    let t = tempdir();
+    let log = t.path().join("term.log");
+    let inbox = t.path().join("type");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", TERMINAL, path(&log), path(&inbox)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    let typed = std::cell::Cell::new(0);
+    let type_raw = |bytes: &str| {
+        fs::write(inbox.with_extension(typed.get().to_string()), bytes).unwrap();
+        typed.set(typed.get() + 1);
+    };
+    let wait_for = |what: &str, from: usize| {
+        wait_until(&format!("{what:?} on the terminal"), DEADLINE, || {
+            screen()[from..].contains(what).then_some(())
+        })
+    };
+    let cat_state = || {
+        tree(pid)
+            .into_iter()
+            .find(|&p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "cat\n"))
+            .and_then(state)
+    };
+    wait_for("PROMPT$ ", 0);
+    type_raw("cat\n");
+    type_raw("meow\n");
+    wait_for("meow\r\nmeow\r\n", 0);
+    type_raw("\x1a");
+    wait_for("Stopped", 0);
+    wait_until("bash idle at its prompt", DEADLINE, || {
+        screen().trim_end().ends_with("PROMPT$").then_some(())
+    });
+    assert_eq!(cat_state(), Some('T'));
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("stopped by SIGTSTP (job control)"),
+        "{}",
+        stdout(&check)
+    );
+    // Saved while running on: still stopped, no longer traced.
+    let kept = t.path().join("kept");
+    assert_ok(
+        &hiber(&["checkpoint", &pid.to_string(), "-o", path(&kept)]),
+        "checkpoint of a session with a stopped job",
+    );
+    assert_eq!(cat_state(), Some('T'));
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    wait_until("the restored cat stopped again", DEADLINE, || {
+        (cat_state() == Some('T')).then_some(())
+    });
+    let before = screen().len();
+    type_raw("jobs\n");
+    wait_for("Stopped", before);
+    wait_for("cat", before);
+    let before = screen().len();
+    type_raw("fg\n");
+    wait_until("cat running in the foreground", DEADLINE, || {
+        matches!(cat_state(), Some('S' | 'R')).then_some(())
+    });
+    type_raw("purr\n");
+    wait_for("purr\r\npurr\r\n", before);
+    type_raw("\x04");
+    wait_until("cat to end", DEADLINE, || {
+        cat_state().is_none().then_some(())
+    });
+    let before = screen().len();
+    type_raw("echo done=$((1+1))\n");
+    wait_for("done=2", before);
+}
+
 #[test]
 fn tmux_server_with_two_shells_comes_back_with_its_panes() {
     let t = tempdir();

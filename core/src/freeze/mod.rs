@@ -38,8 +38,9 @@ pub struct FrozenProcess {
     pub ppid: i32,
     pub threads: Vec<i32>,
     pub zombie: bool,
-    /// Was in a job-control stop (SIGSTOP) before we froze it.
-    pub stopped: bool,
+    /// The signal of the job-control stop (`SIGTSTP`, `SIGSTOP`, …) it was
+    /// in when we froze it, which it goes back to when let go.
+    pub job_stop: Option<i32>,
 }
 
 /// The frozen task set. Dropping it thaws every task.
@@ -94,20 +95,44 @@ fn scan(roots: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
     Ok(found)
 }
 
+/// How a seized task came to its stop.
+enum Seized {
+    /// Held by our interrupt.
+    Running,
+    /// In a job-control stop, by this signal: a seized task in group stop
+    /// reports it with its stop event (else `SIGTRAP`).
+    JobStopped(i32),
+    Gone,
+}
+
 /// Stop one seized task; a signal arriving first is delivered, not lost.
-fn wait_for_stop(tid: i32) -> std::result::Result<bool, PtraceError> {
+/// `first`: a state already reported (see `seize_and_stop`).
+fn wait_for_stop(tid: i32, first: Option<Stop>) -> std::result::Result<Seized, PtraceError> {
+    let mut next = first;
     loop {
-        match ptrace::wait(tid)?.0 {
-            Stop::Event { .. } => return Ok(true),
-            Stop::Exited(_) | Stop::Killed(_) => return Ok(false),
+        let stop = match next.take() {
+            Some(stop) => stop,
+            None => ptrace::wait(tid)?.0,
+        };
+        match stop {
+            Stop::Event { sig } if is_stop_signal(sig) => return Ok(Seized::JobStopped(sig)),
+            Stop::Event { .. } => return Ok(Seized::Running),
+            Stop::Exited(_) | Stop::Killed(_) => return Ok(Seized::Gone),
             Stop::Signal(sig) => ptrace::cont(tid, sig)?,
             Stop::Syscall => ptrace::cont(tid, 0)?,
         }
     }
 }
 
+fn is_stop_signal(sig: i32) -> bool {
+    [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
+}
+
 impl Frozen {
-    /// Freeze the trees under `roots` with ptrace.
+    /// Freeze the trees under `roots` with ptrace. Tasks in a job-control
+    /// stop are seized too: they run our remote calls, and go back to
+    /// their stop when let go (the kernel restores a group stop still in
+    /// effect at detach).
     pub fn freeze(roots: &[i32]) -> Result<Self> {
         let me = std::process::id() as i32;
         let mut ancestors = BTreeSet::new();
@@ -124,7 +149,7 @@ impl Frozen {
             released: false,
         };
         let mut seized: BTreeSet<i32> = BTreeSet::new();
-        let mut stopped: BTreeSet<i32> = BTreeSet::new();
+        let mut stopped: BTreeMap<i32, i32> = BTreeMap::new();
         // Held until every task is in its ptrace stop, then thawed.
         let mut cgroup_freeze = None;
         let mut first_scan = true;
@@ -154,12 +179,6 @@ impl Frozen {
                     if seized.contains(&tid) || is_zombie(tid)? {
                         continue;
                     }
-                    // Read before our own stop hides it. The cgroup
-                    // freezer does not: a frozen task reads 'S', a
-                    // stopped one still 'T'.
-                    if tid == pid && ProcDir::new(pid).stat().is_ok_and(|s| s.state == 'T') {
-                        stopped.insert(pid);
-                    }
                     match ptrace::seize(tid) {
                         Ok(()) => {}
                         Err(PtraceError::Gone { .. }) => continue,
@@ -167,14 +186,34 @@ impl Frozen {
                     }
                     seized.insert(tid);
                     frozen.seized.push(tid);
-                    ptrace::interrupt(tid).map_err(|source| FreezeError::Stop { tid, source })?;
-                    new.push((pid, tid));
+                    // Seizing a task in a job-control stop makes it trap
+                    // at once (the seize returns once it has): no
+                    // interrupt then, or a second trap would wait for the
+                    // first resume of our remote calls.
+                    let trapped = ptrace::try_wait(tid)
+                        .map_err(|source| FreezeError::Stop { tid, source })?
+                        .map(|(stop, _)| stop);
+                    if trapped.is_none() {
+                        ptrace::interrupt(tid)
+                            .map_err(|source| FreezeError::Stop { tid, source })?;
+                    }
+                    new.push((pid, tid, trapped));
                 }
             }
-            for &(_, tid) in &new {
-                if !wait_for_stop(tid).map_err(|source| FreezeError::Stop { tid, source })? {
-                    seized.remove(&tid);
-                    frozen.seized.retain(|&t| t != tid);
+            for (pid, tid, trapped) in new.iter().cloned() {
+                match wait_for_stop(tid, trapped)
+                    .map_err(|source| FreezeError::Stop { tid, source })?
+                {
+                    Seized::Running => {}
+                    Seized::JobStopped(sig) => {
+                        if tid == pid {
+                            stopped.insert(pid, sig);
+                        }
+                    }
+                    Seized::Gone => {
+                        seized.remove(&tid);
+                        frozen.seized.retain(|&t| t != tid);
+                    }
                 }
             }
             if new.is_empty() {
@@ -187,7 +226,7 @@ impl Frozen {
                             ppid,
                             threads,
                             zombie,
-                            stopped: stopped.contains(&pid),
+                            job_stop: stopped.get(&pid).copied(),
                         },
                     );
                 }

@@ -187,6 +187,15 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
                 format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid),
             ));
         }
+        if let Some(sig) = p.job_stop {
+            // Only a stop: the restore sends this signal itself.
+            if ![libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+                return Err(invalid(
+                    dir,
+                    format!("pid {} stopped by signal {sig}, not a stop signal", p.pid),
+                ));
+            }
+        }
         if p.fds.len() > MAX_FDS_PER_PROCESS {
             return Err(invalid(
                 dir,
@@ -660,6 +669,20 @@ fn restore_image(
                     tracing::warn!(pid, cgroup = %path, error = %e, "could not join its cgroup again")
                 }
             }
+        }
+    }
+    // Processes that were in a job-control stop stop again as they start
+    // running: the signal waits, queued, until they are let go.
+    for &i in &live {
+        let NodeKind::Process(pi) = plan.nodes[i].kind else {
+            continue;
+        };
+        let p = &snap.processes[pi];
+        if let Some(sig) = p.job_stop {
+            let sig = crate::signals::restop_signal(sig, &p.sigactions);
+            // SAFETY: kill of a process we restored and still trace.
+            unsafe { libc::kill(outer[&i], sig) };
+            debug!(pid = outer[&i], sig, "stopped again (job control)");
         }
     }
     // Everyone is ready: let them all go together.
