@@ -660,6 +660,11 @@ fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     };
     wait_for("PROMPT$ ", 0);
     type_raw("cat\n");
+    // Typed before cat reads, the line would find readline's raw mode
+    // (no echo): wait until cat sleeps in its read.
+    wait_until("cat reading the terminal", DEADLINE, || {
+        (cat_state() == Some('S')).then_some(())
+    });
     type_raw("meow\n");
     wait_for("meow\r\nmeow\r\n", 0);
     type_raw("\x1a");
@@ -694,8 +699,8 @@ fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     wait_for("cat", before);
     let before = screen().len();
     type_raw("fg\n");
-    wait_until("cat running in the foreground", DEADLINE, || {
-        matches!(cat_state(), Some('S' | 'R')).then_some(())
+    wait_until("cat reading in the foreground", DEADLINE, || {
+        (cat_state() == Some('S')).then_some(())
     });
     type_raw("purr\n");
     wait_for("purr\r\npurr\r\n", before);
