@@ -174,6 +174,17 @@ def one_run(work):
         _, again = hiber("checkpoint", str(root), "-o", os.path.join(work, "again"), "--store", store)
         _, plain = hiber("checkpoint", str(root), "-o", os.path.join(work, "plain"), "--store", store,
                          "--no-precopy")
+        # Suspend and resume the tree as acceptance 1 does (`checkpoint ROOT
+        # --stop`, `restore`), into a store of its own; the session
+        # measurements below run on the restored tree.
+        tree_stop = os.path.join(work, "tree-cold", "stop")
+        os.makedirs(os.path.dirname(tree_stop))
+        tree_pids = tree(root)
+        tree_stop_wall, tree_stopped = hiber("checkpoint", str(root), "-o", tree_stop, "--stop")
+        session.wait()
+        wait_for("the saved tree to end", lambda: not any(alive(p) for p in tree_pids))
+        tree_restore_wall, tree_restored = hiber("restore", tree_stop)
+        wait_for("the restored session to map its windows", lambda: windows(display) == before)
         disp = f":{display}"
         _, s_first = hiber("session", "checkpoint", "--display", disp, "-o", os.path.join(work, "s-first"))
         _, s_again = hiber("session", "checkpoint", "--display", disp, "-o", os.path.join(work, "s-again"))
@@ -189,7 +200,6 @@ def one_run(work):
         # The launcher and what is not part of the display's session (the
         # python worker talks to nobody) are ended by hand.
         end_all(tree(root))
-        session.wait()
         wait_for("the saved processes to end", lambda: not any(alive(p) for p in pids))
         restore_wall, restored = hiber("session", "restore", stop_dir)
         restored_pids = [p[1] for p in restored["pids"]]
@@ -206,6 +216,8 @@ def one_run(work):
             "session_again_written_bytes": s_again["written_bytes"],
             "session_image_bytes": s_first["image_bytes"], "session_memory_bytes": s_first["memory_bytes"],
             "stop_ms": stop_wall, "restore_ms": restore_wall,
+            "tree_stop_ms": tree_stop_wall, "tree_stop_frozen_ms": tree_stopped["frozen_ms"],
+            "tree_restore_ms": tree_restore_wall, "tree_restore_engine_ms": tree_restored["elapsed_ms"],
             "image_bytes": first["image_bytes"], "memory_bytes": first["memory_bytes"],
             "precopied_bytes": again["precopied_bytes"],
         })
@@ -213,7 +225,8 @@ def one_run(work):
         row["memcpy_baseline_ms"] = memcpy_baseline(first["memory_bytes"])
         return row
     finally:
-        if session.poll() is None:
+        # The launcher, or the tree restored in its place.
+        if session.poll() is None or alive(root):
             end_all(tree(root))
         for f in x_files:
             if os.path.exists(f):
@@ -256,6 +269,8 @@ def main():
     print(f"  save again      {med['again_ms']:7.1f} ms  frozen {med['again_frozen_ms']:6.1f} ms  "
           f"({mib(med['again_written_bytes'])} new, {mib(med['precopied_bytes'])} saved before the freeze)")
     print(f"  no pre-copy     {med['no_precopy_ms']:7.1f} ms  frozen {med['no_precopy_frozen_ms']:6.1f} ms")
+    print(f"  checkpoint --stop {med['tree_stop_ms']:5.1f} ms wall, into an empty store (acceptance 1's command)")
+    print(f"  restore         {med['tree_restore_ms']:7.1f} ms wall ({med['tree_restore_engine_ms']:.1f} ms in the engine)")
     print(f"  session (found from its display, windows and screenshot recorded): "
           f"memory {mib(med['session_memory_bytes'])}, image {mib(med['session_image_bytes'])}")
     print(f"  session save    {med['session_first_ms']:7.1f} ms  frozen {med['session_first_frozen_ms']:6.1f} ms")
