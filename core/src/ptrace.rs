@@ -107,9 +107,12 @@ impl Regs {
     /// the kernel's help: a task stopped inside an interrupted syscall holds
     /// `-ERESTART*` in rax, which the kernel turns into a restart only on its
     /// own signal path. A restored task resumes on a fresh path, so do it
-    /// here. A restart-block syscall (nanosleep and friends) cannot be
-    /// restarted without kernel state that is gone: it returns EINTR, which
-    /// every caller of those already handles.
+    /// here. A restart-block syscall resumes from kernel state that is
+    /// gone, except a relative `nanosleep` or `clock_nanosleep` given a
+    /// `rem` pointer: the kernel wrote the time left there when the freeze
+    /// interrupted it, so it sleeps again for that long (counted from the
+    /// restore). The others (a sleep without `rem`, `poll` with a timeout,
+    /// a timed futex wait) return EINTR, which their callers handle.
     pub fn with_syscall_restart(mut self) -> Self {
         if (self.orig_rax as i64) < 0 {
             return self;
@@ -119,18 +122,50 @@ impl Regs {
                 self.rax = self.orig_rax;
                 self.rip -= 2;
             }
-            ERESTART_RESTARTBLOCK => self.rax = (-libc::EINTR) as u64,
+            ERESTART_RESTARTBLOCK => match self.sleep_again() {
+                Some(again) => return again,
+                None => self.rax = (-libc::EINTR) as u64,
+            },
             _ => {}
         }
         self.orig_rax = u64::MAX;
         self
     }
 
+    /// A relative `nanosleep` or `clock_nanosleep` interrupted with a `rem`
+    /// pointer, made to sleep again for the time the kernel left there
+    /// (the call again, with `rem` as its request). An absolute sleep is
+    /// not a restart-block syscall (it restarts as ERESTARTNOHAND).
+    fn sleep_again(self) -> Option<Self> {
+        let again = match self.orig_rax as i64 {
+            libc::SYS_nanosleep if self.rsi != 0 => Regs {
+                rdi: self.rsi,
+                ..self
+            },
+            libc::SYS_clock_nanosleep if self.r10 != 0 => Regs {
+                rdx: self.r10,
+                ..self
+            },
+            _ => return None,
+        };
+        Some(Regs {
+            rax: self.orig_rax,
+            rip: self.rip - 2,
+            orig_rax: u64::MAX,
+            ..again
+        })
+    }
+
     /// The same for a task that goes on in place (a checkpoint that leaves
     /// it running): its restart block is still in the kernel, so a
-    /// restart-block syscall resumes through `restart_syscall`.
+    /// restart-block syscall resumes through `restart_syscall`; but a sleep
+    /// with `rem` is issued again as itself, so that a later checkpoint
+    /// still sees which call it is (`restart_syscall` hides it).
     pub fn with_restart_in_place(self) -> Self {
         if (self.orig_rax as i64) >= 0 && -(self.rax as i64) == ERESTART_RESTARTBLOCK {
+            if let Some(again) = self.sleep_again() {
+                return again;
+            }
             return Regs {
                 rax: libc::SYS_restart_syscall as u64,
                 rip: self.rip - 2,
@@ -498,6 +533,45 @@ mod tests {
         assert_eq!(
             (r.rax, r.rip, r.orig_rax as i64),
             (libc::SYS_restart_syscall as u64, base.rip - 2, -1)
+        );
+        // Sleeps with a `rem` pointer sleep again for the time left there.
+        let r = Regs {
+            orig_rax: libc::SYS_nanosleep as u64,
+            rdi: 0x5000,
+            rsi: 0x6000,
+            ..sleeping
+        }
+        .with_syscall_restart();
+        assert_eq!((r.rax, r.rdi, r.rsi, r.rip), (35, 0x6000, 0x6000, 0xffe));
+        let r = Regs {
+            orig_rax: libc::SYS_clock_nanosleep as u64,
+            rdx: 0x5000,
+            r10: 0x6000,
+            ..sleeping
+        }
+        .with_syscall_restart();
+        assert_eq!((r.rax, r.rdx, r.r10, r.rip), (230, 0x6000, 0x6000, 0xffe));
+        let without_rem = Regs {
+            orig_rax: libc::SYS_nanosleep as u64,
+            rdi: 0x5000,
+            ..sleeping
+        };
+        assert_eq!(
+            without_rem.with_syscall_restart().rax as i64,
+            -libc::EINTR as i64
+        );
+        // In place too, so that the next checkpoint sees a clock_nanosleep
+        // again, not restart_syscall.
+        let r = Regs {
+            orig_rax: libc::SYS_clock_nanosleep as u64,
+            r10: 0x6000,
+            ..sleeping
+        }
+        .with_restart_in_place();
+        assert_eq!((r.rax, r.rdx, r.rip), (230, 0x6000, 0xffe));
+        assert_eq!(
+            without_rem.with_restart_in_place().rax,
+            libc::SYS_restart_syscall as u64
         );
     }
 }
