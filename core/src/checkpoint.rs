@@ -303,7 +303,7 @@ fn inspect(
     frozen: &Frozen,
     precopied: Option<&precopy::Precopy>,
     devices: &DevicePolicies,
-    mut inspected: impl FnMut(&ProcessImage) -> Result<()>,
+    mut inspected: impl FnMut(&ProcessImage, &Report) -> Result<()>,
 ) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
@@ -313,7 +313,7 @@ fn inspect(
     for fp in frozen.processes.values() {
         let flags = precopied.and_then(|p| p.flags_of(fp.pid));
         if let Some(p) = inspect_process(fp, flags, devices, &mut files, &mut shmem, &mut report)? {
-            inspected(&p)?;
+            inspected(&p, &report)?;
             processes.push(p);
         }
     }
@@ -363,7 +363,7 @@ fn uname() -> (String, String) {
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
     let frozen = Frozen::freeze(roots)?;
-    let inspection = inspect(&frozen, None, devices, |_| Ok(()))?;
+    let inspection = inspect(&frozen, None, devices, |_, _| Ok(()))?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -552,8 +552,9 @@ fn checkpoint_once(
         mut snapshot,
         mut files,
         mut shmem,
-    } = inspect(&frozen, precopied.as_ref(), &opts.devices, |p| {
-        let Some(mm) = &p.mm else {
+    } = inspect(&frozen, precopied.as_ref(), &opts.devices, |p, report| {
+        // Nothing is saved past a refusal: the checkpoint will stop there.
+        let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
             pending.push(Vec::new());
             return Ok(());
         };

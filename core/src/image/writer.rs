@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -371,8 +371,10 @@ impl ImageWriter {
         let (job_tx, job_rx) = mpsc::channel::<(usize, Job)>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel();
+        let abandoned = Arc::new(AtomicBool::new(false));
         let workers = (0..threads.max(1))
             .map(|_| {
+                let abandoned = Arc::clone(&abandoned);
                 let jobs = Arc::clone(&job_rx);
                 let done = done_tx.clone();
                 let shared = Arc::clone(&self.shared);
@@ -390,6 +392,11 @@ impl ImageWriter {
                     loop {
                         let job = lock(&jobs).recv();
                         let Ok((ticket, job)) = job else { break };
+                        if abandoned.load(Ordering::Relaxed) {
+                            // Dropped unfinished (a refusal, an error): the
+                            // rest of the queue is not wanted.
+                            break;
+                        }
                         let carried_bytes = matches!(job, Job::Bytes(..));
                         let result = match job {
                             Job::Bytes(data, tag) => shared.store(&data, tag, &mut packer),
@@ -412,6 +419,7 @@ impl ImageWriter {
             })
             .collect();
         ChunkSink {
+            abandoned,
             jobs: Some(job_tx),
             max_bytes_in_flight: max_in_flight.max(1),
             bytes_in_flight: 0,
@@ -544,6 +552,8 @@ pub struct Stored {
 /// Chunks handed to a writer's worker pool; tickets index the result of
 /// [`ChunkSink::finish`].
 pub struct ChunkSink<'a> {
+    /// Set when the sink is dropped unfinished: the workers stop at once.
+    abandoned: Arc<AtomicBool>,
     jobs: Option<mpsc::Sender<(usize, Job)>>,
     /// Results: ticket, whether the job carried the caller's bytes.
     done: mpsc::Receiver<(usize, bool, Result<Stored>)>,
@@ -669,6 +679,7 @@ impl ChunkSink<'_> {
 
 impl Drop for ChunkSink<'_> {
     fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
         self.jobs = None;
         for w in self.workers.drain(..) {
             let _ = w.join();
