@@ -106,7 +106,8 @@ enum Seized {
 }
 
 /// Stop one seized task; a signal arriving first is delivered, not lost.
-/// `first`: a state already reported (see `seize_and_stop`).
+/// `first`: a state it already reported (a job-stopped task traps as it is
+/// seized).
 fn wait_for_stop(tid: i32, first: Option<Stop>) -> std::result::Result<Seized, PtraceError> {
     let mut next = first;
     loop {
@@ -193,7 +194,13 @@ impl Frozen {
                     let trapped = ptrace::try_wait(tid)
                         .map_err(|source| FreezeError::Stop { tid, source })?
                         .map(|(stop, _)| stop);
-                    if trapped.is_none() {
+                    // A signal reported first is passed on below, and the
+                    // interrupt then stops the task after it.
+                    let held = matches!(
+                        trapped,
+                        Some(Stop::Event { .. } | Stop::Exited(_) | Stop::Killed(_))
+                    );
+                    if !held {
                         ptrace::interrupt(tid)
                             .map_err(|source| FreezeError::Stop { tid, source })?;
                     }
