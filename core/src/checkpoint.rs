@@ -320,6 +320,7 @@ fn inspect(
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);
     shmem.report_outside_attachments(&mut report);
+    files.share_deleted_with_mappings(shmem.deleted_files(), &mut report);
     let uname = uname();
     let snapshot = Snapshot {
         hiber_version: env!("CARGO_PKG_VERSION").into(),

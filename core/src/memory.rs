@@ -146,7 +146,7 @@ impl Vma {
     /// [`dump_private_pages`] saves.
     pub fn has_private_pages(&self) -> bool {
         matches!(self.backing, Backing::Anon)
-            || matches!(self.backing, Backing::File { .. } if !self.shared)
+            || matches!(self.backing, Backing::File { .. } | Backing::Shmem { .. } if !self.shared)
     }
 
     fn prot(&self) -> u64 {
@@ -256,21 +256,40 @@ pub fn classify(
                 // A SysV segment's inode is its id, which may be 0.
                 let shm_like =
                     (m.inode != 0 || name.starts_with("/SYSV")) && *deleted && is_shmem_name(path);
-                if m.shared && shm_like {
+                // A memfd may be mapped private too; the others are
+                // shared whenever they are shared memory at all.
+                if shm_like && (m.shared || name.starts_with("/memfd:")) {
                     let object = shmem.of_mapping(pid, m, &name);
                     Backing::Shmem {
                         object,
                         offset: m.offset,
                     }
                 } else if *deleted {
-                    report.add(
-                        pid,
-                        subject,
-                        format!("mapping of deleted file {}", path.display()),
-                        Policy::Refuse,
-                        "mappings of deleted files are not supported yet",
-                    );
-                    continue;
+                    match deleted_file_size(pid, m) {
+                        Ok(size) if size <= MAX_DELETED_FILE_BYTES => {
+                            let object = shmem.of_deleted_file(pid, m, path);
+                            Backing::Shmem {
+                                object,
+                                offset: m.offset,
+                            }
+                        }
+                        found => {
+                            let why = match found {
+                                Ok(size) => format!(
+                                    "a deleted file of {size} bytes (at most {MAX_DELETED_FILE_BYTES} are saved)"
+                                ),
+                                Err(e) => format!("the deleted file cannot be reached: {e}"),
+                            };
+                            report.add(
+                                pid,
+                                subject,
+                                format!("mapping of deleted file {}", path.display()),
+                                Policy::Refuse,
+                                why,
+                            );
+                            continue;
+                        }
+                    }
                 } else if is_device(path)
                     || (std::fs::metadata(path).is_err() && mapped_char_device(pid, m).is_some())
                 {
@@ -355,11 +374,6 @@ pub fn classify(
                 continue;
             }
         };
-        if let Backing::File { .. } = backing {
-            if m.shared && m.write {
-                // Contents live in the file; nothing to save.
-            }
-        }
         let what = match &backing {
             Backing::Shmem { object, .. } => shmem.objects[*object].describe(),
             _ => describe(&backing, m.shared),
@@ -375,13 +389,33 @@ pub fn classify(
                     "remapped from the file, which holds the contents"
                 }
                 Backing::File { .. } => "remapped from the file, modified pages saved",
-                Backing::Shmem { .. } => "shared memory object saved once for all its mappings",
+                Backing::Shmem { object, .. } => match shmem.objects[*object].kind {
+                    crate::shmem::ShmemKind::DeletedFile { .. } if m.shared => "the deleted file's contents saved once for all its mappings, recreated as a memfd",
+                    crate::shmem::ShmemKind::DeletedFile { .. } => "the deleted file's contents saved once for all its mappings, recreated as a memfd mapped privately; modified pages saved",
+                    _ if !m.shared => "mapped privately from a shared memory object saved once for all its mappings; modified pages saved",
+                    _ => "shared memory object saved once for all its mappings",
+                },
                 _ => "kernel-provided mapping, moved to its address at restore",
             },
         );
         vmas.push(Vma::of(m, growsdown, backing));
     }
     vmas
+}
+
+/// The largest file deleted while mapped whose contents a checkpoint
+/// saves (as for files deleted while open).
+pub const MAX_DELETED_FILE_BYTES: u64 = crate::files::regular::MAX_GHOST_BYTES;
+
+/// The size of the regular file behind mapping `m` of `pid`, reached
+/// through `map_files` (its path is gone); an error for anything else
+/// (a deleted device node).
+fn deleted_file_size(pid: i32, m: &MapsEntry) -> io::Result<u64> {
+    let md = std::fs::metadata(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))?;
+    if !md.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(md.size())
 }
 
 fn is_shmem_name(path: &Path) -> bool {
@@ -431,7 +465,9 @@ fn wanted(backing: &Backing, shared: bool, e: PagemapEntry) -> bool {
         Backing::Anon => e.present() || e.swapped(),
         // A private file page that is present but not a file page is an
         // anonymous copy-on-write page: the program wrote it.
-        Backing::File { .. } if !shared => (e.present() && !e.file_or_shared()) || e.swapped(),
+        Backing::File { .. } | Backing::Shmem { .. } if !shared => {
+            (e.present() && !e.file_or_shared()) || e.swapped()
+        }
         _ => false,
     }
 }

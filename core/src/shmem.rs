@@ -1,10 +1,12 @@
 //! Shared memory objects: memory that several mappings or fds see as one.
 //!
-//! Three kinds, one table: shared anonymous memory (`MAP_SHARED |
+//! Four kinds, one table: shared anonymous memory (`MAP_SHARED |
 //! MAP_ANONYMOUS`, `/dev/zero`, SysV segments already removed with
-//! `IPC_RMID`), memfds (name, size, contents and seals), and SysV segments
+//! `IPC_RMID`), memfds (name, size, contents and seals), SysV segments
 //! that still have their id (the X server's MIT-SHM buffers before the
-//! client removes them).
+//! client removes them), and files deleted while mapped (a library
+//! replaced by an upgrade, an unlinked temporary file), whose contents
+//! exist nowhere else.
 //!
 //! Checkpoint groups every mapping and fd of one object by (device, inode)
 //! and reads its contents once, through `/proc/PID/map_files` or the fd the
@@ -71,6 +73,9 @@ pub enum ShmemKind {
     Memfd { name: String, seals: u32 },
     /// A SysV segment that still has its id.
     Sysv(SysvSegment),
+    /// A file deleted while mapped, by the path it had: recreated as a
+    /// memfd named after it, which its mappings (shared or private) map.
+    DeletedFile { path: PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +107,7 @@ impl ShmemObject {
             ShmemKind::Anonymous => "shared anon memory".into(),
             ShmemKind::Memfd { name, .. } => format!("memfd {name}"),
             ShmemKind::Sysv(s) => format!("SysV shared memory segment {} (key {:#x})", s.id, s.key),
+            ShmemKind::DeletedFile { path } => format!("deleted file {}", path.display()),
         }
     }
 
@@ -204,6 +210,27 @@ impl ShmemTable {
         i
     }
 
+    /// The file behind a mapping of a file since deleted (`path`, as it
+    /// was named).
+    pub(crate) fn of_deleted_file(
+        &mut self,
+        pid: i32,
+        m: &MapsEntry,
+        path: &std::path::Path,
+    ) -> usize {
+        let key = ((m.dev_major, m.dev_minor), m.inode);
+        let i = self.entry(key, || Source::Mapping {
+            pid,
+            start: m.start,
+            end: m.end,
+        });
+        self.mappings[i] += 1;
+        self.objects[i].kind = ShmemKind::DeletedFile {
+            path: path.to_path_buf(),
+        };
+        i
+    }
+
     /// The memfd behind an fd the checkpointer holds a copy of.
     pub(crate) fn of_memfd(&mut self, fd: OwnedFd, st: &libc::stat, name: &str) -> usize {
         let key = ((libc::major(st.st_dev), libc::minor(st.st_dev)), st.st_ino);
@@ -236,6 +263,17 @@ impl ShmemTable {
         self.mappings.push(0);
         self.index.insert(key, i);
         i
+    }
+
+    /// The files deleted while mapped, by (device number, inode): their
+    /// fds in the set share the recreated object too (see
+    /// `FileTable::share_deleted_with_mappings`).
+    pub fn deleted_files(&self) -> impl Iterator<Item = (u64, u64, usize)> + '_ {
+        self.objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o.kind, ShmemKind::DeletedFile { .. }))
+            .map(|(i, o)| (libc::makedev(o.dev.0, o.dev.1), o.inode, i))
     }
 
     /// Tell the user about SysV segments that processes outside the set
@@ -407,6 +445,15 @@ impl SharedObjects {
             let created = match &obj.kind {
                 ShmemKind::Sysv(seg) => create_sysv(seg, obj, image)?,
                 ShmemKind::Anonymous => Created::File(create_memfd("hiber-shmem", 0, obj, image)?),
+                ShmemKind::DeletedFile { path } => {
+                    // memfd names are short; the file's own name is enough
+                    // for whoever reads /proc/PID/maps.
+                    let name: String = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().chars().take(200).collect())
+                        .unwrap_or_else(|| "hiber-deleted".into());
+                    Created::File(create_memfd(&name, 0, obj, image)?)
+                }
                 ShmemKind::Memfd { name, seals } => {
                     // Without MFD_ALLOW_SEALING a memfd reports F_SEAL_SEAL alone.
                     let flags = if *seals == libc::F_SEAL_SEAL as u32 {

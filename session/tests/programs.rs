@@ -1154,6 +1154,66 @@ fn data_in_flight_is_waited_for_and_the_checkpoint_tried_again() {
     assert_eq!(state(pid).map(|s| s != 'Z' && s != 'X'), Some(true));
 }
 
+/// Files deleted while mapped (a library replaced by an upgrade, an
+/// unlinked temporary file) and a memfd mapped privately come back with
+/// their contents: the library still runs, the deleted file is still shared
+/// between the two processes that map it, the private copy keeps its
+/// modified page.
+#[test]
+fn mappings_of_deleted_files_and_private_memfds_come_back() {
+    let t = tempdir();
+    let log = t.path().join("deleted.log");
+    let go = t.path().join("go");
+    let img = t.path().join("img");
+    let script = format!(
+        "import ctypes, mmap, os, shutil, time\n\
+         d = {dir:?}\n\
+         lib = os.path.join(d, 'libz-old.so.1')\n\
+         shutil.copy('/usr/lib/x86_64-linux-gnu/libz.so.1', lib)\n\
+         z = ctypes.CDLL(lib); z.crc32.restype = ctypes.c_ulong\n\
+         z.crc32.argtypes = [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_uint]\n\
+         os.unlink(lib)\n\
+         p = os.path.join(d, 'scratch')\n\
+         with open(p, 'wb') as f: f.write(b'\\0' * 8192)\n\
+         fd = os.open(p, os.O_RDWR); m = mmap.mmap(fd, 8192); os.close(fd); os.unlink(p)\n\
+         m[:5] = b'hello'\n\
+         mf = os.memfd_create('private-one'); os.write(mf, b'A' * 4096)\n\
+         pm = mmap.mmap(mf, 4096, flags=mmap.MAP_PRIVATE); os.close(mf); pm[:3] = b'xyz'\n\
+         if os.fork() == 0:\n\
+         \x20   i = 0\n\
+         \x20   while True:\n\
+         \x20       i += 1; m[100:108] = i.to_bytes(8, 'little'); time.sleep(0.005)\n\
+         print('before', z.crc32(0, b'abc', 3), flush=True)\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         seen = m[100:108]; end = time.time() + 10\n\
+         while m[100:108] == seen and time.time() < end: time.sleep(0.005)\n\
+         print('after', z.crc32(0, b'abc', 3), bytes(m[:5]).decode(), bytes(pm[:4]).decode(),\n\
+         \x20     'shared' if m[100:108] != seen else 'not-shared', flush=True)\n\
+         time.sleep(1000)",
+        dir = t.path().to_str().unwrap(),
+        go = go.to_str().unwrap()
+    );
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(&script, &[], &log);
+    assert_eq!(wait_lines(&log, 1)[0], "before 891568578");
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("libz-old.so.1 (deleted)"), "{maps}");
+    let check = hiber(&["check", &pid.to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    assert!(
+        stdout(&check).contains("deleted file") && stdout(&check).contains("recreated as a memfd"),
+        "{}",
+        stdout(&check)
+    );
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    fs::write(&go, b"").unwrap();
+    assert_eq!(wait_lines(&log, 2)[1], "after 891568578 hello xyzA shared");
+    // The library is mapped where it was, now from a memfd named after it.
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    assert!(maps.contains("/memfd:libz-old.so.1"), "{maps}");
+}
+
 /// A tree that is exactly the processes of a cgroup is frozen through the
 /// cgroup v2 freezer first (no fork can race with the seizing); the cgroup
 /// is thawed again and the processes run on. A tree that is not a whole

@@ -527,6 +527,49 @@ impl FileTable {
 
     /// After every process is collected: pipe peers are known, and which
     /// pids are saved.
+    /// Open files of a file deleted while open that the set also maps
+    /// (`deleted`: device number, inode and shared object of each file
+    /// deleted while mapped) become fds of that object, as a memfd's are:
+    /// restored, fds and mappings still share one file, and its contents
+    /// are saved once.
+    pub fn share_deleted_with_mappings(
+        &mut self,
+        deleted: impl Iterator<Item = (u64, u64, usize)>,
+        report: &mut Report,
+    ) {
+        for (dev, ino, object) in deleted {
+            let Some(files) = self.by_inode.get(&(dev, ino)) else {
+                continue;
+            };
+            for &i in files {
+                let FileKind::Regular(r) = &self.files[i].kind else {
+                    continue;
+                };
+                if r.ghost.is_none() {
+                    continue;
+                }
+                let name = r
+                    .path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                self.files[i].kind = FileKind::Memfd(memfd::MemfdFile {
+                    object,
+                    name,
+                    pos: r.pos,
+                });
+                for &(pid, fd, _) in self.holders.iter().filter(|h| h.2 == i) {
+                    if let Some(f) = report
+                        .findings
+                        .iter_mut()
+                        .find(|f| f.pid == pid && f.subject == Subject::Fd { fd })
+                    {
+                        f.reason = "deleted file, also mapped: restored as the memfd its mappings map, at its offset".into();
+                    }
+                }
+            }
+        }
+    }
+
     pub fn finish_classification(&mut self, saved: &HashSet<i32>, report: &mut Report) {
         self.pipes.report_external(report);
         self.classify_pidfds(saved, report);
