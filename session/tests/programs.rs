@@ -559,6 +559,15 @@ while True:
         n += 1
 "#;
 
+/// Hand `text` to `TERMINAL` as its `n`th input. The file appears whole
+/// (written aside, then renamed): the terminal types a file as soon as it
+/// exists, and would type an empty one caught between creation and write.
+fn type_into(inbox: &std::path::Path, n: usize, text: &str) {
+    let aside = inbox.with_extension(format!("{n}.part"));
+    fs::write(&aside, text).unwrap();
+    fs::rename(&aside, inbox.with_extension(n.to_string())).unwrap();
+}
+
 #[test]
 fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
     let t = tempdir();
@@ -575,11 +584,7 @@ fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
     let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
     let typed = std::cell::Cell::new(0);
     let type_line = |line: &str| {
-        fs::write(
-            inbox.with_extension(typed.get().to_string()),
-            format!("{line}\n"),
-        )
-        .unwrap();
+        type_into(&inbox, typed.get(), &format!("{line}\n"));
         typed.set(typed.get() + 1);
     };
     let wait_for = |what: &str| {
@@ -644,7 +649,7 @@ fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
     let typed = std::cell::Cell::new(0);
     let type_raw = |bytes: &str| {
-        fs::write(inbox.with_extension(typed.get().to_string()), bytes).unwrap();
+        type_into(&inbox, typed.get(), bytes);
         typed.set(typed.get() + 1);
     };
     let wait_for = |what: &str, from: usize| {
