@@ -239,6 +239,10 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     // They come from `maps`: what pre-copy needs of a mapping is there.
     let pids = crate::freeze::list_tree(roots)?;
     let mut layouts = HashMap::new();
+    // Shared objects seen in the layouts (shared memory, memfds, deleted
+    // files): saved once here too, so that while frozen their unchanged
+    // chunks are only hashed, found stored, and not compressed again.
+    let mut shmem = ShmemTable::default();
     for pid in pids {
         let Ok(maps) = ProcDir::new(pid).maps() else {
             continue;
@@ -255,7 +259,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
         let vmas = memory::classify(
             pid,
             &entries,
-            &mut ShmemTable::default(),
+            &mut shmem,
             // Only anonymous and private file memory is pre-copied: how
             // devices are classified makes no difference here.
             &crate::devices::DevicePolicies::default(),
@@ -312,6 +316,10 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
             Ok(d) => dumped.push((pid, vmas, tracker, d)),
             Err(err) => debug!(pid, %err, "pre-copy read failed: saved whole while frozen"),
         }
+    }
+    if let Err(err) = shmem.dump(sink) {
+        // A mapping went away under the read: the freeze saves it anyway.
+        debug!(%err, "pre-copy of shared objects stopped");
     }
     // Which windows were read is known once the workers are done.
     sink.drain()?;
