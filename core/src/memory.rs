@@ -216,15 +216,14 @@ fn mapped_char_device(pid: i32, m: &MapsEntry) -> Option<(u32, u32)> {
         .then(|| (libc::major(rdev), libc::minor(rdev)))
 }
 
-fn is_device(path: &Path) -> bool {
+fn is_device(md: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::FileTypeExt;
-    std::fs::metadata(path)
-        .is_ok_and(|m| m.file_type().is_char_device() || m.file_type().is_block_device())
+    md.file_type().is_char_device() || md.file_type().is_block_device()
 }
 
-fn file_identity(path: &Path) -> io::Result<(u64, i64)> {
-    let md = std::fs::metadata(path)?;
-    Ok((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
+/// Size and modification time, which identify the version of a file.
+fn file_identity(md: &std::fs::Metadata) -> (u64, i64) {
+    (md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec())
 }
 
 /// Classify the mappings of `pid` (from smaps), adding findings to `report`.
@@ -237,6 +236,9 @@ pub fn classify(
     report: &mut Report,
 ) -> Vec<Vma> {
     let mut vmas = Vec::new();
+    // A library has several mappings: each file is looked at once.
+    let mut metadata: std::collections::HashMap<&Path, io::Result<std::fs::Metadata>> =
+        std::collections::HashMap::new();
     for entry in smaps {
         let m = &entry.map;
         let subject = Subject::Mapping {
@@ -290,29 +292,33 @@ pub fn classify(
                             continue;
                         }
                     }
-                } else if is_device(path)
-                    || (std::fs::metadata(path).is_err() && mapped_char_device(pid, m).is_some())
-                {
-                    // DRM buffers, framebuffers, sound rings: device memory
-                    // that cannot be read back as the file's contents.
-                    let Some((major, minor)) = mapped_char_device(pid, m) else {
-                        report.add(
-                            pid,
-                            subject,
-                            format!("device mapping {}", path.display()),
-                            Policy::Refuse,
-                            "mappings of block devices are not supported",
-                        );
-                        continue;
-                    };
-                    // A mapping is never the X server's card itself: the
-                    // automatic Reattach is for fds. A reattached card's
-                    // buffers are gone with the old open, so its mappings
-                    // come back as a detached device's.
-                    let c = devices.classify(path, major, minor, crate::devices::Use::Plain);
-                    let what = format!("device mapping of {}", c.describe());
-                    if !matches!(c.decision.policy, Policy::Detach | Policy::Reattach) {
-                        report.add(
+                } else {
+                    let md = metadata
+                        .entry(path.as_path())
+                        .or_insert_with(|| std::fs::metadata(path));
+                    let device = md.as_ref().is_ok_and(is_device)
+                        || (md.is_err() && mapped_char_device(pid, m).is_some());
+                    if device {
+                        // DRM buffers, framebuffers, sound rings: device memory
+                        // that cannot be read back as the file's contents.
+                        let Some((major, minor)) = mapped_char_device(pid, m) else {
+                            report.add(
+                                pid,
+                                subject,
+                                format!("device mapping {}", path.display()),
+                                Policy::Refuse,
+                                "mappings of block devices are not supported",
+                            );
+                            continue;
+                        };
+                        // A mapping is never the X server's card itself: the
+                        // automatic Reattach is for fds. A reattached card's
+                        // buffers are gone with the old open, so its mappings
+                        // come back as a detached device's.
+                        let c = devices.classify(path, major, minor, crate::devices::Use::Plain);
+                        let what = format!("device mapping of {}", c.describe());
+                        if !matches!(c.decision.policy, Policy::Detach | Policy::Reattach) {
+                            report.add(
                             pid,
                             subject,
                             what,
@@ -322,43 +328,47 @@ pub fn classify(
                                 c.decision.policy
                             )),
                         );
-                        continue;
-                    }
-                    report.add(
+                            continue;
+                        }
+                        report.add(
                         pid,
                         subject,
                         what,
                         Policy::Detach,
                         c.reason("the mapping is restored, not its contents: zero-filled memory at the same address and protection"),
                     );
-                    vmas.push(Vma::of(
-                        m,
-                        growsdown,
-                        Backing::Device {
-                            path: path.clone(),
-                            major,
-                            minor,
-                            class: c.class().to_string(),
-                        },
-                    ));
-                    continue;
-                } else {
-                    match file_identity(path) {
-                        Ok((size, mtime_ns)) => Backing::File {
-                            path: path.clone(),
-                            offset: m.offset,
-                            size,
-                            mtime_ns,
-                        },
-                        Err(err) => {
-                            report.add(
-                                pid,
-                                subject,
-                                format!("file mapping {}", path.display()),
-                                Policy::Refuse,
-                                format!("cannot stat the mapped file: {err}"),
-                            );
-                            continue;
+                        vmas.push(Vma::of(
+                            m,
+                            growsdown,
+                            Backing::Device {
+                                path: path.clone(),
+                                major,
+                                minor,
+                                class: c.class().to_string(),
+                            },
+                        ));
+                        continue;
+                    } else {
+                        match md {
+                            Ok(md) => {
+                                let (size, mtime_ns) = file_identity(md);
+                                Backing::File {
+                                    path: path.clone(),
+                                    offset: m.offset,
+                                    size,
+                                    mtime_ns,
+                                }
+                            }
+                            Err(err) => {
+                                report.add(
+                                    pid,
+                                    subject,
+                                    format!("file mapping {}", path.display()),
+                                    Policy::Refuse,
+                                    format!("cannot stat the mapped file: {err}"),
+                                );
+                                continue;
+                            }
                         }
                     }
                 }
@@ -927,10 +937,11 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
             ..
         } = &v.backing
         {
-            let (s, m) = file_identity(path).map_err(|source| MemoryError::Io {
+            let md = std::fs::metadata(path).map_err(|source| MemoryError::Io {
                 path: path.clone(),
                 source,
             })?;
+            let (s, m) = file_identity(&md);
             if s != *size || m != *mtime_ns {
                 return Err(MemoryError::FileChanged {
                     pid,
