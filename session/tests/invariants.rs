@@ -377,3 +377,37 @@ fn hostile_documents_are_refused_before_anything_runs() {
     r.restore(&img, &[]);
     assert!(alive(pid));
 }
+
+/// An image holds the memory of what it saved (keys, passwords): every
+/// directory and file of it, and of the store it shares, is its owner's
+/// alone, whatever the umask.
+#[test]
+fn images_and_stores_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempdir();
+    let img = t.path().join("saves").join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn_sleep();
+    let out = hiber(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
+    assert_ok(&out, "checkpoint");
+    let mut seen = 0;
+    let mut todo = vec![t.path().join("saves")];
+    while let Some(p) = todo.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        assert_eq!(
+            md.permissions().mode() & 0o077,
+            0,
+            "{} is mode {:o}",
+            p.display(),
+            md.permissions().mode()
+        );
+        seen += 1;
+        if md.is_dir() {
+            todo.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    // The parent, the image with its document, packs and indexes, and the
+    // store beside it.
+    assert!(seen >= 8, "only {seen} entries");
+    assert!(t.path().join("saves/.hiber-store/packs").is_dir());
+}

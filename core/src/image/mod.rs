@@ -104,6 +104,30 @@ pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
 pub type Result<T> = std::result::Result<T, ImageError>;
 
+/// Images hold the memory of the processes saved (keys, passwords,
+/// documents): their directories are the owner's alone (0700), and so are
+/// the stores they share chunks with.
+fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// A new file of an image, readable by its owner alone (0600).
+fn create_private_file(path: &Path, exclusive: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::File::options();
+    o.write(true).mode(0o600);
+    if exclusive {
+        o.create_new(true);
+    } else {
+        o.create(true).truncate(true);
+    }
+    o.open(path)
+}
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
     move |source| ImageError::Io {
         op,

@@ -8,7 +8,10 @@
 //! cannot take it away; a chunk whose pack vanished between the lookup and
 //! the link is simply written again.
 
-use super::{index_file, io_err, is_hex, pack_file, ChunkRef, ImageError, Result, PACKS};
+use super::{
+    create_private_dir_all, index_file, io_err, is_hex, pack_file, ChunkRef, ImageError, Result,
+    PACKS,
+};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -27,7 +30,7 @@ impl StoreIndex {
     /// not found in it is written again.
     pub fn load(store: &Path) -> Result<Self> {
         let packs = store.join(PACKS);
-        fs::create_dir_all(&packs).map_err(io_err("creating store", &packs))?;
+        create_private_dir_all(&packs).map_err(io_err("creating store", &packs))?;
         let mut chunks = HashMap::new();
         for e in fs::read_dir(&packs).map_err(io_err("listing", &packs))? {
             let path = e.map_err(io_err("listing", &packs))?.path();

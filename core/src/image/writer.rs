@@ -3,8 +3,9 @@
 
 use super::store::StoreIndex;
 use super::{
-    index_file, io_err, pack_file, ChunkRef, ImageError, ReadError, Result, DOCUMENT,
-    FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS, PACK_BYTES,
+    create_private_dir_all, create_private_file, index_file, io_err, pack_file, ChunkRef,
+    ImageError, ReadError, Result, DOCUMENT, FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS,
+    PACK_BYTES,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -174,11 +175,7 @@ impl Shared {
                 self.next_pack.fetch_add(1, Ordering::Relaxed)
             );
             let path = pack_file(&self.packs, &id);
-            let file = File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err("creating", &path))?;
+            let file = create_private_file(&path, true).map_err(io_err("creating", &path))?;
             lock(&self.written).insert(id.clone(), Vec::new());
             *cur = Some(OpenPack {
                 id,
@@ -327,7 +324,7 @@ impl ImageWriter {
             reason: "an image needs a directory name".into(),
         })?;
         let parent = parent_of(dir);
-        fs::create_dir_all(&parent).map_err(io_err("creating", &parent))?;
+        create_private_dir_all(&parent).map_err(io_err("creating", &parent))?;
         let tmp = parent.join(format!(
             "{}.tmp-{}",
             name.to_string_lossy(),
@@ -338,7 +335,7 @@ impl ImageWriter {
             fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
         }
         let packs = tmp.join(PACKS);
-        fs::create_dir_all(&packs).map_err(io_err("creating", &packs))?;
+        create_private_dir_all(&packs).map_err(io_err("creating", &packs))?;
         let store = store.map(StoreIndex::load).transpose()?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -451,7 +448,9 @@ impl ImageWriter {
         for (id, chunks) in &written {
             let path = index_file(packs, id);
             let text: String = chunks.iter().map(ChunkRef::index_line).collect();
-            fs::write(&path, text).map_err(io_err("writing", &path))?;
+            create_private_file(&path, false)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(io_err("writing", &path))?;
             if let Some(store) = &self.shared.store {
                 // Best effort: an image is whole without the store; a store
                 // on another filesystem just does not learn these chunks.
@@ -469,7 +468,7 @@ impl ImageWriter {
             json.len()
         );
         let doc_path = self.tmp.join(DOCUMENT);
-        let mut f = File::create(&doc_path).map_err(io_err("creating", &doc_path))?;
+        let mut f = create_private_file(&doc_path, false).map_err(io_err("creating", &doc_path))?;
         f.write_all(header.as_bytes())
             .map_err(io_err("writing", &doc_path))?;
         f.write_all(&json).map_err(io_err("writing", &doc_path))?;
