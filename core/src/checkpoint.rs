@@ -146,20 +146,33 @@ fn inspect_process(
                 .map_or(true, |s| s.state == 'Z' || s.state == 'X')
         })
         .collect();
-    if !exited_threads.is_empty() {
+    if exited_threads.contains(&pid) {
         report.add(
             pid,
             Subject::Process,
-            format!(
-                "process {} with exited threads {exited_threads:?}",
-                stat.comm
-            ),
+            format!("process {} whose main thread has exited", stat.comm),
             Policy::Refuse,
-            "a thread (or the main thread) has exited but the process lives on: not supported yet",
+            "the main thread has exited but the process lives on: not supported yet",
         );
         return Ok(None);
     }
-    let threads_text = match fp.threads.len() {
+    // Another thread that ended during the freeze (a thread pool's idle
+    // worker) waits, a zombie, for us as its tracer: it is done, and is
+    // not saved.
+    let live_threads: Vec<i32> = fp
+        .threads
+        .iter()
+        .copied()
+        .filter(|t| !exited_threads.contains(t))
+        .collect();
+    if !exited_threads.is_empty() {
+        tracing::debug!(
+            pid,
+            ?exited_threads,
+            "threads that ended during the freeze are left out"
+        );
+    }
+    let threads_text = match live_threads.len() {
         1 => "single-threaded process".to_string(),
         n => format!("process with {n} threads, each saved with its own state"),
     };
@@ -231,7 +244,7 @@ fn inspect_process(
         )?;
         let mut threads = vec![thread::checkpoint(&task, &mut mem, &scratch)?];
         // The other threads, each through its own stop, sharing the scratch.
-        for &tid in fp.threads.iter().filter(|&&t| t != pid) {
+        for &tid in live_threads.iter().filter(|&&t| t != pid) {
             let t = RemoteTask::new(tid, ip)?;
             let th = thread::checkpoint(&t, &mut mem, &scratch);
             t.restore()?;

@@ -411,3 +411,47 @@ fn images_and_stores_are_readable_by_their_owner_only() {
     assert!(seen >= 8, "only {seen} entries");
     assert!(t.path().join("saves/.hiber-store/packs").is_dir());
 }
+
+/// A process whose main thread has exited while another runs on is
+/// refused, naming why, and keeps running untouched.
+#[test]
+fn a_process_whose_main_thread_exited_is_refused_and_runs_on() {
+    let t = tempdir();
+    let log = t.path().join("ticks");
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(
+        "import threading, ctypes, time\n\
+         def work():\n\
+         \x20   while True:\n\
+         \x20       print('tick', flush=True); time.sleep(0.01)\n\
+         threading.Thread(target=work).start()\n\
+         ctypes.CDLL(None).pthread_exit(None)",
+        &[],
+        &log,
+    );
+    wait_until("the main thread to exit", DEADLINE, || {
+        fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))
+            .ok()
+            .filter(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+    });
+    let out = hiber(&[
+        "checkpoint",
+        &pid.to_string(),
+        "-o",
+        path(&t.path().join("img")),
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the main thread has exited"),
+        "{}",
+        stderr(&out)
+    );
+    let ticks = lines(&log).len();
+    wait_until("the worker to tick on", DEADLINE, || {
+        (lines(&log).len() > ticks).then_some(())
+    });
+}
