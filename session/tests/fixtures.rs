@@ -227,12 +227,29 @@ fn unprivileged_caller_may_not_restore_root_processes() {
     let mut r = Reaper::new();
     let pid = r.spawn_sleep();
     r.checkpoint_stop(pid, &img);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(hiber_bin())
-        .args(["restore", path(&img)])
-        .output()
+    let restore_as_nobody = || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(hiber_bin())
+            .args(["restore", path(&img)])
+            .output()
+            .unwrap()
+    };
+    // The image is root's alone: nobody cannot even read it.
+    let out = restore_as_nobody();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("snapshot") && err.contains("Permission denied"),
+        "{err}"
+    );
+    // Made readable, it is still refused: its process is root's.
+    let readable = Command::new("chmod")
+        .args(["-R", "a+rX", path(t.path())])
+        .status()
         .unwrap();
+    assert!(readable.success());
+    let out = restore_as_nobody();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
