@@ -93,7 +93,29 @@ pub(crate) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
     let dir = cgroup2_mount()?.join(path.trim_start_matches('/'));
     let mut all = BTreeSet::new();
     members(&dir, &mut all).ok()?;
-    (all == *pids).then_some(dir)
+    // The set was scanned a moment before the cgroup was read: a busy tree
+    // (a shell loop) forked or lost a child meanwhile. Those differences
+    // are the set's own; anything else in the cgroup is not.
+    let forked_since = |p: i32| {
+        let mut p = p;
+        // A child forked since, or its own child: its ancestry reaches the set.
+        for _ in 0..4 {
+            match crate::procfs::ProcDir::new(p).stat() {
+                Ok(s) if pids.contains(&s.ppid) => return true,
+                Ok(s) if all.contains(&s.ppid) => p = s.ppid,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let ended_since = |p: i32| {
+        crate::procfs::ProcDir::new(p)
+            .stat()
+            .map_or(true, |s| s.state == 'Z' || s.state == 'X')
+    };
+    let same = all.difference(pids).all(|&p| forked_since(p))
+        && pids.difference(&all).all(|&p| ended_since(p));
+    same.then_some(dir)
 }
 
 /// A frozen cgroup; thawed when dropped.
