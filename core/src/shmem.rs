@@ -181,13 +181,7 @@ impl ShmemTable {
     /// The object behind a shared mapping of shmem (`/dev/zero`, `/SYSV…`,
     /// `/memfd:…`); `name` is the mapping's path.
     pub(crate) fn of_mapping(&mut self, pid: i32, m: &MapsEntry, name: &str) -> usize {
-        let key = ((m.dev_major, m.dev_minor), m.inode);
-        let i = self.entry(key, || Source::Mapping {
-            pid,
-            start: m.start,
-            end: m.end,
-        });
-        self.mappings[i] += 1;
+        let i = self.mapped(pid, m);
         if self.objects[i].kind == ShmemKind::Anonymous {
             if let Some(memfd) = name.strip_prefix("/memfd:") {
                 self.objects[i].kind = ShmemKind::Memfd {
@@ -218,6 +212,16 @@ impl ShmemTable {
         m: &MapsEntry,
         path: &std::path::Path,
     ) -> usize {
+        let i = self.mapped(pid, m);
+        self.objects[i].kind = ShmemKind::DeletedFile {
+            path: path.to_path_buf(),
+        };
+        i
+    }
+
+    /// The object that mapping `m` of `pid` maps, counted as one more
+    /// mapping of it; its contents are read through the first mapping met.
+    fn mapped(&mut self, pid: i32, m: &MapsEntry) -> usize {
         let key = ((m.dev_major, m.dev_minor), m.inode);
         let i = self.entry(key, || Source::Mapping {
             pid,
@@ -225,9 +229,6 @@ impl ShmemTable {
             end: m.end,
         });
         self.mappings[i] += 1;
-        self.objects[i].kind = ShmemKind::DeletedFile {
-            path: path.to_path_buf(),
-        };
         i
     }
 

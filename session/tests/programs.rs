@@ -559,48 +559,78 @@ while True:
         n += 1
 "#;
 
-/// Hand `text` to `TERMINAL` as its `n`th input. The file appears whole
-/// (written aside, then renamed): the terminal types a file as soon as it
-/// exists, and would type an empty one caught between creation and write.
-fn type_into(inbox: &std::path::Path, n: usize, text: &str) {
-    let aside = inbox.with_extension(format!("{n}.part"));
-    fs::write(&aside, text).unwrap();
-    fs::rename(&aside, inbox.with_extension(n.to_string())).unwrap();
+/// An interactive bash on a pty held by `TERMINAL`, driven by a test.
+struct Terminal {
+    pid: i32,
+    log: std::path::PathBuf,
+    inbox: std::path::PathBuf,
+    typed: std::cell::Cell<usize>,
+}
+
+impl Terminal {
+    fn start(r: &mut Reaper, dir: &std::path::Path) -> Self {
+        let (log, inbox) = (dir.join("term.log"), dir.join("type"));
+        let pid = r.spawn(
+            Command::new("/usr/bin/python3")
+                .args(["-c", TERMINAL, path(&log), path(&inbox)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        Terminal {
+            pid,
+            log,
+            inbox,
+            typed: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Everything bash printed so far.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Type `text`. The file appears whole (written aside, then renamed):
+    /// the terminal types a file as soon as it exists, and would type an
+    /// empty one caught between creation and write.
+    fn type_text(&self, text: &str) {
+        let n = self.typed.get();
+        let aside = self.inbox.with_extension(format!("{n}.part"));
+        fs::write(&aside, text).unwrap();
+        fs::rename(&aside, self.inbox.with_extension(n.to_string())).unwrap();
+        self.typed.set(n + 1);
+    }
+
+    /// Wait until `what` is on the screen past its first `from` bytes.
+    #[track_caller]
+    fn wait_for(&self, what: &str, from: usize) {
+        wait_until(&format!("{what:?} on the terminal"), DEADLINE, || {
+            self.screen()[from..].contains(what).then_some(())
+        })
+    }
+
+    fn wait_idle(&self) {
+        wait_until("bash idle at its prompt", DEADLINE, || {
+            self.screen().trim_end().ends_with("PROMPT$").then_some(())
+        });
+    }
 }
 
 #[test]
 fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
     let t = tempdir();
-    let log = t.path().join("term.log");
-    let inbox = t.path().join("type");
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", TERMINAL, path(&log), path(&inbox)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    let typed = std::cell::Cell::new(0);
-    let type_line = |line: &str| {
-        type_into(&inbox, typed.get(), &format!("{line}\n"));
-        typed.set(typed.get() + 1);
-    };
-    let wait_for = |what: &str| {
-        wait_until(&format!("{what:?} on the terminal"), DEADLINE, || {
-            screen().contains(what).then_some(())
-        })
-    };
+    let term = Terminal::start(&mut r, t.path());
+    let (pid, screen) = (term.pid, || term.screen());
+    let type_line = |line: &str| term.type_text(&format!("{line}\n"));
+    let wait_for = |what: &str| term.wait_for(what, 0);
     wait_for("PROMPT$ ");
     type_line("sleep 1000 &");
     wait_for("[1] ");
     type_line("echo tty=$(tty | cut -c1-9) fg=$(ps -o tpgid= -p $$ | tr -d ' ') me=$$");
     wait_for("tty=/dev/pts/");
     // Idle at the prompt: nothing unread in the terminal.
-    wait_until("bash idle at its prompt", DEADLINE, || {
-        screen().trim_end().ends_with("PROMPT$").then_some(())
-    });
+    term.wait_idle();
     let check = hiber(&["check", &pid.to_string()]);
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
     r.checkpoint_stop(pid, &img);
@@ -637,26 +667,11 @@ fn interactive_bash_on_a_pty_keeps_its_terminal_and_jobs() {
 #[test]
 fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     let t = tempdir();
-    let log = t.path().join("term.log");
-    let inbox = t.path().join("type");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", TERMINAL, path(&log), path(&inbox)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let screen = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
-    let typed = std::cell::Cell::new(0);
-    let type_raw = |bytes: &str| {
-        type_into(&inbox, typed.get(), bytes);
-        typed.set(typed.get() + 1);
-    };
-    let wait_for = |what: &str, from: usize| {
-        wait_until(&format!("{what:?} on the terminal"), DEADLINE, || {
-            screen()[from..].contains(what).then_some(())
-        })
-    };
+    let term = Terminal::start(&mut r, t.path());
+    let (pid, screen) = (term.pid, || term.screen());
+    let type_raw = |text: &str| term.type_text(text);
+    let wait_for = |what: &str, from: usize| term.wait_for(what, from);
     let cat_state = || {
         tree(pid)
             .into_iter()
@@ -674,9 +689,7 @@ fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     wait_for("meow\r\nmeow\r\n", 0);
     type_raw("\x1a");
     wait_for("Stopped", 0);
-    wait_until("bash idle at its prompt", DEADLINE, || {
-        screen().trim_end().ends_with("PROMPT$").then_some(())
-    });
+    term.wait_idle();
     assert_eq!(cat_state(), Some('T'));
     let check = hiber(&["check", &pid.to_string()]);
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
