@@ -272,7 +272,9 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     let frozen = Frozen::freeze(roots)?;
     let mut started = Vec::new();
     for fp in frozen.processes.values() {
-        if fp.zombie || fp.job_stop.is_some() {
+        // A job-stopped process is tracked like any other: it runs our
+        // remote calls in its stop, and goes back to it at the thaw.
+        if fp.zombie {
             continue;
         }
         let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
