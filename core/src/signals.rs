@@ -22,6 +22,11 @@ pub struct SigAction {
 
 const SIGACTION_OFF: usize = 8192;
 
+/// Whether `sig` is one of the signals that stop a process (job control).
+pub fn is_job_stop(sig: i32) -> bool {
+    [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
+}
+
 /// The name of a job-control signal, for reports ("signal N" for others).
 pub fn name(sig: i32) -> String {
     match sig {

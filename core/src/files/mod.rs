@@ -525,8 +525,6 @@ impl FileTable {
         Some(card.devnum)
     }
 
-    /// After every process is collected: pipe peers are known, and which
-    /// pids are saved.
     /// Open files of a file deleted while open that the set also maps
     /// (`deleted`: device number, inode and shared object of each file
     /// deleted while mapped) become fds of that object, as a memfd's are:
@@ -570,6 +568,8 @@ impl FileTable {
         }
     }
 
+    /// After every process is collected: pipe peers are known, and which
+    /// pids are saved.
     pub fn finish_classification(&mut self, saved: &HashSet<i32>, report: &mut Report) {
         self.pipes.report_external(report);
         self.classify_pidfds(saved, report);

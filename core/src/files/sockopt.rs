@@ -78,7 +78,7 @@ struct Known {
 
 const SOL_NETLINK: i32 = 270;
 // Options libc does not name on every target.
-const SO_PEEK_OFF: i32 = 42;
+pub(super) const SO_PEEK_OFF: i32 = 42;
 const SO_TIMESTAMP_NEW: i32 = 63;
 const SO_TIMESTAMPNS_NEW: i32 = 64;
 const IP_BIND_ADDRESS_NO_PORT: i32 = 24;

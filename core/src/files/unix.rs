@@ -10,7 +10,8 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::{getsockopt_int, new_socket, setsockopt_int, sockopt, FileError, FileKind, Refusal};
+use super::sockopt::{self, SO_PEEK_OFF};
+use super::{getsockopt_int, new_socket, setsockopt_int, FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,6 @@ pub(super) fn domain(fd: &OwnedFd) -> io::Result<i32> {
 /// Read the receive queue without consuming it: one entry per message.
 /// Refuses (Err) when file descriptors are in flight.
 fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
-    const SO_PEEK_OFF: i32 = 42;
     let saved = getsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF)
         .map_err(|e| format!("reading SO_PEEK_OFF: {e}"))?;
     setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, 0)

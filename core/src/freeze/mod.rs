@@ -116,17 +116,15 @@ fn wait_for_stop(tid: i32, first: Option<Stop>) -> std::result::Result<Seized, P
             None => ptrace::wait(tid)?.0,
         };
         match stop {
-            Stop::Event { sig } if is_stop_signal(sig) => return Ok(Seized::JobStopped(sig)),
+            Stop::Event { sig } if crate::signals::is_job_stop(sig) => {
+                return Ok(Seized::JobStopped(sig))
+            }
             Stop::Event { .. } => return Ok(Seized::Running),
             Stop::Exited(_) | Stop::Killed(_) => return Ok(Seized::Gone),
             Stop::Signal(sig) => ptrace::cont(tid, sig)?,
             Stop::Syscall => ptrace::cont(tid, 0)?,
         }
     }
-}
-
-fn is_stop_signal(sig: i32) -> bool {
-    [libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig)
 }
 
 impl Frozen {

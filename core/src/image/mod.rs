@@ -107,7 +107,7 @@ pub type Result<T> = std::result::Result<T, ImageError>;
 /// Images hold the memory of the processes saved (keys, passwords,
 /// documents): their directories are the owner's alone (0700), and so are
 /// the stores they share chunks with.
-fn create_private_dir_all(path: &Path) -> io::Result<()> {
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -189,7 +189,7 @@ fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
         }
         if let Some(sig) = p.job_stop {
             // Only a stop: the restore sends this signal itself.
-            if ![libc::SIGSTOP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&sig) {
+            if !crate::signals::is_job_stop(sig) {
                 return Err(invalid(
                     dir,
                     format!("pid {} stopped by signal {sig}, not a stop signal", p.pid),

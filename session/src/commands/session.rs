@@ -181,12 +181,8 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
         None => {
             let root = snapshots::default_dir();
             // Snapshots hold the session's memory: the owner's alone.
-            std::os::unix::fs::DirBuilderExt::mode(
-                std::fs::DirBuilder::new().recursive(true),
-                0o700,
-            )
-            .create(&root)
-            .with_context(|| format!("creating {}", root.display()))?;
+            hiber_core::image::create_private_dir_all(&root)
+                .with_context(|| format!("creating {}", root.display()))?;
             let name = snapshots::new_name(&root, display);
             (root.join(name), snapshots::store_of(&root))
         }
