@@ -261,9 +261,17 @@ fn x_servers_card_is_reopened_live_and_the_server_signalled_once() {
 
     let sysfs = s.sysfs.clone();
     let pid = restore(&mut s, Some(&sysfs));
-    // The handler's line, then enough loop lines to see a second signal.
+    // The handler's line, whenever the restorer's signal lands (under
+    // load, more than 30 loop lines may come first), then enough loop
+    // lines to see a second signal.
     let n = saved.len();
-    let all = wait_lines(&s.log, n + 30);
+    let handled = wait_until("the server's SIGUSR1 handler to run", DEADLINE, || {
+        complete_lines(&s.log)[n..]
+            .iter()
+            .position(|l| l.starts_with("usr1"))
+            .map(|i| n + i)
+    });
+    let all = wait_lines(&s.log, handled + 1 + 30);
     let after = &all[n..];
     let usr1: Vec<&String> = after.iter().filter(|l| l.starts_with("usr1")).collect();
     assert_eq!(
