@@ -17,7 +17,7 @@ use crate::precopy;
 use crate::procfs::{MapsPath, ProcDir, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace;
-use crate::remote::{self, RemoteError, RemoteTask, Scratch};
+use crate::remote::{self, Lifeline, RemoteError, RemoteTask, Scratch};
 use crate::shmem::ShmemTable;
 use crate::snapshot::{ProcessImage, Rlimit, Snapshot};
 use crate::{signals, thread};
@@ -231,30 +231,32 @@ fn inspect_process(
         return Ok(None);
     };
     let mut mem = ProcMem::new(pid, true);
-    let ip = remote::find_syscall_insn(&mut mem, vstart, vend)?;
-    let task = RemoteTask::new(pid, ip)?;
-    let scratch = Scratch::map(&task, SCRATCH_LEN)?;
+    let lifeline = Lifeline::install(&mut mem, (vstart, vend));
+    let task = match &lifeline {
+        Some(l) => RemoteTask::guarded(pid, l.slot(0), &mut mem)?,
+        None => RemoteTask::new(pid, remote::find_syscall_insn(&mut mem, vstart, vend)?)?,
+    };
     let inside = (|| -> Result<_> {
-        let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
-        let actions = signals::checkpoint_actions(
+        let scratch = Scratch::map(&task, &mut mem, SCRATCH_LEN)?;
+        let inspected = inspect_inside(
             &task,
+            lifeline.as_ref(),
             &mut mem,
             &scratch,
             status.sig_cgt | status.sig_ign,
-        )?;
-        let mut threads = vec![thread::checkpoint(&task, &mut mem, &scratch)?];
-        // The other threads, each through its own stop, sharing the scratch.
-        for &tid in live_threads.iter().filter(|&&t| t != pid) {
-            let t = RemoteTask::new(tid, ip)?;
-            let th = thread::checkpoint(&t, &mut mem, &scratch);
-            t.restore()?;
-            threads.push(th?);
-        }
-        let timers = crate::timers::checkpoint(&task, &mut mem, &scratch, pid)?;
-        Ok((brk, actions, threads, timers))
+            &live_threads,
+        );
+        let unmapped = scratch.unmap(&task, &mut mem);
+        let inspected = inspected?;
+        unmapped?;
+        Ok(inspected)
     })();
-    let unmapped = scratch.unmap(&task);
     task.restore()?;
+    if let Some(l) = lifeline {
+        if let Err(err) = l.remove(&mut mem) {
+            tracing::warn!(pid, %err, "could not clear the lifeline from the vdso padding");
+        }
+    }
     let (brk, sigactions, mut threads, timers) = inside?;
     for t in threads.iter_mut().skip(1) {
         let own = ProcDir::new(pid)
@@ -263,7 +265,6 @@ fn inspect_process(
             .map(|s| Creds::from_status(&s))?;
         t.creds = (own != base.creds).then_some(own);
     }
-    unmapped?;
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
     tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");
 
@@ -306,6 +307,42 @@ fn inspect_process(
         ..base
     }))
 }
+
+/// What a process's main thread and each other thread tell from inside:
+/// its brk, signal handlers, every thread's state and its POSIX timers.
+/// The other threads take the lifeline's second slot in turn.
+fn inspect_inside(
+    task: &RemoteTask,
+    lifeline: Option<&Lifeline>,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    handled: u64,
+    live_threads: &[i32],
+) -> Result<InsideState> {
+    let pid = task.tid();
+    let brk = task.syscall("brk", libc::SYS_brk, [0; 6])?;
+    let actions = signals::checkpoint_actions(task, mem, scratch, handled)?;
+    let mut threads = vec![thread::checkpoint(task, mem, scratch)?];
+    // The other threads, each through its own stop, sharing the scratch.
+    for &tid in live_threads.iter().filter(|&&t| t != pid) {
+        let t = match lifeline {
+            Some(l) => RemoteTask::guarded(tid, l.slot(1), mem)?,
+            None => RemoteTask::new(tid, task.syscall_ip())?,
+        };
+        let th = thread::checkpoint(&t, mem, scratch);
+        t.restore()?;
+        threads.push(th?);
+    }
+    let timers = crate::timers::checkpoint(task, mem, scratch, pid)?;
+    Ok((brk, actions, threads, timers))
+}
+
+type InsideState = (
+    u64,
+    Vec<signals::SigAction>,
+    Vec<thread::ThreadImage>,
+    crate::timers::Timers,
+);
 
 /// `precopied`: what pre-copy learned before the freeze (mapping flags),
 /// so less is read while frozen. `inspected` hears of each process as soon
@@ -646,6 +683,7 @@ fn checkpoint_once(
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
     progress(Stage::Committing);
+    crate::faults::point("checkpoint: committing");
     let stats = writer.stats();
     let processes = snapshot.processes.len();
     let committed = early_writer
@@ -653,6 +691,7 @@ fn checkpoint_once(
         .expect("one of them")
         .commit(&snapshot)?;
     if let Some(frozen) = frozen.take() {
+        crate::faults::point("checkpoint: committed, ending the processes");
         frozen_for += frozen_at.elapsed();
         frozen.kill_all();
     }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod checkpoint;
 pub mod creds;
 pub mod devices;
+pub mod faults;
 pub mod files;
 pub mod freeze;
 pub mod image;

@@ -24,6 +24,7 @@ use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{self, RemoteTask};
+use crate::remote::{ResultUndo, Undo};
 use crate::shmem::ShmemTable;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -92,18 +93,39 @@ impl WriteTracker {
     /// Start tracking writes to `ranges` of `pid`, which is frozen.
     fn start(pid: i32, vdso: (u64, u64), ranges: &[(u64, u64)]) -> Result<Self, TrackError> {
         let mut mem = ProcMem::new(pid, true);
-        let ip = remote::find_syscall_insn(&mut mem, vdso.0, vdso.1)?;
-        let task = RemoteTask::new(pid, ip)?;
+        let lifeline = remote::Lifeline::install(&mut mem, vdso);
+        let task = match &lifeline {
+            Some(l) => RemoteTask::guarded(pid, l.slot(0), &mut mem)?,
+            None => RemoteTask::new(pid, remote::find_syscall_insn(&mut mem, vdso.0, vdso.1)?)?,
+        };
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+        // The task's own copy must never outlive this: a task sent home by
+        // its lifeline closes it on the way (see remote::Undo).
         let taken = (|| -> Result<OwnedFd, TrackError> {
+            let close_result = Undo {
+                result: ResultUndo::Close,
+                ..Undo::default()
+            };
+            task.set_undo(&mut mem, &close_result)?;
             let remote_fd =
                 task.syscall("userfaultfd", libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])?;
+            let close_it = Undo {
+                close: Some(remote_fd as i32),
+                ..Undo::default()
+            };
+            task.set_undo(&mut mem, &close_it)?;
             let ours = crate::files::pidfd_open(pid)
                 .and_then(|pidfd| crate::files::pidfd_getfd(&pidfd, remote_fd as i32));
             task.syscall("close", libc::SYS_close, [remote_fd, 0, 0, 0, 0, 0])?;
+            task.set_undo(&mut mem, &Undo::default())?;
             ours.map_err(io_err("taking the userfaultfd"))
         })();
         task.restore()?;
+        if let Some(l) = lifeline {
+            if let Err(err) = l.remove(&mut mem) {
+                tracing::warn!(pid, %err, "could not clear the lifeline from the vdso padding");
+            }
+        }
         let uffd = taken?;
         let mut api = UffdioApi {
             api: UFFD_API,

@@ -44,7 +44,7 @@ fn a_batch_runs_in_order_and_stops_at_the_first_error() {
     let mut mem = ProcMem::new(pid, true);
     let ip = remote::find_syscall_insn(&mut mem, vdso.start, vdso.end).unwrap();
     let task = RemoteTask::new(pid, ip).unwrap();
-    let scratch = Scratch::map(&task, 4096).unwrap();
+    let scratch = Scratch::map(&task, &mut mem, 4096).unwrap();
     let code = task
         .syscall(
             "mmap",
@@ -114,7 +114,7 @@ fn a_batch_runs_in_order_and_stops_at_the_first_error() {
     // The call after the failed one never ran: the process is alive.
     task.syscall("munmap", libc::SYS_munmap, [code, 4096, 0, 0, 0, 0])
         .unwrap();
-    scratch.unmap(&task).unwrap();
+    scratch.unmap(&task, &mut mem).unwrap();
     task.restore().unwrap();
     frozen.thaw();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

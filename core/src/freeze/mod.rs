@@ -185,6 +185,7 @@ impl Frozen {
                     }
                     seized.insert(tid);
                     frozen.seized.push(tid);
+                    crate::faults::point("freeze: seized a task");
                     // Seizing a task in a job-control stop makes it trap
                     // at once (the seize returns once it has): no
                     // interrupt then, or a second trap would wait for the

@@ -431,3 +431,21 @@ impl Drop for TestCgroup {
         let _ = fs::remove_dir(&self.0);
     }
 }
+
+/// Another program of the hiber-fixtures crate (`hiber-crunch`, ...),
+/// built on first use as [`fixture_bin`] is.
+pub fn fixture_program(name: &str) -> PathBuf {
+    let p = hiber_bin().with_file_name(name);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "hiber-fixtures", "--bin", name]);
+    if p.parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release")
+    {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("running cargo to build a fixture");
+    assert!(status.success(), "building {name} failed");
+    p
+}

@@ -4,9 +4,14 @@
 //! vdso at checkpoint, or in Hiber's gadget page at restore), stepped through
 //! syscall entry and exit, and put back exactly as found. All signals are
 //! blocked meanwhile so that nothing is delivered, or lost, in between.
+//! At checkpoint the calls run from a [`lifeline`] slot, so that a
+//! checkpointer dying at any instant leaves the task as it was.
+
+pub mod lifeline;
 
 use crate::procmem::{ProcMem, ProcMemError};
 use crate::ptrace::{self, PtraceError, Regs, Stop};
+pub use lifeline::{Lifeline, ResultUndo, Slot, Undo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -33,6 +38,8 @@ pub struct RemoteTask {
     saved_regs: Regs,
     saved_mask: u64,
     syscall_ip: u64,
+    /// The lifeline slot its calls run from, when guarded.
+    slot: Option<Slot>,
     restored: bool,
 }
 
@@ -52,12 +59,18 @@ impl RemoteTask {
             saved_regs,
             saved_mask,
             syscall_ip,
+            slot: None,
             restored: false,
         })
     }
 
     pub fn tid(&self) -> i32 {
         self.tid
+    }
+
+    /// The `syscall` instruction its calls run from.
+    pub fn syscall_ip(&self) -> u64 {
+        self.syscall_ip
     }
 
     /// The signal mask the task had before we took it over.
@@ -69,12 +82,57 @@ impl RemoteTask {
         &self.saved_regs
     }
 
+    /// Take over `tid` (already in a ptrace stop) with its calls run from
+    /// `slot` of its process's lifeline: from the first change made here
+    /// to the put-back, a tracer dying at any instant sends the task home
+    /// (see [`lifeline`]).
+    pub fn guarded(tid: i32, slot: Slot, mem: &mut ProcMem) -> Result<Self> {
+        let saved_regs = ptrace::get_regs(tid)?;
+        let saved_mask = ptrace::get_sigmask(tid)?;
+        let home = saved_regs.with_restart_in_place();
+        slot.set_home(mem, &home, saved_mask)?;
+        // The registers first: with them at the way home, a dead tracer
+        // leaves no blocked mask behind either.
+        ptrace::set_regs(
+            tid,
+            &Regs {
+                rip: slot.back_ip,
+                orig_rax: u64::MAX,
+                ..home
+            },
+        )?;
+        crate::faults::point("remote: task sent to its lifeline");
+        let task = Self {
+            tid,
+            saved_regs,
+            saved_mask,
+            syscall_ip: slot.syscall_ip,
+            slot: Some(slot),
+            restored: false,
+        };
+        // On failure the drop puts the registers back.
+        ptrace::set_sigmask(tid, u64::MAX)?;
+        Ok(task)
+    }
+
+    /// What the task undoes should its tracer die before the next change
+    /// of undo (see [`Undo`]); nothing for an unguarded task.
+    pub fn set_undo(&self, mem: &mut ProcMem, undo: &Undo) -> Result<()> {
+        match &self.slot {
+            Some(slot) => Ok(slot.set_undo(mem, undo)?),
+            None => Ok(()),
+        }
+    }
+
     /// Run one syscall; returns the raw result (negative errno on failure).
     pub fn syscall_raw(&self, nr: i64, args: [u64; 6]) -> Result<i64> {
         let regs = self.call_regs(nr, args);
         ptrace::set_regs(self.tid, &regs)?;
+        crate::faults::point("remote: call registers set");
         self.step_syscall("syscall entry")?;
+        crate::faults::point("remote: at syscall entry");
         self.step_syscall("syscall exit")?;
+        crate::faults::point("remote: at syscall exit");
         Ok(ptrace::get_regs(self.tid)?.rax as i64)
     }
 
@@ -280,12 +338,15 @@ impl RemoteTask {
             return Ok(());
         }
         self.restored = true;
+        // The mask before the registers: until they are back, a lifeline
+        // still leads home (and sets the same mask again).
+        let mask = ptrace::set_sigmask(self.tid, self.saved_mask);
+        crate::faults::point("remote: mask put back");
         // We stopped it in a syscall and ran our own since: the kernel's
         // restart path will not run for the interrupted one, so restart it
         // here as the kernel would have.
-        ptrace::set_regs(self.tid, &self.saved_regs.with_restart_in_place())?;
-        ptrace::set_sigmask(self.tid, self.saved_mask)?;
-        Ok(())
+        let regs = ptrace::set_regs(self.tid, &self.saved_regs.with_restart_in_place());
+        Ok(mask.and(regs)?)
     }
 }
 
@@ -337,8 +398,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    /// Map `len` bytes of anonymous memory in the task.
-    pub fn map(task: &RemoteTask, len: usize) -> Result<Self> {
+    /// Map `len` bytes of anonymous memory in the task; a guarded task
+    /// unmaps it on its way home.
+    pub fn map(task: &RemoteTask, mem: &mut ProcMem, len: usize) -> Result<Self> {
+        let unmap = Undo {
+            result: ResultUndo::Unmap(len as u64),
+            ..Undo::default()
+        };
+        task.set_undo(mem, &unmap)?;
         let addr = task.syscall(
             "mmap",
             libc::SYS_mmap,
@@ -351,16 +418,23 @@ impl Scratch {
                 0,
             ],
         )?;
+        task.set_undo(
+            mem,
+            &Undo {
+                unmap: Some((addr, len as u64)),
+                ..Undo::default()
+            },
+        )?;
         Ok(Self { addr, len })
     }
 
-    pub fn unmap(self, task: &RemoteTask) -> Result<()> {
+    pub fn unmap(self, task: &RemoteTask, mem: &mut ProcMem) -> Result<()> {
         task.syscall(
             "munmap",
             libc::SYS_munmap,
             [self.addr, self.len as u64, 0, 0, 0, 0],
-        )
-        .map(drop)
+        )?;
+        task.set_undo(mem, &Undo::default())
     }
 
     pub fn write(&self, mem: &mut ProcMem, offset: usize, data: &[u8]) -> Result<u64> {
