@@ -45,6 +45,12 @@ pub enum CheckpointError {
     Attachment(#[from] AttachmentError),
     #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
+    #[error(
+        "every process to save exited while it was being saved (pids {pids:?}); nothing was saved"
+    )]
+    AllExited { pids: Vec<i32> },
+    #[error("--stop would end the processes, but this caller could not restore them ({reason}); save without --stop, or as root")]
+    StopWithoutRestore { reason: String },
     #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
@@ -413,10 +419,74 @@ fn uname() -> (String, String) {
 /// classified by `devices`. The tasks are frozen for the inspection and
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
-    let frozen = Frozen::freeze(roots)?;
+    let frozen = match freeze(roots) {
+        Err(CheckpointError::Refused(report)) => return Ok(*report),
+        other => other?,
+    };
     let inspection = inspect(&frozen, None, devices, |_, _| Ok(()))?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
+}
+
+/// Freeze the trees under `roots`. A set that is gone, or only zombies,
+/// by the time it is frozen is an error: an image of nothing would
+/// restore nothing.
+fn freeze(roots: &[i32]) -> Result<Frozen> {
+    let frozen = Frozen::freeze(roots).map_err(refuse_traced)?;
+    if frozen.processes.values().all(|p| p.zombie) {
+        return Err(CheckpointError::AllExited {
+            pids: frozen.processes.keys().copied().collect(),
+        });
+    }
+    Ok(frozen)
+}
+
+/// A traced task is a refusal, reported as `check` reports any other.
+fn refuse_traced(e: FreezeError) -> CheckpointError {
+    let FreezeError::Traced {
+        pid,
+        tid,
+        tracer,
+        comm,
+    } = e
+    else {
+        return e.into();
+    };
+    let dir = ProcDir::new(pid);
+    let stat = dir.stat().ok();
+    let mut report = Report::default();
+    report.processes.push(ProcessSummary {
+        pid,
+        ppid: stat.as_ref().map_or(0, |s| s.ppid),
+        comm: stat.map(|s| s.comm).unwrap_or_default(),
+        threads: dir.tasks().map_or(0, |t| t.len()),
+        zombie: false,
+    });
+    report.add(
+        pid,
+        Subject::Process,
+        format!("tid {tid} traced by pid {tracer} ({comm})"),
+        Policy::Refuse,
+        "a process under a debugger or tracer cannot be saved; detach it first",
+    );
+    CheckpointError::Refused(Box::new(report))
+}
+
+/// Why this caller could not restore what it saves, if it could not:
+/// recreating processes with their pids needs CAP_CHECKPOINT_RESTORE (or
+/// CAP_SYS_ADMIN). Checked before `--stop` ends anything.
+fn cannot_restore() -> Option<String> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_CHECKPOINT_RESTORE: u32 = 40;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    (!has(CAP_SYS_ADMIN) && !has(CAP_CHECKPOINT_RESTORE)).then(|| {
+        "restoring processes with their pids needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN".into()
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -522,6 +592,11 @@ pub fn checkpoint(
     opts: &CheckpointOptions,
     observer: &dyn CheckpointObserver,
 ) -> Result<CheckpointStats> {
+    if opts.stop {
+        if let Some(reason) = cannot_restore() {
+            return Err(CheckpointError::StopWithoutRestore { reason });
+        }
+    }
     let mut waits = RETRY_AFTER.iter();
     let mut attempts = 1;
     loop {
@@ -566,7 +641,7 @@ fn checkpoint_once(
         Some(sink) => {
             progress(Stage::Precopying);
             Some(precopy::run(&opts.roots, sink).map_err(|e| match e {
-                precopy::PrecopyError::Freeze(e) => CheckpointError::from(e),
+                precopy::PrecopyError::Freeze(e) => refuse_traced(e),
                 precopy::PrecopyError::Image(e) => CheckpointError::from(e),
             })?)
         }
@@ -578,7 +653,7 @@ fn checkpoint_once(
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
-    let frozen = Frozen::freeze(&opts.roots)?;
+    let frozen = freeze(&opts.roots)?;
     let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
     observer

@@ -455,3 +455,140 @@ fn a_process_whose_main_thread_exited_is_refused_and_runs_on() {
         (lines(&log).len() > ticks).then_some(())
     });
 }
+
+/// A process under a tracer (strace) is a refusal with the reason (exit
+/// 3), for `check`, for a checkpoint that pre-copies and for one that does
+/// not; nothing is written and it runs on, still traced by its tracer.
+#[test]
+fn a_traced_process_is_refused_with_the_reason() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let pid = r.spawn_sleep();
+    let mut strace = Command::new("strace")
+        .args(["-p", &pid.to_string(), "-o", "/dev/null"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running strace");
+    let tracer = strace.id().to_string();
+    wait_until("strace to attach", DEADLINE, || {
+        (status_field(pid, "TracerPid").as_deref() == Some(tracer.as_str())).then_some(())
+    });
+    let img = t.path().join("img");
+    let pid_s = pid.to_string();
+    let runs: [&[&str]; 3] = [
+        &["check", &pid_s],
+        &["checkpoint", &pid_s, "-o", path(&img)],
+        &["checkpoint", &pid_s, "-o", path(&img), "--no-precopy"],
+    ];
+    for args in runs {
+        let out = hiber(args);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert!(
+            text.contains(&format!("traced by pid {tracer} (strace)"))
+                && text.contains("cannot be saved"),
+            "{args:?}: {text}"
+        );
+        assert!(!img.exists(), "{args:?} wrote an image");
+    }
+    assert_eq!(status_field(pid, "TracerPid").unwrap(), tracer);
+    assert_eq!(state(pid), Some('S'));
+    strace.kill().unwrap();
+    strace.wait().unwrap();
+}
+
+/// A set that exited before it could be saved is an error, not an image of
+/// a zombie that "restores" nothing.
+#[test]
+fn a_set_that_exited_before_its_save_is_an_error() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let pid = r.spawn_sleep();
+    // SAFETY: kill of the sleep this test started; it stays a zombie (our
+    // child, not yet waited for) while hiber looks at it.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("the sleep to be a zombie", DEADLINE, || {
+        (state(pid) == Some('Z')).then_some(())
+    });
+    let img = t.path().join("img");
+    for extra in [&[][..], &["--stop"], &["--no-precopy"]] {
+        let out = Command::new(hiber_bin())
+            .args(["checkpoint", &pid.to_string(), "-o", path(&img)])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("exited while it was being saved"),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(!img.exists(), "{extra:?} wrote an image");
+    }
+}
+
+/// `--stop` by a caller that could not restore the image (no
+/// CAP_CHECKPOINT_RESTORE) is refused before anything is frozen: the
+/// process would be gone for good. Saving it without `--stop` works.
+#[test]
+fn stop_is_refused_to_a_caller_that_could_not_restore() {
+    let t = tempdir();
+    fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut r = Reaper::new();
+    // It holds nothing of the test's: nobody could not open root's pipes
+    // (the output, cargo's jobserver) to save them.
+    let mut sleep = Command::new("setpriv");
+    sleep
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sleep",
+            "1000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut sleep, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let pid = r.spawn(&mut sleep);
+    wait_until("sleep to run as nobody", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(hiber_bin())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let img = t.path().join("img");
+    let out = as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img), "--stop"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not restore them")
+            && stderr(&out).contains("CAP_CHECKPOINT_RESTORE"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!img.exists());
+    assert_eq!(state(pid), Some('S'));
+    assert_eq!(status_field(pid, "TracerPid").unwrap(), "0");
+    let out = as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
+    assert_ok(
+        &out,
+        "a checkpoint without --stop by the process's own user",
+    );
+    assert_eq!(state(pid), Some('S'));
+}

@@ -27,6 +27,46 @@ pub enum FreezeError {
     Procfs(#[from] ProcfsError),
     #[error("stopping tid {tid}")]
     Stop { tid: i32, source: PtraceError },
+    #[error("tid {tid} of pid {pid} is traced by pid {tracer} ({comm}): a process under a debugger or tracer cannot be saved; detach it first")]
+    Traced {
+        pid: i32,
+        tid: i32,
+        tracer: i32,
+        comm: String,
+    },
+}
+
+/// The pid tracing `tid`, when another process does.
+fn tracer_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let tracer: i32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (tracer != 0 && tracer != std::process::id() as i32).then_some(tracer)
+}
+
+/// Refuse a set with a task traced by another process, before anything is
+/// frozen: its tracer would see our stops, and we could not seize it.
+fn refuse_traced(found: &BTreeMap<i32, (i32, Vec<i32>)>) -> Result<()> {
+    for (&pid, (_, threads)) in found {
+        for &tid in threads {
+            if let Some(tracer) = tracer_of(tid) {
+                let comm = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+                    .map(|c| c.trim_end().to_string())
+                    .unwrap_or_default();
+                return Err(FreezeError::Traced {
+                    pid,
+                    tid,
+                    tracer,
+                    comm,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 type Result<T> = std::result::Result<T, FreezeError>;
@@ -159,6 +199,7 @@ impl Frozen {
                 return Err(FreezeError::SelfInSet { pid });
             }
             if std::mem::take(&mut first_scan) {
+                refuse_traced(&found)?;
                 let pids: BTreeSet<i32> = found.keys().copied().collect();
                 if let Some(dir) = cgroup::exactly(&pids) {
                     match cgroup::CgroupFreeze::freeze(&dir) {
@@ -181,7 +222,11 @@ impl Frozen {
                     match ptrace::seize(tid) {
                         Ok(()) => {}
                         Err(PtraceError::Gone { .. }) => continue,
-                        Err(source) => return Err(FreezeError::Stop { tid, source }),
+                        Err(source) => {
+                            // A tracer that attached since the first look.
+                            refuse_traced(&found)?;
+                            return Err(FreezeError::Stop { tid, source });
+                        }
                     }
                     seized.insert(tid);
                     frozen.seized.push(tid);
