@@ -1421,3 +1421,108 @@ exec sleep 1000
         assert_eq!(l, &(i + 1).to_string(), "count without gap or repeat");
     }
 }
+
+/// A process with 40 inotify watches (descriptors past 9, which fdinfo
+/// prints in hex): after a restore, an event on each watched file arrives
+/// with the descriptor the program was given for that file.
+#[test]
+fn forty_inotify_watches_keep_their_descriptors() {
+    let t = tempdir();
+    let dir = t.path().join("watched");
+    fs::create_dir(&dir).unwrap();
+    let log = t.path().join("log");
+    let script = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+files = {}
+for i in range(40):
+    p = os.path.join(sys.argv[1], "f%d" % i)
+    open(p, "w").close()
+    files[libc.inotify_add_watch(fd, p.encode(), 2)] = i  # IN_MODIFY
+print("ready", sorted(files), flush=True)
+while True:
+    buf = os.read(fd, 4096)
+    off = 0
+    while off < len(buf):
+        wd, mask, cookie, n = struct.unpack_from("iIII", buf, off)
+        print("event", wd, files.get(wd), flush=True)
+        off += 16 + n
+"#;
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(script, &[path(&dir)], &log);
+    let ready = wait_until("forty watches", DEADLINE, || {
+        complete_lines(&log)
+            .into_iter()
+            .find(|l| l.starts_with("ready"))
+    });
+    assert!(ready.contains("16, 17"), "{ready}");
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    for i in [3, 15, 16, 31, 39] {
+        fs::write(dir.join(format!("f{i}")), "x").unwrap();
+        wait_until(
+            &format!("the event of f{i}, for its own watch"),
+            DEADLINE,
+            || {
+                complete_lines(&log)
+                    .into_iter()
+                    .find(|l| l.starts_with("event ") && l.ends_with(&format!(" {i}")))
+            },
+        );
+    }
+    assert!(
+        !complete_lines(&log).iter().any(|l| l.ends_with(" None")),
+        "an event came for a descriptor the program was not given: {:?}",
+        complete_lines(&log)
+    );
+}
+
+/// A seqpacket socket whose peer has closed, with a message still queued:
+/// `check` ends (the queue walk stopped on the end of stream instead of
+/// peeking at it forever), and the message and the end of stream come
+/// back after a restore.
+#[test]
+fn seqpacket_queue_of_a_closed_peer() {
+    let t = tempdir();
+    let log = t.path().join("log");
+    let script = r#"
+import signal, socket, time
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+b.send(b"hello")
+b.close()
+def read(*_):
+    print("got", a.recv(100), a.recv(100), flush=True)
+signal.signal(signal.SIGUSR1, read)
+print("ready", flush=True)
+while True:
+    time.sleep(1000)
+"#;
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(script, &[], &log);
+    wait_until("the socket pair", DEADLINE, || {
+        complete_lines(&log).into_iter().find(|l| l == "ready")
+    });
+    let out = Command::new("timeout")
+        .args(["30", path(&hiber_bin()), "check", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    // SAFETY: kill of the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    wait_until("the queued message and the end of stream", DEADLINE, || {
+        complete_lines(&log)
+            .into_iter()
+            .find(|l| l == "got b'hello' b''")
+    });
+}

@@ -77,6 +77,32 @@ fn path_of(sdev: u64, handle_type: i32, handle: &[u8]) -> io::Result<PathBuf> {
     Ok(path)
 }
 
+/// One watch as fdinfo prints it: "wd:1f ino:... sdev:... mask:...
+/// ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:...". The
+/// kernel prints every number in hex, the watch descriptor too.
+#[derive(Debug, PartialEq, Eq)]
+struct FdinfoWatch {
+    wd: i32,
+    mask: u64,
+    sdev: u64,
+    htype: i32,
+    handle: Vec<u8>,
+}
+
+impl FdinfoWatch {
+    fn parse(line: &str) -> Option<Self> {
+        let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key));
+        let hex = |key: &str| field(key).and_then(|x| u64::from_str_radix(x, 16).ok());
+        Some(Self {
+            wd: field("wd:").and_then(|x| i32::from_str_radix(x, 16).ok())?,
+            mask: hex("mask:")?,
+            sdev: hex("sdev:")?,
+            htype: field("fhandle-type:").and_then(|x| i32::from_str_radix(x, 16).ok())?,
+            handle: field("f_handle:").and_then(|x| hex::decode(x).ok())?,
+        })
+    }
+}
+
 pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refusal> {
     // An unreadable count is taken as nothing queued.
     let queued = queued_bytes(held.as_raw_fd()).unwrap_or(0);
@@ -89,15 +115,14 @@ pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refu
     // fdinfo lines "inotify wd:1 ino:..." come split at their first colon.
     for (k, v) in info.extra.iter().filter(|(k, _)| k.starts_with("inotify ")) {
         let v = &format!("{}:{v}", &k["inotify ".len()..]);
-        let field = |key: &str| v.split_whitespace().find_map(|w| w.strip_prefix(key));
-        let hex = |key: &str| field(key).and_then(|x| u64::from_str_radix(x, 16).ok());
-        let (Some(wd), Some(mask), Some(sdev), Some(htype), Some(handle)) = (
-            field("wd:").and_then(|x| x.parse::<i32>().ok()),
-            hex("mask:"),
-            hex("sdev:"),
-            field("fhandle-type:").and_then(|x| i32::from_str_radix(x, 16).ok()),
-            field("f_handle:").and_then(|x| hex::decode(x).ok()),
-        ) else {
+        let Some(FdinfoWatch {
+            wd,
+            mask,
+            sdev,
+            htype,
+            handle,
+        }) = FdinfoWatch::parse(v)
+        else {
             return Err(format!("unreadable inotify watch: {v}").into());
         };
         let path = path_of(sdev, htype, &handle)
@@ -170,5 +195,30 @@ impl Inotify {
         // SAFETY: F_SETFL on our fd.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, nonblock) };
         Ok(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines as a 6.x kernel prints them, for watch descriptors 9, 16 and
+    /// 31: in hex, so "10" is 16, not ten.
+    #[test]
+    fn fdinfo_watch_descriptors_are_hex() {
+        let lines = [
+            "wd:9 ino:2b1 sdev:800001 mask:fc6 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:b102000064c92b8a",
+            "wd:10 ino:2 sdev:fd00001 mask:100 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:0200000000000000",
+            "wd:1f ino:2 sdev:fd00001 mask:100 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:0200000000000000",
+        ];
+        let wds: Vec<i32> = lines
+            .iter()
+            .map(|l| FdinfoWatch::parse(l).unwrap().wd)
+            .collect();
+        assert_eq!(wds, [9, 16, 31]);
+        let w = FdinfoWatch::parse(lines[0]).unwrap();
+        assert_eq!((w.mask, w.sdev, w.htype), (0xfc6, 0x800001, 1));
+        assert_eq!(w.handle, hex::decode("b102000064c92b8a").unwrap());
+        assert_eq!(FdinfoWatch::parse("wd:zz ino:2"), None);
     }
 }

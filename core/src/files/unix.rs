@@ -135,8 +135,19 @@ fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
                     "file descriptors in flight (SCM_RIGHTS) are not supported yet".into(),
                 ));
             }
-            if n == 0 && kind == libc::SOCK_STREAM {
-                return Ok(out); // end of stream: the peer shut down
+            if n == 0 {
+                // End of stream: the peer shut down. A seqpacket socket
+                // whose peer closed answers 0 forever, and a zero-length
+                // message does not move the peek offset: either way the
+                // walk ends here. Bytes queued past an empty seqpacket
+                // message (FIONREAD counts them all) cannot be reached.
+                let left = super::queued_bytes(fd).unwrap_or(0).max(0) as usize;
+                if kind == libc::SOCK_SEQPACKET && left > total {
+                    return Err(Refusal::for_now(
+                        "a zero-length message queued before others".into(),
+                    ));
+                }
+                return Ok(out);
             }
             if msg.msg_flags & libc::MSG_TRUNC != 0 {
                 return Err(String::from("a queued message larger than 256 KiB").into());
