@@ -375,6 +375,12 @@ fn inspect(
     }
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);
+    let terminals: Vec<_> = saved
+        .iter()
+        .filter_map(|&pid| ProcDir::new(pid).stat().ok())
+        .map(|st| (st.tty_nr, st.session, st.tpgid))
+        .collect();
+    files.fill_terminal_groups(&terminals);
     shmem.report_outside_attachments(&mut report);
     files.share_deleted_with_mappings(shmem.deleted_files(), &mut report);
     let uname = uname();

@@ -731,6 +731,54 @@ fn a_job_stopped_with_ctrl_z_comes_back_stopped_and_fg_resumes_it() {
     wait_for("done=2", before);
 }
 
+/// `sleep` in the foreground of an interactive bash: after `--stop` and
+/// restore the terminal's foreground group is still sleep's, so ^C ends
+/// it and bash takes the terminal back (the group was lost when the
+/// checkpointer, not on that terminal, asked the slave for it).
+#[test]
+fn a_foreground_job_keeps_the_terminal_and_ctrl_c_ends_it() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let term = Terminal::start(&mut r, t.path());
+    let pid = term.pid;
+    let sleep_pid = || {
+        tree(pid)
+            .into_iter()
+            .find(|&p| fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n"))
+    };
+    term.wait_for("PROMPT$ ", 0);
+    term.type_text("sleep 1000\n");
+    let sleeping = wait_until("sleep in the foreground", DEADLINE, || {
+        sleep_pid().filter(|&p| state(p) == Some('S'))
+    });
+    let tpgid = |p: i32| {
+        fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(") ")
+                    .next()?
+                    .split(' ')
+                    .nth(5)?
+                    .parse::<i32>()
+                    .ok()
+            })
+    };
+    assert_eq!(tpgid(sleeping), Some(sleeping));
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    r.restore(&img, &[]);
+    wait_until("the restored sleep, in the foreground", DEADLINE, || {
+        sleep_pid().filter(|&p| tpgid(p) == Some(p))
+    });
+    let before = term.screen().len();
+    term.type_text("\x03");
+    wait_until("^C to end sleep", DEADLINE, || {
+        sleep_pid().is_none().then_some(())
+    });
+    term.type_text("echo back=$((40+2))\n");
+    term.wait_for("back=42", before);
+}
+
 #[test]
 fn tmux_server_with_two_shells_comes_back_with_its_panes() {
     let t = tempdir();

@@ -790,6 +790,32 @@ impl FileTable {
         Ok(())
     }
 
+    /// The session and foreground group of every saved pty slave the
+    /// ioctls could not tell (they answer only the terminal's own
+    /// processes, ENOTTY to us): from `terminals`, (tty_nr, session,
+    /// tpgid) of the saved processes' /proc/PID/stat, whose tty is that pty.
+    pub fn fill_terminal_groups(&mut self, terminals: &[(i32, i32, i32)]) {
+        for f in &mut self.files {
+            let FileKind::Pty(end) = &mut f.kind else {
+                continue;
+            };
+            if end.master || end.external || (end.session > 0 && end.foreground > 0) {
+                continue;
+            }
+            let found = terminals
+                .iter()
+                .find(|(tty, _, _)| pty::pty_of_tty_nr(*tty) == Some(end.index));
+            if let Some(&(_, session, tpgid)) = found {
+                if end.session <= 0 {
+                    end.session = session;
+                }
+                if end.foreground <= 0 && tpgid > 0 {
+                    end.foreground = tpgid;
+                }
+            }
+        }
+    }
+
     /// Put back what the dump read out of live objects (pty queues), while
     /// the processes are still frozen (dropping the table does it too).
     pub fn put_back(&mut self) {

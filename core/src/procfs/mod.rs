@@ -33,6 +33,8 @@ pub struct Stat {
     pub pgrp: i32,
     pub session: i32,
     pub tty_nr: i32,
+    /// The foreground process group of its controlling terminal (-1: none).
+    pub tpgid: i32,
     /// `PF_*` flags of the task (`PF_KTHREAD` tells a kernel thread).
     pub flags: u32,
     pub num_threads: i64,
@@ -472,6 +474,7 @@ fn parse_stat(text: &str) -> std::result::Result<Stat, String> {
         pgrp: int(5)? as i32,
         session: int(6)? as i32,
         tty_nr: int(7)? as i32,
+        tpgid: int(8)? as i32,
         flags: num(9)? as u32,
         num_threads: int(20)?,
         start_time: num(22)?,
