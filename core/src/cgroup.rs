@@ -58,6 +58,32 @@ pub fn join(pid: i32, path: &str) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The cgroup that holds `pid` frozen, if one does (v2 `cgroup.events`
+/// says "frozen 1", or the v1 freezer's state is not THAWED): its tasks
+/// would stop in the freezer, not in our remote calls.
+pub fn frozen(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let rel = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            let dir = cgroup2_mount()?.join(rel);
+            let events = std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+            if events.lines().any(|l| l == "frozen 1") {
+                return Some(dir.display().to_string());
+            }
+        } else if controllers.split(',').any(|c| c == "freezer") {
+            let dir = Path::new("/sys/fs/cgroup/freezer").join(rel);
+            let state = std::fs::read_to_string(dir.join("freezer.state")).unwrap_or_default();
+            if !state.trim().is_empty() && state.trim() != "THAWED" {
+                return Some(dir.display().to_string());
+            }
+        }
+    }
+    None
+}
+
 /// Every process of the cgroup at `dir` and of the cgroups below it.
 fn members(dir: &Path, out: &mut BTreeSet<i32>) -> io::Result<()> {
     for l in std::fs::read_to_string(dir.join("cgroup.procs"))?.lines() {

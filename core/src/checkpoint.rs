@@ -447,16 +447,26 @@ fn freeze(roots: &[i32]) -> Result<Frozen> {
     Ok(frozen)
 }
 
-/// A traced task is a refusal, reported as `check` reports any other.
+/// A traced task, or one in a cgroup someone froze, is a refusal,
+/// reported as `check` reports any other.
 fn refuse_traced(e: FreezeError) -> CheckpointError {
-    let FreezeError::Traced {
-        pid,
-        tid,
-        tracer,
-        comm,
-    } = e
-    else {
-        return e.into();
+    let (pid, what, reason) = match e {
+        FreezeError::Traced {
+            pid,
+            tid,
+            tracer,
+            comm,
+        } => (
+            pid,
+            format!("tid {tid} traced by pid {tracer} ({comm})"),
+            "a process under a debugger or tracer cannot be saved; detach it first",
+        ),
+        FreezeError::CgroupFrozen { pid, cgroup } => (
+            pid,
+            format!("in the frozen cgroup {cgroup}"),
+            "a frozen process cannot run the calls that save it; thaw its cgroup first",
+        ),
+        e => return e.into(),
     };
     let dir = ProcDir::new(pid);
     let stat = dir.stat().ok();
@@ -468,13 +478,7 @@ fn refuse_traced(e: FreezeError) -> CheckpointError {
         threads: dir.tasks().map_or(0, |t| t.len()),
         zombie: false,
     });
-    report.add(
-        pid,
-        Subject::Process,
-        format!("tid {tid} traced by pid {tracer} ({comm})"),
-        Policy::Refuse,
-        "a process under a debugger or tracer cannot be saved; detach it first",
-    );
+    report.add(pid, Subject::Process, what, Policy::Refuse, reason);
     CheckpointError::Refused(Box::new(report))
 }
 

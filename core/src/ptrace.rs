@@ -281,6 +281,24 @@ pub fn try_wait(tid: i32) -> Result<Option<(Stop, i32)>> {
     wait_with(tid, libc::WNOHANG)
 }
 
+/// [`wait`] until `deadline`: None when `tid` reported nothing by then.
+/// It polls, sleeping a little longer each time (up to 2 ms): for the few
+/// waits where a task may never stop, such as one in uninterruptible
+/// sleep that an interrupt does not reach.
+pub fn wait_until(tid: i32, deadline: std::time::Instant) -> Result<Option<(Stop, i32)>> {
+    let mut nap = std::time::Duration::from_micros(10);
+    loop {
+        if let Some(found) = try_wait(tid)? {
+            return Ok(Some(found));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(2));
+    }
+}
+
 fn wait_with(tid: i32, flags: i32) -> Result<Option<(Stop, i32)>> {
     let mut status = 0;
     loop {

@@ -592,3 +592,57 @@ fn stop_is_refused_to_a_caller_that_could_not_restore() {
     );
     assert_eq!(state(pid), Some('S'));
 }
+
+/// A process in a cgroup someone else froze is refused at once (it could
+/// not run the calls that save it; ptrace waits on it would never end),
+/// and the cgroup stays frozen: it is not ours to thaw.
+#[test]
+fn a_process_in_a_frozen_cgroup_is_refused_and_left_frozen() {
+    let mount = cgroup2_mount().expect("a cgroup v2 hierarchy (cgroup2 in /proc/self/mountinfo)");
+    let cg = TestCgroup(mount.join(format!("hiber-frozen-{}", std::process::id())));
+    fs::create_dir(&cg.0).unwrap();
+    let mut r = Reaper::new();
+    let pid = r.spawn(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > {}/cgroup.procs && exec sleep 1000",
+        cg.0.display()
+    )));
+    wait_until("sleep in its cgroup", DEADLINE, || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
+    fs::write(cg.0.join("cgroup.freeze"), "1").unwrap();
+    wait_until("the cgroup frozen", DEADLINE, || {
+        fs::read_to_string(cg.0.join("cgroup.events"))
+            .ok()?
+            .lines()
+            .any(|l| l == "frozen 1")
+            .then_some(())
+    });
+    let t = tempdir();
+    let img = t.path().join("img");
+    let pid_s = pid.to_string();
+    let runs: [&[&str]; 2] = [
+        &["check", &pid_s],
+        &["checkpoint", &pid_s, "-o", path(&img)],
+    ];
+    for args in runs {
+        let out = Command::new("timeout")
+            .arg("30")
+            .arg(hiber_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {text}");
+        assert!(text.contains("frozen cgroup"), "{args:?}: {text}");
+    }
+    assert!(!img.exists());
+    assert_eq!(
+        fs::read_to_string(cg.0.join("cgroup.freeze"))
+            .unwrap()
+            .trim(),
+        "1"
+    );
+    fs::write(cg.0.join("cgroup.freeze"), "0").unwrap();
+}

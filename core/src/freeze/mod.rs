@@ -27,6 +27,16 @@ pub enum FreezeError {
     Procfs(#[from] ProcfsError),
     #[error("stopping tid {tid}")]
     Stop { tid: i32, source: PtraceError },
+    #[error("tid {tid} did not stop within {} s of being interrupted (state {state}, waiting in {wchan})", STOP_TIMEOUT.as_secs())]
+    NoStop {
+        tid: i32,
+        state: char,
+        wchan: String,
+    },
+    #[error(
+        "pid {pid} is in a frozen cgroup ({cgroup}): it could not run our calls; thaw it first"
+    )]
+    CgroupFrozen { pid: i32, cgroup: String },
     #[error("tid {tid} of pid {pid} is traced by pid {tracer} ({comm}): a process under a debugger or tracer cannot be saved; detach it first")]
     Traced {
         pid: i32,
@@ -35,6 +45,9 @@ pub enum FreezeError {
         comm: String,
     },
 }
+
+/// How long a seized task may take to reach its stop.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The pid tracing `tid`, when another process does.
 fn tracer_of(tid: i32) -> Option<i32> {
@@ -148,12 +161,26 @@ enum Seized {
 /// Stop one seized task; a signal arriving first is delivered, not lost.
 /// `first`: a state it already reported (a job-stopped task traps as it is
 /// seized).
-fn wait_for_stop(tid: i32, first: Option<Stop>) -> std::result::Result<Seized, PtraceError> {
+fn wait_for_stop(tid: i32, first: Option<Stop>) -> Result<Seized> {
     let mut next = first;
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    let err = |source| FreezeError::Stop { tid, source };
     loop {
         let stop = match next.take() {
             Some(stop) => stop,
-            None => ptrace::wait(tid)?.0,
+            None => match ptrace::wait_until(tid, deadline).map_err(err)? {
+                Some((stop, _)) => stop,
+                None => {
+                    let stat = ProcDir::new(tid).stat().ok();
+                    let wchan =
+                        std::fs::read_to_string(format!("/proc/{tid}/wchan")).unwrap_or_default();
+                    return Err(FreezeError::NoStop {
+                        tid,
+                        state: stat.map_or('?', |s| s.state),
+                        wchan: if wchan.is_empty() { "?".into() } else { wchan },
+                    });
+                }
+            },
         };
         match stop {
             Stop::Event { sig } if crate::signals::is_job_stop(sig) => {
@@ -161,8 +188,8 @@ fn wait_for_stop(tid: i32, first: Option<Stop>) -> std::result::Result<Seized, P
             }
             Stop::Event { .. } => return Ok(Seized::Running),
             Stop::Exited(_) | Stop::Killed(_) => return Ok(Seized::Gone),
-            Stop::Signal(sig) => ptrace::cont(tid, sig)?,
-            Stop::Syscall => ptrace::cont(tid, 0)?,
+            Stop::Signal(sig) => ptrace::cont(tid, sig).map_err(err)?,
+            Stop::Syscall => ptrace::cont(tid, 0).map_err(err)?,
         }
     }
 }
@@ -200,6 +227,11 @@ impl Frozen {
             }
             if std::mem::take(&mut first_scan) {
                 refuse_traced(&found)?;
+                for &pid in found.keys() {
+                    if let Some(cgroup) = cgroup::frozen(pid) {
+                        return Err(FreezeError::CgroupFrozen { pid, cgroup });
+                    }
+                }
                 let pids: BTreeSet<i32> = found.keys().copied().collect();
                 if let Some(dir) = cgroup::exactly(&pids) {
                     match cgroup::CgroupFreeze::freeze(&dir) {
@@ -252,9 +284,7 @@ impl Frozen {
                 }
             }
             for (pid, tid, trapped) in new.iter().cloned() {
-                match wait_for_stop(tid, trapped)
-                    .map_err(|source| FreezeError::Stop { tid, source })?
-                {
+                match wait_for_stop(tid, trapped)? {
                     Seized::Running => {}
                     Seized::JobStopped(sig) => {
                         if tid == pid {
