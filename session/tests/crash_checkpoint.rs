@@ -44,9 +44,12 @@ impl Crunch {
                     .stdout(out),
             ),
         };
-        wait_until("hiber-crunch to start its threads", DEADLINE, || {
-            (complete_lines(&log).iter().any(|l| l.starts_with("ready"))
-                && fs::read_dir(format!("/proc/{pid}/task")).ok()?.count() == 4)
+        // Running, each thread past its start (a thread being created
+        // has its signals blocked for a moment: no baseline then).
+        wait_until("hiber-crunch to run its three threads", DEADLINE, || {
+            let lines = complete_lines(&log);
+            (1..=3)
+                .all(|t| lines.iter().any(|l| l.starts_with(&format!("ok {t} "))))
                 .then_some(())
         });
         Crunch {
@@ -286,15 +289,71 @@ fn checkpointer_killed_at_random_instants_leaves_the_process_unharmed() {
         // for something to happen.
         std::thread::sleep(at);
         let _ = child.kill();
-        let status = wait_until("the killed checkpointer to end", DEADLINE, || {
+        let what = format!("checkpoint {extra:?} killed after {at:?} of {whole:?}");
+        wait_until("the killed checkpointer to end", DEADLINE, || {
             child.try_wait().unwrap()
         });
-        let what = format!("checkpoint {extra:?} killed after {at:?} of {whole:?}");
-        if status.success() && extra.contains(&"--stop") {
-            // It finished first: the process was saved and ended.
-            r.wait_children(&[crunch.pid]);
-            continue;
+
+        if extra.contains(&"--stop") && img.exists() {
+            // The image was committed before the kill: the save is done,
+            // and the processes were ended (or were being ended, or run on
+            // when the kill came first). Either way the session is safe:
+            // in the image, which must be whole.
+            let verify = hiber(&["inspect", path(&img), "--verify"]);
+            assert_ok(&verify, &format!("{what}: the committed image"));
+            if !matches!(state(crunch.pid), Some('R' | 'S' | 'D')) {
+                // SAFETY: kill of the workload this test started (it may
+                // be dying already).
+                unsafe { libc::kill(crunch.pid, libc::SIGKILL) };
+                r.wait_children(&[crunch.pid]);
+                continue;
+            }
         }
         crunch.assert_unharmed(&blocked_now, &what);
     }
+}
+
+/// A process in a job-control stop goes back to its stop when the
+/// checkpointer dies, still on its way home; a later checkpoint must not
+/// take that way from it. Saved again (twice), then continued, it runs on
+/// unharmed.
+#[test]
+fn a_stopped_process_on_its_way_home_keeps_it_through_another_checkpoint() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let crunch = Crunch::start(&mut r, t.path(), None);
+    let blocked = crunch.blocked();
+    // SAFETY: stopping the workload this test started.
+    unsafe { libc::kill(crunch.pid, libc::SIGSTOP) };
+    wait_until("crunch stopped", DEADLINE, || {
+        (state(crunch.pid) == Some('T')).then_some(())
+    });
+    // Kill points from the 10th on fall among the remote calls; a few in
+    // a row cover the call's stages (registers set, entry, exit).
+    for point in [12, 13, 14] {
+        let status = checkpoint(
+            crunch.pid,
+            &t.path().join(format!("killed-{point}")),
+            &["--no-precopy"],
+            Some(point),
+        );
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "fault point {point}");
+        wait_until("crunch stopped again, untraced", DEADLINE, || {
+            (state(crunch.pid) == Some('T')
+                && status_field(crunch.pid, "TracerPid").as_deref() == Some("0"))
+            .then_some(())
+        });
+        for again in 0..2 {
+            let img = t.path().join(format!("again-{point}-{again}"));
+            assert!(
+                checkpoint(crunch.pid, &img, &[], None).success(),
+                "{}",
+                fs::read_to_string(img.with_extension("err")).unwrap_or_default()
+            );
+            assert_eq!(state(crunch.pid), Some('T'));
+        }
+    }
+    // SAFETY: continuing the workload this test stopped.
+    unsafe { libc::kill(crunch.pid, libc::SIGCONT) };
+    crunch.assert_unharmed(&blocked, "continued after the checkpoints");
 }

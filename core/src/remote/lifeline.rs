@@ -205,6 +205,24 @@ impl Lifeline {
             .flat_map(|_| CODE.iter().copied().chain([0u8; 8 * DATA_WORDS]))
             .collect();
         let start = vdso.0 + offset as u64;
+        // A lifeline a dead checkpointer left may still be some thread's
+        // way home (one in a job-control stop since, that has not run
+        // again): take it home now, as its way would have, before the
+        // region is written anew. Every thread is in a ptrace stop here.
+        let region = start..start + (SLOTS * SLOT_LEN) as u64;
+        for tid in crate::procfs::ProcDir::new(pid).tasks().unwrap_or_default() {
+            let Ok(regs) = crate::ptrace::get_regs(tid) else {
+                continue;
+            };
+            if !region.contains(&regs.rip) {
+                continue;
+            }
+            let slot = (regs.rip - start) as usize / SLOT_LEN;
+            if let Err(err) = take_home(mem, tid, &regs, start + (slot * SLOT_LEN) as u64) {
+                tracing::warn!(pid, tid, %err, "no lifeline: could not take home a thread left on its way by an earlier checkpointer");
+                return None;
+            }
+        }
         if let Err(err) = mem.write(start, &code) {
             tracing::debug!(pid, %err, "no lifeline: the vdso padding is not writable");
             return None;
@@ -227,6 +245,57 @@ impl Lifeline {
         debug_assert_eq!(mem.pid(), self.pid);
         mem.write(self.start, &[0u8; SLOTS * SLOT_LEN])
     }
+}
+
+/// Do for `tid`, stopped on its way home at `regs` in the slot at
+/// `slot`, what that way does: registers, flags and signal mask back from
+/// the slot's data. What it was to undo (a userfaultfd fd, a scratch
+/// mapping of the dead checkpointer) is left, and said.
+fn take_home(mem: &mut ProcMem, tid: i32, regs: &Regs, slot: u64) -> Result<(), String> {
+    let mut data = [0u8; 8 * DATA_WORDS];
+    mem.read(slot + CODE_LEN as u64, &mut data)
+        .map_err(|e| e.to_string())?;
+    let w: Vec<u64> = data
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let home = Regs {
+        eflags: w[2],
+        rax: w[3],
+        rbx: w[4],
+        rcx: w[5],
+        rdx: w[6],
+        rsi: w[7],
+        rdi: w[8],
+        rbp: w[9],
+        r8: w[10],
+        r9: w[11],
+        r10: w[12],
+        r11: w[13],
+        r12: w[14],
+        r13: w[15],
+        r14: w[16],
+        r15: w[17],
+        rsp: w[18],
+        rip: w[19],
+        orig_rax: u64::MAX,
+        ..*regs
+    };
+    if w[20] != 0 || w[21] != u64::MAX || w[22] != 0 {
+        tracing::warn!(
+            tid,
+            result_undo = w[20],
+            fd = w[21] as i64,
+            mapping = w[22],
+            "an fd or mapping of a checkpointer that died stays in this task"
+        );
+    }
+    // The mask first: until the registers are home, the way home is still
+    // there (and sets the same mask again).
+    crate::ptrace::set_sigmask(tid, w[0]).map_err(|e| e.to_string())?;
+    crate::ptrace::set_regs(tid, &home).map_err(|e| e.to_string())?;
+    tracing::info!(tid, rip = home.rip, "took home a thread an earlier checkpointer left on its way");
+    Ok(())
 }
 
 /// Offset in the vdso `image` where [`SLOTS`] slots fit after the end of
