@@ -237,11 +237,7 @@ fn inspect_process(
         return Ok(None);
     };
     let mut mem = ProcMem::new(pid, true);
-    let lifeline = Lifeline::install(&mut mem, (vstart, vend));
-    let task = match &lifeline {
-        Some(l) => RemoteTask::guarded(pid, l.slot(0), &mut mem)?,
-        None => RemoteTask::new(pid, remote::find_syscall_insn(&mut mem, vstart, vend)?)?,
-    };
+    let (task, lifeline) = remote::take_over(pid, &mut mem, (vstart, vend))?;
     let inside = (|| -> Result<_> {
         let scratch = Scratch::map(&task, &mut mem, SCRATCH_LEN)?;
         let inspected = inspect_inside(
@@ -259,9 +255,7 @@ fn inspect_process(
     })();
     task.restore()?;
     if let Some(l) = lifeline {
-        if let Err(err) = l.remove(&mut mem) {
-            tracing::warn!(pid, %err, "could not clear the lifeline from the vdso padding");
-        }
+        l.clear(&mut mem);
     }
     let (brk, sigactions, mut threads, timers) = inside?;
     for t in threads.iter_mut().skip(1) {

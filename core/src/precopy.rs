@@ -23,8 +23,7 @@ use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SC
 use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir, SmapsEntry};
 use crate::procmem::ProcMem;
-use crate::remote::{self, RemoteTask};
-use crate::remote::{ResultUndo, Undo};
+use crate::remote::{self, ResultUndo, Undo};
 use crate::shmem::ShmemTable;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -93,11 +92,7 @@ impl WriteTracker {
     /// Start tracking writes to `ranges` of `pid`, which is frozen.
     fn start(pid: i32, vdso: (u64, u64), ranges: &[(u64, u64)]) -> Result<Self, TrackError> {
         let mut mem = ProcMem::new(pid, true);
-        let lifeline = remote::Lifeline::install(&mut mem, vdso);
-        let task = match &lifeline {
-            Some(l) => RemoteTask::guarded(pid, l.slot(0), &mut mem)?,
-            None => RemoteTask::new(pid, remote::find_syscall_insn(&mut mem, vdso.0, vdso.1)?)?,
-        };
+        let (task, lifeline) = remote::take_over(pid, &mut mem, vdso)?;
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
         // The task's own copy must never outlive this: a task sent home by
         // its lifeline closes it on the way (see remote::Undo).
@@ -122,9 +117,7 @@ impl WriteTracker {
         })();
         task.restore()?;
         if let Some(l) = lifeline {
-            if let Err(err) = l.remove(&mut mem) {
-                tracing::warn!(pid, %err, "could not clear the lifeline from the vdso padding");
-            }
+            l.clear(&mut mem);
         }
         let uffd = taken?;
         let mut api = UffdioApi {

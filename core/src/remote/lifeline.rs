@@ -240,10 +240,13 @@ impl Lifeline {
         }
     }
 
-    /// Zero the padding again, once every task is back on its own.
-    pub fn remove(self, mem: &mut ProcMem) -> Result<(), ProcMemError> {
+    /// Zero the padding again, once every task is back on its own. A
+    /// failure leaves unreachable bytes there, and is only logged.
+    pub fn clear(self, mem: &mut ProcMem) {
         debug_assert_eq!(mem.pid(), self.pid);
-        mem.write(self.start, &[0u8; SLOTS * SLOT_LEN])
+        if let Err(err) = mem.write(self.start, &[0u8; SLOTS * SLOT_LEN]) {
+            tracing::warn!(pid = self.pid, %err, "could not clear the lifeline from the vdso padding");
+        }
     }
 }
 
@@ -294,7 +297,11 @@ fn take_home(mem: &mut ProcMem, tid: i32, regs: &Regs, slot: u64) -> Result<(), 
     // there (and sets the same mask again).
     crate::ptrace::set_sigmask(tid, w[0]).map_err(|e| e.to_string())?;
     crate::ptrace::set_regs(tid, &home).map_err(|e| e.to_string())?;
-    tracing::info!(tid, rip = home.rip, "took home a thread an earlier checkpointer left on its way");
+    tracing::info!(
+        tid,
+        rip = home.rip,
+        "took home a thread an earlier checkpointer left on its way"
+    );
     Ok(())
 }
 

@@ -31,6 +31,23 @@ pub enum RemoteError {
 
 type Result<T> = std::result::Result<T, RemoteError>;
 
+/// Take over the main thread `pid` of a frozen process whose vdso is at
+/// `vdso`, through a lifeline when its vdso has room for one (the
+/// lifeline's slot 1 is then free for its other threads, in turn). Once
+/// every task is put back, [`Lifeline::clear`] the lifeline.
+pub fn take_over(
+    pid: i32,
+    mem: &mut ProcMem,
+    vdso: (u64, u64),
+) -> Result<(RemoteTask, Option<Lifeline>)> {
+    let lifeline = Lifeline::install(mem, vdso);
+    let task = match &lifeline {
+        Some(l) => RemoteTask::guarded(pid, l.slot(0), mem)?,
+        None => RemoteTask::new(pid, find_syscall_insn(mem, vdso.0, vdso.1)?)?,
+    };
+    Ok((task, lifeline))
+}
+
 /// A task held in a ptrace stop, ready to run syscalls on our behalf.
 #[derive(Debug)]
 pub struct RemoteTask {
