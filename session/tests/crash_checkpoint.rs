@@ -219,6 +219,14 @@ fn killed_at_every_fault_point(extra: &[&str], in_cgroup: bool) {
         "a whole checkpoint passed only {} fault points",
         point - 1
     );
+    // The unfinished images the killed runs left were removed by the next.
+    let left: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "unfinished images left behind: {left:?}");
     if extra.contains(&"--stop") {
         r.wait_children(&[crunch.pid]);
     } else {

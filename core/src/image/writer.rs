@@ -311,6 +311,41 @@ fn parent_of(dir: &Path) -> PathBuf {
     }
 }
 
+/// Remove the unfinished images (`NAME.tmp-PID`) in `parent` that
+/// checkpointers which died left behind: directories of our own user
+/// whose pid runs no process any more. One whose pid is alive may be
+/// another save in progress, or that pid taken since: it is left.
+fn remove_abandoned(parent: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    // SAFETY: geteuid has no arguments and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ours = entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == me);
+        if ours && !Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            match fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an image a killed checkpoint left unfinished")
+                }
+                Err(err) => {
+                    tracing::debug!(path = %path.display(), %err, "could not remove an unfinished image")
+                }
+            }
+        }
+    }
+}
+
 impl ImageWriter {
     /// Start an image at `dir` (which must not exist), reusing chunks from `store`.
     pub fn create(dir: &Path, store: Option<&Path>) -> Result<Self> {
@@ -334,6 +369,7 @@ impl ImageWriter {
             // Left by an earlier run of a process with our pid: never committed.
             fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
         }
+        remove_abandoned(&parent);
         let packs = tmp.join(PACKS);
         create_private_dir_all(&packs).map_err(io_err("creating", &packs))?;
         let store = store.map(StoreIndex::load).transpose()?;
