@@ -24,6 +24,8 @@ pub enum SnapshotsError {
     NotFound { dir: PathBuf, name: String },
     #[error("{name:?} is not a snapshot name (a plain name from `hiber session list`)")]
     BadName { name: String },
+    #[error("{path} is not an image: {reason}")]
+    NotAnImage { path: PathBuf, reason: &'static str },
     #[error("{op} {path}")]
     Io {
         op: &'static str,
@@ -90,8 +92,19 @@ fn check_name(name: &str) -> Result<()> {
 /// to an image directory.
 pub fn resolve(dir: &Path, what: &str) -> Result<PathBuf> {
     let as_path = Path::new(what);
-    if what.contains('/') && image::is_image(as_path) {
-        return Ok(as_path.to_path_buf());
+    if what.contains('/') {
+        if image::is_image(as_path) {
+            return Ok(as_path.to_path_buf());
+        }
+        let reason = match fs::symlink_metadata(as_path) {
+            Err(_) => "it does not exist",
+            Ok(m) if !m.is_dir() => "it is not a directory",
+            Ok(_) => "it holds no snapshot document",
+        };
+        return Err(SnapshotsError::NotAnImage {
+            path: as_path.to_path_buf(),
+            reason,
+        });
     }
     check_name(what)?;
     let path = dir.join(what);

@@ -634,3 +634,28 @@ fn a_client_that_joins_after_the_session_was_found_is_noticed() {
     wait_windows(d, &["xlogo"]);
     assert_eq!(joined_since(d, &find, &found.processes).unwrap(), [late]);
 }
+
+/// A path that is not an image is named with what is wrong with it, not
+/// taken for a snapshot name.
+#[test]
+fn a_path_that_is_not_an_image_says_why() {
+    let t = tempdir();
+    let missing = t.path().join("missing");
+    let out = hiber(&["session", "restore", path(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} is not an image: it does not exist",
+            missing.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let out = hiber(&["session", "restore", path(t.path())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("it holds no snapshot document"),
+        "{}",
+        stderr(&out)
+    );
+}
