@@ -153,6 +153,29 @@ pub fn is_image(dir: &Path) -> bool {
     std::fs::symlink_metadata(dir.join(DOCUMENT)).is_ok_and(|m| m.is_file())
 }
 
+/// Bytes of the image at `dir` on disk: its document and its packs (and
+/// their indexes), counting only the image's own regular files: nothing
+/// is followed, so no size of a file outside the image is ever added in.
+/// 0 for what cannot be read.
+pub fn image_bytes(dir: &Path) -> u64 {
+    let regular = |d: &dir::SafeDir, name: &str| match d.lstat(name) {
+        Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => {
+            st.st_size as u64
+        }
+        _ => 0,
+    };
+    let Ok(root) = dir::SafeDir::open(dir) else {
+        return 0;
+    };
+    let mut total = regular(&root, DOCUMENT);
+    if let Ok(Some(packs)) = root.subdir(PACKS) {
+        for name in packs.names().unwrap_or_default() {
+            total += regular(&packs, &name);
+        }
+    }
+    total
+}
+
 /// A reference from the document to one chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {

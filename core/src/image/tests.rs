@@ -709,3 +709,21 @@ fn mutated_packs_never_panic() {
     }
     assert!(read > 0 && refused > 0, "{read} read, {refused} refused");
 }
+
+/// The size of an image counts its own regular files only: a pack
+/// replaced by a symlink to a file outside adds nothing.
+#[test]
+fn image_bytes_never_counts_what_a_symlink_points_at() {
+    let secret = Secret::new();
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("img");
+    let (_, doc) = write(&dir, None, &[random(9000, 5)], 1);
+    let on_disk = |p: PathBuf| fs::symlink_metadata(p).unwrap().len();
+    let pack = pack_file(&dir.join(PACKS), &doc.refs[0].pack);
+    let index = index_file(&dir.join(PACKS), &doc.refs[0].pack);
+    let whole = on_disk(dir.join(DOCUMENT)) + on_disk(pack.clone()) + on_disk(index.clone());
+    assert_eq!(image_bytes(&dir), whole);
+    let pack_bytes = on_disk(pack.clone());
+    replace_with(&pack, "symlink to a root-only file", &secret);
+    assert_eq!(image_bytes(&dir), whole - pack_bytes);
+}
