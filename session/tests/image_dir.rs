@@ -92,7 +92,7 @@ fn planted_entries_give_a_clear_error_and_never_block() {
     fs::create_dir(secret.parent().unwrap()).unwrap();
     fs::write(
         &secret,
-        SECRET.repeat(SECRET_BYTES)[..SECRET_BYTES].as_bytes(),
+        &SECRET.repeat(SECRET_BYTES).as_bytes()[..SECRET_BYTES],
     )
     .unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();

@@ -128,14 +128,14 @@ impl StoreIndex {
     pub fn add(&self, src: &Path, id: &str) -> std::io::Result<()> {
         rustix::fs::linkat(
             CWD,
-            &pack_file(src, id),
+            pack_file(src, id),
             self.dir.fd(),
             pack_name(id),
             AtFlags::empty(),
         )?;
         rustix::fs::linkat(
             CWD,
-            &index_file(src, id),
+            index_file(src, id),
             self.dir.fd(),
             index_name(id),
             AtFlags::empty(),

@@ -257,7 +257,7 @@ impl Secret {
         // 4391 bytes: a size no message in this module otherwise shows.
         fs::write(
             &path,
-            SECRET.repeat(4391 / SECRET.len() + 1)[..4391].as_bytes(),
+            &SECRET.repeat(4391 / SECRET.len() + 1).as_bytes()[..4391],
         )
         .unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
