@@ -12,12 +12,9 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fn checks(snap: &Snapshot) {
-    let chunks = snap.chunks();
-    for c in &chunks {
-        let _ = c.check_shape();
-    }
-    let total: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
-    assert!(snap.memory_bytes() <= total);
+    hiber_core::image::check_document_offline(snap);
+    let total: u64 = snap.chunks().iter().map(|c| c.raw_len as u64).sum();
+    assert!(snap.memory_bytes() <= total, "attachments counted twice");
 }
 
 fuzz_target!(|data: &[u8]| {
