@@ -135,18 +135,10 @@ pub struct SnapshotInfo {
     pub damaged: Option<String>,
 }
 
-fn dir_bytes(path: &Path) -> u64 {
-    let file = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
-    let packs: u64 = fs::read_dir(path.join("packs"))
-        .map(|rd| rd.flatten().map(|e| file(&e.path())).sum())
-        .unwrap_or(0);
-    file(&path.join("snapshot")) + packs
-}
-
 fn info(name: String, path: PathBuf) -> SnapshotInfo {
     let mut out = SnapshotInfo {
         name,
-        bytes: dir_bytes(&path),
+        bytes: image::image_bytes(&path),
         path,
         created_unix: 0,
         processes: 0,

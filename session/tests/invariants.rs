@@ -194,10 +194,7 @@ fn damaged_images_get_errors_naming_the_damage() {
     fs::write(&chunk, &chunk_bytes[..chunk_bytes.len() - 1]).unwrap();
     expect_error(
         "a truncated pack",
-        &format!(
-            "{chunk_name} has {} bytes, but chunk",
-            chunk_bytes.len() - 1
-        ),
+        &format!("{chunk_name} ends before chunk"),
     );
 
     fs::remove_file(&chunk).unwrap();

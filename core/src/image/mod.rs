@@ -21,12 +21,14 @@
 //! checks the document checksum, every chunk reference's shape and bounds,
 //! and every chunk's hash after decompression.
 
+mod dir;
 mod reader;
 mod store;
 mod writer;
 
-pub use reader::ImageReader;
-pub use store::{prune_store, PruneStats};
+pub use dir::Unsafe;
+pub use reader::{parse_document, read_chunk_from, ImageReader};
+pub use store::{parse_pack_index, prune_store, PruneStats};
 pub use writer::{ChunkReader, ChunkSink, CommittedImage, ImageWriter, Stored, WriteStats};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,11 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const MAX_CHUNK_BYTES: u32 = 4 << 20;
 /// Largest metadata document a reader accepts.
 pub const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
+/// Longest header line of a document, its newline included.
+pub const MAX_HEADER_BYTES: u64 = 200;
+/// Largest pack index the store reads (a pack of 64 MiB in chunks of
+/// 512 bytes); a larger one is skipped, like a damaged one.
+const MAX_INDEX_BYTES: u64 = 16 << 20;
 /// A pack is closed once it reaches this size.
 pub const PACK_BYTES: u64 = 64 << 20;
 const MAGIC: &str = "hiber-image";
@@ -78,13 +85,17 @@ pub enum ImageError {
     Serialize(#[source] serde_json::Error),
     #[error("pack {path} is missing (it holds chunk {hash})")]
     MissingPack { path: PathBuf, hash: String },
-    #[error("pack {path} has {size} bytes, but chunk {hash} ends at byte {end}")]
+    // No size: the message says nothing about the file but that it is short.
+    #[error("pack {path} ends before chunk {hash} does (at byte {end})")]
     PackTooShort {
         path: PathBuf,
         hash: String,
-        size: u64,
         end: u64,
     },
+    /// An entry of the image directory that no writer makes: a symlink,
+    /// a FIFO or device, another user's file, a file too large.
+    #[error("{path} {what}")]
+    Unsafe { path: PathBuf, what: Unsafe },
     #[error("chunk {hash} in {path} is corrupt: {reason}")]
     ChunkCorrupt {
         path: PathBuf,
@@ -136,9 +147,63 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Ima
     }
 }
 
-/// Whether `dir` holds an image document (it may still be corrupt).
+/// Whether `dir` holds an image document (it may still be corrupt). A
+/// symlink named like the document is not followed: it is no image.
 pub fn is_image(dir: &Path) -> bool {
-    dir.join(DOCUMENT).is_file()
+    std::fs::symlink_metadata(dir.join(DOCUMENT)).is_ok_and(|m| m.is_file())
+}
+
+/// Bytes of the image at `dir` on disk: its document and its packs (and
+/// their indexes), counting only the image's own regular files: nothing
+/// is followed, so no size of a file outside the image is ever added in.
+/// 0 for what cannot be read.
+pub fn image_bytes(dir: &Path) -> u64 {
+    let regular = |d: &dir::SafeDir, name: &str| match d.lstat(name) {
+        Ok(Some(st)) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => {
+            st.st_size as u64
+        }
+        _ => 0,
+    };
+    let Ok(root) = dir::SafeDir::open(dir) else {
+        return 0;
+    };
+    let mut total = regular(&root, DOCUMENT);
+    if let Ok(Some(packs)) = root.subdir(PACKS) {
+        for name in packs.names().unwrap_or_default() {
+            total += regular(&packs, &name);
+        }
+    }
+    total
+}
+
+/// The checks of a parsed document that restore makes and that need no
+/// filesystem and no process: every chunk reference's shape, every
+/// attachment's, every mapping of a memory image without files, every
+/// detached device event's encoding. For the fuzz targets and the tests,
+/// which run them on hostile documents; restore makes them itself.
+pub fn check_document_offline(snap: &crate::snapshot::Snapshot) {
+    for c in snap.chunks() {
+        let _ = c.check_shape();
+    }
+    for a in &snap.attachments {
+        let _ = crate::attachment::validate(a);
+    }
+    for p in &snap.processes {
+        let Some(mm) = &p.mm else { continue };
+        // A file-backed mapping is checked against the file: not offline.
+        let files = mm
+            .vmas
+            .iter()
+            .any(|v| matches!(v.backing, crate::memory::Backing::File { .. }));
+        if !files {
+            let _ = crate::memory::validate(p.pid, mm);
+        }
+    }
+    for ev in &snap.detached {
+        if crate::uevent::sysfs::valid_subsystem(&ev.subsystem) {
+            let _ = crate::uevent::libudev::encode(ev, 0);
+        }
+    }
 }
 
 /// A reference from the document to one chunk.
@@ -162,7 +227,7 @@ fn is_hex(s: &str) -> bool {
 impl ChunkRef {
     /// Reject references no writer makes; in particular a pack id is hex,
     /// so it cannot name a path outside the image.
-    fn check_shape(&self) -> Result<()> {
+    pub fn check_shape(&self) -> Result<()> {
         let bad = |reason: &str| {
             Err(ImageError::BadChunkRef {
                 hash: self.hash.clone(),
@@ -200,12 +265,20 @@ impl ChunkRef {
     }
 }
 
+fn pack_name(id: &str) -> String {
+    format!("{id}.pack")
+}
+
+fn index_name(id: &str) -> String {
+    format!("{id}.idx")
+}
+
 fn pack_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.pack"))
+    dir.join(pack_name(id))
 }
 
 fn index_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.idx"))
+    dir.join(index_name(id))
 }
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Reading an image: the document with its checksum, and chunks verified
-//! against their references.
+//! against their references. Everything is read through [`SafeDir`]: no
+//! symlink followed, nothing that can block, nothing but the image's own
+//! regular files. The parsers below work on bytes, so the fuzz targets
+//! run exactly the code a restore runs.
 
+use super::dir::SafeDir;
 use super::{
-    io_err, pack_file, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
-    MAX_DOCUMENT_BYTES, PACKS,
+    pack_file, pack_name, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
+    MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, PACKS,
 };
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -13,11 +17,144 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Parse a document (header, checksum, JSON) from its bytes, with every
+/// limit the reader applies; errors name `path`.
+pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    let not_image = |reason: &str| ImageError::NotAnImage {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    let window = &bytes[..bytes.len().min(MAX_HEADER_BYTES as usize)];
+    let Some(newline) = window.iter().position(|&b| b == b'\n') else {
+        return Err(not_image(
+            "the document does not start with a hiber-image header",
+        ));
+    };
+    let header =
+        std::str::from_utf8(&bytes[..newline]).map_err(|_| not_image("the header is not text"))?;
+    let fields: Vec<&str> = header.split(' ').collect();
+    if fields.len() != 4 || fields[0] != MAGIC {
+        return Err(not_image(
+            "the document does not start with a hiber-image header",
+        ));
+    }
+    let version: u32 = fields[1]
+        .parse()
+        .map_err(|_| not_image("bad version in the header"))?;
+    if version != FORMAT_VERSION {
+        return Err(ImageError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let sum = fields[2];
+    let len: u64 = fields[3]
+        .parse()
+        .map_err(|_| not_image("bad length in the header"))?;
+    if len > MAX_DOCUMENT_BYTES {
+        return Err(not_image("the document is larger than any hiber writes"));
+    }
+    let json = &bytes[newline + 1..];
+    if (json.len() as u64) < len {
+        return Err(ImageError::DocumentTruncated {
+            path: path.to_path_buf(),
+            expected: len,
+            found: json.len() as u64,
+        });
+    }
+    if json.len() as u64 > len || blake3::hash(json).to_hex().as_str() != sum {
+        return Err(ImageError::DocumentChecksum {
+            path: path.to_path_buf(),
+        });
+    }
+    serde_json::from_slice(json).map_err(|source| ImageError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Read, decompress and verify the chunk `r` from the bytes of its pack
+/// (`path` names it in errors): what [`ImageReader::read_chunk`] does with
+/// a pack file.
+pub fn read_chunk_from(path: &Path, pack: &[u8], r: &ChunkRef, out: &mut Vec<u8>) -> Result<()> {
+    read_chunk_with(path, pack.len() as u64, r, out, |buf, offset| {
+        // Within bounds: read_chunk_with checked the end against the size.
+        let start = offset as usize;
+        buf.copy_from_slice(&pack[start..start + buf.len()]);
+        Ok(())
+    })
+}
+
+/// The one chunk decoder: the reference's shape, its end against the
+/// pack's size, then exactly `stored_len` bytes read at its offset,
+/// decompressed into at most `raw_len` bytes and checked against the hash.
+fn read_chunk_with(
+    path: &Path,
+    pack_size: u64,
+    r: &ChunkRef,
+    out: &mut Vec<u8>,
+    read_at: impl Fn(&mut [u8], u64) -> io::Result<()>,
+) -> Result<()> {
+    r.check_shape()?;
+    if r.end() > pack_size {
+        return Err(ImageError::PackTooShort {
+            path: path.to_path_buf(),
+            hash: r.hash.clone(),
+            end: r.end(),
+        });
+    }
+    let corrupt = |reason: String| ImageError::ChunkCorrupt {
+        path: path.to_path_buf(),
+        hash: r.hash.clone(),
+        reason,
+    };
+    let read_err = |source| ImageError::Io {
+        op: "reading",
+        path: path.to_path_buf(),
+        source,
+    };
+    out.clear();
+    if r.stored_len == r.raw_len {
+        out.resize(r.raw_len as usize, 0);
+        read_at(out, r.offset).map_err(read_err)?;
+    } else {
+        let mut stored = vec![0u8; r.stored_len as usize];
+        read_at(&mut stored, r.offset).map_err(read_err)?;
+        out.reserve_exact(r.raw_len as usize);
+        // One decompression context per thread, not one per chunk.
+        thread_local! {
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let n = DCTX
+            .with_borrow_mut(|slot| {
+                let d = match slot {
+                    Some(d) => d,
+                    None => slot.insert(zstd::bulk::Decompressor::new()?),
+                };
+                d.decompress_to_buffer(&stored, out)
+            })
+            .map_err(|e| corrupt(format!("zstd: {e}")))?;
+        if n != r.raw_len as usize {
+            return Err(corrupt(format!(
+                "decompressed to {n} bytes, expected {}",
+                r.raw_len
+            )));
+        }
+    }
+    if blake3::hash(out).to_hex().as_str() != r.hash {
+        return Err(corrupt("content does not match its hash".into()));
+    }
+    Ok(())
+}
+
 /// A committed image, open for reading.
 #[derive(Debug)]
 pub struct ImageReader {
-    dir: PathBuf,
+    dir: SafeDir,
     version: u32,
+    /// The packs directory, once opened (None inside: the image has none).
+    packs_dir: Mutex<Option<Option<Arc<SafeDir>>>>,
     /// Open packs and their sizes, by id.
     packs: Mutex<HashMap<String, (Arc<File>, u64)>>,
 }
@@ -26,74 +163,24 @@ impl ImageReader {
     /// Open the image at `dir` and parse its document.
     pub fn open<T: DeserializeOwned>(dir: &Path) -> Result<(Self, T)> {
         let path = dir.join(DOCUMENT);
-        let not_image = |reason: &str| ImageError::NotAnImage {
-            path: dir.to_path_buf(),
-            reason: reason.into(),
-        };
-        if !dir.is_dir() {
-            return Err(not_image("no such directory"));
-        }
-        let mut f = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => not_image("it has no snapshot document"),
-            _ => ImageError::Io {
-                op: "opening",
-                path: path.clone(),
-                source: e,
-            },
-        })?;
-        let mut header = Vec::new();
-        let mut byte = [0u8; 1];
-        while header.len() < 200 {
-            match f.read(&mut byte).map_err(io_err("reading", &path))? {
-                0 => break,
-                _ if byte[0] == b'\n' => break,
-                _ => header.push(byte[0]),
-            }
-        }
-        let header = String::from_utf8(header).map_err(|_| not_image("the header is not text"))?;
-        let fields: Vec<&str> = header.split(' ').collect();
-        if fields.len() != 4 || fields[0] != MAGIC {
-            return Err(not_image(
-                "the document does not start with a hiber-image header",
-            ));
-        }
-        let version: u32 = fields[1]
-            .parse()
-            .map_err(|_| not_image("bad version in the header"))?;
-        if version != FORMAT_VERSION {
-            return Err(ImageError::UnsupportedVersion {
-                path: path.clone(),
-                found: version,
-            });
-        }
-        let sum = fields[2];
-        let len: u64 = fields[3]
-            .parse()
-            .map_err(|_| not_image("bad length in the header"))?;
-        if len > MAX_DOCUMENT_BYTES {
-            return Err(not_image("the document is larger than any hiber writes"));
-        }
-        let mut json = Vec::with_capacity(len as usize);
-        Read::by_ref(&mut f)
-            .take(len + 1)
-            .read_to_end(&mut json)
-            .map_err(io_err("reading", &path))?;
-        if (json.len() as u64) < len {
-            return Err(ImageError::DocumentTruncated {
-                path,
-                expected: len,
-                found: json.len() as u64,
-            });
-        }
-        if json.len() as u64 > len || blake3::hash(&json).to_hex().as_str() != sum {
-            return Err(ImageError::DocumentChecksum { path });
-        }
-        let doc =
-            serde_json::from_slice(&json).map_err(|source| ImageError::Json { path, source })?;
+        let root = SafeDir::open(dir)?;
+        let (f, size) = root
+            .file(DOCUMENT, MAX_HEADER_BYTES + MAX_DOCUMENT_BYTES)?
+            .ok_or_else(|| ImageError::NotAnImage {
+                path: dir.to_path_buf(),
+                reason: "it has no snapshot document".into(),
+            })?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        // The file may grow after its size was checked: read no more.
+        f.take(MAX_HEADER_BYTES + MAX_DOCUMENT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(super::io_err("reading", &path))?;
+        let doc = parse_document(&path, &bytes)?;
         Ok((
             Self {
-                dir: dir.to_path_buf(),
-                version,
+                dir: root,
+                version: FORMAT_VERSION,
+                packs_dir: Mutex::new(None),
                 packs: Mutex::new(HashMap::new()),
             },
             doc,
@@ -101,7 +188,7 @@ impl ImageReader {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn version(&self) -> u32 {
@@ -109,28 +196,35 @@ impl ImageReader {
     }
 
     pub(super) fn pack_path(&self, id: &str) -> PathBuf {
-        pack_file(&self.dir.join(PACKS), id)
+        pack_file(&self.dir.path().join(PACKS), id)
     }
 
-    /// The pack holding `r`, checked to reach past its end.
-    fn pack(&self, r: &ChunkRef) -> Result<Arc<File>> {
+    fn packs_dir(&self) -> Result<Option<Arc<SafeDir>>> {
+        let mut slot = self.packs_dir.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = &*slot {
+            return Ok(d.clone());
+        }
+        let d = self.dir.subdir(PACKS)?.map(Arc::new);
+        *slot = Some(d.clone());
+        Ok(d)
+    }
+
+    /// The pack holding `r`, checked to reach past its end, and its size.
+    fn pack(&self, r: &ChunkRef) -> Result<(Arc<File>, u64)> {
         let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
         let (file, size) = match packs.get(&r.pack) {
             Some((f, s)) => (Arc::clone(f), *s),
             None => {
-                let path = self.pack_path(&r.pack);
-                let f = File::open(&path).map_err(|e| match e.kind() {
-                    io::ErrorKind::NotFound => ImageError::MissingPack {
-                        path: path.clone(),
-                        hash: r.hash.clone(),
-                    },
-                    _ => ImageError::Io {
-                        op: "opening",
-                        path: path.clone(),
-                        source: e,
-                    },
-                })?;
-                let size = f.metadata().map_err(io_err("reading", &path))?.len();
+                let missing = || ImageError::MissingPack {
+                    path: self.pack_path(&r.pack),
+                    hash: r.hash.clone(),
+                };
+                let dir = self.packs_dir()?.ok_or_else(missing)?;
+                let (f, size) = dir
+                    // No bound on the whole: reads are bounded by the
+                    // reference, checked against the size.
+                    .file(&pack_name(&r.pack), u64::MAX)?
+                    .ok_or_else(missing)?;
                 let f = Arc::new(f);
                 packs.insert(r.pack.clone(), (Arc::clone(&f), size));
                 (f, size)
@@ -140,11 +234,10 @@ impl ImageReader {
             return Err(ImageError::PackTooShort {
                 path: self.pack_path(&r.pack),
                 hash: r.hash.clone(),
-                size,
                 end: r.end(),
             });
         }
-        Ok(file)
+        Ok((file, size))
     }
 
     /// Check that every referenced chunk is well-formed and inside its pack.
@@ -159,46 +252,9 @@ impl ImageReader {
     /// Read, decompress and verify one chunk into `out`.
     pub fn read_chunk(&self, r: &ChunkRef, out: &mut Vec<u8>) -> Result<()> {
         r.check_shape()?;
-        let file = self.pack(r)?;
-        let corrupt = |reason: String| ImageError::ChunkCorrupt {
-            path: self.pack_path(&r.pack),
-            hash: r.hash.clone(),
-            reason,
-        };
-        out.clear();
-        if r.stored_len == r.raw_len {
-            out.resize(r.raw_len as usize, 0);
-            file.read_exact_at(out, r.offset)
-                .map_err(io_err("reading", &self.pack_path(&r.pack)))?;
-        } else {
-            let mut stored = vec![0u8; r.stored_len as usize];
-            file.read_exact_at(&mut stored, r.offset)
-                .map_err(io_err("reading", &self.pack_path(&r.pack)))?;
-            out.reserve(r.raw_len as usize);
-            // One decompression context per thread, not one per chunk.
-            thread_local! {
-                static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-                    const { std::cell::RefCell::new(None) };
-            }
-            let n = DCTX
-                .with_borrow_mut(|slot| {
-                    let d = match slot {
-                        Some(d) => d,
-                        None => slot.insert(zstd::bulk::Decompressor::new()?),
-                    };
-                    d.decompress_to_buffer(&stored, out)
-                })
-                .map_err(|e| corrupt(format!("zstd: {e}")))?;
-            if n != r.raw_len as usize {
-                return Err(corrupt(format!(
-                    "decompressed to {n} bytes, expected {}",
-                    r.raw_len
-                )));
-            }
-        }
-        if blake3::hash(out).to_hex().as_str() != r.hash {
-            return Err(corrupt("content does not match its hash".into()));
-        }
-        Ok(())
+        let (file, size) = self.pack(r)?;
+        read_chunk_with(&self.pack_path(&r.pack), size, r, out, |buf, offset| {
+            file.read_exact_at(buf, offset)
+        })
     }
 }

@@ -8,77 +8,182 @@
 //! cannot take it away; a chunk whose pack vanished between the lookup and
 //! the link is simply written again.
 
+use super::dir::SafeDir;
 use super::{
-    create_private_dir_all, index_file, io_err, is_hex, pack_file, ChunkRef, ImageError, Result,
-    PACKS,
+    create_private_dir_all, index_file, index_name, io_err, is_hex, pack_file, pack_name, ChunkRef,
+    ImageError, Result, MAX_INDEX_BYTES, PACKS,
 };
+use rustix::fs::{AtFlags, CWD};
 use std::collections::HashMap;
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Where the store's chunks are, by hash.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct StoreIndex {
     pub packs: PathBuf,
+    /// `packs`, opened once: links are made relative to it, so a store
+    /// directory swapped for a symlink later cannot redirect them.
+    dir: SafeDir,
     pub chunks: HashMap<String, ChunkRef>,
+    /// The file (device, inode) of each pack whose chunks are indexed.
+    files: HashMap<String, (u64, u64)>,
 }
 
 impl StoreIndex {
     /// Read every pack index of the store at `store` (created if missing).
-    /// Damaged index lines are skipped: the store is a cache, and a chunk
-    /// not found in it is written again.
+    /// Damaged index lines are skipped, and so are indexes or packs the
+    /// image reader would refuse (symlinks, FIFOs, another user's files,
+    /// indexes too large): the store is a cache, and a chunk not found in
+    /// it is written again.
     pub fn load(store: &Path) -> Result<Self> {
         let packs = store.join(PACKS);
         create_private_dir_all(&packs).map_err(io_err("creating store", &packs))?;
+        let dir = SafeDir::open(store)?
+            .subdir(PACKS)?
+            .ok_or_else(|| ImageError::Io {
+                op: "opening store",
+                path: packs.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
         let mut chunks = HashMap::new();
-        for e in fs::read_dir(&packs).map_err(io_err("listing", &packs))? {
-            let path = e.map_err(io_err("listing", &packs))?.path();
-            let Some(id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".idx"))
-            else {
+        let mut files = HashMap::new();
+        for name in dir.names()? {
+            let Some(id) = name.strip_suffix(".idx") else {
                 continue;
             };
             if !is_hex(id) {
                 continue;
             }
-            let Ok(text) = fs::read_to_string(&path) else {
-                continue;
+            let usable = dir.regular_meta(&pack_name(id)).and_then(|pack| {
+                let index = dir.file(&name, MAX_INDEX_BYTES)?;
+                Ok(pack.zip(index))
+            });
+            let (pack, (index, _)) = match usable {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "store pack skipped");
+                    continue;
+                }
             };
-            for line in text.lines() {
-                let f: Vec<&str> = line.split(' ').collect();
-                let [hash, offset, raw, stored] = f[..] else {
-                    continue;
-                };
-                let (Ok(offset), Ok(raw_len), Ok(stored_len)) =
-                    (offset.parse(), raw.parse(), stored.parse())
-                else {
-                    continue;
-                };
-                let r = ChunkRef {
-                    hash: hash.to_string(),
-                    raw_len,
-                    stored_len,
-                    pack: id.to_string(),
-                    offset,
-                };
-                if r.check_shape().is_ok() {
+            let mut text = Vec::new();
+            if index.take(MAX_INDEX_BYTES).read_to_end(&mut text).is_err() {
+                continue;
+            }
+            let size = pack.st_size as u64;
+            // A reference past the pack's end would make an unreadable image.
+            for r in parse_pack_index(id, &text) {
+                if r.end() <= size {
                     chunks.insert(r.hash.clone(), r);
                 }
             }
+            files.insert(id.to_string(), (pack.st_dev, pack.st_ino));
         }
-        Ok(Self { packs, chunks })
+        Ok(Self {
+            packs,
+            dir,
+            chunks,
+            files,
+        })
     }
 
-    pub fn pack(&self, id: &str) -> PathBuf {
-        pack_file(&self.packs, id)
+    /// Link the store's pack `id` (and its index) into `dest`, an image's
+    /// packs directory being written; false when it cannot be used (pruned
+    /// meanwhile, another filesystem, or no longer the file indexed).
+    pub fn link_into(&self, id: &str, dest: &Path) -> bool {
+        let Some(&indexed) = self.files.get(id) else {
+            return false;
+        };
+        let pack = pack_file(dest, id);
+        if let Err(e) =
+            rustix::fs::linkat(self.dir.fd(), pack_name(id), CWD, &pack, AtFlags::empty())
+        {
+            tracing::debug!(pack = %id, error = %e, "store pack not usable");
+            return false;
+        }
+        // Judge the link made, in a directory only this writer writes: the
+        // store's entry may have been replaced since it was indexed.
+        let same =
+            fs::symlink_metadata(&pack).is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == indexed);
+        if !same {
+            tracing::warn!(pack = %id, "store pack replaced since it was indexed; not used");
+            let _ = fs::remove_file(&pack);
+            return false;
+        }
+        // The index travels with the pack, for the next store.
+        let index = index_file(dest, id);
+        if rustix::fs::linkat(self.dir.fd(), index_name(id), CWD, &index, AtFlags::empty()).is_ok()
+            && !fs::symlink_metadata(&index).is_ok_and(|m| m.is_file())
+        {
+            let _ = fs::remove_file(&index);
+        }
+        true
     }
 
-    pub fn index(&self, id: &str) -> PathBuf {
-        index_file(&self.packs, id)
+    /// Add the pack `id` of `src` (a new image's packs directory) and its
+    /// index to the store.
+    pub fn add(&self, src: &Path, id: &str) -> std::io::Result<()> {
+        rustix::fs::linkat(
+            CWD,
+            pack_file(src, id),
+            self.dir.fd(),
+            pack_name(id),
+            AtFlags::empty(),
+        )?;
+        rustix::fs::linkat(
+            CWD,
+            index_file(src, id),
+            self.dir.fd(),
+            index_name(id),
+            AtFlags::empty(),
+        )?;
+        Ok(())
     }
+
+    /// Make the store's filesystem durable.
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::syncfs(self.dir.fd()).map_err(|e| ImageError::Io {
+            op: "syncing",
+            path: self.packs.clone(),
+            source: e.into(),
+        })
+    }
+}
+
+/// The chunk references of the index of pack `id`, one per line
+/// (`HASH OFFSET RAW STORED`). Lines that are not one a writer makes are
+/// skipped: the store is a cache, and a chunk not found in it is written
+/// again.
+pub fn parse_pack_index(id: &str, text: &[u8]) -> Vec<ChunkRef> {
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let Ok(line) = std::str::from_utf8(line) else {
+            continue;
+        };
+        let f: Vec<&str> = line.split(' ').collect();
+        let [hash, offset, raw, stored] = f[..] else {
+            continue;
+        };
+        let (Ok(offset), Ok(raw_len), Ok(stored_len)) =
+            (offset.parse(), raw.parse(), stored.parse())
+        else {
+            continue;
+        };
+        let r = ChunkRef {
+            hash: hash.to_string(),
+            raw_len,
+            stored_len,
+            pack: id.to_string(),
+            offset,
+        };
+        if r.check_shape().is_ok() {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// What [`prune_store`] removed.
@@ -89,48 +194,33 @@ pub struct PruneStats {
     pub kept_packs: u64,
 }
 
-/// Remove store packs (and their indexes) that no image links to.
+/// Remove store packs (and their indexes) that no image links to. Only
+/// regular files directly in the store's packs directory are removed;
+/// nothing there is followed.
 pub fn prune_store(store: &Path) -> Result<PruneStats> {
     let mut stats = PruneStats::default();
-    let packs = store.join(PACKS);
-    let entries = match fs::read_dir(&packs) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stats),
-        Err(source) => {
-            return Err(ImageError::Io {
-                op: "listing",
-                path: packs,
-                source,
-            })
-        }
+    let top = match SafeDir::open(store) {
+        Ok(d) => d,
+        Err(ImageError::NotAnImage { .. }) => return Ok(stats),
+        Err(e) => return Err(e),
     };
-    for e in entries {
-        let path = e.map_err(io_err("listing", &packs))?.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".pack"))
-        else {
+    let Some(dir) = top.subdir(PACKS)? else {
+        return Ok(stats);
+    };
+    for name in dir.names()? {
+        let Some(id) = name.strip_suffix(".pack") else {
             continue;
         };
-        let meta = fs::symlink_metadata(&path).map_err(io_err("reading", &path))?;
-        if meta.is_file() && meta.nlink() == 1 {
-            let idx = index_file(&packs, id);
+        let Some(st) = dir.lstat(&name)? else {
+            continue;
+        };
+        let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+        if regular && st.st_nlink == 1 {
             // The index first: a pack without one is never reused.
-            match fs::remove_file(&idx) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(ImageError::Io {
-                        op: "removing",
-                        path: idx,
-                        source,
-                    })
-                }
-            }
-            fs::remove_file(&path).map_err(io_err("removing", &path))?;
+            dir.remove(&index_name(id))?;
+            dir.remove(&name)?;
             stats.removed_packs += 1;
-            stats.removed_bytes += meta.len();
+            stats.removed_bytes += st.st_size as u64;
         } else {
             stats.kept_packs += 1;
         }

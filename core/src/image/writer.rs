@@ -132,19 +132,7 @@ impl Shared {
         let usable = match linked.get(&r.pack) {
             Some(&u) => u,
             None => {
-                let u = match fs::hard_link(store.pack(&r.pack), pack_file(&self.packs, &r.pack)) {
-                    Ok(()) => {
-                        // The index travels with the pack, for the next store.
-                        let _ =
-                            fs::hard_link(store.index(&r.pack), index_file(&self.packs, &r.pack));
-                        true
-                    }
-                    // Pruned meanwhile, or on another filesystem: write anew.
-                    Err(e) => {
-                        tracing::debug!(pack = %r.pack, error = %e, "store pack not usable");
-                        false
-                    }
-                };
+                let u = store.link_into(&r.pack, &self.packs);
                 linked.insert(r.pack.clone(), u);
                 u
             }
@@ -490,9 +478,7 @@ impl ImageWriter {
             if let Some(store) = &self.shared.store {
                 // Best effort: an image is whole without the store; a store
                 // on another filesystem just does not learn these chunks.
-                let linked = fs::hard_link(pack_file(packs, id), store.pack(id))
-                    .and_then(|()| fs::hard_link(&path, store.index(id)));
-                if let Err(e) = linked {
+                if let Err(e) = store.add(packs, id) {
                     tracing::warn!(pack = %id, error = %e, "could not add a pack to the store");
                 }
             }
@@ -512,8 +498,7 @@ impl ImageWriter {
         // when it shares the filesystem).
         syncfs(&f, &doc_path)?;
         if let Some(store) = &self.shared.store {
-            let s = File::open(&store.packs).map_err(io_err("opening", &store.packs))?;
-            syncfs(&s, &store.packs)?;
+            store.sync()?;
         }
         drop(f);
         if self.dir.exists() {
