@@ -64,6 +64,13 @@ pub enum MemoryError {
         expected: usize,
         found: usize,
     },
+    #[error("pid {pid}: mapping {start:#x}-{end:#x} ({what}) carries saved pages, which a checkpoint never writes for it: its pages are the file's or object's own")]
+    PagesOnShared {
+        pid: i32,
+        start: u64,
+        end: u64,
+        what: String,
+    },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
     BadMapping { pid: i32, start: u64, end: u64 },
 }
@@ -828,8 +835,16 @@ pub struct FillJob<'a> {
 /// worker, large enough that the queue costs nothing.
 const CHUNKS_PER_JOB: usize = 16;
 
-/// Split a mapping's pages into jobs for `pid`.
-pub fn fill_jobs(pid: i32, pages: &[PageChunk]) -> impl Iterator<Item = FillJob<'_>> {
+/// Split a mapping's pages into jobs for `pid`. Only pages that are the
+/// process's own are ever written: a shared mapping's pages belong to its
+/// file or object (written through the mapping, they would reach the file
+/// on disk), so such a mapping yields no job whatever its document says.
+pub fn fill_jobs(pid: i32, vma: &Vma) -> impl Iterator<Item = FillJob<'_>> {
+    let pages: &[PageChunk] = if vma.has_private_pages() {
+        &vma.pages
+    } else {
+        &[]
+    };
     pages
         .chunks(CHUNKS_PER_JOB)
         .map(move |pages| FillJob { pid, pages })
@@ -899,9 +914,19 @@ fn fill_worker(
     }
 }
 
-/// Checks before anything is created: page-aligned mappings in user space,
-/// mapped files unchanged.
+/// Checks before anything is created: [`validate_layout`], then
+/// [`check_files`].
 pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
+    validate_layout(pid, mm)?;
+    check_files(pid, mm)
+}
+
+/// The layout a checkpoint writes: page-aligned mappings in user space, in
+/// order, every saved page inside its mapping, and pages saved only where
+/// they are the process's own ([`Vma::has_private_pages`]): never on a
+/// shared file mapping, whose pages are the file's (written there, they
+/// would land in the file on disk).
+pub fn validate_layout(pid: i32, mm: &MmImage) -> Result<()> {
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
     let mut previous_end = 0;
     for v in &mm.vmas {
@@ -930,6 +955,21 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
                 end: v.end,
             });
         }
+        if !v.pages.is_empty() && !v.has_private_pages() {
+            return Err(MemoryError::PagesOnShared {
+                pid,
+                start: v.start,
+                end: v.end,
+                what: describe(&v.backing, v.shared),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Mapped files unchanged since the checkpoint (size and mtime).
+pub fn check_files(pid: i32, mm: &MmImage) -> Result<()> {
+    for v in &mm.vmas {
         if let Backing::File {
             path,
             size,
