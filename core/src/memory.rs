@@ -1369,6 +1369,57 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
 mod tests {
     use super::*;
 
+    /// Pages of a shared mapping are never written, whatever the document
+    /// says, and the layout check refuses them; a private file mapping's
+    /// (copy-on-write) are.
+    #[test]
+    fn pages_of_shared_mappings_are_never_filled() {
+        let chunk = ChunkRef {
+            hash: "0".repeat(64),
+            raw_len: 4096,
+            stored_len: 4096,
+            pack: "p".into(),
+            offset: 0,
+        };
+        let mut vma = Vma {
+            start: 0x10_0000_0000,
+            end: 0x10_0004_0000,
+            read: true,
+            write: true,
+            exec: false,
+            shared: true,
+            growsdown: false,
+            backing: Backing::File {
+                path: "/var/tmp/canary".into(),
+                offset: 0,
+                size: 1 << 18,
+                mtime_ns: 0,
+            },
+            pages: vec![PageChunk {
+                addr: 0x10_0000_0000,
+                bitmap: 1,
+                chunk,
+            }],
+        };
+        let mm = |v: &Vma| MmImage {
+            vmas: vec![v.clone()],
+            fields: MmFields::default(),
+            auxv: Vec::new(),
+            exe: None,
+        };
+        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        let e = validate_layout(7, &mm(&vma)).unwrap_err().to_string();
+        assert!(e.contains("carries saved pages"), "{e}");
+        vma.backing = Backing::Shmem {
+            object: 0,
+            offset: 0,
+        };
+        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        vma.shared = false;
+        assert_eq!(fill_jobs(7, &vma).count(), 1);
+        assert!(validate_layout(7, &mm(&vma)).is_ok());
+    }
+
     /// The two ways of finding pages agree on our own memory, except for
     /// the zero page a read maps, which only the scan leaves out (it
     /// would be read and dropped as zero anyway).

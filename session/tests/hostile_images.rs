@@ -582,14 +582,14 @@ fn assert_nothing_outside(
     canary: &[u8],
     cron: &Path,
 ) {
-    wait_until(&format!("{what}: no hiber left"), DEADLINE, || {
-        hiber_processes().is_empty().then_some(())
-    });
-    assert!(state(pid).is_none(), "{what}: pid {pid} was left behind");
     assert!(
         fs::read(dir.join("canary")).unwrap() == canary,
         "{what}: the canary file changed"
     );
+    wait_until(&format!("{what}: no hiber left"), DEADLINE, || {
+        hiber_processes().is_empty().then_some(())
+    });
+    assert!(state(pid).is_none(), "{what}: pid {pid} was left behind");
     assert!(!cron.exists(), "{what}: {} was created", cron.display());
     let mut now: Vec<String> = fs::read_dir(dir)
         .unwrap()

@@ -267,6 +267,23 @@ pub fn document(snap: &Snapshot) -> Result<()> {
     }
     for (i, obj) in snap.shmem.iter().enumerate() {
         shmem(i, obj)?;
+        // A SysV segment belongs to the saved processes: its owner is one
+        // of theirs (so the caller's checks of their credentials cover it).
+        if let ShmemKind::Sysv(s) = &obj.kind {
+            let owned = snap.processes.iter().any(|p| {
+                p.creds.uid.contains(&s.uid)
+                    && (p.creds.gid.contains(&s.gid) || p.creds.groups.contains(&s.gid))
+            });
+            if !owned {
+                return Err(bad(
+                    format!("shared object {i}"),
+                    format!(
+                        "SysV segment owned by {}:{}, which no saved process is",
+                        s.uid, s.gid
+                    ),
+                ));
+            }
+        }
     }
     if snap.detached.len() > MAX_DETACHED {
         return Err(bad(
