@@ -982,6 +982,13 @@ pub fn check_files(pid: i32, mm: &MmImage) -> Result<()> {
                 source,
             })?;
             let (s, m) = file_identity(&md);
+            if !md.is_file() {
+                return Err(MemoryError::FileChanged {
+                    pid,
+                    path: path.clone(),
+                    what: "no longer a regular file".into(),
+                });
+            }
             if s != *size || m != *mtime_ns {
                 return Err(MemoryError::FileChanged {
                     pid,
@@ -1071,7 +1078,9 @@ pub fn map_all(
                 [
                     libc::AT_FDCWD as u64,
                     addr,
-                    (mode | libc::O_CLOEXEC) as u64,
+                    // Never blocking: a FIFO put where the file was would
+                    // hold the restore forever (mmap then refuses it).
+                    (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
                     0,
                     0,
                     0,
@@ -1223,7 +1232,7 @@ pub fn set_mm_fields(
                 [
                     libc::AT_FDCWD as u64,
                     addr,
-                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
                     0,
                     0,
                     0,

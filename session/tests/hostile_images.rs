@@ -402,14 +402,35 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
             }),
         ),
         case(
-            "a device mapping of a device the table reopens",
-            "device mapping of char device /dev/zero (1:5), class mem, which is Reopen here",
-            false,
+            "a device mapping carrying page data",
+            "mapping with saved pages or a bad number",
+            true,
             Box::new(move |v| {
-                let i = canary_vma(v);
+                let vmas = v.pointer(p0).unwrap()["mm"]["vmas"].as_array().unwrap();
+                let i = vmas
+                    .iter()
+                    .position(|m| !m["pages"].as_array().unwrap().is_empty())
+                    .unwrap();
                 v.pointer_mut(p0).unwrap()["mm"]["vmas"][i]["backing"] = json!({
                     "type": "device", "path": "/dev/zero", "major": 1, "minor": 5, "class": "mem"
                 });
+            }),
+        ),
+        case(
+            "a mapped file that is now a FIFO (its size and mtime copied)",
+            format!("mapped file {fifo_s} changed since the checkpoint (no longer a regular file)"),
+            false,
+            Box::new({
+                let fifo_s = fifo_s.clone();
+                move |v| {
+                    use std::os::unix::fs::MetadataExt;
+                    let md = fs::metadata(&fifo_s).unwrap();
+                    let i = canary_vma(v);
+                    let b = &mut v.pointer_mut(p0).unwrap()["mm"]["vmas"][i]["backing"];
+                    b["path"] = json!(fifo_s);
+                    b["size"] = json!(0);
+                    b["mtime_ns"] = json!(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+                }
             }),
         ),
         // Mappings.

@@ -629,6 +629,21 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
                 }
             }
         }
+        FileKind::Inet(s) => {
+            let family_ok = s.family == libc::AF_INET || s.family == libc::AF_INET6;
+            let size = std::mem::size_of::<libc::sockaddr_storage>();
+            if !family_ok || s.local.len() > size || s.peer.len() > size {
+                return Err(bad(
+                    field,
+                    format!(
+                        "IP socket of family {} with addresses of {} and {} bytes",
+                        s.family,
+                        s.local.len(),
+                        s.peer.len()
+                    ),
+                ));
+            }
+        }
         FileKind::Pty(p) if p.index >= 1 << 20 => {
             return Err(bad(field, format!("pty number {}", p.index)));
         }
@@ -793,27 +808,10 @@ pub(super) fn validate(
                 }
             }
         }
+        // Device mappings come back as zero-filled memory and detached
+        // fds as dead stand-ins whatever the table says: only a reopened
+        // device is live, and that is checked above.
         let Some(mm) = &p.mm else { continue };
-        for v in &mm.vmas {
-            if let Backing::Device {
-                path, major, minor, ..
-            } = &v.backing
-            {
-                // A device mapping comes back as zero-filled memory, of a
-                // device the table detaches (as checkpoint requires).
-                let d = devices.classify(path, *major, *minor, Use::Plain);
-                if !matches!(d.decision.policy, Policy::Detach | Policy::Reattach) {
-                    return Err(invalid(bad(
-                        format!("pid {} mapping {:#x}-{:#x}", p.pid, v.start, v.end),
-                        format!(
-                            "device mapping of {}, which is {} here",
-                            d.describe(),
-                            d.decision.policy
-                        ),
-                    )));
-                }
-            }
-        }
         if !p.is_zombie() {
             memory::check_files(p.pid, mm)?;
         }
