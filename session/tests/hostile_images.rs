@@ -509,24 +509,61 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         .status()
         .unwrap();
     assert!(readable.success());
-    for (what, uid, gid, groups, needle) in [
+    // A pipe of 4 MiB, above what an unprivileged caller may make one
+    // (fs.pipe-max-size), holding more than the 64 KiB it gets: the refill
+    // would block on a full pipe.
+    let big_pipe: Edit = Box::new(move |v| {
+        let chunks: Vec<Value> = v.pointer(p0).unwrap()["mm"]["vmas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|m| m["pages"].as_array().unwrap())
+            .map(|p| p["chunk"].clone())
+            .scan(0u64, |sum, c| {
+                (*sum <= 1 << 20).then(|| {
+                    *sum += c["raw_len"].as_u64().unwrap();
+                    c
+                })
+            })
+            .collect();
+        let len: u64 = chunks.iter().map(|c| c["raw_len"].as_u64().unwrap()).sum();
+        assert!(len > 64 << 10, "{len} bytes of saved pages");
+        let p = pipe(v);
+        v["pipes"][p]["size"] = json!(4 << 20);
+        v["pipes"][p]["data_len"] = json!(len);
+        v["pipes"][p]["data"] = json!(chunks);
+    });
+    let no_edit: Edit = Box::new(|_| {});
+    let nobody_cases: Vec<(&str, [u32; 4], [u32; 4], Vec<u32>, Edit, String)> = vec![
+        (
+            "a 4 MiB pipe restored by its own, unprivileged, owner",
+            [65534; 4],
+            [65534; 4],
+            vec![],
+            big_pipe,
+            "its saved data does not fit its capacity".to_string(),
+        ),
         (
             "a saved set-user-id of root",
             [65534, 65534, 0, 65534],
             [65534; 4],
             vec![],
-            "uids [65534, 65534, 0, 65534] are not the caller's uid 65534",
+            Box::new(|_| {}),
+            format!("pid {pid}: the caller may not restore its credentials: uids [65534, 65534, 0, 65534] are not the caller's uid 65534"),
         ),
         (
             "a supplementary group the caller lacks",
             [65534; 4],
             [65534; 4],
             vec![0],
-            "gid 0 is not one of the caller's groups",
+            no_edit,
+            format!("pid {pid}: the caller may not restore its credentials: gid 0 is not one of the caller's groups"),
         ),
-    ] {
+    ];
+    for (what, uid, gid, groups, edit, needle) in nobody_cases {
         fs::write(img.join("snapshot"), &original).unwrap();
         rewrite_document(&img, |v| {
+            edit(v);
             let c = &mut v.pointer_mut(p0).unwrap()["creds"];
             c["uid"] = json!(uid);
             c["gid"] = json!(gid);
@@ -539,10 +576,7 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         let out = run_with_deadline(nobody(&img), what);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{what}: {err}");
-        assert!(
-            err.contains(&format!("pid {pid}")) && err.contains(needle),
-            "{what}: {err}"
-        );
+        assert!(err.contains(&needle), "{what}: {err:?} lacks {needle:?}");
         assert_nothing_outside(what, pid, dir, &outside_before, &canary_bytes, &cron);
     }
 
