@@ -127,6 +127,10 @@ fn canary_vma(v: &Value) -> usize {
 
 type Edit = Box<dyn Fn(&mut Value)>;
 
+/// A case restored by nobody: what, uids, gids, groups, a further edit,
+/// the error.
+type NobodyCase = (&'static str, [u32; 4], [u32; 4], Vec<u32>, Edit, String);
+
 /// One hostile document: what it does, the edit, the text the error
 /// must hold, and whether the document alone shows it (so `inspect`
 /// refuses it too).
@@ -534,7 +538,7 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         v["pipes"][p]["data"] = json!(chunks);
     });
     let no_edit: Edit = Box::new(|_| {});
-    let nobody_cases: Vec<(&str, [u32; 4], [u32; 4], Vec<u32>, Edit, String)> = vec![
+    let nobody_cases: Vec<NobodyCase> = vec![
         (
             "a 4 MiB pipe restored by its own, unprivileged, owner",
             [65534; 4],

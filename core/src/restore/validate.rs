@@ -585,16 +585,14 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
             }
             check_name(field, "memfd name", &m.name, MAX_MEMFD_NAME)?;
         }
-        FileKind::Pipe(end) => {
-            if end.pipe >= snap.pipes.len() || !(end.read || end.write) {
-                return Err(bad(
-                    field,
-                    format!(
-                        "pipe {} does not exist, or the end neither reads nor writes",
-                        end.pipe
-                    ),
-                ));
-            }
+        FileKind::Pipe(end) if end.pipe >= snap.pipes.len() || !(end.read || end.write) => {
+            return Err(bad(
+                field,
+                format!(
+                    "pipe {} does not exist, or the end neither reads nor writes",
+                    end.pipe
+                ),
+            ));
         }
         FileKind::CharDevice(c) => {
             check_path(field, "path", &c.path)?;
