@@ -384,6 +384,37 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
                 v["files"][i]["flags"] = json!(libc::O_CREAT | libc::O_TRUNC);
             }),
         ),
+        case(
+            "a pidfd said to be of a saved process, of pid 1",
+            "pidfd of pid 1, said to be saved, which the image does not contain",
+            true,
+            Box::new(move |v| {
+                let i = stdin(v);
+                v["files"][i]["kind"] =
+                    json!({"type": "pidfd", "pid": 1, "thread": false, "inside": true});
+            }),
+        ),
+        case(
+            "an inotify watch climbing out with ..",
+            "inotify watch \"/tmp/../root\" is not canonical",
+            true,
+            Box::new(move |v| {
+                let i = stdin(v);
+                v["files"][i]["kind"] = json!({
+                    "type": "inotify", "watches": [{"wd": 1, "mask": 0xfff, "path": "/tmp/../root"}]
+                });
+            }),
+        ),
+        case(
+            "a report holding a refusal",
+            "report: pid",
+            true,
+            Box::new(move |v| {
+                let mut f = v["report"]["findings"][0].clone();
+                f["policy"] = json!("Refuse");
+                v["report"]["findings"].as_array_mut().unwrap().push(f);
+            }),
+        ),
         // Devices.
         case(
             "a /dev/kmsg fd",

@@ -81,6 +81,10 @@ const MAX_PIPE_SIZE: u32 = files::pipe::MAX_PIPE_DATA as u32;
 const DATA_CHUNK: u64 = 1 << 20;
 /// Free-form strings of the document (hostname, kernel, version).
 const MAX_STRING: usize = 4096;
+/// A socket filter (`BPF_MAXINSNS`).
+const MAX_FILTER: usize = 4096;
+/// Inotify watches per instance (`max_user_watches` is far below).
+const MAX_WATCHES: usize = 1 << 20;
 /// A unix socket name (`sun_path`).
 const MAX_SUN_PATH: usize = 108;
 /// File status flags an open file description can hold (what fdinfo
@@ -255,6 +259,16 @@ pub fn document(snap: &Snapshot) -> Result<()> {
         if n > MAX_FILES {
             return Err(bad(what, format!("{n} entries (at most {MAX_FILES})")));
         }
+    }
+    // A checkpoint that refused anything wrote no image.
+    if let Some(f) = snap.report.refused().next() {
+        return Err(bad(
+            "report",
+            format!(
+                "pid {} {} was refused at checkpoint ({}), yet the image holds it",
+                f.pid, f.subject, f.reason
+            ),
+        ));
     }
     for p in &snap.processes {
         process(snap, p)?;
@@ -545,8 +559,17 @@ fn mm_image(snap: &Snapshot, field: &str, pid: i32, mm: &MmImage) -> Result<()> 
 fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
     let field = format!("file {i} ({})", kind_name(&f.kind));
     let field = field.as_str();
-    if f.flags & !STATUS_FLAGS != 0
-        || f.flags & OPEN_TIME_FLAGS != 0
+    // A thread's pidfd carries PIDFD_THREAD, which is O_EXCL's bit.
+    let open_time = match f.kind {
+        FileKind::Pidfd(_) => OPEN_TIME_FLAGS & !(libc::O_EXCL as u32),
+        _ => OPEN_TIME_FLAGS,
+    };
+    let status = match f.kind {
+        FileKind::Pidfd(_) => STATUS_FLAGS | libc::O_EXCL as u32,
+        _ => STATUS_FLAGS,
+    };
+    if f.flags & !status != 0
+        || f.flags & open_time != 0
         || f.flags & libc::O_ACCMODE as u32 == libc::O_ACCMODE as u32
     {
         return Err(bad(
@@ -628,18 +651,60 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
             }
         }
         FileKind::Inet(s) => {
-            let family_ok = s.family == libc::AF_INET || s.family == libc::AF_INET6;
+            // Stream and datagram sockets only, as checkpoint saves (a raw
+            // socket made by a root restore would be a privilege).
+            let family_ok = (s.family == libc::AF_INET || s.family == libc::AF_INET6)
+                && (s.kind == libc::SOCK_STREAM || s.kind == libc::SOCK_DGRAM);
             let size = std::mem::size_of::<libc::sockaddr_storage>();
             if !family_ok || s.local.len() > size || s.peer.len() > size {
                 return Err(bad(
                     field,
                     format!(
-                        "IP socket of family {} with addresses of {} and {} bytes",
+                        "IP socket of family {} and type {} with addresses of {} and {} bytes",
                         s.family,
+                        s.kind,
                         s.local.len(),
                         s.peer.len()
                     ),
                 ));
+            }
+        }
+        FileKind::Netlink(n) => {
+            let kind_ok = n.kind == libc::SOCK_RAW || n.kind == libc::SOCK_DGRAM;
+            if !kind_ok || n.filter.len() > MAX_FILTER {
+                return Err(bad(
+                    field,
+                    format!(
+                        "netlink socket of type {} with a filter of {} instructions (at most {MAX_FILTER})",
+                        n.kind,
+                        n.filter.len()
+                    ),
+                ));
+            }
+        }
+        FileKind::Pidfd(p) if p.inside && !snap.processes.iter().any(|q| q.pid == p.pid) => {
+            // Only a saved process is opened again; any other pid would
+            // hand the restored program a handle to a process outside.
+            return Err(bad(
+                field,
+                format!(
+                    "pidfd of pid {}, said to be saved, which the image does not contain",
+                    p.pid
+                ),
+            ));
+        }
+        FileKind::Inotify(i) => {
+            if i.watches.len() > MAX_WATCHES {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{} inotify watches (at most {MAX_WATCHES})",
+                        i.watches.len()
+                    ),
+                ));
+            }
+            for w in &i.watches {
+                check_path(field, "inotify watch", &w.path)?;
             }
         }
         FileKind::Pty(p) if p.index >= 1 << 20 => {
@@ -877,6 +942,21 @@ mod tests {
         );
         // More chunks than the length needs.
         assert!(check_data("pipe 0", "data_len", &[chunk(0), chunk(0)], 0).is_err());
+    }
+
+    /// What slips past the bounds is an error naming the pid, not a panic.
+    #[test]
+    fn scratch_overflow_is_an_error() {
+        let me = std::process::id() as i32;
+        let mut mem = crate::procmem::ProcMem::new(me, false);
+        let scratch = crate::remote::Scratch { addr: 0, len: 16 };
+        let e = scratch.write(&mut mem, 10, &[0; 8]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("pid {me}: 8 bytes at offset 10 do not fit the 16 byte scratch area")
+        );
+        let mut out = [0u8; 4];
+        assert!(scratch.read(&mut mem, usize::MAX, &mut out).is_err());
     }
 
     #[test]
