@@ -21,9 +21,9 @@ const HANG: Duration = Duration::from_secs(20);
 
 /// Holds what the cases rewrite: a regular file, a pipe with queued
 /// bytes, a file deleted while open, a shared writable mapping of the
-/// canary file (64 pages), /dev/null on stdin.
+/// canary file (64 pages), a listening unix socket, /dev/null on stdin.
 const HOLDER: &str = "\
-import os, mmap, sys, time
+import os, mmap, socket, sys, time
 d = sys.argv[1]
 reg = os.open(d + '/reg', os.O_RDONLY)
 r, w = os.pipe()
@@ -34,7 +34,10 @@ os.unlink(d + '/ghost')
 c = os.open(d + '/canary', os.O_RDWR)
 m = mmap.mmap(c, 64 * 4096, mmap.MAP_SHARED)
 os.close(c)
-print('ready', reg, r, w, g, flush=True)
+s = socket.socket(socket.AF_UNIX)
+s.bind(d + '/sockets/sock')
+s.listen()
+print('ready', reg, r, w, g, s.fileno(), flush=True)
 time.sleep(1000)
 ";
 
@@ -127,6 +130,11 @@ fn canary_vma(v: &Value) -> usize {
 
 type Edit = Box<dyn Fn(&mut Value)>;
 
+/// Bytes as the document writes them (hex).
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// A case restored by nobody: what, uids, gids, groups, a further edit,
 /// the error.
 type NobodyCase = (&'static str, [u32; 4], [u32; 4], Vec<u32>, Edit, String);
@@ -164,6 +172,8 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         .collect();
     fs::write(dir.join("canary"), &canary_bytes).unwrap();
     fs::write(dir.join("reg"), b"a regular file").unwrap();
+    fs::create_dir(dir.join("sockets")).unwrap();
+    fs::set_permissions(dir.join("sockets"), fs::Permissions::from_mode(0o777)).unwrap();
     let log = dir.join("log");
     let img = dir.join("img");
 
@@ -175,7 +185,7 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         .skip(1)
         .map(|n| n.parse().unwrap())
         .collect();
-    let (reg_fd, pipe_fd, ghost_fd) = (w[0], w[1], w[3]);
+    let (reg_fd, pipe_fd, ghost_fd, sock_fd) = (w[0], w[1], w[3], w[4]);
     r.checkpoint_stop(pid, &img);
 
     // Planted after the save: a FIFO and a symlink where files were.
@@ -204,6 +214,7 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
     let pipe_file = move |v: &Value| file_of(v, pipe_fd);
     let pipe = move |v: &Value| v["files"][pipe_file(v)]["kind"]["pipe"].as_u64().unwrap() as usize;
     let stdin = |v: &Value| file_of(v, 0);
+    let sock = move |v: &Value| file_of(v, sock_fd);
     let p0 = "/processes/0";
 
     let mut cases: Vec<Case> = vec![
@@ -413,6 +424,28 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
                 let mut f = v["report"]["findings"][0].clone();
                 f["policy"] = json!("Refuse");
                 v["report"]["findings"].as_array_mut().unwrap().push(f);
+            }),
+        ),
+        case(
+            "a unix socket path climbing out with ..",
+            "unix socket path \"/tmp/../etc/hiber-hostile-sock\" holds `..`",
+            true,
+            Box::new(move |v| {
+                let i = sock(v);
+                v["files"][i]["kind"]["name"] = json!(hex(b"/tmp/../etc/hiber-hostile-sock"));
+            }),
+        ),
+        case(
+            "a socket in /etc for a process of uid 65534",
+            "socket path /etc/hiber-hostile-sock is in /etc, which its holders (uids [65534]) may not write to",
+            false,
+            Box::new(move |v| {
+                let i = sock(v);
+                v["files"][i]["kind"]["name"] = json!(hex(b"/etc/hiber-hostile-sock"));
+                let c = &mut v.pointer_mut(p0).unwrap()["creds"];
+                c["uid"] = json!(vec![65534; 4]);
+                c["gid"] = json!(vec![65534; 4]);
+                c["groups"] = json!([]);
             }),
         ),
         // Devices.
@@ -681,6 +714,8 @@ fn assert_nothing_outside(
     });
     assert!(state(pid).is_none(), "{what}: pid {pid} was left behind");
     assert!(!cron.exists(), "{what}: {} was created", cron.display());
+    let sock = Path::new("/etc/hiber-hostile-sock");
+    assert!(!sock.exists(), "{what}: {} was created", sock.display());
     let mut now: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .flatten()

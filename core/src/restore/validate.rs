@@ -879,8 +879,58 @@ pub(super) fn validate(
             memory::check_files(p.pid, mm)?;
         }
     }
+    for (i, f) in snap.files.iter().enumerate() {
+        if let FileKind::UnixSocket(u) = &f.kind {
+            socket_path_allowed(snap, i, u).map_err(invalid)?;
+        }
+    }
     reader.check_chunks(snap.chunks())?;
     Ok(())
+}
+
+/// A unix socket bound to a path makes (and may first remove) a socket
+/// file there: only in a directory one of its saved holders could write
+/// to, by the directory's mode bits and their credentials (root's, any).
+fn socket_path_allowed(snap: &Snapshot, i: usize, u: &files::unix::UnixSocket) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    if u.name.first().is_none_or(|&b| b == 0) {
+        return Ok(());
+    }
+    let name = u.name.strip_suffix(&[0]).unwrap_or(&u.name);
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A directory that is not there fails the bind later, harmlessly.
+    let Ok(md) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let may_write = |c: &Creds| {
+        let uid = c.uid[3];
+        let in_group = c.gid[3] == md.gid() || c.groups.contains(&md.gid());
+        uid == 0
+            || (uid == md.uid() && md.mode() & 0o300 == 0o300)
+            || (uid != md.uid() && in_group && md.mode() & 0o030 == 0o030)
+            || (uid != md.uid() && !in_group && md.mode() & 0o003 == 0o003)
+    };
+    let holders = snap
+        .processes
+        .iter()
+        .filter(|p| p.fds.iter().any(|f| f.file == i));
+    if holders.clone().any(|p| may_write(&p.creds)) {
+        return Ok(());
+    }
+    let uids: Vec<u32> = holders.map(|p| p.creds.uid[3]).collect();
+    Err(bad(
+        format!("file {i} (unix_socket)"),
+        format!(
+            "socket path {} is in {}, which its holders (uids {uids:?}) may not write to",
+            path.display(),
+            dir.display()
+        ),
+    ))
 }
 
 /// The restorer's own hard limit for `resource`, when it is not unlimited.
@@ -950,7 +1000,10 @@ mod tests {
         let me = std::process::id() as i32;
         let mut mem = crate::procmem::ProcMem::new(me, false);
         let scratch = crate::remote::Scratch { addr: 0, len: 16 };
-        let e = scratch.write(&mut mem, 10, &[0; 8]).unwrap_err().to_string();
+        let e = scratch
+            .write(&mut mem, 10, &[0; 8])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             format!("pid {me}: 8 bytes at offset 10 do not fit the 16 byte scratch area")
