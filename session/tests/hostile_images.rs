@@ -11,7 +11,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -194,6 +195,18 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
     // SAFETY: mkfifo with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
     std::os::unix::fs::symlink("/etc/shadow", dir.join("link")).unwrap();
+    // A root daemon's FIFO, held open (non-blocking) to see what reaches it.
+    let daemon = dir.join("daemon.fifo");
+    let c = std::ffi::CString::new(path(&daemon)).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let daemon_end = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&daemon)
+        .unwrap();
+    let daemon_s = path(&daemon).to_string();
     let cron = PathBuf::from("/etc/cron.d/hiber-hostile-ghost");
     let original = fs::read(img.join("snapshot")).unwrap();
     let outside_before: Vec<String> = {
@@ -448,6 +461,22 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
                 c["groups"] = json!([]);
             }),
         ),
+        case(
+            "a root-only FIFO of someone else's, fed the pipe's bytes, for uid 65534",
+            format!("FIFO {daemon_s} may not be opened by pid {pid} (uid 65534) for the end it holds"),
+            false,
+            Box::new({
+                let daemon_s = daemon_s.clone();
+                move |v| {
+                    let p = pipe(v);
+                    v["pipes"][p]["fifo"] = json!(daemon_s);
+                    let c = &mut v.pointer_mut(p0).unwrap()["creds"];
+                    c["uid"] = json!(vec![65534; 4]);
+                    c["gid"] = json!(vec![65534; 4]);
+                    c["groups"] = json!([]);
+                }
+            }),
+        ),
         // Devices.
         case(
             "a /dev/kmsg fd",
@@ -563,6 +592,10 @@ fn hostile_images_are_refused_and_touch_nothing_outside() {
         assert_nothing_outside(c.what, pid, dir, &outside_before, &canary_bytes, &cron);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    unsafe { libc::ioctl(daemon_end.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    assert_eq!(queued, 0, "bytes reached the daemon's FIFO");
 
     // Credentials above the caller's, restored by nobody.
     let nobody = |img: &Path| {

@@ -884,7 +884,58 @@ pub(super) fn validate(
             socket_path_allowed(snap, i, u).map_err(invalid)?;
         }
     }
+    for (i, p) in snap.pipes.iter().enumerate() {
+        fifo_allowed(snap, i, p).map_err(invalid)?;
+    }
     reader.check_chunks(snap.chunks())?;
+    Ok(())
+}
+
+/// Whether credentials `c` grant the access bits `want` (4 read, 2 write,
+/// 1 search) on a file of metadata `md`, by its mode bits (root: any).
+fn permitted(c: &Creds, md: &std::fs::Metadata, want: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, mode) = (c.uid[3], md.mode());
+    let bits = if uid == md.uid() {
+        mode >> 6
+    } else if c.gid[3] == md.gid() || c.groups.contains(&md.gid()) {
+        mode >> 3
+    } else {
+        mode
+    };
+    uid == 0 || bits & want == want
+}
+
+/// A FIFO named by the document is opened (and its saved bytes written
+/// into it) only when each saved holder could open it for the end it
+/// holds: else an image could feed bytes to a FIFO of someone else's.
+fn fifo_allowed(snap: &Snapshot, i: usize, p: &files::pipe::PipeImage) -> Result<()> {
+    let Some(path) = &p.fifo else {
+        return Ok(());
+    };
+    // A FIFO that is not there fails the open later, harmlessly.
+    let Ok(md) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    for q in &snap.processes {
+        for fd in &q.fds {
+            let Some(FileKind::Pipe(end)) = snap.files.get(fd.file).map(|f| &f.kind) else {
+                continue;
+            };
+            let want = if end.read { 4 } else { 0 } | if end.write { 2 } else { 0 };
+            if end.pipe == i && !permitted(&q.creds, &md, want) {
+                return Err(bad(
+                    format!("pipe {i}"),
+                    format!(
+                        "FIFO {} may not be opened by pid {} (uid {}) for the end it holds",
+                        path.display(),
+                        q.pid,
+                        q.creds.uid[3]
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -893,7 +944,6 @@ pub(super) fn validate(
 /// to, by the directory's mode bits and their credentials (root's, any).
 fn socket_path_allowed(snap: &Snapshot, i: usize, u: &files::unix::UnixSocket) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::MetadataExt;
     if u.name.first().is_none_or(|&b| b == 0) {
         return Ok(());
     }
@@ -907,14 +957,7 @@ fn socket_path_allowed(snap: &Snapshot, i: usize, u: &files::unix::UnixSocket) -
     let Ok(md) = std::fs::metadata(dir) else {
         return Ok(());
     };
-    let may_write = |c: &Creds| {
-        let uid = c.uid[3];
-        let in_group = c.gid[3] == md.gid() || c.groups.contains(&md.gid());
-        uid == 0
-            || (uid == md.uid() && md.mode() & 0o300 == 0o300)
-            || (uid != md.uid() && in_group && md.mode() & 0o030 == 0o030)
-            || (uid != md.uid() && !in_group && md.mode() & 0o003 == 0o003)
-    };
+    let may_write = |c: &Creds| permitted(c, &md, 3);
     let holders = snap
         .processes
         .iter()
