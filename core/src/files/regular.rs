@@ -236,11 +236,15 @@ fn restore_ghost(
     let name: String = path
         .file_name()
         .map(|n| {
-            n.to_string_lossy()
-                .chars()
-                .filter(|&c| c != '\0')
-                .take(200)
-                .collect()
+            // memfd names are at most 249 bytes.
+            let mut name = String::new();
+            for c in n.to_string_lossy().chars().filter(|&c| c != '\0') {
+                if name.len() + c.len_utf8() > 200 {
+                    break;
+                }
+                name.push(c);
+            }
+            name
         })
         .unwrap_or_else(|| "hiber-deleted".into());
     let c = CString::new(name).unwrap_or_else(|_| c"hiber-deleted".to_owned());
