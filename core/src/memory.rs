@@ -64,6 +64,13 @@ pub enum MemoryError {
         expected: usize,
         found: usize,
     },
+    #[error("pid {pid}: mapping {start:#x}-{end:#x} ({what}) carries saved pages, which a checkpoint never writes for it: its pages are the file's or object's own")]
+    PagesOnShared {
+        pid: i32,
+        start: u64,
+        end: u64,
+        what: String,
+    },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
     BadMapping { pid: i32, start: u64, end: u64 },
 }
@@ -828,8 +835,16 @@ pub struct FillJob<'a> {
 /// worker, large enough that the queue costs nothing.
 const CHUNKS_PER_JOB: usize = 16;
 
-/// Split a mapping's pages into jobs for `pid`.
-pub fn fill_jobs(pid: i32, pages: &[PageChunk]) -> impl Iterator<Item = FillJob<'_>> {
+/// Split a mapping's pages into jobs for `pid`. Only pages that are the
+/// process's own are ever written: a shared mapping's pages belong to its
+/// file or object (written through the mapping, they would reach the file
+/// on disk), so such a mapping yields no job whatever its document says.
+pub fn fill_jobs(pid: i32, vma: &Vma) -> impl Iterator<Item = FillJob<'_>> {
+    let pages: &[PageChunk] = if vma.has_private_pages() {
+        &vma.pages
+    } else {
+        &[]
+    };
     pages
         .chunks(CHUNKS_PER_JOB)
         .map(move |pages| FillJob { pid, pages })
@@ -899,9 +914,19 @@ fn fill_worker(
     }
 }
 
-/// Checks before anything is created: page-aligned mappings in user space,
-/// mapped files unchanged.
+/// Checks before anything is created: [`validate_layout`], then
+/// [`check_files`].
 pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
+    validate_layout(pid, mm)?;
+    check_files(pid, mm)
+}
+
+/// The layout a checkpoint writes: page-aligned mappings in user space, in
+/// order, every saved page inside its mapping, and pages saved only where
+/// they are the process's own ([`Vma::has_private_pages`]): never on a
+/// shared file mapping, whose pages are the file's (written there, they
+/// would land in the file on disk).
+pub fn validate_layout(pid: i32, mm: &MmImage) -> Result<()> {
     const TASK_SIZE: u64 = 0x7fff_ffff_f000;
     let mut previous_end = 0;
     for v in &mm.vmas {
@@ -930,6 +955,21 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
                 end: v.end,
             });
         }
+        if !v.pages.is_empty() && !v.has_private_pages() {
+            return Err(MemoryError::PagesOnShared {
+                pid,
+                start: v.start,
+                end: v.end,
+                what: describe(&v.backing, v.shared),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Mapped files unchanged since the checkpoint (size and mtime).
+pub fn check_files(pid: i32, mm: &MmImage) -> Result<()> {
+    for v in &mm.vmas {
         if let Backing::File {
             path,
             size,
@@ -942,6 +982,13 @@ pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
                 source,
             })?;
             let (s, m) = file_identity(&md);
+            if !md.is_file() {
+                return Err(MemoryError::FileChanged {
+                    pid,
+                    path: path.clone(),
+                    what: "no longer a regular file".into(),
+                });
+            }
             if s != *size || m != *mtime_ns {
                 return Err(MemoryError::FileChanged {
                     pid,
@@ -1031,7 +1078,9 @@ pub fn map_all(
                 [
                     libc::AT_FDCWD as u64,
                     addr,
-                    (mode | libc::O_CLOEXEC) as u64,
+                    // Never blocking: a FIFO put where the file was would
+                    // hold the restore forever (mmap then refuses it).
+                    (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
                     0,
                     0,
                     0,
@@ -1183,7 +1232,7 @@ pub fn set_mm_fields(
                 [
                     libc::AT_FDCWD as u64,
                     addr,
-                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                    (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
                     0,
                     0,
                     0,
@@ -1328,6 +1377,57 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pages of a shared mapping are never written, whatever the document
+    /// says, and the layout check refuses them; a private file mapping's
+    /// (copy-on-write) are.
+    #[test]
+    fn pages_of_shared_mappings_are_never_filled() {
+        let chunk = ChunkRef {
+            hash: "0".repeat(64),
+            raw_len: 4096,
+            stored_len: 4096,
+            pack: "p".into(),
+            offset: 0,
+        };
+        let mut vma = Vma {
+            start: 0x10_0000_0000,
+            end: 0x10_0004_0000,
+            read: true,
+            write: true,
+            exec: false,
+            shared: true,
+            growsdown: false,
+            backing: Backing::File {
+                path: "/var/tmp/canary".into(),
+                offset: 0,
+                size: 1 << 18,
+                mtime_ns: 0,
+            },
+            pages: vec![PageChunk {
+                addr: 0x10_0000_0000,
+                bitmap: 1,
+                chunk,
+            }],
+        };
+        let mm = |v: &Vma| MmImage {
+            vmas: vec![v.clone()],
+            fields: MmFields::default(),
+            auxv: Vec::new(),
+            exe: None,
+        };
+        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        let e = validate_layout(7, &mm(&vma)).unwrap_err().to_string();
+        assert!(e.contains("carries saved pages"), "{e}");
+        vma.backing = Backing::Shmem {
+            object: 0,
+            offset: 0,
+        };
+        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        vma.shared = false;
+        assert_eq!(fill_jobs(7, &vma).count(), 1);
+        assert!(validate_layout(7, &mm(&vma)).is_ok());
+    }
 
     /// The two ways of finding pages agree on our own memory, except for
     /// the zero page a read maps, which only the scan leaves out (it

@@ -568,7 +568,9 @@ fn create_sysv(seg: &SysvSegment, obj: &ShmemObject, image: &ImageReader) -> Res
             if s.key == seg.key
                 && s.size == obj.size
                 && s.attached == 0
-                && s.mode & SHM_DEST == 0 =>
+                && s.mode & SHM_DEST == 0
+                // Another owner's segment is never filled with image data.
+                && (s.uid, s.gid) == (seg.uid, seg.gid) =>
         {
             debug!(id, "taking over the saved segment's leftover");
             false

@@ -34,30 +34,25 @@ impl CharDevice {
     }
 
     pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let fd =
-            super::regular::open_path(&self.path, flags as i32 & !(libc::O_CREAT | libc::O_TRUNC))?;
-        let st = super::fstat(&fd).map_err(|source| FileError::Path {
-            op: "fstat",
-            path: self.path.clone(),
-            source,
-        })?;
-        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-        let is_char = st.st_mode & libc::S_IFMT == libc::S_IFCHR;
-        if !is_char || (major, minor) != (self.major, self.minor) {
-            return Err(FileError::DeviceMismatch {
-                path: self.path.clone(),
-                expected: format!("char {}:{}", self.major, self.minor),
-                found: format!(
-                    "{}{major}:{minor}",
-                    if is_char {
-                        "char "
-                    } else {
-                        "not a char device, "
-                    }
-                ),
-            });
-        }
-        Ok(fd)
+        // The device number is checked before the device is opened: opening
+        // another device may already do something.
+        let expected = (self.major, self.minor);
+        super::regular::open_as(
+            &self.path,
+            flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL),
+            libc::S_IFCHR,
+            |st| {
+                let found = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+                if found == expected {
+                    return Ok(());
+                }
+                Err(FileError::DeviceMismatch {
+                    path: self.path.clone(),
+                    expected: format!("char {}:{}", self.major, self.minor),
+                    found: format!("char {}:{}", found.0, found.1),
+                })
+            },
+        )
     }
 }
 

@@ -71,6 +71,12 @@ pub enum FileError {
     Device(#[from] crate::devices::DeviceError),
     #[error("setting socket option {name}")]
     SocketOption { name: String, source: io::Error },
+    #[error("pipe {index}: {what}")]
+    Pipe {
+        index: usize,
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("pty {index}: {op}")]
     Pty {
         index: u32,
@@ -873,9 +879,12 @@ pub fn restore_all(
         let fd = match &f.kind {
             FileKind::Regular(r) => r.restore(f.flags, image)?,
             FileKind::Memfd(m) => m.restore(f.flags, shared)?,
-            FileKind::Directory { path } => {
-                regular::open_path(path, (f.flags as i32) | libc::O_DIRECTORY)?
-            }
+            FileKind::Directory { path } => regular::open_as(
+                path,
+                (f.flags as i32) | libc::O_DIRECTORY,
+                libc::S_IFDIR,
+                |_| Ok(()),
+            )?,
             FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
             FileKind::CharDevice(c) => c.restore(f.flags)?,
             FileKind::Detached(d) => d.restore()?,

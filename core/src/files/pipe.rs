@@ -214,6 +214,55 @@ impl PipeTable {
     }
 }
 
+/// Put pipe `i`'s saved data back through its write end `w`, never
+/// blocking: the write end is non-blocking meanwhile (its holders get
+/// their own flags when it is handed out), and data that does not fit is
+/// an error naming the pipe, not a restore stuck on a full pipe.
+fn refill(i: usize, p: &PipeImage, w: &OwnedFd, image: &ImageReader) -> Result<(), FileError> {
+    let err = |what: &'static str| {
+        move |source: io::Error| FileError::Pipe {
+            index: i,
+            what,
+            source,
+        }
+    };
+    // Best effort: above 1 MiB needs CAP_SYS_RESOURCE; the data may fit anyway.
+    // SAFETY: F_SETPIPE_SZ on our own pipe.
+    let capacity = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
+    if p.data.is_empty() {
+        return Ok(());
+    }
+    let capacity = if capacity > 0 {
+        capacity as u64
+    } else {
+        // SAFETY: F_GETPIPE_SZ on our own pipe.
+        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }.max(0) as u64
+    };
+    if p.data_len > capacity {
+        return Err(err("its saved data does not fit its capacity")(
+            io::Error::other(format!("{} bytes into {capacity}", p.data_len)),
+        ));
+    }
+    set_status_flags(w, libc::O_NONBLOCK as u32)
+        .map_err(err("making the write end non-blocking"))?;
+    let mut file = std::fs::File::from(w.try_clone().map_err(err("duplicating a pipe fd"))?);
+    let mut buf = Vec::new();
+    let mut written = 0u64;
+    for c in &p.data {
+        image.read_chunk(c, &mut buf)?;
+        written += buf.len() as u64;
+        if written > p.data_len {
+            return Err(err("its saved data is longer than data_len")(
+                io::Error::other(format!("more than {} bytes", p.data_len)),
+            ));
+        }
+        // A full pipe answers EAGAIN (an error), never blocks.
+        file.write_all(&buf)
+            .map_err(err("refilling it with its saved data"))?;
+    }
+    Ok(())
+}
+
 /// The pipes of an image, recreated in the restorer with their data.
 #[derive(Debug)]
 pub struct PipeEnds {
@@ -224,12 +273,18 @@ pub struct PipeEnds {
 impl PipeEnds {
     pub fn create(pipes: &[PipeImage], image: &ImageReader) -> Result<Self, FileError> {
         let mut ends = Vec::with_capacity(pipes.len());
-        for p in pipes {
+        for (i, p) in pipes.iter().enumerate() {
             let (r, w) = match &p.fifo {
                 Some(path) => {
                     // O_RDWR never blocks on a FIFO; it keeps the FIFO open
-                    // while the program's own ends are opened.
-                    let anchor = super::regular::open_path(path, libc::O_RDWR | libc::O_NONBLOCK)?;
+                    // while the program's own ends are opened. Only a FIFO:
+                    // the path may name something else by now.
+                    let anchor = super::regular::open_as(
+                        path,
+                        libc::O_RDWR | libc::O_NONBLOCK,
+                        libc::S_IFIFO,
+                        |_| Ok(()),
+                    )?;
                     let r =
                         reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
                             FileError::Path {
@@ -245,22 +300,7 @@ impl PipeEnds {
                     source,
                 })?,
             };
-            // Best effort: above 1 MiB needs CAP_SYS_RESOURCE; the data fits anyway.
-            // SAFETY: F_SETPIPE_SZ on our own pipe.
-            unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
-            let mut buf = Vec::new();
-            let mut file =
-                std::fs::File::from(w.try_clone().map_err(|source| FileError::Create {
-                    what: "duplicating a pipe fd",
-                    source,
-                })?);
-            for c in &p.data {
-                image.read_chunk(c, &mut buf)?;
-                file.write_all(&buf).map_err(|source| FileError::Create {
-                    what: "refilling a pipe with its saved data",
-                    source,
-                })?;
-            }
+            refill(i, p, &w, image)?;
             ends.push((r, w, false, false));
         }
         Ok(Self { ends })

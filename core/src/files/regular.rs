@@ -80,9 +80,12 @@ impl RegularFile {
     }
 
     pub(super) fn restore(&self, flags: u32, image: &ImageReader) -> Result<OwnedFd, FileError> {
-        let flags = (flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL);
+        // Open-time flags never reach open() (validation refuses them too);
+        // nor does O_TMPFILE's own bit, which would ask for a directory.
+        let tmpfile_bit = libc::O_TMPFILE & !libc::O_DIRECTORY;
+        let flags = (flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | tmpfile_bit);
         let fd = match &self.ghost {
-            None => open_path(&self.path, flags)?,
+            None => open_as(&self.path, flags, libc::S_IFREG, |_| Ok(()))?,
             Some(ghost) => restore_ghost(&self.path, ghost, flags, image)?,
         };
         // SAFETY: lseek on an open fd; no memory involved.
@@ -163,59 +166,141 @@ pub fn open_path(path: &Path, flags: i32) -> Result<OwnedFd, FileError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Recreate a deleted file: written under its old name when that is free
-/// (so the restored link reads "<path> (deleted)" as before), or as an
-/// unnamed temporary file in the same directory, then unlinked.
+/// Open `path`, a file the document names, as restore does: only when it
+/// is still the kind of file saved (`kind`, an `S_IF*` type, and whatever
+/// `check` asks of its stat), never following a symlink in its last
+/// component, and never blocking (a FIFO or device where a file was
+/// would): the path is first opened `O_PATH` (which opens nothing) and
+/// checked, then that very inode is opened with `flags` and `O_NONBLOCK`,
+/// which is cleared again unless `flags` has it.
+pub fn open_as(
+    path: &Path,
+    flags: i32,
+    kind: u32,
+    check: impl FnOnce(&libc::stat) -> Result<(), FileError>,
+) -> Result<OwnedFd, FileError> {
+    let handle = open_path(path, libc::O_PATH | libc::O_NOFOLLOW)?;
+    let st = super::fstat(&handle).map_err(|source| FileError::Path {
+        op: "fstat",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if st.st_mode & libc::S_IFMT != kind {
+        return Err(FileError::Path {
+            op: "opening (it is not the kind of file the image saved)",
+            path: path.to_path_buf(),
+            source: io::Error::from_raw_os_error(match kind {
+                libc::S_IFDIR => libc::ENOTDIR,
+                _ => libc::EINVAL,
+            }),
+        });
+    }
+    check(&st)?;
+    if flags & libc::O_PATH != 0 {
+        return Ok(handle);
+    }
+    let fd = open_path(
+        Path::new(&format!("/proc/self/fd/{}", handle.as_raw_fd())),
+        flags | libc::O_NONBLOCK,
+    )
+    .map_err(|e| match e {
+        FileError::Path { op, source, .. } => FileError::Path {
+            op,
+            path: path.to_path_buf(),
+            source,
+        },
+        e => e,
+    })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        super::set_status_flags(&fd, (flags & !libc::O_ACCMODE) as u32).map_err(|source| {
+            FileError::Path {
+                op: "clearing O_NONBLOCK on",
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    }
+    Ok(fd)
+}
+
+/// Recreate a deleted file as a memfd named after it, never at a path:
+/// the document's path is only a name. Its mode loses the setuid, setgid
+/// and sticky bits (the restorer creates it, so an image must not make it
+/// a privileged executable).
 fn restore_ghost(
     path: &Path,
     ghost: &Ghost,
     flags: i32,
     image: &ImageReader,
 ) -> Result<OwnedFd, FileError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let named = open_path(path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL);
-    let (scratch, link) = match named {
-        Ok(fd) => (fd, Some(path)),
-        Err(_) => (open_path(dir, libc::O_RDWR | libc::O_TMPFILE)?, None),
-    };
-    let result = (|| {
-        let file = File::from(scratch.try_clone().map_err(|source| FileError::Create {
-            what: "duplicating a ghost file fd",
-            source,
-        })?);
-        let mut off = 0u64;
-        let mut buf = Vec::new();
-        for chunk in &ghost.chunks {
-            image.read_chunk(chunk, &mut buf)?;
-            file.write_all_at(&buf, off)
-                .map_err(|source| FileError::Path {
-                    op: "writing deleted file contents",
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            off += buf.len() as u64;
+    let name: String = path
+        .file_name()
+        .map(|n| {
+            // memfd names are at most 249 bytes.
+            let mut name = String::new();
+            for c in n.to_string_lossy().chars().filter(|&c| c != '\0') {
+                if name.len() + c.len_utf8() > 200 {
+                    break;
+                }
+                name.push(c);
+            }
+            name
+        })
+        .unwrap_or_else(|| "hiber-deleted".into());
+    let c = CString::new(name).unwrap_or_else(|_| c"hiber-deleted".to_owned());
+    // SAFETY: memfd_create with a valid NUL-terminated name; a new fd or -1.
+    let raw = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(FileError::Create {
+            what: "creating a memfd for a deleted file",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    let scratch = unsafe { OwnedFd::from_raw_fd(raw) };
+    let file = File::from(scratch.try_clone().map_err(|source| FileError::Create {
+        what: "duplicating a ghost file fd",
+        source,
+    })?);
+    let mut off = 0u64;
+    let mut buf = Vec::new();
+    for chunk in &ghost.chunks {
+        image.read_chunk(chunk, &mut buf)?;
+        if off.saturating_add(buf.len() as u64) > ghost.size {
+            return Err(FileError::Path {
+                op: "deleted file contents larger than its saved size",
+                path: path.to_path_buf(),
+                source: io::Error::from_raw_os_error(libc::EFBIG),
+            });
         }
-        // A temporary file may land on an inode with old data: cut it to
-        // the saved size (which also restores trailing holes).
-        file.set_len(ghost.size).map_err(|source| FileError::Path {
-            op: "sizing deleted file",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(ghost.mode))
+        file.write_all_at(&buf, off)
             .map_err(|source| FileError::Path {
-                op: "setting mode of",
+                op: "writing deleted file contents",
                 path: path.to_path_buf(),
                 source,
             })?;
-        // The program's own OFD, with its own flags, on the same inode.
-        open_path(
-            Path::new(&format!("/proc/self/fd/{}", scratch.as_raw_fd())),
-            flags,
-        )
-    })();
-    if let Some(p) = link {
-        let _ = std::fs::remove_file(p);
+        off += buf.len() as u64;
     }
-    result
+    // The saved size (which also restores trailing holes).
+    file.set_len(ghost.size).map_err(|source| FileError::Path {
+        op: "sizing deleted file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+        ghost.mode & GHOST_MODE_BITS,
+    ))
+    .map_err(|source| FileError::Path {
+        op: "setting mode of",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The program's own OFD, with its own flags, on the same inode.
+    open_path(
+        Path::new(&format!("/proc/self/fd/{}", scratch.as_raw_fd())),
+        flags,
+    )
 }
+
+/// Mode bits a recreated deleted file keeps: no setuid, setgid or sticky.
+pub const GHOST_MODE_BITS: u32 = 0o777;

@@ -27,6 +27,15 @@ pub enum RemoteError {
     },
     #[error("no syscall instruction found in the vdso of pid {pid}")]
     NoSyscallInsn { pid: i32 },
+    #[error(
+        "pid {pid}: {len} bytes at offset {offset} do not fit the {capacity} byte scratch area"
+    )]
+    ScratchOverflow {
+        pid: i32,
+        offset: usize,
+        len: usize,
+        capacity: usize,
+    },
 }
 
 type Result<T> = std::result::Result<T, RemoteError>;
@@ -454,16 +463,29 @@ impl Scratch {
         task.set_undo(mem, &Undo::default())
     }
 
+    /// Where `len` bytes at `offset` go, when they fit.
+    fn span(&self, mem: &ProcMem, offset: usize, len: usize) -> Result<u64> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(self.addr + offset as u64),
+            _ => Err(RemoteError::ScratchOverflow {
+                pid: mem.pid(),
+                offset,
+                len,
+                capacity: self.len,
+            }),
+        }
+    }
+
     pub fn write(&self, mem: &mut ProcMem, offset: usize, data: &[u8]) -> Result<u64> {
-        assert!(offset + data.len() <= self.len, "scratch overflow");
+        self.span(mem, offset, data.len())?;
         let addr = self.addr + offset as u64;
         mem.write(addr, data)?;
         Ok(addr)
     }
 
     pub fn read(&self, mem: &mut ProcMem, offset: usize, out: &mut [u8]) -> Result<()> {
-        assert!(offset + out.len() <= self.len, "scratch overflow");
-        mem.read(self.addr + offset as u64, out)?;
+        let addr = self.span(mem, offset, out.len())?;
+        mem.read(addr, out)?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod node;
 pub mod plan;
+pub mod validate;
 
 use crate::creds::Creds;
 use crate::files::{self, FileError};
@@ -20,7 +21,7 @@ use crate::remote::{RemoteError, RemoteTask, Scratch};
 use crate::shmem::{MapTarget, SharedObjects, ShmemError};
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::proxy::{Proxy, SessionNet};
-use crate::uevent::{UeventError, MAX_MESSAGE};
+use crate::uevent::UeventError;
 use crate::{creds, signals, thread};
 use node::{Shared, TreeSpec, GADGET_LEN};
 use plan::{Ids, NodeKind, Plan, PlanError};
@@ -112,13 +113,6 @@ pub struct Restored {
     pub elapsed: Duration,
 }
 
-fn invalid(dir: &Path, reason: impl Into<String>) -> RestoreError {
-    RestoreError::Invalid {
-        dir: dir.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
 fn pid_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
@@ -161,160 +155,6 @@ fn pid_taken(pid: i32) -> Option<String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Structural checks of an untrusted document: references in range, counts
-/// bounded, pids sane, credentials allowed for the caller.
-fn validate(dir: &Path, snap: &Snapshot, reader: &ImageReader) -> Result<()> {
-    if snap.processes.is_empty() || snap.processes.len() > MAX_PROCESSES {
-        return Err(invalid(
-            dir,
-            format!(
-                "{} processes (1 to {MAX_PROCESSES} allowed)",
-                snap.processes.len()
-            ),
-        ));
-    }
-    let caller = Creds::of_self().map_err(|source| RestoreError::Os {
-        what: "reading the caller's credentials",
-        source,
-    })?;
-    for p in &snap.processes {
-        if p.pid <= 0 || p.pid > 4_194_304 || p.pgid < 0 || p.sid < 0 {
-            // A pgid or sid of 0: led from outside the pid namespace.
-            return Err(invalid(
-                dir,
-                format!("process with pid {} pgid {} sid {}", p.pid, p.pgid, p.sid),
-            ));
-        }
-        if let Some(sig) = p.job_stop {
-            // Only a stop: the restore sends this signal itself.
-            if !crate::signals::is_job_stop(sig) {
-                return Err(invalid(
-                    dir,
-                    format!("pid {} stopped by signal {sig}, not a stop signal", p.pid),
-                ));
-            }
-        }
-        if p.fds.len() > MAX_FDS_PER_PROCESS {
-            return Err(invalid(
-                dir,
-                format!("pid {} has {} fds", p.pid, p.fds.len()),
-            ));
-        }
-        for f in &p.fds {
-            if f.file >= snap.files.len() || f.fd < 0 || f.fd >= 1 << 20 {
-                return Err(invalid(
-                    dir,
-                    format!("pid {} fd {} refers to file {}", p.pid, f.fd, f.file),
-                ));
-            }
-        }
-        let thread_creds = p.threads.iter().filter_map(|t| t.creds.as_ref());
-        for c in std::iter::once(&p.creds).chain(thread_creds) {
-            if let Some(reason) = c.not_allowed_for(&caller) {
-                return Err(RestoreError::Credentials { pid: p.pid, reason });
-            }
-        }
-        if p.zombie_status.is_none() {
-            let Some(mm) = &p.mm else {
-                return Err(invalid(dir, format!("pid {} has no memory image", p.pid)));
-            };
-            let mut tids: Vec<i32> = p.threads.iter().map(|t| t.tid).collect();
-            tids.sort_unstable();
-            tids.dedup();
-            if p.threads.is_empty()
-                || p.threads.len() > MAX_THREADS
-                || p.threads[0].tid != p.pid
-                || tids.len() != p.threads.len()
-                || tids.iter().any(|&t| t <= 0 || t > 4_194_304)
-            {
-                return Err(invalid(
-                    dir,
-                    format!(
-                        "pid {} has threads {:?}",
-                        p.pid,
-                        p.threads.iter().map(|t| t.tid).collect::<Vec<_>>()
-                    ),
-                ));
-            }
-            for v in &mm.vmas {
-                if let memory::Backing::Shmem { object, .. } = v.backing {
-                    if object >= snap.shmem.len() {
-                        return Err(invalid(
-                            dir,
-                            format!("pid {} maps shared object {object}", p.pid),
-                        ));
-                    }
-                }
-            }
-            memory::validate(p.pid, mm)?;
-        }
-    }
-    for (i, obj) in snap.shmem.iter().enumerate() {
-        let size = obj.size.next_multiple_of(PAGE_SIZE);
-        let outside = obj.pages.iter().any(|p| {
-            p.addr % PAGE_SIZE != 0
-                || p.addr
-                    .saturating_add((64 - p.bitmap.leading_zeros() as u64) * PAGE_SIZE)
-                    > size
-        });
-        let bad_id = matches!(&obj.kind, crate::shmem::ShmemKind::Sysv(s) if s.id < 0);
-        if outside || bad_id {
-            return Err(invalid(
-                dir,
-                format!(
-                    "shared object {i} has pages outside its {} bytes or a bad id",
-                    obj.size
-                ),
-            ));
-        }
-    }
-    for f in &snap.files {
-        if let files::FileKind::Memfd(m) = &f.kind {
-            if m.object >= snap.shmem.len() {
-                return Err(invalid(
-                    dir,
-                    format!("memfd object {} does not exist", m.object),
-                ));
-            }
-        }
-        if let files::FileKind::Detached(d) = &f.kind {
-            d.validate().map_err(|reason| invalid(dir, reason))?;
-        }
-        if let files::FileKind::Reattached(r) = &f.kind {
-            r.validate().map_err(|reason| invalid(dir, reason))?;
-        }
-        if let files::FileKind::Pipe(end) = &f.kind {
-            if end.pipe >= snap.pipes.len() {
-                return Err(invalid(dir, format!("pipe {} does not exist", end.pipe)));
-            }
-        }
-    }
-    if snap.detached.len() > MAX_DETACHED {
-        return Err(invalid(
-            dir,
-            format!(
-                "{} detached devices (at most {MAX_DETACHED})",
-                snap.detached.len()
-            ),
-        ));
-    }
-    for ev in &snap.detached {
-        // Encoding checks sizes; the subsystem becomes a sysfs path.
-        let ok = crate::uevent::sysfs::valid_subsystem(&ev.subsystem)
-            && ev.devpath.starts_with("/devices/")
-            && ev.properties.len() <= crate::uevent::MAX_PROPERTIES
-            && crate::uevent::libudev::encode(ev, 0).is_ok_and(|m| m.len() <= MAX_MESSAGE);
-        if !ok {
-            return Err(invalid(
-                dir,
-                format!("detached device event {} {:?}", ev.action, ev.devpath),
-            ));
-        }
-    }
-    reader.check_chunks(snap.chunks())?;
-    Ok(())
 }
 
 /// Holes of a saved layout where the gadget may go.
@@ -446,7 +286,7 @@ fn restore_image(
     progress: &dyn Fn(u64, u64),
     t0: Instant,
 ) -> Result<Restored> {
-    validate(&opts.dir, &snap, &reader)?;
+    validate::validate(&opts.dir, &snap, &reader, &opts.sys_roots)?;
 
     let ids: Vec<Ids> = snap
         .processes
@@ -1108,7 +948,7 @@ fn swap<'a>(
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
     for v in &mm.vmas {
-        for job in memory::fill_jobs(pid, &v.pages) {
+        for job in memory::fill_jobs(pid, v) {
             fill.send(job)
                 .expect("the fillers live until the swaps end");
         }

@@ -89,6 +89,10 @@ fn print_desktop(
 pub fn run(dir: &Path, json: bool, verify: bool, screenshots: Option<&Path>) -> Result<ExitCode> {
     let (reader, snap): (ImageReader, Snapshot) =
         ImageReader::open(dir).with_context(|| format!("opening image {}", dir.display()))?;
+    // The checks restore makes of the document alone: what is printed
+    // below may index and size by it.
+    hiber_core::restore::validate::document(&snap)
+        .with_context(|| format!("invalid image {}", dir.display()))?;
     let chunks = snap.chunks();
     reader
         .check_chunks(chunks.iter().copied())
@@ -152,10 +156,25 @@ pub fn run(dir: &Path, json: bool, verify: bool, screenshots: Option<&Path>) -> 
         }
         println!("  cwd {}", p.cwd.display());
         for f in &p.fds {
-            let file = &snap.files[f.file];
+            // Validated above; looked up defensively all the same.
+            let Some(file) = snap.files.get(f.file) else {
+                anyhow::bail!(
+                    "pid {} fd {} refers to file {}, which the image does not contain",
+                    p.pid,
+                    f.fd,
+                    f.file
+                );
+            };
             let extra = match &file.kind {
                 FileKind::Regular(r) => format!(" offset {}", r.pos),
-                FileKind::Pipe(e) => format!(" ({} bytes queued)", snap.pipes[e.pipe].data_len),
+                FileKind::Pipe(e) => match snap.pipes.get(e.pipe) {
+                    Some(pipe) => format!(" ({} bytes queued)", pipe.data_len),
+                    None => anyhow::bail!(
+                        "file {} refers to pipe {}, which the image does not contain",
+                        f.file,
+                        e.pipe
+                    ),
+                },
                 _ => String::new(),
             };
             println!(
