@@ -238,3 +238,78 @@ mod tests {
             .contains("capabilities"));
     }
 }
+
+/// Run `f` with this thread's filesystem identity (fsuid, fsgid,
+/// supplementary groups) switched to `creds`': what `f` opens is checked
+/// against the saved process's identity, and what it creates (a socket
+/// bound to a path) is owned by it, never by the restorer. Root's
+/// power over files goes with its fsuid 0 (the kernel drops the
+/// filesystem capabilities while the fsuid is not 0), so an image cannot
+/// make a root restore open a file its process could not. Per thread:
+/// raw system calls, not glibc's `setgroups`, which changes every thread.
+pub fn with_fs_identity<T>(creds: &Creds, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    let old = FsIdentity::current()?;
+    let new = FsIdentity {
+        uid: creds.uid[3],
+        gid: creds.gid[3],
+        groups: creds.groups.clone(),
+    };
+    if new == old {
+        return Ok(f());
+    }
+    new.enter()?;
+    let out = f();
+    old.enter()
+        .expect("the restorer's own filesystem identity can always be taken back");
+    Ok(out)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct FsIdentity {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+impl FsIdentity {
+    fn current() -> std::io::Result<Self> {
+        // SAFETY: setfsuid with an invalid id changes nothing and returns
+        // the current one.
+        let uid = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
+        // SAFETY: as above, for the group.
+        let gid = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32;
+        // SAFETY: getgroups with a zero size returns the count only.
+        let n = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<u32>()) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut groups = vec![0u32; n as usize];
+        // SAFETY: getgroups fills at most n entries of a buffer of n.
+        let n = unsafe { libc::syscall(libc::SYS_getgroups, n, groups.as_mut_ptr()) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        groups.truncate(n as usize);
+        Ok(Self { uid, gid, groups })
+    }
+
+    /// Take this identity on the calling thread; checked, since setfsuid
+    /// and setfsgid report no failure.
+    fn enter(&self) -> std::io::Result<()> {
+        // SAFETY: setgroups reads `len` ids from a valid buffer.
+        let r =
+            unsafe { libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a plain id argument; only this thread changes.
+        unsafe { libc::syscall(libc::SYS_setfsgid, self.gid) };
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_setfsuid, self.uid) };
+        let now = Self::current()?;
+        if now != *self {
+            return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+}

@@ -96,9 +96,18 @@ fn round_trip_full(
         }
         None => Command::new(&fixture),
     };
+    // A restore reopens the fixture's stderr as the fixture's own user,
+    // who must be able to open it for writing (as any file it holds).
+    let stderr_file = t.path().join("stderr");
+    let stderr_out = fs::File::create(&stderr_file).unwrap();
+    fs::set_permissions(
+        &stderr_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     cmd.args([mode, path(&dir)])
         .stdout(Stdio::null())
-        .stderr(fs::File::create(t.path().join("stderr")).unwrap());
+        .stderr(stderr_out);
     let root = r.spawn(&mut cmd);
     wait_until(&format!("the {mode} fixture to be ready"), DEADLINE, || {
         dir.join("ready").exists().then_some(())
@@ -235,12 +244,12 @@ fn unprivileged_caller_may_not_restore_root_processes() {
             .output()
             .unwrap()
     };
-    // The image is root's alone: nobody cannot even read it.
+    // The image is root's alone: nobody cannot even open it.
     let out = restore_as_nobody();
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("snapshot") && err.contains("Permission denied"),
+        err.contains(path(&img)) && err.contains("Permission denied"),
         "{err}"
     );
     // Made readable, it is still refused: its process is root's.

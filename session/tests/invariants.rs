@@ -643,3 +643,78 @@ fn a_process_in_a_frozen_cgroup_is_refused_and_left_frozen() {
     );
     fs::write(cg.0.join("cgroup.freeze"), "0").unwrap();
 }
+
+/// A root restore opens each file as the saved process that holds it: a
+/// file its process can no longer read is refused (no root power lent to
+/// an image), and a socket it listened on comes back owned by it, not by
+/// root.
+#[test]
+fn a_root_restore_opens_files_as_their_saved_holder() {
+    let t = tempdir();
+    fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let secret = t.path().join("secret");
+    fs::write(&secret, "readable when saved").unwrap();
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let sock_dir = t.path().join("run");
+    fs::create_dir(&sock_dir).unwrap();
+    std::os::unix::fs::chown(&sock_dir, Some(65534), Some(65534)).unwrap();
+    let log = t.path().join("log");
+    fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    let script = r#"
+import socket, sys, time
+f = open(sys.argv[1])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[2])
+s.listen()
+print("ready", flush=True)
+time.sleep(1000)
+"#;
+    let mut r = Reaper::new();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ])
+    .arg(&secret)
+    .arg(sock_dir.join("listener"))
+    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap());
+    let pid = r.spawn(&mut cmd);
+    wait_until("the program's socket and file", DEADLINE, || {
+        complete_lines(&log).into_iter().find(|l| l == "ready")
+    });
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    fs::remove_file(sock_dir.join("listener")).unwrap();
+
+    // Its process may not read the file any more: neither may the restore.
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = hiber(&["restore", path(&img)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(path(&secret)) && stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(state(pid).is_none(), "a process was left behind");
+
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    r.restore(&img, &[]);
+    let meta = fs::symlink_metadata(sock_dir.join("listener")).unwrap();
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (65534, 65534),
+        "the restored listener's socket file belongs to its program's user"
+    );
+}

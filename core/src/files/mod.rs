@@ -843,6 +843,7 @@ pub struct RestoredFiles {
 /// cards to reattach are looked up in `sys`.
 pub fn restore_all(
     files: &[OpenFile],
+    holders: &[Option<&crate::creds::Creds>],
     pipes: &[pipe::PipeImage],
     image: &ImageReader,
     shared: &SharedObjects,
@@ -876,44 +877,57 @@ pub fn restore_all(
     let mut out = Vec::with_capacity(files.len());
     let mut reattached = Vec::new();
     for (i, f) in files.iter().enumerate() {
-        let fd = match &f.kind {
-            FileKind::Regular(r) => r.restore(f.flags, image)?,
-            FileKind::Memfd(m) => m.restore(f.flags, shared)?,
-            FileKind::Directory { path } => regular::open_as(
-                path,
-                (f.flags as i32) | libc::O_DIRECTORY,
-                libc::S_IFDIR,
-                |_| Ok(()),
-            )?,
-            FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
-            FileKind::CharDevice(c) => c.restore(f.flags)?,
-            FileKind::Detached(d) => d.restore()?,
-            FileKind::Reattached(r) => match r.restore(f.flags, sys)? {
-                crate::devices::reattach::Reopened::Live(fd) => {
-                    reattached.push(i);
+        // Opened, bound or created as the saved process that holds it:
+        // with its filesystem identity, never the restorer's.
+        let mut open = || -> Result<OwnedFd> {
+            Ok(match &f.kind {
+                FileKind::Regular(r) => r.restore(f.flags, image)?,
+                FileKind::Memfd(m) => m.restore(f.flags, shared)?,
+                FileKind::Directory { path } => regular::open_as(
+                    path,
+                    (f.flags as i32) | libc::O_DIRECTORY,
+                    libc::S_IFDIR,
+                    |_| Ok(()),
+                )?,
+                FileKind::Pipe(end) => pipe_ends.open(end, f.flags)?,
+                FileKind::CharDevice(c) => c.restore(f.flags)?,
+                FileKind::Detached(d) => d.restore()?,
+                FileKind::Reattached(r) => match r.restore(f.flags, sys)? {
+                    crate::devices::reattach::Reopened::Live(fd) => {
+                        reattached.push(i);
+                        fd
+                    }
+                    crate::devices::reattach::Reopened::StandIn(fd) => fd,
+                },
+                FileKind::EventFd(e) => e.restore(f.flags)?,
+                FileKind::TimerFd(t) => t.restore(f.flags)?,
+                FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
+                FileKind::Epoll(e) => {
+                    let fd = e.restore()?;
+                    status_flags_as_saved(&fd, f.flags)?;
                     fd
                 }
-                crate::devices::reattach::Reopened::StandIn(fd) => fd,
-            },
-            FileKind::EventFd(e) => e.restore(f.flags)?,
-            FileKind::TimerFd(t) => t.restore(f.flags)?,
-            FileKind::SignalFd(sfd) => sfd.restore(f.flags)?,
-            FileKind::Epoll(e) => {
-                let fd = e.restore()?;
-                status_flags_as_saved(&fd, f.flags)?;
-                fd
-            }
-            FileKind::UnixSocket(u) => {
-                let fd = unix_ends.open(u, &peer_of, &client_of, image)?;
-                status_flags_as_saved(&fd, f.flags)?;
-                fd
-            }
-            FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end, image)?,
-            FileKind::DevTty(t) => t.restore(f.flags)?,
-            FileKind::Inotify(i) => i.restore(f.flags)?,
-            FileKind::Netlink(n) => n.restore(f.flags, uevent_net)?,
-            FileKind::Inet(i) => i.restore(f.flags)?,
-            FileKind::Pidfd(p) => p.restore(f.flags)?,
+                FileKind::UnixSocket(u) => {
+                    let fd = unix_ends.open(u, &peer_of, &client_of, image)?;
+                    status_flags_as_saved(&fd, f.flags)?;
+                    fd
+                }
+                FileKind::Pty(p) => ptys.open(p, f.flags, &pty_end, image)?,
+                FileKind::DevTty(t) => t.restore(f.flags)?,
+                FileKind::Inotify(i) => i.restore(f.flags)?,
+                FileKind::Netlink(n) => n.restore(f.flags, uevent_net)?,
+                FileKind::Inet(i) => i.restore(f.flags)?,
+                FileKind::Pidfd(p) => p.restore(f.flags)?,
+            })
+        };
+        let fd = match holders.get(i).copied().flatten() {
+            Some(creds) => crate::creds::with_fs_identity(creds, open).map_err(|source| {
+                FileError::Create {
+                    what: "taking the filesystem identity of the file's saved holder",
+                    source,
+                }
+            })??,
+            None => open()?,
         };
         out.push(move_above(fd, base)?);
     }

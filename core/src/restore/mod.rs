@@ -350,8 +350,16 @@ fn restore_image(
             "the image holds device event sockets: restoring under a keeper for the uevent proxy"
         );
     }
+    // Each file is opened as the first saved process that holds it.
+    let mut holders: Vec<Option<&Creds>> = vec![None; snap.files.len()];
+    for p in &snap.processes {
+        for f in &p.fds {
+            holders[f.file].get_or_insert(&p.creds);
+        }
+    }
     let file_objs = files::restore_all(
         &snap.files,
+        &holders,
         &snap.pipes,
         &reader,
         &shared_objs,
