@@ -517,6 +517,18 @@ impl SharedObjects {
         Ok(())
     }
 
+    /// The SysV segments this restore created (not leftovers it took
+    /// over): what a failed restore removes again.
+    pub fn made_sysv(&self) -> Vec<i32> {
+        self.created
+            .iter()
+            .filter_map(|c| match c {
+                Created::Sysv { id, made: true } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The restore succeeded: the SysV segments stay.
     pub fn keep(mut self) {
         self.kept = true;
