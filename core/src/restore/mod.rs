@@ -498,8 +498,9 @@ fn restore_image(
     let base_fd: RawFd = (max_target + 1).max(3);
     raise_nofile(base_fd as u64 + snap.files.len() as u64 + 64)?;
     // Dropped on failure, after `cleanup` has ended the tree: SysV
-    // segments made for this restore go with it.
-    let shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
+    // segments made for this restore go with it. Those are made once the
+    // restore root watches (below).
+    let mut shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
     // Device event sockets go into a network namespace of the session's
     // own, spoken to by a proxy that the keeper runs: so a keeper it is.
     // Without the right to make one (not root), they are recreated in the
@@ -552,13 +553,17 @@ fn restore_image(
             _ => Vec::new(),
         })
         .collect();
-    let shared = Shared::new(plan.nodes.len()).map_err(|source| RestoreError::Os {
+    let sysv_count = snap
+        .shmem
+        .iter()
+        .filter(|o| matches!(o.kind, crate::shmem::ShmemKind::Sysv(_)))
+        .count();
+    let shared = Shared::new(plan.nodes.len(), sysv_count).map_err(|source| RestoreError::Os {
         what: "mapping the restore sync page",
         source,
     })?;
     let restorer_pid = std::process::id() as i32;
     let (release_r, release_w) = release_pipe()?;
-    let sysv_made = shared_objs.made_sysv();
     let spec = TreeSpec {
         plan: &plan,
         processes: &snap.processes,
@@ -569,7 +574,6 @@ fn restore_image(
         restorer_pid,
         release: release_r.as_raw_fd(),
         release_writer: release_w.as_raw_fd(),
-        sysv_made: &sysv_made,
     };
 
     let mut cleanup = Cleanup {
@@ -583,6 +587,9 @@ fn restore_image(
     // The keeper has its copies.
     drop(proxy);
     cleanup.root = Some(root);
+    // The tree needs none of them until the swap; the root, which outlives
+    // us if we die, removes each one it is told of.
+    shared_objs.create_sysv(&snap.shmem, &reader, &|id| shared.publish_sysv(id))?;
 
     let total = plan.nodes.len() as u32;
     let live: Vec<usize> = plan
@@ -876,10 +883,14 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole, proxy: Option
         // SAFETY: prctl on ourselves, plain integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
+    // Watching, the root must act the moment the restorer dies among the
+    // detaches: ahead of every task it would take down. Not inherited.
+    set_realtime(true);
     let forked = node::fork_children(spec, shared, None);
     if !await_done(spec, shared) {
         abandon(spec, shared);
     }
+    set_realtime(false);
     for &(child, pid) in &forked {
         if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
             let mut st = 0;
@@ -1061,7 +1072,7 @@ fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
             }
         }
     }
-    for &id in spec.sysv_made {
+    for id in shared.made_sysv() {
         // SAFETY: removing a segment this restore made; no pointer passed.
         unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
     }
@@ -1071,6 +1082,23 @@ fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
     );
     // SAFETY: ends the restore root; the tree below dies with it.
     unsafe { libc::_exit(1) }
+}
+
+/// Run as the lowest real-time priority (a normal task again with false),
+/// where allowed; children start as normal tasks either way.
+fn set_realtime(on: bool) {
+    let (policy, priority) = if on {
+        (libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 1)
+    } else {
+        (libc::SCHED_OTHER, 0)
+    };
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: sched_setscheduler on ourselves with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } < 0 {
+        debug!(on, error = %std::io::Error::last_os_error(), "the restore root's scheduling stays as it was");
+    }
 }
 
 /// A pipe whose write end only the restorer keeps: the restore root's way

@@ -53,6 +53,8 @@ pub struct SyncArea {
     pub root_pid: AtomicI32,
     _pad: u32,
     /// Per node: the pid it got (0 until born), then the gadget address.
+    /// After them, per SysV segment of the image: its id + 1 once this
+    /// restore made it (0: not made by us).
     pub slots: [NodeSlot; 0],
 }
 
@@ -70,12 +72,15 @@ pub struct Shared {
     ptr: *mut SyncArea,
     len: usize,
     nodes: usize,
+    sysv: usize,
 }
 
 impl Shared {
-    pub fn new(nodes: usize) -> io::Result<Self> {
-        let len = (std::mem::size_of::<SyncArea>() + nodes * std::mem::size_of::<NodeSlot>())
-            .next_multiple_of(4096);
+    pub fn new(nodes: usize, sysv: usize) -> io::Result<Self> {
+        let len = (std::mem::size_of::<SyncArea>()
+            + nodes * std::mem::size_of::<NodeSlot>()
+            + sysv * std::mem::size_of::<AtomicI32>())
+        .next_multiple_of(4096);
         // SAFETY: anonymous shared mapping; no existing memory is touched.
         let p = unsafe {
             libc::mmap(
@@ -94,7 +99,42 @@ impl Shared {
             ptr: p.cast(),
             len,
             nodes,
+            sysv,
         })
+    }
+
+    fn sysv_slot(&self, i: usize) -> &AtomicI32 {
+        assert!(i < self.sysv);
+        // SAFETY: the mapping holds `sysv` i32 slots after the node slots
+        // (4-byte aligned: NodeSlot is 16 bytes); zero is a valid atomic.
+        unsafe {
+            &*((self.ptr as *mut u8)
+                .add(std::mem::size_of::<SyncArea>() + self.nodes * std::mem::size_of::<NodeSlot>())
+                as *const AtomicI32)
+                .add(i)
+        }
+    }
+
+    /// Record SysV segment `id` as made by this restore: if the restorer
+    /// dies before the commit, the restore root removes it.
+    pub fn publish_sysv(&self, id: i32) {
+        for i in 0..self.sysv {
+            if self
+                .sysv_slot(i)
+                .compare_exchange(0, id + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The SysV segments published so far.
+    pub fn made_sysv(&self) -> impl Iterator<Item = i32> + '_ {
+        (0..self.sysv)
+            .map(|i| self.sysv_slot(i).load(Ordering::Acquire))
+            .filter(|&v| v > 0)
+            .map(|v| v - 1)
     }
 
     pub fn area(&self) -> &SyncArea {
@@ -306,8 +346,6 @@ pub struct TreeSpec<'a> {
     pub release: RawFd,
     /// Its write end, which the restore root closes at once.
     pub release_writer: RawFd,
-    /// SysV segments made for this restore, removed if it dies.
-    pub sysv_made: &'a [i32],
 }
 
 /// Steps a node can fail at, reported in the shared page.
