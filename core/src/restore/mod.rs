@@ -883,14 +883,10 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole, proxy: Option
         // SAFETY: prctl on ourselves, plain integer arguments.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    // Watching, the root must act the moment the restorer dies among the
-    // detaches: ahead of every task it would take down. Not inherited.
-    set_realtime(true);
     let forked = node::fork_children(spec, shared, None);
     if !await_done(spec, shared) {
         abandon(spec, shared);
     }
-    set_realtime(false);
     for &(child, pid) in &forked {
         if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
             let mut st = 0;
@@ -1082,23 +1078,6 @@ fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
     );
     // SAFETY: ends the restore root; the tree below dies with it.
     unsafe { libc::_exit(1) }
-}
-
-/// Run as the lowest real-time priority (a normal task again with false),
-/// where allowed; children start as normal tasks either way.
-fn set_realtime(on: bool) {
-    let (policy, priority) = if on {
-        (libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 1)
-    } else {
-        (libc::SCHED_OTHER, 0)
-    };
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: sched_setscheduler on ourselves with a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } < 0 {
-        debug!(on, error = %std::io::Error::last_os_error(), "the restore root's scheduling stays as it was");
-    }
 }
 
 /// A pipe whose write end only the restorer keeps: the restore root's way
