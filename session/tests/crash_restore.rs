@@ -289,10 +289,8 @@ fn restorer_killed_at_any_instant_leaves_nothing_and_the_image_restores_afterwar
     // From now on orphans of a killed restorer come to us: what is left is
     // visible as our children.
     // SAFETY: prctl on ourselves, plain integer arguments.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "becoming a child subreaper");
     // The segment outlives its processes; remove it so that each restore
     // makes it (and a killed one must remove it again).
     assert!(segment(key).is_some(), "the workload's segment");
