@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Crash campaign: SIGKILL hiber at random instants and count the harm.
 
-  crash-campaign.py restore [--kills 200] [--hiber PATH] [--pidns] [--seed N]
+  crash-campaign.py restore [--kills 200] [--hiber PATH] [--pidns|--keeper] [--seed N]
 
 `restore`: saves a workload of four processes (each with two threads, 2 MiB
 of private memory and a SysV segment they share, printing "INDEX K OK" every
@@ -218,8 +218,8 @@ def digest(img):
     return h.hexdigest()
 
 
-def restore_args(hiber, img, pidns):
-    return [hiber, "restore", img, "--json"] + (["--pidns"] if pidns else [])
+def restore_args(hiber, img, mode):
+    return [hiber, "restore", img, "--json"] + ([f"--{mode}"] if mode else [])
 
 
 def campaign_restore(args):
@@ -273,7 +273,7 @@ def campaign_restore(args):
                 f.write(log_saved)
 
         t0 = time.monotonic()
-        r = subprocess.run(restore_args(args.hiber, img, args.pidns),
+        r = subprocess.run(restore_args(args.hiber, img, args.mode),
                            capture_output=True)
         length = time.monotonic() - t0
         if r.returncode != 0:
@@ -284,7 +284,7 @@ def campaign_restore(args):
 
         while counts["kills"] < args.kills:
             at = rng.uniform(0, 1.2 * length)
-            p = subprocess.Popen(restore_args(args.hiber, img, args.pidns),
+            p = subprocess.Popen(restore_args(args.hiber, img, args.mode),
                                  stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             time.sleep(at)
@@ -336,7 +336,7 @@ def campaign_restore(args):
                 print(f"kill {n}: the image changed", flush=True)
                 break
             # And the image restores, the program going on intact.
-            r = subprocess.run(restore_args(args.hiber, img, args.pidns),
+            r = subprocess.run(restore_args(args.hiber, img, args.mode),
                                capture_output=True)
             good = r.returncode == 0
             until = time.monotonic() + 30
@@ -356,7 +356,7 @@ def campaign_restore(args):
         kill_everything(saved, key)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("restore campaign" + (" (--pidns)" if args.pidns else ""))
+    print("restore campaign" + (f" (--{args.mode})" if args.mode else ""))
     for k, v in counts.items():
         print(f"  {k:22} {v}")
     harm = (counts["left_behind"] + counts["wrong_output"]
@@ -370,7 +370,10 @@ def main():
     r = sub.add_parser("restore", help="kill hiber restore at random instants")
     r.add_argument("--kills", type=int, default=200)
     r.add_argument("--hiber", default=shutil.which("hiber") or "target/debug/hiber")
-    r.add_argument("--pidns", action="store_true", help="restore with --pidns")
+    r.add_argument("--pidns", dest="mode", action="store_const", const="pidns",
+                   help="restore with --pidns (the tree under a namespace init)")
+    r.add_argument("--keeper", dest="mode", action="store_const", const="keeper",
+                   help="restore with --keeper (the roots under a session keeper)")
     r.add_argument("--seed", type=int, default=None)
     args = ap.parse_args()
     if os.geteuid() != 0:

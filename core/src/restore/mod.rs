@@ -1109,11 +1109,16 @@ fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
 /// stage says RELEASE meanwhile: a restorer killed among them leaves the
 /// tasks detached so far running (complete: their memory is all in and
 /// the state is theirs) and the others killed by the kernel; the restore
-/// root, woken at once by the release pipe, kills the whole tree by pid.
-/// What remains is that window: tasks that were detached run for as long
-/// as the root takes to wake up (a scheduler wake-up, microseconds), and
-/// can act in it. A death after the stage says DONE is a committed
-/// restore: the tree is the caller's.
+/// root, woken by the release pipe, kills the whole tree by pid.
+/// What remains is that window: a task detached before the kill runs
+/// until the root's SIGKILL lands (the rest of the detach loop, about a
+/// syscall per thread, then the root's wake-up), whole and correct but
+/// able to act (write a line, send a message) that a later restore of the
+/// same image repeats. Closing it would need the tasks held in the kernel
+/// across the detaches (a frozen cgroup v2 they leave only after the
+/// commit, thawed by the root if the restorer dies after it). A death
+/// after the stage says DONE is a committed restore: the tree is the
+/// caller's.
 fn release(shared: &Shared, seized: &[i32], release_w: std::os::fd::OwnedFd) -> Result<()> {
     shared.set_stage(node::STAGE_RELEASE);
     for &pid in seized {
