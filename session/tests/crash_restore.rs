@@ -192,9 +192,10 @@ enum At {
 
 /// Start `hiber restore`, kill it at `at`; true if the kill landed before
 /// it was done (false: it had finished, successfully).
-fn kill_restore(img: &Path, at: At) -> bool {
+fn kill_restore(img: &Path, at: At, extra: &[&str]) -> bool {
     let mut child: Child = Command::new(hiber_bin())
         .args(["--log", "debug", "restore", path(img), "--json"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -316,19 +317,27 @@ fn restorer_killed_at_any_instant_leaves_nothing_and_the_image_restores_afterwar
         end_run(&saved, key, &log, &log_saved);
     }
 
-    let mut points: Vec<At> = ["tree built", "every process swapped in", "pages filled"]
+    const MARKS: [&str; 3] = ["tree built", "every process swapped in", "pages filled"];
+    let mut points: Vec<(At, &[&str])> = MARKS
         .into_iter()
-        .map(At::Logged)
+        .map(|m| (At::Logged(m), &[][..]))
         .collect();
     // Its length varies with the load: go a little past it.
     const SLICES: u32 = 12;
-    points.extend((0..SLICES).map(|i| At::After(length * i * 11 / 10 / SLICES)));
+    points.extend((0..SLICES).map(|i| (At::After(length * i * 11 / 10 / SLICES), &[][..])));
+    // In a pid namespace the tree hangs below an init that is not the
+    // restorer's child: it watches the restorer all the same.
+    points.extend(
+        MARKS[..2]
+            .iter()
+            .map(|&m| (At::Logged(m), &["--pidns"][..])),
+    );
     let (mut landed, mut committed, mut released) = (0, 0, 0);
-    for at in points {
+    for (at, extra) in points {
         let t1 = Instant::now();
-        let during = kill_restore(&img, at);
+        let during = kill_restore(&img, at, extra);
         eprintln!(
-            "killed at {at:?} after {:?}: during the restore: {during}",
+            "killed at {at:?} {extra:?} after {:?}: during the restore: {during}",
             t1.elapsed()
         );
         if during && settle(&saved, key, &log, &saved_lines, at) == Outcome::Committed {
@@ -448,9 +457,14 @@ fn settle(
         if left.is_empty() {
             return Outcome::Nothing;
         }
-        let whole = saved
-            .iter()
-            .all(|&p| alive(p) && status_field(p, "TracerPid").as_deref() == Some("0"))
+        // Below us: the restored tree (its root process, or the pid
+        // namespace's init, came to us as orphans).
+        let me = std::process::id() as i32;
+        let ours: Vec<i32> = tree(me).into_iter().filter(|&p| p != me).collect();
+        let whole = !ours.is_empty()
+            && ours
+                .iter()
+                .all(|&p| status_field(p, "TracerPid").as_deref() == Some("0"))
             && segment(key).is_some();
         let going_on = by_index(log)
             .iter()
