@@ -863,14 +863,17 @@ pub fn with_page_fillers<'a, T, E: From<MemoryError>>(
 ) -> std::result::Result<T, E> {
     let (tx, rx) = std::sync::mpsc::channel::<FillJob<'a>>();
     let rx = std::sync::Mutex::new(rx);
-    let mut tx = Some(tx);
     std::thread::scope(|s| {
+        // Owned by this closure: if `body` panics, unwinding drops it
+        // before the scope joins the workers, so they stop instead of
+        // waiting for jobs forever (and the restorer with them).
+        let tx = tx;
         let handles: Vec<_> = (0..workers.max(1))
             .map(|_| s.spawn(|| fill_worker(&rx, reader, filled)))
             .collect();
-        let result = body(tx.as_ref().expect("sender lives until here"));
+        let result = body(&tx);
         // Close the queue: workers finish what is queued, then stop.
-        tx.take();
+        drop(tx);
         let mut failed = None;
         for h in handles {
             if let Err(e) = h.join().expect("a page filler panicked") {

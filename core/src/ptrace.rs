@@ -180,13 +180,20 @@ impl Regs {
 /// `PTRACE_SEIZE`: attach without stopping. Exit kills are not used, so a
 /// dying checkpointer lets every task go on.
 pub fn seize(tid: i32) -> Result<()> {
-    match request(
-        "seize",
-        libc::PTRACE_SEIZE,
-        tid,
-        0,
-        libc::PTRACE_O_TRACESYSGOOD as usize,
-    ) {
+    seize_with(tid, 0)
+}
+
+/// `PTRACE_SEIZE` with `PTRACE_O_EXITKILL`: if the tracer dies, the kernel
+/// kills the task before it returns to user space. For tasks that must not
+/// run in the state the tracer leaves them in (a restore's half-swapped
+/// tasks). The option belongs to this tracer link: a detach drops it.
+pub fn seize_exit_kill(tid: i32) -> Result<()> {
+    seize_with(tid, libc::PTRACE_O_EXITKILL)
+}
+
+fn seize_with(tid: i32, options: libc::c_int) -> Result<()> {
+    let all = options | libc::PTRACE_O_TRACESYSGOOD;
+    match request("seize", libc::PTRACE_SEIZE, tid, 0, all as usize) {
         Ok(_) => Ok(()),
         // The kernel refuses to attach to a task that is exiting (its mm
         // or exit state already gone) with EPERM, not ESRCH: a task that
@@ -221,7 +228,8 @@ pub fn interrupt(tid: i32) -> Result<()> {
     request("interrupt", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
 
-/// `PTRACE_SETOPTIONS`; TRACESYSGOOD is always kept.
+/// `PTRACE_SETOPTIONS`; TRACESYSGOOD is always kept. This replaces every
+/// option, so a task seized with [`seize_exit_kill`] needs EXITKILL again.
 pub fn set_options(tid: i32, options: libc::c_int) -> Result<()> {
     let all = options | libc::PTRACE_O_TRACESYSGOOD;
     request("setoptions", libc::PTRACE_SETOPTIONS, tid, 0, all as usize).map(drop)

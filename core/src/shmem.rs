@@ -405,6 +405,8 @@ enum Created {
         id: i32,
         made: bool,
     },
+    /// A SysV segment [`SharedObjects::create_sysv`] has not made yet.
+    SysvLater,
 }
 
 /// The image's shared objects, created for a restore. Dropped before
@@ -436,7 +438,8 @@ fn shmctl(id: i32, cmd: i32, ds: *mut libc::shmid_ds) -> io::Result<()> {
 }
 
 impl SharedObjects {
-    /// Create every object of the image, filled with its saved contents.
+    /// Create every object of the image but its SysV segments, filled with
+    /// its saved contents; [`SharedObjects::create_sysv`] makes those.
     pub fn create(objects: &[ShmemObject], image: &ImageReader) -> Result<Self> {
         let mut me = SharedObjects {
             created: Vec::with_capacity(objects.len()),
@@ -444,7 +447,7 @@ impl SharedObjects {
         };
         for obj in objects {
             let created = match &obj.kind {
-                ShmemKind::Sysv(seg) => create_sysv(seg, obj, image)?,
+                ShmemKind::Sysv(_) => Created::SysvLater,
                 ShmemKind::Anonymous => Created::File(create_memfd("hiber-shmem", 0, obj, image)?),
                 ShmemKind::DeletedFile { path } => {
                     // memfd names are short; the file's own name is enough
@@ -470,6 +473,25 @@ impl SharedObjects {
         Ok(me)
     }
 
+    /// Create the image's SysV segments, calling `made(id)` right after
+    /// each segment this restore creates (not a leftover it takes over)
+    /// exists, before it is filled. Apart because a segment outlives
+    /// whoever made it: a restore makes them once something that survives
+    /// its death is there to remove them (`made` tells it which).
+    pub fn create_sysv(
+        &mut self,
+        objects: &[ShmemObject],
+        image: &ImageReader,
+        made: &dyn Fn(i32),
+    ) -> Result<()> {
+        for (obj, created) in objects.iter().zip(self.created.iter_mut()) {
+            if let (ShmemKind::Sysv(seg), Created::SysvLater) = (&obj.kind, &*created) {
+                *created = create_sysv(seg, obj, image, made)?;
+            }
+        }
+        Ok(())
+    }
+
     /// How the task `restorer_pid`'s children reach object `i`.
     pub fn target(&self, i: usize, restorer_pid: i32, objects: &[ShmemObject]) -> MapTarget {
         match &self.created[i] {
@@ -481,6 +503,7 @@ impl SharedObjects {
                 id: *id,
                 size: objects[i].size,
             },
+            Created::SysvLater => unreachable!("SysV segments are created before they are mapped"),
         }
     }
 
@@ -488,7 +511,7 @@ impl SharedObjects {
     pub fn file(&self, i: usize) -> Option<&OwnedFd> {
         match self.created.get(i)? {
             Created::File(fd) => Some(fd),
-            Created::Sysv { .. } => None,
+            Created::Sysv { .. } | Created::SysvLater => None,
         }
     }
 
@@ -560,7 +583,12 @@ fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) 
 
 /// Recreate segment `seg` under its id (or take over its own leftover) and
 /// fill it.
-fn create_sysv(seg: &SysvSegment, obj: &ShmemObject, image: &ImageReader) -> Result<Created> {
+fn create_sysv(
+    seg: &SysvSegment,
+    obj: &ShmemObject,
+    image: &ImageReader,
+    made_one: &dyn Fn(i32),
+) -> Result<Created> {
     let id = seg.id;
     let sys = |what: &'static str| move |source| ShmemError::Sysv { id, what, source };
     let made = match sysv_segments().into_iter().find(|s| s.id == id) {
@@ -608,6 +636,7 @@ fn create_sysv(seg: &SysvSegment, obj: &ShmemObject, image: &ImageReader) -> Res
                     attached: 0,
                 });
             }
+            made_one(id);
             true
         }
     };

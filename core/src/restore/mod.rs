@@ -5,6 +5,15 @@
 //! A failure at any point kills every process this restore created (only
 //! those: each node records its own pid once born) and leaves the image
 //! untouched; the image is only ever read.
+//!
+//! So does the restorer's death, at any instant (SIGKILL included), with
+//! nobody left to clean up: every node of the tree dies with its parent
+//! (parent-death SIGKILL, see `node`), the restore root watches the
+//! restorer through a pipe only the restorer writes to and takes the tree
+//! down when it hangs up before the commit, and every task seized for
+//! the swap is seized with PTRACE_O_EXITKILL, so a half-swapped task is
+//! killed by the kernel before it can run. What remains is documented at
+//! [`release`].
 
 pub mod node;
 pub mod plan;
@@ -329,8 +338,9 @@ fn restore_image(
     let base_fd: RawFd = (max_target + 1).max(3);
     raise_nofile(base_fd as u64 + snap.files.len() as u64 + 64)?;
     // Dropped on failure, after `cleanup` has ended the tree: SysV
-    // segments made for this restore go with it.
-    let shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
+    // segments made for this restore go with it. Those are made once the
+    // restore root watches (below).
+    let mut shared_objs = SharedObjects::create(&snap.shmem, &reader)?;
     // Device event sockets go into a network namespace of the session's
     // own, spoken to by a proxy that the keeper runs: so a keeper it is.
     // Without the right to make one (not root), they are recreated in the
@@ -391,11 +401,17 @@ fn restore_image(
             _ => Vec::new(),
         })
         .collect();
-    let shared = Shared::new(plan.nodes.len()).map_err(|source| RestoreError::Os {
+    let sysv_count = snap
+        .shmem
+        .iter()
+        .filter(|o| matches!(o.kind, crate::shmem::ShmemKind::Sysv(_)))
+        .count();
+    let shared = Shared::new(plan.nodes.len(), sysv_count).map_err(|source| RestoreError::Os {
         what: "mapping the restore sync page",
         source,
     })?;
     let restorer_pid = std::process::id() as i32;
+    let (release_r, release_w) = release_pipe()?;
     let spec = TreeSpec {
         plan: &plan,
         processes: &snap.processes,
@@ -404,6 +420,8 @@ fn restore_image(
         base_fd,
         gadget_candidates: &candidates,
         restorer_pid,
+        release: release_r.as_raw_fd(),
+        release_writer: release_w.as_raw_fd(),
     };
 
     let mut cleanup = Cleanup {
@@ -417,6 +435,9 @@ fn restore_image(
     // The keeper has its copies.
     drop(proxy);
     cleanup.root = Some(root);
+    // The tree needs none of them until the swap; the root, which outlives
+    // us if we die, removes each one it is told of.
+    shared_objs.create_sysv(&snap.shmem, &reader, &|id| shared.publish_sysv(id))?;
 
     let total = plan.nodes.len() as u32;
     let live: Vec<usize> = plan
@@ -475,7 +496,9 @@ fn restore_image(
                 unreachable!()
             };
             let pid = outer[&i];
-            ptrace::seize(pid)?;
+            // Killed by the kernel if we die before the release: never
+            // run with its address space half swapped in.
+            ptrace::seize_exit_kill(pid)?;
             seized.push(pid);
             ptrace::interrupt(pid)?;
             wait_event_stop(pid)?;
@@ -533,12 +556,8 @@ fn restore_image(
             debug!(pid = outer[&i], sig, "stopped again (job control)");
         }
     }
-    // Everyone is ready: let them all go together.
-    for &pid in &seized {
-        ptrace::detach(pid)?;
-    }
+    release(&shared, &seized, release_w)?;
     cleanup.armed = false;
-    shared.set_stage(node::STAGE_DONE);
     drive_vt_enter(&snap, &plan, &outer, &live, &reattached);
     let keeper = if keeper {
         Some(root)
@@ -651,14 +670,22 @@ fn spawn_root(
         } else {
             RootRole::Exit
         };
+        // No parent-death signal for the root: it watches the restorer
+        // through the release pipe instead, so that it can still take the
+        // tree down when the restorer dies among the detaches.
         return match node::clone_with_pid(0, 0).map_err(err)? {
-            0 => root_main(spec, shared, role, proxy),
+            0 => node::child_main(|| root_main(spec, shared, role, proxy)),
             pid => Ok(pid),
         };
     }
+    let restorer = node::parent_for(0);
     match node::clone_with_pid(0, 0).map_err(err)? {
-        0 => {
+        0 => node::child_main(|| {
+            node::die_with_parent(restorer);
             match node::clone_with_pid(0, libc::CLONE_NEWPID as u64) {
+                // The namespace's init: its parent (this intermediate) ends
+                // on purpose, so it cannot die with it; it watches the
+                // release pipe like any restore root.
                 Ok(0) => root_main(spec, shared, RootRole::NamespaceInit, proxy),
                 Ok(pid) => {
                     shared.area().root_pid.store(pid, Ordering::Release);
@@ -671,7 +698,7 @@ fn spawn_root(
                     unsafe { libc::_exit(1) }
                 }
             }
-        }
+        }),
         mid => {
             let mut st = 0;
             // SAFETY: reaping our own intermediate child.
@@ -691,6 +718,9 @@ fn spawn_root(
 /// keeper it stays, reaping orphans until the last process of the session
 /// is gone, and runs the session's uevent proxy meanwhile.
 fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole, proxy: Option<&Proxy>) -> ! {
+    // Only the restorer may hold the writer: its hang-up is the signal.
+    // SAFETY: closing our copy of the restorer's fd.
+    unsafe { libc::close(spec.release_writer) };
     let keeper = role != RootRole::Exit;
     if keeper {
         // SAFETY: prctl on ourselves.
@@ -702,7 +732,9 @@ fn root_main(spec: &TreeSpec<'_>, shared: &Shared, role: RootRole, proxy: Option
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let forked = node::fork_children(spec, shared, None);
-    await_done(shared);
+    if !await_done(spec, shared) {
+        abandon(spec, shared);
+    }
     for &(child, pid) in &forked {
         if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
             let mut st = 0;
@@ -837,22 +869,113 @@ fn keep_with_proxy(proxy: &Proxy) {
     }
 }
 
-fn await_done(shared: &Shared) {
+/// The restore root's wait for the commit: true once the restorer has
+/// committed the tree, false when it let go of it without committing (an
+/// abort, or its death). Bounded by the restorer's life: the release pipe
+/// hangs up when it ends, whatever ends it.
+fn await_done(spec: &TreeSpec<'_>, shared: &Shared) -> bool {
     loop {
-        let s = shared.area().stage.load(Ordering::Acquire);
-        if s >= node::STAGE_DONE {
-            return;
+        match shared.area().stage.load(Ordering::Acquire) {
+            node::STAGE_DONE => return true,
+            node::STAGE_ABORT => return false,
+            _ => {}
         }
         // Helpers exit at SETUP; reap them as they go so none lingers.
         let mut st = 0;
         // SAFETY: non-blocking reap of our own children.
         unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
-        let _ = shared.wait_count(
-            &shared.area().stage,
-            s + 1,
-            Instant::now() + Duration::from_millis(50),
-        );
+        let mut pfd = libc::pollfd {
+            fd: spec.release,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 && pfd.revents != 0 {
+            // The restorer stores DONE before it lets go: what it left is
+            // final.
+            return shared.area().stage.load(Ordering::Acquire) == node::STAGE_DONE;
+        }
     }
+}
+
+/// The restorer let go of the tree without committing it (it died, or
+/// aborted): take down what it built and end. The nodes die with us (their
+/// parent-death signal), the seized tasks died with the restorer
+/// (EXITKILL); only tasks it had already detached run on their own, so
+/// during the release every process of the tree is killed by pid.
+fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
+    let stage = shared.area().stage.load(Ordering::Acquire);
+    shared.set_stage(node::STAGE_ABORT);
+    if stage == node::STAGE_RELEASE {
+        for (i, n) in spec.plan.nodes.iter().enumerate() {
+            let pid = shared.slot(i).pid.load(Ordering::Acquire);
+            if matches!(n.kind, NodeKind::Process(_)) && pid > 0 {
+                // SAFETY: kill of a process of this tree, which recorded
+                // its pid itself; none of them has been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    for id in shared.made_sysv() {
+        // SAFETY: removing a segment this restore made; no pointer passed.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+    tracing::debug!(
+        stage,
+        "the restorer let go before the commit: tree taken down"
+    );
+    // SAFETY: ends the restore root; the tree below dies with it.
+    unsafe { libc::_exit(1) }
+}
+
+/// A pipe whose write end only the restorer keeps: the restore root's way
+/// to learn it is gone, whatever way it went.
+fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(RestoreError::Os {
+            what: "making the restore's release pipe",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: two fresh fds, owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Let every swapped task go, and commit.
+///
+/// Until the first detach, a restorer that dies takes everything with it
+/// (nodes by their parent-death signal, seized tasks by EXITKILL). The
+/// detaches themselves are one PTRACE_DETACH each, back to back, and the
+/// stage says RELEASE meanwhile: a restorer killed among them leaves the
+/// tasks detached so far running (complete: their memory is all in and
+/// the state is theirs) and the others killed by the kernel; the restore
+/// root, woken by the release pipe, kills the whole tree by pid.
+/// What remains is that window: a task detached before the kill runs
+/// until the root's SIGKILL lands (the rest of the detach loop, about a
+/// syscall per thread, then the root's wake-up), whole and correct but
+/// able to act (write a line, send a message) that a later restore of the
+/// same image repeats. Closing it would need the tasks held in the kernel
+/// across the detaches (a frozen cgroup v2 they leave only after the
+/// commit, thawed by the root if the restorer dies after it). A death
+/// after the stage says DONE is a committed restore: the tree is the
+/// caller's.
+fn release(shared: &Shared, seized: &[i32], release_w: std::os::fd::OwnedFd) -> Result<()> {
+    shared.set_stage(node::STAGE_RELEASE);
+    for &pid in seized {
+        ptrace::detach(pid)?;
+    }
+    shared.set_stage(node::STAGE_DONE);
+    // The commit: the root stops watching and goes on as keeper or exits.
+    drop(release_w);
+    Ok(())
 }
 
 /// Map each live node to its pid as the restorer sees it.
@@ -911,6 +1034,14 @@ fn swap<'a>(
     };
     let mut mem = ProcMem::new(pid, true);
 
+    // The node was born to die with its parent; the program was not (the
+    // image does not record a parent-death signal: none is set). EXITKILL
+    // covers it from here to the release.
+    task.syscall(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )?;
     // The node's glibc registered rseq; the area is about to disappear.
     if let Some(r) = ptrace::get_rseq(pid)? {
         const RSEQ_FLAG_UNREGISTER: u64 = 1;
@@ -968,7 +1099,9 @@ fn swap<'a>(
     // per thread, so each sets its own, last.
     let mut created = Vec::new();
     if p.threads.len() > 1 {
-        ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE)?;
+        // EXITKILL again: the options are replaced as a whole (threads
+        // created now inherit them).
+        ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL)?;
     }
     for t in &p.threads[1..] {
         let tid = thread::create(&task, &mut mem, &scratch, t.tid)?;

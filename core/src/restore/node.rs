@@ -6,6 +6,11 @@
 //! It runs in copies of the single-threaded restorer, so allocation is safe,
 //! but it never returns: every path ends in `_exit` or in being taken over.
 //! Progress and failures are reported through a shared page of counters.
+//!
+//! No node outlives the restorer before the release: each is born with a
+//! parent-death SIGKILL (so the tree falls from the restore root down,
+//! which itself watches the restorer through a pidfd), and every wait here
+//! is a bounded futex wait that also checks the parent is still there.
 
 use super::plan::{Node, NodeKind, Plan};
 use crate::files::{FileKind, OpenFile};
@@ -18,8 +23,15 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 pub const STAGE_BORN: u32 = 0;
 pub const STAGE_GROUPS: u32 = 1;
 pub const STAGE_SETUP: u32 = 2;
-pub const STAGE_DONE: u32 = 3;
-pub const STAGE_ABORT: u32 = 4;
+/// Every task is swapped in; the restorer is detaching them. A restorer
+/// that dies now leaves some already running: the restore root kills them.
+pub const STAGE_RELEASE: u32 = 3;
+/// Committed: the tree is the caller's.
+pub const STAGE_DONE: u32 = 4;
+pub const STAGE_ABORT: u32 = 5;
+
+/// How long a node sleeps at most between checks that its parent lives.
+const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Pages of the restore gadget: one of code, then scratch.
 pub const GADGET_PAGES: u64 = 5;
@@ -41,6 +53,8 @@ pub struct SyncArea {
     pub root_pid: AtomicI32,
     _pad: u32,
     /// Per node: the pid it got (0 until born), then the gadget address.
+    /// After them, per SysV segment of the image: its id + 1 once this
+    /// restore made it (0: not made by us).
     pub slots: [NodeSlot; 0],
 }
 
@@ -58,12 +72,15 @@ pub struct Shared {
     ptr: *mut SyncArea,
     len: usize,
     nodes: usize,
+    sysv: usize,
 }
 
 impl Shared {
-    pub fn new(nodes: usize) -> io::Result<Self> {
-        let len = (std::mem::size_of::<SyncArea>() + nodes * std::mem::size_of::<NodeSlot>())
-            .next_multiple_of(4096);
+    pub fn new(nodes: usize, sysv: usize) -> io::Result<Self> {
+        let len = (std::mem::size_of::<SyncArea>()
+            + nodes * std::mem::size_of::<NodeSlot>()
+            + sysv * std::mem::size_of::<AtomicI32>())
+        .next_multiple_of(4096);
         // SAFETY: anonymous shared mapping; no existing memory is touched.
         let p = unsafe {
             libc::mmap(
@@ -82,7 +99,42 @@ impl Shared {
             ptr: p.cast(),
             len,
             nodes,
+            sysv,
         })
+    }
+
+    fn sysv_slot(&self, i: usize) -> &AtomicI32 {
+        assert!(i < self.sysv);
+        // SAFETY: the mapping holds `sysv` i32 slots after the node slots
+        // (4-byte aligned: NodeSlot is 16 bytes); zero is a valid atomic.
+        unsafe {
+            &*((self.ptr as *mut u8)
+                .add(std::mem::size_of::<SyncArea>() + self.nodes * std::mem::size_of::<NodeSlot>())
+                as *const AtomicI32)
+                .add(i)
+        }
+    }
+
+    /// Record SysV segment `id` as made by this restore: if the restorer
+    /// dies before the commit, the restore root removes it.
+    pub fn publish_sysv(&self, id: i32) {
+        for i in 0..self.sysv {
+            if self
+                .sysv_slot(i)
+                .compare_exchange(0, id + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The SysV segments published so far.
+    pub fn made_sysv(&self) -> impl Iterator<Item = i32> + '_ {
+        (0..self.sysv)
+            .map(|i| self.sysv_slot(i).load(Ordering::Acquire))
+            .filter(|&v| v > 0)
+            .map(|v| v - 1)
     }
 
     pub fn area(&self) -> &SyncArea {
@@ -169,19 +221,67 @@ fn bump(counter: &AtomicU32) {
     futex_wake(counter);
 }
 
-/// Block until the restorer reaches `stage`; exit on abort.
-fn await_stage(shared: &Shared, stage: u32) {
+/// Block until the restorer reaches `stage`; exit on abort, or once the
+/// parent that forked us is gone (the parent-death signal should have
+/// ended us already: this is the bound on the wait if it did not).
+fn await_stage(shared: &Shared, stage: u32, parent: i32) {
     loop {
         let s = shared.area().stage.load(Ordering::Acquire);
-        if s == STAGE_ABORT {
+        if s == STAGE_ABORT || !parent_is(parent) {
             // SAFETY: _exit ends this forked copy without running destructors.
             unsafe { libc::_exit(1) };
         }
         if s >= stage {
             return;
         }
-        futex_wait(&shared.area().stage, s, None);
+        futex_wait(&shared.area().stage, s, Some(PARENT_CHECK));
     }
+}
+
+fn parent_is(parent: i32) -> bool {
+    // SAFETY: getppid has no arguments.
+    unsafe { libc::getppid() == parent }
+}
+
+/// The pid the next child forked with `flags` gets as its parent, as that
+/// child will see it (CLONE_PARENT: our own parent).
+pub fn parent_for(flags: u64) -> i32 {
+    if flags & libc::CLONE_PARENT as u64 != 0 {
+        // SAFETY: getppid has no arguments.
+        unsafe { libc::getppid() }
+    } else {
+        // SAFETY: getpid has no arguments.
+        unsafe { libc::getpid() }
+    }
+}
+
+/// First thing in a freshly forked child: die with `parent`. The parent
+/// may have died between the fork and the prctl, when the signal was not
+/// armed yet: then we were reparented already, and go now.
+pub fn die_with_parent(parent: i32) {
+    // SAFETY: prctl on ourselves with plain integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if !parent_is(parent) {
+        // SAFETY: ends this forked copy.
+        unsafe { libc::_exit(1) };
+    }
+}
+
+/// Run `f` in a forked copy of the restorer: a panic there must end the
+/// copy, never unwind into the restorer's code that the copy shares.
+pub fn child_main(f: impl FnOnce()) -> ! {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    // SAFETY: ends this forked copy without running the restorer's
+    // destructors (they would act on the restorer's objects).
+    unsafe { libc::_exit(101) }
 }
 
 /// clone3 with one pid to take (in the caller's pid namespace).
@@ -241,6 +341,11 @@ pub struct TreeSpec<'a> {
     /// Per node: candidate gadget addresses (holes of the saved layout).
     pub gadget_candidates: &'a [Vec<u64>],
     pub restorer_pid: i32,
+    /// Read end of a pipe whose only writer is the restorer: it hangs up
+    /// when the restorer lets go of the tree, at the commit or by dying.
+    pub release: RawFd,
+    /// Its write end, which the restore root closes at once.
+    pub release_writer: RawFd,
 }
 
 /// Steps a node can fail at, reported in the shared page.
@@ -322,8 +427,12 @@ pub fn fork_children(
         } else {
             0
         };
+        let parent = parent_for(flags);
         match clone_with_pid(node.pid, flags) {
-            Ok(0) => run(spec, shared, child),
+            Ok(0) => child_main(|| {
+                die_with_parent(parent);
+                run(spec, shared, child, parent)
+            }),
             Ok(pid) => forked.push((child, pid)),
             Err(e) => fail(shared, child, Step::Fork, e),
         }
@@ -332,7 +441,7 @@ pub fn fork_children(
 }
 
 /// The life of one node in the tree. Never returns.
-fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
+fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
     let node: &Node = &spec.plan.nodes[me];
     // SAFETY: getpid has no arguments.
     let pid = unsafe { libc::getpid() };
@@ -367,7 +476,7 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
     }
     let forked = fork_children(spec, shared, Some(me));
     bump(&shared.area().born);
-    await_stage(shared, STAGE_GROUPS);
+    await_stage(shared, STAGE_GROUPS, parent);
     if let Some(g) = node.join_group {
         // SAFETY: setpgid on ourselves to an existing group.
         if let Err(e) = check(unsafe { libc::setpgid(0, g) } as libc::c_long) {
@@ -375,7 +484,7 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
         }
     }
     bump(&shared.area().grouped);
-    await_stage(shared, STAGE_SETUP);
+    await_stage(shared, STAGE_SETUP, parent);
     // Reap the helpers we forked (real children are left alone: zombies
     // among them must stay zombies).
     for &(child, cpid) in &forked {
@@ -406,7 +515,7 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize) -> ! {
             bump(&shared.area().ready);
             // The restorer seizes us here and replaces this whole address space.
             loop {
-                await_stage(shared, STAGE_ABORT + 1);
+                await_stage(shared, STAGE_ABORT + 1, parent);
             }
         }
     }
