@@ -841,6 +841,9 @@ pub struct RestoredFiles {
 /// Open every OFD of the image in the restorer, each at or above `base`.
 /// Device event sockets are created in `uevent_net` when given; live
 /// cards to reattach are looked up in `sys`.
+// Each argument is a different source the files come from (the issue on
+// the module layout gives this a context type).
+#[allow(clippy::too_many_arguments)]
 pub fn restore_all(
     files: &[OpenFile],
     holders: &[Option<&crate::creds::Creds>],
