@@ -686,7 +686,16 @@ time.sleep(1000)
     ])
     .arg(&secret)
     .arg(sock_dir.join("listener"))
-    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap());
+    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap())
+    .stderr(fs::OpenOptions::new().append(true).open(&log).unwrap());
+    // It holds nothing of the test's (its output, cargo's jobserver).
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
     let pid = r.spawn(&mut cmd);
     wait_until("the program's socket and file", DEADLINE, || {
         complete_lines(&log).into_iter().find(|l| l == "ready")
