@@ -76,6 +76,45 @@ impl Creds {
 const CREDS_OFF: usize = 8192 + 2048;
 
 /// Set `target` in a task that now holds `current` (the restorer's).
+/// Give the task `target`'s filesystem identity (supplementary groups,
+/// fsgid, fsuid) ahead of its whole credentials, which come last: what it
+/// opens meanwhile (the files it maps, its executable) is checked against
+/// the saved process, never the restorer (root's power over files goes
+/// with its fsuid 0).
+pub fn take_fs_identity(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    target: &Creds,
+    current: &Creds,
+) -> Result<(), RemoteError> {
+    if target.groups != current.groups {
+        let raw: Vec<u8> = target.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+        let addr = scratch.write(mem, CREDS_OFF, &raw)?;
+        task.syscall(
+            "setgroups",
+            libc::SYS_setgroups,
+            [target.groups.len() as u64, addr, 0, 0, 0, 0],
+        )?;
+    }
+    // setfsgid and setfsuid answer the previous id, never an error: ask
+    // again with an invalid id to see that the change took.
+    for (nr, name, id) in [
+        (libc::SYS_setfsgid, "setfsgid", target.gid[3]),
+        (libc::SYS_setfsuid, "setfsuid", target.uid[3]),
+    ] {
+        task.syscall(name, nr, [id as u64, 0, 0, 0, 0, 0])?;
+        if task.syscall(name, nr, [u32::MAX as u64, 0, 0, 0, 0, 0])? as u32 != id {
+            return Err(RemoteError::Syscall {
+                pid: task.tid(),
+                name,
+                errno: libc::EPERM,
+            });
+        }
+    }
+    Ok(())
+}
+
 pub fn restore(
     task: &RemoteTask,
     mem: &mut ProcMem,

@@ -727,3 +727,77 @@ time.sleep(1000)
         "the restored listener's socket file belongs to its program's user"
     );
 }
+
+/// A restored task maps its files as the saved process would open them:
+/// a file it mapped, which its user can no longer read, is refused rather
+/// than mapped with root's power.
+#[test]
+fn a_root_restore_maps_files_as_the_saved_process() {
+    let t = tempdir();
+    fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mapped = t.path().join("mapped");
+    fs::write(&mapped, vec![7u8; 8192]).unwrap();
+    fs::set_permissions(&mapped, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let log = t.path().join("log");
+    fs::write(&log, "").unwrap();
+    std::os::unix::fs::chown(&log, Some(65534), Some(65534)).unwrap();
+    // Mapped, then the file closed: only the mapping names it (python's
+    // own mmap module would keep a duplicate fd).
+    let script = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fd = os.open(sys.argv[1], os.O_RDONLY)
+p = libc.mmap(None, 8192, 1, 2, fd, 0)
+os.close(fd)
+print("ready", ctypes.c_ubyte.from_address(p).value, flush=True)
+time.sleep(1000)
+"#;
+    let mut r = Reaper::new();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "/usr/bin/python3",
+        "-c",
+        script,
+    ])
+    .arg(&mapped)
+    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap())
+    .stderr(fs::OpenOptions::new().append(true).open(&log).unwrap());
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let pid = r.spawn(&mut cmd);
+    wait_until("the program's mapping", DEADLINE, || {
+        complete_lines(&log).into_iter().find(|l| l == "ready 7")
+    });
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    fs::set_permissions(&mapped, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = hiber(&["restore", path(&img)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    // The half-built task was killed; init reaps it (here within about a
+    // second).
+    wait_until("the half-built task to be gone", DEADLINE, || {
+        state(pid).is_none().then_some(())
+    });
+    fs::set_permissions(&mapped, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    r.restore(&img, &[]);
+    assert!(alive(pid));
+}

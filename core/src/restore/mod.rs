@@ -1073,6 +1073,9 @@ fn swap<'a>(
             )?;
         }
     }
+    // From here the task opens files (its mappings, its executable) as
+    // the saved process would.
+    creds::take_fs_identity(&task, &mut mem, &scratch, &p.creds, current)?;
     let t0 = Instant::now();
     memory::move_vdso(&task, pid, mm, &here)?;
     memory::map_all(
