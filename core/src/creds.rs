@@ -64,6 +64,50 @@ impl Creds {
         None
     }
 
+    /// The credentials a process of the user `uid` has when started
+    /// plainly: the user's ids, the groups the system gives the user, no
+    /// capabilities (what that user may restore: see [`Creds::not_allowed_for`]).
+    pub fn of_user(uid: u32) -> std::io::Result<Self> {
+        let mut pw: libc::passwd = empty_passwd();
+        let mut buf = vec![0 as libc::c_char; 16 * 1024];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: getpwuid_r fills `pw` with pointers into `buf`, both
+        // valid for the call; `found` says whether it found the user.
+        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if r != 0 || found.is_null() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no user with uid {uid}"),
+            ));
+        }
+        let gid = pw.pw_gid;
+        let mut groups = vec![0 as libc::gid_t; 1024];
+        let mut n = groups.len() as libc::c_int;
+        // SAFETY: getgrouplist writes at most `n` ids into `groups`;
+        // pw_name points into `buf`, alive here.
+        let r = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut n) };
+        if r < 0 {
+            return Err(std::io::Error::other(format!(
+                "uid {uid} is in more than {} groups",
+                groups.len()
+            )));
+        }
+        groups.truncate(n as usize);
+        groups.sort_unstable();
+        groups.dedup();
+        Ok(Self {
+            uid: [uid; 4],
+            gid: [gid; 4],
+            groups,
+            cap_inh: 0,
+            cap_prm: 0,
+            cap_eff: 0,
+            cap_bnd: 0,
+            cap_amb: 0,
+            no_new_privs: false,
+        })
+    }
+
     /// Credentials of the calling process.
     pub fn of_self() -> std::io::Result<Self> {
         let text = std::fs::read_to_string("/proc/self/status")?;
@@ -351,4 +395,10 @@ impl FsIdentity {
         }
         Ok(())
     }
+}
+
+fn empty_passwd() -> libc::passwd {
+    // SAFETY: passwd is plain data (integers and pointers); all-zero is a
+    // valid value, filled by getpwuid_r before use.
+    unsafe { std::mem::zeroed() }
 }

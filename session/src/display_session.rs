@@ -359,6 +359,7 @@ pub fn restore(image: &Path) -> Result<RestoredSession> {
             pidns: false,
             keeper: true,
             sys_roots: Default::default(),
+            on_behalf_of: None,
         },
     )?;
     // The server runs from the moment the tree is released; a first

@@ -46,6 +46,11 @@ enum Command {
         /// keeper runs their uevent proxy.
         #[arg(long)]
         keeper: bool,
+        /// Restore on behalf of the user with this uid: the image's
+        /// processes must have credentials that user could restore (their
+        /// own), even when the restorer is root.
+        #[arg(long, value_name = "UID")]
+        for_user: Option<u32>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -114,8 +119,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dir,
             pidns,
             keeper,
+            for_user,
             json,
-        } => commands::restore::run(&dir, pidns, keeper, json),
+        } => commands::restore::run(&dir, pidns, keeper, for_user, json),
         Command::Inspect {
             dir,
             json,

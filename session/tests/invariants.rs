@@ -801,3 +801,59 @@ time.sleep(1000)
     r.restore(&img, &[]);
     assert!(alive(pid));
 }
+
+/// A root restore on behalf of a user (`--for-user`, what the service
+/// does for its callers) refuses an image whose processes that user could
+/// not restore, and restores the user's own.
+#[test]
+fn a_restore_for_a_user_never_gains_credentials() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let root_sleep = r.spawn_sleep();
+    let root_img = t.path().join("root-img");
+    r.checkpoint_stop(root_sleep, &root_img);
+    let out = hiber(&["restore", path(&root_img), "--for-user", "65534"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("pid {root_sleep}"))
+            && stderr(&out).contains("not the caller's uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(state(root_sleep).is_none());
+
+    let mut sleep = Command::new("setpriv");
+    sleep
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--init-groups",
+            "sleep",
+            "1000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut sleep, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let nobody = r.spawn(&mut sleep);
+    wait_until("sleep to run as nobody", DEADLINE, || {
+        fs::read(format!("/proc/{nobody}/cmdline"))
+            .ok()
+            .filter(|c| c.starts_with(b"sleep"))
+    });
+    let img = t.path().join("nobody-img");
+    r.checkpoint_stop(nobody, &img);
+    r.restore(&img, &["--for-user", "65534"]);
+    assert_eq!(
+        status_field(nobody, "Uid")
+            .unwrap()
+            .split_whitespace()
+            .next(),
+        Some("65534")
+    );
+}

@@ -107,6 +107,10 @@ pub struct RestoreOptions {
     /// Where the live DRM cards to reattach are looked up (`/sys`); tests
     /// point it at fixture trees.
     pub sys_roots: crate::devices::SysRoots,
+    /// The user a privileged restore acts for (a service restoring a
+    /// user's session): the image's credentials must then be ones this
+    /// user could restore, not merely ones the restorer could.
+    pub on_behalf_of: Option<Creds>,
 }
 
 #[derive(Debug, Clone)]
@@ -295,7 +299,13 @@ fn restore_image(
     progress: &dyn Fn(u64, u64),
     t0: Instant,
 ) -> Result<Restored> {
-    validate::validate(&opts.dir, &snap, &reader, &opts.sys_roots)?;
+    validate::validate(
+        &opts.dir,
+        &snap,
+        &reader,
+        &opts.sys_roots,
+        opts.on_behalf_of.as_ref(),
+    )?;
 
     let ids: Vec<Ids> = snap
         .processes

@@ -815,16 +815,22 @@ pub(super) fn validate(
     snap: &Snapshot,
     reader: &ImageReader,
     sys_roots: &SysRoots,
+    on_behalf_of: Option<&Creds>,
 ) -> std::result::Result<(), RestoreError> {
     let invalid = |e: Invalid| RestoreError::Invalid {
         dir: dir.to_path_buf(),
         reason: e.to_string(),
     };
     document(snap).map_err(invalid)?;
-    let caller = Creds::of_self().map_err(|source| RestoreError::Os {
-        what: "reading the caller's credentials",
-        source,
-    })?;
+    // The credentials the image's must not exceed: the user this restore
+    // acts for, else the restorer's own.
+    let caller = match on_behalf_of {
+        Some(user) => user.clone(),
+        None => Creds::of_self().map_err(|source| RestoreError::Os {
+            what: "reading the caller's credentials",
+            source,
+        })?,
+    };
     // Device classes by this machine's sysfs and its device table (the
     // built-in rules and the system file: never the rules of whoever
     // made the image), exactly as `hiber check` decides at checkpoint.

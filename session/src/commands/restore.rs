@@ -18,12 +18,25 @@ struct Output {
     elapsed_ms: f64,
 }
 
-pub fn run(dir: &Path, pidns: bool, keeper: bool, json: bool) -> Result<ExitCode> {
+pub fn run(
+    dir: &Path,
+    pidns: bool,
+    keeper: bool,
+    for_user: Option<u32>,
+    json: bool,
+) -> Result<ExitCode> {
+    let on_behalf_of = for_user
+        .map(|uid| {
+            hiber_core::creds::Creds::of_user(uid)
+                .with_context(|| format!("looking up the user with uid {uid}"))
+        })
+        .transpose()?;
     let opts = RestoreOptions {
         dir: dir.to_path_buf(),
         pidns,
         keeper,
         sys_roots: crate::commands::check::sys_roots(),
+        on_behalf_of,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
