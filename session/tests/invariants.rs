@@ -857,3 +857,87 @@ fn a_restore_for_a_user_never_gains_credentials() {
         Some("65534")
     );
 }
+
+/// A process's own /proc/self/mountinfo (GLib keeps it open) comes back as
+/// the restored process's own, at its offset; any other file of a
+/// process's /proc directory is refused by `check` with the reason
+/// (restore could only fail on it once the process is gone), and an image
+/// naming one (`/proc/self/mem` would be the restorer's own memory) is
+/// refused before anything is created.
+#[test]
+fn proc_files_of_a_process_come_back_or_are_refused() {
+    let t = tempdir();
+    let log = t.path().join("log");
+    let script = r#"
+import signal, sys, time
+f = open("/proc/self/mountinfo")
+first = f.readline()
+cpu = open("/proc/cpuinfo")
+def more(*_):
+    line = f.readline()
+    print("next", " - " in line and line != first, cpu.readline().split(":")[0].strip(), flush=True)
+signal.signal(signal.SIGUSR1, more)
+print("ready", flush=True)
+while True:
+    time.sleep(1000)
+"#;
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(script, &[], &log);
+    wait_until("the program's /proc files", DEADLINE, || {
+        complete_lines(&log).into_iter().find(|l| l == "ready")
+    });
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    let doc = fs::read(img.join("snapshot")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&doc).contains("/proc/self/mountinfo"),
+        "saved as the process's own"
+    );
+    r.restore(&img, &[]);
+    // SAFETY: kill of the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    wait_until("the next mountinfo line, at its offset", DEADLINE, || {
+        complete_lines(&log)
+            .into_iter()
+            .find(|l| l == "next True processor")
+    });
+
+    // A hostile image naming another /proc file of a process.
+    let original = fs::read(img.join("snapshot")).unwrap();
+    r.kill_all();
+    rewrite_document(&img, |v| {
+        for f in v["files"].as_array_mut().unwrap() {
+            if f["kind"]["path"] == "/proc/self/mountinfo" {
+                f["kind"]["path"] = serde_json::json!("/proc/self/mem");
+            }
+        }
+    });
+    let out = hiber(&["restore", path(&img)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/proc/self/mem") && stderr(&out).contains("never saves"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(img.join("snapshot"), original).unwrap();
+
+    // Another /proc file of its own: refused by check, with the reason.
+    let log2 = t.path().join("log2");
+    let status = r.spawn_python(
+        "import time\nf = open('/proc/self/status')\nprint('ready', flush=True)\ntime.sleep(1000)",
+        &[],
+        &log2,
+    );
+    wait_until("the program holding its status", DEADLINE, || {
+        complete_lines(&log2).into_iter().find(|l| l == "ready")
+    });
+    let out = hiber(&["check", &status.to_string()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "/proc/{status}/status is a /proc file of this process"
+        )),
+        "{}",
+        stdout(&out)
+    );
+}

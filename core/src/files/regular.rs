@@ -100,6 +100,46 @@ impl RegularFile {
     }
 }
 
+/// The files of a process's own /proc directory that come back: its view
+/// of the mounts, which the restorer's own shows the same (a restored
+/// process is in the restorer's mount namespace). GLib keeps
+/// `/proc/self/mountinfo` open to watch the mounts.
+pub const PROC_SELF_FILES: [&str; 3] = ["mountinfo", "mounts", "mountstats"];
+
+/// `path` as restore reopens it: a file of the holder's own /proc
+/// directory (the kernel names `/proc/self/X` as `/proc/PID/X`) becomes
+/// `/proc/self/X` when it is one of [`PROC_SELF_FILES`]; any other file of
+/// a process's /proc directory is refused (it names a process that is
+/// gone once restored, or another one). Files of /proc that belong to no
+/// process (`/proc/cpuinfo`...) stay as they are.
+fn proc_file(pid: i32, path: &Path) -> Result<PathBuf, String> {
+    let Ok(rest) = path.strip_prefix("/proc") else {
+        return Ok(path.to_path_buf());
+    };
+    let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy());
+    let Some(first) = parts.next() else {
+        return Ok(path.to_path_buf());
+    };
+    let owner: Option<i32> = first.parse().ok();
+    if owner.is_none() && first != "self" && first != "thread-self" {
+        return Ok(path.to_path_buf());
+    }
+    let name: Vec<_> = parts.collect();
+    if owner == Some(pid) && name.len() == 1 && PROC_SELF_FILES.contains(&name[0].as_ref()) {
+        return Ok(Path::new("/proc/self").join(name[0].as_ref()));
+    }
+    Err(format!(
+        "{} is a /proc file of {}: only a process's own {} come back yet",
+        path.display(),
+        match owner {
+            Some(p) if p == pid => "this process".to_string(),
+            Some(p) => format!("pid {p}"),
+            None => first.to_string(),
+        },
+        PROC_SELF_FILES.join(", ")
+    ))
+}
+
 pub(super) fn checkpoint(
     pid: i32,
     fd: i32,
@@ -120,6 +160,7 @@ pub(super) fn checkpoint(
     if text.starts_with("/secretmem") {
         return Err("memfd_secret memory cannot be read by another process".into());
     }
+    let path = proc_file(pid, &path)?;
     let ghost = if deleted {
         if st.st_size as u64 > MAX_GHOST_BYTES {
             return Err(format!(

@@ -580,6 +580,29 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
     match &f.kind {
         FileKind::Regular(r) => {
             check_path(field, "path", &r.path)?;
+            // A checkpoint writes no other file of a process's /proc
+            // directory: opened by the restorer, `/proc/self/mem` would be
+            // the restorer's own memory.
+            if let Ok(rest) = r.path.strip_prefix("/proc") {
+                let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy());
+                let first = parts.next().unwrap_or_default();
+                let per_process = first == "self"
+                    || first == "thread-self"
+                    || (!first.is_empty() && first.bytes().all(|b| b.is_ascii_digit()));
+                let name: Vec<_> = parts.collect();
+                let own_mounts = first == "self"
+                    && name.len() == 1
+                    && files::regular::PROC_SELF_FILES.contains(&name[0].as_ref());
+                if per_process && !own_mounts {
+                    return Err(bad(
+                        field,
+                        format!(
+                            "path {:?} is a file of a process's /proc directory, which a checkpoint never saves",
+                            r.path
+                        ),
+                    ));
+                }
+            }
             if r.pos > i64::MAX as u64 {
                 return Err(bad(field, format!("offset {}", r.pos)));
             }
