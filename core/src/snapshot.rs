@@ -145,4 +145,35 @@ impl Snapshot {
     pub fn process(&self, pid: i32) -> Option<&ProcessImage> {
         self.processes.iter().find(|p| p.pid == pid)
     }
+
+    /// The checks restore makes of an untrusted document that need no
+    /// filesystem and no process: every chunk reference's shape, every
+    /// attachment's, every mapping of a memory image without files, every
+    /// detached device event's encoding. Their verdicts are dropped: this
+    /// is for the fuzz targets and tests, which run them on hostile
+    /// documents to show they never panic; restore makes them itself.
+    pub fn check_offline(&self) {
+        for c in self.chunks() {
+            let _ = c.check_shape();
+        }
+        for a in &self.attachments {
+            let _ = crate::attachment::validate(a);
+        }
+        for p in &self.processes {
+            let Some(mm) = &p.mm else { continue };
+            // A file-backed mapping is checked against the file: not offline.
+            let files = mm
+                .vmas
+                .iter()
+                .any(|v| matches!(v.backing, crate::memory::Backing::File { .. }));
+            if !files {
+                let _ = crate::memory::validate(p.pid, mm);
+            }
+        }
+        for ev in &self.detached {
+            if crate::uevent::sysfs::valid_subsystem(&ev.subsystem) {
+                let _ = crate::uevent::libudev::encode(ev, 0);
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
 fn checks(snap: &Snapshot) {
-    hiber_core::image::check_document_offline(snap);
+    snap.check_offline();
     let total: u64 = snap.chunks().iter().map(|c| c.raw_len as u64).sum();
     assert!(snap.memory_bytes() <= total, "attachments counted twice");
 }

@@ -176,36 +176,6 @@ pub fn image_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// The checks of a parsed document that restore makes and that need no
-/// filesystem and no process: every chunk reference's shape, every
-/// attachment's, every mapping of a memory image without files, every
-/// detached device event's encoding. For the fuzz targets and the tests,
-/// which run them on hostile documents; restore makes them itself.
-pub fn check_document_offline(snap: &crate::snapshot::Snapshot) {
-    for c in snap.chunks() {
-        let _ = c.check_shape();
-    }
-    for a in &snap.attachments {
-        let _ = crate::attachment::validate(a);
-    }
-    for p in &snap.processes {
-        let Some(mm) = &p.mm else { continue };
-        // A file-backed mapping is checked against the file: not offline.
-        let files = mm
-            .vmas
-            .iter()
-            .any(|v| matches!(v.backing, crate::memory::Backing::File { .. }));
-        if !files {
-            let _ = crate::memory::validate(p.pid, mm);
-        }
-    }
-    for ev in &snap.detached {
-        if crate::uevent::sysfs::valid_subsystem(&ev.subsystem) {
-            let _ = crate::uevent::libudev::encode(ev, 0);
-        }
-    }
-}
-
 /// A reference from the document to one chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {
