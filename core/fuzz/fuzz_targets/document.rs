@@ -13,6 +13,8 @@ use std::path::Path;
 
 fn checks(snap: &Snapshot) {
     snap.check_offline();
+    // Restore's own pass over the document (what needs no caller).
+    let _ = hiber_core::restore::validate::document(snap);
     let total: u64 = snap.chunks().iter().map(|c| c.raw_len as u64).sum();
     assert!(snap.memory_bytes() <= total, "attachments counted twice");
 }

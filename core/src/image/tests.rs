@@ -651,6 +651,7 @@ fn mutated_documents_never_panic() {
             if let Ok(snap) = parse_document::<Snapshot>(path, &doc) {
                 parsed += 1;
                 snap.check_offline();
+                let _ = crate::restore::validate::document(&snap);
             }
         }
     }
