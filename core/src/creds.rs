@@ -119,7 +119,6 @@ impl Creds {
 
 const CREDS_OFF: usize = 8192 + 2048;
 
-/// Set `target` in a task that now holds `current` (the restorer's).
 /// Give the task `target`'s filesystem identity (supplementary groups,
 /// fsgid, fsuid) ahead of its whole credentials, which come last: what it
 /// opens meanwhile (the files it maps, its executable) is checked against
@@ -133,13 +132,7 @@ pub fn take_fs_identity(
     current: &Creds,
 ) -> Result<(), RemoteError> {
     if target.groups != current.groups {
-        let raw: Vec<u8> = target.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-        let addr = scratch.write(mem, CREDS_OFF, &raw)?;
-        task.syscall(
-            "setgroups",
-            libc::SYS_setgroups,
-            [target.groups.len() as u64, addr, 0, 0, 0, 0],
-        )?;
+        set_groups(task, mem, scratch, &target.groups)?;
     }
     // setfsgid and setfsuid answer the previous id, never an error: ask
     // again with an invalid id to see that the change took.
@@ -159,6 +152,24 @@ pub fn take_fs_identity(
     Ok(())
 }
 
+/// Set the task's supplementary groups.
+fn set_groups(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    groups: &[u32],
+) -> Result<(), RemoteError> {
+    let raw: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    let addr = scratch.write(mem, CREDS_OFF, &raw)?;
+    task.syscall(
+        "setgroups",
+        libc::SYS_setgroups,
+        [groups.len() as u64, addr, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// Set `target` in a task that now holds `current` (the restorer's).
 pub fn restore(
     task: &RemoteTask,
     mem: &mut ProcMem,
@@ -167,17 +178,8 @@ pub fn restore(
     current: &Creds,
 ) -> Result<(), RemoteError> {
     if target != current {
-        let mut raw = Vec::new();
-        for g in &target.groups {
-            raw.extend_from_slice(&g.to_ne_bytes());
-        }
         if target.groups != current.groups {
-            let addr = scratch.write(mem, CREDS_OFF, &raw)?;
-            task.syscall(
-                "setgroups",
-                libc::SYS_setgroups,
-                [target.groups.len() as u64, addr, 0, 0, 0, 0],
-            )?;
+            set_groups(task, mem, scratch, &target.groups)?;
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which goes with the uid.
         for cap in 0..64u64 {

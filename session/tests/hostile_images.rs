@@ -42,27 +42,6 @@ print('ready', reg, r, w, g, s.fileno(), flush=True)
 time.sleep(1000)
 ";
 
-/// Rewrite the document through `edit` and seal it again with a valid
-/// checksum (as `invariants.rs` does).
-fn rewrite_document(img: &Path, edit: impl FnOnce(&mut Value)) {
-    let doc = img.join("snapshot");
-    let bytes = fs::read(&doc).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let header = String::from_utf8(bytes[..nl].to_vec()).unwrap();
-    let version = header.split(' ').nth(1).unwrap().to_string();
-    let mut v: Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
-    edit(&mut v);
-    let json = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "hiber-image {version} {} {}\n",
-        blake3::hash(&json).to_hex(),
-        json.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&json);
-    fs::write(&doc, out).unwrap();
-}
-
 /// Run `cmd` to its end or fail the test at the hang deadline (killing it
 /// by pid first, so no stuck run outlives the test).
 fn run_with_deadline(mut cmd: Command, what: &str) -> Output {

@@ -270,27 +270,6 @@ fn r_children(r: &mut Reaper) -> &mut Vec<std::process::Child> {
     r.children_mut()
 }
 
-/// Rewrite an image's document through `edit`, with a valid checksum: what
-/// a hostile image looks like.
-fn rewrite_document(img: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let doc = img.join("snapshot");
-    let bytes = fs::read(&doc).unwrap();
-    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
-    let header = String::from_utf8(bytes[..nl].to_vec()).unwrap();
-    let version = header.split(' ').nth(1).unwrap().to_string();
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
-    edit(&mut v);
-    let json = serde_json::to_vec(&v).unwrap();
-    let mut out = format!(
-        "hiber-image {version} {} {}\n",
-        blake3::hash(&json).to_hex(),
-        json.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(&json);
-    fs::write(&doc, out).unwrap();
-}
-
 #[test]
 fn hostile_documents_are_refused_before_anything_runs() {
     let t = tempdir();
@@ -538,40 +517,20 @@ fn stop_is_refused_to_a_caller_that_could_not_restore() {
     let mut r = Reaper::new();
     // It holds nothing of the test's: nobody could not open root's pipes
     // (the output, cargo's jobserver) to save them.
-    let mut sleep = Command::new("setpriv");
-    sleep
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "sleep",
-            "1000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: close_range is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut sleep, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut sleep = as_nobody(&["sleep", "1000"], None);
     let pid = r.spawn(&mut sleep);
     wait_until("sleep to run as nobody", DEADLINE, || {
         fs::read(format!("/proc/{pid}/cmdline"))
             .ok()
             .filter(|c| c.starts_with(b"sleep"))
     });
-    let as_nobody = |args: &[&str]| {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(hiber_bin())
-            .args(args)
-            .output()
-            .unwrap()
+    let hiber_as_nobody = |args: &[&str]| {
+        let mut cmd = as_nobody(&[path(&hiber_bin())], None);
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.output().unwrap()
     };
     let img = t.path().join("img");
-    let out = as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img), "--stop"]);
+    let out = hiber_as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img), "--stop"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("could not restore them")
@@ -582,7 +541,7 @@ fn stop_is_refused_to_a_caller_that_could_not_restore() {
     assert!(!img.exists());
     assert_eq!(state(pid), Some('S'));
     assert_eq!(status_field(pid, "TracerPid").unwrap(), "0");
-    let out = as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
+    let out = hiber_as_nobody(&["checkpoint", &pid.to_string(), "-o", path(&img)]);
     assert_ok(
         &out,
         "a checkpoint without --stop by the process's own user",
@@ -675,27 +634,8 @@ print("ready", flush=True)
 time.sleep(1000)
 "#;
     let mut r = Reaper::new();
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        script,
-    ])
-    .arg(&secret)
-    .arg(sock_dir.join("listener"))
-    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap())
-    .stderr(fs::OpenOptions::new().append(true).open(&log).unwrap());
-    // It holds nothing of the test's (its output, cargo's jobserver).
-    // SAFETY: close_range is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut cmd = as_nobody(&["/usr/bin/python3", "-c", script], Some(&log));
+    cmd.arg(&secret).arg(sock_dir.join("listener"));
     let pid = r.spawn(&mut cmd);
     wait_until("the program's socket and file", DEADLINE, || {
         complete_lines(&log).into_iter().find(|l| l == "ready")
@@ -759,25 +699,8 @@ print("ready", ctypes.c_ubyte.from_address(p).value, flush=True)
 time.sleep(1000)
 "#;
     let mut r = Reaper::new();
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "/usr/bin/python3",
-        "-c",
-        script,
-    ])
-    .arg(&mapped)
-    .stdout(fs::OpenOptions::new().append(true).open(&log).unwrap())
-    .stderr(fs::OpenOptions::new().append(true).open(&log).unwrap());
-    // SAFETY: close_range is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut cmd = as_nobody(&["/usr/bin/python3", "-c", script], Some(&log));
+    cmd.arg(&mapped);
     let pid = r.spawn(&mut cmd);
     wait_until("the program's mapping", DEADLINE, || {
         complete_lines(&log).into_iter().find(|l| l == "ready 7")
@@ -822,24 +745,7 @@ fn a_restore_for_a_user_never_gains_credentials() {
     );
     assert!(state(root_sleep).is_none());
 
-    let mut sleep = Command::new("setpriv");
-    sleep
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--init-groups",
-            "sleep",
-            "1000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: close_range is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut sleep, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    let mut sleep = as_nobody(&["sleep", "1000"], None);
     let nobody = r.spawn(&mut sleep);
     wait_until("sleep to run as nobody", DEADLINE, || {
         fs::read(format!("/proc/{nobody}/cmdline"))

@@ -449,3 +449,57 @@ pub fn fixture_program(name: &str) -> PathBuf {
     assert!(status.success(), "building {name} failed");
     p
 }
+
+/// Rewrite an image's document through `edit` and seal it again with a
+/// valid checksum: what a hostile image looks like.
+pub fn rewrite_document(img: &Path, edit: impl FnOnce(&mut Value)) {
+    let doc = img.join("snapshot");
+    let bytes = fs::read(&doc).unwrap();
+    let nl = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8(bytes[..nl].to_vec()).unwrap();
+    let version = header.split(' ').nth(1).unwrap().to_string();
+    let mut v: Value = serde_json::from_slice(&bytes[nl + 1..]).unwrap();
+    edit(&mut v);
+    let json = serde_json::to_vec(&v).unwrap();
+    let mut out = format!(
+        "hiber-image {version} {} {}\n",
+        blake3::hash(&json).to_hex(),
+        json.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(&json);
+    fs::write(&doc, out).unwrap();
+}
+
+/// `program args...` to be run as nobody (uid and gid 65534, no
+/// supplementary groups), holding nothing of the test's: its output goes
+/// to `out` (appended; nowhere when None) and it inherits no other fd
+/// (cargo's jobserver, the test's own output: root's, which nobody could
+/// not open again at a restore).
+pub fn as_nobody(program_and_args: &[&str], out: Option<&Path>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(program_and_args);
+    match out {
+        Some(log) => {
+            let file = || {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(log)
+                    .expect("opening the log")
+            };
+            cmd.stdout(file()).stderr(file());
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    // SAFETY: close_range is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    cmd
+}
