@@ -35,46 +35,8 @@ import sys
 import tempfile
 import time
 
-WORKLOAD = r'''
-import ctypes, hashlib, os, sys, threading, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.shmat.restype = ctypes.c_void_p
-libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-SIZE = 1 << 16
-shmid = libc.shmget(int(sys.argv[1]), SIZE, 0o1000 | 0o2000 | 0o600)
-assert shmid >= 0, ctypes.get_errno()
-seg = (ctypes.c_ubyte * SIZE).from_address(libc.shmat(shmid, None, 0))
-ctypes.memmove(seg, bytes((i * 7 + 3) & 0xff for i in range(SIZE)), SIZE)
-want_seg = hashlib.sha256(bytes(seg)).hexdigest()
-idx = 0
-for i in (1, 2, 3):
-    if os.fork() == 0:
-        idx = i
-        break
-mem = bytearray(os.urandom(1 << 21))
-want = hashlib.sha256(mem).hexdigest()
-lock = threading.Lock()
-counts = [0, 0]
-total = 0
-def work(t):
-    global total
-    while True:
-        with lock:
-            counts[t] += 1
-            total += 1
-        time.sleep(0.005)
-for t in range(2):
-    threading.Thread(target=work, args=(t,), daemon=True).start()
-k = 0
-while True:
-    k += 1
-    with lock:
-        consistent = total == sum(counts)
-    ok = (consistent and hashlib.sha256(mem).hexdigest() == want
-          and hashlib.sha256(bytes(seg)).hexdigest() == want_seg)
-    os.write(1, f"{idx} {k} {ok}\n".encode())
-    time.sleep(0.02)
-'''
+WORKLOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "fixtures", "crash-workload.py")
 
 PR_SET_CHILD_SUBREAPER = 36
 IPC_RMID = 0
@@ -227,9 +189,7 @@ def campaign_restore(args):
     tmp = tempfile.mkdtemp(prefix="hiber-crash-", dir="/var/tmp")
     img, log = os.path.join(tmp, "img"), os.path.join(tmp, "workload.log")
     key = 0x48430000 | (os.getpid() & 0xFFFF)
-    script = os.path.join(tmp, "workload.py")
-    with open(script, "w") as f:
-        f.write(WORKLOAD)
+    script = WORKLOAD
     remove_segment(key)
     saved = []
     counts = dict(

@@ -20,48 +20,9 @@ use std::time::{Duration, Instant};
 
 /// Four processes (a parent and three children), each with two threads,
 /// 2 MiB of private memory and a SysV segment they share. Each prints
-/// "INDEX K OK" every 20 ms (one write), OK saying its memory, the segment and its
-/// threads' counters are as they were.
-const WORKLOAD: &str = r#"
-import ctypes, hashlib, os, sys, threading, time
-libc = ctypes.CDLL(None, use_errno=True)
-libc.shmat.restype = ctypes.c_void_p
-libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
-SIZE = 1 << 16
-shmid = libc.shmget(int(sys.argv[1]), SIZE, 0o1000 | 0o2000 | 0o600)
-assert shmid >= 0, ctypes.get_errno()
-seg = (ctypes.c_ubyte * SIZE).from_address(libc.shmat(shmid, None, 0))
-ctypes.memmove(seg, bytes((i * 7 + 3) & 0xff for i in range(SIZE)), SIZE)
-want_seg = hashlib.sha256(bytes(seg)).hexdigest()
-idx = 0
-for i in (1, 2, 3):
-    if os.fork() == 0:
-        idx = i
-        break
-mem = bytearray(os.urandom(1 << 21))
-want = hashlib.sha256(mem).hexdigest()
-lock = threading.Lock()
-counts = [0, 0]
-total = 0
-def work(t):
-    global total
-    while True:
-        with lock:
-            counts[t] += 1
-            total += 1
-        time.sleep(0.005)
-for t in range(2):
-    threading.Thread(target=work, args=(t,), daemon=True).start()
-k = 0
-while True:
-    k += 1
-    with lock:
-        consistent = total == sum(counts)
-    ok = (consistent and hashlib.sha256(mem).hexdigest() == want
-          and hashlib.sha256(bytes(seg)).hexdigest() == want_seg)
-    os.write(1, f"{idx} {k} {ok}\n".encode())
-    time.sleep(0.02)
-"#;
+/// "INDEX K OK" every 20 ms (one write), OK saying its memory, the segment
+/// and its threads' counters are as they were.
+const WORKLOAD: &str = include_str!("../../fixtures/crash-workload.py");
 
 /// Everything a killed restore could leave: processes still alive that
 /// are saved pids or our children (orphans of the restore come to us, a
