@@ -1327,8 +1327,12 @@ fn a_tree_alone_in_its_cgroup_is_frozen_through_the_cgroup() {
         .unwrap()
         .lines()
         .any(|l| l == "frozen 0"));
+    // The loop's short-lived sleeps may end between the listing and the
+    // look: those that are gone are not traced either.
     for p in tree(root) {
-        assert_eq!(status_field(p, "TracerPid").unwrap(), "0");
+        if let Some(tracer) = status_field(p, "TracerPid") {
+            assert_eq!(tracer, "0", "pid {p}");
+        }
     }
     let seen: u64 = fs::read_to_string(&count)
         .unwrap()

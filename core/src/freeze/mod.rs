@@ -188,8 +188,18 @@ fn wait_for_stop(tid: i32, first: Option<Stop>) -> Result<Seized> {
             }
             Stop::Event { .. } => return Ok(Seized::Running),
             Stop::Exited(_) | Stop::Killed(_) => return Ok(Seized::Gone),
-            Stop::Signal(sig) => ptrace::cont(tid, sig).map_err(err)?,
-            Stop::Syscall => ptrace::cont(tid, 0).map_err(err)?,
+            // Any ptrace stop clears a pending interrupt ("any trap
+            // clears pending STOP trap", kernel/signal.c): once the signal
+            // is passed on, the task must be interrupted again, or it runs
+            // on untraced by any stop (a busy timer's SIGALRM did that).
+            Stop::Signal(sig) => {
+                ptrace::cont(tid, sig).map_err(err)?;
+                ptrace::interrupt(tid).map_err(err)?;
+            }
+            Stop::Syscall => {
+                ptrace::cont(tid, 0).map_err(err)?;
+                ptrace::interrupt(tid).map_err(err)?;
+            }
         }
     }
 }
@@ -271,7 +281,7 @@ impl Frozen {
                         .map_err(|source| FreezeError::Stop { tid, source })?
                         .map(|(stop, _)| stop);
                     // A signal reported first is passed on below, and the
-                    // interrupt then stops the task after it.
+                    // task interrupted again after it.
                     let held = matches!(
                         trapped,
                         Some(Stop::Event { .. } | Stop::Exited(_) | Stop::Killed(_))

@@ -250,7 +250,14 @@ impl RemoteTask {
 
     fn step_syscall(&self, during: &'static str) -> Result<()> {
         ptrace::resume_to_syscall(self.tid)?;
-        match ptrace::wait(self.tid)? {
+        let mut stop = ptrace::wait(self.tid)?;
+        while let (Stop::Event { .. }, _) = stop {
+            // An interrupt left over from the freeze (a signal stop came
+            // first and the task was interrupted again): consumed, go on.
+            ptrace::resume_to_syscall(self.tid)?;
+            stop = ptrace::wait(self.tid)?;
+        }
+        match stop {
             (Stop::Syscall, _) => Ok(()),
             (Stop::Exited(_) | Stop::Killed(_), _) => Err(PtraceError::Exited {
                 tid: self.tid,
@@ -319,7 +326,13 @@ impl RemoteTask {
         };
         ptrace::set_regs(self.tid, &regs)?;
         ptrace::cont(self.tid, 0)?;
-        match ptrace::wait(self.tid)? {
+        let mut stop = ptrace::wait(self.tid)?;
+        while let (Stop::Event { .. }, _) = stop {
+            // An interrupt left over from the freeze: consumed, go on.
+            ptrace::cont(self.tid, 0)?;
+            stop = ptrace::wait(self.tid)?;
+        }
+        match stop {
             (Stop::Signal(libc::SIGTRAP), _) => {}
             (Stop::Exited(_) | Stop::Killed(_), _) => {
                 return Err(PtraceError::Exited {

@@ -636,8 +636,15 @@ fn wait_event_stop(pid: i32) -> Result<()> {
     loop {
         match ptrace::wait(pid)? {
             (Stop::Event { .. }, _) => return Ok(()),
-            (Stop::Signal(sig), _) => ptrace::cont(pid, sig)?,
-            (Stop::Syscall, _) => ptrace::cont(pid, 0)?,
+            // Any ptrace stop clears the pending interrupt: ask again.
+            (Stop::Signal(sig), _) => {
+                ptrace::cont(pid, sig)?;
+                ptrace::interrupt(pid)?;
+            }
+            (Stop::Syscall, _) => {
+                ptrace::cont(pid, 0)?;
+                ptrace::interrupt(pid)?;
+            }
             (_, status) => {
                 return Err(PtraceError::UnexpectedStop {
                     tid: pid,
