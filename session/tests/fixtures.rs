@@ -87,7 +87,17 @@ fn round_trip_full(
     fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let fixture = fixture_bin();
+    // Run as another user, the fixture is run from a copy that user can
+    // read: its restore maps the executable as the saved process would,
+    // and the build tree may be in a directory only root can enter.
+    let fixture = if wrap.is_empty() {
+        fixture_bin()
+    } else {
+        let copy = t.path().join("hiber-fixture");
+        fs::copy(fixture_bin(), &copy).unwrap();
+        fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        copy
+    };
     let mut cmd = match wrap.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
