@@ -432,7 +432,7 @@ pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
 /// by the time it is frozen is an error: an image of nothing would
 /// restore nothing.
 fn freeze(roots: &[i32]) -> Result<Frozen> {
-    let frozen = Frozen::freeze(roots).map_err(refuse_traced)?;
+    let frozen = Frozen::freeze(roots).map_err(freeze_refusal)?;
     if frozen.processes.values().all(|p| p.zombie) {
         return Err(CheckpointError::AllExited {
             pids: frozen.processes.keys().copied().collect(),
@@ -443,7 +443,7 @@ fn freeze(roots: &[i32]) -> Result<Frozen> {
 
 /// A traced task, or one in a cgroup someone froze, is a refusal,
 /// reported as `check` reports any other.
-fn refuse_traced(e: FreezeError) -> CheckpointError {
+fn freeze_refusal(e: FreezeError) -> CheckpointError {
     let (pid, what, reason) = match e {
         FreezeError::Traced {
             pid,
@@ -645,7 +645,7 @@ fn checkpoint_once(
         Some(sink) => {
             progress(Stage::Precopying);
             Some(precopy::run(&opts.roots, sink).map_err(|e| match e {
-                precopy::PrecopyError::Freeze(e) => refuse_traced(e),
+                precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
                 precopy::PrecopyError::Image(e) => CheckpointError::from(e),
             })?)
         }

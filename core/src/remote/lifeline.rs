@@ -369,19 +369,15 @@ mod tests {
 
     #[test]
     fn the_tail_after_this_process_vdso_has_room() {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let line = maps.lines().find(|l| l.ends_with("[vdso]")).unwrap();
-        let (a, b) = line
-            .split_whitespace()
-            .next()
+        let me = std::process::id() as i32;
+        let vdso = crate::procfs::ProcDir::new(me)
+            .maps()
             .unwrap()
-            .split_once('-')
-            .unwrap();
-        let (a, b) = (
-            u64::from_str_radix(a, 16).unwrap(),
-            u64::from_str_radix(b, 16).unwrap(),
-        );
-        let mut mem = ProcMem::new(std::process::id() as i32, false);
+            .into_iter()
+            .find(|m| matches!(m.path, crate::procfs::MapsPath::Vdso))
+            .expect("a vdso");
+        let (a, b) = (vdso.start, vdso.end);
+        let mut mem = ProcMem::new(me, false);
         let mut image = vec![0u8; (b - a) as usize];
         mem.read(a, &mut image).unwrap();
         let start = free_tail(&image).expect("room after the vdso image");
