@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod user;
+
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn hiber_bin() -> PathBuf {
