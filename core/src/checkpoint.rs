@@ -8,7 +8,7 @@
 use crate::attachment::{self, Attachment, AttachmentError};
 use crate::creds::Creds;
 use crate::devices::DevicePolicies;
-use crate::files::{FileError, FileTable};
+use crate::files::{FileError, FileKind, FileTable};
 use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
 use crate::memory::{self, MemoryError, MmFields, MmImage};
@@ -133,6 +133,7 @@ fn inspect_process(
         cgroup: crate::cgroup::cgroup_of(pid),
         job_stop: None,
         seccomp_filters: Vec::new(),
+        namespaces: None,
     };
     if fp.zombie {
         report.add(
@@ -201,11 +202,71 @@ fn inspect_process(
         },
     );
 
+    let namespaces = match crate::namespaces::checkpoint(pid) {
+        Ok(ns) => ns,
+        Err(Ok(reason)) => {
+            report.add(pid, Subject::Process, "namespaces", Policy::Refuse, reason);
+            return Ok(None);
+        }
+        Err(Err(e)) => return Err(RemoteError::from(e).into()),
+    };
+    let capabilities = status.cap_eff | status.cap_prm | status.cap_inh | status.cap_amb;
+    if namespaces.as_ref().is_some_and(|n| n.user.is_some()) && capabilities != 0 {
+        report.add(
+            pid,
+            Subject::Process,
+            "user namespace",
+            Policy::Refuse,
+            "capabilities held in a user namespace of its own: not supported yet",
+        );
+        return Ok(None);
+    }
     let t0 = std::time::Instant::now();
     let smaps = dir.smaps_hinted(flags)?;
     let vmas = memory::classify(pid, &smaps, shmem, devices, report);
     let t_mem = t0.elapsed();
     let fds = files.collect(pid, shmem, report)?;
+    if let Some(ns) = &namespaces {
+        if ns.net {
+            // Sockets are made by the restorer, in its own network namespace.
+            for f in &fds {
+                let file = &files.files[f.file].kind;
+                let bound_abstract =
+                    matches!(file, FileKind::UnixSocket(u) if u.name.first() == Some(&0));
+                if matches!(file, FileKind::Inet(_) | FileKind::Netlink(_)) || bound_abstract {
+                    report.add(
+                        pid,
+                        Subject::Fd { fd: f.fd },
+                        file.describe(),
+                        Policy::Refuse,
+                        "a socket of a network namespace of its process's own: not supported yet",
+                    );
+                }
+            }
+        }
+        if ns.net || ns.ipc {
+            report.add(
+                pid,
+                Subject::Process,
+                format!(
+                    "namespaces of its own:{}{}",
+                    if ns.net { " network (empty)" } else { "" },
+                    if ns.ipc { " IPC (empty)" } else { "" },
+                ),
+                Policy::Restore,
+                "made again, empty, at restore",
+            );
+        }
+        if ns.user.is_some() {
+            report.add(
+                pid,
+                Subject::Process,
+                "user namespace mapping its own ids, no capability in it",
+                Policy::Restore,
+                "restored in the restorer's user namespace: the same ids and no capability, so the same rights",
+            );
+        }
+    }
     let t_files = t0.elapsed();
     let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
     let cwd = dir.cwd()?;
@@ -387,6 +448,7 @@ fn inspect_process(
         shared_pending,
         fds,
         seccomp_filters,
+        namespaces,
         ..base
     }))
 }
@@ -450,6 +512,7 @@ fn inspect(
             processes.push(p);
         }
     }
+    crate::namespaces::refuse_shared(&processes, &mut report);
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);
     let terminals: Vec<_> = saved

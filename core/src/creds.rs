@@ -153,7 +153,7 @@ pub fn take_fs_identity(
 }
 
 /// Set the task's supplementary groups.
-fn set_groups(
+pub(crate) fn set_groups(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,

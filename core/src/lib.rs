@@ -17,6 +17,7 @@ pub mod gone_dir;
 pub mod image;
 pub mod locks;
 pub mod memory;
+pub mod namespaces;
 pub mod pagescan;
 pub mod policy;
 pub mod precopy;

@@ -69,6 +69,10 @@ pub struct ProcessImage {
     /// is stopped again by the same signal before it is let go.
     #[serde(default)]
     pub job_stop: Option<i32>,
+    /// Its namespaces that differ from the checkpointer's (see
+    /// `namespaces`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<crate::namespaces::Namespaces>,
     /// The distinct seccomp filters of its threads (see `seccomp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seccomp_filters: Vec<crate::seccomp::Filter>,

@@ -1108,6 +1108,11 @@ fn swap<'a>(
         },
     )?;
     let t_map = t0.elapsed();
+    // Its namespaces: while it is one thread (its threads, made below,
+    // share them) and still root.
+    if let Some(ns) = &p.namespaces {
+        crate::namespaces::enter(&task, ns)?;
+    }
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
     for v in &mm.vmas {

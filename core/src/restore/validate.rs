@@ -355,6 +355,9 @@ fn process(snap: &Snapshot, p: &ProcessImage) -> Result<()> {
         }
     }
     check_creds(field, &p.creds)?;
+    if let Some(user) = p.namespaces.as_ref().and_then(|n| n.user.as_ref()) {
+        user_namespace(field, p, user)?;
+    }
     if p.umask > 0o777 {
         return Err(bad(field, format!("umask {:#o}", p.umask)));
     }
@@ -445,6 +448,45 @@ fn process(snap: &Snapshot, p: &ProcessImage) -> Result<()> {
     };
     threads(field, p)?;
     mm_image(snap, field, p.pid, mm)
+}
+
+/// A user namespace the restorer makes may map only ids the process has,
+/// one per line: what its owner could have made unprivileged. Anything
+/// more (root's ids, a range) would hand the restored process rights the
+/// restorer has and it had not.
+fn user_namespace(
+    field: &str,
+    p: &ProcessImage,
+    user: &crate::namespaces::UserNamespace,
+) -> Result<()> {
+    let gids: Vec<u32> = p.creds.gid.iter().chain(&p.creds.groups).copied().collect();
+    for (name, map, own) in [
+        ("uid_map", &user.uid_map, &p.creds.uid[..]),
+        ("gid_map", &user.gid_map, &gids[..]),
+    ] {
+        if map.len() > crate::namespaces::MAX_MAP_LINES {
+            return Err(bad(field, format!("a {name} of {} lines", map.len())));
+        }
+        if let Some(l) = map.iter().find(|l| l[2] != 1 || !own.contains(&l[1])) {
+            return Err(bad(
+                field,
+                format!(
+                    "a {name} line {} {} {} mapping ids the process does not have",
+                    l[0], l[1], l[2]
+                ),
+            ));
+        }
+    }
+    if !p.creds.uid.contains(&user.owner) {
+        return Err(bad(
+            field,
+            format!(
+                "a user namespace owned by uid {}, not one of its own",
+                user.owner
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn threads(field: &str, p: &ProcessImage) -> Result<()> {

@@ -1,0 +1,366 @@
+//! Namespaces of a sandbox: a process in user, network and IPC namespaces
+//! of its own (firefox's content processes are each in a user namespace
+//! that maps the user's own ids, an empty network namespace and an IPC
+//! namespace of their own). Restored in the restorer's namespaces, the
+//! process would run outside its sandbox: with the network and the
+//! host's IPC objects in reach. So they are saved and made again.
+//!
+//! What is supported: a network namespace holding only a loopback that
+//! is down and an IPC namespace without SysV objects, each held by that
+//! one process, made again empty; and a user namespace whose parent is the
+//! checkpointer's, that maps ids only to themselves and in which the
+//! process holds no capability. Such a user namespace gives the process no
+//! right it would not have without it (its ids are the same, it has no
+//! capability in it, and the namespaces below are made by root at
+//! restore), so the process is restored in the restorer's user namespace:
+//! a task in a user namespace of its own could no longer get its threads'
+//! saved ids (clone3's set_tid asks for CAP_SYS_ADMIN over the pid
+//! namespace's owner) nor map the restorer's shared memory. `check` says
+//! so. Anything else (another process in the same namespace, mount, pid,
+//! UTS, cgroup or time namespaces of its own, two levels of user
+//! namespaces, other ids mapped, capabilities in it) is refused by `check`
+//! with its reason.
+//!
+//! At restore the swap unshares the network and IPC namespaces from
+//! inside, while the task is one thread (threads made after share them)
+//! and still root.
+
+use crate::remote::{RemoteError, RemoteTask};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+/// What the kernel allows in a map file (`uid_map`, `gid_map`).
+pub const MAX_MAP_LINES: usize = 340;
+
+/// The namespaces of a process that differ from the checkpointer's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub user: Option<UserNamespace>,
+    /// A network namespace of its own (holding only a loopback, down).
+    #[serde(default)]
+    pub net: bool,
+    /// An IPC namespace of its own (no SysV objects).
+    #[serde(default)]
+    pub ipc: bool,
+    /// The namespaces' inode numbers at checkpoint: (user, net, ipc).
+    #[serde(default)]
+    pub ids: (u64, u64, u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNamespace {
+    /// The uid that made it (its owner, in the parent namespace).
+    pub owner: u32,
+    /// `inside outside count` lines of `uid_map` and `gid_map`.
+    pub uid_map: Vec<[u32; 3]>,
+    pub gid_map: Vec<[u32; 3]>,
+    /// `/proc/PID/setgroups` said "deny".
+    pub setgroups_deny: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("pid {pid}: reading {what}")]
+    Read {
+        pid: i32,
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Inode of `/proc/PID/ns/KIND`.
+fn ns_inode(pid: &str, kind: &str) -> io::Result<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).map(|m| m.ino())
+}
+
+/// The namespaces of `pid` that differ from ours, or why they cannot be
+/// saved (`Err(Ok(reason))`); `Err(Err(_))` when they could not be read.
+pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, NamespaceError>> {
+    let p = pid.to_string();
+    let read = |kind: &str| -> Result<(u64, u64), Result<String, NamespaceError>> {
+        let theirs = ns_inode(&p, kind).map_err(|source| {
+            Err(NamespaceError::Read {
+                pid,
+                what: format!("its {kind} namespace"),
+                source,
+            })
+        })?;
+        let ours = ns_inode("self", kind).map_err(|source| {
+            Err(NamespaceError::Read {
+                pid,
+                what: format!("the checkpointer's {kind} namespace"),
+                source,
+            })
+        })?;
+        Ok((theirs, ours))
+    };
+    for kind in ["mnt", "pid", "pid_for_children", "uts", "cgroup", "time"] {
+        let (theirs, ours) = match read(kind) {
+            // A kernel without the kind has it for nobody.
+            Err(Err(NamespaceError::Read { source, .. }))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                continue
+            }
+            r => r?,
+        };
+        if theirs != ours {
+            return Err(Ok(format!(
+                "in a {kind} namespace of its own: not supported yet"
+            )));
+        }
+    }
+    let (user, user_ours) = read("user")?;
+    let (net, net_ours) = read("net")?;
+    let (ipc, ipc_ours) = read("ipc")?;
+    if (user, net, ipc) == (user_ours, net_ours, ipc_ours) {
+        return Ok(None);
+    }
+    let user_ns = if user != user_ours {
+        Some(user_namespace(pid, user_ours)?)
+    } else {
+        None
+    };
+    if net != net_ours {
+        if let Some(reason) = net_contents(pid).map_err(Err)? {
+            return Err(Ok(reason));
+        }
+    }
+    if ipc != ipc_ours {
+        if let Some(reason) = ipc_contents(pid).map_err(Err)? {
+            return Err(Ok(reason));
+        }
+    }
+    Ok(Some(Namespaces {
+        user: user_ns,
+        net: net != net_ours,
+        ipc: ipc != ipc_ours,
+        ids: (user, net, ipc),
+    }))
+}
+
+/// linux/nsfs.h
+const NS_GET_PARENT: libc::c_ulong = 0xb702;
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, NamespaceError>> {
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |source| Err(NamespaceError::Read { pid, what, source })
+    };
+    let ns =
+        std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(err("its user namespace"))?;
+    // SAFETY: ioctl on our open nsfs fd: returns a new fd or -1.
+    let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
+    if parent < 0 {
+        return Err(err("its user namespace's parent")(
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    let parent = unsafe { OwnedFd::from_raw_fd(parent) };
+    let parent_ino = std::fs::File::from(parent)
+        .metadata()
+        .map_err(err("its user namespace's parent"))?
+        .ino();
+    if parent_ino != ours {
+        return Err(Ok(
+            "in a user namespace nested two levels deep: not supported yet".into(),
+        ));
+    }
+    let mut owner: libc::uid_t = 0;
+    // SAFETY: ioctl on our nsfs fd, writing one uid_t into `owner`.
+    if unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) } < 0 {
+        return Err(err("its user namespace's owner")(io::Error::last_os_error()));
+    }
+    let map = |name: &str| -> Result<Vec<[u32; 3]>, Result<String, NamespaceError>> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{name}")).map_err(err(name))?;
+        text.lines()
+            .map(|l| {
+                let f: Vec<u32> = l
+                    .split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                match f[..] {
+                    [a, b, c] => Ok([a, b, c]),
+                    _ => Err(Err(NamespaceError::Read {
+                        pid,
+                        what: format!("{name} line {l:?}"),
+                        source: io::ErrorKind::InvalidData.into(),
+                    })),
+                }
+            })
+            .collect()
+    };
+    let setgroups =
+        std::fs::read_to_string(format!("/proc/{pid}/setgroups")).map_err(err("setgroups"))?;
+    let user = UserNamespace {
+        owner,
+        uid_map: map("uid_map")?,
+        gid_map: map("gid_map")?,
+        setgroups_deny: setgroups.trim() == "deny",
+    };
+    let identity = |m: &[[u32; 3]]| m.iter().all(|l| l[0] == l[1]);
+    if !identity(&user.uid_map) || !identity(&user.gid_map) {
+        return Err(Ok(
+            "in a user namespace that maps ids to others: not supported yet".into(),
+        ));
+    }
+    Ok(user)
+}
+
+/// Run `f` on a thread of ours moved into `pid`'s namespace of `kind`
+/// (`CLONE_NEWNET`, `CLONE_NEWIPC`: both may be entered by one thread).
+fn inside_namespace<T: Send>(
+    pid: i32,
+    kind: &'static str,
+    flag: libc::c_int,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> Result<T, NamespaceError> {
+    let err = |source| NamespaceError::Read {
+        pid,
+        what: format!("its {kind} namespace"),
+        source,
+    };
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).map_err(err)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns of this thread only, with an nsfs fd we hold.
+            if unsafe { libc::setns(ns.as_raw_fd(), flag) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the thread reading a namespace panicked")))
+    })
+    .map_err(err)
+}
+
+/// Why the network namespace of `pid` cannot be made again empty, if so.
+fn net_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).map_err(|source| {
+        NamespaceError::Read {
+            pid,
+            what: "its network devices".into(),
+            source,
+        }
+    })?;
+    let others: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .filter(|n| *n != "lo")
+        .collect();
+    if !others.is_empty() {
+        return Ok(Some(format!(
+            "in a network namespace of its own with devices {others:?}: not supported yet"
+        )));
+    }
+    let lo_up = inside_namespace(pid, "net", libc::CLONE_NEWNET, || {
+        // SAFETY: a socket of ours, closed below; ifreq is plain data.
+        unsafe {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if s < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (d, b) in req.ifr_name.iter_mut().zip(b"lo\0") {
+                *d = *b as libc::c_char;
+            }
+            let rc = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+            let e = io::Error::last_os_error();
+            libc::close(s);
+            if rc < 0 {
+                return Err(e);
+            }
+            Ok(req.ifr_ifru.ifru_flags as libc::c_int & libc::IFF_UP != 0)
+        }
+    })?;
+    Ok(lo_up.then(|| {
+        "in a network namespace of its own whose loopback is up: not supported yet".into()
+    }))
+}
+
+/// Why the IPC namespace of `pid` cannot be made again empty, if so.
+fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
+    let counts = inside_namespace(pid, "ipc", libc::CLONE_NEWIPC, || {
+        ["shm", "sem", "msg"]
+            .iter()
+            .map(|k| {
+                std::fs::read_to_string(format!("/proc/sysvipc/{k}"))
+                    .map(|t| (*k, t.lines().count().saturating_sub(1)))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })?;
+    let held: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} SysV {k}"))
+        .collect();
+    Ok((!held.is_empty()).then(|| {
+        format!(
+            "in an IPC namespace of its own holding {}: not supported yet",
+            held.join(", ")
+        )
+    }))
+}
+
+/// A namespace of its own held by several saved processes would be made
+/// once per process at restore: refused until they are made once and
+/// entered by the others.
+pub fn refuse_shared(
+    processes: &[crate::snapshot::ProcessImage],
+    report: &mut crate::policy::Report,
+) {
+    let mut holders: std::collections::HashMap<(&str, u64), Vec<i32>> = Default::default();
+    for p in processes {
+        let Some(ns) = &p.namespaces else { continue };
+        let (user, net, ipc) = ns.ids;
+        for (kind, own, id) in [
+            ("user", ns.user.is_some(), user),
+            ("network", ns.net, net),
+            ("IPC", ns.ipc, ipc),
+        ] {
+            if own {
+                holders.entry((kind, id)).or_default().push(p.pid);
+            }
+        }
+    }
+    for ((kind, _), pids) in holders {
+        if pids.len() > 1 {
+            for &pid in &pids {
+                report.add(
+                    pid,
+                    crate::policy::Subject::Process,
+                    format!("{kind} namespace shared with pids {pids:?}"),
+                    crate::policy::Policy::Refuse,
+                    "a namespace of their own shared by several processes: not supported yet",
+                );
+            }
+        }
+    }
+}
+
+/// Make the network and IPC namespaces of `ns` from inside the traced
+/// `task`, while it is one thread and still root (see the module's text).
+pub fn enter(task: &RemoteTask, ns: &Namespaces) -> Result<(), RemoteError> {
+    let mut flags = 0;
+    if ns.net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if ns.ipc {
+        flags |= libc::CLONE_NEWIPC;
+    }
+    if flags != 0 {
+        task.syscall(
+            "unshare(CLONE_NEWNET | CLONE_NEWIPC)",
+            libc::SYS_unshare,
+            [flags as u64, 0, 0, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
