@@ -419,7 +419,13 @@ fn uname() -> (String, String) {
 /// classified by `devices`. The tasks are frozen for the inspection and
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
-    let frozen = match freeze(roots) {
+    check_without(roots, &[], devices)
+}
+
+/// [`check`] of the trees under `roots` without the subtrees under `prune`
+/// (see [`CheckpointOptions::prune`]).
+pub fn check_without(roots: &[i32], prune: &[i32], devices: &DevicePolicies) -> Result<Report> {
+    let frozen = match freeze(roots, prune) {
         Err(CheckpointError::Refused(report)) => return Ok(*report),
         other => other?,
     };
@@ -431,8 +437,8 @@ pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
 /// Freeze the trees under `roots`. A set that is gone, or only zombies,
 /// by the time it is frozen is an error: an image of nothing would
 /// restore nothing.
-fn freeze(roots: &[i32]) -> Result<Frozen> {
-    let frozen = Frozen::freeze(roots).map_err(freeze_refusal)?;
+fn freeze(roots: &[i32], prune: &[i32]) -> Result<Frozen> {
+    let frozen = Frozen::freeze_without(roots, prune).map_err(freeze_refusal)?;
     if frozen.processes.values().all(|p| p.zombie) {
         return Err(CheckpointError::AllExited {
             pids: frozen.processes.keys().copied().collect(),
@@ -510,6 +516,11 @@ pub struct CheckpointOptions {
     /// The device table: which char devices are reopened, detached or
     /// refused.
     pub devices: DevicePolicies,
+    /// Pids left out with their descendants although they are below a
+    /// root (services that cannot be saved): their parents are saved
+    /// without them, and they run on whatever `stop` says (the caller
+    /// ends them). What the set shares with them is outside the set.
+    pub prune: Vec<i32>,
 }
 
 /// Stages reported while a checkpoint runs.
@@ -644,10 +655,12 @@ fn checkpoint_once(
     let precopied = match &mut early_sink {
         Some(sink) => {
             progress(Stage::Precopying);
-            Some(precopy::run(&opts.roots, sink).map_err(|e| match e {
-                precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
-                precopy::PrecopyError::Image(e) => CheckpointError::from(e),
-            })?)
+            Some(
+                precopy::run_without(&opts.roots, &opts.prune, sink).map_err(|e| match e {
+                    precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
+                    precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+                })?,
+            )
         }
         None => None,
     };
@@ -657,7 +670,7 @@ fn checkpoint_once(
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
-    let frozen = freeze(&opts.roots)?;
+    let frozen = freeze(&opts.roots, &opts.prune)?;
     let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
     observer
