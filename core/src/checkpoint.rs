@@ -353,11 +353,13 @@ fn inspect(
     frozen: &Frozen,
     precopied: Option<&precopy::Precopy>,
     devices: &DevicePolicies,
+    left_out_mounts: &[PathBuf],
     mut inspected: impl FnMut(&ProcessImage, &Report) -> Result<()>,
 ) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
     files.devices = devices.clone();
+    files.left_out_mounts = left_out_mounts.to_vec();
     let mut shmem = ShmemTable::default();
     let mut processes = Vec::new();
     for fp in frozen.processes.values() {
@@ -419,17 +421,21 @@ fn uname() -> (String, String) {
 /// classified by `devices`. The tasks are frozen for the inspection and
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
-    check_without(roots, &[], devices)
+    check_without(roots, &LeftOut::default(), devices)
 }
 
-/// [`check`] of the trees under `roots` without the subtrees under `prune`
-/// (see [`CheckpointOptions::prune`]).
-pub fn check_without(roots: &[i32], prune: &[i32], devices: &DevicePolicies) -> Result<Report> {
-    let frozen = match freeze(roots, prune) {
+/// [`check`] of the trees under `roots` without what `left_out` names
+/// (see [`CheckpointOptions::left_out`]).
+pub fn check_without(
+    roots: &[i32],
+    left_out: &LeftOut,
+    devices: &DevicePolicies,
+) -> Result<Report> {
+    let frozen = match freeze(roots, &left_out.pids) {
         Err(CheckpointError::Refused(report)) => return Ok(*report),
         other => other?,
     };
-    let inspection = inspect(&frozen, None, devices, |_, _| Ok(()))?;
+    let inspection = inspect(&frozen, None, devices, &left_out.mounts, |_, _| Ok(()))?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -516,11 +522,23 @@ pub struct CheckpointOptions {
     /// The device table: which char devices are reopened, detached or
     /// refused.
     pub devices: DevicePolicies,
+    /// What is left out of the trees under `roots` (services that cannot
+    /// be saved).
+    pub left_out: LeftOut,
+}
+
+/// Processes left out of the trees being saved, and the FUSE mounts they
+/// serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
     /// Pids left out with their descendants although they are below a
-    /// root (services that cannot be saved): their parents are saved
-    /// without them, and they run on whatever `stop` says (the caller
-    /// ends them). What the set shares with them is outside the set.
-    pub prune: Vec<i32>,
+    /// root: their parents are saved without them, and they run on
+    /// whatever `stop` says (the caller ends them). What the set shares
+    /// with them is outside the set (Reset).
+    pub pids: Vec<i32>,
+    /// Mount points of FUSE file systems served by left-out processes:
+    /// a saved fd of a file in one is refused without being looked at.
+    pub mounts: Vec<PathBuf>,
 }
 
 /// Stages reported while a checkpoint runs.
@@ -656,10 +674,12 @@ fn checkpoint_once(
         Some(sink) => {
             progress(Stage::Precopying);
             Some(
-                precopy::run_without(&opts.roots, &opts.prune, sink).map_err(|e| match e {
-                    precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
-                    precopy::PrecopyError::Image(e) => CheckpointError::from(e),
-                })?,
+                precopy::run_without(&opts.roots, &opts.left_out.pids, sink).map_err(
+                    |e| match e {
+                        precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
+                        precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+                    },
+                )?,
             )
         }
         None => None,
@@ -670,7 +690,7 @@ fn checkpoint_once(
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
-    let frozen = freeze(&opts.roots, &opts.prune)?;
+    let frozen = freeze(&opts.roots, &opts.left_out.pids)?;
     let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
     observer
@@ -695,26 +715,32 @@ fn checkpoint_once(
         mut snapshot,
         mut files,
         mut shmem,
-    } = inspect(&frozen, precopied.as_ref(), &opts.devices, |p, report| {
-        // Nothing is saved past a refusal: the checkpoint will stop there.
-        let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
-            pending.push(Vec::new());
-            return Ok(());
-        };
-        let reuse = precopied
-            .as_ref()
-            .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
-            .unwrap_or_default();
-        pending.push(memory::dump_private_pages(
-            p.pid,
-            &mm.vmas,
-            &mut sink,
-            memory::ReadFailure::Fatal,
-            &reuse,
-        )?);
-        precopied_bytes += reuse.reused_bytes();
-        Ok(())
-    })?;
+    } = inspect(
+        &frozen,
+        precopied.as_ref(),
+        &opts.devices,
+        &opts.left_out.mounts,
+        |p, report| {
+            // Nothing is saved past a refusal: the checkpoint will stop there.
+            let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
+                pending.push(Vec::new());
+                return Ok(());
+            };
+            let reuse = precopied
+                .as_ref()
+                .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
+                .unwrap_or_default();
+            pending.push(memory::dump_private_pages(
+                p.pid,
+                &mm.vmas,
+                &mut sink,
+                memory::ReadFailure::Fatal,
+                &reuse,
+            )?);
+            precopied_bytes += reuse.reused_bytes();
+            Ok(())
+        },
+    )?;
     debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();

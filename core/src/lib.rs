@@ -35,7 +35,7 @@ pub mod uevent;
 pub use attachment::Attachment;
 pub use checkpoint::{
     check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
-    CheckpointStats, Stage,
+    CheckpointStats, LeftOut, Stage,
 };
 pub use policy::{Policy, Report};
 pub use restore::{restore, restore_with_progress, RestoreError, RestoreOptions, Restored};

@@ -84,14 +84,23 @@ pub struct SessionSet {
 }
 
 impl SessionSet {
-    /// The services running below a member: the engine prunes their
-    /// subtrees (their parents are saved without them).
-    pub fn prune(&self) -> Vec<i32> {
-        self.services
-            .iter()
-            .filter(|s| s.below_member)
-            .map(|s| s.pid)
-            .collect()
+    /// What the engine leaves out: the subtrees of the services running
+    /// below a member (their parents are saved without them), and the
+    /// FUSE mounts of every service.
+    pub fn left_out(&self) -> hiber_core::LeftOut {
+        hiber_core::LeftOut {
+            pids: self
+                .services
+                .iter()
+                .filter(|s| s.below_member)
+                .map(|s| s.pid)
+                .collect(),
+            mounts: self
+                .services
+                .iter()
+                .flat_map(|s| s.mounts.iter().cloned())
+                .collect(),
+        }
     }
 }
 
@@ -1131,7 +1140,7 @@ mod tests {
                 (120, "sshfs", 21, true, &[][..]),
             ]
         );
-        assert_eq!(set.prune(), [110, 120]);
+        assert_eq!(set.left_out().pids, [110, 120]);
         // Nothing of theirs is reported as an outside peer.
         assert!(set.outside.iter().all(|o| o.pid < 100), "{:?}", set.outside);
     }

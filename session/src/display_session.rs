@@ -111,7 +111,7 @@ pub fn check(
     devices: &DevicePolicies,
 ) -> Result<(SessionSet, Report)> {
     let session = find(display, opts)?;
-    let report = hiber_core::check_without(&session.roots, &session.prune(), devices)?;
+    let report = hiber_core::check_without(&session.roots, &session.left_out(), devices)?;
     Ok((session, report))
 }
 
@@ -267,7 +267,7 @@ fn save_once(
             no_reset: opts.no_reset,
             precopy: opts.precopy,
             devices: opts.devices.clone(),
-            prune: session.prune(),
+            left_out: session.left_out(),
         },
         &recorder,
     )?;

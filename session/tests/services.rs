@@ -222,10 +222,67 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         "the portal's setuid root mount helper among {helpers:?}"
     );
 
-    // check lists the portal apart, with its helper and what becomes of
-    // it; the session around it can be saved.
     let d = format!(":{display}");
     let user = USER_UID.to_string();
+
+    // A client holding a file of the portal's mount: check refuses it,
+    // naming it, without touching it (root may not look into the mount).
+    let holder = r.spawn(
+        desk.u
+            .command(
+                &[
+                    "xterm",
+                    "-e",
+                    "bash",
+                    "-c",
+                    "exec 7<\"$0\"; exec bash --norc --noprofile -i",
+                    path(&exported),
+                ],
+                Some(&log),
+            )
+            .env("DISPLAY", format!(":{display}")),
+    );
+    let shell = wait_until("the holder's shell to open the document", DEADLINE, || {
+        tree(holder)
+            .into_iter()
+            .find(|&p| fs::read_link(format!("/proc/{p}/fd/7")).is_ok_and(|t| t == exported))
+    });
+    let check = hiber(&[
+        "session",
+        "check",
+        "--display",
+        &d,
+        "--user",
+        &user,
+        "--json",
+    ]);
+    assert_eq!(check.status.code(), Some(3), "{}", stderr(&check));
+    let v: Value = serde_json::from_slice(&check.stdout).unwrap();
+    let refused: Vec<&Value> = v["report"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["policy"] == "Refuse")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["pid"], shell);
+    assert_eq!(refused[0]["subject"]["fd"], 7);
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the server of {} is left out", doc.display())),
+        "{refused:?}"
+    );
+    // SAFETY: kill by pid of the xterm this test started.
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    r.wait_children(&[holder]);
+    wait_until("the holder's shell to end", DEADLINE, || {
+        (!alive(shell)).then_some(())
+    });
+
+    // check lists the portal apart, with its helper and what becomes of
+    // it; the session around it can be saved.
     let check = hiber(&[
         "session",
         "check",
