@@ -423,3 +423,69 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     });
     drop(r);
 }
+
+/// The engine saves a parent without a left-out child: the child runs on
+/// (it is neither frozen nor ended by `stop`), and the restored parent
+/// has only its other children.
+#[test]
+fn the_engine_saves_a_parent_without_a_pruned_child() {
+    let mut r = Reaper::new();
+    let parent = r.spawn(
+        std::process::Command::new("bash")
+            // The first in a session of its own: a left-out process in a
+            // saved leader's session or group keeps the leader's pid taken.
+            .args(["-c", "setsid sleep 1000 & sleep 1000 & wait"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let sid = |p: i32| status_field(p, "NSsid");
+    let (left, kept) = wait_until("bash's two sleeps", DEADLINE, || {
+        let k: Vec<i32> = tree(parent).into_iter().filter(|&p| p != parent).collect();
+        let asleep = k.iter().all(|&p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        });
+        let own = k.iter().copied().find(|&p| sid(p) == Some(p.to_string()));
+        let other = k.iter().copied().find(|&p| Some(p) != own);
+        (k.len() == 2 && asleep).then_some((own?, other?))
+    });
+    r.adopt(left);
+    r.adopt(kept);
+    let left_out = hiber_core::LeftOut {
+        pids: vec![left],
+        mounts: Vec::new(),
+    };
+    let report = hiber_core::check_without(&[parent], &left_out, &Default::default()).unwrap();
+    let checked: Vec<i32> = report.processes.iter().map(|p| p.pid).collect();
+    assert_eq!(checked, [parent, kept]);
+
+    let img = tempdir();
+    let stats = hiber_core::checkpoint(
+        &hiber_core::CheckpointOptions {
+            roots: vec![parent],
+            dir: img.path().join("img"),
+            store: None,
+            stop: true,
+            threads: 1,
+            no_reset: false,
+            precopy: false,
+            devices: Default::default(),
+            left_out,
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(stats.processes, 2);
+    r.wait_children(&[parent]);
+    wait_gone(parent);
+    wait_gone(kept);
+    // The left-out child was neither stopped nor ended.
+    assert!(alive(left));
+    assert_eq!(state(left), Some('S'));
+
+    let restored = r.restore(&img.path().join("img"), &[]);
+    let now: Vec<i32> = restored.pids.iter().map(|p| p.1).collect();
+    assert_eq!(now, [parent, kept]);
+    let children: Vec<i32> = tree(parent).into_iter().filter(|&p| p != parent).collect();
+    assert_eq!(children, [kept]);
+    assert!(alive(left));
+}
