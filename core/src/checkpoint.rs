@@ -498,11 +498,13 @@ fn inspect(
     frozen: &Frozen,
     precopied: Option<&precopy::Precopy>,
     devices: &DevicePolicies,
+    left_out_mounts: &[PathBuf],
     mut inspected: impl FnMut(&ProcessImage, &Report) -> Result<()>,
 ) -> Result<Inspection> {
     let mut report = Report::default();
     let mut files = FileTable::default();
     files.devices = devices.clone();
+    files.left_out_mounts = left_out_mounts.to_vec();
     let mut shmem = ShmemTable::default();
     let mut processes = Vec::new();
     for fp in frozen.processes.values() {
@@ -565,11 +567,21 @@ fn uname() -> (String, String) {
 /// classified by `devices`. The tasks are frozen for the inspection and
 /// let go at once.
 pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
-    let frozen = match freeze(roots) {
+    check_without(roots, &LeftOut::default(), devices)
+}
+
+/// [`check`] of the trees under `roots` without what `left_out` names
+/// (see [`CheckpointOptions::left_out`]).
+pub fn check_without(
+    roots: &[i32],
+    left_out: &LeftOut,
+    devices: &DevicePolicies,
+) -> Result<Report> {
+    let frozen = match freeze(roots, &left_out.pids) {
         Err(CheckpointError::Refused(report)) => return Ok(*report),
         other => other?,
     };
-    let inspection = inspect(&frozen, None, devices, |_, _| Ok(()))?;
+    let inspection = inspect(&frozen, None, devices, &left_out.mounts, |_, _| Ok(()))?;
     frozen.thaw();
     Ok(inspection.snapshot.report)
 }
@@ -577,8 +589,8 @@ pub fn check(roots: &[i32], devices: &DevicePolicies) -> Result<Report> {
 /// Freeze the trees under `roots`. A set that is gone, or only zombies,
 /// by the time it is frozen is an error: an image of nothing would
 /// restore nothing.
-fn freeze(roots: &[i32]) -> Result<Frozen> {
-    let frozen = Frozen::freeze(roots).map_err(freeze_refusal)?;
+fn freeze(roots: &[i32], prune: &[i32]) -> Result<Frozen> {
+    let frozen = Frozen::freeze_without(roots, prune).map_err(freeze_refusal)?;
     if frozen.processes.values().all(|p| p.zombie) {
         return Err(CheckpointError::AllExited {
             pids: frozen.processes.keys().copied().collect(),
@@ -656,6 +668,23 @@ pub struct CheckpointOptions {
     /// The device table: which char devices are reopened, detached or
     /// refused.
     pub devices: DevicePolicies,
+    /// What is left out of the trees under `roots` (services that cannot
+    /// be saved).
+    pub left_out: LeftOut,
+}
+
+/// Processes left out of the trees being saved, and the FUSE mounts they
+/// serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Pids left out with their descendants although they are below a
+    /// root: their parents are saved without them, and they run on
+    /// whatever `stop` says (the caller ends them). What the set shares
+    /// with them is outside the set (Reset).
+    pub pids: Vec<i32>,
+    /// Mount points of FUSE file systems served by left-out processes:
+    /// a saved fd of a file in one is refused without being looked at.
+    pub mounts: Vec<PathBuf>,
 }
 
 /// Stages reported while a checkpoint runs.
@@ -790,10 +819,14 @@ fn checkpoint_once(
     let precopied = match &mut early_sink {
         Some(sink) => {
             progress(Stage::Precopying);
-            Some(precopy::run(&opts.roots, sink).map_err(|e| match e {
-                precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
-                precopy::PrecopyError::Image(e) => CheckpointError::from(e),
-            })?)
+            Some(
+                precopy::run_without(&opts.roots, &opts.left_out.pids, sink).map_err(
+                    |e| match e {
+                        precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
+                        precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+                    },
+                )?,
+            )
         }
         None => None,
     };
@@ -803,7 +836,7 @@ fn checkpoint_once(
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
-    let frozen = freeze(&opts.roots)?;
+    let frozen = freeze(&opts.roots, &opts.left_out.pids)?;
     let frozen_cgroup = frozen.cgroup.clone();
     debug!(elapsed = ?t0.elapsed(), "frozen");
     observer
@@ -828,26 +861,32 @@ fn checkpoint_once(
         mut snapshot,
         mut files,
         mut shmem,
-    } = inspect(&frozen, precopied.as_ref(), &opts.devices, |p, report| {
-        // Nothing is saved past a refusal: the checkpoint will stop there.
-        let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
-            pending.push(Vec::new());
-            return Ok(());
-        };
-        let reuse = precopied
-            .as_ref()
-            .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
-            .unwrap_or_default();
-        pending.push(memory::dump_private_pages(
-            p.pid,
-            &mm.vmas,
-            &mut sink,
-            memory::ReadFailure::Fatal,
-            &reuse,
-        )?);
-        precopied_bytes += reuse.reused_bytes();
-        Ok(())
-    })?;
+    } = inspect(
+        &frozen,
+        precopied.as_ref(),
+        &opts.devices,
+        &opts.left_out.mounts,
+        |p, report| {
+            // Nothing is saved past a refusal: the checkpoint will stop there.
+            let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
+                pending.push(Vec::new());
+                return Ok(());
+            };
+            let reuse = precopied
+                .as_ref()
+                .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
+                .unwrap_or_default();
+            pending.push(memory::dump_private_pages(
+                p.pid,
+                &mm.vmas,
+                &mut sink,
+                memory::ReadFailure::Fatal,
+                &reuse,
+            )?);
+            precopied_bytes += reuse.reused_bytes();
+            Ok(())
+        },
+    )?;
     debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();

@@ -37,8 +37,8 @@ pub mod uevent;
 
 pub use attachment::Attachment;
 pub use checkpoint::{
-    check, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions, CheckpointStats,
-    Stage,
+    check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
+    CheckpointStats, LeftOut, Stage,
 };
 pub use policy::{Policy, Report};
 pub use restore::{restore, restore_with_progress, RestoreError, RestoreOptions, Restored};

@@ -248,11 +248,20 @@ fn merged_ranges<'a>(vmas: impl Iterator<Item = &'a Vma>) -> Vec<(u64, u64)> {
 /// save their private memory into `sink` while they run. A process that
 /// cannot be tracked is left out (the checkpoint saves it whole).
 pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyError> {
+    run_without(roots, &[], sink)
+}
+
+/// [`run`] on the trees under `roots` without the subtrees under `prune`.
+pub fn run_without(
+    roots: &[i32],
+    prune: &[i32],
+    sink: &mut ChunkSink<'_>,
+) -> Result<Precopy, PrecopyError> {
     // The layouts are read before freezing, to keep the freeze short. One
     // that changes meanwhile is harmless: a range that no longer fits is
     // not tracked, and only tracked, unwritten windows are ever reused.
     // They come from `maps`: what pre-copy needs of a mapping is there.
-    let pids = crate::freeze::list_tree(roots)?;
+    let pids = crate::freeze::list_tree_without(roots, prune)?;
     let mut layouts = HashMap::new();
     // Shared objects seen in the layouts (shared memory, memfds, deleted
     // files): saved once here too, so that while frozen their unchanged
@@ -284,7 +293,7 @@ pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyEr
     }
     debug!(processes = layouts.len(), "layouts read");
     let t0 = Instant::now();
-    let frozen = Frozen::freeze(roots)?;
+    let frozen = Frozen::freeze_without(roots, prune)?;
     let mut started = Vec::new();
     for fp in frozen.processes.values() {
         // A job-stopped process is tracked like any other: it runs our

@@ -20,7 +20,11 @@
 //!   accessibility bus): then it brings in nothing but itself.
 //! - A process connected to nothing of the session (a shell that only
 //!   started a client) is neither a member nor reported.
+//! - Session services that cannot be saved (`services`: FUSE servers and
+//!   their mount helpers) are never members, even below a member: they
+//!   are listed apart, with their descendants, and bring nothing in.
 
+use crate::services::{self, Facts, LeftOut, ServiceRules};
 use hiber_core::procfs::{ProcDir, ProcfsError};
 use hiber_core::sockdiag::{self, UnixDiag, STATE_LISTEN};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -38,6 +42,8 @@ pub struct FindOptions {
     pub user: u32,
     /// Pids never to include, with their descendants.
     pub exclude: Vec<i32>,
+    /// Which processes are session services left out of the set.
+    pub services: ServiceRules,
 }
 
 /// A process a member is connected to (or shares a socket with) that the
@@ -72,6 +78,30 @@ pub struct SessionSet {
     /// What the set talks to but cannot include, one entry per process
     /// (the first member found connected to it), by pid.
     pub outside: Vec<OutsidePeer>,
+    /// Session services left out of the set (with their descendants),
+    /// found below a member or connected to one, by pid.
+    pub services: Vec<LeftOut>,
+}
+
+impl SessionSet {
+    /// What the engine leaves out: the subtrees of the services running
+    /// below a member (their parents are saved without them), and the
+    /// FUSE mounts of every service.
+    pub fn left_out(&self) -> hiber_core::LeftOut {
+        hiber_core::LeftOut {
+            pids: self
+                .services
+                .iter()
+                .filter(|s| s.below_member)
+                .map(|s| s.pid)
+                .collect(),
+            mounts: self
+                .services
+                .iter()
+                .flat_map(|s| s.mounts.iter().cloned())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +167,25 @@ pub fn find_session(display: u32, opts: &FindOptions) -> Result<SessionSet, Disc
             expected: opts.user,
         });
     }
-    let set = world.close(
+    let mut set = world.close(
         display,
         x_server,
         opts,
         std::process::id() as i32,
         &mut uids,
     )?;
+    let mounts = services::fuse_mounts();
+    for s in &mut set.services {
+        let stat = ProcDir::new(s.pid).stat().ok();
+        s.start_time = stat.map_or(0, |st| st.start_time);
+        s.uid = uids(s.pid).map_or(s.uid, |u| u[1]);
+        let cmdlines: Vec<Vec<String>> = std::iter::once(s.pid)
+            .chain(s.descendants.iter().copied())
+            .map(services::cmdline)
+            .collect();
+        s.mounts = services::mounts_served(&cmdlines, s.uid, &mounts);
+    }
+    services::log(&set.services);
     // `display` names tracing's own function inside its macros.
     let n = display;
     info!(
@@ -152,6 +194,7 @@ pub fn find_session(display: u32, opts: &FindOptions) -> Result<SessionSet, Disc
         members = set.processes.len(),
         roots = ?set.roots,
         outside = set.outside.len(),
+        services = set.services.len(),
         "found the session"
     );
     Ok(set)
@@ -232,6 +275,8 @@ struct Proc {
     kernel_thread: bool,
     /// Inodes of the sockets its fds refer to (unix or not).
     sockets: Vec<u64>,
+    /// Its executable and whether it holds `/dev/fuse`.
+    facts: Facts,
 }
 
 /// Every process with its parent and sockets. A process that ends during
@@ -262,16 +307,19 @@ fn scan_proc() -> Result<HashMap<i32, Proc>, DiscoverError> {
             comm: stat.comm.clone(),
             kernel_thread: stat.kernel_thread(),
             sockets: Vec::new(),
+            facts: Facts::default(),
         };
         if !p.kernel_thread {
+            p.facts.exe = pd.exe().ok();
             match pd.fds() {
                 Ok(fds) => {
                     // An fd closed since the listing is simply not there.
-                    p.sockets = fds
+                    let targets: Vec<PathBuf> = fds
                         .into_iter()
                         .filter_map(|fd| pd.fd_target(fd).ok())
-                        .filter_map(|t| socket_inode(&t))
                         .collect();
+                    p.facts.holds_fuse = targets.iter().any(|t| services::is_dev_fuse(t));
+                    p.sockets = targets.iter().filter_map(|t| socket_inode(t)).collect();
                 }
                 Err(ProcfsError::ProcessGone { .. }) => continue,
                 Err(e) => trace!(pid, error = %e, "fds unreadable"),
@@ -464,6 +512,8 @@ impl World {
             deferred: BTreeMap::new(),
             members: BTreeSet::new(),
             outside: BTreeMap::new(),
+            services: BTreeMap::new(),
+            rules: &opts.services,
             scan: VecDeque::new(),
             uids,
         };
@@ -493,7 +543,7 @@ impl World {
                 .deferred
                 .keys()
                 .copied()
-                .filter(|&p| self.tree(p)[1..].iter().all(|d| c.members.contains(d)))
+                .filter(|&p| c.started_only_members(p))
                 .collect();
             if ready.is_empty() {
                 break;
@@ -507,6 +557,14 @@ impl World {
             c.leave_out(pid, uid, via, format!("ancestor of member pid {below}"));
         }
         let processes = c.members;
+        // A service found through a socket before its parent was admitted
+        // runs below a member all the same.
+        for sv in c.services.values_mut() {
+            if processes.contains(&sv.ppid) {
+                sv.below_member = true;
+                sv.member = sv.ppid;
+            }
+        }
         let roots = processes
             .iter()
             .copied()
@@ -519,6 +577,7 @@ impl World {
             processes,
             roots,
             outside: c.outside.into_values().collect(),
+            services: c.services.into_values().collect(),
         })
     }
 }
@@ -545,6 +604,9 @@ struct Closure<'a> {
     deferred: BTreeMap<i32, (i32, i32, u32)>,
     members: BTreeSet<i32>,
     outside: BTreeMap<i32, OutsidePeer>,
+    /// Session services left out, by pid (their descendants with them).
+    services: BTreeMap<i32, LeftOut>,
+    rules: &'a ServiceRules,
     /// Members whose sockets are still to be followed.
     scan: VecDeque<i32>,
     uids: &'a mut dyn FnMut(i32) -> Option<[u32; 4]>,
@@ -560,6 +622,63 @@ impl std::fmt::Debug for Closure<'_> {
 }
 
 impl Closure<'_> {
+    /// The service rule `pid` falls under, if any.
+    fn service(&self, pid: i32) -> Option<services::Decision> {
+        let p = self.w.procs.get(&pid)?;
+        let children: Vec<Facts> = self
+            .w
+            .children
+            .get(&pid)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| self.w.procs.get(c).map(|p| p.facts.clone()))
+            .collect();
+        self.rules.decide(&p.facts, &children)
+    }
+
+    /// Whether `pid` is a service, left out with its descendants (found
+    /// from `member`, below it or not); once left out, it is found again.
+    fn left_out_service(&mut self, pid: i32, member: i32, below: bool) -> bool {
+        if self.services.contains_key(&pid) {
+            return true;
+        }
+        let Some(decision) = self.service(pid) else {
+            return false;
+        };
+        debug!(pid, member, below, name = %decision.name, "session service left out");
+        let mut descendants = self.w.tree(pid)[1..].to_vec();
+        descendants.sort_unstable();
+        self.services.insert(
+            pid,
+            LeftOut {
+                pid,
+                comm: self.w.comm(pid),
+                uid: self.user,
+                start_time: 0,
+                ppid: self.w.ppid(pid),
+                member,
+                below_member: below,
+                descendants,
+                mounts: Vec::new(),
+                decision,
+            },
+        );
+        true
+    }
+
+    /// Whether every process `pid` started is a member, services it
+    /// started and their descendants aside.
+    fn started_only_members(&self, pid: i32) -> bool {
+        let left: HashSet<i32> = self
+            .services
+            .values()
+            .flat_map(|s| std::iter::once(s.pid).chain(s.descendants.iter().copied()))
+            .collect();
+        self.w.tree(pid)[1..]
+            .iter()
+            .all(|d| self.members.contains(d) || left.contains(d))
+    }
+
     /// Why `pid` may never be a member, whatever connects it.
     fn fenced(&self, pid: i32) -> Option<String> {
         let p = self.w.procs.get(&pid)?;
@@ -623,6 +742,7 @@ impl Closure<'_> {
         if self.members.contains(&pid)
             || self.outside.contains_key(&pid)
             || self.deferred.contains_key(&pid)
+            || self.services.contains_key(&pid)
         {
             return Ok(());
         }
@@ -632,6 +752,13 @@ impl Closure<'_> {
         };
         if let Some(reason) = self.fenced(pid) {
             self.leave_out(pid, uids[1], via, reason);
+            return Ok(());
+        }
+        // A service connected to the set (the document portal, orphaned
+        // once the bus activated it) is no member; nor is one below a
+        // member, wherever that member came from.
+        let below = self.members.contains(&self.w.ppid(pid));
+        if self.left_out_service(pid, if below { self.w.ppid(pid) } else { via }, below) {
             return Ok(());
         }
         let client = self.clients.contains(&pid);
@@ -675,6 +802,10 @@ impl Closure<'_> {
                 if let Some(reason) = self.fenced(p) {
                     // The engine saves whole trees: the caller must skip it.
                     self.leave_out(p, uids[1], parent, reason);
+                    continue;
+                }
+                // A service below a member: the engine prunes its subtree.
+                if self.left_out_service(p, parent, true) {
                     continue;
                 }
                 if let Some(uid) = foreign_uid(uids, self.user) {
@@ -772,6 +903,7 @@ mod tests {
                     comm: comm.into(),
                     kernel_thread: false,
                     sockets: sockets.to_vec(),
+                    facts: Facts::default(),
                 };
                 (pid, p)
             })
@@ -842,6 +974,7 @@ mod tests {
         let opts = FindOptions {
             user: 0,
             exclude: exclude.to_vec(),
+            ..Default::default()
         };
         let mut uids = |pid: i32| {
             let u = if foreign.contains(&pid) { 1000 } else { 0 };
@@ -912,6 +1045,104 @@ mod tests {
             }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    /// `w` with these processes' executables and `/dev/fuse` holding set.
+    fn with_facts(mut w: World, facts: &[(i32, &str, bool)]) -> World {
+        for &(pid, exe, fuse) in facts {
+            let p = w.procs.get_mut(&pid).expect("a process of the world");
+            p.facts = Facts {
+                exe: Some(exe.into()),
+                holds_fuse: fuse,
+            };
+        }
+        w
+    }
+
+    #[test]
+    fn session_services_are_left_out_with_their_helpers() {
+        // The desktop, plus: the document portal the bus activated (then
+        // orphaned) connected to the bus, with its root mount helper;
+        // gvfsd below the launcher, with gvfsd-fuse and its helper; an
+        // unknown FUSE server below the xterm's shell.
+        let mut w = desktop();
+        let mut socks: Vec<UnixDiag> = w.socks.drain().map(|(_, d)| d).collect();
+        socks.extend(pair(600, 601));
+        socks.extend(pair(602, 603));
+        socks.extend(pair(610, 611));
+        let mut procs: Vec<(i32, i32, String, Vec<u64>)> = w
+            .procs
+            .iter()
+            .map(|(&pid, p)| (pid, p.ppid, p.comm.clone(), p.sockets.clone()))
+            .collect();
+        procs
+            .iter_mut()
+            .find(|p| p.0 == 40)
+            .unwrap()
+            .3
+            .extend([601]);
+        procs
+            .iter_mut()
+            .find(|p| p.0 == 30)
+            .unwrap()
+            .3
+            .extend([611]);
+        procs.extend([
+            (100, 1, "xdg-document-po".into(), vec![600, 602]),
+            (101, 100, "fusermount3".into(), vec![603]),
+            (110, 30, "gvfsd".into(), vec![610]),
+            (111, 110, "gvfsd-fuse".into(), vec![]),
+            (112, 111, "fusermount3".into(), vec![]),
+            (113, 110, "gvfsd-trash".into(), vec![]),
+            (120, 21, "sshfs".into(), vec![]),
+        ]);
+        let procs: Vec<(i32, i32, &str, &[u64])> = procs
+            .iter()
+            .map(|(a, b, c, d)| (*a, *b, c.as_str(), &d[..]))
+            .collect();
+        w = world(&procs, socks);
+        let w = with_facts(
+            w,
+            &[
+                (100, "/usr/libexec/xdg-document-portal", true),
+                (101, "/usr/bin/fusermount3", false),
+                (110, "/usr/libexec/gvfsd", false),
+                (111, "/usr/libexec/gvfsd-fuse", true),
+                (112, "/usr/bin/fusermount3", false),
+                (113, "/usr/libexec/gvfsd-trash", false),
+                (120, "/usr/bin/sshfs", true),
+            ],
+        );
+        // The helpers are root's: they would refuse the session.
+        let set = find(&w, &[], &[50, 101, 112]).unwrap();
+        for p in [100, 101, 110, 111, 112, 113, 120] {
+            assert!(!set.processes.contains(&p), "{p} in {:?}", set.processes);
+        }
+        assert!(set.processes.contains(&30) && set.processes.contains(&21));
+        let found: Vec<(i32, &str, i32, bool, &[i32])> = set
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.pid,
+                    s.decision.name.as_str(),
+                    s.member,
+                    s.below_member,
+                    &s.descendants[..],
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (100, "xdg-document-portal", 40, false, &[101][..]),
+                (110, "gvfsd", 30, true, &[111, 112, 113][..]),
+                (120, "sshfs", 21, true, &[][..]),
+            ]
+        );
+        assert_eq!(set.left_out().pids, [110, 120]);
+        // Nothing of theirs is reported as an outside peer.
+        assert!(set.outside.iter().all(|o| o.pid < 100), "{:?}", set.outside);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use crate::desktop::{self, DesktopRecord, Screenshot, WindowChange, X11Error};
 use crate::discover::{self, DiscoverError, FindOptions, SessionSet};
+use crate::services::{self, ServiceRules};
 use hiber_core::attachment::{Attachment, AttachmentError};
 use hiber_core::image::{ImageError, ImageReader};
 use hiber_core::{
@@ -82,6 +83,8 @@ pub struct SaveOptions {
     pub user: u32,
     /// Pids never to include (with their descendants).
     pub exclude: Vec<i32>,
+    /// Which processes are session services left out of the set.
+    pub services: ServiceRules,
     pub dir: PathBuf,
     pub store: Option<PathBuf>,
     pub stop: bool,
@@ -96,6 +99,8 @@ pub struct Saved {
     pub session: SessionSet,
     pub stats: CheckpointStats,
     pub record: DesktopRecord,
+    /// With `stop`: the session services that were ended with it.
+    pub ended: Vec<services::Ended>,
 }
 
 /// Find the session on `display` and the engine's report on it. The
@@ -106,7 +111,7 @@ pub fn check(
     devices: &DevicePolicies,
 ) -> Result<(SessionSet, Report)> {
     let session = find(display, opts)?;
-    let report = hiber_core::check(&session.roots, devices)?;
+    let report = hiber_core::check_without(&session.roots, &session.left_out(), devices)?;
     Ok((session, report))
 }
 
@@ -115,7 +120,8 @@ pub fn find(display: u32, opts: &FindOptions) -> Result<SessionSet> {
     let session = discover::find_session(display, opts)?;
     // The engine saves whole trees: a process left out below a member
     // (hiber itself, run from a terminal of the session, or an excluded
-    // pid) cannot be left out.
+    // pid) cannot be left out. Session services can: the engine prunes
+    // their subtrees.
     for o in &session.outside {
         let parent = hiber_core::procfs::ProcDir::new(o.pid)
             .stat()
@@ -222,6 +228,7 @@ pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
     let find_opts = FindOptions {
         user: opts.user,
         exclude: opts.exclude.clone(),
+        services: opts.services.clone(),
     };
     let mut attempt = 1;
     loop {
@@ -260,9 +267,18 @@ fn save_once(
             no_reset: opts.no_reset,
             precopy: opts.precopy,
             devices: opts.devices.clone(),
+            left_out: session.left_out(),
         },
         &recorder,
     )?;
+    // The services belong to the session that ended: they end too, and
+    // their FUSE mounts go with them (a dead mount would fail every path
+    // lookup in it until someone unmounted it).
+    let ended = if opts.stop {
+        services::end(&session.services)
+    } else {
+        Vec::new()
+    };
     let record = recorder
         .record
         .into_inner()
@@ -272,6 +288,7 @@ fn save_once(
         session,
         stats,
         record,
+        ended,
     })
 }
 

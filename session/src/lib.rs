@@ -10,4 +10,5 @@ pub mod desktop;
 pub mod discover;
 pub mod display_session;
 pub mod format;
+pub mod services;
 pub mod snapshots;

@@ -117,6 +117,7 @@ fn root_opts() -> FindOptions {
     FindOptions {
         user: 0,
         exclude: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -234,6 +235,7 @@ fn clients_of_unrelated_parents_and_the_bus() {
     let opts = FindOptions {
         user: 0,
         exclude: vec![xterm],
+        ..Default::default()
     };
     let set = find_session(d, &opts).expect("the session without the xterm");
     assert!(!set.processes.contains(&xterm) && !set.processes.contains(&shell));

@@ -623,6 +623,7 @@ fn a_client_that_joins_after_the_session_was_found_is_noticed() {
     let find = FindOptions {
         user: 0,
         exclude: Vec::new(),
+        ..Default::default()
     };
     let found = hiber_session::display_session::find(d, &find).unwrap();
     assert!(joined_since(d, &find, &found.processes).unwrap().is_empty());

@@ -280,6 +280,10 @@ pub struct FileTable {
     taken: pty::Taken,
     /// The device table char devices are classified by.
     pub devices: crate::devices::DevicePolicies,
+    /// Mount points of FUSE file systems whose servers are left out of the
+    /// set (see [`crate::checkpoint::LeftOut`]): their files are not
+    /// looked at (the server may answer no one but its user).
+    pub left_out_mounts: Vec<std::path::PathBuf>,
 }
 
 impl FileTable {
@@ -311,6 +315,19 @@ impl FileTable {
             let mut device_kind = None;
             let info = dir.fdinfo(fd)?;
             let target = dir.fd_target(fd)?;
+            if let Some(mount) = self.left_out_mounts.iter().find(|m| target.starts_with(m)) {
+                report.add(
+                    pid,
+                    Subject::Fd { fd },
+                    format!("file {} of a left-out FUSE server", target.display()),
+                    Policy::Refuse,
+                    format!(
+                        "the server of {} is left out of the set: reopening its files once it is back is not supported yet",
+                        mount.display()
+                    ),
+                );
+                continue;
+            }
             let local = pidfd_getfd(&pidfd, fd).map_err(|source| FileError::Fd {
                 pid,
                 fd,

@@ -115,8 +115,10 @@ fn is_zombie(pid: i32) -> Result<bool> {
     }
 }
 
-/// Pids of the trees under `roots` (roots included), as /proc shows them now.
-fn scan(roots: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
+/// Pids of the trees under `roots` (roots included), as /proc shows them
+/// now, without the subtrees under `prune` (a pruned pid and its
+/// descendants are not part of the set; its parent is).
+fn scan(roots: &[i32], prune: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
     let mut found = BTreeMap::new();
     let mut todo: Vec<(i32, i32)> = Vec::new();
     for &root in roots {
@@ -140,7 +142,7 @@ fn scan(roots: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
             }
             (Err(e), _) | (_, Err(e)) => return Err(e.into()),
         };
-        for child in children {
+        for child in children.into_iter().filter(|c| !prune.contains(c)) {
             todo.push((child, pid));
         }
         found.insert(pid, (ppid, threads));
@@ -210,6 +212,12 @@ impl Frozen {
     /// their stop when let go (the kernel restores a group stop still in
     /// effect at detach).
     pub fn freeze(roots: &[i32]) -> Result<Self> {
+        Self::freeze_without(roots, &[])
+    }
+
+    /// [`Frozen::freeze`] without the subtrees under `prune`: they run on,
+    /// and their parents are frozen without them.
+    pub fn freeze_without(roots: &[i32], prune: &[i32]) -> Result<Self> {
         let me = std::process::id() as i32;
         let mut ancestors = BTreeSet::new();
         let mut p = me;
@@ -230,7 +238,7 @@ impl Frozen {
         let mut cgroup_freeze = None;
         let mut first_scan = true;
         loop {
-            let found = scan(roots)?;
+            let found = scan(roots, prune)?;
             // Before any freezing: a cgroup holding us would freeze us too.
             if let Some(&pid) = found.keys().find(|p| ancestors.contains(p)) {
                 return Err(FreezeError::SelfInSet { pid });
@@ -386,5 +394,11 @@ impl Drop for Frozen {
 
 /// Used by `check`: every pid of the trees under `roots`, without freezing.
 pub fn list_tree(roots: &[i32]) -> Result<Vec<i32>> {
-    Ok(scan(roots)?.into_keys().collect())
+    list_tree_without(roots, &[])
+}
+
+/// Every pid of the trees under `roots` but the subtrees under `prune`,
+/// without freezing.
+pub fn list_tree_without(roots: &[i32], prune: &[i32]) -> Result<Vec<i32>> {
+    Ok(scan(roots, prune)?.into_keys().collect())
 }

@@ -121,6 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         no_reset,
         precopy: !no_precopy,
         devices,
+        left_out: Default::default(),
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);

@@ -191,6 +191,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
             // SAFETY: getuid cannot fail.
             user: unsafe { libc::getuid() },
             exclude: Vec::new(),
+            services: Default::default(),
             dir: image.clone(),
             store: None,
             stop: true,

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use hiber_core::{CheckpointError, Stage};
 use hiber_session::discover::{FindOptions, SessionSet};
 use hiber_session::display_session::{self, SaveOptions, SessionError};
+use hiber_session::services::{self, ServiceRules};
 use hiber_session::{format, snapshots};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -89,7 +90,54 @@ impl Target {
         Ok(FindOptions {
             user,
             exclude: self.exclude.clone(),
+            services: service_rules()?,
         })
+    }
+}
+
+/// Environment variable naming the service policy file (for tests and
+/// trial configurations).
+pub const SERVICE_POLICY_FILE_ENV: &str = "HIBER_SERVICE_POLICY_FILE";
+
+/// The session-service rules: `$HIBER_SERVICE_POLICY_FILE` (which must
+/// exist) or `/etc/hiber/services.toml` (when it exists) over the built-in
+/// ones.
+fn service_rules() -> Result<ServiceRules> {
+    let named = std::env::var_os(SERVICE_POLICY_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if let Some(path) = &named {
+        if !path.exists() {
+            bail!("service policy file {} does not exist", path.display());
+        }
+    }
+    let file = named.unwrap_or_else(|| PathBuf::from(services::SYSTEM_CONFIG));
+    ServiceRules::load(Some(&file)).context("loading the session service rules")
+}
+
+/// The session services left out, and what becomes of them (`stop`: the
+/// save's, None for check).
+fn print_services(session: &SessionSet, stop: Option<bool>) {
+    for s in &session.services {
+        let with = if s.descendants.is_empty() {
+            String::new()
+        } else {
+            format!(" with pids {:?}", s.descendants)
+        };
+        let place = if s.below_member {
+            format!("started by pid {} of the session", s.member)
+        } else {
+            format!("talks with pid {}", s.member)
+        };
+        println!(
+            "session service pid {} ({}){with}, {place}: {} ({}, {}): {}",
+            s.pid,
+            s.comm,
+            s.decision.kind,
+            s.decision.name,
+            s.decision.origin,
+            s.fate(stop)
+        );
     }
 }
 
@@ -122,7 +170,16 @@ struct CheckOutput<'a> {
     x_server: i32,
     processes: Vec<i32>,
     roots: &'a [i32],
+    /// Session services left out of the set, and what becomes of them.
+    services: Vec<ServiceOutput<'a>>,
     report: &'a hiber_core::Report,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceOutput<'a> {
+    #[serde(flatten)]
+    service: &'a services::LeftOut,
+    fate: String,
 }
 
 fn check(target: &Target, flags: &CheckFlags) -> Result<ExitCode> {
@@ -139,6 +196,14 @@ fn check(target: &Target, flags: &CheckFlags) -> Result<ExitCode> {
             x_server: session.x_server,
             processes: session.processes.iter().copied().collect(),
             roots: &session.roots,
+            services: session
+                .services
+                .iter()
+                .map(|s| ServiceOutput {
+                    service: s,
+                    fate: s.fate(None),
+                })
+                .collect(),
             report: &report,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -150,6 +215,7 @@ fn check(target: &Target, flags: &CheckFlags) -> Result<ExitCode> {
             session.roots.len()
         );
         print_outside(&session);
+        print_services(&session, None);
         print_report(&report, flags.brief);
     }
     Ok(exit_status(&report))
@@ -159,6 +225,8 @@ fn check(target: &Target, flags: &CheckFlags) -> Result<ExitCode> {
 struct CheckpointOutput {
     display: u32,
     windows: usize,
+    /// With --stop: the session services ended with the session.
+    services_ended: Vec<services::Ended>,
     #[serde(flatten)]
     saved: super::checkpoint::Output,
 }
@@ -187,10 +255,12 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
             (root.join(name), snapshots::store_of(&root))
         }
     };
+    let find = target.find()?;
     let opts = SaveOptions {
         display,
-        user: target.find()?.user,
+        user: find.user,
         exclude: target.exclude.clone(),
+        services: find.services,
         dir: dir.clone(),
         store: Some(store),
         stop,
@@ -238,12 +308,22 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     let out = CheckpointOutput {
         display,
         windows: saved.record.windows.len(),
+        services_ended: saved.ended.clone(),
         saved: stats.into(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_outside(&saved.session);
+        print_services(&saved.session, Some(stop));
+        for e in saved.ended.iter().filter(|e| e.problem.is_some()) {
+            eprintln!(
+                "hiber: session service pid {} ({}): {}",
+                e.pid,
+                e.comm,
+                e.problem.as_deref().unwrap_or_default()
+            );
+        }
         println!(
             "saved the session on display :{display} ({} processes, {} windows) to {}: frozen {}, total {}, image {}, {} newly written{}",
             out.saved.processes,
