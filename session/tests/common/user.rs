@@ -29,10 +29,8 @@ pub fn ensure_user() {
             .open("/run/lock/hiber-test-user.lock")
             .expect("opening the test user's lock");
         // SAFETY: flock on a file we hold open; released when it closes.
-        assert_eq!(
-            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-            0
-        );
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(locked, 0);
         if uid_of(USER_NAME) == Some(USER_UID) {
             return;
         }
