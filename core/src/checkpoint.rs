@@ -44,6 +44,8 @@ pub enum CheckpointError {
     #[error(transparent)]
     Attachment(#[from] AttachmentError),
     #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "every process to save exited while it was being saved (pids {pids:?}); nothing was saved"
@@ -115,6 +117,8 @@ fn inspect_process(
         creds,
         cwd: PathBuf::new(),
         root: PathBuf::new(),
+        cwd_gone: false,
+        root_gone: false,
         umask: 0,
         personality: 0,
         rlimits: Vec::new(),
@@ -128,6 +132,7 @@ fn inspect_process(
         locks: Vec::new(),
         cgroup: crate::cgroup::cgroup_of(pid),
         job_stop: None,
+        seccomp_filters: Vec::new(),
     };
     if fp.zombie {
         report.add(
@@ -205,6 +210,28 @@ fn inspect_process(
     let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
     let cwd = dir.cwd()?;
     let root = dir.root()?;
+    let cwd_gone = crate::gone_dir::is_gone(pid, "cwd", &cwd);
+    let root_gone = crate::gone_dir::is_gone(pid, "root", &root);
+    for (what, p, gone) in [("cwd", &cwd, cwd_gone), ("root", &root, root_gone)] {
+        if gone {
+            report.add(
+                pid,
+                Subject::Process,
+                format!("{what} {}", p.display()),
+                Policy::Restore,
+                "the directory of a task that has exited (a sandbox's empty root): an empty dead directory again at restore",
+            );
+        }
+    }
+    if root_gone && !cwd_gone {
+        report.add(
+            pid,
+            Subject::Process,
+            format!("cwd {} under a root that is gone", cwd.display()),
+            Policy::Refuse,
+            "a working directory elsewhere than the gone root it is under: not supported",
+        );
+    }
     for (what, p) in [("cwd", &cwd), ("root", &root)] {
         if p.to_string_lossy().ends_with(" (deleted)") {
             report.add(
@@ -220,6 +247,31 @@ fn inspect_process(
         .exe()
         .ok()
         .filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
+
+    match status.seccomp {
+        0 => {}
+        2 if ptrace::suspends_seccomp() => {}
+        2 => {
+            report.add(
+                pid,
+                Subject::Process,
+                "seccomp filter",
+                Policy::Refuse,
+                "its filters can be read, and kept from trapping the checkpoint's calls, only by a tracer with CAP_SYS_ADMIN: save as root",
+            );
+            return Ok(None);
+        }
+        _ => {
+            report.add(
+                pid,
+                Subject::Process,
+                "strict seccomp mode",
+                Policy::Refuse,
+                "a process in SECCOMP_MODE_STRICT may only read, write and exit: not supported",
+            );
+            return Ok(None);
+        }
+    }
 
     // State only visible from inside: remote calls through the vdso.
     let vdso = smaps
@@ -258,12 +310,40 @@ fn inspect_process(
         l.clear(&mut mem);
     }
     let (brk, sigactions, mut threads, timers) = inside?;
-    for t in threads.iter_mut().skip(1) {
-        let own = ProcDir::new(pid)
-            .task(t.tid)
-            .status()
-            .map(|s| Creds::from_status(&s))?;
-        t.creds = (own != base.creds).then_some(own);
+    let mut seccomp_filters = Vec::new();
+    for t in threads.iter_mut() {
+        let seccomp = if t.tid == pid {
+            status.seccomp
+        } else {
+            let own = ProcDir::new(pid).task(t.tid).status()?;
+            let creds = Creds::from_status(&own);
+            t.creds = (creds != base.creds).then_some(creds);
+            own.seccomp
+        };
+        match seccomp {
+            0 => {}
+            2 => t.seccomp = crate::seccomp::checkpoint(t.tid, &mut seccomp_filters)?,
+            mode => {
+                // A thread of its own in strict mode, the main one not.
+                report.add(
+                    pid,
+                    Subject::Process,
+                    format!("thread {} in seccomp mode {mode}", t.tid),
+                    Policy::Refuse,
+                    "a thread in SECCOMP_MODE_STRICT: not supported",
+                );
+                return Ok(None);
+            }
+        }
+    }
+    if !seccomp_filters.is_empty() {
+        report.add(
+            pid,
+            Subject::Process,
+            format!("{} seccomp filter(s)", seccomp_filters.len()),
+            Policy::Restore,
+            "read through ptrace and installed again in each thread that had them",
+        );
     }
     let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
     tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");
@@ -291,6 +371,8 @@ fn inspect_process(
         job_stop: fp.job_stop,
         cwd,
         root,
+        cwd_gone,
+        root_gone,
         umask: status.umask.unwrap_or(0o022),
         personality: dir.personality()?,
         rlimits: rlimits(pid)?,
@@ -304,6 +386,7 @@ fn inspect_process(
         sigactions,
         shared_pending,
         fds,
+        seccomp_filters,
         ..base
     }))
 }

@@ -1013,6 +1013,14 @@ const SCRATCH_PATH: usize = 0;
 /// gadget's loop at `batch_ip` (one ptrace stop per batch, not two per
 /// call): first every file is opened, then every mapping made, then the
 /// files closed; SysV attachments follow one by one.
+/// The file system uids a swap opens files with: the saved process's for
+/// its files, the restorer's for the restorer's own objects.
+#[derive(Debug, Clone, Copy)]
+pub struct FsIds {
+    pub saved: u32,
+    pub restorer: u32,
+}
+
 pub fn map_all(
     task: &RemoteTask,
     mem: &mut ProcMem,
@@ -1020,6 +1028,7 @@ pub fn map_all(
     batch_ip: u64,
     mm: &MmImage,
     shared: &dyn Fn(usize) -> MapTarget,
+    fs_ids: FsIds,
 ) -> Result<()> {
     enum Source {
         Anon,
@@ -1028,9 +1037,13 @@ pub fn map_all(
     }
     // (path, open read-write) of each file to open, and the mappings.
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
+    // Which of them are the restorer's own objects (shared memory it made,
+    // reached through its /proc fd directory).
+    let mut restorers: Vec<bool> = Vec::new();
     let mut maps: Vec<(&Vma, Source, u64)> = Vec::new();
     let mut sysv = Vec::new();
     for v in &mm.vmas {
+        let mut ours = false;
         let (path, offset, rw) = match &v.backing {
             // A detached device's memory comes back zero-filled.
             Backing::Anon | Backing::Device { .. } => {
@@ -1039,7 +1052,10 @@ pub fn map_all(
             }
             Backing::File { path, offset, .. } => (path.clone(), *offset, v.shared && v.write),
             Backing::Shmem { object, offset } => match shared(*object) {
-                MapTarget::File { path, write_sealed } => (path, *offset, v.write || !write_sealed),
+                MapTarget::File { path, write_sealed } => {
+                    ours = true;
+                    (path, *offset, v.write || !write_sealed)
+                }
                 MapTarget::Sysv { id, size } => {
                     sysv.push((v, id, size, *offset));
                     continue;
@@ -1051,22 +1067,77 @@ pub fn map_all(
             Some(i) => i,
             None => {
                 files.push((path, rw));
+                restorers.push(ours);
                 files.len() - 1
             }
         };
         maps.push((v, Source::File(i), offset));
     }
+    let open_call = |addr: u64, rw: bool| {
+        let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+        (
+            "openat",
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                addr,
+                // Never blocking: a FIFO put where the file was would
+                // hold the restore forever (mmap then refuses it).
+                (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    let mut fds = vec![u64::MAX; files.len()];
+    // The restorer's objects are opened with its own file system identity
+    // (its /proc fd directory is closed to the saved process's), the
+    // task's others with the saved process's, given it before.
+    let bracket = fs_ids.saved != fs_ids.restorer;
+    if bracket && restorers.contains(&true) {
+        task.syscall(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [fs_ids.restorer as u64, 0, 0, 0, 0, 0],
+        )?;
+    }
+    let mine = (|| -> Result<()> {
+        for (i, (path, rw)) in files.iter().enumerate() {
+            if !restorers[i] {
+                continue;
+            }
+            let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
+            bytes.push(0);
+            let addr = scratch.write(mem, 0, &bytes)?;
+            let (name, nr, args) = open_call(addr, *rw);
+            fds[i] = task.syscall(name, nr, args)?;
+        }
+        Ok(())
+    })();
+    if bracket && restorers.contains(&true) {
+        task.syscall(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [fs_ids.saved as u64, 0, 0, 0, 0, 0],
+        )?;
+    }
+    mine?;
 
     // Paths go in the first half of the scratch area, the table in the
     // second.
     let half = scratch.len / 2;
     let per_batch = half / crate::remote::BATCH_ENTRY;
-    let mut fds = Vec::with_capacity(files.len());
-    let mut pending = files.iter().peekable();
+    let mut pending = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !restorers[*i])
+        .peekable();
     while pending.peek().is_some() {
         let mut calls = Vec::new();
+        let mut indices = Vec::new();
         let mut used = 0;
-        while let Some((path, rw)) = pending.peek() {
+        while let Some((i, (path, rw))) = pending.peek() {
             let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
             bytes.push(0);
             if calls.len() == per_batch || (used + bytes.len() > half && !calls.is_empty()) {
@@ -1074,24 +1145,14 @@ pub fn map_all(
             }
             let addr = scratch.write(mem, used, &bytes)?;
             used += bytes.len();
-            let mode = if *rw { libc::O_RDWR } else { libc::O_RDONLY };
-            calls.push((
-                "openat",
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as u64,
-                    addr,
-                    // Never blocking: a FIFO put where the file was would
-                    // hold the restore forever (mmap then refuses it).
-                    (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
-                    0,
-                    0,
-                    0,
-                ],
-            ));
+            calls.push(open_call(addr, *rw));
+            indices.push(*i);
             pending.next();
         }
-        fds.extend(task.syscall_batch(mem, scratch, half, batch_ip, &calls)?);
+        let opened = task.syscall_batch(mem, scratch, half, batch_ip, &calls)?;
+        for (i, fd) in indices.into_iter().zip(opened) {
+            fds[i] = fd;
+        }
     }
     let calls: Vec<_> = maps
         .iter()
@@ -1125,6 +1186,7 @@ pub fn map_all(
     });
     let closes: Vec<_> = fds
         .iter()
+        .filter(|&&fd| fd != u64::MAX)
         .map(|&fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
         .collect();
     // Close the files whatever happened to the mappings.

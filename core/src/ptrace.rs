@@ -32,6 +32,10 @@ type Result<T> = std::result::Result<T, PtraceError>;
 const PTRACE_GETSIGMASK: libc::c_uint = 0x420a;
 const PTRACE_SETSIGMASK: libc::c_uint = 0x420b;
 const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+const PTRACE_GET_SECCOMP_METADATA: libc::c_uint = 0x420d;
+/// The capability bit (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
 const NT_PRSTATUS: usize = 1;
 const NT_X86_XSTATE: usize = 0x202;
 /// Large enough for every xsave layout the kernel exposes today.
@@ -191,8 +195,35 @@ pub fn seize_exit_kill(tid: i32) -> Result<()> {
     seize_with(tid, libc::PTRACE_O_EXITKILL)
 }
 
+/// The options every seize and every `set_options` keeps: syscall stops
+/// told apart from SIGTRAP, and seccomp suspended while we trace (a
+/// sandboxed program's filter would trap or kill our remote calls: a
+/// browser's content process answers a `getpid` it did not expect with
+/// SIGSYS). Suspending needs CAP_SYS_ADMIN and a tracer without seccomp of
+/// its own; without them, a filtered task's remote calls meet its filter
+/// and `check` says so.
+fn base_options() -> libc::c_int {
+    static MAY_SUSPEND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let suspend = *MAY_SUSPEND.get_or_init(|| {
+        crate::procfs::ProcDir::new(std::process::id() as i32)
+            .status()
+            .is_ok_and(|s| s.seccomp == 0 && s.cap_eff & (1 << CAP_SYS_ADMIN) != 0)
+    });
+    let mut all = libc::PTRACE_O_TRACESYSGOOD;
+    if suspend {
+        all |= libc::PTRACE_O_SUSPEND_SECCOMP;
+    }
+    all
+}
+
+/// Whether this tracer suspends its tracees' seccomp filters (and may read
+/// them): see [`base_options`].
+pub fn suspends_seccomp() -> bool {
+    base_options() & libc::PTRACE_O_SUSPEND_SECCOMP != 0
+}
+
 fn seize_with(tid: i32, options: libc::c_int) -> Result<()> {
-    let all = options | libc::PTRACE_O_TRACESYSGOOD;
+    let all = options | base_options();
     match request("seize", libc::PTRACE_SEIZE, tid, 0, all as usize) {
         Ok(_) => Ok(()),
         // The kernel refuses to attach to a task that is exiting (its mm
@@ -228,10 +259,10 @@ pub fn interrupt(tid: i32) -> Result<()> {
     request("interrupt", libc::PTRACE_INTERRUPT, tid, 0, 0).map(drop)
 }
 
-/// `PTRACE_SETOPTIONS`; TRACESYSGOOD is always kept. This replaces every
+/// `PTRACE_SETOPTIONS`; the [`base_options`] are always kept. This replaces every
 /// option, so a task seized with [`seize_exit_kill`] needs EXITKILL again.
 pub fn set_options(tid: i32, options: libc::c_int) -> Result<()> {
-    let all = options | libc::PTRACE_O_TRACESYSGOOD;
+    let all = options | base_options();
     request("setoptions", libc::PTRACE_SETOPTIONS, tid, 0, all as usize).map(drop)
 }
 
@@ -518,6 +549,54 @@ pub fn get_rseq(tid: i32) -> Result<Option<Rseq>> {
         len: conf.size,
         signature: conf.signature,
     }))
+}
+
+/// The `index`th seccomp filter of a stopped `tid` (0: the newest) as its
+/// classic BPF instructions, 8 bytes each, and its `SECCOMP_FILTER_FLAG_*`
+/// flags; None past the oldest. Needs CAP_SYS_ADMIN.
+pub fn seccomp_filter(tid: i32, index: u64) -> Result<Option<(Vec<u8>, u64)>> {
+    const INSN_LEN: usize = 8;
+    let count = match request(
+        "seccomp_get_filter",
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index as usize,
+        0,
+    ) {
+        Ok(n) => n as usize,
+        Err(PtraceError::Request { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e),
+    };
+    let mut program = vec![0u8; count * INSN_LEN];
+    let got = request(
+        "seccomp_get_filter",
+        PTRACE_SECCOMP_GET_FILTER,
+        tid,
+        index as usize,
+        program.as_mut_ptr() as usize,
+    )? as usize;
+    // The filter cannot change while the task is stopped; a different
+    // count would be a kernel we do not understand.
+    program.truncate(got.min(count) * INSN_LEN);
+    #[repr(C)]
+    struct Metadata {
+        filter_off: u64,
+        flags: u64,
+    }
+    let mut meta = Metadata {
+        filter_off: index,
+        flags: 0,
+    };
+    request(
+        "get_seccomp_metadata",
+        PTRACE_GET_SECCOMP_METADATA,
+        tid,
+        std::mem::size_of::<Metadata>(),
+        &mut meta as *mut Metadata as usize,
+    )?;
+    Ok(Some((program, meta.flags)))
 }
 
 #[cfg(test)]

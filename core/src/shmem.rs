@@ -417,6 +417,10 @@ pub struct SharedObjects {
     kept: bool,
 }
 
+/// linux/fcntl.h and linux/memfd.h (newer than the libc crate's tables).
+const F_SEAL_EXEC: u32 = 0x20;
+const MFD_NOEXEC_SEAL: u32 = 0x8;
+
 fn memfd_create(name: &str, flags: u32) -> io::Result<OwnedFd> {
     let c =
         std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -460,11 +464,17 @@ impl SharedObjects {
                 }
                 ShmemKind::Memfd { name, seals } => {
                     // Without MFD_ALLOW_SEALING a memfd reports F_SEAL_SEAL alone.
-                    let flags = if *seals == libc::F_SEAL_SEAL as u32 {
+                    let mut flags = if *seals == libc::F_SEAL_SEAL as u32 {
                         0
                     } else {
                         libc::MFD_ALLOW_SEALING
                     };
+                    // F_SEAL_EXEC is given at creation (MFD_NOEXEC_SEAL, or
+                    // the vm.memfd_noexec default): added later, over a
+                    // writable shared mapping, the kernel refuses it (EBUSY).
+                    if seals & F_SEAL_EXEC != 0 {
+                        flags |= MFD_NOEXEC_SEAL;
+                    }
                     Created::File(create_memfd(name, flags, obj, image)?)
                 }
             };
@@ -525,8 +535,9 @@ impl SharedObjects {
             if *seals == seal || *seals == 0 {
                 continue;
             }
-            // F_SEAL_SEAL last: it forbids adding the others.
-            for add in [*seals & !seal, *seals & seal] {
+            // F_SEAL_SEAL last: it forbids adding the others. F_SEAL_EXEC
+            // is there since the creation.
+            for add in [*seals & !seal & !F_SEAL_EXEC, *seals & seal] {
                 // SAFETY: F_ADD_SEALS on our memfd with an integer argument.
                 if add != 0 && unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, add) } < 0 {
                     return Err(ShmemError::Io {

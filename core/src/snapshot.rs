@@ -36,6 +36,13 @@ pub struct ProcessImage {
     pub creds: Creds,
     pub cwd: PathBuf,
     pub root: PathBuf,
+    /// The working directory was the `/proc` directory of a task that has
+    /// exited (see `gone_dir`); `cwd` is what its path read then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cwd_gone: bool,
+    /// The same of its root directory (a sandbox's empty root).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_gone: bool,
     pub umask: u32,
     pub personality: u32,
     pub rlimits: Vec<Rlimit>,
@@ -62,6 +69,9 @@ pub struct ProcessImage {
     /// is stopped again by the same signal before it is let go.
     #[serde(default)]
     pub job_stop: Option<i32>,
+    /// The distinct seccomp filters of its threads (see `seccomp`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seccomp_filters: Vec<crate::seccomp::Filter>,
 }
 
 impl ProcessImage {

@@ -33,6 +33,10 @@ pub struct ThreadImage {
     /// (credentials are per thread: a raw `setresuid` changes one).
     #[serde(default)]
     pub creds: Option<crate::creds::Creds>,
+    /// Its seccomp filters, oldest first, as indices into its process's
+    /// `seccomp_filters`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seccomp: Vec<u32>,
 }
 
 const ALTSTACK_OFF: usize = 8192 + 512;
@@ -99,6 +103,7 @@ pub fn checkpoint(
             .map(|n| n.trim_end_matches('\n').to_string())
             .unwrap_or_default(),
         creds: None,
+        seccomp: Vec::new(),
     })
 }
 
@@ -117,16 +122,39 @@ pub fn create(
     scratch: &Scratch,
     tid: i32,
 ) -> Result<i32, RemoteError> {
+    create_with_tid(task, mem, scratch, Some(tid))
+}
+
+/// A short-lived helper thread of the restore (any tid: the restore
+/// takes pids from above every saved one), which leaves by
+/// `RemoteTask::exit_thread`.
+pub fn create_helper(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+) -> Result<i32, RemoteError> {
+    create_with_tid(task, mem, scratch, None)
+}
+
+fn create_with_tid(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    tid: Option<i32>,
+) -> Result<i32, RemoteError> {
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
         | libc::CLONE_FILES
         | libc::CLONE_SIGHAND
         | libc::CLONE_THREAD
         | libc::CLONE_SYSVSEM) as u64;
-    let set_tid = scratch.write(mem, SET_TID_OFF, &tid.to_ne_bytes())?;
+    let (set_tid, set_tid_size) = match tid {
+        Some(tid) => (scratch.write(mem, SET_TID_OFF, &tid.to_ne_bytes())?, 1),
+        None => (0, 0),
+    };
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
     // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-    let fields: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, 1, 0];
+    let fields: [u64; 11] = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, set_tid_size, 0];
     let raw: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
     let args = scratch.write(mem, CLONE_ARGS_OFF, &raw)?;
     let (_, child) = task.syscall_cloning(

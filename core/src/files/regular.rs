@@ -240,9 +240,12 @@ pub fn open_as(
     if flags & libc::O_PATH != 0 {
         return Ok(handle);
     }
+    // O_NOFOLLOW stays in a file's flags once opened (sqlite opens its
+    // databases so); on the /proc magic link it would refuse the link
+    // itself (ELOOP). The O_PATH open above did not follow one.
     let fd = open_path(
         Path::new(&format!("/proc/self/fd/{}", handle.as_raw_fd())),
-        flags | libc::O_NONBLOCK,
+        (flags & !libc::O_NOFOLLOW) | libc::O_NONBLOCK,
     )
     .map_err(|e| match e {
         FileError::Path { op, source, .. } => FileError::Path {

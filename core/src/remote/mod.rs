@@ -293,6 +293,30 @@ impl RemoteTask {
         Ok(())
     }
 
+    /// End this task (a helper thread the restore made) with `exit(0)`,
+    /// and reap it, its tracer: its registers are not put back.
+    pub fn exit_thread(mut self) -> Result<()> {
+        let regs = self.call_regs(libc::SYS_exit, [0; 6]);
+        ptrace::set_regs(self.tid, &regs)?;
+        self.restored = true;
+        ptrace::cont(self.tid, 0)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match ptrace::wait_until(self.tid, deadline)? {
+                Some((Stop::Exited(_) | Stop::Killed(_), _)) => return Ok(()),
+                Some(_) => ptrace::cont(self.tid, 0)?,
+                None => {
+                    return Err(PtraceError::UnexpectedStop {
+                        tid: self.tid,
+                        status: 0,
+                        during: "the helper thread's exit (not gone within 5 s)",
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+
     /// Run `calls` in order with one stop: the restore gadget's batch
     /// loop at `batch_ip` (see [`BATCH_CODE`]) executes each from a table
     /// written to `scratch` at `offset`, stopping at the first error.

@@ -1102,6 +1102,10 @@ fn swap<'a>(
         gadget + crate::remote::BATCH_OFFSET,
         mm,
         &|i| shmem_targets[i].clone(),
+        memory::FsIds {
+            saved: p.creds.uid[3],
+            restorer: current.uid[3],
+        },
     )?;
     let t_map = t0.elapsed();
     // The pages go in on the fillers' threads meanwhile; nothing below
@@ -1130,6 +1134,7 @@ fn swap<'a>(
         thread::restore(&tt, &mut mem, &scratch, t)?;
         signals::requeue(&tt, &mut mem, &scratch, p.pid, Some(t.tid), &t.pending)?;
         let own = t.creds.as_ref().unwrap_or(&p.creds);
+        crate::seccomp::restore(&tt, &mut mem, &p.seccomp_filters, &t.seccomp)?;
         creds::restore(&tt, &mut mem, &scratch, own, current)?;
         tt.finish_with(
             libc::SYS_getpid,
@@ -1138,6 +1143,9 @@ fn swap<'a>(
             t.sigmask,
         )?;
     }
+    // Before any signal is queued: the helper thread it takes must not
+    // take one of them.
+    crate::gone_dir::enter(&task, &mut mem, &scratch, gadget, p)?;
     tracing::trace!(pid, vmas = mm.vmas.len(), ?t_map, t_threads = ?t0.elapsed(), "swapped");
     // After the threads: a timer may signal one of them.
     crate::timers::restore(&task, &mut mem, &scratch, &p.timers)?;
@@ -1145,6 +1153,8 @@ fn swap<'a>(
     thread::restore(&task, &mut mem, &scratch, th)?;
     signals::requeue(&task, &mut mem, &scratch, p.pid, None, &p.shared_pending)?;
     signals::requeue(&task, &mut mem, &scratch, p.pid, Some(p.pid), &th.pending)?;
+    // Its filters just before its credentials: see `seccomp`.
+    crate::seccomp::restore(&task, &mut mem, &p.seccomp_filters, &th.seccomp)?;
     creds::restore(&task, &mut mem, &scratch, &p.creds, current)?;
     let regs = th.regs.with_syscall_restart();
     task.finish_with(

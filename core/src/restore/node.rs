@@ -696,9 +696,13 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
         crate::locks::restore(lock).map_err(e(Step::Locks))?;
     }
 
-    // SAFETY: chdir/chroot with NUL-terminated paths.
-    check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long).map_err(e(Step::Cwd))?;
-    if p.root != std::path::Path::new("/") {
+    // A gone directory is entered by the swap, last.
+    if !p.cwd_gone {
+        // SAFETY: chdir with a NUL-terminated path.
+        check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long)
+            .map_err(e(Step::Cwd))?;
+    }
+    if p.root != std::path::Path::new("/") && !p.root_gone {
         // SAFETY: as above.
         check(unsafe { libc::chroot(cstr(&p.root).as_ptr()) } as libc::c_long)
             .map_err(e(Step::Root))?;

@@ -18,6 +18,7 @@ use crate::image::{ChunkRef, ImageReader};
 use crate::memory::{self, Backing, MmImage, PAGE_SIZE};
 use crate::policy::Policy;
 use crate::ptrace::QueuedSignal;
+use crate::seccomp;
 use crate::shmem::ShmemKind;
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::MAX_MESSAGE;
@@ -430,8 +431,15 @@ fn process(snap: &Snapshot, p: &ProcessImage) -> Result<()> {
         return Ok(());
     }
     // A zombie has no cwd or root, only a live process.
-    check_path(field, "cwd", &p.cwd)?;
-    check_path(field, "root", &p.root)?;
+    if p.root_gone && !p.cwd_gone {
+        return Err(bad(field, "a working directory under a root that is gone"));
+    }
+    if !p.cwd_gone {
+        check_path(field, "cwd", &p.cwd)?;
+    }
+    if !p.root_gone {
+        check_path(field, "root", &p.root)?;
+    }
     let Some(mm) = &p.mm else {
         return Err(bad(field, "has no memory image"));
     };
@@ -467,6 +475,45 @@ fn threads(field: &str, p: &ProcessImage) -> Result<()> {
         check_signals(&field, "signals pending for the thread", &t.pending)?;
         if let Some(c) = &t.creds {
             check_creds(&field, c)?;
+        }
+        if t.seccomp.len() > seccomp::MAX_CHAIN {
+            return Err(bad(
+                field,
+                format!(
+                    "{} seccomp filters (at most {})",
+                    t.seccomp.len(),
+                    seccomp::MAX_CHAIN
+                ),
+            ));
+        }
+        if let Some(i) = t
+            .seccomp
+            .iter()
+            .find(|&&i| i as usize >= p.seccomp_filters.len())
+        {
+            return Err(bad(
+                field,
+                format!("seccomp filter {i} of {} listed", p.seccomp_filters.len()),
+            ));
+        }
+    }
+    for (i, f) in p.seccomp_filters.iter().enumerate() {
+        let len = f.program.len();
+        if len == 0 || len % seccomp::INSN_LEN != 0 || len > seccomp::MAX_INSNS * seccomp::INSN_LEN
+        {
+            return Err(bad(
+                field,
+                format!(
+                    "seccomp filter {i} of {len} bytes (whole instructions, at most {})",
+                    seccomp::MAX_INSNS
+                ),
+            ));
+        }
+        if f.flags & !seccomp::KEPT_FLAGS != 0 {
+            return Err(bad(
+                field,
+                format!("seccomp filter {i} with flags {:#x}", f.flags),
+            ));
         }
     }
     Ok(())

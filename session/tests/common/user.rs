@@ -28,9 +28,10 @@ pub fn ensure_user() {
             .write(true)
             .open("/run/lock/hiber-test-user.lock")
             .expect("opening the test user's lock");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&lock);
         // SAFETY: flock on a file we hold open; released when it closes.
-        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(locked, 0);
+        let locked = unsafe { libc::flock(fd, libc::LOCK_EX) };
+        assert_eq!(locked, 0, "locking the test user's lock");
         if uid_of(USER_NAME) == Some(USER_UID) {
             return;
         }
