@@ -12,10 +12,12 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 0x01;
+const UDIAG_SHOW_VFS: u32 = 0x02;
 const UDIAG_SHOW_PEER: u32 = 0x04;
 const UDIAG_SHOW_ICONS: u32 = 0x08;
 const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
 const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
@@ -33,6 +35,9 @@ pub struct UnixDiag {
     pub state: u8,
     /// Bound address: a path, or an abstract name starting with NUL.
     pub name: Option<Vec<u8>>,
+    /// For a socket bound to a path: the inode and device of the socket
+    /// file bind made (the kernel keeps them even once the file is gone).
+    pub vfs: Option<VfsNode>,
     pub peer: Option<u64>,
     /// Connections waiting to be accepted (listeners), by socket inode.
     pub pending: Vec<u64>,
@@ -42,6 +47,25 @@ pub struct UnixDiag {
     pub wqueue: u32,
     /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2).
     pub shutdown: u8,
+}
+
+/// The socket file of a path-bound socket, as sock_diag reports it: its
+/// inode number (the low 32 bits) and its filesystem's device number in
+/// the kernel's internal encoding (major << 20 | minor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VfsNode {
+    pub ino: u32,
+    pub dev: u32,
+}
+
+impl VfsNode {
+    /// Whether the file of inode `ino` on device `dev` (`stat`'s
+    /// `st_ino` and `st_dev`) is this socket file.
+    pub fn is(&self, ino: u64, dev: u64) -> bool {
+        ino as u32 == self.ino
+            && libc::major(dev) == self.dev >> 20
+            && libc::minor(dev) == self.dev & 0xf_ffff
+    }
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -78,7 +102,8 @@ pub fn unix_sockets() -> io::Result<HashMap<u64, UnixDiag>> {
     req.extend_from_slice(&0u16.to_ne_bytes());
     req.extend_from_slice(&u32::MAX.to_ne_bytes()); // every state
     req.extend_from_slice(&0u32.to_ne_bytes()); // any inode
-    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     req.extend_from_slice(&show.to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // no cookie
                                        // SAFETY: sending our buffer on our socket (to the kernel, address 0).
@@ -138,6 +163,12 @@ fn parse_msg(m: &[u8]) -> Option<UnixDiag> {
         let payload = &m[at + 4..at + len];
         match kind {
             UNIX_DIAG_NAME => d.name = Some(payload.to_vec()),
+            UNIX_DIAG_VFS if payload.len() >= 8 => {
+                d.vfs = Some(VfsNode {
+                    ino: u32_at(payload, 0),
+                    dev: u32_at(payload, 4),
+                })
+            }
             UNIX_DIAG_PEER if payload.len() >= 4 => d.peer = Some(u32_at(payload, 0) as u64),
             UNIX_DIAG_ICONS => {
                 d.pending = payload
@@ -181,5 +212,32 @@ mod tests {
         b.shutdown(std::net::Shutdown::Write).unwrap();
         let all = unix_sockets().unwrap();
         assert_eq!(all[&ino(&b)].shutdown & 2, 2);
+    }
+
+    #[test]
+    fn names_the_socket_file_of_a_bound_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let ino = std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let stat = |p: &std::path::Path| {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: stat is plain data; lstat fills it from a C string.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::lstat(c.as_ptr(), &mut st) }, 0);
+            st
+        };
+        let vfs = unix_sockets().unwrap()[&ino].vfs.expect("a socket file");
+        let st = stat(&path);
+        assert!(vfs.is(st.st_ino, st.st_dev));
+        // Another file at the same path is not the socket's.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"").unwrap();
+        let st = stat(&path);
+        assert!(!vfs.is(st.st_ino, st.st_dev));
+        assert_eq!(unix_sockets().unwrap()[&ino].vfs, Some(vfs));
     }
 }

@@ -10,6 +10,7 @@
 pub mod chardev;
 pub mod epoll;
 pub mod eventfd;
+pub mod fsnode;
 pub mod inet;
 pub mod inotify;
 pub mod memfd;
@@ -60,6 +61,10 @@ pub enum FileError {
         expected: String,
         found: String,
     },
+    /// A node of the filesystem (a directory, a socket file) the restore
+    /// would have to make, and must not.
+    #[error("not making {path}: {reason}")]
+    NotMade { path: PathBuf, reason: String },
     #[error("{what}")]
     Create {
         what: &'static str,
@@ -302,6 +307,11 @@ impl FileTable {
             source,
         })?;
         let stat = dir.stat()?;
+        // Socket files and FIFOs are looked at as their holder would.
+        let creds = dir
+            .status()
+            .ok()
+            .map(|s| crate::creds::Creds::from_status(&s));
         if stat.session == pid {
             self.leaders.insert(pid);
         }
@@ -384,7 +394,14 @@ impl FileTable {
                 libc::S_IFDIR => Ok(FileKind::Directory {
                     path: target.clone(),
                 }),
-                libc::S_IFIFO => Ok(self.pipes.checkpoint(pid, fd, &target, &local, flags, &st)),
+                libc::S_IFIFO => Ok(self.pipes.checkpoint(
+                    (pid, fd),
+                    &target,
+                    &local,
+                    flags,
+                    &st,
+                    creds.as_ref(),
+                )),
                 libc::S_IFCHR => {
                     let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
                     if pty::is_master(major, minor) {
@@ -424,6 +441,8 @@ impl FileTable {
                             &local,
                             st.st_ino,
                             self.unix_diag.as_ref().expect("just loaded"),
+                            pid,
+                            creds.as_ref(),
                         )
                     }
                     Ok(libc::AF_NETLINK) => netlink::checkpoint(&local),
@@ -871,7 +890,16 @@ pub fn restore_all(
     uevent_net: Option<&crate::uevent::proxy::SessionNet>,
     sys: &crate::devices::SysRoots,
 ) -> Result<RestoredFiles> {
-    let mut pipe_ends = pipe::PipeEnds::create(pipes, image)?;
+    // A FIFO is opened as the first saved process holding one of its ends.
+    let mut pipe_holders: Vec<Option<&crate::creds::Creds>> = vec![None; pipes.len()];
+    for (f, holder) in files.iter().zip(holders) {
+        if let (FileKind::Pipe(end), Some(h)) = (&f.kind, holder) {
+            if let Some(slot) = pipe_holders.get_mut(end.pipe) {
+                slot.get_or_insert(h);
+            }
+        }
+    }
+    let mut pipe_ends = pipe::PipeEnds::create(pipes, &pipe_holders, image)?;
     let mut unix_ends = unix::UnixEnds::default();
     let unix_by_ino: HashMap<u64, &unix::UnixSocket> = files
         .iter()

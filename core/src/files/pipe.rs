@@ -41,6 +41,10 @@ pub struct PipeImage {
     pub inode: u64,
     /// The FIFO's path, for named pipes.
     pub fifo: Option<PathBuf>,
+    /// The FIFO's owner, group and mode, and its directory's, as the
+    /// checkpoint found them: a FIFO gone by the restore is made again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<super::fsnode::SavedNode>,
     pub size: u32,
     pub data_len: u64,
     pub data: Vec<ChunkRef>,
@@ -87,21 +91,34 @@ fn reopen(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
 }
 
 impl PipeTable {
+    /// Save fd `fd` of process `pid` (`holder`: both).
     pub(super) fn checkpoint(
         &mut self,
-        pid: i32,
-        fd: i32,
+        holder: (i32, i32),
         target: &Path,
         local: &OwnedFd,
         flags: u32,
         st: &libc::stat,
+        creds: Option<&crate::creds::Creds>,
     ) -> FileKind {
+        let (pid, fd) = holder;
         let key = (st.st_dev, st.st_ino);
-        let fifo = (!target.to_string_lossy().starts_with("pipe:[")).then(|| target.to_path_buf());
+        // A FIFO removed while open has no name left: nobody can open it
+        // again, so it is a plain pipe between its holders.
+        let fifo = (!target.to_string_lossy().starts_with("pipe:[") && st.st_nlink > 0)
+            .then(|| target.to_path_buf());
         let pipe = *self.index.entry(key).or_insert_with(|| {
+            // The FIFO's fstat is its file's: its owner and mode are
+            // saved from it, and its directory's as its holder sees it.
+            let node = fifo.as_deref().and_then(|path| {
+                super::fsnode::inspect(pid, creds, path, |x| {
+                    x.st_ino == st.st_ino && x.st_dev == st.st_dev
+                })
+            });
             self.pipes.push(PipeImage {
                 inode: st.st_ino,
                 fifo,
+                node,
                 size: pipe_size(local),
                 data_len: 0,
                 data: Vec::new(),
@@ -263,6 +280,64 @@ fn refill(i: usize, p: &PipeImage, w: &OwnedFd, image: &ImageReader) -> Result<(
     Ok(())
 }
 
+/// Open FIFO `path` of pipe `p` read-write, making it again (with its
+/// saved owner, group and mode, in its directory, made again if gone: see
+/// `fsnode`) when it is gone. O_RDWR never blocks on a FIFO; it keeps the
+/// FIFO open while the program's own ends are opened. Only a FIFO: the
+/// path may name something else by now.
+fn open_fifo(path: &Path, p: &PipeImage) -> Result<OwnedFd, FileError> {
+    let open = || {
+        super::regular::open_as(path, libc::O_RDWR | libc::O_NONBLOCK, libc::S_IFIFO, |_| {
+            Ok(())
+        })
+    };
+    match open() {
+        Err(FileError::Path { source, .. })
+            if source.raw_os_error() == Some(libc::ENOENT) && p.node.is_some() =>
+        {
+            make_fifo(path, p.node.as_ref().expect("just checked"))?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// Make FIFO `path` again as saved; one that was not at its path at save
+/// time is not made (its open then fails, naming the path).
+fn make_fifo(path: &Path, saved: &super::fsnode::SavedNode) -> Result<(), FileError> {
+    use super::fsnode;
+    let Some(owner) = &saved.node else {
+        return Err(FileError::NotMade {
+            path: path.to_path_buf(),
+            reason: "the FIFO was not at its path at save time".into(),
+        });
+    };
+    fsnode::in_private_fs(|| {
+        let (dir, leaf) = fsnode::directory_of(path, saved.dir.as_ref())?;
+        fsnode::set_umask(0);
+        match rustix::fs::mknodat(
+            &dir,
+            &leaf,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(owner.mode & 0o777),
+            0,
+        ) {
+            Ok(()) => {
+                fsnode::set_owner(&dir, &leaf, path, owner);
+                tracing::info!(path = %path.display(), uid = owner.uid, gid = owner.gid, mode = owner.mode, "made a FIFO gone since the save again");
+                Ok(())
+            }
+            // Made meanwhile by someone else: opened as it is.
+            Err(rustix::io::Errno::EXIST) => Ok(()),
+            Err(e) => Err(FileError::Path {
+                op: "making the FIFO again",
+                path: path.to_path_buf(),
+                source: io::Error::from_raw_os_error(e.raw_os_error()),
+            }),
+        }
+    })
+}
+
 /// The pipes of an image, recreated in the restorer with their data.
 #[derive(Debug)]
 pub struct PipeEnds {
@@ -271,20 +346,27 @@ pub struct PipeEnds {
 }
 
 impl PipeEnds {
-    pub fn create(pipes: &[PipeImage], image: &ImageReader) -> Result<Self, FileError> {
+    /// Make every pipe; a FIFO is opened (or made again) with the
+    /// filesystem identity of the first saved process holding it
+    /// (`holders`, by pipe).
+    pub fn create(
+        pipes: &[PipeImage],
+        holders: &[Option<&crate::creds::Creds>],
+        image: &ImageReader,
+    ) -> Result<Self, FileError> {
         let mut ends = Vec::with_capacity(pipes.len());
         for (i, p) in pipes.iter().enumerate() {
             let (r, w) = match &p.fifo {
                 Some(path) => {
-                    // O_RDWR never blocks on a FIFO; it keeps the FIFO open
-                    // while the program's own ends are opened. Only a FIFO:
-                    // the path may name something else by now.
-                    let anchor = super::regular::open_as(
-                        path,
-                        libc::O_RDWR | libc::O_NONBLOCK,
-                        libc::S_IFIFO,
-                        |_| Ok(()),
-                    )?;
+                    let open = || match holders.get(i).copied().flatten() {
+                        Some(creds) => crate::creds::with_fs_identity(creds, || open_fifo(path, p))
+                            .map_err(|source| FileError::Create {
+                                what: "taking the filesystem identity of the FIFO's saved holder",
+                                source,
+                            })?,
+                        None => open_fifo(path, p),
+                    };
+                    let anchor = open()?;
                     let r =
                         reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
                             FileError::Path {

@@ -10,6 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
+use super::fsnode::{self, SavedNode};
 use super::sockopt::{self, SO_PEEK_OFF};
 use super::{getsockopt_int, new_socket, setsockopt_int, FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
@@ -49,6 +50,11 @@ pub struct UnixSocket {
     /// Bound address: path bytes, or an abstract name starting with NUL.
     #[serde(with = "hex::serde")]
     pub name: Vec<u8>,
+    /// For a path name: the socket file (owner, group, mode, or gone) and
+    /// its directory as the checkpoint found them (see `fsnode`). Images
+    /// without it bind with the holder's umask in the restorer's cwd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<SavedNode>,
     /// `listen` backlog, for a listening socket.
     pub backlog: Option<u32>,
     /// For a listener: the connections waiting to be accepted, in order,
@@ -193,11 +199,14 @@ fn rights_in(msg: &libc::msghdr) -> bool {
     found
 }
 
-/// Classify one unix socket (already fetched as `held`).
+/// Classify one unix socket (already fetched as `held`) of process `pid`,
+/// which holds `creds`.
 pub(super) fn checkpoint(
     held: &OwnedFd,
     ino: u64,
     diag: &HashMap<u64, UnixDiag>,
+    pid: i32,
+    creds: Option<&crate::creds::Creds>,
 ) -> Result<FileKind, Refusal> {
     let d = diag
         .get(&ino)
@@ -208,6 +217,14 @@ pub(super) fn checkpoint(
         return Err(format!("unix socket of type {kind}").into());
     }
     let name = d.name.clone().unwrap_or_default();
+    // A path name's socket file, as its program sees it, told from another
+    // file at the same path by the inode the kernel keeps for the socket.
+    let file = match (name.first(), d.vfs) {
+        (Some(&c), Some(vfs)) if c != 0 => fsnode::inspect(pid, creds, &name_path(&name), |st| {
+            vfs.is(st.st_ino, st.st_dev)
+        }),
+        _ => None,
+    };
     let opt = |o| {
         getsockopt_int(fd, libc::SOL_SOCKET, o).map_err(|e| format!("reading socket options: {e}"))
     };
@@ -215,6 +232,7 @@ pub(super) fn checkpoint(
         ino,
         kind,
         name,
+        file,
         backlog: None,
         accept_queue: Vec::new(),
         peer: Peer::None,
@@ -533,22 +551,84 @@ fn reset(s: &UnixSocket, image: &ImageReader) -> Result<OwnedFd, FileError> {
     Ok(mine)
 }
 
+/// Bind `fd` to `s`'s name. A path name whose file the checkpoint saw is
+/// bound with the saved mode (as the umask) and given the saved owner and
+/// group, in its directory (made again if it is gone, when that is safe:
+/// see `fsnode`), relative names against the saved working directory; one
+/// whose file was gone at save time is bound under its name in a private
+/// tree, so that it comes back without a file, as it was.
 fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
-    let (addr, len) = sockaddr(&s.name).map_err(create_err("a unix socket name too long"))?;
-    let bound = |fd: &OwnedFd| {
-        // SAFETY: bind with a valid sockaddr_un of `len` bytes.
-        unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len,
-            )
-        }
+    let file = match &s.file {
+        Some(f) if s.name.first() != Some(&0) => f,
+        _ => return bind_here(fd, s),
     };
-    if bound(fd) == 0 {
-        return Ok(());
+    let name = name_path(&s.name);
+    let full = fsnode::full_path(&name, file)?;
+    let base = |root: &std::path::Path| -> Result<(), FileError> {
+        let Some(base) = &file.base else {
+            return Ok(());
+        };
+        let at = root.join(base.strip_prefix("/").unwrap_or(base));
+        let dir = std::fs::File::open(&at).map_err(|source| FileError::Path {
+            op: "opening the working directory of",
+            path: at.clone(),
+            source,
+        })?;
+        fsnode::enter(&dir, &at)
+    };
+    match &file.node {
+        Some(owner) => fsnode::in_private_fs(|| {
+            let (dir, leaf) = fsnode::directory_of(&full, file.dir.as_ref())?;
+            base(std::path::Path::new("/"))?;
+            fsnode::set_umask(!owner.mode & 0o777);
+            bind_here(fd, s)?;
+            fsnode::set_owner(&dir, &leaf, &full, owner);
+            tracing::debug!(path = %full.display(), uid = owner.uid, gid = owner.gid, mode = owner.mode, "socket file made as saved");
+            Ok(())
+        }),
+        None => {
+            let scratch = fsnode::Scratch::new()?;
+            scratch.make_parents(full.strip_prefix("/").unwrap_or(&full))?;
+            fsnode::in_private_fs(|| {
+                scratch.enter_as_root()?;
+                base(std::path::Path::new("/"))?;
+                bind_raw(fd, s).map_err(|source| FileError::Path {
+                    op: "binding (without its file, gone at save time) a unix socket to",
+                    path: full.clone(),
+                    source,
+                })
+            })?;
+            tracing::debug!(path = %full.display(), "socket bound without a file, as saved");
+            Ok(())
+        }
     }
-    let err = io::Error::last_os_error();
+}
+
+/// `bind(2)` of `fd` to `s`'s name, as it is.
+fn bind_raw(fd: &OwnedFd, s: &UnixSocket) -> io::Result<()> {
+    let (addr, len) = sockaddr(&s.name)?;
+    // SAFETY: bind with a valid sockaddr_un of `len` bytes.
+    if unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bind where the name leads from here; a dead socket file left at the
+/// path (by the saved process, or a failed restore) is taken over.
+fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
+    let (addr, len) = sockaddr(&s.name).map_err(create_err("a unix socket name too long"))?;
+    let err = match bind_raw(fd, s) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
     let path_name = s.name.first() != Some(&0);
     if err.raw_os_error() == Some(libc::EADDRINUSE) && path_name {
         // The socket file of the saved process is still there. Take it
@@ -569,7 +649,7 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
                 .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
             {
                 let _ = std::fs::remove_file(&path);
-                if bound(fd) == 0 {
+                if bind_raw(fd, s).is_ok() {
                     return Ok(());
                 }
             }

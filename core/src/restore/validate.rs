@@ -761,6 +761,9 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
                     ));
                 }
             }
+            if let Some(node) = &u.file {
+                saved_node(field, node)?;
+            }
         }
         FileKind::Inet(s) => {
             // Stream and datagram sockets only, as checkpoint saves (a raw
@@ -856,6 +859,9 @@ fn pipe(i: usize, p: &files::pipe::PipeImage) -> Result<()> {
     let field = field.as_str();
     if let Some(path) = &p.fifo {
         check_path(field, "FIFO", path)?;
+    }
+    if let Some(node) = &p.node {
+        saved_node(field, node)?;
     }
     // F_GETPIPE_SZ gives a power of two of at least a page.
     if !p.size.is_power_of_two() || (p.size as u64) < PAGE_SIZE || p.size > MAX_PIPE_SIZE {
@@ -1009,6 +1015,18 @@ pub(super) fn validate(
     Ok(())
 }
 
+/// A socket file's or FIFO's saved owner and mode: ids a file can have,
+/// permission bits only, and an absolute, canonical working directory.
+fn saved_node(field: &str, n: &files::fsnode::SavedNode) -> Result<()> {
+    if let Some(why) = n.invalid() {
+        return Err(bad(field, why));
+    }
+    if let Some(base) = &n.base {
+        check_path(field, "working directory", base)?;
+    }
+    Ok(())
+}
+
 /// Whether credentials `c` grant the access bits `want` (4 read, 2 write,
 /// 1 search) on a file of metadata `md`, by its mode bits (root: any).
 fn permitted(c: &Creds, md: &std::fs::Metadata, want: u32) -> bool {
@@ -1066,7 +1084,13 @@ fn socket_path_allowed(snap: &Snapshot, i: usize, u: &files::unix::UnixSocket) -
         return Ok(());
     }
     let name = u.name.strip_suffix(&[0]).unwrap_or(&u.name);
-    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    let name = Path::new(std::ffi::OsStr::from_bytes(name));
+    // A relative name is bound in the working directory saved with it.
+    let path = match u.file.as_ref().and_then(|f| f.base.as_ref()) {
+        Some(base) if name.is_relative() => base.join(name),
+        _ => name.to_path_buf(),
+    };
+    let path = path.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
