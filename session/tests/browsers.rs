@@ -1,0 +1,217 @@
+//! A sandboxed browser, as a user starts it: firefox-esr (content
+//! processes under seccomp, in network and IPC namespaces of their own,
+//! chrooted into a gone /proc directory) run by a normal user on Xvfb,
+//! a form half filled, saved with `--stop` and restored by root. After
+//! the restore the typed text is there, the page answers input, the
+//! browser navigates to a second page, and the content processes are
+//! still sandboxed.
+
+mod common;
+
+use common::user::{UserSession, USER_UID};
+use common::*;
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Firefox starts slowly on 2 cores, the more so beside other tests.
+const START: Duration = Duration::from_secs(120);
+
+const FORM: &str = r#"<html><head><title>Form page</title></head><body>
+<input id="t" autofocus oninput="document.title = 'T:' + this.value; if (this.value.endsWith('!')) location.href = 'second.html'">
+</body></html>"#;
+const SECOND: &str = "<html><head><title>Second page</title></head><body>second</body></html>";
+
+/// Preferences that keep a fresh profile from opening first-run tabs.
+const USER_JS: &str = r#"user_pref("browser.shell.checkDefaultBrowser", false);
+user_pref("browser.startup.homepage_override.mstone", "ignore");
+user_pref("datareporting.policy.dataSubmissionEnabled", false);
+user_pref("toolkit.telemetry.reportingpolicy.firstRun", false);
+user_pref("trailhead.firstrun.didSeeAboutWelcome", true);
+user_pref("browser.aboutwelcome.enabled", false);
+"#;
+
+const SESSION: &str = r#"
+D=$1; P=$2
+Xvfb ":$D" -screen 0 1024x768x24 -nolisten tcp -noreset > "$HOME/xvfb.log" 2>&1 &
+until xdpyinfo -display ":$D" > /dev/null 2>&1; do sleep 0.05; done
+export DISPLAY=":$D"
+firefox-esr -no-remote -profile "$HOME/profile" "file://$P" > "$HOME/firefox.log" 2>&1 &
+wait
+"#;
+
+fn xdotool(display: u32, args: &[&str]) -> std::process::Output {
+    Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", format!(":{display}"))
+        .output()
+        .expect("running xdotool")
+}
+
+/// Whether a window whose name matches `pattern` exists.
+fn window(display: u32, pattern: &str) -> bool {
+    xdotool(display, &["search", "--name", pattern])
+        .status
+        .success()
+}
+
+fn type_into(display: u32, pattern: &str, text: &str) {
+    let focus = xdotool(
+        display,
+        &["search", "--name", pattern, "windowfocus", "--sync"],
+    );
+    assert_ok(&focus, "focusing the browser's window");
+    let typed = xdotool(display, &["type", "--delay", "30", text]);
+    assert_ok(&typed, "typing into the browser");
+}
+
+/// The content processes among `pids` that run sandboxed: seccomp
+/// filter on, a network namespace of their own, root in a gone directory.
+/// (Firefox clears their environment: they are known by their ancestry.)
+fn sandboxed_content(pids: &std::collections::BTreeSet<i32>) -> Vec<i32> {
+    let own_net = fs::metadata("/proc/self/ns/net").unwrap().ino();
+    let mut found = Vec::new();
+    for &pid in pids {
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.contains("Content") {
+            continue;
+        }
+        let seccomp = status_field(pid, "Seccomp").is_some_and(|s| s == "2");
+        let net = fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+        let root = fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+        if seccomp && net.is_ok_and(|n| n != own_net) && root.ends_with("fdinfo") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A process of the test user started with this session's HOME.
+fn of_session(pid: i32, home: &Path) -> bool {
+    let owner = fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+    if owner.ok() != Some(USER_UID) {
+        return false;
+    }
+    let want = format!("HOME={}", home.display());
+    fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == want.as_bytes()))
+}
+
+/// Ends, by pid, every process of this session still there (firefox's
+/// crash helper leaves the tree), whatever the test's outcome.
+struct EndSession<'a>(&'a Path);
+
+impl Drop for EndSession<'_> {
+    fn drop(&mut self) {
+        for e in fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                if of_session(pid, self.0) {
+                    // SAFETY: kill by pid of a process of this test's session.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
+    let desk = UserSession::new();
+    let _end = EndSession(&desk.home);
+    let pages = desk.home.join("pages");
+    fs::create_dir(&pages).unwrap();
+    fs::write(pages.join("form.html"), FORM).unwrap();
+    fs::write(pages.join("second.html"), SECOND).unwrap();
+    let profile = desk.home.join("profile");
+    fs::create_dir(&profile).unwrap();
+    fs::write(profile.join("user.js"), USER_JS).unwrap();
+    for p in [&pages, &profile] {
+        std::os::unix::fs::chown(p, Some(USER_UID), Some(USER_UID)).unwrap();
+    }
+    let display = free_display();
+    let mut r = Reaper::new();
+    let form = pages.join("form.html");
+    let launcher = r.spawn(&mut desk.command(
+        &[
+            "bash",
+            "-c",
+            SESSION,
+            "session",
+            &display.to_string(),
+            path(&form),
+        ],
+        None,
+    ));
+    wait_until("firefox's window with the form", START, || {
+        window(display, "^Form page").then_some(())
+    });
+    wait_until("a sandboxed content process", START, || {
+        (!sandboxed_content(&tree(launcher)).is_empty()).then_some(())
+    });
+    type_into(display, "^Form page", "hello hiber");
+    wait_until("the typed text in the page's title", DEADLINE, || {
+        window(display, "^T:hello hiber").then_some(())
+    });
+
+    let img = desk.dir().join("image");
+    let d = format!(":{display}");
+    let saved = hiber(&[
+        "session",
+        "checkpoint",
+        "--display",
+        &d,
+        "--user",
+        "1500",
+        "--stop",
+        "-o",
+        path(&img),
+        "--json",
+    ]);
+    assert_ok(&saved, "session checkpoint --stop of firefox");
+    r.wait_children(&[launcher]);
+    let inspected = hiber(&["inspect", path(&img), "--json"]);
+    assert_ok(&inspected, "hiber inspect");
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
+    for p in processes {
+        let pid = p["pid"].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        wait_gone(pid);
+    }
+    assert!(
+        processes.iter().any(|p| !p["seccomp_filters"].is_null()),
+        "the image holds seccomp filters"
+    );
+
+    let restored = hiber(&["session", "restore", path(&img), "--json"]);
+    assert_ok(&restored, "session restore of firefox");
+    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let mut now = std::collections::BTreeSet::new();
+    for p in restored["pids"].as_array().unwrap() {
+        let pid = p[1].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        now.insert(pid);
+    }
+    if let Some(k) = restored["keeper"].as_i64() {
+        r.adopt(k as i32);
+    }
+    assert!(
+        window(display, "^T:hello hiber"),
+        "the restored page holds the typed text"
+    );
+    assert!(
+        !sandboxed_content(&now).is_empty(),
+        "the restored content processes are sandboxed"
+    );
+    type_into(display, "^T:hello hiber", " again");
+    wait_until("the restored page answering input", DEADLINE, || {
+        window(display, "^T:hello hiber again").then_some(())
+    });
+    type_into(display, "^T:hello hiber again", "!");
+    wait_until("the second page", DEADLINE, || {
+        window(display, "^Second page").then_some(())
+    });
+}
