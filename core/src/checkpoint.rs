@@ -53,6 +53,8 @@ pub enum CheckpointError {
     AllExited { pids: Vec<i32> },
     #[error("--stop would end the processes, but this caller could not restore them ({reason}); save without --stop, or as root")]
     StopWithoutRestore { reason: String },
+    #[error("the checkpoint was cancelled at stage {stage}; the processes run on as they were")]
+    Cancelled { stage: &'static str },
     #[error("pid {pid}: {what}")]
     Os {
         pid: i32,
@@ -723,6 +725,14 @@ pub trait CheckpointObserver {
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
+
+    /// Asked at each stage boundary and just before the commit: true ends
+    /// the checkpoint there with [`CheckpointError::Cancelled`], through
+    /// the same path as any failure (the set is thawed, the unfinished
+    /// image removed). Past the commit a checkpoint is not cancelled.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// A plain progress callback observes the stages and attaches nothing.
@@ -804,6 +814,11 @@ fn checkpoint_once(
     observer: &dyn CheckpointObserver,
 ) -> Result<CheckpointStats> {
     let progress = |stage| observer.stage(stage);
+    let go_on = |stage| match observer.cancelled() {
+        true => Err(CheckpointError::Cancelled { stage }),
+        false => Ok(()),
+    };
+    go_on("starting")?;
     let t0 = Instant::now();
     let threads = opts.threads.max(1);
     // Pre-copy writes pages before the set is inspected, so the image is
@@ -830,9 +845,11 @@ fn checkpoint_once(
         }
         None => None,
     };
+    go_on("precopying")?;
     let attachments = observer
         .before_freeze()
         .map_err(CheckpointError::Observer)?;
+    go_on("freezing")?;
     progress(Stage::Freezing);
     // Frozen time counts from the first stop, which happens inside freeze().
     let frozen_at = Instant::now();
@@ -842,6 +859,7 @@ fn checkpoint_once(
     observer
         .while_frozen(&frozen.processes.keys().copied().collect())
         .map_err(CheckpointError::Observer)?;
+    go_on("inspecting")?;
     progress(Stage::Inspecting);
     // The image is opened before the inspection so each process's pages
     // are saved while the next one is inspected; a refusal found at the
@@ -894,6 +912,7 @@ fn checkpoint_once(
     if !snapshot.report.is_checkpointable() {
         return Err(CheckpointError::Refused(Box::new(snapshot.report)));
     }
+    go_on("dumping memory")?;
     let total_pages: u64 = snapshot
         .processes
         .iter()
@@ -946,6 +965,7 @@ fn checkpoint_once(
     snapshot.detached = crate::devices::removes(&snapshot.files);
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
+    go_on("committing")?;
     progress(Stage::Committing);
     crate::faults::point("checkpoint: committing");
     let stats = writer.stats();

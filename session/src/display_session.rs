@@ -168,12 +168,17 @@ struct Recorder<'a> {
     display: u32,
     find: &'a FindOptions,
     progress: &'a dyn Fn(Stage),
+    cancelled: &'a dyn Fn() -> bool,
     record: Mutex<Option<DesktopRecord>>,
 }
 
 impl CheckpointObserver for Recorder<'_> {
     fn stage(&self, stage: Stage) {
         (self.progress)(stage)
+    }
+
+    fn cancelled(&self) -> bool {
+        (self.cancelled)()
     }
 
     fn before_freeze(
@@ -225,6 +230,17 @@ pub fn screenshot_name(screen: u32) -> String {
 /// joins the session while it is being saved, the save starts over (a
 /// few times), so the image never misses one of its programs.
 pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
+    save_cancellable(opts, progress, &|| false)
+}
+
+/// [`save`], asking `cancelled` at each stage: once it says yes the save
+/// ends with [`CheckpointError::Cancelled`] and the session runs on as it
+/// was (nothing is committed).
+pub fn save_cancellable(
+    opts: &SaveOptions,
+    progress: &dyn Fn(Stage),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Saved> {
     let find_opts = FindOptions {
         user: opts.user,
         exclude: opts.exclude.clone(),
@@ -232,7 +248,7 @@ pub fn save(opts: &SaveOptions, progress: &dyn Fn(Stage)) -> Result<Saved> {
     };
     let mut attempt = 1;
     loop {
-        match save_once(opts, &find_opts, progress) {
+        match save_once(opts, &find_opts, progress, cancelled) {
             Err(SessionError::Checkpoint(CheckpointError::Observer(e)))
                 if attempt < SAVE_ATTEMPTS && e.downcast_ref::<SessionGrew>().is_some() =>
             {
@@ -248,6 +264,7 @@ fn save_once(
     opts: &SaveOptions,
     find_opts: &FindOptions,
     progress: &dyn Fn(Stage),
+    cancelled: &dyn Fn() -> bool,
 ) -> Result<Saved> {
     let session = find(opts.display, find_opts)?;
     info!(display = opts.display, x_server = session.x_server, processes = session.processes.len(), roots = ?session.roots, "session found");
@@ -255,6 +272,7 @@ fn save_once(
         display: opts.display,
         find: find_opts,
         progress,
+        cancelled,
         record: Mutex::new(None),
     };
     let stats = hiber_core::checkpoint(
@@ -349,6 +367,17 @@ pub struct RestoredSession {
 /// Restore the session saved in `image` under a session keeper, then
 /// compare its windows with the recorded ones.
 pub fn restore(image: &Path) -> Result<RestoredSession> {
+    restore_as(image, None, &|_, _| {})
+}
+
+/// [`restore`] on behalf of a user (a service restoring a user's session:
+/// the image's credentials must be ones that user could restore), calling
+/// `progress(done, total)` with bytes of page data written.
+pub fn restore_as(
+    image: &Path,
+    on_behalf_of: Option<hiber_core::creds::Creds>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<RestoredSession> {
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(image)?;
     let recorded = stored_desktop(&reader, &snap)?.ok_or_else(|| SessionError::NotASession {
         path: image.to_path_buf(),
@@ -368,17 +397,18 @@ pub fn restore(image: &Path) -> Result<RestoredSession> {
                 .to_string(),
         });
     }
-    let restored = hiber_core::restore::restore_opened(
-        reader,
-        snap,
-        &RestoreOptions {
-            dir: image.to_path_buf(),
-            pidns: false,
-            keeper: true,
-            sys_roots: Default::default(),
-            on_behalf_of: None,
-        },
-    )?;
+    let opts = RestoreOptions {
+        dir: image.to_path_buf(),
+        pidns: false,
+        keeper: true,
+        sys_roots: Default::default(),
+        on_behalf_of,
+    };
+    // The engine reads the document again to report progress; a plain
+    // restore reuses the one read here.
+    drop(reader);
+    let restored = hiber_core::restore_with_progress(&opts, progress)?;
+    drop(snap);
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.
     let deadline = Instant::now() + ANSWER_TIMEOUT;

@@ -1,0 +1,122 @@
+//! A restore runs in a helper: hiberd started again as
+//! `hiberd --restore-helper UID ID`. The restored session's keeper is the
+//! helper's child, and the helper exits once the session runs, so the
+//! session is never hiberd's child nor tied to its lifetime; a restore
+//! that crashes takes no service down with it. The helper reports on its
+//! stdout, one line at a time: `progress DONE TOTAL STAGE`, then
+//! `ok JSON` or `error NAME MESSAGE`.
+
+use crate::error::{Error, Result};
+use hiber_session::service::{JobControl, Progress, RestoreOutcome, Store};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+/// Run the helper for `uid`'s snapshot `id` and relay its progress.
+pub fn run_helper(base: &Path, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Failed(format!("finding hiberd's own executable: {e}")))?;
+    let mut child = Command::new(&exe)
+        .arg("--restore-helper")
+        .arg(uid.to_string())
+        .arg(id)
+        .env("HIBER_STATE_DIR", base)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Failed(format!("starting {}: {e}", exe.display())))?;
+    let out = child.stdout.take().expect("piped");
+    let mut result = None;
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        let (word, rest) = line.split_once(' ').unwrap_or((&line, ""));
+        match word {
+            "progress" => {
+                let mut f = rest.splitn(3, ' ');
+                let done = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let total = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                let fraction = if total > 0 {
+                    0.9 * done as f64 / total as f64
+                } else {
+                    0.0
+                };
+                job.progress(Progress {
+                    stage: "restoring",
+                    fraction,
+                    bytes_done: done,
+                    bytes_expected: total,
+                });
+            }
+            "ok" => {
+                result = Some(
+                    serde_json::from_str::<RestoreOutcome>(rest)
+                        .map_err(|e| Error::Failed(format!("the restore helper's answer: {e}"))),
+                )
+            }
+            "error" => {
+                let (name, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                result = Some(Err(Error::from_name(name, message.replace("\\n", "\n"))));
+            }
+            _ => {}
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Failed(format!("waiting for the restore helper: {e}")))?;
+    result.unwrap_or_else(|| {
+        Err(Error::Failed(format!(
+            "the restore helper ended without an answer ({status})"
+        )))
+    })
+}
+
+/// Prints progress for hiberd, at most once per percent.
+struct Stdout {
+    last: std::sync::Mutex<u64>,
+}
+
+impl JobControl for Stdout {
+    fn progress(&self, p: Progress) {
+        let step = p.bytes_expected / 100 + 1;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if p.bytes_done / step != *last / step || p.bytes_done == p.bytes_expected {
+            *last = p.bytes_done;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "progress {} {} {}",
+                p.bytes_done, p.bytes_expected, p.stage
+            );
+            let _ = out.flush();
+        }
+    }
+}
+
+/// The helper's main: restore, answer, exit.
+pub fn main(base: &Path, uid: &str, id: &str) -> ExitCode {
+    let Ok(uid) = uid.parse::<u32>() else {
+        println!("error org.hiber.Hiber1.Error.Failed bad uid {uid:?}");
+        return ExitCode::FAILURE;
+    };
+    let job = Stdout {
+        last: std::sync::Mutex::new(u64::MAX),
+    };
+    match Store::new(base).restore(uid, id, &job) {
+        Ok(outcome) => {
+            println!(
+                "ok {}",
+                serde_json::to_string(&outcome).expect("the outcome serialises")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            println!(
+                "error {} {}",
+                e.dbus_name(),
+                e.message().replace('\n', "\\n")
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
