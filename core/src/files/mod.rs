@@ -202,6 +202,7 @@ impl FileKind {
             FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
             FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
             FileKind::Pidfd(p) if p.pid > 0 && !p.inside => Policy::Reset,
+            FileKind::Inotify(i) if i.ended().next().is_some() => Policy::Reset,
             _ => Policy::Restore,
         }
     }
@@ -467,7 +468,9 @@ impl FileTable {
                 _ if target_str == "anon_inode:[timerfd]" => {
                     timerfd::checkpoint(&info).map_err(Refusal::from)
                 }
-                _ if target_str == "anon_inode:inotify" => inotify::checkpoint(&local, &info),
+                _ if target_str == "anon_inode:inotify" => {
+                    inotify::checkpoint(&local, &info, &self.left_out_mounts)
+                }
                 _ if target_str == "anon_inode:[signalfd]" => {
                     signalfd::checkpoint(&info).map_err(Refusal::from)
                 }
@@ -510,7 +513,7 @@ impl FileTable {
                         },
                         FileKind::Netlink(n) if n.is_uevent() => "device event socket: recreated with its groups, SO_PASSCRED and filter inside the restored session's own network namespace, where the uevent proxy replays the detached devices' events and forwards the host's".into(),
                         FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
-                        FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
+                        FileKind::Inotify(i) => i.reason(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into(),
                         FileKind::DevTty(_) => "opened again as /dev/tty on the restored controlling terminal".into(),
                         _ => "recreated with its flags and offset".into(),
