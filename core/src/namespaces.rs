@@ -226,6 +226,16 @@ fn inside_namespace<T: Send>(
         source,
     };
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).map_err(err)?;
+    inside_namespace_fd(&ns.into(), flag, f).map_err(err)
+}
+
+/// Run `f` on a thread of ours moved into the namespace `ns` (an nsfs fd)
+/// of kind `flag`; the caller's threads stay where they are.
+pub(crate) fn inside_namespace_fd<T: Send>(
+    ns: &OwnedFd,
+    flag: libc::c_int,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns of this thread only, with an nsfs fd we hold.
@@ -237,7 +247,6 @@ fn inside_namespace<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the thread reading a namespace panicked")))
     })
-    .map_err(err)
 }
 
 /// Why the network namespace of `pid` cannot be made again empty, if so.
