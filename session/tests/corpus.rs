@@ -470,3 +470,143 @@ fn a_users_desktop_with_portals_comes_back_twice_and_new_clients_reach_it() {
         r.adopt(p);
     }
 }
+
+/// The bus as dbus-launch starts it (`--fork`): it leads a session of its
+/// own, and the services it activates are orphans in that session. The
+/// restore forks them from the bus with CLONE_PARENT, so they are back in
+/// the bus's session with the root's child as parent; `check` finds such a
+/// layout rebuildable before anything is stopped.
+#[test]
+fn a_bus_started_like_dbus_launch_comes_back_with_its_activated_services() {
+    if !Path::new("/usr/libexec/xdg-desktop-portal").exists() {
+        panic!("xdg-desktop-portal is missing: packaging/install-deps.sh installs it");
+    }
+    let mut r = Reaper::new();
+    let u = UserSession::new();
+    let display = free_display();
+    let _x = XFiles(display);
+    let desk = Desk {
+        data: u.dir().to_path_buf(),
+        u,
+        display,
+    };
+    let _unmount = Unmount(desk.u.runtime.join("doc"));
+    let _activated = EndActivated(desk.u.runtime.clone());
+    let log = desk.u.dir().join("session.log");
+    let bus = desk.u.runtime.join("bus");
+    let script = r#"
+        export DISPLAY=":$1" DBUS_SESSION_BUS_ADDRESS="unix:path=$XDG_RUNTIME_DIR/bus"
+        dbus-daemon --session --fork --print-pid=3 --address="$DBUS_SESSION_BUS_ADDRESS" 3> "$2/bus.pid"
+        Xvfb ":$1" -nolisten tcp -noreset &
+        until xwininfo -root > /dev/null 2>&1; do sleep 0.05; done
+        dbus-update-activation-environment DISPLAY
+        xterm -T xterm -e bash --norc --noprofile &
+        wait
+    "#;
+    let d = display.to_string();
+    let launcher = r.spawn(&mut desk.u.command(
+        &["bash", "-c", script, "launch", &d, path(desk.u.dir())],
+        Some(&log),
+    ));
+    let bus_pid: i32 = wait_until("the bus's pid", DEADLINE, || {
+        fs::read_to_string(desk.u.dir().join("bus.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    r.adopt(bus_pid);
+    wait_until("the bus to listen", DEADLINE, || bus.exists().then_some(()));
+    desk.wait_window("^xterm$");
+    let settings = || {
+        desk.run(&[
+            "gdbus",
+            "call",
+            "--session",
+            "--timeout",
+            "20",
+            "--dest",
+            "org.freedesktop.portal.Desktop",
+            "--object-path",
+            "/org/freedesktop/portal/desktop",
+            "--method",
+            "org.freedesktop.portal.Settings.Read",
+            "org.freedesktop.appearance",
+            "color-scheme",
+        ])
+    };
+    assert_ok(&settings(), "the settings portal, activated");
+    let sid = |p: i32| status_field(p, "NSsid").and_then(|s| s.parse::<i32>().ok());
+    let portal = session_processes(&desk.u.runtime)
+        .into_iter()
+        .find(|&p| {
+            fs::read_link(format!("/proc/{p}/exe"))
+                .is_ok_and(|e| e == Path::new("/usr/libexec/xdg-desktop-portal"))
+        })
+        .expect("the activated portal");
+    assert_eq!(sid(bus_pid), Some(bus_pid), "the bus leads its session");
+    assert_eq!(
+        sid(portal),
+        Some(bus_pid),
+        "the portal is in the bus's session"
+    );
+    assert_ne!(
+        status_field(portal, "PPid").as_deref(),
+        Some(bus_pid.to_string().as_str()),
+        "the portal is an orphan"
+    );
+
+    let user = USER_UID.to_string();
+    let dsp = format!(":{display}");
+    let check = hiber_within(
+        &[
+            "session",
+            "check",
+            "--display",
+            &dsp,
+            "--user",
+            &user,
+            "--json",
+        ],
+        CHECK_DEADLINE,
+    );
+    assert_ok(&check, "session check");
+    let img = desk.u.dir().join("img");
+    let saved = hiber(&[
+        "session",
+        "checkpoint",
+        "--display",
+        &dsp,
+        "--user",
+        &user,
+        "-o",
+        path(&img),
+        "--stop",
+    ]);
+    assert_ok(&saved, "save with --stop");
+    r.wait_children(&[launcher]);
+    for p in [bus_pid, portal] {
+        wait_gone(p);
+    }
+    let restored = hiber(&["session", "restore", path(&img), "--json"]);
+    assert_ok(&restored, "restore");
+    let rv: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    for p in rv["pids"].as_array().unwrap() {
+        r.adopt(p[1].as_i64().unwrap() as i32);
+    }
+    if let Some(k) = rv["keeper"].as_i64() {
+        r.adopt(k as i32);
+    }
+    assert_eq!(sid(bus_pid), Some(bus_pid));
+    assert_eq!(
+        sid(portal),
+        Some(bus_pid),
+        "the portal back in the bus's session"
+    );
+    assert_ne!(
+        status_field(portal, "PPid").as_deref(),
+        Some(bus_pid.to_string().as_str())
+    );
+    assert_ok(&settings(), "the restored portal answering a new client");
+    desk.wait_window("^xterm$");
+}

@@ -1578,3 +1578,52 @@ while True:
             .find(|l| l == "got b'hello' b''")
     });
 }
+
+/// A program watching the directory the image is written to (GTK programs
+/// watch the home directory) is saved: the unfinished image's directory is
+/// made once for all tries, so the program's event for it is read while it
+/// runs between tries instead of waiting, unread, in a frozen process.
+#[test]
+fn a_program_watching_the_images_directory_is_saved() {
+    const WATCH: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_CLOEXEC)
+wd = libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100 | 0x200)
+print("watching", wd, flush=True)
+while True:
+    data = os.read(fd, 4096)
+    while data:
+        w, mask, cookie, n = struct.unpack_from("iIII", data)
+        name = data[16:16 + n].rstrip(b"\0").decode()
+        print("event", hex(mask), name, flush=True)
+        data = data[16 + n:]
+"#;
+    let t = tempdir();
+    let watched = t.path().join("watched");
+    fs::create_dir(&watched).unwrap();
+    let log = t.path().join("watch.log");
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(WATCH, &[path(&watched)], &log);
+    wait_lines(&log, 1);
+    let img = watched.join("img");
+    let saved = r.checkpoint_stop(pid, &img);
+    assert!(saved["attempts"].as_u64().unwrap() <= 4, "{saved}");
+    // It saw the unfinished directory made, and read the event: nothing
+    // was left queued, or the save would have been refused.
+    let seen = lines(&log);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("event 0x40000100 img.tmp-")),
+        "{seen:?}"
+    );
+    r.restore(&img, &[]);
+    // Restored, it watches on: a file made now is seen.
+    fs::write(watched.join("after"), "").unwrap();
+    wait_until("the restored watcher to see a new file", DEADLINE, || {
+        lines(&log)
+            .iter()
+            .any(|l| l == "event 0x100 after")
+            .then_some(())
+    });
+}

@@ -81,7 +81,54 @@ enum SessionSource {
     Own,
     Inherited,
     Helper(usize),
+    /// Forked with CLONE_PARENT by its session's leader, a sibling in the
+    /// image (a bus started with `--fork`, as dbus-launch does, leads the
+    /// session of the services it activates; they are orphans).
+    Leader(usize),
     Foreign,
+}
+
+/// Refuses, at checkpoint, a tree whose sessions the restore could not
+/// rebuild (found then, not after `--stop` ended the session). Pids are
+/// taken as free: the saved processes will have ended.
+pub fn refuse_unbuildable(
+    processes: &[crate::snapshot::ProcessImage],
+    report: &mut crate::policy::Report,
+) {
+    let ids: Vec<Ids> = processes
+        .iter()
+        .map(|p| Ids {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
+        })
+        .collect();
+    let (pid, what) = match plan(&ids, &|_| true) {
+        Ok(_) => return,
+        Err(e @ PlanError::SessionLayout { pid, .. }) => (pid, e.to_string()),
+        Err(e @ PlanError::DuplicatePid { pid }) => (pid, e.to_string()),
+        Err(e @ PlanError::SharedSessionHelper { sid, .. }) => (
+            ids.iter().find(|p| p.sid == sid).map_or(sid, |p| p.pid),
+            e.to_string(),
+        ),
+    };
+    report.add(
+        pid,
+        crate::policy::Subject::Process,
+        "its session and process group",
+        crate::policy::Policy::Refuse,
+        what,
+    );
+}
+
+/// The node whose child `node` will be (None: the restore root): its
+/// forker, or with CLONE_PARENT its forker's parent.
+fn parent_of(nodes: &[Node], mut node: usize) -> Option<usize> {
+    while nodes[node].clone_parent {
+        node = nodes[node].forker?;
+    }
+    nodes[node].forker
 }
 
 /// Build the plan. `pid_free(pid)` says whether a pid outside the image can
@@ -106,7 +153,9 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
         d
     };
     let mut order: Vec<usize> = (0..procs.len()).collect();
-    order.sort_by_key(|&i| (depth(i), procs[i].pid));
+    // Session leaders first at each depth: a sibling in a leader's session
+    // may be forked by it.
+    order.sort_by_key(|&i| (depth(i), procs[i].sid != procs[i].pid, procs[i].pid));
 
     let mut out = Plan::default();
     let mut node_of: HashMap<i32, usize> = HashMap::new();
@@ -142,6 +191,12 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 "its session (led by a process outside the pid namespace)".into(),
             ));
             SessionSource::Foreign
+        } else if let Some(leader) = node_of
+            .get(&p.sid)
+            .copied()
+            .filter(|&l| out.nodes[l].setsid && parent_of(&out.nodes, l) == forker)
+        {
+            SessionSource::Leader(leader)
         } else if by_pid.contains_key(&p.sid) {
             return Err(PlanError::SessionLayout {
                 pid: p.pid,
@@ -190,12 +245,14 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             SessionSource::Foreign
         };
         let (node_forker, clone_parent) = match source {
-            SessionSource::Helper(h) => (Some(h), true),
+            SessionSource::Helper(h) | SessionSource::Leader(h) => (Some(h), true),
             _ => (forker, false),
         };
         let own_sid = match source {
             SessionSource::Own => Some(p.pid),
-            SessionSource::Inherited | SessionSource::Helper(_) => Some(p.sid),
+            SessionSource::Inherited | SessionSource::Helper(_) | SessionSource::Leader(_) => {
+                Some(p.sid)
+            }
             SessionSource::Foreign => None,
         };
         let mut node = Node {
@@ -282,6 +339,44 @@ mod tests {
             pgid,
             sid,
         }
+    }
+
+    /// A bus started with `--fork` (dbus-launch) leads its own session;
+    /// the services it activates are orphans in that session: each is
+    /// forked by the bus with CLONE_PARENT, so its parent is the root's.
+    #[test]
+    fn orphans_in_a_live_siblings_session_are_forked_by_that_leader() {
+        let p = plan(
+            &[
+                ids(230, 1, 230, 230),
+                ids(231, 230, 230, 230),
+                ids(240, 1, 240, 240),
+                ids(241, 1, 240, 240),
+            ],
+            &|_| true,
+        )
+        .unwrap();
+        let at = |pid| p.nodes.iter().position(|n| n.pid == pid).unwrap();
+        let service = &p.nodes[at(241)];
+        assert_eq!(service.forker, Some(at(240)));
+        assert!(service.clone_parent);
+        assert!(!service.setsid);
+        assert_eq!(service.join_group, None, "born in the bus's group");
+        assert_eq!(parent_of(&p.nodes, at(241)), None, "a child of the root");
+        assert!(at(240) < at(241));
+        // A member whose leader is deeper in the tree (not a sibling)
+        // still cannot be rebuilt.
+        assert_eq!(
+            plan(
+                &[
+                    ids(230, 1, 230, 230),
+                    ids(250, 230, 250, 250),
+                    ids(251, 1, 250, 250)
+                ],
+                &|_| true
+            ),
+            Err(PlanError::SessionLayout { pid: 251, sid: 250 })
+        );
     }
 
     /// An orphan adopted by init in a session whose leader is gone, with a
