@@ -6,26 +6,28 @@
 //! host's IPC objects in reach. So they are saved and made again.
 //!
 //! What is supported: a network namespace holding only a loopback that
-//! is down and an IPC namespace without SysV objects, each held by that
-//! one process, made again empty; and a user namespace whose parent is the
+//! is down and an IPC namespace without SysV objects, made again empty
+//! (held by one process, or shared along its forks); and a user namespace whose parent is the
 //! checkpointer's, that maps ids only to themselves and in which the
 //! process holds no capability. Such a user namespace gives the process no
 //! right it would not have without it (its ids are the same, it has no
 //! capability in it, and the namespaces below are made by root at
-//! restore), so the process is restored in the restorer's user namespace:
+//! restore), so the process is restored in the restorer's user namespace
+//! (shared by several processes or not):
 //! a task in a user namespace of its own could no longer get its threads'
 //! saved ids (clone3's set_tid asks for CAP_SYS_ADMIN over the pid
 //! namespace's owner) nor map the restorer's shared memory. `check` says
-//! so. Anything else (another process in the same namespace, mount, pid,
+//! so. Anything else (a namespace shared other than by inheritance, mount, pid,
 //! UTS, cgroup or time namespaces of its own, two levels of user
 //! namespaces, other ids mapped, capabilities in it) is refused by `check`
 //! with its reason.
 //!
-//! At restore the swap unshares the network and IPC namespaces from
-//! inside, while the task is one thread (threads made after share them)
-//! and still root.
+//! At restore a network or IPC namespace is made at the birth of the
+//! process that made it (clone3 with `CLONE_NEWNET`/`CLONE_NEWIPC`, by a
+//! restore node still root), and the processes that share it are born
+//! into it by that process's forks, as they were (chromium's zygote and
+//! its children share one; firefox's content processes each have one).
 
-use crate::remote::{RemoteError, RemoteTask};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -318,58 +320,52 @@ fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
     }))
 }
 
-/// A namespace of its own held by several saved processes would be made
-/// once per process at restore: refused until they are made once and
-/// entered by the others.
+/// A network or IPC namespace of its own held by several saved processes
+/// is made once, at the birth of the one whose parent does not hold it,
+/// and inherited by the fork of the others: so each other holder's parent
+/// must hold it too, and fork it (same session, or a session of its own:
+/// a process forked by a session helper gets the restorer's namespaces).
+/// Any other sharing is refused. A shared user namespace needs nothing:
+/// it is not made again (see the module's text).
 pub fn refuse_shared(
     processes: &[crate::snapshot::ProcessImage],
     report: &mut crate::policy::Report,
 ) {
+    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+        processes.iter().map(|p| (p.pid, p)).collect();
     let mut holders: std::collections::HashMap<(&str, u64), Vec<i32>> = Default::default();
     for p in processes {
         let Some(ns) = &p.namespaces else { continue };
-        let (user, net, ipc) = ns.ids;
-        for (kind, own, id) in [
-            ("user", ns.user.is_some(), user),
-            ("network", ns.net, net),
-            ("IPC", ns.ipc, ipc),
-        ] {
+        let (_, net, ipc) = ns.ids;
+        for (kind, own, id) in [("network", ns.net, net), ("IPC", ns.ipc, ipc)] {
             if own {
                 holders.entry((kind, id)).or_default().push(p.pid);
             }
         }
     }
     for ((kind, _), pids) in holders {
-        if pids.len() > 1 {
-            for &pid in &pids {
-                report.add(
-                    pid,
-                    crate::policy::Subject::Process,
-                    format!("{kind} namespace shared with pids {pids:?}"),
-                    crate::policy::Policy::Refuse,
-                    "a namespace of their own shared by several processes: not supported yet",
-                );
-            }
+        if pids.len() < 2 {
+            continue;
+        }
+        let inherits = |pid: &i32| {
+            let p = by_pid[pid];
+            pids.contains(&p.ppid)
+                && by_pid
+                    .get(&p.ppid)
+                    .is_some_and(|parent| p.sid == parent.sid || p.sid == p.pid)
+        };
+        let makers = pids.iter().filter(|p| !inherits(p)).count();
+        if makers == 1 {
+            continue;
+        }
+        for &pid in &pids {
+            report.add(
+                pid,
+                crate::policy::Subject::Process,
+                format!("{kind} namespace shared with pids {pids:?}"),
+                crate::policy::Policy::Refuse,
+                "a namespace of their own shared by processes that did not inherit it from one another: not supported yet",
+            );
         }
     }
-}
-
-/// Make the network and IPC namespaces of `ns` from inside the traced
-/// `task`, while it is one thread and still root (see the module's text).
-pub fn enter(task: &RemoteTask, ns: &Namespaces) -> Result<(), RemoteError> {
-    let mut flags = 0;
-    if ns.net {
-        flags |= libc::CLONE_NEWNET;
-    }
-    if ns.ipc {
-        flags |= libc::CLONE_NEWIPC;
-    }
-    if flags != 0 {
-        task.syscall(
-            "unshare(CLONE_NEWNET | CLONE_NEWIPC)",
-            libc::SYS_unshare,
-            [flags as u64, 0, 0, 0, 0, 0],
-        )?;
-    }
-    Ok(())
 }

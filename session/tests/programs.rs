@@ -1627,3 +1627,72 @@ while True:
             .then_some(())
     });
 }
+
+/// A sandbox's namespaces shared along its forks (chromium's zygote and
+/// its children share one network namespace): a normal user's program in
+/// a user namespace mapping only its own ids, with a network and an IPC
+/// namespace of its own, and two children in them. Restored, the four
+/// share one new empty network namespace and one new IPC namespace again,
+/// not the host's, with no capability.
+#[test]
+fn namespaces_shared_along_forks_are_made_once_and_shared_again() {
+    common::user::ensure_user();
+    let uid = common::user::USER_UID.to_string();
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let root = r.spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+                "unshare",
+                "--user",
+                &format!("--map-user={uid}"),
+                &format!("--map-group={uid}"),
+                "--net",
+                "--ipc",
+                "bash",
+                "-c",
+                "sleep 1000 & (sleep 1000; true) & wait",
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ns = |p: i32, kind: &str| fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let pids = wait_until(
+        "the sandbox's two children and a grandchild",
+        DEADLINE,
+        || {
+            let all = tree(root);
+            (all.len() == 4 && all.iter().all(|&p| ns(p, "net") == ns(root, "net"))).then_some(all)
+        },
+    );
+    let host_net = ns(std::process::id() as i32, "net");
+    assert_ne!(ns(root, "net"), host_net);
+    let img = t.path().join("img");
+    r.checkpoint_stop(root, &img);
+    r.restore(&img, &[]);
+    let net = ns(root, "net");
+    let ipc = ns(root, "ipc");
+    assert_ne!(net, host_net, "a network namespace of its own again");
+    assert_ne!(ipc, ns(std::process::id() as i32, "ipc"));
+    for &p in &pids {
+        assert_eq!(ns(p, "net"), net, "pid {p} shares the sandbox's network");
+        assert_eq!(ns(p, "ipc"), ipc, "pid {p} shares the sandbox's IPC");
+        assert_eq!(
+            status_field(p, "CapEff").as_deref(),
+            Some("0000000000000000")
+        );
+    }
+    let devices = fs::read_to_string(format!("/proc/{root}/net/dev")).unwrap();
+    let names: Vec<&str> = devices
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    assert_eq!(names, ["lo"], "an empty network namespace");
+}

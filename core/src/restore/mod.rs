@@ -318,7 +318,14 @@ fn restore_image(
         })
         .collect();
     let pid_free = |pid: i32| opts.pidns || !Path::new(&format!("/proc/{pid}")).exists();
-    let plan = plan::plan(&ids, &pid_free)?;
+    let mut plan = plan::plan(&ids, &pid_free)?;
+    plan::namespace_flags(&mut plan, &|i| {
+        let ns = snap.processes[i].namespaces.as_ref();
+        (
+            ns.filter(|n| n.net).map(|n| n.ids.1),
+            ns.filter(|n| n.ipc).map(|n| n.ids.2),
+        )
+    });
     if !opts.pidns {
         let thread_ids = snap
             .processes
@@ -1108,11 +1115,6 @@ fn swap<'a>(
         },
     )?;
     let t_map = t0.elapsed();
-    // Its namespaces: while it is one thread (its threads, made below,
-    // share them) and still root.
-    if let Some(ns) = &p.namespaces {
-        crate::namespaces::enter(&task, ns)?;
-    }
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
     for v in &mm.vmas {

@@ -428,7 +428,7 @@ pub fn fork_children(
             0
         };
         let parent = parent_for(flags);
-        match clone_with_pid(node.pid, flags) {
+        match clone_with_pid(node.pid, flags | node.ns_flags) {
             Ok(0) => child_main(|| {
                 die_with_parent(parent);
                 run(spec, shared, child, parent)

@@ -53,6 +53,38 @@ pub struct Node {
     pub make_group: bool,
     /// Join this group once every group exists.
     pub join_group: Option<i32>,
+    /// Namespaces made for it at its birth (`CLONE_NEWNET`,
+    /// `CLONE_NEWIPC`): set after planning, see [`namespace_flags`].
+    pub ns_flags: u64,
+}
+
+/// Sets each process node's namespaces to make at birth: a network or IPC
+/// namespace of its own that its forker does not have (a process that
+/// shares its forker's inherits it by the fork, as the saved ones did).
+/// `own(i)`: (net, ipc) namespace inodes of process `i` when it has its
+/// own, else None per kind.
+pub fn namespace_flags(plan: &mut Plan, own: &dyn Fn(usize) -> (Option<u64>, Option<u64>)) {
+    let owned: Vec<(Option<u64>, Option<u64>)> = plan
+        .nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::Process(i) => own(i),
+            _ => (None, None),
+        })
+        .collect();
+    for (k, node) in plan.nodes.iter_mut().enumerate() {
+        let (net, ipc) = owned[k];
+        // What the forker has: a helper has the restorer's namespaces.
+        let (fnet, fipc) = node.forker.map_or((None, None), |f| owned[f]);
+        let mut flags = 0;
+        if net.is_some() && net != fnet {
+            flags |= libc::CLONE_NEWNET as u64;
+        }
+        if ipc.is_some() && ipc != fipc {
+            flags |= libc::CLONE_NEWIPC as u64;
+        }
+        node.ns_flags = flags;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,6 +258,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         setsid: true,
                         make_group: false,
                         join_group: None,
+                        ns_flags: 0,
                     });
                     let h = out.nodes.len() - 1;
                     session_helpers.insert(p.sid, (h, forker));
@@ -265,6 +298,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             // session leader fails).
             make_group: p.pgid == p.pid && source != SessionSource::Own,
             join_group: None,
+            ns_flags: 0,
         };
         if p.pgid != p.pid {
             let leader_in_image = by_pid.contains_key(&p.pgid);
@@ -301,6 +335,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         setsid: false,
                         make_group: true,
                         join_group: None,
+                        ns_flags: 0,
                     });
                     out.nodes.len() - 1
                 });
