@@ -136,6 +136,7 @@ fn inspect_process(
         job_stop: None,
         seccomp_filters: Vec::new(),
         namespaces: None,
+        ns_pids: status.ns_pid.iter().skip(1).copied().collect(),
     };
     if fp.zombie {
         report.add(
@@ -257,6 +258,15 @@ fn inspect_process(
                 ),
                 Policy::Restore,
                 "made again, empty, at restore",
+            );
+        }
+        if ns.pid != 0 {
+            report.add(
+                pid,
+                Subject::Process,
+                format!("in a nested pid namespace (pids {:?})", status.ns_pid),
+                Policy::Restore,
+                "made again by its parent's fork with its pid at every level (clone3 set_tid); a namespace's pid 1 makes it (CLONE_NEWPID)",
             );
         }
         if ns.user.is_some() {
@@ -517,6 +527,7 @@ fn inspect(
         }
     }
     crate::namespaces::refuse_shared(&processes, &mut report);
+    crate::namespaces::refuse_pid_layout(&processes, &mut report);
     crate::restore::plan::refuse_unbuildable(&processes, &mut report);
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);

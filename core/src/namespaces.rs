@@ -49,6 +49,20 @@ pub struct Namespaces {
     /// The namespaces' inode numbers at checkpoint: (user, net, ipc).
     #[serde(default)]
     pub ids: (u64, u64, u64),
+    /// The inode of its pid namespace, when it is nested below the
+    /// checkpointer's (0: the same); its pids there are
+    /// `ProcessImage::ns_pids`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid: u64,
+    /// The pid namespace its children go to, when it is not its own (it
+    /// made one with `unshare(CLONE_NEWPID)`, as `unshare --pid --fork`
+    /// does, and forked that namespace's pid 1): 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid_for_children: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +113,7 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
         })?;
         Ok((theirs, ours))
     };
-    for kind in ["mnt", "pid", "pid_for_children", "uts", "cgroup", "time"] {
+    for kind in ["mnt", "uts", "cgroup", "time"] {
         let (theirs, ours) = match read(kind) {
             // A kernel without the kind has it for nobody.
             Err(Err(NamespaceError::Read { source, .. }))
@@ -118,7 +132,10 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
     let (user, user_ours) = read("user")?;
     let (net, net_ours) = read("net")?;
     let (ipc, ipc_ours) = read("ipc")?;
-    if (user, net, ipc) == (user_ours, net_ours, ipc_ours) {
+    let (pid_ns, pid_ours) = read("pid")?;
+    let (for_children, _) = read("pid_for_children")?;
+    if (user, net, ipc, pid_ns, for_children) == (user_ours, net_ours, ipc_ours, pid_ours, pid_ours)
+    {
         return Ok(None);
     }
     let user_ns = if user != user_ours {
@@ -141,6 +158,12 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
         net: net != net_ours,
         ipc: ipc != ipc_ours,
         ids: (user, net, ipc),
+        pid: if pid_ns != pid_ours { pid_ns } else { 0 },
+        pid_for_children: if for_children != pid_ns {
+            for_children
+        } else {
+            0
+        },
     }))
 }
 
@@ -318,6 +341,87 @@ fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
             held.join(", ")
         )
     }))
+}
+
+/// A process in a pid namespace nested below the checkpointer's is made
+/// by its parent's fork, with its pid at every level (`clone3`'s
+/// `set_tid`): so its parent must be saved and fork it (same session, or
+/// a session of its own), and either share its pid namespace or be the
+/// parent of that namespace's first process (pid 1, made with
+/// `CLONE_NEWPID`). Its process group must be its parent's or its own: a
+/// group of another namespace's numbering cannot be joined from inside.
+pub fn refuse_pid_layout(
+    processes: &[crate::snapshot::ProcessImage],
+    report: &mut crate::policy::Report,
+) {
+    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+        processes.iter().map(|p| (p.pid, p)).collect();
+    let pid_ns = |p: &crate::snapshot::ProcessImage| p.namespaces.as_ref().map_or(0, |n| n.pid);
+    // A namespace made by unshare: its pid 1 must be a saved child (the
+    // restore forks that child into a new namespace, then enters it for
+    // the children to come).
+    for p in processes {
+        let Some(made) = p
+            .namespaces
+            .as_ref()
+            .map(|n| n.pid_for_children)
+            .filter(|&m| m != 0)
+        else {
+            continue;
+        };
+        let has_first = processes.iter().any(|c| {
+            c.ppid == p.pid
+                && pid_ns(c) == made
+                && c.ns_pids.len() == p.ns_pids.len() + 1
+                && c.ns_pids.last() == Some(&1)
+        });
+        if !has_first {
+            report.add(
+                p.pid,
+                crate::policy::Subject::Process,
+                "a pid namespace made for its children",
+                crate::policy::Policy::Refuse,
+                "its children go to a pid namespace whose pid 1 is not its saved child: not supported yet",
+            );
+        }
+    }
+    for p in processes.iter().filter(|p| !p.ns_pids.is_empty()) {
+        let why = match by_pid.get(&p.ppid) {
+            None => Some("its parent, outside the set, would have to make it".to_string()),
+            Some(parent) => {
+                let same = parent.ns_pids.len() == p.ns_pids.len() && pid_ns(parent) == pid_ns(p);
+                let first =
+                    parent.ns_pids.len() + 1 == p.ns_pids.len() && p.ns_pids.last() == Some(&1);
+                if !same && !first {
+                    Some(format!(
+                        "its pid namespace is neither its parent's (pid {}) nor one its parent made with it as pid 1",
+                        parent.pid
+                    ))
+                } else if p.sid != parent.sid && p.sid != p.pid {
+                    Some(format!(
+                        "its session {} is not its parent's nor its own",
+                        p.sid
+                    ))
+                } else if p.pgid != parent.pgid && p.pgid != p.pid {
+                    Some(format!(
+                        "its process group {} is not its parent's nor its own",
+                        p.pgid
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(why) = why {
+            report.add(
+                p.pid,
+                crate::policy::Subject::Process,
+                format!("in a nested pid namespace (pids {:?})", p.ns_pids),
+                crate::policy::Policy::Refuse,
+                format!("{why}: not supported yet"),
+            );
+        }
+    }
 }
 
 /// A network or IPC namespace of its own held by several saved processes

@@ -1696,3 +1696,68 @@ fn namespaces_shared_along_forks_are_made_once_and_shared_again() {
         .collect();
     assert_eq!(names, ["lo"], "an empty network namespace");
 }
+
+/// A sandbox in a pid namespace of its own, made by a normal user with
+/// `unshare --pid` (the namespace's pid 1 is the sandboxed shell, its
+/// maker runs on beside it): saved with --stop and restored twice, every
+/// process gets its pid at both levels again, the maker's children still
+/// go to the sandbox's namespace, and the sandbox is one namespace apart
+/// from the host's, with its network.
+#[test]
+fn a_nested_pid_namespace_comes_back_with_its_pids_at_every_level() {
+    common::user::ensure_user();
+    let uid = common::user::USER_UID.to_string();
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let maker = r.spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+                "unshare",
+                "--user",
+                &format!("--map-user={uid}"),
+                &format!("--map-group={uid}"),
+                "--net",
+                "--pid",
+                "bash",
+                "-c",
+                "(sleep 1000 & sleep 1000 & wait) & exec sleep 1000",
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ns_pid = |p: i32| -> Vec<i32> {
+        status_field(p, "NSpid")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let ns = |p: i32, kind: &str| fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let saved = wait_until("the sandbox's shell and its two sleeps", DEADLINE, || {
+        let all = tree(maker);
+        let inner: Vec<Vec<i32>> = all.iter().map(|&p| ns_pid(p)).collect();
+        (all.len() == 4 && inner.iter().filter(|v| v.len() == 2).count() == 3).then_some(inner)
+    });
+    assert!(saved.iter().any(|v| v.len() == 2 && v[1] == 1), "{saved:?}");
+    for round in 1..=2 {
+        let img = t.path().join(format!("img{round}"));
+        r.checkpoint_stop(maker, &img);
+        r.restore(&img, &[]);
+        let now: Vec<Vec<i32>> = tree(maker).iter().map(|&p| ns_pid(p)).collect();
+        assert_eq!(now, saved, "pids at every level after restore {round}");
+        let shell = saved.iter().find(|v| v.len() == 2 && v[1] == 1).unwrap()[0];
+        assert_ne!(ns(shell, "pid"), ns(maker, "pid"), "a pid namespace apart");
+        assert_eq!(
+            ns(maker, "pid_for_children"),
+            ns(shell, "pid"),
+            "the maker's children go to the sandbox"
+        );
+        assert_ne!(ns(shell, "net"), ns(std::process::id() as i32, "net"));
+    }
+}

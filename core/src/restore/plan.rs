@@ -54,8 +54,31 @@ pub struct Node {
     /// Join this group once every group exists.
     pub join_group: Option<i32>,
     /// Namespaces made for it at its birth (`CLONE_NEWNET`,
-    /// `CLONE_NEWIPC`): set after planning, see [`namespace_flags`].
+    /// `CLONE_NEWIPC`, `CLONE_NEWPID`): set after planning, see
+    /// [`namespace_flags`] and [`pid_namespaces`].
     pub ns_flags: u64,
+    /// Its pids in nested pid namespaces, outermost first (taken with
+    /// `set_tid` along with `pid`); empty for most.
+    pub ns_pids: Vec<i32>,
+}
+
+/// Sets each process node's pids in nested pid namespaces, and
+/// `CLONE_NEWPID` for the first process (pid 1) of a namespace its forker
+/// is one level above. `ns_pids(i)`: process `i`'s, outermost first.
+pub fn pid_namespaces(plan: &mut Plan, ns_pids: &dyn Fn(usize) -> Vec<i32>) {
+    for k in 0..plan.nodes.len() {
+        let own = match plan.nodes[k].kind {
+            NodeKind::Process(i) => ns_pids(i),
+            _ => Vec::new(),
+        };
+        let forker_depth = plan.nodes[k]
+            .forker
+            .map_or(0, |f| plan.nodes[f].ns_pids.len());
+        if own.last() == Some(&1) && own.len() == forker_depth + 1 {
+            plan.nodes[k].ns_flags |= libc::CLONE_NEWPID as u64;
+        }
+        plan.nodes[k].ns_pids = own;
+    }
 }
 
 /// Sets each process node's namespaces to make at birth: a network or IPC
@@ -259,6 +282,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         make_group: false,
                         join_group: None,
                         ns_flags: 0,
+                        ns_pids: Vec::new(),
                     });
                     let h = out.nodes.len() - 1;
                     session_helpers.insert(p.sid, (h, forker));
@@ -299,6 +323,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             make_group: p.pgid == p.pid && source != SessionSource::Own,
             join_group: None,
             ns_flags: 0,
+            ns_pids: Vec::new(),
         };
         if p.pgid != p.pid {
             let leader_in_image = by_pid.contains_key(&p.pgid);
@@ -336,6 +361,7 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         make_group: true,
                         join_group: None,
                         ns_flags: 0,
+                        ns_pids: Vec::new(),
                     });
                     out.nodes.len() - 1
                 });
