@@ -377,7 +377,7 @@ impl Frozen {
                 self.processes.contains_key(tid),
             )
         };
-        let mut order: Vec<i32> = self.seized.iter().copied().collect();
+        let mut order: Vec<i32> = self.seized.to_vec();
         order.sort_by_cached_key(order_key);
         for pid in self.processes.keys() {
             // SAFETY: plain kill of a pid we froze and still trace.
