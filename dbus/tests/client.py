@@ -9,14 +9,16 @@ waits end on a signal or at the deadline, which is then named.
     client.py list
     client.py props PATH
     client.py get PATH PROPERTY
-    client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect]
+    client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect] [stream]
     client.py restore PATH
     client.py rename PATH NAME
     client.py delete PATH
     client.py screenshot PATH SCREEN FILE
     client.py introspect PATH
 
-`introspect` adds the job object's introspection XML, asked while it runs.
+`introspect` adds the job object's introspection XML, asked while it runs;
+`stream` prints `{"progress": P}` for each Progress as it comes. If hiberd
+leaves the bus while a job runs, the wait ends with `"vanished": true`.
 """
 
 import json
@@ -74,14 +76,25 @@ class JobFollower:
         self.cancel_at = cancel_at
         self.cancel_sent = None
         self.timed_out = None
+        self.stream = False
+        self.vanished = False
+        bus.add_signal_receiver(self.on_owner, "NameOwnerChanged", "org.freedesktop.DBus", "org.freedesktop.DBus", "/org/freedesktop/DBus")
         bus.add_signal_receiver(
             self.on_props, "PropertiesChanged", PROPS, BUS, None, path_keyword="path"
         )
         bus.add_signal_receiver(self.on_completed, "Completed", JOB, BUS, None, path_keyword="path")
 
+    def on_owner(self, name, old, new):
+        if name == BUS and new == "":
+            self.vanished = True
+            self.loop.quit()
+
     def on_props(self, iface, changed, invalidated, path=None):
         if iface == JOB:
-            self.seen.setdefault(str(path), []).append(("props", plain(changed)))
+            changed = plain(changed)
+            self.seen.setdefault(str(path), []).append(("props", changed))
+            if self.stream and str(path) == self.path and "Progress" in changed:
+                out({"progress": changed["Progress"]})
             self.check()
 
     def on_completed(self, success, name, message, path=None):
@@ -117,8 +130,11 @@ class JobFollower:
 
     def wait(self, path):
         self.path = str(path)
+        if self.stream:
+            for p in self.progress():
+                out({"progress": p})
         self.check()
-        if self.completed() is None:
+        if self.completed() is None and not self.vanished:
 
             def timeout():
                 self.timed_out = "Completed of job %s (progress seen: %s)" % (
@@ -141,6 +157,8 @@ class JobFollower:
         }
         if self.timed_out:
             result["timeout"] = self.timed_out
+        if self.vanished:
+            result["vanished"] = True
         return result
 
 
@@ -172,6 +190,7 @@ def main(argv):
                 elif a == "introspect":
                     introspect = True
             follower = JobFollower(bus, cancel_at)
+            follower.stream = "stream" in args[1:]
             manager = bus.get_object(BUS, ROOT)
             path = manager.SaveSession(
                 args[0], dbus.Dictionary(options, signature="sv"), dbus_interface=MANAGER

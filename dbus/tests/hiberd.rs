@@ -230,3 +230,215 @@ fn a_user_saves_restores_and_deletes_its_own_session_over_the_bus() {
         "the Job as served"
     );
 }
+
+/// The snapshot a completed save's job names in its `Objects`.
+#[track_caller]
+fn snapshot_of(saved: &Value) -> String {
+    saved["objects"]
+        .as_array()
+        .and_then(|o| o.last())
+        .and_then(|o| o[0].as_str())
+        .unwrap_or_else(|| panic!("the job names its snapshot: {saved}"))
+        .to_string()
+}
+
+const NOT_AUTHORIZED: &str = "org.hiber.Hiber1.Error.NotAuthorized";
+
+/// The client's answer is a NotAuthorized error; its message.
+#[track_caller]
+fn refused(v: Value, what: &str) -> String {
+    assert_eq!(v["error"], NOT_AUTHORIZED, "{what}: {v}");
+    v["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn other_users_and_owners_without_the_grant_are_refused() {
+    let mut env = Env::start(&grant_rules(&[&DESK, &OTHER]));
+    let desktop = env.desktop(&DESK);
+    let saved = env.ok(&DESK, &["save", &desktop.name(), "name=mine"]);
+    assert_eq!(saved["completed"][0], true, "{saved}");
+    let snapshot = snapshot_of(&saved);
+    let png = env.user_dir(&OTHER, "other").join("stolen.png");
+    let png = png.to_str().expect("utf-8");
+
+    // The other user, granted its own actions by polkit, sees nothing of
+    // it and may do nothing with it, nor with the first user's display.
+    let other = env.desktop(&OTHER);
+    let own = env.ok(&OTHER, &["save", &other.name(), "name=theirs"]);
+    assert_eq!(
+        own["completed"][0], true,
+        "the other user saves its own: {own}"
+    );
+    let theirs = snapshot_of(&own);
+    assert_eq!(env.ok(&OTHER, &["list"]), serde_json::json!([theirs]));
+    // GetAll leaves out what may not be read (zbus's GetAll skips a
+    // property whose getter fails): nothing; each Get says why.
+    assert_eq!(
+        env.client(&OTHER, &["props", &snapshot]),
+        serde_json::json!({"ok": {}}),
+        "GetAll by another user"
+    );
+    for property in ["Name", "Windows", "Size"] {
+        let v = env.client(&OTHER, &["get", &snapshot, property]);
+        assert_eq!(
+            v["error"], "org.freedesktop.DBus.Error.AccessDenied",
+            "Get {property}: {v}"
+        );
+    }
+    refused(env.client(&OTHER, &["restore", &snapshot]), "Restore");
+    refused(env.client(&OTHER, &["rename", &snapshot, "x"]), "Rename");
+    refused(env.client(&OTHER, &["delete", &snapshot]), "Delete");
+    refused(
+        env.client(&OTHER, &["screenshot", &snapshot, "0", png]),
+        "OpenScreenshot",
+    );
+    assert!(
+        !std::path::Path::new(png).exists(),
+        "no screenshot was read"
+    );
+    let display = refused(
+        env.client(&OTHER, &["save", &desktop.name()]),
+        "SaveSession",
+    );
+    assert!(display.contains("only its own"), "{display}");
+    // Nothing of the first user's was frozen, and its snapshot is as it was.
+    nothing_frozen(&env, DESK.uid);
+    desktop.wait_counting();
+    let props = env.ok(&DESK, &["props", &snapshot]);
+    assert_eq!(props["Name"], "mine");
+    assert_eq!(
+        env.ok(&DESK, &["list"]),
+        serde_json::json!([snapshot]),
+        "the owner's list"
+    );
+
+    // Without polkit's grant, the owner is refused too.
+    env.set_rules(&grant_rules(&[&OTHER]));
+    wait_until("polkitd to reload the rules without the grant", || {
+        (!env.pkcheck("org.hiber.Hiber1.save-own-session", desktop.launcher)).then_some(())
+    });
+    let why = refused(
+        env.client(&DESK, &["save", &desktop.name()]),
+        "the owner's save",
+    );
+    assert!(why.contains("polkit"), "{why}");
+    refused(
+        env.client(&DESK, &["restore", &snapshot]),
+        "the owner's Restore",
+    );
+    refused(
+        env.client(&DESK, &["rename", &snapshot, "x"]),
+        "the owner's Rename",
+    );
+    refused(
+        env.client(&DESK, &["delete", &snapshot]),
+        "the owner's Delete",
+    );
+    nothing_frozen(&env, DESK.uid);
+    desktop.wait_counting();
+    assert_eq!(env.ok(&DESK, &["get", &snapshot, "Name"]), "mine");
+    assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([snapshot]));
+}
+
+/// A process of the session holding 512 MiB of random bytes, so a save
+/// takes long enough to be cancelled or killed half way; it writes its pid
+/// to DIR/hog once they are made.
+const HOG: &str = r#"/usr/bin/python3 -c '
+import os, signal, sys
+data = os.urandom(512 << 20)
+with open(sys.argv[1], "w") as f:
+    f.write(str(os.getpid()))
+signal.pause()' "$COUNT.hog" &"#;
+
+#[test]
+fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half_made() {
+    let mut env = Env::start(&grant_rules(&[&DESK]));
+    let desktop = env.desktop_with(&DESK, HOG);
+    let hog: i32 = wait_until("the session's hog to fill its memory", || {
+        fs::read_to_string(desktop.dir.join("count.hog"))
+            .ok()?
+            .parse()
+            .ok()
+    });
+
+    // Cancel once the session is frozen (Progress 0.4: "freezing"); the
+    // save would end the session once committed (stop): it must not.
+    let cancelled = env.ok(&DESK, &["save", &desktop.name(), "stop", "cancel-at=0.4"]);
+    assert!(cancelled["cancel"]["ok"].is_number(), "Cancel answered: {cancelled}");
+    assert_eq!(cancelled["completed"][0], false, "{cancelled}");
+    assert_eq!(
+        cancelled["completed"][1], "org.hiber.Hiber1.Error.Cancelled",
+        "{cancelled}"
+    );
+    assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([]));
+    assert!(common::state(hog).is_some(), "the hog runs on");
+    nothing_frozen(&env, DESK.uid);
+    desktop.wait_counting();
+
+    // A save that completes, then one whose hiberd is killed half way.
+    let earlier = env.ok(&DESK, &["save", &desktop.name(), "name=earlier"]);
+    assert_eq!(earlier["completed"][0], true, "{earlier}");
+    let earlier = snapshot_of(&earlier);
+    let hiberd = env.hiberd().expect("hiberd runs");
+    let home = env.user_dir(&DESK, "home-1500");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client.py");
+    let mut client = env
+        .user(
+            &DESK,
+            &home,
+            &[
+                "/usr/bin/python3",
+                script,
+                "save",
+                &desktop.name(),
+                "stop",
+                "stream",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the client");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        client.stdout.take().expect("piped"),
+    ));
+    let mut seen = Vec::new();
+    let half_way = lines.find_map(|l| {
+        let v: Value = serde_json::from_str(&l.ok()?).ok()?;
+        seen.push(v.clone());
+        v["progress"].as_f64().filter(|&p| (0.4..0.95).contains(&p))
+    });
+    assert!(half_way.is_some(), "the save froze the session: {seen:?}");
+    // SAFETY: kill by pid of the hiberd in this test's namespace.
+    assert_eq!(unsafe { libc::kill(hiberd, libc::SIGKILL) }, 0);
+    let last: Value = lines
+        .map_while(|l| l.ok())
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .last()
+        .expect("the client's answer");
+    let _ = client.wait();
+    assert_eq!(last["ok"]["vanished"], true, "{last}");
+
+    // The session runs on, unfrozen.
+    wait_until("the killed save's session to run again", || {
+        user_processes(&env, DESK.uid)
+            .iter()
+            .all(|(_, s)| !matches!(s, 'T' | 't'))
+            .then_some(())
+    });
+    assert!(common::state(hog).is_some(), "the hog runs on");
+    desktop.wait_counting();
+    desktop.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
+
+    // hiberd again (by activation): the earlier snapshot only, nothing
+    // half-made in the store.
+    assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([earlier]));
+    assert_ne!(env.hiberd(), Some(hiberd));
+    assert_eq!(env.ok(&DESK, &["get", &earlier, "Restorable"]), true);
+    let left: Vec<String> = fs::read_dir(env.inside("/var/lib/hiber/1500"))
+        .expect("the user's store")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "half-made images left: {left:?}");
+}

@@ -298,6 +298,18 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Whether the saver `pid` that named an unfinished image still runs: a
+/// zombie does not (a killed hiberd is one until its parent, the bus,
+/// reaps it, and the bus starts the next hiberd meanwhile).
+fn saver_runs(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}
+
 /// The root-owned store of every user's snapshots.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -371,7 +383,7 @@ impl Store {
                 else {
                     continue;
                 };
-                if !Path::new(&format!("/proc/{pid}")).exists() {
+                if !saver_runs(pid) {
                     let path = e.path();
                     match fs::remove_dir_all(&path) {
                         Ok(()) => info!(path = %path.display(), "removed a save left unfinished"),

@@ -92,12 +92,17 @@ for d in /usr/share/dbus-1 /usr/share/polkit-1 /etc/polkit-1 /usr/libexec /var/l
     mkdir -p "$T/$n/upper" "$T/$n/work"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/$n/upper,workdir=$T/$n/work" "$d"
 done
+# The bus policy: the distribution's and the packaged file, none a local
+# admin (or another test) put in /etc.
+mount -t tmpfs -o mode=0755 hiber-test-policy /etc/dbus-1/system.d
 mkdir -p /run/dbus
 mount -t tmpfs -o mode=0755 hiber-test-run /run/dbus
 install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.service" /usr/share/dbus-1/system-services/
 install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.conf" /usr/share/dbus-1/system.d/
 install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.policy" /usr/share/polkit-1/actions/
+# Only the test's rules: none the machine's admin (or another test) left.
 mkdir -p /etc/polkit-1/rules.d
+mount -t tmpfs -o mode=0755 hiber-test-rules /etc/polkit-1/rules.d
 install -m 0644 "$RULES" /etc/polkit-1/rules.d/50-hiber-tests.rules
 ln -sf "$HIBERD" /usr/libexec/hiberd
 install -d -m 0700 /var/lib/hiber
@@ -345,6 +350,11 @@ impl Env {
     /// Start a desktop session of `user`: Xvfb, xclock, xeyes and an xterm
     /// whose shell counts into DIR/count.
     pub fn desktop(&mut self, user: &TestUser) -> Desktop {
+        self.desktop_with(user, "")
+    }
+
+    /// A desktop whose xterm's shell also runs `extra` (a bash command).
+    pub fn desktop_with(&mut self, user: &TestUser, extra: &str) -> Desktop {
         let display = free_display();
         self.displays.push(display);
         let dir = self.user_dir(user, &format!("desktop-{display}"));
@@ -358,6 +368,7 @@ impl Env {
                 "session",
                 &display.to_string(),
                 dir.to_str().expect("utf-8 path"),
+                extra,
             ],
         );
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -446,9 +457,10 @@ pub fn free_display() -> u32 {
 }
 
 /// A small session: Xvfb, xclock, xeyes, and an xterm whose shell counts
-/// into DIR/count. The launching bash stays outside the session.
+/// into DIR/count and runs EXTRA. The launching bash stays outside the
+/// session.
 const SESSION: &str = r#"
-D=$1; DIR=$2
+D=$1; DIR=$2; export EXTRA=$3
 Xvfb ":$D" -screen 0 640x480x24 -nolisten tcp -noreset > "$DIR/xvfb.log" 2>&1 &
 # Not the socket file: it appears before Xvfb listens.
 until xwininfo -root -display ":$D" > /dev/null 2>&1; do sleep 0.05; done
@@ -457,6 +469,7 @@ xclock -update 1 -geometry 100x100+0+0 &
 xeyes -geometry 100x100+200+0 &
 xterm -geometry 60x10+0+200 -e bash --norc --noprofile -c '
     (n=0; while :; do n=$((n+1)); echo $n > "$COUNT"; sleep 0.2; done) &
+    eval "$EXTRA"
     exec bash --norc --noprofile -i' &
 wait
 "#;
