@@ -23,6 +23,7 @@ leaves the bus while a job runs, the wait ends with `"vanished": true`.
 
 import json
 import sys
+import time
 
 import dbus
 import dbus.mainloop.glib
@@ -77,6 +78,9 @@ class JobFollower:
         self.cancel_sent = None
         self.timed_out = None
         self.stream = False
+        # Set just before the call; `elapsed_ms` is from it to Completed.
+        self.started = time.monotonic()
+        self.completed_at = None
         self.vanished = False
         bus.add_signal_receiver(self.on_owner, "NameOwnerChanged", "org.freedesktop.DBus", "org.freedesktop.DBus", "/org/freedesktop/DBus")
         bus.add_signal_receiver(
@@ -98,6 +102,8 @@ class JobFollower:
             self.check()
 
     def on_completed(self, success, name, message, path=None):
+        if self.path is None or str(path) == self.path:
+            self.completed_at = self.completed_at or time.monotonic()
         self.seen.setdefault(str(path), []).append(("completed", [bool(success), str(name), str(message)]))
         self.check()
 
@@ -154,6 +160,7 @@ class JobFollower:
             "objects": [e[1]["Objects"] for e in self.events() if e[0] == "props" and "Objects" in e[1]],
             "completed": self.completed(),
             "cancel": self.cancel_sent,
+            "elapsed_ms": (self.completed_at - self.started) * 1000 if self.completed_at else None,
         }
         if self.timed_out:
             result["timeout"] = self.timed_out
@@ -191,7 +198,8 @@ def main(argv):
                     introspect = True
             follower = JobFollower(bus, cancel_at)
             follower.stream = "stream" in args[1:]
-            manager = bus.get_object(BUS, ROOT)
+            follower.started = time.monotonic()
+            manager = bus.get_object(BUS, ROOT, introspect=False)
             path = manager.SaveSession(
                 args[0], dbus.Dictionary(options, signature="sv"), dbus_interface=MANAGER
             )
@@ -207,7 +215,8 @@ def main(argv):
             return {"ok": result}
         if cmd == "restore":
             follower = JobFollower(bus)
-            obj = bus.get_object(BUS, args[0])
+            obj = bus.get_object(BUS, args[0], introspect=False)
+            follower.started = time.monotonic()
             path = obj.Restore(dbus.Dictionary({}, signature="sv"), dbus_interface=SNAPSHOT)
             return {"ok": follower.wait(path)}
         if cmd == "rename":

@@ -364,7 +364,10 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
     // Cancel once the session is frozen (Progress 0.4: "freezing"); the
     // save would end the session once committed (stop): it must not.
     let cancelled = env.ok(&DESK, &["save", &desktop.name(), "stop", "cancel-at=0.4"]);
-    assert!(cancelled["cancel"]["ok"].is_number(), "Cancel answered: {cancelled}");
+    assert!(
+        cancelled["cancel"]["ok"].is_number(),
+        "Cancel answered: {cancelled}"
+    );
     assert_eq!(cancelled["completed"][0], false, "{cancelled}");
     assert_eq!(
         cancelled["completed"][1], "org.hiber.Hiber1.Error.Cancelled",

@@ -1,7 +1,8 @@
 //! hiberd's test world: a private mount namespace per test in which the
 //! packaged bus files are installed where the real system looks for them
 //! (`packaging/dbus/*` over overlays of /usr/share/dbus-1,
-//! /usr/share/polkit-1, /etc/polkit-1, /usr/libexec and /var/lib), a real
+//! /usr/share/polkit-1, /etc/polkit-1, /usr/libexec and /var/lib, by
+//! tests/private-bus.sh, which packaging/bench-dbus.py uses too), a real
 //! system `dbus-daemon --system` on /run/dbus/system_bus_socket (the
 //! distribution's system.conf, its setuid launch helper), polkitd and
 //! hiberd started by bus activation only, and desktop sessions (Xvfb,
@@ -82,33 +83,6 @@ pub fn grant_rules(users: &[&TestUser]) -> String {
     )
 }
 
-/// Mounts the packaged files in place, then becomes the system bus.
-const SETUP: &str = r#"
-set -eu
-T=$1 REPO=$2 HIBERD=$3 RULES=$4
-mount -t tmpfs -o mode=0755 hiber-test "$T"
-for d in /usr/share/dbus-1 /usr/share/polkit-1 /etc/polkit-1 /usr/libexec /var/lib; do
-    n=$(echo "$d" | tr / _)
-    mkdir -p "$T/$n/upper" "$T/$n/work"
-    mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/$n/upper,workdir=$T/$n/work" "$d"
-done
-# The bus policy: the distribution's and the packaged file, none a local
-# admin (or another test) put in /etc.
-mount -t tmpfs -o mode=0755 hiber-test-policy /etc/dbus-1/system.d
-mkdir -p /run/dbus
-mount -t tmpfs -o mode=0755 hiber-test-run /run/dbus
-install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.service" /usr/share/dbus-1/system-services/
-install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.conf" /usr/share/dbus-1/system.d/
-install -m 0644 "$REPO/packaging/dbus/org.hiber.Hiber1.policy" /usr/share/polkit-1/actions/
-# Only the test's rules: none the machine's admin (or another test) left.
-mkdir -p /etc/polkit-1/rules.d
-mount -t tmpfs -o mode=0755 hiber-test-rules /etc/polkit-1/rules.d
-install -m 0644 "$RULES" /etc/polkit-1/rules.d/50-hiber-tests.rules
-ln -sf "$HIBERD" /usr/libexec/hiberd
-install -d -m 0700 /var/lib/hiber
-exec dbus-daemon --system --nofork --nopidfile --print-address=1
-"#;
-
 /// One test's namespace and its system bus (at the standard address
 /// there, so every program finds it as it would on a real system).
 #[derive(Debug)]
@@ -135,15 +109,8 @@ impl Env {
         let rules_file = dir.path().join("rules");
         fs::write(&rules_file, rules).expect("writing the polkit rules");
         let mut holder = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                SETUP,
-                "setup",
-            ])
+            .args(["--mount", "--propagation", "private", "bash"])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/private-bus.sh"))
             .arg(&mnt)
             .arg(repo())
             .arg(hiberd_bin())
