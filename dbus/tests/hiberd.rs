@@ -71,7 +71,7 @@ fn hiberd_is_started_by_the_bus_and_introspects_as_checked_in() {
     assert_eq!(manager, ours[..1], "the Manager as served");
 }
 
-/// Every process of the user in the test's namespace, with its state.
+/// Every live process of the user in the test's namespace, with its state.
 fn user_processes(env: &Env, uid: u32) -> Vec<(i32, char)> {
     env.processes()
         .into_iter()
@@ -84,6 +84,7 @@ fn user_processes(env: &Env, uid: u32) -> Vec<(i32, char)> {
             })
         })
         .filter_map(|pid| Some((pid, state(pid)?)))
+        .filter(|&(_, s)| s != 'Z' && s != 'X')
         .collect()
 }
 
@@ -98,6 +99,29 @@ fn nothing_frozen(env: &Env, uid: u32) {
         stopped.is_empty(),
         "uid {uid}'s processes stopped: {stopped:?}"
     );
+}
+
+/// `pid`'s parent, its parent's parent, and so on.
+fn ancestors(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut p = pid;
+    while let Some(parent) = fs::read_to_string(format!("/proc/{p}/stat"))
+        .ok()
+        .and_then(|s| {
+            s[s.rfind(')')? + 2..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+    {
+        if parent <= 1 || out.contains(&parent) {
+            break;
+        }
+        out.push(parent);
+        p = parent;
+    }
+    out
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -195,6 +219,34 @@ fn a_user_saves_restores_and_deletes_its_own_session_over_the_bus() {
     wait_until("the restored shell to count on", || {
         (desktop.count() > counted + 1).then_some(())
     });
+    // The restored session is not hiberd's: none of its processes descends
+    // from hiberd, and stopping hiberd leaves it running.
+    let hiberd = env.hiberd().expect("hiberd runs");
+    // (Not the counting loop's short `sleep`s: they come and go.)
+    let session: Vec<(i32, char)> = user_processes(&env, DESK.uid)
+        .into_iter()
+        .filter(|(pid, _)| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "sleep")
+        })
+        .collect();
+    assert!(session.len() >= 5, "the restored session: {session:?}");
+    for &(pid, _) in &session {
+        assert!(
+            !ancestors(pid).contains(&hiberd),
+            "restored pid {pid} descends from hiberd {hiberd}"
+        );
+    }
+    // SAFETY: kill by pid of the hiberd in this test's namespace.
+    assert_eq!(unsafe { libc::kill(hiberd, libc::SIGTERM) }, 0);
+    wait_until("hiberd to stop on SIGTERM", || {
+        state(hiberd).is_none_or(|s| s == 'Z').then_some(())
+    });
+    desktop.wait_counting();
+    let after: Vec<i32> = user_processes(&env, DESK.uid).iter().map(|p| p.0).collect();
+    for (pid, _) in &session {
+        assert!(after.contains(pid), "restored pid {pid} gone with hiberd");
+    }
+
     let snapshot_xml = env.ok(&DESK, &["introspect", snapshot]);
 
     // Delete: unlisted, its store space freed.
