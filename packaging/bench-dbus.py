@@ -243,7 +243,7 @@ def main():
         # second one, on equal terms.
         first = ns.client(home, "save", name)
         assert first["completed"][0], first
-        ns.timed_root([HIBER, "session", "checkpoint", "--display", name], cli_env)
+        ns.timed_root([HIBER, "session", "checkpoint", "--display", name, "--user", str(UID)], cli_env)
         for i in range(a.runs):
             for side in (("dbus", "cli") if i % 2 == 0 else ("cli", "dbus")):
                 if side == "dbus":
@@ -252,7 +252,7 @@ def main():
                     results["save"]["dbus"].append(r["elapsed_ms"])
                 else:
                     results["save"]["cli"].append(ns.timed_root(
-                        [HIBER, "session", "checkpoint", "--display", name], cli_env))
+                        [HIBER, "session", "checkpoint", "--display", name, "--user", str(UID)], cli_env))
         for i in range(a.runs):
             for side in (("dbus", "cli") if i % 2 == 0 else ("cli", "dbus")):
                 if side == "dbus":
@@ -267,7 +267,7 @@ def main():
                     ns.client(home, "delete", snapshot)
                 else:
                     img = os.path.join(cli_store, f"stopped-{i}")
-                    ns.timed_root([HIBER, "session", "checkpoint", "--display", name, "--stop",
+                    ns.timed_root([HIBER, "session", "checkpoint", "--display", name, "--user", str(UID), "--stop",
                                    "-o", img], cli_env)
                     session_gone(ns)
                     results["restore"]["cli"].append(ns.timed_root(

@@ -3,8 +3,8 @@
 # packaging/bench-dbus.py. Run it in a new mount namespace of its own
 # (`unshare --mount --propagation private bash private-bus.sh ...`): it
 # installs packaging/dbus/* where the system looks for them, over overlays
-# (/usr/share/dbus-1, /usr/share/polkit-1, /etc/polkit-1, /usr/libexec,
-# /var/lib), with only RULES in /etc/polkit-1/rules.d and no local bus
+# (/usr/share/dbus-1/system-services and system.d,
+# /usr/share/polkit-1/actions, /usr/libexec, /var/lib), with only RULES in /etc/polkit-1/rules.d and no local bus
 # policy in /etc/dbus-1/system.d, links /usr/libexec/hiberd (the path the
 # activation file names) to HIBERD, then becomes the distribution's system
 # bus (`dbus-daemon --system`) on /run/dbus/system_bus_socket, printing its
@@ -14,7 +14,11 @@
 set -eu
 T=$1 REPO=$2 HIBERD=$3 RULES=$4
 mount -t tmpfs -o mode=0755 hiber-test "$T"
-for d in /usr/share/dbus-1 /usr/share/polkit-1 /etc/polkit-1 /usr/libexec /var/lib; do
+# Overlays only where files are added: a session's programs watch other
+# directories (a session bus watches /usr/share/dbus-1/services), and an
+# inotify watch inside an overlay has no file handle for a save to find.
+for d in /usr/share/dbus-1/system-services /usr/share/dbus-1/system.d \
+        /usr/share/polkit-1/actions /usr/libexec /var/lib; do
     n=$(echo "$d" | tr / _)
     mkdir -p "$T/$n/upper" "$T/$n/work"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/$n/upper,workdir=$T/$n/work" "$d"

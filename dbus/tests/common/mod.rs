@@ -1,7 +1,7 @@
 //! hiberd's test world: a private mount namespace per test in which the
 //! packaged bus files are installed where the real system looks for them
-//! (`packaging/dbus/*` over overlays of /usr/share/dbus-1,
-//! /usr/share/polkit-1, /etc/polkit-1, /usr/libexec and /var/lib, by
+//! (`packaging/dbus/*` over overlays of /usr/share/dbus-1/system-services
+//! and system.d, /usr/share/polkit-1/actions, /usr/libexec and /var/lib, by
 //! tests/private-bus.sh, which packaging/bench-dbus.py uses too), a real
 //! system `dbus-daemon --system` on /run/dbus/system_bus_socket (the
 //! distribution's system.conf, its setuid launch helper), polkitd and
