@@ -618,16 +618,26 @@ impl Store {
     /// Restore `uid`'s snapshot `id` on behalf of `uid`: whoever asks, the
     /// restored processes get no credential that user did not have.
     pub fn restore(&self, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
-        let entry = self.entry(uid, id)?;
-        if !entry.restorable {
-            return Err(ServiceError::NotRestorable {
-                id: id.into(),
-                problem: entry.problem,
-            });
+        let image = self.image_dir(uid, id)?;
+        // What makes a listed snapshot unrestorable, without the sizes and
+        // the window list a listing reads (restore_as reads the record
+        // itself): time a restore's caller waits for.
+        let not_restorable = |problem: String| ServiceError::NotRestorable {
+            id: id.into(),
+            problem,
+        };
+        let (_, snap): (ImageReader, Snapshot) =
+            ImageReader::open(&image).map_err(|err| not_restorable(format!("damaged: {err}")))?;
+        let here = uname_release();
+        if snap.kernel != here {
+            return Err(not_restorable(format!(
+                "made on kernel {}; this machine runs {here}",
+                snap.kernel
+            )));
         }
+        drop(snap);
         let creds = hiber_core::creds::Creds::of_user(uid)
             .map_err(|source| ServiceError::NoSuchUser { uid, source })?;
-        let image = self.image_dir(uid, id)?;
         job.progress(Progress {
             stage: "restoring",
             fraction: 0.0,
