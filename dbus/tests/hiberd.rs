@@ -215,6 +215,12 @@ fn a_user_saves_restores_and_deletes_its_own_session_over_the_bus() {
         serde_json::json!([true, "", ""]),
         "{restored}"
     );
+    let restore_progress = restored["progress"].as_array().expect("progress");
+    assert_eq!(
+        restore_progress.last().and_then(Value::as_f64),
+        Some(1.0),
+        "the restore's Progress ends at 1: {restored}"
+    );
     desktop.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
     wait_until("the restored shell to count on", || {
         (desktop.count() > counted + 1).then_some(())
@@ -429,6 +435,7 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
     assert!(common::state(hog).is_some(), "the hog runs on");
     nothing_frozen(&env, DESK.uid);
     desktop.wait_counting();
+    desktop.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
 
     // A save that completes, then one whose hiberd is killed half way.
     let earlier = env.ok(&DESK, &["save", &desktop.name(), "name=earlier"]);
