@@ -7,6 +7,7 @@ PropertiesChanged signals carried; nothing is polled and nothing sleeps:
 waits end on a signal or at the deadline, which is then named.
 
     client.py list
+    client.py objects            (GetManagedObjects: path -> interfaces)
     client.py props PATH
     client.py get PATH PROPERTY
     client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect] [stream]
@@ -177,6 +178,10 @@ def main(argv):
         if cmd == "list":
             manager = bus.get_object(BUS, ROOT)
             return {"ok": plain(manager.ListSnapshots(dbus_interface=MANAGER))}
+        if cmd == "objects":
+            manager = bus.get_object(BUS, ROOT, introspect=False)
+            objects = manager.GetManagedObjects(dbus_interface="org.freedesktop.DBus.ObjectManager")
+            return {"ok": {str(p): sorted(str(i) for i in ifaces) for p, ifaces in objects.items()}}
         if cmd == "props":
             obj = bus.get_object(BUS, args[0])
             return {"ok": plain(obj.GetAll(SNAPSHOT, dbus_interface=PROPS))}

@@ -329,6 +329,18 @@ fn other_users_and_owners_without_the_grant_are_refused() {
     );
     let theirs = snapshot_of(&own);
     assert_eq!(env.ok(&OTHER, &["list"]), serde_json::json!([theirs]));
+    let objects = env.ok(&OTHER, &["objects"]);
+    assert_eq!(
+        objects[&theirs],
+        serde_json::json!(["org.hiber.Hiber1.Snapshot"]),
+        "{objects}"
+    );
+    assert_eq!(objects.get(&snapshot), None, "{objects}");
+    let objects = env.ok(&DESK, &["objects"]);
+    assert!(
+        objects.get(&snapshot).is_some() && objects.get(&theirs).is_none(),
+        "the owner's objects: {objects}"
+    );
     // GetAll leaves out what may not be read (zbus's GetAll skips a
     // property whose getter fails): nothing; each Get says why.
     assert_eq!(
