@@ -449,13 +449,41 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
     desktop.wait_counting();
     desktop.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
 
-    // A save that completes, then one whose hiberd is killed half way.
-    let earlier = env.ok(&DESK, &["save", &desktop.name(), "name=earlier"]);
-    assert_eq!(earlier["completed"][0], true, "{earlier}");
-    let earlier = snapshot_of(&earlier);
-    let hiberd = env.hiberd().expect("hiberd runs");
+    // A save whose caller goes away once it started: it completes anyway.
     let home = env.user_dir(&DESK, "home-1500");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client.py");
+    let mut caller = env
+        .user(
+            &DESK,
+            &home,
+            &[
+                "/usr/bin/python3",
+                script,
+                "save",
+                &desktop.name(),
+                "stream",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the client");
+    let first = std::io::BufRead::lines(std::io::BufReader::new(
+        caller.stdout.take().expect("piped"),
+    ))
+    .next();
+    assert!(
+        first.is_some_and(|l| l.is_ok_and(|l| l.contains("progress"))),
+        "the save started"
+    );
+    caller.kill().expect("killing the client");
+    caller.wait().expect("reaping the client");
+    let earlier = wait_until("the save of a gone caller to be listed", || {
+        let listed = env.ok(&DESK, &["list"]);
+        let listed = listed.as_array()?;
+        (listed.len() == 1).then(|| listed[0].as_str().map(str::to_string))?
+    });
+    // Then one whose hiberd is killed half way.
+    let hiberd = env.hiberd().expect("hiberd runs");
     let mut client = env
         .user(
             &DESK,
