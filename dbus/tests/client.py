@@ -11,7 +11,7 @@ waits end on a signal or at the deadline, which is then named.
     client.py props PATH
     client.py get PATH PROPERTY
     client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect] [stream]
-    client.py restore PATH
+    client.py restore PATH [cancel-at=FRACTION]
     client.py rename PATH NAME
     client.py delete PATH
     client.py screenshot PATH SCREEN FILE
@@ -219,7 +219,11 @@ def main(argv):
             result["job_xml"] = job_xml
             return {"ok": result}
         if cmd == "restore":
-            follower = JobFollower(bus)
+            cancel_at = None
+            for a in args[1:]:
+                if a.startswith("cancel-at="):
+                    cancel_at = float(a[10:])
+            follower = JobFollower(bus, cancel_at)
             obj = bus.get_object(BUS, args[0], introspect=False)
             follower.started = time.monotonic()
             path = obj.Restore(dbus.Dictionary({}, signature="sv"), dbus_interface=SNAPSHOT)

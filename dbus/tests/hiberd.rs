@@ -544,3 +544,55 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
         .collect();
     assert!(left.is_empty(), "half-made images left: {left:?}");
 }
+
+#[test]
+fn a_restore_cancelled_before_its_processes_run_leaves_nothing_running() {
+    let mut env = Env::start(&grant_rules(&[&DESK]));
+    let desktop = env.desktop_with(&DESK, HOG);
+    wait_until("the session's hog to fill its memory", || {
+        fs::read_to_string(desktop.dir.join("count.hog")).ok()
+    });
+    let saved = env.ok(&DESK, &["save", &desktop.name(), "stop"]);
+    assert_eq!(saved["completed"][0], true, "{saved}");
+    let snapshot = snapshot_of(&saved);
+    wait_until("the saved session to end", || {
+        user_processes(&env, DESK.uid).is_empty().then_some(())
+    });
+    env.reap_children();
+
+    // Cancelled at its first progress, while 512 MiB are still going in.
+    let cancelled = env.ok(&DESK, &["restore", &snapshot, "cancel-at=0"]);
+    assert!(
+        cancelled["cancel"]["ok"].is_number(),
+        "Cancel answered: {cancelled}"
+    );
+    assert_eq!(
+        cancelled["completed"][1], "org.hiber.Hiber1.Error.Cancelled",
+        "{cancelled}"
+    );
+    assert_eq!(cancelled["cancelable"][0], true, "{cancelled}");
+    wait_until("the cancelled restore's processes to be gone", || {
+        user_processes(&env, DESK.uid).is_empty().then_some(())
+    });
+    assert_eq!(
+        hiber_session::discover::x_server_of(desktop.display).expect("X servers"),
+        None,
+        "no X server on the display"
+    );
+    assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([snapshot]));
+    assert_eq!(env.ok(&DESK, &["get", &snapshot, "Restorable"]), true);
+
+    // The same snapshot restores in full afterwards.
+    let counted = desktop.count();
+    let restored = env.ok(&DESK, &["restore", &snapshot]);
+    assert_eq!(restored["completed"][0], true, "{restored}");
+    assert_eq!(
+        restored["cancelable"].as_array().and_then(|c| c.last()),
+        Some(&Value::Bool(false)),
+        "not cancelable once every page is in: {restored}"
+    );
+    desktop.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
+    wait_until("the restored shell to count on", || {
+        (desktop.count() > counted + 1).then_some(())
+    });
+}

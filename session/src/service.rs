@@ -47,7 +47,7 @@ pub enum ServiceError {
     NoSuchSnapshot { uid: u32, id: String },
     #[error("not the caller's session: {reason}")]
     NotOwner { reason: String },
-    #[error("the save was cancelled; the session runs on as it was")]
+    #[error("cancelled: a save leaves the session as it was, a restore runs nothing")]
     Cancelled,
     #[error("the session cannot be saved:\n{refusals}")]
     Refused { refusals: String },
@@ -109,6 +109,9 @@ impl From<SessionError> for ServiceError {
                 reason: e.to_string(),
             },
             SessionError::Checkpoint(CheckpointError::Cancelled { .. }) => ServiceError::Cancelled,
+            SessionError::Restore(hiber_core::RestoreError::Cancelled { .. }) => {
+                ServiceError::Cancelled
+            }
             SessionError::Checkpoint(CheckpointError::Refused(report)) => ServiceError::Refused {
                 refusals: report.refusals_text(),
             },
@@ -193,8 +196,8 @@ pub struct Progress {
 /// The caller of a long operation: hears its progress, may cancel it.
 pub trait JobControl: Sync {
     fn progress(&self, progress: Progress);
-    /// Asked at each stage of a save; true ends it, leaving the session as
-    /// it was.
+    /// Asked at each stage of a save, and of a restore until its processes
+    /// run; true ends it, leaving the session (or the display) as it was.
     fn cancelled(&self) -> bool {
         false
     }
@@ -652,7 +655,9 @@ impl Store {
                 bytes_expected: total,
             })
         };
-        let r = display_session::restore_as(&image, Some(creds), &progress)?;
+        let r = display_session::restore_as_cancellable(&image, Some(creds), &progress, &|| {
+            job.cancelled()
+        })?;
         let mut pids: Vec<i32> = r.restored.pids.iter().map(|p| p.1).collect();
         pids.sort_unstable();
         job.progress(Progress {
