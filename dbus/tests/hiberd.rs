@@ -101,6 +101,30 @@ fn nothing_frozen(env: &Env, uid: u32) {
     );
 }
 
+/// Zombies of `uid` that wait for pid 1 to reap them (in any namespace:
+/// a zombie has none left to tell).
+fn orphan_zombies(uid: u32) -> Vec<i32> {
+    fs::read_dir("/proc")
+        .expect("listing /proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
+                return false;
+            };
+            let mut f = rest.split_whitespace();
+            let (state, ppid) = (f.next(), f.next());
+            state == Some("Z")
+                && ppid == Some("1")
+                && fs::metadata(format!("/proc/{pid}"))
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+        })
+        .collect()
+}
+
 /// `pid`'s parent, its parent's parent, and so on.
 fn ancestors(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
@@ -582,7 +606,12 @@ fn a_restore_cancelled_before_its_processes_run_leaves_nothing_running() {
     assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([snapshot]));
     assert_eq!(env.ok(&DESK, &["get", &snapshot, "Restorable"]), true);
 
-    // The same snapshot restores in full afterwards.
+    // The same snapshot restores in full afterwards, once the ended
+    // processes' pids are free again (killed orphans are zombies until pid 1
+    // reaps them, a little later here).
+    wait_until("the cancelled restore's processes to be reaped", || {
+        orphan_zombies(DESK.uid).is_empty().then_some(())
+    });
     let counted = desktop.count();
     let restored = env.ok(&DESK, &["restore", &snapshot]);
     assert_eq!(restored["completed"][0], true, "{restored}");
