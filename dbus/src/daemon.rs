@@ -5,7 +5,7 @@ use crate::auth::Auth;
 use crate::error::{Error, Result};
 use crate::objects::{self, Objects};
 use crate::snapshot::SnapshotObject;
-use hiber_session::service::{SnapshotEntry, Store};
+use hiber_session::system_store::{SnapshotEntry, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

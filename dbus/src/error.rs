@@ -1,7 +1,7 @@
 //! The errors clients see, named under `org.hiber.Hiber1.Error.` so they
 //! match on names, not on text.
 
-use hiber_session::service::ServiceError;
+use hiber_session::system_store::ServiceError;
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.hiber.Hiber1.Error")]

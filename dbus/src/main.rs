@@ -1,7 +1,7 @@
 //! hiberd: Hiber's system D-Bus service, `org.hiber.Hiber1`. Saves,
 //! lists, restores and deletes users' desktop sessions on their behalf,
 //! with jobs, progress, cancel and polkit. It owns the bus API and the
-//! authorization of callers; the work is hiber-session's `service`.
+//! authorization of callers; the work is hiber-session's `system_store`.
 //!
 //! `hiberd [--state-dir DIR] [--idle-timeout SECS]`: the service (it
 //! connects to the system bus, or to `DBUS_SYSTEM_BUS_ADDRESS`).
@@ -19,7 +19,7 @@ mod snapshot;
 
 use anyhow::{bail, Context, Result};
 use daemon::{Daemon, BUS_NAME, ROOT};
-use hiber_session::service::{Store, DEFAULT_BASE};
+use hiber_session::system_store::{Store, DEFAULT_BASE};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;

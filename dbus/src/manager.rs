@@ -5,7 +5,7 @@ use crate::auth::{self, Caller};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use hiber_session::display_session::parse_display;
-use hiber_session::service::{self, SaveKind, SaveRequest};
+use hiber_session::system_store::{self, SaveKind, SaveRequest};
 use std::collections::HashMap;
 use std::sync::Arc;
 use zbus::interface;
@@ -30,7 +30,7 @@ impl Manager {
         let n = parse_display(display)
             .ok_or_else(|| Error::NoSuchDisplay(format!("{display:?} is not a display (:N)")))?;
         let owner = tokio::task::spawn_blocking(move || -> Result<u32> {
-            let owner = service::display_owner(n)?;
+            let owner = system_store::display_owner(n)?;
             if caller.may_touch(owner) && !caller.is_root() {
                 // Every process it would save must be the caller's too.
                 hiber_session::display_session::find(
@@ -38,10 +38,10 @@ impl Manager {
                     &hiber_session::discover::FindOptions {
                         user: caller.uid,
                         exclude: Vec::new(),
-                        services: service::service_rules(),
+                        services: system_store::service_rules(),
                     },
                 )
-                .map_err(service::ServiceError::from)?;
+                .map_err(system_store::ServiceError::from)?;
             }
             Ok(owner)
         })
@@ -87,7 +87,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<(bool, Vec<HashMap<String, OwnedValue>>)> {
         let (n, owner, _) = self.may_save(&hdr, display).await?;
-        let report = tokio::task::spawn_blocking(move || service::check(n, owner))
+        let report = tokio::task::spawn_blocking(move || system_store::check(n, owner))
             .await
             .map_err(|e| Error::Failed(e.to_string()))??;
         let v = |v: Value<'_>| OwnedValue::try_from(v).expect("plain values have no fds");
@@ -131,7 +131,7 @@ impl Manager {
             None => SaveKind::Manual,
         };
         if let Some(name) = &name {
-            service::check_name(name)?;
+            system_store::check_name(name)?;
         }
         let (display, owner, caller) = self.may_save(&hdr, display).await?;
         let req = SaveRequest {

@@ -8,7 +8,7 @@
 //! when the job is cancelled (heard until the restored processes run).
 
 use crate::error::{Error, Result};
-use hiber_session::service::{JobControl, Progress, RestoreOutcome, Store};
+use hiber_session::system_store::{JobControl, Progress, RestoreOutcome, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};

@@ -3,7 +3,7 @@
 //! (`StartTransientUnit`). Without systemd there is no unit to leave; the
 //! session keeper, detached from hiberd by the restore helper, holds it.
 
-use hiber_session::service::RestoreOutcome;
+use hiber_session::system_store::RestoreOutcome;
 use tracing::{info, warn};
 use zbus::zvariant::Value;
 use zbus::Connection;

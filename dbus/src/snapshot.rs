@@ -7,7 +7,7 @@ use crate::daemon::{snapshot_path, Daemon};
 use crate::error::{Error, Result};
 use crate::objects::Properties;
 use hiber_session::display_session::parse_display;
-use hiber_session::service::SnapshotEntry;
+use hiber_session::system_store::SnapshotEntry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::info;

@@ -3,7 +3,7 @@
 //! It finds a session from its X display (`discover`), records its windows
 //! and screenshots (`desktop`), saves and restores it through the engine
 //! (`display_session`), and keeps the user's snapshots (`snapshots`), and
-//! offers all of it to a service (`service`: hiberd's store and jobs). The
+//! offers all of it to a service (`system_store`: hiberd's store and jobs). The
 //! CLI's commands live in the binary. It never imports the D-Bus service
 //! or the GUI.
 
@@ -11,6 +11,6 @@ pub mod desktop;
 pub mod discover;
 pub mod display_session;
 pub mod format;
-pub mod service;
+pub mod system_store;
 pub mod services;
 pub mod snapshots;
