@@ -76,6 +76,9 @@ mod imp {
             self.parent_constructed();
             let w = self.obj();
             w.add_actions();
+            w.imp()
+                .job_revealer
+                .update_state(&[gtk::accessible::State::Hidden(true)]);
             self.list.connect_row_activated(glib::clone!(
                 #[weak]
                 w,
@@ -211,7 +214,7 @@ impl Window {
 
     fn connect_hiberd(&self) {
         let imp = self.imp();
-        imp.stack.set_visible_child_name("loading");
+        self.show_page("loading");
         let generation = {
             let mut st = imp.state.borrow_mut();
             st.hiber = None;
@@ -245,13 +248,30 @@ impl Window {
         ));
     }
 
+    /// Show one page of the stack. The others are marked hidden for
+    /// assistive technologies too: GTK 4.8 leaves a stack's hidden pages
+    /// in the accessibility tree looking like the shown one.
+    fn show_page(&self, name: &str) {
+        let stack = &self.imp().stack;
+        stack.set_visible_child_name(name);
+        let pages = stack.pages();
+        for i in 0..pages.n_items() {
+            let Some(page) = pages.item(i).and_downcast::<gtk::StackPage>() else {
+                continue;
+            };
+            let hidden = page.name().as_deref() != Some(name);
+            page.child()
+                .update_state(&[gtk::accessible::State::Hidden(hidden)]);
+        }
+    }
+
     fn unavailable(&self, failure: &Failure) {
         warn!(%failure, "hiberd unavailable");
         let (title, text) = failure.words();
         let page = &self.imp().unavailable_page;
         page.set_title(&title);
         page.set_description(Some(&text));
-        self.imp().stack.set_visible_child_name("unavailable");
+        self.show_page("unavailable");
         self.imp().state.borrow_mut().hiber = None;
         self.enable_actions();
     }
@@ -413,8 +433,7 @@ impl Window {
         let empty = rows.is_empty();
         imp.state.borrow_mut().rows = rows;
         if imp.stack.visible_child_name().as_deref() != Some("unavailable") {
-            imp.stack
-                .set_visible_child_name(if empty { "empty" } else { "list" });
+            self.show_page(if empty { "empty" } else { "list" });
         }
         for p in missing {
             self.fetch_thumbnail(p);
@@ -590,6 +609,8 @@ impl Window {
         imp.job_progress.pulse();
         imp.job_cancel.set_sensitive(false);
         imp.job_revealer.set_reveal_child(true);
+        imp.job_revealer
+            .update_state(&[gtk::accessible::State::Hidden(false)]);
         self.enable_actions();
     }
 
@@ -597,6 +618,9 @@ impl Window {
         let imp = self.imp();
         imp.state.borrow_mut().job = None;
         imp.job_revealer.set_reveal_child(false);
+        // Hidden for assistive technologies too, as for the stack's pages.
+        imp.job_revealer
+            .update_state(&[gtk::accessible::State::Hidden(true)]);
         self.enable_actions();
     }
 

@@ -1,0 +1,144 @@
+#!/usr/bin/python3
+"""Drive hiber-gtk the way a screen reader user would: through the
+accessibility tree (AT-SPI), as the session's user, on its session bus.
+
+atspi.py APP wait ROLE NAME [SECONDS]    until such an object shows
+atspi.py APP gone ROLE NAME [SECONDS]    until none shows
+atspi.py APP press ROLE NAME [SECONDS]   its first action (click)
+atspi.py APP count ROLE PREFIX [SECONDS] how many objects' names start so
+atspi.py APP find-in ROLE NAME CROLE CNAME [SECONDS]
+                                         press CNAME inside the ROLE NAME
+atspi.py APP names ROLE                  print every NAME of that role
+
+Waits poll the tree until the deadline; a timeout says what was awaited
+and prints the tree, exit status 1. NAME matches exactly; showing means
+the object and its ancestors are VISIBLE (not on a hidden stack page).
+"""
+import sys
+import time
+
+import pyatspi
+
+
+def app_named(name):
+    desktop = pyatspi.Registry.getDesktop(0)
+    for app in desktop:
+        try:
+            if app is not None and app.name == name:
+                return app
+        except Exception:
+            continue
+    return None
+
+
+def visible(obj):
+    try:
+        return obj.getState().contains(pyatspi.STATE_VISIBLE)
+    except Exception:
+        return False
+
+
+def walk(obj, shown=True):
+    """(object, whether it and every ancestor below the application are
+    visible): GTK 4.8 sets no SHOWING state, and the app marks the stack
+    pages it does not show hidden."""
+    try:
+        yield obj, shown
+        for child in obj:
+            if child is not None:
+                yield from walk(child, shown and visible(child))
+    except Exception:
+        return
+
+
+def matches(app, role, name, prefix=False):
+    out = []
+    for o, shown in walk(app):
+        try:
+            if o.getRoleName() != role or not shown:
+                continue
+            n = o.name or ""
+            if (n.startswith(name) if prefix else n == name):
+                out.append(o)
+        except Exception:
+            continue
+    return out
+
+
+def dump(app, out):
+    def rec(o, depth):
+        try:
+            flag = "" if visible(o) else " (hidden)"
+            out.write("  " * depth + f"[{o.getRoleName()}] {o.name!r}{flag}\n")
+            for c in o:
+                if c is not None:
+                    rec(c, depth + 1)
+        except Exception as e:
+            out.write("  " * depth + f"! {e}\n")
+
+    if app is None:
+        out.write("(no such application on the accessibility bus)\n")
+    else:
+        rec(app, 0)
+
+
+def until(what, deadline, probe):
+    app = None
+    while True:
+        app = app_named(APP)
+        if app is not None:
+            got = probe(app)
+            if got is not None:
+                return got
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"timed out waiting for {what}\n")
+            dump(app, sys.stderr)
+            sys.exit(1)
+        time.sleep(0.1)
+
+
+def press(obj):
+    action = obj.queryAction()
+    for i in range(action.nActions):
+        if action.getName(i) in ("click", "press", "activate"):
+            return action.doAction(i)
+    return action.doAction(0)
+
+
+APP = sys.argv[1]
+cmd = sys.argv[2]
+args = sys.argv[3:]
+
+
+def seconds(i, default=30.0):
+    return time.monotonic() + (float(args[i]) if len(args) > i else default)
+
+
+if cmd == "wait":
+    role, name = args[0], args[1]
+    until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+    print("found")
+elif cmd == "gone":
+    role, name = args[0], args[1]
+    until(f"{role} {name!r} to go from {APP}", seconds(2), lambda a: True if not matches(a, role, name) else None)
+    print("gone")
+elif cmd == "press":
+    role, name = args[0], args[1]
+    objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+    ok = press(objs[0])
+    print("pressed" if ok else "refused")
+    sys.exit(0 if ok else 1)
+elif cmd == "count":
+    role, prefix = args[0], args[1]
+    app = until(f"{APP} on the accessibility bus", seconds(2), lambda a: a)
+    print(len(matches(app, role, prefix, prefix=True)))
+elif cmd == "names":
+    role = args[0]
+    app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
+    for o in matches(app, role, "", prefix=True):
+        print(o.name)
+elif cmd == "dump":
+    dump(app_named(APP), sys.stdout)
+else:
+    sys.stderr.write(__doc__)
+    sys.exit(2)
