@@ -9,6 +9,7 @@ atspi.py APP count ROLE PREFIX [SECONDS] how many objects' names start so
 atspi.py APP find-in ROLE NAME CROLE CNAME [SECONDS]
                                          press CNAME inside the ROLE NAME
 atspi.py APP names ROLE                  print every NAME of that role
+atspi.py APP state ROLE NAME             print its states
 
 Waits poll the tree until the deadline; a timeout says what was awaited
 and prints the tree, exit status 1. NAME matches exactly; showing means
@@ -137,6 +138,11 @@ elif cmd == "names":
     app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
     for o in matches(app, role, "", prefix=True):
         print(o.name)
+elif cmd == "state":
+    role, name = args[0], args[1]
+    objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+    states = objs[0].getState().getStates()
+    print(" ".join(pyatspi.stateToString(s) for s in states))
 elif cmd == "dump":
     dump(app_named(APP), sys.stdout)
 else:
