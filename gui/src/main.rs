@@ -31,6 +31,7 @@ fn main() -> glib::ExitCode {
         // The default scheme follows the system's light or dark
         // preference; no colour of our own is hard-coded (style.css).
         adw::StyleManager::default().set_color_scheme(adw::ColorScheme::Default);
+        gtk::Window::set_default_icon_name(APP_ID);
         let quit = gio::SimpleAction::new("quit", None);
         quit.connect_activate(glib::clone!(
             #[weak]
