@@ -54,8 +54,11 @@ glib::wrapper! {
 }
 
 impl SnapshotRow {
-    pub fn new(info: &SnapshotInfo, now_us: u64) -> Self {
+    pub fn new(info: &SnapshotInfo, texture: Option<&gdk::Texture>, now_us: u64) -> Self {
         let row: Self = glib::Object::new();
+        if let Some(t) = texture {
+            row.imp().thumbnail.set_paintable(Some(t));
+        }
         row.show(info, now_us);
         row
     }
@@ -90,14 +93,21 @@ impl SnapshotRow {
             imp.restore_button
                 .set_tooltip_text(Some(&format!("Cannot be restored: {}", info.problem)));
         }
+        let label = if imp.thumbnail.paintable().is_some() {
+            format!("Screenshot of {}", info.name)
+        } else {
+            format!("No screenshot of {} yet", info.name)
+        };
         imp.thumbnail
-            .update_property(&[gtk::accessible::Property::Label(&format!(
-                "Screenshot of {}",
-                info.name
-            ))]);
+            .update_property(&[gtk::accessible::Property::Label(&label)]);
     }
 
-    pub fn set_thumbnail(&self, texture: &gdk::Texture) {
-        self.imp().thumbnail.set_paintable(Some(texture));
+    /// The screenshot, once it has come; its accessible name says so.
+    pub fn set_thumbnail(&self, texture: &gdk::Texture, name: &str) {
+        let thumbnail = &self.imp().thumbnail;
+        thumbnail.set_paintable(Some(texture));
+        thumbnail.update_property(&[gtk::accessible::Property::Label(&format!(
+            "Screenshot of {name}"
+        ))]);
     }
 }

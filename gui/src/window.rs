@@ -411,13 +411,11 @@ impl Window {
             st.snapshots
                 .iter()
                 .map(|s| {
-                    let row = SnapshotRow::new(s, now);
-                    match st.thumbnails.get(&s.path) {
-                        Some(t) => row.set_thumbnail(t),
-                        None if s.screens > 0 => missing.push(s.path.clone()),
-                        None => {}
+                    let texture = st.thumbnails.get(&s.path);
+                    if texture.is_none() && s.screens > 0 {
+                        missing.push(s.path.clone());
                     }
-                    row
+                    SnapshotRow::new(s, texture, now)
                 })
                 .collect()
         };
@@ -467,8 +465,13 @@ impl Window {
                     Err(e) => return warn!(%e, path, "decoding a screenshot"),
                 };
                 let st = &mut *w.imp().state.borrow_mut();
-                if let Some(row) = st.rows.iter().find(|r| r.path() == path) {
-                    row.set_thumbnail(&texture);
+                let name = st
+                    .snapshots
+                    .iter()
+                    .find(|s| s.path == path)
+                    .map(|s| s.name.clone());
+                if let (Some(row), Some(name)) = (st.rows.iter().find(|r| r.path() == path), name) {
+                    row.set_thumbnail(&texture, &name);
                 }
                 st.thumbnails.insert(path, texture);
             }

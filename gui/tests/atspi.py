@@ -5,9 +5,12 @@ accessibility tree (AT-SPI), as the session's user, on its session bus.
 atspi.py APP wait ROLE NAME [SECONDS]    until such an object shows
 atspi.py APP gone ROLE NAME [SECONDS]    until none shows
 atspi.py APP press ROLE NAME [SECONDS]   its first action (click)
+atspi.py APP click TEXT [SECONDS]        the button whose label reads TEXT
 atspi.py APP count ROLE PREFIX [SECONDS] how many objects' names start so
 atspi.py APP find-in ROLE NAME CROLE CNAME [SECONDS]
                                          press CNAME inside the ROLE NAME
+atspi.py APP wait-count ROLE PREFIX N [SECONDS]
+                                         until exactly N names start so; prints them
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
 
@@ -129,10 +132,36 @@ elif cmd == "press":
     ok = press(objs[0])
     print("pressed" if ok else "refused")
     sys.exit(0 if ok else 1)
+elif cmd == "click":
+    # The button whose text a user reads: dialogs' buttons carry their
+    # mnemonic in their accessible name, their label does not.
+    text = args[0]
+
+    def button_with_label(a):
+        for o in matches(a, "label", text):
+            parent = o.parent
+            if parent is not None and parent.getRoleName() == "push button":
+                return parent
+        return None
+
+    button = until(f"a button reading {text!r} in {APP}", seconds(1), button_with_label)
+    ok = press(button)
+    print("pressed" if ok else "refused")
+    sys.exit(0 if ok else 1)
 elif cmd == "count":
     role, prefix = args[0], args[1]
     app = until(f"{APP} on the accessibility bus", seconds(2), lambda a: a)
     print(len(matches(app, role, prefix, prefix=True)))
+elif cmd == "wait-count":
+    role, prefix, n = args[0], args[1], int(args[2])
+    args = args[3:]
+    found = until(
+        f"{n} {role} named {prefix!r}... in {APP}",
+        seconds(0),
+        lambda a: (lambda m: m if len(m) == n else None)(matches(a, role, prefix, prefix=True)),
+    )
+    for o in found:
+        print(o.name)
 elif cmd == "names":
     role = args[0]
     app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
