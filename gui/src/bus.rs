@@ -217,6 +217,8 @@ pub enum Event {
     JobCompleted(String, JobEnd),
     /// hiberd left the bus (it stopped or crashed).
     ServiceGone,
+    /// The app's own connection to the bus broke.
+    ConnectionLost,
 }
 
 /// The app's connection to hiberd.
@@ -286,14 +288,16 @@ impl Hiber {
             let events = events.clone();
             tokio::spawn(async move {
                 use futures_lite::StreamExt;
-                while let Some(msg) = stream.next().await {
-                    let Ok(msg) = msg else { continue };
+                while let Some(Ok(msg)) = stream.next().await {
                     if let Some(ev) = event_of(&msg) {
                         if events.send(ev).is_err() {
                             return;
                         }
                     }
                 }
+                // The connection broke: the bus went away, or this app
+                // was restored from a snapshot and its socket was reset.
+                let _ = events.send(Event::ConnectionLost);
             });
         }
         Ok(())

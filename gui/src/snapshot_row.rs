@@ -74,7 +74,6 @@ impl SnapshotRow {
         *imp.path.borrow_mut() = info.path.clone();
         PreferencesRowExt::set_title(self, &glib::markup_escape_text(&info.name));
         ActionRowExt::set_subtitle(self, &glib::markup_escape_text(&info.summary(now_us)));
-        self.update_property(&[gtk::accessible::Property::Label(&info.name)]);
         let target = info.path.to_variant();
         for (button, action, verb) in [
             (&*imp.restore_button, "win.restore", "Restore"),

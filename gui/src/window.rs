@@ -339,10 +339,24 @@ impl Window {
                     st.early_ends.push((p, end));
                 }
             }
+            Event::ConnectionLost => {
+                // Connect again (a restored app comes back with its old
+                // socket reset); whatever was running is hiberd's to end.
+                warn!("the connection to the system bus broke; connecting again");
+                self.stop_busy();
+                self.connect_hiberd();
+            }
             Event::ServiceGone => {
                 // hiberd leaves when idle and comes back on the next call;
                 // only a job it was running is lost.
-                if self.imp().state.borrow().job.is_some() {
+                let following = self
+                    .imp()
+                    .state
+                    .borrow()
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| !j.path.is_empty());
+                if following {
                     self.job_ended(JobEnd {
                         success: false,
                         error: "org.hiber.Hiber1.Error.Failed".into(),

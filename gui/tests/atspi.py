@@ -11,6 +11,7 @@ atspi.py APP find-in ROLE NAME CROLE CNAME [SECONDS]
                                          press CNAME inside the ROLE NAME
 atspi.py APP wait-count ROLE PREFIX N [SECONDS]
                                          until exactly N names start so; prints them
+atspi.py APP wait-any ROLE PREFIX...     until one shows; prints which
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
 
@@ -162,6 +163,18 @@ elif cmd == "wait-count":
     )
     for o in found:
         print(o.name)
+elif cmd == "wait-any":
+    # wait-any ROLE NAME [NAME...]: the first of these names to show.
+    role, names = args[0], args[1:]
+    args = []
+
+    def first(a):
+        for n in names:
+            if matches(a, role, n, prefix=True):
+                return n
+        return None
+
+    print(until(f"{role} named one of {names!r} in {APP}", seconds(0), first))
 elif cmd == "names":
     role = args[0]
     app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)

@@ -143,9 +143,49 @@ fn first_line(what: &str, path: &Path) -> String {
     })
 }
 
-/// A private system bus (dbus-daemon as root) at a socket of its own. Its
-/// policy lets anyone talk to anyone: these tests are about the app, and
-/// hiberd checks callers itself. `services`: a directory of activation
+/// The repository's packaging directory.
+pub fn packaging() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
+}
+
+/// The bus policy of a Debian system bus (system.conf: method calls
+/// denied unless a service's own file allows them), then the installed
+/// services' files (polkit's) and hiberd's packaged one.
+fn packaged_policy() -> String {
+    let hiberd = packaging().join("dbus/org.hiber.Hiber1.conf");
+    assert!(
+        hiberd.exists(),
+        "{} is missing: hiberd's packaged bus policy",
+        hiberd.display()
+    );
+    format!(
+        r#"<policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="*"/>
+  </policy>
+  <includedir>/usr/share/dbus-1/system.d</includedir>
+  <include>{}</include>"#,
+        hiberd.display()
+    )
+}
+
+/// A private system bus (dbus-daemon as root) at a socket of its own.
+/// `open`: a policy that lets anyone talk to anyone (the tests without
+/// hiberd); else the packaged one. `services`: a directory of activation
 /// files, when the test wants D-Bus activation.
 #[derive(Debug)]
 pub struct SystemBus {
@@ -156,6 +196,14 @@ pub struct SystemBus {
 
 impl SystemBus {
     pub fn start(services: Option<&Path>) -> Self {
+        Self::start_with(services, true)
+    }
+
+    pub fn start_packaged() -> Self {
+        Self::start_with(None, false)
+    }
+
+    fn start_with(services: Option<&Path>, open: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("hiber-gui-bus-")
             .tempdir()
@@ -164,6 +212,17 @@ impl SystemBus {
         let servicedir = services
             .map(|d| format!("<servicedir>{}</servicedir>", d.display()))
             .unwrap_or_default();
+        let policy = if open {
+            r#"<policy context="default">
+    <allow user="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>"#
+                .to_string()
+        } else {
+            packaged_policy()
+        };
         let config = dir.path().join("system.conf");
         fs::write(
             &config,
@@ -175,12 +234,7 @@ impl SystemBus {
   <listen>unix:path={}</listen>
   <auth>EXTERNAL</auth>
   {servicedir}
-  <policy context="default">
-    <allow user="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
+  {policy}
 </busconfig>
 "#,
                 socket.display()
@@ -212,18 +266,180 @@ impl SystemBus {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Whether `name` has an owner on this bus.
+    pub fn has_owner(&self, name: &str) -> bool {
+        Command::new("gdbus")
+            .args(["call", "--system", "--dest", "org.freedesktop.DBus"])
+            .args(["--object-path", "/org/freedesktop/DBus"])
+            .args(["--method", "org.freedesktop.DBus.NameHasOwner", name])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("true"))
+    }
 }
 
-/// The test user's desktop: Xvfb and a session bus, both the user's.
+/// hiberd, next to this test's binary; built by the cargo running us
+/// (cargo builds only this package's binaries for its tests).
+pub fn hiberd_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_hiber-gtk")).with_file_name("hiberd");
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "hiber-dbus", "--bin", "hiberd"]);
+        if p.parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo to build hiberd");
+        assert!(status.success(), "building hiberd failed");
+    });
+    assert!(p.exists(), "{} is missing after building it", p.display());
+    p
+}
+
+/// polkit's side of the machine the tests need, made once and kept like
+/// the test account: hiberd's packaged actions installed where polkitd
+/// reads them, and a rule that lets the test user (who has no logind
+/// session here, so polkit's defaults would ask it to authenticate) save,
+/// restore and delete its own sessions.
+fn ensure_polkit_setup() {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(|| {
+        let actions = packaging().join("dbus/org.hiber.Hiber1.policy");
+        let text = fs::read(&actions)
+            .unwrap_or_else(|e| panic!("{}: {e} (hiberd's polkit actions)", actions.display()));
+        let rule = format!(
+            "// Made by Hiber's tests: their desktop user has no logind session.\n\
+             polkit.addRule(function(action, subject) {{\n\
+             \x20   if (subject.user == \"{}\" && action.id.indexOf(\"org.hiber.Hiber1.\") == 0 &&\n\
+             \x20       action.id != \"org.hiber.Hiber1.manage-other-users\") {{\n\
+             \x20       return polkit.Result.YES;\n\
+             \x20   }}\n\
+             }});\n",
+            user::USER_NAME
+        );
+        for (path, content) in [
+            (
+                PathBuf::from("/usr/share/polkit-1/actions/org.hiber.Hiber1.policy"),
+                text,
+            ),
+            (
+                PathBuf::from("/etc/polkit-1/rules.d/60-hiber-test-desk.rules"),
+                rule.into_bytes(),
+            ),
+        ] {
+            if fs::read(&path).ok().as_ref() == Some(&content) {
+                continue;
+            }
+            // Whole or not at all: other test binaries may read it now.
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            fs::write(&tmp, &content).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
+            fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    });
+}
+
+/// hiberd as root on a private system bus with its packaged policy, with
+/// polkitd beside it, and a store of its own.
+#[derive(Debug)]
+pub struct Hiberd {
+    // Dropped in this order: hiberd, polkitd, the bus, the store.
+    hiberd: Started,
+    polkitd: Started,
+    pub bus: SystemBus,
+    pub state: tempfile::TempDir,
+}
+
+impl Hiberd {
+    pub fn start() -> Self {
+        ensure_polkit_setup();
+        let bus = SystemBus::start_packaged();
+        let polkitd = Started::spawn(
+            "polkitd",
+            Command::new("/usr/lib/polkit-1/polkitd")
+                .arg("--no-debug")
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_until("polkitd on the bus", DEADLINE, || {
+            bus.has_owner("org.freedesktop.PolicyKit1").then_some(())
+        });
+        let state = tempfile::Builder::new()
+            .prefix("hiber-gui-store-")
+            .tempdir()
+            .expect("a store for hiberd");
+        let log = fs::File::create(state.path().join("hiberd.log")).expect("hiberd's log");
+        let hiberd = Started::spawn(
+            "hiberd",
+            Command::new(hiberd_bin())
+                .arg("--state-dir")
+                .arg(state.path().join("store"))
+                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+                .env("HIBERD_IDLE_TIMEOUT", "0")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("hiberd's log"))
+                .stderr(log),
+        );
+        wait_until("hiberd on the bus", DEADLINE, || {
+            bus.has_owner("org.hiber.Hiber1").then_some(())
+        });
+        Self {
+            hiberd,
+            polkitd,
+            bus,
+            state,
+        }
+    }
+
+    /// The snapshots in the test user's store.
+    pub fn stored(&self) -> Vec<String> {
+        let dir = self
+            .state
+            .path()
+            .join("store")
+            .join(user::USER_UID.to_string());
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.state.path().join("hiberd.log")).unwrap_or_default()
+    }
+}
+
+/// The test user's desktop: Xvfb and a session bus, both the user's, and
+/// what the test starts in it.
 #[derive(Debug)]
 pub struct Desktop {
     pub display: u32,
     pub session_bus: String,
-    // Dropped in this order: the bus (with the AT-SPI services it
-    // activated), then the X server; the user's directories last.
-    bus: Started,
-    xvfb: Started,
+    /// Ended in reverse order: the test's programs, the bus (with the
+    /// AT-SPI services it activated), then the X server.
+    procs: Vec<Started>,
     pub user: UserSession,
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        while let Some(p) = self.procs.pop() {
+            drop(p);
+        }
+        self.end_all();
+    }
 }
 
 impl Desktop {
@@ -279,9 +495,70 @@ impl Desktop {
         Self {
             display,
             session_bus,
-            bus,
-            xvfb,
+            procs: vec![xvfb, bus],
             user,
+        }
+    }
+
+    /// `program args` started in this desktop, ended with it.
+    pub fn spawn(
+        &mut self,
+        name: &'static str,
+        program_and_args: &[&str],
+        log: Option<&Path>,
+    ) -> i32 {
+        let started = Started::spawn(name, &mut self.command(program_and_args, log));
+        let pid = started.pid();
+        self.procs.push(started);
+        pid
+    }
+
+    /// hiber-gtk started in this desktop with the given system bus,
+    /// ended with it.
+    pub fn spawn_app(&mut self, system_bus: &str, log: &Path) -> i32 {
+        let started = start_app(self, system_bus, log);
+        let pid = started.pid();
+        self.procs.push(started);
+        pid
+    }
+
+    /// The session ends: every process of it, and those this test started
+    /// reaped (a zombie would still hold its pid).
+    pub fn end_session(&mut self) {
+        self.end_all();
+        for p in &mut self.procs {
+            let _ = p.child.wait();
+        }
+    }
+
+    /// End every process of this desktop's session, wherever it came from
+    /// (started here, activated by its bus, or restored by hiberd): they
+    /// all carry this session's own XDG_RUNTIME_DIR.
+    pub fn end_all(&self) {
+        let mark = format!("XDG_RUNTIME_DIR={}", self.user.runtime.display());
+        let members = || -> Vec<i32> {
+            let Ok(dir) = fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    fs::read(format!("/proc/{pid}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+                        && alive(*pid)
+                })
+                .collect()
+        };
+        for pid in members() {
+            terminate(pid);
+        }
+        let until = Instant::now() + Duration::from_secs(10);
+        while !members().is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in members() {
+            // SAFETY: kill(2) on a process of this test's session.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
@@ -315,6 +592,15 @@ impl Desktop {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A window titled `title` is on this desktop.
+    #[track_caller]
+    pub fn window_by_title(&self, title: &str) -> String {
+        wait_until(&format!("a window titled {title:?}"), DEADLINE, || {
+            let out = self.xdotool(&["search", "--name", title]).ok()?;
+            out.lines().next().map(str::to_string)
+        })
     }
 
     /// The visible top-level window of `pid`.
@@ -354,41 +640,58 @@ impl Desktop {
     /// The screen as a PNG under target/gui-screenshots, for people to
     /// look at (the README and the metainfo take theirs from there).
     pub fn screenshot(&self, name: &str) -> PathBuf {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/gui-screenshots");
-        fs::create_dir_all(&dir).expect("making target/gui-screenshots");
-        let png = dir.join(format!("{name}.png"));
-        let xwd = Command::new("xwd")
-            .args([
-                "-root",
-                "-silent",
-                "-display",
-                &format!(":{}", self.display),
-            ])
-            .output()
-            .expect("running xwd");
-        assert!(
-            xwd.status.success(),
-            "xwd: {}",
-            String::from_utf8_lossy(&xwd.stderr)
-        );
-        let mut convert = Command::new("convert")
-            .args(["xwd:-", png.to_str().expect("a UTF-8 path")])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("running convert");
-        use std::io::Write;
-        convert
-            .stdin
-            .take()
-            .expect("convert's stdin")
-            .write_all(&xwd.stdout)
-            .expect("feeding convert");
-        assert!(
-            convert.wait().expect("convert").success(),
-            "convert to {png:?}"
-        );
-        png
+        screenshot(self.display, None, name)
     }
+
+    /// One window, by its title: dialogs have an alpha channel, which a
+    /// screenshot of the whole screen (no compositor) leaves out.
+    pub fn screenshot_window(&self, title: &str, name: &str) -> PathBuf {
+        let id = wait_until(&format!("a window titled {title:?}"), DEADLINE, || {
+            let out = self
+                .xdotool(&["search", "--onlyvisible", "--name", title])
+                .ok()?;
+            out.lines().next().map(str::to_string)
+        });
+        screenshot(self.display, Some(&id), name)
+    }
+}
+
+/// Display `display` (or one window of it) as target/gui-screenshots/NAME.png.
+pub fn screenshot(display: u32, window: Option<&str>, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/gui-screenshots");
+    fs::create_dir_all(&dir).expect("making target/gui-screenshots");
+    let png = dir.join(format!("{name}.png"));
+    let target = match window {
+        Some(id) => ["-id", id],
+        None => ["-root", "-silent"],
+    };
+    let xwd = Command::new("xwd")
+        .args(target)
+        .args(["-display", &format!(":{display}")])
+        .output()
+        .expect("running xwd");
+    assert!(
+        xwd.status.success(),
+        "xwd: {}",
+        String::from_utf8_lossy(&xwd.stderr)
+    );
+    let mut convert = Command::new("convert")
+        .args(["xwd:-", png.to_str().expect("a UTF-8 path")])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("running convert");
+    use std::io::Write;
+    convert
+        .stdin
+        .take()
+        .expect("convert's stdin")
+        .write_all(&xwd.stdout)
+        .expect("feeding convert");
+    assert!(
+        convert.wait().expect("convert").success(),
+        "convert to {png:?}"
+    );
+    png
 }
 
 /// hiber-gtk as the desktop's user, with the given system bus.

@@ -1,0 +1,88 @@
+//! Acceptance 1 of the app's issue, with a real hiberd (as root, on a
+//! private system bus with its packaged policy, polkitd beside it) and the
+//! test user's desktops: Save Session is activated through the
+//! accessibility tree, a card with the session's thumbnail comes; from a
+//! second desktop, after the first session was ended, Restore brings its
+//! window back; Delete takes the card and the snapshot away.
+
+mod common;
+
+use common::{Desktop, Hiberd, DEADLINE};
+use std::process::Command;
+
+const WINDOW: &str = "hiber-gui-test-xterm";
+
+#[test]
+fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
+    let hiberd = Hiberd::start();
+    let mut first = Desktop::start();
+    first.spawn("xterm", &["xterm", "-T", WINDOW], None);
+    first.window_by_title(WINDOW);
+    let log = first.user.dir().join("app.log");
+    first.spawn_app(&hiberd.bus.address, &log);
+    first.atspi_ok(&["wait", "label", "No Snapshots"]);
+    first.screenshot("empty");
+
+    // Save, the way a user would. When the check finds something, the
+    // app says it in a dialog and the user goes on.
+    first.atspi_ok(&["press", "push button", "Save Session"]);
+    let came = first.atspi_ok(&["wait-any", "label", "Save This Session?", "Session saved"]);
+    if came.trim() == "Save This Session?" {
+        first.screenshot_window("Save This Session", "check-dialog");
+        first.atspi_ok(&["click", "Save Anyway"]);
+    }
+    let toast = first.atspi_ok(&["wait-count", "label", "Session saved", "1"]);
+    assert!(toast.contains(" MB") || toast.contains(" kB"), "{toast}");
+    // One card, whose thumbnail has come.
+    first.atspi_ok(&["wait-count", "list item", "", "1"]);
+    let shot = first.atspi_ok(&["wait-count", "image", "Screenshot of ", "1"]);
+    let name = shot
+        .trim()
+        .strip_prefix("Screenshot of ")
+        .expect("the thumbnail names its snapshot")
+        .to_string();
+    assert_eq!(hiberd.stored().len(), 1, "one snapshot in the store");
+    first.screenshot("saved");
+
+    // A second desktop of the same user shows the snapshot too.
+    let mut second = Desktop::start();
+    let log2 = second.user.dir().join("app.log");
+    second.spawn_app(&hiberd.bus.address, &log2);
+    second.atspi_ok(&["wait", "push button", &format!("Restore {name}")]);
+
+    // The first session ends; Restore brings its window back.
+    let display = first.display;
+    first.end_session();
+    assert!(
+        !window_exists(display, WINDOW),
+        "the first session's window is gone"
+    );
+    second.atspi_ok(&["press", "push button", &format!("Restore {name}")]);
+    second.atspi_ok(&["wait-count", "label", "Session restored", "1"]);
+    common::wait_until(
+        &format!("{WINDOW} back on display :{display}"),
+        DEADLINE,
+        || window_exists(display, WINDOW).then_some(()),
+    );
+    common::screenshot(display, None, "restored");
+
+    // Delete it: the card and the snapshot go.
+    second.atspi_ok(&["press", "push button", &format!("Delete {name}")]);
+    second.screenshot_window("Delete", "delete-dialog");
+    second.atspi_ok(&["click", "Delete"]);
+    second.atspi_ok(&["wait", "label", "No Snapshots"]);
+    common::wait_until("the snapshot to leave the store", DEADLINE, || {
+        hiberd.stored().is_empty().then_some(())
+    });
+    // The restored session is the first desktop's again: ended with it.
+    first.end_all();
+    drop(hiberd);
+}
+
+fn window_exists(display: u32, title: &str) -> bool {
+    Command::new("xdotool")
+        .args(["search", "--name", title])
+        .env("DISPLAY", format!(":{display}"))
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
