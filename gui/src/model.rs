@@ -390,7 +390,7 @@ mod tests {
 
     #[test]
     fn relative_dates() {
-        let now = 10_000_000 * 1_000_000u64;
+        let now = 2_000_000_000 * 1_000_000u64;
         let ago = |s: u64| relative_date(now - s * 1_000_000, now);
         assert_eq!(ago(5), "just now");
         assert_eq!(ago(60), "1 minute ago");
