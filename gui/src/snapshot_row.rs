@@ -21,6 +21,8 @@ mod imp {
         #[template_child]
         pub rename_button: TemplateChild<gtk::Button>,
         #[template_child]
+        pub details_button: TemplateChild<gtk::Button>,
+        #[template_child]
         pub delete_button: TemplateChild<gtk::Button>,
         pub path: RefCell<String>,
     }
@@ -78,6 +80,7 @@ impl SnapshotRow {
         for (button, action, verb) in [
             (&*imp.restore_button, "win.restore", "Restore"),
             (&*imp.rename_button, "win.rename-snapshot", "Rename"),
+            (&*imp.details_button, "win.details", "Details of"),
             (&*imp.delete_button, "win.delete-snapshot", "Delete"),
         ] {
             button.set_action_target_value(Some(&target));

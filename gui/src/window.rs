@@ -167,6 +167,7 @@ impl Window {
         with_path("restore", Self::restore);
         with_path("rename-snapshot", Self::ask_rename);
         with_path("delete-snapshot", Self::ask_delete);
+        with_path("details", Self::show_details);
         self.enable_actions();
     }
 
@@ -190,6 +191,7 @@ impl Window {
             ("rename", any),
             ("delete-snapshot", connected),
             ("rename-snapshot", connected),
+            ("details", connected),
         ] {
             if let Some(a) = self.action(name) {
                 a.set_enabled(on);

@@ -12,6 +12,8 @@ atspi.py APP find-in ROLE NAME CROLE CNAME [SECONDS]
 atspi.py APP wait-count ROLE PREFIX N [SECONDS]
                                          until exactly N names start so; prints them
 atspi.py APP wait-any ROLE PREFIX...     until one shows; prints which
+atspi.py APP label-or-count TEXT ROLE PREFIX N [SECONDS]
+                                         which comes first: that label, or N such
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
 
@@ -175,6 +177,20 @@ elif cmd == "wait-any":
         return None
 
     print(until(f"{role} named one of {names!r} in {APP}", seconds(0), first))
+elif cmd == "label-or-count":
+    # label-or-count TEXT ROLE PREFIX N: "label" once a label reading TEXT
+    # shows, or "count" once exactly N objects of ROLE are named PREFIX...
+    text, role, prefix, n = args[0], args[1], args[2], int(args[3])
+    args = args[4:]
+
+    def either(a):
+        if matches(a, "label", text):
+            return "label"
+        if len(matches(a, role, prefix, prefix=True)) == n:
+            return "count"
+        return None
+
+    print(until(f"label {text!r} or {n} {role} named {prefix!r}...", seconds(0), either))
 elif cmd == "names":
     role = args[0]
     app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)

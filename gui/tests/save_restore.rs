@@ -23,26 +23,26 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     first.atspi_ok(&["wait", "label", "No Snapshots"]);
     first.screenshot("empty");
 
-    // Save, the way a user would. When the check finds something, the
-    // app says it in a dialog and the user goes on.
-    first.atspi_ok(&["press", "push button", "Save Session"]);
-    let came = first.atspi_ok(&["wait-any", "label", "Save This Session?", "Session saved"]);
-    if came.trim() == "Save This Session?" {
-        first.screenshot_window("Save This Session", "check-dialog");
-        first.atspi_ok(&["click", "Save Anyway"]);
-    }
+    // Save, the way a user would: a toast, then a card whose thumbnail
+    // has come.
+    save(&first, 1);
     let toast = first.atspi_ok(&["wait-count", "label", "Session saved", "1"]);
     assert!(toast.contains(" MB") || toast.contains(" kB"), "{toast}");
-    // One card, whose thumbnail has come.
-    first.atspi_ok(&["wait-count", "list item", "", "1"]);
-    let shot = first.atspi_ok(&["wait-count", "image", "Screenshot of ", "1"]);
-    let name = shot
-        .trim()
-        .strip_prefix("Screenshot of ")
-        .expect("the thumbnail names its snapshot")
-        .to_string();
     assert_eq!(hiberd.stored().len(), 1, "one snapshot in the store");
-    first.screenshot("saved");
+    first.screenshot("one-snapshot");
+    save(&first, 2);
+    let shots = save(&first, 3);
+    assert_eq!(hiberd.stored().len(), 3, "three snapshots in the store");
+    first.screenshot("three-snapshots");
+    // Newest first.
+    let name = shots[0].clone();
+
+    // Its details, in a window of their own.
+    first.atspi_ok(&["press", "push button", &format!("Details of {name}")]);
+    first.atspi_ok(&["wait", "push button", "Restore This Snapshot"]);
+    first.screenshot_window("Snapshot “", "details");
+    first.keys_to_window("Snapshot “", "Escape");
+    first.atspi_ok(&["gone", "push button", "Restore This Snapshot"]);
 
     // A second desktop of the same user shows the snapshot too.
     let mut second = Desktop::start();
@@ -70,13 +70,42 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     second.atspi_ok(&["press", "push button", &format!("Delete {name}")]);
     second.screenshot_window("Delete", "delete-dialog");
     second.atspi_ok(&["click", "Delete"]);
-    second.atspi_ok(&["wait", "label", "No Snapshots"]);
+    second.atspi_ok(&["gone", "push button", &format!("Delete {name}")]);
+    second.atspi_ok(&["wait-count", "list item", "", "2"]);
     common::wait_until("the snapshot to leave the store", DEADLINE, || {
-        hiberd.stored().is_empty().then_some(())
+        (hiberd.stored().len() == 2).then_some(())
     });
     // The restored session is the first desktop's again: ended with it.
     first.end_all();
     drop(hiberd);
+}
+
+/// Save Session as a user would; when the check finds something, the app
+/// says it in a dialog and the user goes on. Returns the snapshots' names
+/// once `cards` cards show with their thumbnails, newest first.
+fn save(desktop: &Desktop, cards: usize) -> Vec<String> {
+    desktop.atspi_ok(&["press", "push button", "Save Session"]);
+    let n = cards.to_string();
+    let came = desktop.atspi_ok(&[
+        "label-or-count",
+        "Save This Session?",
+        "image",
+        "Screenshot of ",
+        &n,
+    ]);
+    if came.trim() == "label" {
+        desktop.screenshot_window("Save This Session", "check-dialog");
+        desktop.atspi_ok(&["click", "Save Anyway"]);
+    }
+    let shots = desktop.atspi_ok(&["wait-count", "image", "Screenshot of ", &n]);
+    shots
+        .lines()
+        .map(|l| {
+            l.strip_prefix("Screenshot of ")
+                .expect("a thumbnail names its snapshot")
+                .to_string()
+        })
+        .collect()
 }
 
 fn window_exists(display: u32, title: &str) -> bool {

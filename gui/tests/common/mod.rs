@@ -637,6 +637,16 @@ impl Desktop {
             .unwrap_or_else(|e| panic!("typing {keys}: {e}"));
     }
 
+    /// Keys typed into the window whose title starts so.
+    #[track_caller]
+    pub fn keys_to_window(&self, title: &str, keys: &str) {
+        let w = self.window_by_title(title);
+        self.xdotool(&["windowfocus", "--sync", &w])
+            .unwrap_or_else(|e| panic!("focusing window {w}: {e}"));
+        self.xdotool(&["key", "--clearmodifiers", keys])
+            .unwrap_or_else(|e| panic!("typing {keys}: {e}"));
+    }
+
     /// The screen as a PNG under target/gui-screenshots, for people to
     /// look at (the README and the metainfo take theirs from there).
     pub fn screenshot(&self, name: &str) -> PathBuf {
