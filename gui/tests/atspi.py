@@ -17,6 +17,7 @@ atspi.py APP label-or-count TEXT ROLE PREFIX N [SECONDS]
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
 
+Commands chain in one process with "--" between them.
 Waits poll the tree until the deadline; a timeout says what was awaited
 and prints the tree, exit status 1. NAME matches exactly; showing means
 the object and its ancestors are VISIBLE (not on a hidden stack page).
@@ -113,96 +114,113 @@ def press(obj):
 
 
 APP = sys.argv[1]
-cmd = sys.argv[2]
-args = sys.argv[3:]
 
 
-def seconds(i, default=30.0):
-    return time.monotonic() + (float(args[i]) if len(args) > i else default)
+def run(cmd, args):
+    def seconds(i, default=30.0):
+        # Late bound: commands that take a variable count of arguments
+        # drop theirs from args first.
+        return time.monotonic() + (float(args[i]) if len(args) > i else default)
+
+    if cmd == "wait":
+        role, name = args[0], args[1]
+        until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+        print("found")
+    elif cmd == "gone":
+        role, name = args[0], args[1]
+        until(f"{role} {name!r} to go from {APP}", seconds(2), lambda a: True if not matches(a, role, name) else None)
+        print("gone")
+    elif cmd == "press":
+        role, name = args[0], args[1]
+        objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+        ok = press(objs[0])
+        print("pressed" if ok else "refused")
+        if not ok:
+            sys.exit(1)
+    elif cmd == "click":
+        # The button whose text a user reads: dialogs' buttons carry their
+        # mnemonic in their accessible name, their label does not.
+        text = args[0]
+
+        def button_with_label(a):
+            for o in matches(a, "label", text):
+                parent = o.parent
+                if parent is not None and parent.getRoleName() == "push button":
+                    return parent
+            return None
+
+        button = until(f"a button reading {text!r} in {APP}", seconds(1), button_with_label)
+        ok = press(button)
+        print("pressed" if ok else "refused")
+        if not ok:
+            sys.exit(1)
+    elif cmd == "count":
+        role, prefix = args[0], args[1]
+        app = until(f"{APP} on the accessibility bus", seconds(2), lambda a: a)
+        print(len(matches(app, role, prefix, prefix=True)))
+    elif cmd == "wait-count":
+        role, prefix, n = args[0], args[1], int(args[2])
+        args = args[3:]
+        found = until(
+            f"{n} {role} named {prefix!r}... in {APP}",
+            seconds(0),
+            lambda a: (lambda m: m if len(m) == n else None)(matches(a, role, prefix, prefix=True)),
+        )
+        for o in found:
+            print(o.name)
+    elif cmd == "wait-any":
+        # wait-any ROLE NAME [NAME...]: the first of these names to show.
+        role, names = args[0], args[1:]
+        args = []
+
+        def first(a):
+            for n in names:
+                if matches(a, role, n, prefix=True):
+                    return n
+            return None
+
+        print(until(f"{role} named one of {names!r} in {APP}", seconds(0), first))
+    elif cmd == "label-or-count":
+        # label-or-count TEXT ROLE PREFIX N: "label" once a label reading TEXT
+        # shows, or "count" once exactly N objects of ROLE are named PREFIX...
+        text, role, prefix, n = args[0], args[1], args[2], int(args[3])
+        args = args[4:]
+
+        def either(a):
+            if matches(a, "label", text):
+                return "label"
+            if len(matches(a, role, prefix, prefix=True)) == n:
+                return "count"
+            return None
+
+        print(until(f"label {text!r} or {n} {role} named {prefix!r}...", seconds(0), either))
+    elif cmd == "names":
+        role = args[0]
+        app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
+        for o in matches(app, role, "", prefix=True):
+            print(o.name)
+    elif cmd == "state":
+        role, name = args[0], args[1]
+        objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+        states = objs[0].getState().getStates()
+        print(" ".join(pyatspi.stateToString(s) for s in states))
+    elif cmd == "dump":
+        dump(app_named(APP), sys.stdout)
+    else:
+        sys.stderr.write(__doc__)
+        sys.exit(2)
 
 
-if cmd == "wait":
-    role, name = args[0], args[1]
-    until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
-    print("found")
-elif cmd == "gone":
-    role, name = args[0], args[1]
-    until(f"{role} {name!r} to go from {APP}", seconds(2), lambda a: True if not matches(a, role, name) else None)
-    print("gone")
-elif cmd == "press":
-    role, name = args[0], args[1]
-    objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
-    ok = press(objs[0])
-    print("pressed" if ok else "refused")
-    sys.exit(0 if ok else 1)
-elif cmd == "click":
-    # The button whose text a user reads: dialogs' buttons carry their
-    # mnemonic in their accessible name, their label does not.
-    text = args[0]
-
-    def button_with_label(a):
-        for o in matches(a, "label", text):
-            parent = o.parent
-            if parent is not None and parent.getRoleName() == "push button":
-                return parent
-        return None
-
-    button = until(f"a button reading {text!r} in {APP}", seconds(1), button_with_label)
-    ok = press(button)
-    print("pressed" if ok else "refused")
-    sys.exit(0 if ok else 1)
-elif cmd == "count":
-    role, prefix = args[0], args[1]
-    app = until(f"{APP} on the accessibility bus", seconds(2), lambda a: a)
-    print(len(matches(app, role, prefix, prefix=True)))
-elif cmd == "wait-count":
-    role, prefix, n = args[0], args[1], int(args[2])
-    args = args[3:]
-    found = until(
-        f"{n} {role} named {prefix!r}... in {APP}",
-        seconds(0),
-        lambda a: (lambda m: m if len(m) == n else None)(matches(a, role, prefix, prefix=True)),
-    )
-    for o in found:
-        print(o.name)
-elif cmd == "wait-any":
-    # wait-any ROLE NAME [NAME...]: the first of these names to show.
-    role, names = args[0], args[1:]
-    args = []
-
-    def first(a):
-        for n in names:
-            if matches(a, role, n, prefix=True):
-                return n
-        return None
-
-    print(until(f"{role} named one of {names!r} in {APP}", seconds(0), first))
-elif cmd == "label-or-count":
-    # label-or-count TEXT ROLE PREFIX N: "label" once a label reading TEXT
-    # shows, or "count" once exactly N objects of ROLE are named PREFIX...
-    text, role, prefix, n = args[0], args[1], args[2], int(args[3])
-    args = args[4:]
-
-    def either(a):
-        if matches(a, "label", text):
-            return "label"
-        if len(matches(a, role, prefix, prefix=True)) == n:
-            return "count"
-        return None
-
-    print(until(f"label {text!r} or {n} {role} named {prefix!r}...", seconds(0), either))
-elif cmd == "names":
-    role = args[0]
-    app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
-    for o in matches(app, role, "", prefix=True):
-        print(o.name)
-elif cmd == "state":
-    role, name = args[0], args[1]
-    objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
-    states = objs[0].getState().getStates()
-    print(" ".join(pyatspi.stateToString(s) for s in states))
-elif cmd == "dump":
-    dump(app_named(APP), sys.stdout)
-else:
-    sys.stderr.write(__doc__)
-    sys.exit(2)
+# Several commands in one process, separated by "--": the tests chain a
+# press with the wait after it, so that no driver process ends while
+# hiberd looks at the session (the driver talks to the session's buses,
+# which makes it part of the session).
+argv = sys.argv[2:]
+while argv:
+    if "--" in argv:
+        i = argv.index("--")
+        one, argv = argv[:i], argv[i + 1:]
+    else:
+        one, argv = argv, []
+    run(one[0], one[1:])
+    sys.stdout.flush()

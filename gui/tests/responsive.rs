@@ -63,10 +63,27 @@ fn the_app_answers_keys_while_a_200_mib_session_is_saved() {
 /// Save Session, going on past the check's dialog if it comes, until one
 /// object of `role` named `prefix`... shows.
 fn save_until(desktop: &Desktop, role: &str, prefix: &str) {
-    desktop.atspi_ok(&["press", "push button", "Save Session"]);
-    let came = desktop.atspi_ok(&["label-or-count", "Save This Session?", role, prefix, "1"]);
-    if came.trim() == "label" {
-        desktop.atspi_ok(&["click", "Save Anyway"]);
-        desktop.atspi_ok(&["wait-count", role, prefix, "1"]);
+    // One driver process for the press and the wait: see save_restore.rs.
+    let came = desktop.atspi_ok(&[
+        "press",
+        "push button",
+        "Save Session",
+        "--",
+        "label-or-count",
+        "Save This Session?",
+        role,
+        prefix,
+        "1",
+    ]);
+    if came.lines().last() == Some("label") {
+        desktop.atspi_ok(&[
+            "click",
+            "Save Anyway",
+            "--",
+            "wait-count",
+            role,
+            prefix,
+            "1",
+        ]);
     }
 }

@@ -430,6 +430,8 @@ pub struct Desktop {
     /// Ended in reverse order: the test's programs, the bus (with the
     /// AT-SPI services it activated), then the X server.
     procs: Vec<Started>,
+    /// The app's log, shown when a step fails.
+    app_log: Option<PathBuf>,
     pub user: UserSession,
 }
 
@@ -496,6 +498,7 @@ impl Desktop {
             display,
             session_bus,
             procs: vec![xvfb, bus],
+            app_log: None,
             user,
         }
     }
@@ -517,6 +520,7 @@ impl Desktop {
     /// ended with it.
     pub fn spawn_app(&mut self, system_bus: &str, log: &Path) -> i32 {
         let started = start_app(self, system_bus, log);
+        self.app_log = Some(log.to_path_buf());
         let pid = started.pid();
         self.procs.push(started);
         pid
@@ -585,12 +589,17 @@ impl Desktop {
     #[track_caller]
     pub fn atspi_ok(&self, args: &[&str]) -> String {
         let out = self.atspi(args);
-        assert!(
-            out.status.success(),
-            "atspi.py {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let log = self.app_log.as_deref().map(log_text).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "atspi.py {args:?}: {}{}\nthe app's log ends:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                tail.join("\n")
+            );
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
