@@ -21,7 +21,11 @@ fn without_hiberd_a_status_page_says_so_and_ctrl_q_quits() {
         "Save Session is enabled without hiberd: {out}"
     );
     let shot = desktop.screenshot("absent");
-    assert!(fs::metadata(&shot).expect("the screenshot").len() > 0);
+    let light = common::brightness(&shot, 380, 580);
+    assert!(
+        light > 0.8,
+        "the light style's background is light: {light}"
+    );
     desktop.keys(app.pid(), "ctrl+q");
     let status = app.wait_exit(DEADLINE);
     assert!(
@@ -29,6 +33,25 @@ fn without_hiberd_a_status_page_says_so_and_ctrl_q_quits() {
         "hiber-gtk exited with {status}; its log:\n{}",
         common::log_text(&log)
     );
+}
+
+/// With the system asking for the dark style (libadwaita's debug setting
+/// stands for the desktop's preference), the window is dark.
+#[test]
+fn the_window_follows_the_dark_style() {
+    let bus = SystemBus::start(None);
+    let desktop = Desktop::start();
+    let log = desktop.user.dir().join("app.log");
+    let mut cmd = desktop.command(&[env!("CARGO_BIN_EXE_hiber-gtk")], Some(&log));
+    cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env("ADW_DEBUG_COLOR_SCHEME", "prefer-dark");
+    let mut app = common::Started::spawn("hiber-gtk", &mut cmd);
+    desktop.atspi_ok(&["wait", "label", "Hiber's Service Is Not Installed"]);
+    let shot = desktop.screenshot("absent-dark");
+    let dark = common::brightness(&shot, 380, 580);
+    assert!(dark < 0.3, "the dark style's background is dark: {dark}");
+    desktop.keys(app.pid(), "ctrl+q");
+    assert!(app.wait_exit(DEADLINE).success());
 }
 
 /// hiberd installed (an activation file) but failing to start: the page

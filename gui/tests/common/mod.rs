@@ -713,6 +713,21 @@ pub fn screenshot(display: u32, window: Option<&str>, name: &str) -> PathBuf {
     png
 }
 
+/// How bright a PNG is at (x, y), from 0 (black) to 1 (white).
+pub fn brightness(png: &Path, x: u32, y: u32) -> f64 {
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-colorspace", "Gray", "-format"])
+        .arg(format!("%[fx:p{{{x},{y}}}]"))
+        .arg("info:")
+        .output()
+        .expect("running convert");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("convert said {text:?} for the pixel at {x},{y} of {png:?}"))
+}
+
 /// hiber-gtk as the desktop's user, with the given system bus.
 pub fn start_app(desktop: &Desktop, system_bus: &str, log: &Path) -> Started {
     let mut cmd = desktop.command(&[env!("CARGO_BIN_EXE_hiber-gtk")], Some(log));
