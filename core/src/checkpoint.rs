@@ -136,6 +136,7 @@ fn inspect_process(
         job_stop: None,
         seccomp_filters: Vec::new(),
         namespaces: None,
+        ns_pids: status.ns_pid.iter().skip(1).copied().collect(),
     };
     if fp.zombie {
         report.add(
@@ -257,6 +258,15 @@ fn inspect_process(
                 ),
                 Policy::Restore,
                 "made again, empty, at restore",
+            );
+        }
+        if ns.pid != 0 {
+            report.add(
+                pid,
+                Subject::Process,
+                format!("in a nested pid namespace (pids {:?})", status.ns_pid),
+                Policy::Restore,
+                "made again by its parent's fork with its pid at every level (clone3 set_tid); a namespace's pid 1 makes it (CLONE_NEWPID)",
             );
         }
         if ns.user.is_some() {
@@ -517,6 +527,8 @@ fn inspect(
         }
     }
     crate::namespaces::refuse_shared(&processes, &mut report);
+    crate::namespaces::refuse_pid_layout(&processes, &mut report);
+    crate::restore::plan::refuse_unbuildable(&processes, &mut report);
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);
     let terminals: Vec<_> = saved
@@ -786,6 +798,17 @@ pub fn checkpoint(
             return Err(CheckpointError::StopWithoutRestore { reason });
         }
     }
+    let result = checkpoint_tries(opts, observer);
+    if result.is_err() {
+        crate::image::remove_staging(&opts.dir);
+    }
+    result
+}
+
+fn checkpoint_tries(
+    opts: &CheckpointOptions,
+    observer: &dyn CheckpointObserver,
+) -> Result<CheckpointStats> {
     let mut waits = RETRY_AFTER.iter();
     let mut attempts = 1;
     loop {
@@ -825,7 +848,10 @@ fn checkpoint_once(
     // opened first; a refusal found later removes it again.
     let precopy_wanted = opts.precopy && !opts.stop;
     let early_writer = if precopy_wanted {
-        Some(ImageWriter::create(&opts.dir, opts.store.as_deref())?)
+        Some(ImageWriter::create_staged(
+            &opts.dir,
+            opts.store.as_deref(),
+        )?)
     } else {
         None
     };
@@ -866,7 +892,10 @@ fn checkpoint_once(
     // end drops the unfinished image.
     let late_writer = match early_writer {
         Some(_) => None,
-        None => Some(ImageWriter::create(&opts.dir, opts.store.as_deref())?),
+        None => Some(ImageWriter::create_staged(
+            &opts.dir,
+            opts.store.as_deref(),
+        )?),
     };
     let writer = early_writer
         .as_ref()

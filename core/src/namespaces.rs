@@ -6,26 +6,28 @@
 //! host's IPC objects in reach. So they are saved and made again.
 //!
 //! What is supported: a network namespace holding only a loopback that
-//! is down and an IPC namespace without SysV objects, each held by that
-//! one process, made again empty; and a user namespace whose parent is the
+//! is down and an IPC namespace without SysV objects, made again empty
+//! (held by one process, or shared along its forks); and a user namespace whose parent is the
 //! checkpointer's, that maps ids only to themselves and in which the
 //! process holds no capability. Such a user namespace gives the process no
 //! right it would not have without it (its ids are the same, it has no
 //! capability in it, and the namespaces below are made by root at
-//! restore), so the process is restored in the restorer's user namespace:
+//! restore), so the process is restored in the restorer's user namespace
+//! (shared by several processes or not):
 //! a task in a user namespace of its own could no longer get its threads'
 //! saved ids (clone3's set_tid asks for CAP_SYS_ADMIN over the pid
 //! namespace's owner) nor map the restorer's shared memory. `check` says
-//! so. Anything else (another process in the same namespace, mount, pid,
+//! so. Anything else (a namespace shared other than by inheritance, mount, pid,
 //! UTS, cgroup or time namespaces of its own, two levels of user
 //! namespaces, other ids mapped, capabilities in it) is refused by `check`
 //! with its reason.
 //!
-//! At restore the swap unshares the network and IPC namespaces from
-//! inside, while the task is one thread (threads made after share them)
-//! and still root.
+//! At restore a network or IPC namespace is made at the birth of the
+//! process that made it (clone3 with `CLONE_NEWNET`/`CLONE_NEWIPC`, by a
+//! restore node still root), and the processes that share it are born
+//! into it by that process's forks, as they were (chromium's zygote and
+//! its children share one; firefox's content processes each have one).
 
-use crate::remote::{RemoteError, RemoteTask};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -47,6 +49,20 @@ pub struct Namespaces {
     /// The namespaces' inode numbers at checkpoint: (user, net, ipc).
     #[serde(default)]
     pub ids: (u64, u64, u64),
+    /// The inode of its pid namespace, when it is nested below the
+    /// checkpointer's (0: the same); its pids there are
+    /// `ProcessImage::ns_pids`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid: u64,
+    /// The pid namespace its children go to, when it is not its own (it
+    /// made one with `unshare(CLONE_NEWPID)`, as `unshare --pid --fork`
+    /// does, and forked that namespace's pid 1): 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid_for_children: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +113,7 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
         })?;
         Ok((theirs, ours))
     };
-    for kind in ["mnt", "pid", "pid_for_children", "uts", "cgroup", "time"] {
+    for kind in ["mnt", "uts", "cgroup", "time"] {
         let (theirs, ours) = match read(kind) {
             // A kernel without the kind has it for nobody.
             Err(Err(NamespaceError::Read { source, .. }))
@@ -116,7 +132,10 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
     let (user, user_ours) = read("user")?;
     let (net, net_ours) = read("net")?;
     let (ipc, ipc_ours) = read("ipc")?;
-    if (user, net, ipc) == (user_ours, net_ours, ipc_ours) {
+    let (pid_ns, pid_ours) = read("pid")?;
+    let (for_children, _) = read("pid_for_children")?;
+    if (user, net, ipc, pid_ns, for_children) == (user_ours, net_ours, ipc_ours, pid_ours, pid_ours)
+    {
         return Ok(None);
     }
     let user_ns = if user != user_ours {
@@ -139,6 +158,12 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
         net: net != net_ours,
         ipc: ipc != ipc_ours,
         ids: (user, net, ipc),
+        pid: if pid_ns != pid_ours { pid_ns } else { 0 },
+        pid_for_children: if for_children != pid_ns {
+            for_children
+        } else {
+            0
+        },
     }))
 }
 
@@ -226,6 +251,16 @@ fn inside_namespace<T: Send>(
         source,
     };
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/{kind}")).map_err(err)?;
+    inside_namespace_fd(&ns.into(), flag, f).map_err(err)
+}
+
+/// Run `f` on a thread of ours moved into the namespace `ns` (an nsfs fd)
+/// of kind `flag`; the caller's threads stay where they are.
+pub(crate) fn inside_namespace_fd<T: Send>(
+    ns: &OwnedFd,
+    flag: libc::c_int,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns of this thread only, with an nsfs fd we hold.
@@ -237,7 +272,6 @@ fn inside_namespace<T: Send>(
         .join()
         .unwrap_or_else(|_| Err(io::Error::other("the thread reading a namespace panicked")))
     })
-    .map_err(err)
 }
 
 /// Why the network namespace of `pid` cannot be made again empty, if so.
@@ -309,58 +343,133 @@ fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
     }))
 }
 
-/// A namespace of its own held by several saved processes would be made
-/// once per process at restore: refused until they are made once and
-/// entered by the others.
+/// A process in a pid namespace nested below the checkpointer's is made
+/// by its parent's fork, with its pid at every level (`clone3`'s
+/// `set_tid`): so its parent must be saved and fork it (same session, or
+/// a session of its own), and either share its pid namespace or be the
+/// parent of that namespace's first process (pid 1, made with
+/// `CLONE_NEWPID`). Its process group must be its parent's or its own: a
+/// group of another namespace's numbering cannot be joined from inside.
+pub fn refuse_pid_layout(
+    processes: &[crate::snapshot::ProcessImage],
+    report: &mut crate::policy::Report,
+) {
+    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+        processes.iter().map(|p| (p.pid, p)).collect();
+    let pid_ns = |p: &crate::snapshot::ProcessImage| p.namespaces.as_ref().map_or(0, |n| n.pid);
+    // A namespace made by unshare: its pid 1 must be a saved child (the
+    // restore forks that child into a new namespace, then enters it for
+    // the children to come).
+    for p in processes {
+        let Some(made) = p
+            .namespaces
+            .as_ref()
+            .map(|n| n.pid_for_children)
+            .filter(|&m| m != 0)
+        else {
+            continue;
+        };
+        let has_first = processes.iter().any(|c| {
+            c.ppid == p.pid
+                && pid_ns(c) == made
+                && c.ns_pids.len() == p.ns_pids.len() + 1
+                && c.ns_pids.last() == Some(&1)
+        });
+        if !has_first {
+            report.add(
+                p.pid,
+                crate::policy::Subject::Process,
+                "a pid namespace made for its children",
+                crate::policy::Policy::Refuse,
+                "its children go to a pid namespace whose pid 1 is not its saved child: not supported yet",
+            );
+        }
+    }
+    for p in processes.iter().filter(|p| !p.ns_pids.is_empty()) {
+        let why = match by_pid.get(&p.ppid) {
+            None => Some("its parent, outside the set, would have to make it".to_string()),
+            Some(parent) => {
+                let same = parent.ns_pids.len() == p.ns_pids.len() && pid_ns(parent) == pid_ns(p);
+                let first =
+                    parent.ns_pids.len() + 1 == p.ns_pids.len() && p.ns_pids.last() == Some(&1);
+                if !same && !first {
+                    Some(format!(
+                        "its pid namespace is neither its parent's (pid {}) nor one its parent made with it as pid 1",
+                        parent.pid
+                    ))
+                } else if p.sid != parent.sid && p.sid != p.pid {
+                    Some(format!(
+                        "its session {} is not its parent's nor its own",
+                        p.sid
+                    ))
+                } else if p.pgid != parent.pgid && p.pgid != p.pid {
+                    Some(format!(
+                        "its process group {} is not its parent's nor its own",
+                        p.pgid
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(why) = why {
+            report.add(
+                p.pid,
+                crate::policy::Subject::Process,
+                format!("in a nested pid namespace (pids {:?})", p.ns_pids),
+                crate::policy::Policy::Refuse,
+                format!("{why}: not supported yet"),
+            );
+        }
+    }
+}
+
+/// A network or IPC namespace of its own held by several saved processes
+/// is made once, at the birth of the one whose parent does not hold it,
+/// and inherited by the fork of the others: so each other holder's parent
+/// must hold it too, and fork it (same session, or a session of its own:
+/// a process forked by a session helper gets the restorer's namespaces).
+/// Any other sharing is refused. A shared user namespace needs nothing:
+/// it is not made again (see the module's text).
 pub fn refuse_shared(
     processes: &[crate::snapshot::ProcessImage],
     report: &mut crate::policy::Report,
 ) {
+    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+        processes.iter().map(|p| (p.pid, p)).collect();
     let mut holders: std::collections::HashMap<(&str, u64), Vec<i32>> = Default::default();
     for p in processes {
         let Some(ns) = &p.namespaces else { continue };
-        let (user, net, ipc) = ns.ids;
-        for (kind, own, id) in [
-            ("user", ns.user.is_some(), user),
-            ("network", ns.net, net),
-            ("IPC", ns.ipc, ipc),
-        ] {
+        let (_, net, ipc) = ns.ids;
+        for (kind, own, id) in [("network", ns.net, net), ("IPC", ns.ipc, ipc)] {
             if own {
                 holders.entry((kind, id)).or_default().push(p.pid);
             }
         }
     }
     for ((kind, _), pids) in holders {
-        if pids.len() > 1 {
-            for &pid in &pids {
-                report.add(
-                    pid,
-                    crate::policy::Subject::Process,
-                    format!("{kind} namespace shared with pids {pids:?}"),
-                    crate::policy::Policy::Refuse,
-                    "a namespace of their own shared by several processes: not supported yet",
-                );
-            }
+        if pids.len() < 2 {
+            continue;
+        }
+        let inherits = |pid: &i32| {
+            let p = by_pid[pid];
+            pids.contains(&p.ppid)
+                && by_pid
+                    .get(&p.ppid)
+                    .is_some_and(|parent| p.sid == parent.sid || p.sid == p.pid)
+        };
+        let makers = pids.iter().filter(|p| !inherits(p)).count();
+        if makers == 1 {
+            continue;
+        }
+        for &pid in &pids {
+            report.add(
+                pid,
+                crate::policy::Subject::Process,
+                format!("{kind} namespace shared with pids {pids:?}"),
+                crate::policy::Policy::Refuse,
+                "a namespace of their own shared by processes that did not inherit it from one another: not supported yet",
+            );
         }
     }
-}
-
-/// Make the network and IPC namespaces of `ns` from inside the traced
-/// `task`, while it is one thread and still root (see the module's text).
-pub fn enter(task: &RemoteTask, ns: &Namespaces) -> Result<(), RemoteError> {
-    let mut flags = 0;
-    if ns.net {
-        flags |= libc::CLONE_NEWNET;
-    }
-    if ns.ipc {
-        flags |= libc::CLONE_NEWIPC;
-    }
-    if flags != 0 {
-        task.syscall(
-            "unshare(CLONE_NEWNET | CLONE_NEWIPC)",
-            libc::SYS_unshare,
-            [flags as u64, 0, 0, 0, 0, 0],
-        )?;
-    }
-    Ok(())
 }

@@ -76,11 +76,30 @@ pub struct ProcessImage {
     /// The distinct seccomp filters of its threads (see `seccomp`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seccomp_filters: Vec<crate::seccomp::Filter>,
+    /// Its pids in the pid namespaces nested below the checkpointer's,
+    /// outermost first (`NSpid` after `pid`); empty: none (see
+    /// `namespaces`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ns_pids: Vec<i32>,
 }
 
 impl ProcessImage {
     pub fn is_zombie(&self) -> bool {
         self.zombie_status.is_some()
+    }
+
+    /// The id of its thread `tid` (a tid of the checkpointer's pid
+    /// namespace) as the process itself sees it, in its own pid namespace:
+    /// what calls made from inside it must name.
+    pub fn own_tid(&self, tid: i32) -> i32 {
+        if tid == self.pid {
+            return self.ns_pids.last().copied().unwrap_or(tid);
+        }
+        self.threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .and_then(|t| t.ns_tids.last().copied())
+            .unwrap_or(tid)
     }
 }
 

@@ -37,6 +37,10 @@ pub struct ThreadImage {
     /// `seccomp_filters`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seccomp: Vec<u32>,
+    /// Its ids in the pid namespaces nested below the checkpointer's,
+    /// outermost first (see `ProcessImage::ns_pids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ns_tids: Vec<i32>,
 }
 
 const ALTSTACK_OFF: usize = 8192 + 512;
@@ -104,6 +108,10 @@ pub fn checkpoint(
             .unwrap_or_default(),
         creds: None,
         seccomp: Vec::new(),
+        ns_tids: crate::procfs::ProcDir::new(tid)
+            .status()
+            .map(|s| s.ns_pid.into_iter().skip(1).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -121,8 +129,9 @@ pub fn create(
     mem: &mut ProcMem,
     scratch: &Scratch,
     tid: i32,
+    nested: &[i32],
 ) -> Result<i32, RemoteError> {
-    create_with_tid(task, mem, scratch, Some(tid))
+    create_with_tid(task, mem, scratch, Some((tid, nested)))
 }
 
 /// A short-lived helper thread of the restore (any tid: the restore
@@ -136,11 +145,14 @@ pub fn create_helper(
     create_with_tid(task, mem, scratch, None)
 }
 
+/// Room for set_tid at SET_TID_OFF: the thread's id at every level.
+const MAX_SET_TID: usize = (NAME_OFF - SET_TID_OFF) / 4;
+
 fn create_with_tid(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,
-    tid: Option<i32>,
+    tid: Option<(i32, &[i32])>,
 ) -> Result<i32, RemoteError> {
     let flags = (libc::CLONE_VM
         | libc::CLONE_FS
@@ -149,7 +161,19 @@ fn create_with_tid(
         | libc::CLONE_THREAD
         | libc::CLONE_SYSVSEM) as u64;
     let (set_tid, set_tid_size) = match tid {
-        Some(tid) => (scratch.write(mem, SET_TID_OFF, &tid.to_ne_bytes())?, 1),
+        Some((tid, nested)) => {
+            // The innermost namespace's id first (a thread of a process in
+            // a nested pid namespace has one there and one above).
+            let ids: Vec<u8> = nested
+                .iter()
+                .rev()
+                .chain(std::iter::once(&tid))
+                .take(MAX_SET_TID)
+                .flat_map(|t| t.to_ne_bytes())
+                .collect();
+            let n = ids.len() as u64 / 4;
+            (scratch.write(mem, SET_TID_OFF, &ids)?, n)
+        }
         None => (0, 0),
     };
     // struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,

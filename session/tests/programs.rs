@@ -1578,3 +1578,186 @@ while True:
             .find(|l| l == "got b'hello' b''")
     });
 }
+
+/// A program watching the directory the image is written to (GTK programs
+/// watch the home directory) is saved: the unfinished image's directory is
+/// made once for all tries, so the program's event for it is read while it
+/// runs between tries instead of waiting, unread, in a frozen process.
+#[test]
+fn a_program_watching_the_images_directory_is_saved() {
+    const WATCH: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_CLOEXEC)
+wd = libc.inotify_add_watch(fd, sys.argv[1].encode(), 0x100 | 0x200)
+print("watching", wd, flush=True)
+while True:
+    data = os.read(fd, 4096)
+    while data:
+        w, mask, cookie, n = struct.unpack_from("iIII", data)
+        name = data[16:16 + n].rstrip(b"\0").decode()
+        print("event", hex(mask), name, flush=True)
+        data = data[16 + n:]
+"#;
+    let t = tempdir();
+    let watched = t.path().join("watched");
+    fs::create_dir(&watched).unwrap();
+    let log = t.path().join("watch.log");
+    let mut r = Reaper::new();
+    let pid = r.spawn_python(WATCH, &[path(&watched)], &log);
+    wait_lines(&log, 1);
+    let img = watched.join("img");
+    let saved = r.checkpoint_stop(pid, &img);
+    assert!(saved["attempts"].as_u64().unwrap() <= 4, "{saved}");
+    // It saw the unfinished directory made, and read the event: nothing
+    // was left queued, or the save would have been refused.
+    let seen = lines(&log);
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("event 0x40000100 img.tmp-")),
+        "{seen:?}"
+    );
+    r.restore(&img, &[]);
+    // Restored, it watches on: a file made now is seen.
+    fs::write(watched.join("after"), "").unwrap();
+    wait_until("the restored watcher to see a new file", DEADLINE, || {
+        lines(&log)
+            .iter()
+            .any(|l| l == "event 0x100 after")
+            .then_some(())
+    });
+}
+
+/// A sandbox's namespaces shared along its forks (chromium's zygote and
+/// its children share one network namespace): a normal user's program in
+/// a user namespace mapping only its own ids, with a network and an IPC
+/// namespace of its own, and two children in them. Restored, the four
+/// share one new empty network namespace and one new IPC namespace again,
+/// not the host's, with no capability.
+#[test]
+fn namespaces_shared_along_forks_are_made_once_and_shared_again() {
+    common::user::ensure_user();
+    let uid = common::user::USER_UID.to_string();
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let root = r.spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+                "unshare",
+                "--user",
+                &format!("--map-user={uid}"),
+                &format!("--map-group={uid}"),
+                "--net",
+                "--ipc",
+                "bash",
+                "-c",
+                "sleep 1000 & (sleep 1000; true) & wait",
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ns = |p: i32, kind: &str| fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let pids = wait_until(
+        "the sandbox's two children and a grandchild",
+        DEADLINE,
+        || {
+            let all = tree(root);
+            (all.len() == 4 && all.iter().all(|&p| ns(p, "net") == ns(root, "net"))).then_some(all)
+        },
+    );
+    let host_net = ns(std::process::id() as i32, "net");
+    assert_ne!(ns(root, "net"), host_net);
+    let img = t.path().join("img");
+    r.checkpoint_stop(root, &img);
+    r.restore(&img, &[]);
+    let net = ns(root, "net");
+    let ipc = ns(root, "ipc");
+    assert_ne!(net, host_net, "a network namespace of its own again");
+    assert_ne!(ipc, ns(std::process::id() as i32, "ipc"));
+    for &p in &pids {
+        assert_eq!(ns(p, "net"), net, "pid {p} shares the sandbox's network");
+        assert_eq!(ns(p, "ipc"), ipc, "pid {p} shares the sandbox's IPC");
+        assert_eq!(
+            status_field(p, "CapEff").as_deref(),
+            Some("0000000000000000")
+        );
+    }
+    let devices = fs::read_to_string(format!("/proc/{root}/net/dev")).unwrap();
+    let names: Vec<&str> = devices
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(str::trim))
+        .collect();
+    assert_eq!(names, ["lo"], "an empty network namespace");
+}
+
+/// A sandbox in a pid namespace of its own, made by a normal user with
+/// `unshare --pid` (the namespace's pid 1 is the sandboxed shell, its
+/// maker runs on beside it): saved with --stop and restored twice, every
+/// process gets its pid at both levels again, the maker's children still
+/// go to the sandbox's namespace, and the sandbox is one namespace apart
+/// from the host's, with its network.
+#[test]
+fn a_nested_pid_namespace_comes_back_with_its_pids_at_every_level() {
+    common::user::ensure_user();
+    let uid = common::user::USER_UID.to_string();
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let maker = r.spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+                "unshare",
+                "--user",
+                &format!("--map-user={uid}"),
+                &format!("--map-group={uid}"),
+                "--net",
+                "--pid",
+                "bash",
+                "-c",
+                "(sleep 1000 & sleep 1000 & wait) & exec sleep 1000",
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let ns_pid = |p: i32| -> Vec<i32> {
+        status_field(p, "NSpid")
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    let ns = |p: i32, kind: &str| fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
+    let saved = wait_until("the sandbox's shell and its two sleeps", DEADLINE, || {
+        let all = tree(maker);
+        let inner: Vec<Vec<i32>> = all.iter().map(|&p| ns_pid(p)).collect();
+        (all.len() == 4 && inner.iter().filter(|v| v.len() == 2).count() == 3).then_some(inner)
+    });
+    assert!(saved.iter().any(|v| v.len() == 2 && v[1] == 1), "{saved:?}");
+    for round in 1..=2 {
+        let img = t.path().join(format!("img{round}"));
+        r.checkpoint_stop(maker, &img);
+        r.restore(&img, &[]);
+        let now: Vec<Vec<i32>> = tree(maker).iter().map(|&p| ns_pid(p)).collect();
+        assert_eq!(now, saved, "pids at every level after restore {round}");
+        let shell = saved.iter().find(|v| v.len() == 2 && v[1] == 1).unwrap()[0];
+        assert_ne!(ns(shell, "pid"), ns(maker, "pid"), "a pid namespace apart");
+        assert_eq!(
+            ns(maker, "pid_for_children"),
+            ns(shell, "pid"),
+            "the maker's children go to the sandbox"
+        );
+        assert_ne!(ns(shell, "net"), ns(std::process::id() as i32, "net"));
+    }
+}

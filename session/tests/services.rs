@@ -29,6 +29,27 @@ res, _ = bus.call_with_unix_fd_list_sync(
 print(res.unpack()[0])
 "#;
 
+/// Watches the directory argv[1] with inotify while holding a session bus
+/// connection (so it belongs to the session), and logs "wd WD" once, then
+/// "event WD MASK" for every event.
+const WATCHER: &str = r#"
+import ctypes, os, struct, sys
+from gi.repository import Gio
+bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_CLOEXEC)
+wd = libc.inotify_add_watch(fd, sys.argv[1].encode(), 0xfff)
+if wd < 0:
+    sys.exit("inotify_add_watch: errno %d" % ctypes.get_errno())
+print("wd", wd, flush=True)
+while True:
+    data = os.read(fd, 4096)
+    while data:
+        w, mask, cookie, n = struct.unpack_from("iIII", data)
+        print("event", w, hex(mask), flush=True)
+        data = data[16 + n:]
+"#;
+
 struct Desk {
     u: UserSession,
     display: u32,
@@ -276,6 +297,23 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     );
     // SAFETY: kill by pid of the xterm this test started.
     unsafe { libc::kill(holder, libc::SIGKILL) };
+    // A program watching the portal's mount with inotify (as GVfs and
+    // file choosers do).
+    let watcher_script = desk.u.dir().join("watch.py");
+    fs::write(&watcher_script, WATCHER).unwrap();
+    let watch_log = desk.u.dir().join("watch.log");
+    let watcher = r.spawn(
+        desk.u
+            .command(
+                &["/usr/bin/python3", path(&watcher_script), path(&doc)],
+                Some(&watch_log),
+            )
+            .env("DBUS_SESSION_BUS_ADDRESS", &desk.bus),
+    );
+    let wd = wait_lines(&watch_log, 1)[0]
+        .strip_prefix("wd ")
+        .expect("the watcher's watch descriptor")
+        .to_string();
     r.wait_children(&[holder]);
     wait_until("the holder's shell to end", DEADLINE, || {
         (!alive(shell)).then_some(())
@@ -294,6 +332,23 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     ]);
     assert_ok(&check, "session check");
     let v: Value = serde_json::from_slice(&check.stdout).unwrap();
+    let ended_watch: Vec<&Value> = v["report"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["pid"] == watcher && f["policy"] == "Reset")
+        .collect();
+    assert_eq!(ended_watch.len(), 1, "{ended_watch:?}");
+    assert!(
+        ended_watch[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(
+                "watch {wd} on {} of a left-out FUSE server's mount",
+                doc.display()
+            )),
+        "{ended_watch:?}"
+    );
     let services = v["services"].as_array().expect("services");
     let s = services
         .iter()
@@ -353,7 +408,7 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         .into_iter()
         .chain(helpers.iter().copied())
         .collect();
-    r.wait_children(&[xvfb, launcher, xterm]);
+    r.wait_children(&[xvfb, launcher, xterm, watcher]);
     for &p in &old {
         wait_gone(p);
     }
@@ -375,6 +430,13 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         find_process("/usr/libexec/xdg-document-portal", &desk.u.runtime),
         None
     );
+    // The watch on the portal's mount came back ended, as an unmount
+    // ends it: the watcher reads IN_IGNORED for its descriptor.
+    wait_until("the watcher to read IN_IGNORED", DEADLINE, || {
+        lines(&watch_log)
+            .contains(&format!("event {wd} 0x8000"))
+            .then_some(())
+    });
     assert_eq!(mounted(&doc), 0);
     assert!(desk.mount_point().contains(path(&doc)));
     let again = wait_until("the portal activated again", DEADLINE, || {

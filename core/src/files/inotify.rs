@@ -6,6 +6,12 @@
 //! no longer in use, so every watch gets its old descriptor: programs map
 //! events to what they watch by it. Unread events cannot be put back, so an
 //! inotify with events waiting is refused.
+//!
+//! A watch on the FUSE mount of a server left out of the set (the document
+//! portal's, which GVfs and file choosers watch) cannot be looked at, and
+//! the mount ends with the session: such a watch comes back ended, as an
+//! unmount ends it (its descriptor kept, an `IN_IGNORED` event for it
+//! queued), so the program drops it as it would after an unmount.
 
 use super::{queued_bytes, FileError, FileKind, Refusal};
 use crate::procfs::FdInfo;
@@ -19,7 +25,12 @@ use std::path::PathBuf;
 pub struct Watch {
     pub wd: i32,
     pub mask: u32,
+    /// The watched file; for a watch on a left-out mount, the mount point.
     pub path: PathBuf,
+    /// The watch was on the FUSE mount of a left-out server, at this mount
+    /// point: restored ended (`IN_IGNORED` queued).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_left_out_mount: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +114,13 @@ impl FdinfoWatch {
     }
 }
 
-pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refusal> {
+/// `left_out_mounts`: mount points of FUSE servers left out of the set
+/// (their watches are ended at restore, not looked at).
+pub(super) fn checkpoint(
+    held: &OwnedFd,
+    info: &FdInfo,
+    left_out_mounts: &[PathBuf],
+) -> Result<FileKind, Refusal> {
     // An unreadable count is taken as nothing queued.
     let queued = queued_bytes(held.as_raw_fd()).unwrap_or(0);
     if queued > 0 {
@@ -125,12 +142,26 @@ pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refu
         else {
             return Err(format!("unreadable inotify watch: {v}").into());
         };
+        // Root may not look into another user's FUSE mount, and the
+        // server may answer no one: known by the device number alone.
+        if let Some(mount) =
+            mount_of(sdev).filter(|m| left_out_mounts.iter().any(|l| m.starts_with(l)))
+        {
+            watches.push(Watch {
+                wd,
+                mask: mask as u32,
+                path: mount,
+                on_left_out_mount: true,
+            });
+            continue;
+        }
         let path = path_of(sdev, htype, &handle)
             .map_err(|e| format!("inotify watch {wd}: its path cannot be found ({e})"))?;
         watches.push(Watch {
             wd,
             mask: mask as u32,
             path,
+            on_left_out_mount: false,
         });
     }
     watches.sort_by_key(|w| w.wd);
@@ -140,6 +171,26 @@ pub(super) fn checkpoint(held: &OwnedFd, info: &FdInfo) -> Result<FileKind, Refu
 impl Inotify {
     pub fn describe(&self) -> String {
         format!("inotify with {} watches", self.watches.len())
+    }
+
+    /// The watches restored ended (on left-out mounts).
+    pub fn ended(&self) -> impl Iterator<Item = &Watch> {
+        self.watches.iter().filter(|w| w.on_left_out_mount)
+    }
+
+    /// Why the restore does what it does, for the report.
+    pub fn reason(&self) -> String {
+        let ended: Vec<String> = self
+            .ended()
+            .map(|w| format!("{} on {}", w.wd, w.path.display()))
+            .collect();
+        if ended.is_empty() {
+            return "watches added again by path under their old descriptors".into();
+        }
+        format!(
+            "watches added again by path under their old descriptors; watch {} of a left-out FUSE server's mount comes back ended as by an unmount (IN_IGNORED queued)",
+            ended.join(", ")
+        )
     }
 
     pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
@@ -154,14 +205,37 @@ impl Inotify {
         }
         // SAFETY: a fresh fd owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Ended watches hold their descriptors on an inode of our own
+        // (a memfd, watched by no saved watch) until the end.
+        let stand_in = if self.ended().next().is_some() {
+            let name = CString::new("hiber-inotify-stand-in").expect("no NUL");
+            // SAFETY: memfd_create with a NUL-terminated name; a new fd or -1.
+            let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+            if raw < 0 {
+                return Err(err("creating an inotify stand-in")(
+                    io::Error::last_os_error(),
+                ));
+            }
+            // SAFETY: a fresh fd owned by nobody else.
+            Some(unsafe { OwnedFd::from_raw_fd(raw) })
+        } else {
+            None
+        };
+        let stand_in_path = stand_in
+            .as_ref()
+            .map(|m| PathBuf::from(format!("/proc/self/fd/{}", m.as_raw_fd())));
+        let mut ended = Vec::new();
         for w in &self.watches {
-            let c = CString::new(w.path.as_os_str().as_encoded_bytes()).map_err(|_| {
-                FileError::Path {
+            let path = match (&stand_in_path, w.on_left_out_mount) {
+                (Some(p), true) => p,
+                _ => &w.path,
+            };
+            let c =
+                CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| FileError::Path {
                     op: "watching",
                     path: w.path.clone(),
                     source: io::Error::from(io::ErrorKind::InvalidInput),
-                }
-            })?;
+                })?;
             loop {
                 // SAFETY: add_watch with a NUL-terminated path.
                 let got = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), w.mask) };
@@ -173,6 +247,9 @@ impl Inotify {
                     });
                 }
                 if got == w.wd {
+                    if w.on_left_out_mount {
+                        ended.push(got);
+                    }
                     break;
                 }
                 if got > w.wd {
@@ -191,6 +268,13 @@ impl Inotify {
         let mut buf = [0u8; 4096];
         // SAFETY: non-blocking reads into our buffer until nothing is left.
         while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        // Now end the watches of left-out mounts: their IN_IGNORED stays
+        // queued for the program, as an unmount's would.
+        for wd in ended {
+            // SAFETY: removing a watch we added on our stand-in.
+            unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+        }
+        drop(stand_in);
         let nonblock = flags as i32 & libc::O_NONBLOCK;
         // SAFETY: F_SETFL on our fd.
         unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, nonblock) };

@@ -202,6 +202,7 @@ impl FileKind {
             FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
             FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
             FileKind::Pidfd(p) if p.pid > 0 && !p.inside => Policy::Reset,
+            FileKind::Inotify(i) if i.ended().next().is_some() => Policy::Reset,
             _ => Policy::Restore,
         }
     }
@@ -277,8 +278,12 @@ pub struct FileTable {
     /// `lock:` lines of the fdinfo of the process last collected:
     /// (fd, file index, line).
     pub lock_lines: Vec<(i32, usize, String)>,
-    /// Every unix socket of the namespace, read once when the first is met.
-    unix_diag: Option<HashMap<u64, crate::sockdiag::UnixDiag>>,
+    /// Every unix socket of the network namespaces of the processes met,
+    /// each namespace read once when its first socket is met (inodes are
+    /// unique across namespaces; a socket pair may span two).
+    unix_diag: HashMap<u64, crate::sockdiag::UnixDiag>,
+    /// The network namespaces (inodes) whose unix sockets are read.
+    unix_diag_read: std::collections::HashSet<u64>,
     /// Pids of the session leaders collected.
     leaders: std::collections::HashSet<i32>,
     /// Pty queues the dump read out: put back unless the processes end.
@@ -426,24 +431,13 @@ impl FileTable {
                 }
                 libc::S_IFSOCK => match unix::domain(&local) {
                     Ok(libc::AF_UNIX) => {
-                        if self.unix_diag.is_none() {
-                            self.unix_diag =
-                                Some(crate::sockdiag::unix_sockets().map_err(|source| {
-                                    FileError::Fd {
-                                        pid,
-                                        fd,
-                                        op: "querying unix sockets (sock_diag)",
-                                        source,
-                                    }
-                                })?);
-                        }
-                        unix::checkpoint(
-                            &local,
-                            st.st_ino,
-                            self.unix_diag.as_ref().expect("just loaded"),
+                        self.read_unix_diag(&local).map_err(|source| FileError::Fd {
                             pid,
-                            creds.as_ref(),
-                        )
+                            fd,
+                            op: "querying the unix sockets of its network namespace (sock_diag)",
+                            source,
+                        })?;
+                        unix::checkpoint(&local, st.st_ino, &self.unix_diag, pid, creds.as_ref())
                     }
                     Ok(libc::AF_NETLINK) => netlink::checkpoint(&local),
                     Ok(family @ (libc::AF_INET | libc::AF_INET6)) => {
@@ -467,7 +461,9 @@ impl FileTable {
                 _ if target_str == "anon_inode:[timerfd]" => {
                     timerfd::checkpoint(&info).map_err(Refusal::from)
                 }
-                _ if target_str == "anon_inode:inotify" => inotify::checkpoint(&local, &info),
+                _ if target_str == "anon_inode:inotify" => {
+                    inotify::checkpoint(&local, &info, &self.left_out_mounts)
+                }
                 _ if target_str == "anon_inode:[signalfd]" => {
                     signalfd::checkpoint(&info).map_err(Refusal::from)
                 }
@@ -510,7 +506,7 @@ impl FileTable {
                         },
                         FileKind::Netlink(n) if n.is_uevent() => "device event socket: recreated with its groups, SO_PASSCRED and filter inside the restored session's own network namespace, where the uevent proxy replays the detached devices' events and forwards the host's".into(),
                         FileKind::Netlink(_) => "recreated with its protocol and multicast groups (the kernel picks its port id)".into(),
-                        FileKind::Inotify(_) => "watches added again by path under their old descriptors".into(),
+                        FileKind::Inotify(i) => i.reason(),
                         FileKind::Pty(_) => "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into(),
                         FileKind::DevTty(_) => "opened again as /dev/tty on the restored controlling terminal".into(),
                         _ => "recreated with its flags and offset".into(),
@@ -540,6 +536,40 @@ impl FileTable {
             }
         }
         Ok(fds)
+    }
+
+    /// Reads the unix sockets of the network namespace `socket` belongs
+    /// to, once per namespace: sock_diag answers for the namespace it is
+    /// asked from, and a sandbox's sockets live in its own namespace (and
+    /// travel to processes outside it).
+    fn read_unix_diag(&mut self, socket: &OwnedFd) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        /// `SIOCGSKNS`: an fd of the socket's network namespace.
+        const SIOCGSKNS: libc::c_ulong = 0x894C;
+        // SAFETY: the ioctl takes no argument and returns a new fd or -1.
+        let raw = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSKNS) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        let ns = unsafe { OwnedFd::from_raw_fd(raw) };
+        let ino = std::fs::File::from(ns.try_clone()?).metadata()?.ino();
+        if self.unix_diag_read.contains(&ino) {
+            return Ok(());
+        }
+        let ours = std::fs::metadata("/proc/self/ns/net")?.ino();
+        let found = if ino == ours {
+            crate::sockdiag::unix_sockets()?
+        } else {
+            crate::namespaces::inside_namespace_fd(
+                &ns,
+                libc::CLONE_NEWNET,
+                crate::sockdiag::unix_sockets,
+            )?
+        };
+        self.unix_diag.extend(found);
+        self.unix_diag_read.insert(ino);
+        Ok(())
     }
 
     /// The device number of the primary DRM card `pid` holds when it is an

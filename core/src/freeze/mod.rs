@@ -362,6 +362,23 @@ impl Frozen {
     /// End every process of the set (after its image is committed).
     pub fn kill_all(mut self) {
         self.released = true;
+        // The first process of a pid namespace exits only once every other
+        // task of it is reaped, and ours are reaped through us: so tasks of
+        // the deepest namespaces first, each namespace's pid 1 after its
+        // other tasks, threads before their leaders.
+        let order_key = |tid: &i32| {
+            let ns_pid = crate::procfs::ProcDir::new(*tid)
+                .status()
+                .map(|s| s.ns_pid)
+                .unwrap_or_default();
+            (
+                std::cmp::Reverse(ns_pid.len()),
+                ns_pid.len() > 1 && ns_pid.last() == Some(&1),
+                self.processes.contains_key(tid),
+            )
+        };
+        let mut order: Vec<i32> = self.seized.to_vec();
+        order.sort_by_cached_key(order_key);
         for pid in self.processes.keys() {
             // SAFETY: plain kill of a pid we froze and still trace.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
@@ -372,11 +389,7 @@ impl Frozen {
         // restore right after must find the pids free, not still dying.
         // A thread group leader is reported only after its other threads
         // were waited for: threads first.
-        let (leaders, threads): (Vec<i32>, Vec<i32>) = self
-            .seized
-            .iter()
-            .partition(|tid| self.processes.contains_key(tid));
-        for tid in threads.into_iter().chain(leaders) {
+        for tid in order {
             while let Ok((stop, _)) = ptrace::wait(tid) {
                 if matches!(stop, ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_)) {
                     break;

@@ -29,7 +29,9 @@ mod writer;
 pub use dir::Unsafe;
 pub use reader::{parse_document, read_chunk_from, ImageReader};
 pub use store::{parse_pack_index, prune_store, PruneStats};
-pub use writer::{ChunkReader, ChunkSink, CommittedImage, ImageWriter, Stored, WriteStats};
+pub use writer::{
+    remove_staging, ChunkReader, ChunkSink, CommittedImage, ImageWriter, Stored, WriteStats,
+};
 
 use serde::{Deserialize, Serialize};
 use std::io;

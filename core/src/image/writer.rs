@@ -283,6 +283,9 @@ pub struct ImageWriter {
     tmp: PathBuf,
     shared: Arc<Shared>,
     committed: bool,
+    /// Dropped uncommitted, empty `tmp` but keep it (see
+    /// [`ImageWriter::create_staged`]).
+    keep_staging: bool,
 }
 
 /// What a commit produced.
@@ -337,6 +340,20 @@ fn remove_abandoned(parent: &Path) {
 impl ImageWriter {
     /// Start an image at `dir` (which must not exist), reusing chunks from `store`.
     pub fn create(dir: &Path, store: Option<&Path>) -> Result<Self> {
+        Self::open_tmp(dir, store, false)
+    }
+
+    /// Like [`ImageWriter::create`], for a checkpoint that may be tried
+    /// again: its unfinished directory (`DIR.tmp-PID`) is made once and
+    /// kept, emptied, between tries, until [`remove_staging`]. Programs
+    /// watching the image's parent directory (a home directory is watched
+    /// by GTK programs) would otherwise get an inotify event for each try
+    /// while frozen, and hold it unread: a refusal, at every try.
+    pub fn create_staged(dir: &Path, store: Option<&Path>) -> Result<Self> {
+        Self::open_tmp(dir, store, true)
+    }
+
+    fn open_tmp(dir: &Path, store: Option<&Path>, keep_staging: bool) -> Result<Self> {
         if dir.exists() {
             return Err(ImageError::Exists {
                 path: dir.to_path_buf(),
@@ -353,7 +370,10 @@ impl ImageWriter {
             name.to_string_lossy(),
             std::process::id()
         ));
-        if tmp.exists() {
+        if tmp.is_dir() && keep_staging {
+            // Ours from an earlier try, or a stale one: emptied in place.
+            empty_dir(&tmp).map_err(io_err("emptying", &tmp))?;
+        } else if tmp.exists() {
             // Left by an earlier run of a process with our pid: never committed.
             fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
         }
@@ -364,6 +384,7 @@ impl ImageWriter {
         Ok(Self {
             dir: dir.to_path_buf(),
             tmp,
+            keep_staging,
             shared: Arc::new(Shared {
                 packs,
                 store,
@@ -525,9 +546,43 @@ impl ImageWriter {
 impl Drop for ImageWriter {
     fn drop(&mut self) {
         if !self.committed {
-            if let Err(e) = fs::remove_dir_all(&self.tmp) {
+            let removed = if self.keep_staging {
+                empty_dir(&self.tmp)
+            } else {
+                fs::remove_dir_all(&self.tmp)
+            };
+            if let Err(e) = removed {
                 tracing::warn!(path = %self.tmp.display(), error = %e, "could not remove an unfinished image");
             }
+        }
+    }
+}
+
+/// Removes what `dir` holds, not `dir` itself.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            fs::remove_dir_all(e.path())?;
+        } else {
+            fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the unfinished directory [`ImageWriter::create_staged`] kept
+/// for `dir`, once no try is left.
+pub fn remove_staging(dir: &Path) {
+    let Some(name) = dir.file_name() else { return };
+    let tmp = parent_of(dir).join(format!(
+        "{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if let Err(e) = fs::remove_dir_all(&tmp) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %tmp.display(), error = %e, "could not remove an unfinished image");
         }
     }
 }

@@ -318,7 +318,15 @@ fn restore_image(
         })
         .collect();
     let pid_free = |pid: i32| opts.pidns || !Path::new(&format!("/proc/{pid}")).exists();
-    let plan = plan::plan(&ids, &pid_free)?;
+    let mut plan = plan::plan(&ids, &pid_free)?;
+    plan::namespace_flags(&mut plan, &|i| {
+        let ns = snap.processes[i].namespaces.as_ref();
+        (
+            ns.filter(|n| n.net).map(|n| n.ids.1),
+            ns.filter(|n| n.ipc).map(|n| n.ids.2),
+        )
+    });
+    plan::pid_namespaces(&mut plan, &|i| snap.processes[i].ns_pids.clone());
     if !opts.pidns {
         let thread_ids = snap
             .processes
@@ -1005,14 +1013,19 @@ fn outer_pids(
     if !pidns {
         return Ok(live.iter().map(|&i| (i, plan.nodes[i].pid)).collect());
     }
-    // Walk the keeper's descendants and read each one's inner pid.
+    // Walk the keeper's descendants and read each one's pid in the
+    // keeper's namespace (nested namespaces below it have levels of their
+    // own: not the last one, then).
     let root = shared.area().root_pid.load(Ordering::Acquire);
+    let level = procfs::ProcDir::new(root)
+        .status()
+        .map_or(1, |s| s.ns_pid.len().saturating_sub(1));
     let mut inner_to_outer = HashMap::new();
     let mut todo = vec![root];
     while let Some(pid) = todo.pop() {
         let dir = procfs::ProcDir::new(pid);
         if let Ok(status) = dir.status() {
-            if let Some(&inner) = status.ns_pid.last() {
+            if let Some(&inner) = status.ns_pid.get(level) {
                 inner_to_outer.insert(inner, pid);
             }
         }
@@ -1108,11 +1121,6 @@ fn swap<'a>(
         },
     )?;
     let t_map = t0.elapsed();
-    // Its namespaces: while it is one thread (its threads, made below,
-    // share them) and still root.
-    if let Some(ns) = &p.namespaces {
-        crate::namespaces::enter(&task, ns)?;
-    }
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
     for v in &mm.vmas {
@@ -1133,11 +1141,13 @@ fn swap<'a>(
         ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL)?;
     }
     for t in &p.threads[1..] {
-        let tid = thread::create(&task, &mut mem, &scratch, t.tid)?;
+        let tid = thread::create(&task, &mut mem, &scratch, t.tid, &t.ns_tids)?;
         created.push(tid);
         let tt = RemoteTask::new(tid, gadget)?;
         thread::restore(&tt, &mut mem, &scratch, t)?;
-        signals::requeue(&tt, &mut mem, &scratch, p.pid, Some(t.tid), &t.pending)?;
+        // Named as the process sees itself (a nested pid namespace).
+        let (own_pid, own_tid) = (p.own_tid(p.pid), p.own_tid(t.tid));
+        signals::requeue(&tt, &mut mem, &scratch, own_pid, Some(own_tid), &t.pending)?;
         let own = t.creds.as_ref().unwrap_or(&p.creds);
         crate::seccomp::restore(&tt, &mut mem, &p.seccomp_filters, &t.seccomp)?;
         creds::restore(&tt, &mut mem, &scratch, own, current)?;
@@ -1153,11 +1163,24 @@ fn swap<'a>(
     crate::gone_dir::enter(&task, &mut mem, &scratch, gadget, p)?;
     tracing::trace!(pid, vmas = mm.vmas.len(), ?t_map, t_threads = ?t0.elapsed(), "swapped");
     // After the threads: a timer may signal one of them.
-    crate::timers::restore(&task, &mut mem, &scratch, &p.timers)?;
+    // Thread targets named as the process sees them.
+    let mut timers = p.timers.clone();
+    for t in &mut timers.posix {
+        t.target = p.own_tid(t.target);
+    }
+    crate::timers::restore(&task, &mut mem, &scratch, &timers)?;
     let th = &p.threads[0];
     thread::restore(&task, &mut mem, &scratch, th)?;
-    signals::requeue(&task, &mut mem, &scratch, p.pid, None, &p.shared_pending)?;
-    signals::requeue(&task, &mut mem, &scratch, p.pid, Some(p.pid), &th.pending)?;
+    let own_pid = p.own_tid(p.pid);
+    signals::requeue(&task, &mut mem, &scratch, own_pid, None, &p.shared_pending)?;
+    signals::requeue(
+        &task,
+        &mut mem,
+        &scratch,
+        own_pid,
+        Some(own_pid),
+        &th.pending,
+    )?;
     // Its filters just before its credentials: see `seccomp`.
     crate::seccomp::restore(&task, &mut mem, &p.seccomp_filters, &th.seccomp)?;
     creds::restore(&task, &mut mem, &scratch, &p.creds, current)?;

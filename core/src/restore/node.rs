@@ -286,6 +286,13 @@ pub fn child_main(f: impl FnOnce()) -> ! {
 
 /// clone3 with one pid to take (in the caller's pid namespace).
 pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
+    clone_with_pids(pid, &[], flags)
+}
+
+/// clone3 taking `pid` in the caller's pid namespace and `nested` (the
+/// child's pids in the namespaces below, outermost first; the last is 1
+/// with `CLONE_NEWPID`).
+pub fn clone_with_pids(pid: i32, nested: &[i32], flags: u64) -> io::Result<i32> {
     #[repr(C)]
     #[derive(Default)]
     struct CloneArgs {
@@ -301,7 +308,13 @@ pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
         set_tid_size: u64,
         cgroup: u64,
     }
-    let tid = [pid as libc::pid_t];
+    // set_tid: the innermost namespace's first.
+    let tid: Vec<libc::pid_t> = nested
+        .iter()
+        .rev()
+        .copied()
+        .chain(std::iter::once(pid))
+        .collect();
     let args = CloneArgs {
         flags,
         exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
@@ -310,7 +323,7 @@ pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
             libc::SIGCHLD as u64
         },
         set_tid: if pid > 0 { tid.as_ptr() as u64 } else { 0 },
-        set_tid_size: u64::from(pid > 0),
+        set_tid_size: if pid > 0 { tid.len() as u64 } else { 0 },
         ..Default::default()
     };
     // SAFETY: clone3 with no stack behaves like fork: the child continues
@@ -366,6 +379,7 @@ pub enum Step {
     Locks,
     DevTty,
     Pidfd,
+    PidNamespace,
 }
 
 impl Step {
@@ -385,6 +399,7 @@ impl Step {
             12 => "taking its file locks again (held by someone else?)",
             13 => "opening /dev/tty on its controlling terminal",
             14 => "opening a pidfd of a restored process",
+            15 => "entering the pid namespace made for its children",
             _ => "an unknown step",
         }
     }
@@ -427,8 +442,14 @@ pub fn fork_children(
         } else {
             0
         };
-        let parent = parent_for(flags);
-        match clone_with_pid(node.pid, flags) {
+        // The first process of a new pid namespace sees its parent, which
+        // is outside it, as pid 0.
+        let parent = if node.ns_flags & libc::CLONE_NEWPID as u64 != 0 {
+            0
+        } else {
+            parent_for(flags)
+        };
+        match clone_with_pids(node.pid, &node.ns_pids, flags | node.ns_flags) {
             Ok(0) => child_main(|| {
                 die_with_parent(parent);
                 run(spec, shared, child, parent)
@@ -443,8 +464,14 @@ pub fn fork_children(
 /// The life of one node in the tree. Never returns.
 fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
     let node: &Node = &spec.plan.nodes[me];
-    // SAFETY: getpid has no arguments.
-    let pid = unsafe { libc::getpid() };
+    // The pid the restorer knows it by: in a nested pid namespace getpid
+    // tells the innermost one; set_tid made it `node.pid` outside.
+    let pid = if node.ns_pids.is_empty() {
+        // SAFETY: getpid has no arguments.
+        unsafe { libc::getpid() }
+    } else {
+        node.pid
+    };
     shared.slot(me).pid.store(pid, Ordering::Release);
     // Zombies must stay for their parents to reap; never auto-reap here.
     // SAFETY: resetting a disposition to default; no handler involved.
@@ -475,6 +502,11 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
         }
     }
     let forked = fork_children(spec, shared, Some(me));
+    if let NodeKind::Process(i) = node.kind {
+        if let Err(e) = enter_children_pid_namespace(spec, me, &spec.processes[i]) {
+            fail(shared, me, Step::PidNamespace, e);
+        }
+    }
     bump(&shared.area().born);
     await_stage(shared, STAGE_GROUPS, parent);
     if let Some(g) = node.join_group {
@@ -519,6 +551,54 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
             }
         }
     }
+}
+
+/// A process that made a pid namespace for its children with `unshare`
+/// (`unshare --pid --fork`) forked that namespace's pid 1 with
+/// CLONE_NEWPID above: it enters that namespace now, so children it makes
+/// later go there, as they would have.
+fn enter_children_pid_namespace(
+    spec: &TreeSpec<'_>,
+    me: usize,
+    p: &ProcessImage,
+) -> io::Result<()> {
+    let Some(made) = p
+        .namespaces
+        .as_ref()
+        .map(|n| n.pid_for_children)
+        .filter(|&m| m != 0)
+    else {
+        return Ok(());
+    };
+    let first = spec.plan.children(Some(me)).find(|&c| {
+        let n = &spec.plan.nodes[c];
+        n.ns_flags & libc::CLONE_NEWPID as u64 != 0
+            && matches!(n.kind, NodeKind::Process(k)
+                if spec.processes[k].namespaces.as_ref().is_some_and(|ns| ns.pid == made))
+    });
+    let Some(first) = first else {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    };
+    // The restorer's /proc: the child by its pid there.
+    let path = cstr(std::path::Path::new(&format!(
+        "/proc/{}/ns/pid",
+        spec.plan.nodes[first].pid
+    )));
+    // SAFETY: open of a NUL-terminated path; setns with the fd we own,
+    // closed right after.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let rc = libc::setns(fd, libc::CLONE_NEWPID);
+        let e = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn become_zombie(status: i32) -> ! {

@@ -53,6 +53,61 @@ pub struct Node {
     pub make_group: bool,
     /// Join this group once every group exists.
     pub join_group: Option<i32>,
+    /// Namespaces made for it at its birth (`CLONE_NEWNET`,
+    /// `CLONE_NEWIPC`, `CLONE_NEWPID`): set after planning, see
+    /// [`namespace_flags`] and [`pid_namespaces`].
+    pub ns_flags: u64,
+    /// Its pids in nested pid namespaces, outermost first (taken with
+    /// `set_tid` along with `pid`); empty for most.
+    pub ns_pids: Vec<i32>,
+}
+
+/// Sets each process node's pids in nested pid namespaces, and
+/// `CLONE_NEWPID` for the first process (pid 1) of a namespace its forker
+/// is one level above. `ns_pids(i)`: process `i`'s, outermost first.
+pub fn pid_namespaces(plan: &mut Plan, ns_pids: &dyn Fn(usize) -> Vec<i32>) {
+    for k in 0..plan.nodes.len() {
+        let own = match plan.nodes[k].kind {
+            NodeKind::Process(i) => ns_pids(i),
+            _ => Vec::new(),
+        };
+        let forker_depth = plan.nodes[k]
+            .forker
+            .map_or(0, |f| plan.nodes[f].ns_pids.len());
+        if own.last() == Some(&1) && own.len() == forker_depth + 1 {
+            plan.nodes[k].ns_flags |= libc::CLONE_NEWPID as u64;
+        }
+        plan.nodes[k].ns_pids = own;
+    }
+}
+
+/// Sets each process node's namespaces to make at birth: a network or IPC
+/// namespace of its own that its forker does not have (a process that
+/// shares its forker's inherits it by the fork, as the saved ones did).
+/// `own(i)`: (net, ipc) namespace inodes of process `i` when it has its
+/// own, else None per kind.
+pub fn namespace_flags(plan: &mut Plan, own: &dyn Fn(usize) -> (Option<u64>, Option<u64>)) {
+    let owned: Vec<(Option<u64>, Option<u64>)> = plan
+        .nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::Process(i) => own(i),
+            _ => (None, None),
+        })
+        .collect();
+    for (k, node) in plan.nodes.iter_mut().enumerate() {
+        let (net, ipc) = owned[k];
+        // What the forker has: a helper has the restorer's namespaces.
+        let (fnet, fipc) = node.forker.map_or((None, None), |f| owned[f]);
+        let mut flags = 0;
+        if net.is_some() && net != fnet {
+            flags |= libc::CLONE_NEWNET as u64;
+        }
+        if ipc.is_some() && ipc != fipc {
+            flags |= libc::CLONE_NEWIPC as u64;
+        }
+        node.ns_flags = flags;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,7 +136,54 @@ enum SessionSource {
     Own,
     Inherited,
     Helper(usize),
+    /// Forked with CLONE_PARENT by its session's leader, a sibling in the
+    /// image (a bus started with `--fork`, as dbus-launch does, leads the
+    /// session of the services it activates; they are orphans).
+    Leader(usize),
     Foreign,
+}
+
+/// Refuses, at checkpoint, a tree whose sessions the restore could not
+/// rebuild (found then, not after `--stop` ended the session). Pids are
+/// taken as free: the saved processes will have ended.
+pub fn refuse_unbuildable(
+    processes: &[crate::snapshot::ProcessImage],
+    report: &mut crate::policy::Report,
+) {
+    let ids: Vec<Ids> = processes
+        .iter()
+        .map(|p| Ids {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
+        })
+        .collect();
+    let (pid, what) = match plan(&ids, &|_| true) {
+        Ok(_) => return,
+        Err(e @ PlanError::SessionLayout { pid, .. }) => (pid, e.to_string()),
+        Err(e @ PlanError::DuplicatePid { pid }) => (pid, e.to_string()),
+        Err(e @ PlanError::SharedSessionHelper { sid, .. }) => (
+            ids.iter().find(|p| p.sid == sid).map_or(sid, |p| p.pid),
+            e.to_string(),
+        ),
+    };
+    report.add(
+        pid,
+        crate::policy::Subject::Process,
+        "its session and process group",
+        crate::policy::Policy::Refuse,
+        what,
+    );
+}
+
+/// The node whose child `node` will be (None: the restore root): its
+/// forker, or with CLONE_PARENT its forker's parent.
+fn parent_of(nodes: &[Node], mut node: usize) -> Option<usize> {
+    while nodes[node].clone_parent {
+        node = nodes[node].forker?;
+    }
+    nodes[node].forker
 }
 
 /// Build the plan. `pid_free(pid)` says whether a pid outside the image can
@@ -106,7 +208,9 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
         d
     };
     let mut order: Vec<usize> = (0..procs.len()).collect();
-    order.sort_by_key(|&i| (depth(i), procs[i].pid));
+    // Session leaders first at each depth: a sibling in a leader's session
+    // may be forked by it.
+    order.sort_by_key(|&i| (depth(i), procs[i].sid != procs[i].pid, procs[i].pid));
 
     let mut out = Plan::default();
     let mut node_of: HashMap<i32, usize> = HashMap::new();
@@ -142,6 +246,12 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                 "its session (led by a process outside the pid namespace)".into(),
             ));
             SessionSource::Foreign
+        } else if let Some(leader) = node_of
+            .get(&p.sid)
+            .copied()
+            .filter(|&l| out.nodes[l].setsid && parent_of(&out.nodes, l) == forker)
+        {
+            SessionSource::Leader(leader)
         } else if by_pid.contains_key(&p.sid) {
             return Err(PlanError::SessionLayout {
                 pid: p.pid,
@@ -171,6 +281,8 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         setsid: true,
                         make_group: false,
                         join_group: None,
+                        ns_flags: 0,
+                        ns_pids: Vec::new(),
                     });
                     let h = out.nodes.len() - 1;
                     session_helpers.insert(p.sid, (h, forker));
@@ -190,12 +302,14 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             SessionSource::Foreign
         };
         let (node_forker, clone_parent) = match source {
-            SessionSource::Helper(h) => (Some(h), true),
+            SessionSource::Helper(h) | SessionSource::Leader(h) => (Some(h), true),
             _ => (forker, false),
         };
         let own_sid = match source {
             SessionSource::Own => Some(p.pid),
-            SessionSource::Inherited | SessionSource::Helper(_) => Some(p.sid),
+            SessionSource::Inherited | SessionSource::Helper(_) | SessionSource::Leader(_) => {
+                Some(p.sid)
+            }
             SessionSource::Foreign => None,
         };
         let mut node = Node {
@@ -208,6 +322,8 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
             // session leader fails).
             make_group: p.pgid == p.pid && source != SessionSource::Own,
             join_group: None,
+            ns_flags: 0,
+            ns_pids: Vec::new(),
         };
         if p.pgid != p.pid {
             let leader_in_image = by_pid.contains_key(&p.pgid);
@@ -244,6 +360,8 @@ pub fn plan(procs: &[Ids], pid_free: &dyn Fn(i32) -> bool) -> Result<Plan, PlanE
                         setsid: false,
                         make_group: true,
                         join_group: None,
+                        ns_flags: 0,
+                        ns_pids: Vec::new(),
                     });
                     out.nodes.len() - 1
                 });
@@ -282,6 +400,44 @@ mod tests {
             pgid,
             sid,
         }
+    }
+
+    /// A bus started with `--fork` (dbus-launch) leads its own session;
+    /// the services it activates are orphans in that session: each is
+    /// forked by the bus with CLONE_PARENT, so its parent is the root's.
+    #[test]
+    fn orphans_in_a_live_siblings_session_are_forked_by_that_leader() {
+        let p = plan(
+            &[
+                ids(230, 1, 230, 230),
+                ids(231, 230, 230, 230),
+                ids(240, 1, 240, 240),
+                ids(241, 1, 240, 240),
+            ],
+            &|_| true,
+        )
+        .unwrap();
+        let at = |pid| p.nodes.iter().position(|n| n.pid == pid).unwrap();
+        let service = &p.nodes[at(241)];
+        assert_eq!(service.forker, Some(at(240)));
+        assert!(service.clone_parent);
+        assert!(!service.setsid);
+        assert_eq!(service.join_group, None, "born in the bus's group");
+        assert_eq!(parent_of(&p.nodes, at(241)), None, "a child of the root");
+        assert!(at(240) < at(241));
+        // A member whose leader is deeper in the tree (not a sibling)
+        // still cannot be rebuilt.
+        assert_eq!(
+            plan(
+                &[
+                    ids(230, 1, 230, 230),
+                    ids(250, 230, 250, 250),
+                    ids(251, 1, 250, 250)
+                ],
+                &|_| true
+            ),
+            Err(PlanError::SessionLayout { pid: 251, sid: 250 })
+        );
     }
 
     /// An orphan adopted by init in a session whose leader is gone, with a

@@ -84,6 +84,22 @@ const DATA_CHUNK: u64 = 1 << 20;
 const MAX_STRING: usize = 4096;
 /// A socket filter (`BPF_MAXINSNS`).
 const MAX_FILTER: usize = 4096;
+/// Pid namespaces nested below the restorer's (the kernel allows 32 levels
+/// in all).
+const MAX_NESTED_PID_NS: usize = 31;
+
+/// Ids in nested pid namespaces: at most [`MAX_NESTED_PID_NS`] levels, each
+/// a pid.
+fn nested_pids(field: &str, what: &str, ids: &[i32]) -> Result<()> {
+    if ids.len() > MAX_NESTED_PID_NS || ids.iter().any(|&i| !(1..=PID_MAX).contains(&i)) {
+        return Err(bad(
+            field,
+            format!("{what} in nested pid namespaces {ids:?} (at most {MAX_NESTED_PID_NS} levels, each 1 to {PID_MAX})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Inotify watches per instance (`max_user_watches` is far below).
 const MAX_WATCHES: usize = 1 << 20;
 /// A unix socket name (`sun_path`).
@@ -355,6 +371,21 @@ fn process(snap: &Snapshot, p: &ProcessImage) -> Result<()> {
         }
     }
     check_creds(field, &p.creds)?;
+    nested_pids(field, "pids", &p.ns_pids)?;
+    for t in &p.threads {
+        nested_pids(field, "thread ids", &t.ns_tids)?;
+        if t.ns_tids.len() != p.ns_pids.len() {
+            return Err(bad(
+                field,
+                format!(
+                    "thread {} in {} nested pid namespaces, its process in {}",
+                    t.tid,
+                    t.ns_tids.len(),
+                    p.ns_pids.len()
+                ),
+            ));
+        }
+    }
     if let Some(user) = p.namespaces.as_ref().and_then(|n| n.user.as_ref()) {
         user_namespace(field, p, user)?;
     }
