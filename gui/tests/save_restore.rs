@@ -19,7 +19,7 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     first.spawn("xterm", &["xterm", "-T", WINDOW], None);
     first.window_by_title(WINDOW);
     let log = first.user.dir().join("app.log");
-    first.spawn_app(&hiberd.bus.address, &log);
+    let app = first.spawn_app(&hiberd.bus.address, &log);
     first.atspi_ok(&["wait", "label", "No Snapshots"]);
     first.screenshot("empty");
 
@@ -34,8 +34,25 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     let shots = save(&first, 3);
     assert_eq!(hiberd.stored().len(), 3, "three snapshots in the store");
     first.screenshot("three-snapshots");
-    // Newest first.
-    let name = shots[0].clone();
+    // Newest first. The selection stays on the first card there was (the
+    // oldest now): F2 renames it.
+    assert_eq!(shots.len(), 3, "{shots:?}");
+    first.keys(app, "F2");
+    first.atspi_ok(&["wait", "label", "Rename Snapshot"]);
+    first.keys_to_window("Rename Snapshot", "ctrl+a");
+    first.type_to_window("Rename Snapshot", "Before lunch");
+    first.keys_to_window("Rename Snapshot", "Return");
+    let name = "Before lunch".to_string();
+    first.atspi_ok(&["wait", "image", &format!("Screenshot of {name}")]);
+    let renamed = first.atspi_ok(&["names", "image"]);
+    assert!(!renamed.contains(shots[2].as_str()), "{renamed}");
+    for kept in &shots[..2] {
+        assert!(
+            renamed.contains(kept.as_str()),
+            "{kept} kept its name: {renamed}"
+        );
+    }
+    let newest = shots[0].clone();
 
     // Its details, in a window of their own.
     first.atspi_ok(&["press", "push button", &format!("Details of {name}")]);
@@ -47,7 +64,7 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     // A second desktop of the same user shows the snapshot too.
     let mut second = Desktop::start();
     let log2 = second.user.dir().join("app.log");
-    second.spawn_app(&hiberd.bus.address, &log2);
+    let app2 = second.spawn_app(&hiberd.bus.address, &log2);
     second.atspi_ok(&["wait", "push button", &format!("Restore {name}")]);
 
     // The first session ends; Restore brings its window back.
@@ -66,11 +83,12 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     );
     common::screenshot(display, None, "restored");
 
-    // Delete it: the card and the snapshot go.
-    second.atspi_ok(&["press", "push button", &format!("Delete {name}")]);
+    // The Delete key deletes the selected card (the newest, here): the
+    // card and the snapshot go.
+    second.keys(app2, "Delete");
     second.screenshot_window("Delete", "delete-dialog");
     second.atspi_ok(&["click", "Delete"]);
-    second.atspi_ok(&["gone", "push button", &format!("Delete {name}")]);
+    second.atspi_ok(&["gone", "push button", &format!("Delete {newest}")]);
     second.atspi_ok(&["wait-count", "list item", "", "2"]);
     common::wait_until("the snapshot to leave the store", DEADLINE, || {
         (hiberd.stored().len() == 2).then_some(())

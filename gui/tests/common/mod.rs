@@ -656,6 +656,16 @@ impl Desktop {
             .unwrap_or_else(|e| panic!("typing {keys}: {e}"));
     }
 
+    /// Text typed into the window whose title starts so.
+    #[track_caller]
+    pub fn type_to_window(&self, title: &str, text: &str) {
+        let w = self.window_by_title(title);
+        self.xdotool(&["windowfocus", "--sync", &w])
+            .unwrap_or_else(|e| panic!("focusing window {w}: {e}"));
+        self.xdotool(&["type", "--delay", "20", text])
+            .unwrap_or_else(|e| panic!("typing {text:?}: {e}"));
+    }
+
     /// The screen as a PNG under target/gui-screenshots, for people to
     /// look at (the README and the metainfo take theirs from there).
     pub fn screenshot(&self, name: &str) -> PathBuf {
