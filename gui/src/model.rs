@@ -229,6 +229,27 @@ impl CheckReport {
         }
     }
 
+    /// The check dialog's heading and text.
+    pub fn question(&self) -> (&'static str, String) {
+        let (heading, intro) = if self.saveable {
+            (
+                "Save This Session?",
+                "Most of the session comes back as it is, but:",
+            )
+        } else {
+            (
+                "This Session Cannot Be Saved Yet",
+                "Hiber cannot save this session now:",
+            )
+        };
+        let mut body = intro.to_string();
+        for s in &self.sentences {
+            body.push_str("\n• ");
+            body.push_str(s);
+        }
+        (heading, body)
+    }
+
     /// Whether the user needs to be asked before saving.
     pub fn needs_asking(&self) -> bool {
         !self.saveable || !self.sentences.is_empty()
@@ -457,6 +478,14 @@ mod tests {
         assert_eq!(loud.sentences.len(), 1, "{:?}", loud.sentences);
         assert!(loud.needs_asking());
         assert!(CheckReport::new(false, &[], |_| None).needs_asking());
+        let (heading, body) = loud.question();
+        assert_eq!(heading, "Save This Session?");
+        assert!(
+            body.ends_with(
+                "\n• bash (process 42): its handle on a process outside the session will be closed (outside)"
+            ),
+            "{body}"
+        );
     }
 
     #[test]

@@ -527,8 +527,19 @@ impl Window {
                 })
                 .await;
                 match checked {
-                    Ok(report) if report.needs_asking() => w.ask_save(hiber, display, report),
+                    Ok(report) if report.needs_asking() => {
+                        let (heading, body) = report.question();
+                        w.ask_save(hiber, display, heading, &body, report.saveable)
+                    }
                     Ok(_) => w.start_save(hiber, display),
+                    // The check is advice: when it fails but hiberd may
+                    // still save (it refuses what it cannot), ask.
+                    Err(e @ (Failure::NoAnswer | Failure::Hiberd { .. })) => {
+                        let body = format!(
+                            "Hiber could not check the session first: {e}\n\nSaving may still work: anything that cannot be saved stops it, and nothing changes."
+                        );
+                        w.ask_save(hiber, display, "Save This Session?", &body, true)
+                    }
                     Err(e) => {
                         w.stop_busy();
                         w.failed("Cannot Check the Session", &e);
@@ -539,26 +550,10 @@ impl Window {
     }
 
     /// The check found something: say it plainly, save only if asked to.
-    fn ask_save(&self, hiber: Hiber, display: String, report: CheckReport) {
-        let (heading, intro) = if report.saveable {
-            (
-                "Save This Session?",
-                "Most of the session comes back as it is, but:",
-            )
-        } else {
-            (
-                "This Session Cannot Be Saved Yet",
-                "Hiber cannot save this session now:",
-            )
-        };
-        let mut body = intro.to_string();
-        for s in &report.sentences {
-            body.push_str("\n• ");
-            body.push_str(s);
-        }
-        let d = adw::MessageDialog::new(Some(self), Some(heading), Some(&body));
+    fn ask_save(&self, hiber: Hiber, display: String, heading: &str, body: &str, saveable: bool) {
+        let d = adw::MessageDialog::new(Some(self), Some(heading), Some(body));
         d.add_response("cancel", "_Cancel");
-        if report.saveable {
+        if saveable {
             d.add_response("save", "_Save Anyway");
             d.set_response_appearance("save", adw::ResponseAppearance::Suggested);
             d.set_default_response(Some("save"));
@@ -623,7 +618,13 @@ impl Window {
     /// The job bar shows, with a pulsing bar until a job reports progress.
     fn start_busy(&self, text: &str) {
         let imp = self.imp();
-        imp.state.borrow_mut().job = Some(JobView::new(""));
+        {
+            let mut st = imp.state.borrow_mut();
+            st.job = Some(JobView::new(""));
+            // Ends seen before this call are not its job's (a hiberd
+            // started again numbers its jobs from 1 again).
+            st.early_ends.clear();
+        }
         imp.job_label.set_label(text);
         imp.job_progress.pulse();
         imp.job_cancel.set_sensitive(false);

@@ -161,13 +161,18 @@ def run(cmd, args):
     elif cmd == "wait-count":
         role, prefix, n = args[0], args[1], int(args[2])
         args = args[3:]
-        found = until(
-            f"{n} {role} named {prefix!r}... in {APP}",
-            seconds(0),
-            lambda a: (lambda m: m if len(m) == n else None)(matches(a, role, prefix, prefix=True)),
-        )
-        for o in found:
-            print(o.name)
+        def names_if_n(a):
+            # Names read at once: the objects may go when the list is
+            # rebuilt.
+            try:
+                names = [o.name for o in matches(a, role, prefix, prefix=True)]
+            except Exception:
+                return None
+            return names if len(names) == n else None
+
+        found = until(f"{n} {role} named {prefix!r}... in {APP}", seconds(0), names_if_n)
+        for name in found:
+            print(name)
     elif cmd == "wait-any":
         # wait-any ROLE NAME [NAME...]: the first of these names to show.
         role, names = args[0], args[1:]

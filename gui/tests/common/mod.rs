@@ -199,8 +199,8 @@ impl SystemBus {
         Self::start_with(services, true)
     }
 
-    pub fn start_packaged() -> Self {
-        Self::start_with(None, false)
+    pub fn start_packaged(services: &Path) -> Self {
+        Self::start_with(Some(services), false)
     }
 
     fn start_with(services: Option<&Path>, open: bool) -> Self {
@@ -343,12 +343,14 @@ fn ensure_polkit_setup() {
     });
 }
 
-/// hiberd as root on a private system bus with its packaged policy, with
-/// polkitd beside it, and a store of its own.
+/// hiberd as root on a private system bus with its packaged policy,
+/// started by the bus when first called (as on a real system: when it
+/// leaves the bus, idle or broken, the next call starts it again), with
+/// polkitd beside it and a store of its own.
 #[derive(Debug)]
 pub struct Hiberd {
-    // Dropped in this order: hiberd, polkitd, the bus, the store.
-    hiberd: Started,
+    // Dropped in this order: polkitd, then the bus with what it started
+    // (hiberd), then the store.
     polkitd: Started,
     pub bus: SystemBus,
     pub state: tempfile::TempDir,
@@ -357,7 +359,39 @@ pub struct Hiberd {
 impl Hiberd {
     pub fn start() -> Self {
         ensure_polkit_setup();
-        let bus = SystemBus::start_packaged();
+        let state = tempfile::Builder::new()
+            .prefix("hiber-gui-store-")
+            .tempdir()
+            .expect("a store for hiberd");
+        // The packaged activation file, run from here: this hiberd, this
+        // store, its log beside it.
+        let packaged = packaging().join("dbus/org.hiber.Hiber1.service");
+        let text = fs::read_to_string(&packaged)
+            .unwrap_or_else(|e| panic!("{}: {e} (hiberd's activation file)", packaged.display()));
+        assert!(text.contains("Name=org.hiber.Hiber1"), "{text}");
+        let services = state.path().join("services");
+        fs::create_dir(&services).expect("the activation directory");
+        let exec = format!(
+            "Exec=/bin/sh -c \"exec {} --state-dir {} 2>>{}\"",
+            hiberd_bin().display(),
+            state.path().join("store").display(),
+            state.path().join("hiberd.log").display()
+        );
+        let activation: String = text
+            .lines()
+            .filter(|l| !l.starts_with("SystemdService="))
+            .map(|l| {
+                if l.starts_with("Exec=") {
+                    exec.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(services.join("org.hiber.Hiber1.service"), activation + "\n")
+            .expect("writing the activation file");
+        let bus = SystemBus::start_packaged(&services);
         let polkitd = Started::spawn(
             "polkitd",
             Command::new("/usr/lib/polkit-1/polkitd")
@@ -367,30 +401,12 @@ impl Hiberd {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
+        // polkitd owns its name once its actions and rules are loaded; a
+        // call before that would fail at once.
         wait_until("polkitd on the bus", DEADLINE, || {
             bus.has_owner("org.freedesktop.PolicyKit1").then_some(())
         });
-        let state = tempfile::Builder::new()
-            .prefix("hiber-gui-store-")
-            .tempdir()
-            .expect("a store for hiberd");
-        let log = fs::File::create(state.path().join("hiberd.log")).expect("hiberd's log");
-        let hiberd = Started::spawn(
-            "hiberd",
-            Command::new(hiberd_bin())
-                .arg("--state-dir")
-                .arg(state.path().join("store"))
-                .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-                .env("HIBERD_IDLE_TIMEOUT", "0")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("hiberd's log"))
-                .stderr(log),
-        );
-        wait_until("hiberd on the bus", DEADLINE, || {
-            bus.has_owner("org.hiber.Hiber1").then_some(())
-        });
         Self {
-            hiberd,
             polkitd,
             bus,
             state,
