@@ -135,6 +135,18 @@ impl Failure {
         !matches!(self, Self::Hiberd { .. } | Self::Refused(_))
     }
 
+    /// What went wrong in a few words, to put inside a sentence.
+    pub fn short(&self) -> String {
+        match self {
+            Self::NoBus(e) => format!("the system bus cannot be reached ({e})"),
+            Self::NotInstalled => "hiberd is not installed".into(),
+            Self::NotRunning(e) => format!("hiberd could not be started ({e})"),
+            Self::Refused(e) => format!("hiberd refused ({e})"),
+            Self::NoAnswer => "hiberd did not answer".into(),
+            Self::Hiberd { message, .. } => message.clone(),
+        }
+    }
+
     /// A title and what to do, for the status page or a dialog.
     pub fn words(&self) -> (String, String) {
         match self {

@@ -536,7 +536,8 @@ impl Window {
                     // still save (it refuses what it cannot), ask.
                     Err(e @ (Failure::NoAnswer | Failure::Hiberd { .. })) => {
                         let body = format!(
-                            "Hiber could not check the session first: {e}\n\nSaving may still work: anything that cannot be saved stops it, and nothing changes."
+                            "Hiber could not check the session first: {}.\n\nSaving may still work: anything that cannot be saved stops it, and nothing changes.",
+                            e.short()
                         );
                         w.ask_save(hiber, display, "Save This Session?", &body, true)
                     }
