@@ -214,15 +214,38 @@ fn inspect_process(
         Err(Err(e)) => return Err(RemoteError::from(e).into()),
     };
     let capabilities = status.cap_eff | status.cap_prm | status.cap_inh | status.cap_amb;
-    if namespaces.as_ref().is_some_and(|n| n.user.is_some()) && capabilities != 0 {
-        report.add(
-            pid,
-            Subject::Process,
-            "user namespace",
-            Policy::Refuse,
-            "capabilities held in a user namespace of its own: not supported yet",
-        );
-        return Ok(None);
+    let mut namespaces = namespaces;
+    if let Some(user) = namespaces.as_mut().and_then(|n| n.user.as_mut()) {
+        if capabilities != 0 {
+            // Made again by the process itself, which needs it to be one
+            // thread (unshare) and not chrooted; its threads' ids could
+            // not be taken from inside.
+            let root = dir.root().ok();
+            let why = if fp.threads.len() > 1 {
+                Some("it has several threads")
+            } else if root.as_deref() != Some(std::path::Path::new("/"))
+                && !root
+                    .as_deref()
+                    .is_some_and(|r| crate::gone_dir::is_gone(pid, "root", r))
+            {
+                Some("it is chrooted")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                report.add(
+                    pid,
+                    Subject::Process,
+                    "user namespace",
+                    Policy::Refuse,
+                    format!(
+                        "capabilities held in a user namespace of its own, and {why}: not supported yet"
+                    ),
+                );
+                return Ok(None);
+            }
+            user.recreate = true;
+        }
     }
     let t0 = std::time::Instant::now();
     let smaps = dir.smaps_hinted(flags)?;
@@ -269,7 +292,15 @@ fn inspect_process(
                 "made again by its parent's fork with its pid at every level (clone3 set_tid); a namespace's pid 1 makes it (CLONE_NEWPID)",
             );
         }
-        if ns.user.is_some() {
+        if ns.user.as_ref().is_some_and(|u| u.recreate) {
+            report.add(
+                pid,
+                Subject::Process,
+                "user namespace mapping its own ids, capabilities held in it",
+                Policy::Restore,
+                "made again by the process at restore (unshare, before its credentials), with its maps: its capabilities apply there only",
+            );
+        } else if ns.user.is_some() {
             report.add(
                 pid,
                 Subject::Process,

@@ -74,6 +74,11 @@ pub struct UserNamespace {
     pub gid_map: Vec<[u32; 3]>,
     /// `/proc/PID/setgroups` said "deny".
     pub setgroups_deny: bool,
+    /// The process holds capabilities in it (chromium's zygote, which
+    /// makes its renderers' pid namespaces): made again for it at restore,
+    /// so that they apply there and not in the restorer's namespace.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recreate: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,13 @@ pub enum NamespaceError {
     Read {
         pid: i32,
         what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pid {pid}: writing {}", path.display())]
+    Write {
+        pid: i32,
+        path: std::path::PathBuf,
         #[source]
         source: io::Error,
     },
@@ -178,23 +190,38 @@ fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, N
     };
     let ns =
         std::fs::File::open(format!("/proc/{pid}/ns/user")).map_err(err("its user namespace"))?;
-    // SAFETY: ioctl on our open nsfs fd: returns a new fd or -1.
-    let parent = unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_PARENT) };
-    if parent < 0 {
-        return Err(err("its user namespace's parent")(
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let parent = unsafe { OwnedFd::from_raw_fd(parent) };
-    let parent_ino = std::fs::File::from(parent)
+    // Below ours, at any depth (chromium's sandbox nests two: its
+    // namespace is made inside one a helper made). The maps read from here
+    // are composed down to our namespace, so "ids only to themselves" below
+    // holds for the whole chain.
+    let mut level: OwnedFd = ns.try_clone().map_err(err("its user namespace"))?.into();
+    let mut depth = 0;
+    loop {
+        // SAFETY: ioctl on an nsfs fd we hold: returns a new fd or -1
+        // (EPERM past the top of ours).
+        let parent = unsafe { libc::ioctl(level.as_raw_fd(), NS_GET_PARENT) };
+        if parent < 0 {
+            return Err(Ok(
+                "in a user namespace that is not below the checkpointer's: not supported".into(),
+            ));
+        }
+        // SAFETY: a fresh fd owned by nobody else.
+        level = unsafe { OwnedFd::from_raw_fd(parent) };
+        let ino = std::fs::File::from(
+            level
+                .try_clone()
+                .map_err(err("its user namespace's parent"))?,
+        )
         .metadata()
         .map_err(err("its user namespace's parent"))?
         .ino();
-    if parent_ino != ours {
-        return Err(Ok(
-            "in a user namespace nested two levels deep: not supported yet".into(),
-        ));
+        depth += 1;
+        if ino == ours {
+            break;
+        }
+        if depth >= 32 {
+            return Err(Ok("in a user namespace more than 32 levels deep".into()));
+        }
     }
     let mut owner: libc::uid_t = 0;
     // SAFETY: ioctl on our nsfs fd, writing one uid_t into `owner`.
@@ -227,6 +254,7 @@ fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, N
         uid_map: map("uid_map")?,
         gid_map: map("gid_map")?,
         setgroups_deny: setgroups.trim() == "deny",
+        recreate: false,
     };
     let identity = |m: &[[u32; 3]]| m.iter().all(|l| l[0] == l[1]);
     if !identity(&user.uid_map) || !identity(&user.gid_map) {
@@ -472,4 +500,42 @@ pub fn refuse_shared(
             );
         }
     }
+}
+
+/// Make `pid`'s user namespace again from inside (`task`, one thread, still
+/// root, before its credentials), with the saved maps: its capabilities,
+/// set next, then apply in that namespace only.
+pub fn recreate_user(
+    task: &crate::remote::RemoteTask,
+    pid: i32,
+    user: &UserNamespace,
+) -> Result<(), crate::remote::RemoteError> {
+    task.syscall(
+        "unshare(CLONE_NEWUSER)",
+        libc::SYS_unshare,
+        [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+    )?;
+    let lines = |map: &[[u32; 3]]| -> String {
+        map.iter()
+            .map(|[inside, outside, count]| format!("{inside} {outside} {count}\n"))
+            .collect()
+    };
+    // setgroups before gid_map: the kernel takes it only then.
+    let writes = [
+        (
+            "setgroups",
+            if user.setgroups_deny { "deny" } else { "allow" }.to_string(),
+        ),
+        ("uid_map", lines(&user.uid_map)),
+        ("gid_map", lines(&user.gid_map)),
+    ];
+    for (name, text) in writes {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/{name}"));
+        std::fs::write(&path, text).map_err(|source| NamespaceError::Write {
+            pid,
+            path,
+            source,
+        })?;
+    }
+    Ok(())
 }

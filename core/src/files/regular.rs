@@ -84,6 +84,17 @@ impl RegularFile {
         // nor does O_TMPFILE's own bit, which would ask for a directory.
         let tmpfile_bit = libc::O_TMPFILE & !libc::O_DIRECTORY;
         let flags = (flags as i32) & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | tmpfile_bit);
+        // A process's own /proc file: its process does not exist yet. A
+        // placeholder now; the process opens the file itself once it is
+        // born (see `restore::node`).
+        if proc_pid_file(&self.path).is_some() {
+            return open_as(
+                Path::new("/dev/null"),
+                libc::O_RDONLY,
+                libc::S_IFCHR,
+                |_| Ok(()),
+            );
+        }
         let fd = match &self.ghost {
             None => open_as(&self.path, flags, libc::S_IFREG, |_| Ok(()))?,
             Some(ghost) => restore_ghost(&self.path, ghost, flags, image)?,
@@ -105,6 +116,35 @@ impl RegularFile {
 /// process is in the restorer's mount namespace). GLib keeps
 /// `/proc/self/mountinfo` open to watch the mounts.
 pub const PROC_SELF_FILES: [&str; 3] = ["mountinfo", "mounts", "mountstats"];
+
+/// Files of a process's own /proc directory that are reopened, at restore,
+/// in the restored process with the same pid (chromium's renderers keep
+/// their `status` and `statm` open to read their memory use). Read-only
+/// reports of the process itself: nothing in them acts on anything.
+pub const PROC_PID_FILES: [&str; 12] = [
+    "status",
+    "statm",
+    "stat",
+    "io",
+    "limits",
+    "cgroup",
+    "smaps",
+    "smaps_rollup",
+    "maps",
+    "oom_score",
+    "cmdline",
+    "comm",
+];
+
+/// The pid whose /proc file `path` is, when it is one of
+/// [`PROC_PID_FILES`] (`/proc/PID/NAME`).
+pub fn proc_pid_file(path: &Path) -> Option<i32> {
+    let rest = path.strip_prefix("/proc").ok()?;
+    let mut parts = rest.components().map(|c| c.as_os_str().to_string_lossy());
+    let pid: i32 = parts.next()?.parse().ok()?;
+    let name = parts.next()?;
+    (parts.next().is_none() && PROC_PID_FILES.contains(&name.as_ref())).then_some(pid)
+}
 
 /// `path` as restore reopens it: a file of the holder's own /proc
 /// directory (the kernel names `/proc/self/X` as `/proc/PID/X`) becomes
@@ -128,15 +168,21 @@ fn proc_file(pid: i32, path: &Path) -> Result<PathBuf, String> {
     if owner == Some(pid) && name.len() == 1 && PROC_SELF_FILES.contains(&name[0].as_ref()) {
         return Ok(Path::new("/proc/self").join(name[0].as_ref()));
     }
+    // Its own, by pid (which the restore gives it again): opened again
+    // by the restored process (and by those that share the open file).
+    if owner == Some(pid) && proc_pid_file(path).is_some() {
+        return Ok(path.to_path_buf());
+    }
     Err(format!(
-        "{} is a /proc file of {}: only a process's own {} come back yet",
+        "{} is a /proc file of {}: only a process's own {}, {} come back yet",
         path.display(),
         match owner {
             Some(p) if p == pid => "this process".to_string(),
             Some(p) => format!("pid {p}"),
             None => first.to_string(),
         },
-        PROC_SELF_FILES.join(", ")
+        PROC_SELF_FILES.join(", "),
+        PROC_PID_FILES.join(", ")
     ))
 }
 

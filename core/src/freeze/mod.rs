@@ -9,6 +9,7 @@
 //! exits.
 
 use crate::cgroup;
+use std::time::Duration;
 
 use crate::procfs::{ProcDir, ProcfsError};
 use crate::ptrace::{self, PtraceError, Stop};
@@ -388,16 +389,42 @@ impl Frozen {
         // a stop reported before the kill landed is not its exit, and a
         // restore right after must find the pids free, not still dying.
         // A thread group leader is reported only after its other threads
-        // were waited for: threads first.
-        for tid in order {
-            while let Ok((stop, _)) = ptrace::wait(tid) {
-                if matches!(stop, ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_)) {
-                    break;
+        // were waited for, and a pid namespace's last live task only after
+        // the others of that namespace (its own threads among them): so
+        // no task is waited for alone; each round takes what is ready.
+        let deadline = std::time::Instant::now() + KILL_DEADLINE;
+        let mut left = order;
+        let mut nap = Duration::from_micros(10);
+        while !left.is_empty() {
+            let before = left.len();
+            left.retain(|&tid| loop {
+                match ptrace::try_wait(tid) {
+                    Ok(Some((ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_), _))) => {
+                        break false;
+                    }
+                    // A stop reported before the kill landed: not its exit.
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break true,
+                    // Reaped already (not ours to wait for any more).
+                    Err(_) => break false,
                 }
+            });
+            if left.len() < before {
+                nap = Duration::from_micros(10);
+                continue;
             }
+            if std::time::Instant::now() >= deadline {
+                tracing::error!(tids = ?left, "tasks ended with the session did not exit in time");
+                return;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(2));
         }
     }
 }
+
+/// How long `kill_all` waits for the killed tasks to exit.
+const KILL_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Drop for Frozen {
     fn drop(&mut self) {

@@ -1121,6 +1121,28 @@ fn swap<'a>(
         },
     )?;
     let t_map = t0.elapsed();
+    // A user namespace in which it holds capabilities: made now, while it
+    // is one thread and root, after the mappings of the restorer's shared
+    // memory; its supplementary groups first (the namespace may deny
+    // setgroups).
+    let recreated_user = p
+        .namespaces
+        .as_ref()
+        .and_then(|n| n.user.as_ref())
+        .filter(|u| u.recreate);
+    let after_unshare;
+    let current = match recreated_user {
+        Some(user) => {
+            creds::set_groups(&task, &mut mem, &scratch, &p.creds.groups)?;
+            crate::namespaces::recreate_user(&task, pid, user)?;
+            after_unshare = creds::Creds {
+                groups: p.creds.groups.clone(),
+                ..current.clone()
+            };
+            &after_unshare
+        }
+        None => current,
+    };
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
     for v in &mm.vmas {

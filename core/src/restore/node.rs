@@ -713,6 +713,24 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
                 check(rc as libc::c_long).map_err(e(Step::Pidfd))?;
             }
         }
+        // A saved process's own /proc file (its status...): every process
+        // exists now, with its saved pid; opened over the placeholder.
+        if let FileKind::Regular(r) = &spec.files[f.file].kind {
+            if crate::files::regular::proc_pid_file(&r.path).is_some() {
+                let path = cstr(&r.path);
+                let access = spec.files[f.file].flags as i32 & libc::O_ACCMODE;
+                // SAFETY: open of a NUL-terminated path; dup3 of the new fd
+                // over the target, then close; lseek on the target.
+                unsafe {
+                    let fd = libc::open(path.as_ptr(), access | libc::O_CLOEXEC);
+                    check(fd as libc::c_long).map_err(e(Step::Fds))?;
+                    let rc = libc::dup3(fd, f.fd, flags);
+                    libc::close(fd);
+                    check(rc as libc::c_long).map_err(e(Step::Fds))?;
+                    libc::lseek(f.fd, r.pos as i64, libc::SEEK_SET);
+                }
+            }
+        }
         // Still the restorer's placeholder: this process is not below the
         // session leader that opens /dev/tty.
         let dev_tty = matches!(&spec.files[f.file].kind, FileKind::DevTty(t) if !t.external);

@@ -713,7 +713,13 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
                 let own_mounts = first == "self"
                     && name.len() == 1
                     && files::regular::PROC_SELF_FILES.contains(&name[0].as_ref());
-                if per_process && !own_mounts {
+                // A saved process's own report, opened by a restored process.
+                let saved_report = files::regular::proc_pid_file(&r.path).is_some_and(|pid| {
+                    snap.processes
+                        .iter()
+                        .any(|p| p.pid == pid && p.zombie_status.is_none())
+                });
+                if per_process && !own_mounts && !saved_report {
                     return Err(bad(
                         field,
                         format!(
