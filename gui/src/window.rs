@@ -295,6 +295,7 @@ impl Window {
         d.set_default_response(Some("close"));
         d.set_close_response("close");
         let details = gtk::Expander::builder().label("Details").build();
+        details.update_property(&[gtk::accessible::Property::Label("Details")]);
         let name = match failure {
             Failure::Hiberd { name, .. } => name.clone(),
             _ => title,

@@ -14,6 +14,8 @@ fn without_hiberd_a_status_page_says_so_and_ctrl_q_quits() {
     let mut app = start_app(&desktop, &bus.address, &log);
     desktop.atspi_ok(&["wait", "label", "Hiber's Service Is Not Installed"]);
     desktop.atspi_ok(&["wait", "push button", "Try Again"]);
+    let unnamed = desktop.atspi_ok(&["unnamed"]);
+    assert_eq!(unnamed, "", "controls without an accessible name");
     // Nothing to save with: the header bar's button is there, disabled.
     let out = desktop.atspi_ok(&["state", "push button", "Save Session"]);
     assert!(

@@ -16,12 +16,14 @@ atspi.py APP label-or-count TEXT ROLE PREFIX N [SECONDS]
                                          which comes first: that label, or N such
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
+atspi.py APP unnamed                     controls without an accessible name
 
 Commands chain in one process with "--" between them.
 Waits poll the tree until the deadline; a timeout says what was awaited
 and prints the tree, exit status 1. NAME matches exactly; showing means
 the object and its ancestors are VISIBLE (not on a hidden stack page).
 """
+import re
 import sys
 import time
 
@@ -209,6 +211,32 @@ def run(cmd, args):
         objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
         states = objs[0].getState().getStates()
         print(" ".join(pyatspi.stateToString(s) for s in states))
+    elif cmd == "unnamed":
+        # Every control a user can act on, shown or not, that has no
+        # accessible name: printed as its role and its parents' roles.
+        controls = {"push button", "toggle button", "check box", "text",
+                    "entry", "combo box", "list item", "menu item", "image"}
+        app = until(f"{APP} on the accessibility bus", seconds(0), lambda a: a)
+
+        def rec(o, path):
+            try:
+                role = o.getRoleName()
+                # libadwaita 1.2's toast has an unnamed close button of
+                # its own (later versions call it "Dismiss"): not the app's.
+                if o.name == "AdwToastWidget":
+                    return
+                # GTK 4.8 names a widget without a label by its type
+                # ("GtkExpander"): no name to a user either.
+                name = (o.name or "").strip()
+                if role in controls and (not name or re.fullmatch(r"(Gtk|Adw)[A-Z]\w+", name)):
+                    print(" > ".join(path + [f"{role} {name!r}"]))
+                for c in o:
+                    if c is not None:
+                        rec(c, path + [f"{role} {(o.name or '')!r}"])
+            except Exception:
+                return
+
+        rec(app, [])
     elif cmd == "dump":
         dump(app_named(APP), sys.stdout)
     else:

@@ -34,6 +34,8 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     let shots = save(&first, 3);
     assert_eq!(hiberd.stored().len(), 3, "three snapshots in the store");
     first.screenshot("three-snapshots");
+    let unnamed = first.atspi_ok(&["unnamed"]);
+    assert_eq!(unnamed, "", "controls without an accessible name");
     // Newest first. The selection stays on the first card there was (the
     // oldest now): F2 renames it.
     assert_eq!(shots.len(), 3, "{shots:?}");
