@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build hiber and run its demonstration: a python3 program saved, ended,
-# restored and shown going on. Needs root (ptrace of the program).
+# Build hiber and run its demonstration: an X session (Xvfb, a session bus,
+# GTK and X programs, a terminal whose shell counts) saved by its display,
+# ended, restored and shown going on. Needs root (ptrace of the programs).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,10 +1,14 @@
-//! A sandboxed browser, as a user starts it: firefox-esr (content
+//! Sandboxed browsers, as a user starts them. firefox-esr (content
 //! processes under seccomp, in network and IPC namespaces of their own,
 //! chrooted into a gone /proc directory) run by a normal user on Xvfb,
 //! a form half filled, saved with `--stop` and restored by root. After
 //! the restore the typed text is there, the page answers input, the
 //! browser navigates to a second page, and the content processes are
-//! still sandboxed.
+//! still sandboxed. chromium likewise (its zygote the first process of a
+//! pid namespace, in user and network namespaces of its own; each renderer
+//! the first of a pid namespace below it, under seccomp), and after the
+//! restore a new tab gets a new sandboxed renderer from the restored
+//! zygote.
 
 mod common;
 
@@ -213,5 +217,187 @@ fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     type_into(display, "^T:hello hiber again", "!");
     wait_until("the second page", DEADLINE, || {
         window(display, "^Second page").then_some(())
+    });
+}
+
+const CHROMIUM_SESSION: &str = r#"
+D=$1; P=$2
+Xvfb ":$D" -screen 0 1024x768x24 -nolisten tcp -noreset > "$HOME/xvfb.log" 2>&1 &
+until xdpyinfo -display ":$D" > /dev/null 2>&1; do sleep 0.05; done
+export DISPLAY=":$D"
+chromium --no-first-run --no-default-browser-check --user-data-dir="$HOME/chromium" "file://$P" > "$HOME/chromium.log" 2>&1 &
+wait
+"#;
+
+/// Chromium's renderers among `pids` that run sandboxed: seccomp filter
+/// on, each the first process of a pid namespace of its own below the
+/// zygote's, in a network namespace that is not the host's.
+fn sandboxed_renderers(pids: &std::collections::BTreeSet<i32>) -> Vec<i32> {
+    let own_net = fs::metadata("/proc/self/ns/net").unwrap().ino();
+    pids.iter()
+        .copied()
+        .filter(|&pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // Chromium writes its arguments over as one string.
+            let renderer = cmdline
+                .windows(b"--type=renderer".len())
+                .any(|w| w == b"--type=renderer");
+            let ns_pid: Vec<String> = status_field(pid, "NSpid")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            let seccomp = status_field(pid, "Seccomp").is_some_and(|s| s == "2");
+            let net = fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+            renderer
+                && ns_pid.len() == 3
+                && ns_pid[2] == "1"
+                && seccomp
+                && net.is_ok_and(|n| n != own_net)
+        })
+        .collect()
+}
+
+#[test]
+fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
+    let desk = UserSession::new();
+    let _end = EndSession(&desk.home);
+    let pages = desk.home.join("pages");
+    fs::create_dir(&pages).unwrap();
+    fs::write(pages.join("form.html"), FORM).unwrap();
+    fs::write(pages.join("second.html"), SECOND).unwrap();
+    std::os::unix::fs::chown(&pages, Some(USER_UID), Some(USER_UID)).unwrap();
+    let display = free_display();
+    let mut r = Reaper::new();
+    let form = pages.join("form.html");
+    let launcher = r.spawn(&mut desk.command(
+        &[
+            "bash",
+            "-c",
+            CHROMIUM_SESSION,
+            "session",
+            &display.to_string(),
+            path(&form),
+        ],
+        None,
+    ));
+    wait_until("chromium's window with the form", START, || {
+        window(display, "^Form page").then_some(())
+    });
+    wait_until("a sandboxed renderer", START, || {
+        (!sandboxed_renderers(&tree(launcher)).is_empty()).then_some(())
+    });
+    // Into the page's field (its autofocus does not give the window the
+    // keyboard when no window manager runs), clicked as a user would.
+    let click = xdotool(
+        display,
+        &[
+            "search",
+            "--name",
+            "^Form page",
+            "mousemove",
+            "--window",
+            "%1",
+            "100",
+            "105",
+            "click",
+            "1",
+        ],
+    );
+    assert_ok(&click, "clicking the form's field");
+    type_into(display, "^Form page", "hello hiber");
+    wait_until("the typed text in the page's title", DEADLINE, || {
+        window(display, "^T:hello hiber").then_some(())
+    });
+
+    let d = format!(":{display}");
+    let check = hiber(&["session", "check", "--display", &d, "--user", "1500"]);
+    assert_ok(&check, "session check of chromium");
+    let img = desk.dir().join("image");
+    let saved = hiber(&[
+        "session",
+        "checkpoint",
+        "--display",
+        &d,
+        "--user",
+        "1500",
+        "--stop",
+        "-o",
+        path(&img),
+        "--json",
+    ]);
+    assert_ok(&saved, "session checkpoint --stop of chromium");
+    r.wait_children(&[launcher]);
+    let inspected = hiber(&["inspect", path(&img), "--json"]);
+    assert_ok(&inspected, "hiber inspect");
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
+    for p in processes {
+        let pid = p["pid"].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        wait_gone(pid);
+    }
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["ns_pids"].as_array().is_some_and(|v| v.len() == 2)),
+        "the image holds processes of nested pid namespaces"
+    );
+
+    let restored = hiber(&["session", "restore", path(&img), "--json"]);
+    assert_ok(&restored, "session restore of chromium");
+    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let mut now = std::collections::BTreeSet::new();
+    for p in restored["pids"].as_array().unwrap() {
+        let pid = p[1].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        now.insert(pid);
+    }
+    if let Some(k) = restored["keeper"].as_i64() {
+        r.adopt(k as i32);
+    }
+    assert!(
+        window(display, "^T:hello hiber"),
+        "the restored page holds the typed text"
+    );
+    let renderers = sandboxed_renderers(&now);
+    assert!(
+        !renderers.is_empty(),
+        "the restored renderers are sandboxed"
+    );
+    type_into(display, "^T:hello hiber", " again");
+    wait_until("the restored page answering input", DEADLINE, || {
+        window(display, "^T:hello hiber again").then_some(())
+    });
+    type_into(display, "^T:hello hiber again", "!");
+    wait_until("the second page", DEADLINE, || {
+        window(display, "^Second page").then_some(())
+    });
+    // A new tab: the restored zygote makes a new renderer in a pid
+    // namespace of its own (with the capability it holds in its user
+    // namespace, made again at restore).
+    let keeper = restored["keeper"].as_i64().map(|k| k as i32);
+    let all_now = || -> std::collections::BTreeSet<i32> {
+        now.iter()
+            .chain(keeper.iter())
+            .flat_map(|&p| tree(p))
+            .collect()
+    };
+    let second = pages.join("second.html");
+    let tab = xdotool(display, &["key", "ctrl+t"]);
+    assert_ok(&tab, "opening a new tab");
+    wait_until("a new tab", DEADLINE, || {
+        window(display, "^New Tab").then_some(())
+    });
+    type_into(
+        display,
+        "^New Tab",
+        &format!("file://{}\n", second.display()),
+    );
+    wait_until("a new sandboxed renderer for the new tab", START, || {
+        sandboxed_renderers(&all_now())
+            .iter()
+            .any(|p| !renderers.contains(p))
+            .then_some(())
     });
 }

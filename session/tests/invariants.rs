@@ -765,8 +765,9 @@ fn a_restore_for_a_user_never_gains_credentials() {
 }
 
 /// A process's own /proc/self/mountinfo (GLib keeps it open) comes back as
-/// the restored process's own, at its offset; any other file of a
-/// process's /proc directory is refused by `check` with the reason
+/// the restored process's own, at its offset, and so does its own status
+/// (chromium keeps it open), opened again by the restored process; another
+/// process's /proc file is refused by `check` with the reason
 /// (restore could only fail on it once the process is gone), and an image
 /// naming one (`/proc/self/mem` would be the restorer's own memory) is
 /// refused before anything is created.
@@ -776,12 +777,16 @@ fn proc_files_of_a_process_come_back_or_are_refused() {
     let log = t.path().join("log");
     let script = r#"
 import signal, sys, time
+import os
 f = open("/proc/self/mountinfo")
 first = f.readline()
 cpu = open("/proc/cpuinfo")
+st = open("/proc/self/status")
 def more(*_):
     line = f.readline()
-    print("next", " - " in line and line != first, cpu.readline().split(":")[0].strip(), flush=True)
+    st.seek(0)
+    me = [l.split()[1] for l in st if l.startswith("Pid:")][0]
+    print("next", " - " in line and line != first, cpu.readline().split(":")[0].strip(), me == str(os.getpid()), flush=True)
 signal.signal(signal.SIGUSR1, more)
 print("ready", flush=True)
 while True:
@@ -805,7 +810,7 @@ while True:
     wait_until("the next mountinfo line, at its offset", DEADLINE, || {
         complete_lines(&log)
             .into_iter()
-            .find(|l| l == "next True processor")
+            .find(|l| l == "next True processor True")
     });
 
     // A hostile image naming another /proc file of a process.
@@ -831,10 +836,11 @@ while True:
     );
     fs::write(img.join("snapshot"), original).unwrap();
 
-    // Another /proc file of its own: refused by check, with the reason.
+    // A /proc file of another process (its parent's): refused by check,
+    // with the reason.
     let log2 = t.path().join("log2");
     let status = r.spawn_python(
-        "import time\nf = open('/proc/self/status')\nprint('ready', flush=True)\ntime.sleep(1000)",
+        "import os, time\nf = open('/proc/%d/status' % os.getppid())\nprint('ready', flush=True)\ntime.sleep(1000)",
         &[],
         &log2,
     );
@@ -845,7 +851,9 @@ while True:
     assert_eq!(out.status.code(), Some(3), "{}", stdout(&out));
     assert!(
         stdout(&out).contains(&format!(
-            "/proc/{status}/status is a /proc file of this process"
+            "/proc/{}/status is a /proc file of pid {}",
+            std::process::id(),
+            std::process::id()
         )),
         "{}",
         stdout(&out)

@@ -2,8 +2,8 @@
 //! and restored: its listening sockets, FIFOs and the directories holding
 //! them come back with the owner, group and mode they had, made again
 //! when they were removed meanwhile, and new clients started after the
-//! restore reach the X server, the session buses, tmux, ssh-agent and
-//! gpg-agent.
+//! restore reach the X server, the session buses, tmux, ssh-agent,
+//! gpg-agent, pipewire and its pulse server.
 
 mod common;
 
@@ -34,9 +34,14 @@ xterm -geometry 80x20+0+0 -e bash --norc --noprofile -c '
         # gpg-agent leaves the tree; its client keeps it in the session.
         sleep 100000 | gpg-connect-agent > "$L/gpg-client.log" 2>&1 &
     fi
+    # The sound server, as a desktop starts it: pipewire and its pulse
+    # server (sockets pipewire-0 and pulse/native in the runtime dir).
+    pipewire > "$L/pipewire.log" 2>&1 &
+    pipewire-pulse > "$L/pipewire-pulse.log" 2>&1 &
     mkfifo -m 0620 "$R/fifo"
     sleep 100000 3<> "$R/fifo" &
-    until [ -S "$R/bus" ] && [ -s "$L/abstract.tmp" ]; do sleep 0.05; done
+    until [ -S "$R/bus" ] && [ -s "$L/abstract.tmp" ] && [ -S "$R/pipewire-0" ] \
+        && [ -S "$R/pulse/native" ]; do sleep 0.05; done
     mv "$L/abstract.tmp" "$L/abstract.addr"
     exec tmux new-session "bash --norc --noprofile -i"' &
 wait
@@ -251,6 +256,22 @@ fn new_clients_connect(desk: &Desk, r: &mut Reaper, round: usize) {
         stdout(&o),
         stderr(&o)
     );
+    // The sound server answers a new client, on both of its sockets.
+    let o = desk.run(&["pw-cli", "info", "0"]);
+    ok(&o, "pw-cli info 0");
+    assert!(
+        stdout(&o).contains("PipeWire:Interface:Core"),
+        "round {round}: pw-cli: {}",
+        stdout(&o)
+    );
+    let pulse = desk.user.runtime.join("pulse/native");
+    let o = desk.run(&[
+        "/usr/bin/python3",
+        "-c",
+        "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')",
+        path(&pulse),
+    ]);
+    ok(&o, "connecting to pipewire-pulse");
     if desk.gpg_socket().is_some() {
         let o = desk.run(&[
             "gpg-connect-agent",
@@ -295,9 +316,7 @@ fn a_users_listeners_come_back_as_they_were_for_new_clients_twice() {
     if desk.gpg_socket().is_none() {
         eprintln!("gpg-agent is not installed (gnupg-agent): its socket is not checked");
     }
-    // pipewire's restore fails for another reason (a remote openat in the
-    // restored pipewire is refused, EACCES): its sockets wait for that.
-    eprintln!("pipewire and pipewire-pulse are not part of this session yet: restoring pipewire fails after its sockets are made (a remote openat in it, EACCES)");
+
     let mut r = Reaper::new();
     let launcher = r.spawn(&mut desk.command(&[
         "bash",

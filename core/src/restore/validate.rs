@@ -485,11 +485,31 @@ fn process(snap: &Snapshot, p: &ProcessImage) -> Result<()> {
 /// one per line: what its owner could have made unprivileged. Anything
 /// more (root's ids, a range) would hand the restored process rights the
 /// restorer has and it had not.
+/// Whether this machine lets a normal user make a user namespace (Debian's
+/// `kernel.unprivileged_userns_clone`, `user.max_user_namespaces`): the
+/// restore makes one, with capabilities in it, only for a process whose
+/// user could have made it.
+fn users_may_make_user_namespaces() -> bool {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    read("/proc/sys/kernel/unprivileged_userns_clone") != Some(0)
+        && read("/proc/sys/user/max_user_namespaces") != Some(0)
+}
+
 fn user_namespace(
     field: &str,
     p: &ProcessImage,
     user: &crate::namespaces::UserNamespace,
 ) -> Result<()> {
+    if user.recreate && !users_may_make_user_namespaces() {
+        return Err(bad(
+            field,
+            "a user namespace to make with capabilities in it, on a machine where users may not make user namespaces".to_string(),
+        ));
+    }
     let gids: Vec<u32> = p.creds.gid.iter().chain(&p.creds.groups).copied().collect();
     for (name, map, own) in [
         ("uid_map", &user.uid_map, &p.creds.uid[..]),
