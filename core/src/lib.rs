@@ -41,5 +41,7 @@ pub use checkpoint::{
     CheckpointStats, LeftOut, Stage,
 };
 pub use policy::{Policy, Report};
-pub use restore::{restore, restore_with_progress, RestoreError, RestoreOptions, Restored};
+pub use restore::{
+    restore, restore_cancellable, restore_with_progress, RestoreError, RestoreOptions, Restored,
+};
 pub use snapshot::Snapshot;

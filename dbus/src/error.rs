@@ -53,20 +53,15 @@ impl Error {
         }
     }
 
-    /// As a property getter's error (zbus wants an fdo error there), with
-    /// this error's own name.
+    /// As a property getter's (or a standard interface's) error. zbus
+    /// replies to those with the name of an fdo error, never with ours, so
+    /// a refusal is the standard `org.freedesktop.DBus.Error.AccessDenied`
+    /// and anything else `org.freedesktop.DBus.Error.Failed`; the message
+    /// is ours either way.
     pub fn into_fdo(self) -> zbus::fdo::Error {
-        let name = match zbus::names::OwnedErrorName::try_from(self.dbus_name()) {
-            Ok(n) => n,
-            Err(e) => return zbus::fdo::Error::Failed(e.to_string()),
-        };
-        // A method error carries the reply it came in; this one never
-        // travels as a reply, so any message does.
-        match zbus::Message::method_call("/", "Get").and_then(|b| b.build(&())) {
-            Ok(msg) => {
-                zbus::fdo::Error::ZBus(zbus::Error::MethodError(name, Some(self.message()), msg))
-            }
-            Err(e) => zbus::fdo::Error::Failed(e.to_string()),
+        match self {
+            Error::NotAuthorized(m) => zbus::fdo::Error::AccessDenied(m),
+            e => zbus::fdo::Error::Failed(e.message()),
         }
     }
 }

@@ -82,6 +82,11 @@ impl JobControl for Control {
             st.bytes = p.bytes_expected;
         }
         st.bytes_done = st.bytes_done.max(p.bytes_done);
+        // Every page of a restore is in: what is left is letting the
+        // processes go, which nothing undoes.
+        if st.operation == "restore" && p.bytes_expected > 0 && p.bytes_done >= p.bytes_expected {
+            st.cancelable = false;
+        }
         st.dirty = true;
     }
 
@@ -142,8 +147,9 @@ impl JobObject {
 
 #[interface(name = "org.hiber.Hiber1.Job")]
 impl JobObject {
-    /// Cancel the job: the session goes on as it was and no snapshot is
-    /// made. Only while `Cancelable`; by whoever started it, or root.
+    /// Cancel the job: a save leaves the session as it was and makes no
+    /// snapshot; a restore ends what it made and runs nothing. Only while
+    /// `Cancelable`; by whoever started it, or root.
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<()> {
         let d = &self.daemon;
         d.touch();
@@ -277,7 +283,7 @@ where
         bytes: 0,
         start_us: now_us(),
         started: Instant::now(),
-        cancelable: operation == "save",
+        cancelable: true,
         started_by: caller.uid,
         objects,
         dirty: false,
@@ -452,7 +458,7 @@ pub async fn start_restore(
     id: String,
     display: u32,
 ) -> Result<OwnedObjectPath> {
-    let (path, cancel) = daemon.start_job(display, Some(&snapshot), false)?;
+    let (path, cancel) = daemon.start_job(display, Some(&snapshot), true)?;
     let base = daemon.store.base().to_path_buf();
     run(
         daemon,

@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// How long SIGTERM waits for jobs that cannot be cancelled (restores).
+/// How long SIGTERM waits for jobs that cannot be cancelled any more.
 const STOP_GRACE: Duration = Duration::from_secs(120);
 
 #[derive(Debug)]
@@ -140,7 +140,7 @@ async fn serve(args: Args) -> Result<()> {
     }
     info!(
         running = daemon.running_jobs(),
-        "stopping: cancelling saves, finishing restores"
+        "stopping: cancelling what can be cancelled, finishing the rest"
     );
     daemon.stopping.store(true, Ordering::Release);
     let _ = conn.release_name(BUS_NAME).await;

@@ -80,6 +80,7 @@ impl Manager {
     /// What a save of `display`'s session would do: whether it can be
     /// saved, and every finding (pid, subject, kind, policy, reason). The
     /// session is frozen for the inspection and let go at once.
+    #[zbus(out_args("savable", "findings"))]
     async fn check_session(
         &self,
         display: &str,
@@ -110,6 +111,7 @@ impl Manager {
     /// Save `display`'s session into its owner's store. Options: `name`
     /// (s), `stop` (b: end the session once the snapshot is committed),
     /// `kind` (s: manual, logout, sleep). Returns the job at once.
+    #[zbus(out_args("job"))]
     async fn save_session(
         &self,
         display: &str,
@@ -143,6 +145,7 @@ impl Manager {
     }
 
     /// The caller's snapshots (root: everyone's).
+    #[zbus(out_args("snapshots"))]
     async fn list_snapshots(
         &self,
         #[zbus(header)] hdr: Header<'_>,

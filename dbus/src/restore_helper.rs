@@ -4,13 +4,20 @@
 //! session is never hiberd's child nor tied to its lifetime; a restore
 //! that crashes takes no service down with it. The helper reports on its
 //! stdout, one line at a time: `progress DONE TOTAL STAGE`, then
-//! `ok JSON` or `error NAME MESSAGE`.
+//! `ok JSON` or `error NAME MESSAGE`; hiberd writes `cancel` on its stdin
+//! when the job is cancelled (heard until the restored processes run).
 
 use crate::error::{Error, Result};
 use hiber_session::service::{JobControl, Progress, RestoreOutcome, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// How often a running helper's job is asked whether it was cancelled.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// Run the helper for `uid`'s snapshot `id` and relay its progress.
 pub fn run_helper(base: &Path, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
@@ -21,14 +28,39 @@ pub fn run_helper(base: &Path, uid: u32, id: &str, job: &dyn JobControl) -> Resu
         .arg(uid.to_string())
         .arg(id)
         .env("HIBER_STATE_DIR", base)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::Failed(format!("starting {}: {e}", exe.display())))?;
     let out = child.stdout.take().expect("piped");
+    let mut stdin = child.stdin.take();
+    // Lines come through a channel so that the job's cancellation is heard
+    // while the helper says nothing.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut result = None;
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
+    loop {
+        let line = match rx.recv_timeout(CANCEL_POLL) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if job.cancelled() {
+                    if let Some(mut s) = stdin.take() {
+                        // A helper past the point of no return has stopped
+                        // listening: its answer says what became of it.
+                        let _ = s.write_all(b"cancel\n");
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let (word, rest) = line.split_once(' ').unwrap_or((&line, ""));
         match word {
             "progress" => {
@@ -70,12 +102,18 @@ pub fn run_helper(base: &Path, uid: u32, id: &str, job: &dyn JobControl) -> Resu
     })
 }
 
-/// Prints progress for hiberd, at most once per percent.
+/// Prints progress for hiberd, at most once per percent, and hears its
+/// `cancel`.
 struct Stdout {
     last: std::sync::Mutex<u64>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl JobControl for Stdout {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
     fn progress(&self, p: Progress) {
         let step = p.bytes_expected / 100 + 1;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,8 +136,20 @@ pub fn main(base: &Path, uid: &str, id: &str) -> ExitCode {
         println!("error org.hiber.Hiber1.Error.Failed bad uid {uid:?}");
         return ExitCode::FAILURE;
     };
+    let cancel = Arc::new(AtomicBool::new(false));
+    let heard = cancel.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line {
+                Ok(l) if l == "cancel" => heard.store(true, Ordering::Release),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
     let job = Stdout {
         last: std::sync::Mutex::new(u64::MAX),
+        cancel,
     };
     match Store::new(base).restore(uid, id, &job) {
         Ok(outcome) => {

@@ -97,6 +97,7 @@ impl SnapshotObject {
 impl SnapshotObject {
     /// Restore the snapshot's session on its display, as its owner. No
     /// options are defined yet. Returns the job.
+    #[zbus(out_args("job"))]
     async fn restore(
         &self,
         options: HashMap<String, OwnedValue>,
@@ -175,6 +176,7 @@ impl SnapshotObject {
     }
 
     /// A read-only fd of screen `screen`'s PNG.
+    #[zbus(out_args("png"))]
     async fn open_screenshot(
         &self,
         screen: u32,

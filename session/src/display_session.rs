@@ -378,6 +378,18 @@ pub fn restore_as(
     on_behalf_of: Option<hiber_core::creds::Creds>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<RestoredSession> {
+    restore_as_cancellable(image, on_behalf_of, progress, &|| false)
+}
+
+/// [`restore_as`], asking `cancelled` until the restored processes run:
+/// once it says yes, what was made is ended and the restore fails with
+/// [`hiber_core::RestoreError::Cancelled`].
+pub fn restore_as_cancellable(
+    image: &Path,
+    on_behalf_of: Option<hiber_core::creds::Creds>,
+    progress: &dyn Fn(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<RestoredSession> {
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(image)?;
     let recorded = stored_desktop(&reader, &snap)?.ok_or_else(|| SessionError::NotASession {
         path: image.to_path_buf(),
@@ -407,7 +419,7 @@ pub fn restore_as(
     // The engine reads the document again to report progress; a plain
     // restore reuses the one read here.
     drop(reader);
-    let restored = hiber_core::restore_with_progress(&opts, progress)?;
+    let restored = hiber_core::restore_cancellable(&opts, progress, cancelled)?;
     drop(snap);
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.

@@ -47,7 +47,7 @@ pub enum ServiceError {
     NoSuchSnapshot { uid: u32, id: String },
     #[error("not the caller's session: {reason}")]
     NotOwner { reason: String },
-    #[error("the save was cancelled; the session runs on as it was")]
+    #[error("cancelled: a save leaves the session as it was, a restore runs nothing")]
     Cancelled,
     #[error("the session cannot be saved:\n{refusals}")]
     Refused { refusals: String },
@@ -109,6 +109,9 @@ impl From<SessionError> for ServiceError {
                 reason: e.to_string(),
             },
             SessionError::Checkpoint(CheckpointError::Cancelled { .. }) => ServiceError::Cancelled,
+            SessionError::Restore(hiber_core::RestoreError::Cancelled { .. }) => {
+                ServiceError::Cancelled
+            }
             SessionError::Checkpoint(CheckpointError::Refused(report)) => ServiceError::Refused {
                 refusals: report.refusals_text(),
             },
@@ -193,8 +196,8 @@ pub struct Progress {
 /// The caller of a long operation: hears its progress, may cancel it.
 pub trait JobControl: Sync {
     fn progress(&self, progress: Progress);
-    /// Asked at each stage of a save; true ends it, leaving the session as
-    /// it was.
+    /// Asked at each stage of a save, and of a restore until its processes
+    /// run; true ends it, leaving the session (or the display) as it was.
     fn cancelled(&self) -> bool {
         false
     }
@@ -298,6 +301,18 @@ pub fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// Whether the saver `pid` that named an unfinished image still runs: a
+/// zombie does not (a killed hiberd is one until its parent, the bus,
+/// reaps it, and the bus starts the next hiberd meanwhile).
+fn saver_runs(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}
+
 /// The root-owned store of every user's snapshots.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -371,7 +386,7 @@ impl Store {
                 else {
                     continue;
                 };
-                if !Path::new(&format!("/proc/{pid}")).exists() {
+                if !saver_runs(pid) {
                     let path = e.path();
                     match fs::remove_dir_all(&path) {
                         Ok(()) => info!(path = %path.display(), "removed a save left unfinished"),
@@ -605,17 +620,15 @@ impl Store {
 
     /// Restore `uid`'s snapshot `id` on behalf of `uid`: whoever asks, the
     /// restored processes get no credential that user did not have.
+    /// Whether it is restorable at all (`SnapshotEntry::restorable`, from
+    /// [`Store::entry`] or [`Store::list`]) is the caller's to ask first, as
+    /// hiberd does before it starts a job: reading the document here too
+    /// would be its third reading in a restore, time the user waits for
+    /// (a damaged image still fails, when the restore reads it).
     pub fn restore(&self, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
-        let entry = self.entry(uid, id)?;
-        if !entry.restorable {
-            return Err(ServiceError::NotRestorable {
-                id: id.into(),
-                problem: entry.problem,
-            });
-        }
+        let image = self.image_dir(uid, id)?;
         let creds = hiber_core::creds::Creds::of_user(uid)
             .map_err(|source| ServiceError::NoSuchUser { uid, source })?;
-        let image = self.image_dir(uid, id)?;
         job.progress(Progress {
             stage: "restoring",
             fraction: 0.0,
@@ -630,7 +643,9 @@ impl Store {
                 bytes_expected: total,
             })
         };
-        let r = display_session::restore_as(&image, Some(creds), &progress)?;
+        let r = display_session::restore_as_cancellable(&image, Some(creds), &progress, &|| {
+            job.cancelled()
+        })?;
         let mut pids: Vec<i32> = r.restored.pids.iter().map(|p| p.1).collect();
         pids.sort_unstable();
         job.progress(Progress {

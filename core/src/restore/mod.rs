@@ -82,6 +82,10 @@ pub enum RestoreError {
     },
     #[error("no room for the restore gadget in the address space of pid {pid}")]
     NoGadgetRoom { pid: i32 },
+    /// Cancelled by the caller before the restored processes ran: the tree
+    /// made so far was ended.
+    #[error("the restore was cancelled while {stage}; nothing of it runs")]
+    Cancelled { stage: &'static str },
 }
 
 type Result<T> = std::result::Result<T, RestoreError>;
@@ -277,9 +281,21 @@ pub fn restore_with_progress(
     opts: &RestoreOptions,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Restored> {
+    restore_cancellable(opts, progress, &|| false)
+}
+
+/// [`restore_with_progress`], asking `cancelled` as it goes until the
+/// restored processes are let go (the point of no return): once it says
+/// yes, the tree made so far is ended and the restore fails with
+/// [`RestoreError::Cancelled`].
+pub fn restore_cancellable(
+    opts: &RestoreOptions,
+    progress: &dyn Fn(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Restored> {
     let t0 = Instant::now();
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&opts.dir)?;
-    restore_image(reader, snap, opts, progress, t0)
+    restore_image(reader, snap, opts, progress, cancelled, t0)
 }
 
 /// [`restore`] of an image the caller has opened already (`reader` and
@@ -289,7 +305,7 @@ pub fn restore_opened(
     snap: Snapshot,
     opts: &RestoreOptions,
 ) -> Result<Restored> {
-    restore_image(reader, snap, opts, &|_, _| {}, Instant::now())
+    restore_image(reader, snap, opts, &|_, _| {}, &|| false, Instant::now())
 }
 
 fn restore_image(
@@ -297,8 +313,14 @@ fn restore_image(
     snap: Snapshot,
     opts: &RestoreOptions,
     progress: &dyn Fn(u64, u64),
+    cancelled: &dyn Fn() -> bool,
     t0: Instant,
 ) -> Result<Restored> {
+    let go_on = |stage| match cancelled() {
+        true => Err(RestoreError::Cancelled { stage }),
+        false => Ok(()),
+    };
+    go_on("starting")?;
     validate::validate(
         &opts.dir,
         &snap,
@@ -531,6 +553,7 @@ fn restore_image(
             )?;
             seized.extend(threads);
             progress(filled.load(Ordering::Relaxed), total_bytes);
+            go_on("swapping in memory")?;
         }
         // Every mapping exists: now seals may forbid new writable ones.
         shared_objs.seal(&snap.shmem)?;
@@ -539,7 +562,8 @@ fn restore_image(
     });
     debug!(elapsed = ?t0.elapsed(), "pages filled");
     progress(filled.load(Ordering::Relaxed), total_bytes);
-    if let Err(e) = swap_result {
+    // The last chance: after this the tree is let go.
+    if let Err(e) = swap_result.and_then(|()| go_on("filling pages")) {
         drop(cleanup);
         return Err(e);
     }
