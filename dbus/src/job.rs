@@ -8,7 +8,9 @@ use crate::daemon::{Daemon, ROOT};
 use crate::error::{Error, Result};
 use crate::manager::Manager;
 use crate::objects::{Objects, Properties};
-use hiber_session::system_store::{JobControl, Progress, RestoreOutcome, SaveRequest, SnapshotEntry};
+use hiber_session::system_store::{
+    JobControl, Progress, RestoreOutcome, SaveRequest, SnapshotEntry,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -11,6 +11,6 @@ pub mod desktop;
 pub mod discover;
 pub mod display_session;
 pub mod format;
-pub mod system_store;
 pub mod services;
 pub mod snapshots;
+pub mod system_store;

@@ -301,47 +301,45 @@ pub fn hiberd_bin() -> PathBuf {
     p
 }
 
-/// polkit's side of the machine the tests need, made once and kept like
-/// the test account: hiberd's packaged actions installed where polkitd
-/// reads them, and a rule that lets the test user (who has no logind
-/// session here, so polkit's defaults would ask it to authenticate) save,
-/// restore and delete its own sessions.
-fn ensure_polkit_setup() {
-    static MADE: std::sync::Once = std::sync::Once::new();
-    MADE.call_once(|| {
-        let actions = packaging().join("dbus/org.hiber.Hiber1.policy");
-        let text = fs::read(&actions)
-            .unwrap_or_else(|e| panic!("{}: {e} (hiberd's polkit actions)", actions.display()));
-        let rule = format!(
-            "// Made by Hiber's tests: their desktop user has no logind session.\n\
-             polkit.addRule(function(action, subject) {{\n\
-             \x20   if (subject.user == \"{}\" && action.id.indexOf(\"org.hiber.Hiber1.\") == 0 &&\n\
-             \x20       action.id != \"org.hiber.Hiber1.manage-other-users\") {{\n\
-             \x20       return polkit.Result.YES;\n\
-             \x20   }}\n\
-             }});\n",
-            user::USER_NAME
-        );
-        for (path, content) in [
-            (
-                PathBuf::from("/usr/share/polkit-1/actions/org.hiber.Hiber1.policy"),
-                text,
-            ),
-            (
-                PathBuf::from("/etc/polkit-1/rules.d/60-hiber-test-desk.rules"),
-                rule.into_bytes(),
-            ),
-        ] {
-            if fs::read(&path).ok().as_ref() == Some(&content) {
-                continue;
-            }
-            // Whole or not at all: other test binaries may read it now.
-            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-            fs::write(&tmp, &content).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
-            fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        }
-    });
+/// polkit's side of the tests, written into `dir`: hiberd's packaged
+/// actions, and a rule that lets the test user (who has no logind session
+/// here, so polkit's defaults would ask it to authenticate) save, restore
+/// and delete its own sessions. polkitd reads them in a mount namespace of
+/// its own (see [`Hiberd::start`]): nothing is written on the machine.
+fn polkit_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let actions = packaging().join("dbus/org.hiber.Hiber1.policy");
+    let rule = format!(
+        "// Made by Hiber's tests: their desktop user has no logind session.\n\
+         polkit.addRule(function(action, subject) {{\n\
+         \x20   if (subject.user == \"{}\" && action.id.indexOf(\"org.hiber.Hiber1.\") == 0 &&\n\
+         \x20       action.id != \"org.hiber.Hiber1.manage-other-users\") {{\n\
+         \x20       return polkit.Result.YES;\n\
+         \x20   }}\n\
+         }});\n",
+        user::USER_NAME
+    );
+    let rules = dir.join("50-hiber-tests.rules");
+    fs::write(&rules, rule).unwrap_or_else(|e| panic!("{}: {e}", rules.display()));
+    assert!(
+        actions.exists(),
+        "{}: hiberd's polkit actions",
+        actions.display()
+    );
+    (rules, actions)
 }
+
+/// polkitd, in a mount namespace of its own where its rules and actions
+/// directories hold only the tests' (tmpfs over each), so the machine's
+/// polkit is not touched; the namespace ends with it.
+const POLKITD: &str = r#"set -e
+mount --make-rprivate /
+for d in /etc/polkit-1/rules.d /usr/share/polkit-1/actions; do
+    mount -t tmpfs -o mode=0755 hiber-test-polkit "$d"
+done
+install -m 0644 "$1" /etc/polkit-1/rules.d/50-hiber-tests.rules
+install -m 0644 "$2" /usr/share/polkit-1/actions/org.hiber.Hiber1.policy
+exec /usr/lib/polkit-1/polkitd --no-debug
+"#;
 
 /// hiberd as root on a private system bus with its packaged policy,
 /// started by the bus when first called (as on a real system: when it
@@ -358,11 +356,11 @@ pub struct Hiberd {
 
 impl Hiberd {
     pub fn start() -> Self {
-        ensure_polkit_setup();
         let state = tempfile::Builder::new()
             .prefix("hiber-gui-store-")
             .tempdir()
             .expect("a store for hiberd");
+        let (rules, actions) = polkit_files(state.path());
         // The packaged activation file, run from here: this hiberd, this
         // store, its log beside it.
         let packaged = packaging().join("dbus/org.hiber.Hiber1.service");
@@ -394,8 +392,10 @@ impl Hiberd {
         let bus = SystemBus::start_packaged(&services);
         let polkitd = Started::spawn(
             "polkitd",
-            Command::new("/usr/lib/polkit-1/polkitd")
-                .arg("--no-debug")
+            Command::new("unshare")
+                .args(["--mount", "/bin/sh", "-c", POLKITD, "polkitd"])
+                .arg(&rules)
+                .arg(&actions)
                 .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
