@@ -78,7 +78,9 @@ where
 #[interface(name = "org.hiber.Hiber1.Manager")]
 impl Manager {
     /// What a save of `display`'s session would do: whether it can be
-    /// saved, and every finding (pid, subject, kind, policy, reason). The
+    /// saved, and each finding that changes something (pid, subject, kind,
+    /// policy, reason): every policy but Restore, which a session holds by
+    /// the thousand (its mappings) and which tells a user nothing. The
     /// session is frozen for the inspection and let go at once.
     #[zbus(out_args("savable", "findings"))]
     async fn check_session(
@@ -94,6 +96,7 @@ impl Manager {
         let findings = report
             .findings
             .iter()
+            .filter(|f| f.policy != hiber_core::Policy::Restore)
             .map(|f| {
                 let text = |x: &dyn std::fmt::Debug| format!("{x:?}").to_lowercase();
                 HashMap::from([

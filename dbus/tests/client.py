@@ -175,6 +175,10 @@ def main(argv):
     bus = dbus.SystemBus()
     cmd, args = argv[0], argv[1:]
     try:
+        if cmd == "check":
+            manager = bus.get_object(BUS, ROOT, introspect=False)
+            savable, findings = manager.CheckSession(args[0], dbus_interface=MANAGER)
+            return {"ok": {"savable": plain(savable), "findings": plain(findings)}}
         if cmd == "list":
             manager = bus.get_object(BUS, ROOT)
             return {"ok": plain(manager.ListSnapshots(dbus_interface=MANAGER))}

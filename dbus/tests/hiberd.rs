@@ -157,6 +157,22 @@ fn a_user_saves_restores_and_deletes_its_own_session_over_the_bus() {
     let mut env = Env::start(&grant_rules(&[&DESK]));
     let desktop = env.desktop(&DESK);
 
+    // The check first, as the app asks it: savable, with only what a save
+    // would change, and hiberd still on the bus after it (a name with a
+    // NUL in a finding once made the bus drop hiberd's connection).
+    let checked = env.ok(&DESK, &["check", &desktop.name()]);
+    assert_eq!(checked["savable"], true, "{checked}");
+    let findings = checked["findings"].as_array().expect("findings");
+    assert!(
+        findings.iter().all(|f| f["policy"] != "restore"),
+        "only what changes: {checked}"
+    );
+    let again = env.ok(&DESK, &["check", &desktop.name()]);
+    assert_eq!(
+        again["savable"], true,
+        "hiberd answers a second check: {again}"
+    );
+
     // Save with stop: the job's progress rises to 1 and it completes.
     let saved = env.ok(
         &DESK,

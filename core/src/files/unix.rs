@@ -88,8 +88,16 @@ fn kind_name(kind: i32) -> &'static str {
 
 fn printable(name: &[u8]) -> String {
     match name.first() {
-        Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
-        _ => String::from_utf8_lossy(name).into_owned(),
+        // Abstract: every byte is the name's; a NUL in it is shown escaped
+        // (text for people and for D-Bus may not hold one).
+        Some(0) => format!(
+            "@{}",
+            String::from_utf8_lossy(&name[1..]).replace('\0', "\\0")
+        ),
+        // A path ends at its NUL (Xvfb binds with it counted in the length).
+        _ => {
+            String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default()).into_owned()
+        }
     }
 }
 
@@ -681,4 +689,17 @@ fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
     }
     finish(&fd, s)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn names_print_without_nul() {
+        // Xvfb binds its path with the NUL counted.
+        assert_eq!(printable(b"/tmp/.X11-unix/X0\0"), "/tmp/.X11-unix/X0");
+        assert_eq!(printable(b"\0/tmp/.X11-unix/X0"), "@/tmp/.X11-unix/X0");
+        assert_eq!(printable(b"\0a\0b"), "@a\\0b");
+    }
 }
