@@ -1761,3 +1761,34 @@ fn a_nested_pid_namespace_comes_back_with_its_pids_at_every_level() {
         assert_ne!(ns(shell, "net"), ns(std::process::id() as i32, "net"));
     }
 }
+
+/// A root named for the save that ends before the freeze (a short-lived
+/// client of a session's bus) is no longer part of the set: the others
+/// are saved. Only a set whose every root is gone is an error.
+#[test]
+fn a_root_that_ended_before_the_freeze_is_left_out() {
+    let mut r = Reaper::new();
+    let sleeper = r.spawn_sleep();
+    let mut gone = Command::new("true").spawn().expect("starting true");
+    let gone_pid = gone.id() as i32;
+    gone.wait().expect("waiting for true");
+    let img = tempdir();
+    let opts = |roots: Vec<i32>, dir: &str| hiber_core::CheckpointOptions {
+        roots,
+        dir: img.path().join(dir),
+        store: None,
+        stop: false,
+        threads: 1,
+        no_reset: false,
+        precopy: false,
+        devices: Default::default(),
+        left_out: Default::default(),
+    };
+    let stats = hiber_core::checkpoint(&opts(vec![gone_pid, sleeper], "img"), &|_| {})
+        .expect("saving the root still there");
+    assert_eq!(stats.processes, 1);
+    let err = hiber_core::checkpoint(&opts(vec![gone_pid], "img2"), &|_| {})
+        .expect_err("a set that is gone");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(alive(sleeper), "the saved process runs on");
+}

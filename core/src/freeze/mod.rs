@@ -122,12 +122,20 @@ fn is_zombie(pid: i32) -> Result<bool> {
 fn scan(roots: &[i32], prune: &[i32]) -> Result<BTreeMap<i32, (i32, Vec<i32>)>> {
     let mut found = BTreeMap::new();
     let mut todo: Vec<(i32, i32)> = Vec::new();
+    // A root that ended since it was named (a short-lived client of a
+    // session's bus) is no longer part of the set; the set is gone only
+    // when every root is.
     for &root in roots {
-        let stat = ProcDir::new(root).stat().map_err(|e| match e {
-            ProcfsError::ProcessGone { .. } => FreezeError::NoSuchProcess { pid: root },
-            e => e.into(),
-        })?;
-        todo.push((root, stat.ppid));
+        match ProcDir::new(root).stat() {
+            Ok(stat) => todo.push((root, stat.ppid)),
+            Err(ProcfsError::ProcessGone { .. }) => debug!(root, "a root ended before the freeze"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if todo.is_empty() {
+        return Err(FreezeError::NoSuchProcess {
+            pid: roots.first().copied().unwrap_or(0),
+        });
     }
     while let Some((pid, ppid)) = todo.pop() {
         if found.contains_key(&pid) {
