@@ -268,12 +268,19 @@ fn a_user_saves_restores_and_deletes_its_own_session_over_the_bus() {
     // The restored session is not hiberd's: none of its processes descends
     // from hiberd, and stopping hiberd leaves it running.
     let hiberd = env.hiberd().expect("hiberd runs");
-    // (Not the counting loop's short `sleep`s: they come and go.)
+    // Not the counting loop's short `sleep`s, nor a copy of the loop
+    // forked for the next one and not yet a `sleep` (same command line as
+    // its parent): they come and go.
+    let cmdline = |pid: i32| fs::read(format!("/proc/{pid}/cmdline")).ok();
+    let transient = |pid: i32| {
+        let sleep =
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep");
+        let ppid = common::status_ppid(pid);
+        sleep || ppid.is_some_and(|pp| cmdline(pid).is_some() && cmdline(pid) == cmdline(pp))
+    };
     let session: Vec<(i32, char)> = user_processes(&env, DESK.uid)
         .into_iter()
-        .filter(|(pid, _)| {
-            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() != "sleep")
-        })
+        .filter(|&(pid, _)| !transient(pid))
         .collect();
     assert!(session.len() >= 5, "the restored session: {session:?}");
     for &(pid, _) in &session {
@@ -491,14 +498,14 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
 
     // A save whose caller goes away once it started: it completes anyway.
     let home = env.user_dir(&DESK, "home-1500");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/client.py");
     let mut caller = env
         .user(
             &DESK,
             &home,
             &[
                 "/usr/bin/python3",
-                script,
+                "-c",
+                common::CLIENT,
                 "save",
                 &desktop.name(),
                 "stream",
@@ -530,7 +537,8 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
             &home,
             &[
                 "/usr/bin/python3",
-                script,
+                "-c",
+                common::CLIENT,
                 "save",
                 &desktop.name(),
                 "stop",

@@ -44,7 +44,8 @@ fn the_window_follows_the_dark_style() {
     let bus = SystemBus::start(None);
     let desktop = Desktop::start();
     let log = desktop.user.dir().join("app.log");
-    let mut cmd = desktop.command(&[env!("CARGO_BIN_EXE_hiber-gtk")], Some(&log));
+    let app = desktop.app_binary();
+    let mut cmd = desktop.command(&[app.to_str().expect("a UTF-8 path")], Some(&log));
     cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .env("ADW_DEBUG_COLOR_SCHEME", "prefer-dark");
     let mut app = common::Started::spawn("hiber-gtk", &mut cmd);

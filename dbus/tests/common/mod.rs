@@ -33,6 +33,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use users::TestUser;
 
+/// tests/client.py, run by the test users.
+pub const CLIENT: &str = include_str!("../client.py");
+
 pub const DEADLINE: Duration = Duration::from_secs(60);
 pub const BUS_NAME: &str = "org.hiber.Hiber1";
 /// Where the packaged activation file says hiberd is.
@@ -229,8 +232,9 @@ impl Env {
     #[track_caller]
     pub fn client(&self, user: &TestUser, args: &[&str]) -> Value {
         let home = self.user_dir(user, &format!("home-{}", user.uid));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client.py");
-        let mut argv = vec!["/usr/bin/python3", script.to_str().expect("utf-8 path")];
+        // Given as text: the checkout may be root's only (a CI clone), and
+        // the user could not read the file there.
+        let mut argv = vec!["/usr/bin/python3", "-c", CLIENT];
         argv.extend_from_slice(args);
         let out = self
             .user(user, &home, &argv)
@@ -403,6 +407,16 @@ fn zombie(pid: i32) -> bool {
 pub fn state(pid: i32) -> Option<char> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s[s.rfind(')')? + 2..].chars().next()
+}
+
+/// Parent pid from /proc/PID/stat, None when the pid is free.
+pub fn status_ppid(pid: i32) -> Option<i32> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// A display number no X server uses, different for each call in this

@@ -20,6 +20,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 use user::UserSession;
 
+/// tests/atspi.py, run by the test user.
+const ATSPI: &str = include_str!("../atspi.py");
+
 /// Long enough for a loaded 2-core machine; a wait that runs out names
 /// what it waited for.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -590,11 +593,26 @@ impl Desktop {
         cmd
     }
 
+    /// The app's binary where the user may run it: a copy in the user's
+    /// directory (the checkout may be root's only, as a CI clone is), kept
+    /// as long as this desktop (a restored app maps it from there).
+    pub fn app_binary(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let copy = self.user.dir().join("hiber-gtk");
+        if !copy.exists() {
+            fs::copy(env!("CARGO_BIN_EXE_hiber-gtk"), &copy)
+                .unwrap_or_else(|e| panic!("copying hiber-gtk to {}: {e}", copy.display()));
+            fs::set_permissions(&copy, fs::Permissions::from_mode(0o755))
+                .expect("making the app's copy executable");
+        }
+        copy
+    }
+
     /// atspi.py as the user, on this desktop's accessibility bus.
     pub fn atspi(&self, args: &[&str]) -> Output {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/atspi.py");
-        let script = script.to_str().expect("a UTF-8 path");
-        let mut full = vec!["/usr/bin/python3", script, "hiber-gtk"];
+        // Given as text: the checkout may be root's only (a CI clone), and
+        // the user could not read the file there.
+        let mut full = vec!["/usr/bin/python3", "-c", ATSPI, "hiber-gtk"];
         full.extend_from_slice(args);
         let mut cmd = self.command(&full, None);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -756,7 +774,8 @@ pub fn brightness(png: &Path, x: u32, y: u32) -> f64 {
 
 /// hiber-gtk as the desktop's user, with the given system bus.
 pub fn start_app(desktop: &Desktop, system_bus: &str, log: &Path) -> Started {
-    let mut cmd = desktop.command(&[env!("CARGO_BIN_EXE_hiber-gtk")], Some(log));
+    let app = desktop.app_binary();
+    let mut cmd = desktop.command(&[app.to_str().expect("a UTF-8 path")], Some(log));
     cmd.env("DBUS_SYSTEM_BUS_ADDRESS", system_bus)
         .env("HIBER_GTK_LOG", "debug");
     Started::spawn("hiber-gtk", &mut cmd)
