@@ -299,14 +299,16 @@ fn a_users_desktop_with_portals_comes_back_twice_and_new_clients_reach_it() {
             "--json",
         ]);
         assert_ok(&saved, &format!("save {cycle} with --stop"));
-        let old: Vec<i64> = v["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
-        for &p in &old {
-            wait_gone(p as i32);
+        // Every saved process and thread gone (the set saved, which may
+        // have grown since the check), so their ids are free again.
+        let inspected = hiber(&["inspect", path(&img), "--json"]);
+        assert_ok(&inspected, "hiber inspect");
+        let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+        for p in inspected["snapshot"]["processes"].as_array().unwrap() {
+            for t in p["threads"].as_array().into_iter().flatten() {
+                wait_gone(t["tid"].as_i64().unwrap() as i32);
+            }
+            wait_gone(p["pid"].as_i64().unwrap() as i32);
         }
         r.reap();
 

@@ -354,14 +354,16 @@ fn restore_image(
             .processes
             .iter()
             .flat_map(|p| p.threads.iter().skip(1).map(|t| t.tid));
-        let mut highest = 0;
-        for pid in plan.nodes.iter().map(|n| n.pid).chain(thread_ids) {
+        let wanted: Vec<i32> = plan.nodes.iter().map(|n| n.pid).chain(thread_ids).collect();
+        // The counter first: while the check below waits for a zombie to
+        // be reaped, processes started meanwhile (by anyone) must not take
+        // a saved pid it already found free.
+        start_pids_above(wanted.iter().copied().max().unwrap_or(0));
+        for &pid in &wanted {
             if let Some(comm) = pid_taken(pid) {
                 return Err(RestoreError::PidTaken { pid, comm });
             }
-            highest = highest.max(pid);
         }
-        start_pids_above(highest);
     }
     for (pid, what) in &plan.foreign {
         debug!(pid, what = %what, "left in the restorer's session or group");
