@@ -63,6 +63,13 @@ pub enum RestoreError {
     Uevent(#[from] UeventError),
     #[error("pid {pid} is taken by a running process ({comm}); free it or restore with --pidns")]
     PidTaken { pid: i32, comm: String },
+    #[error("another restore held {} for {waited:?}; try again when it is done", path.display())]
+    RestoreLock {
+        path: PathBuf,
+        waited: Duration,
+        #[source]
+        source: Option<std::io::Error>,
+    },
     #[error("pid {pid}: the caller may not restore its credentials: {reason}")]
     Credentials { pid: i32, reason: String },
     #[error("invalid image {dir}: {reason}")]
@@ -308,6 +315,57 @@ pub fn restore_opened(
     restore_image(reader, snap, opts, &|_, _| {}, &|| false, Instant::now())
 }
 
+/// Restores that take their saved pids run one at a time on a machine:
+/// each moves the pid counter past its pids and then forks with them, and
+/// another one's counter move (or its own helpers' pids) could land among
+/// them (EEXIST at a fork). Held until the restore returns (or its
+/// process ends).
+const RESTORE_LOCK: &str = "/run/lock/hiber-restore.lock";
+/// How long a restore waits for another one to finish.
+const RESTORE_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+fn restore_lock() -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = PathBuf::from(RESTORE_LOCK);
+    let err = |source: Option<std::io::Error>, waited| RestoreError::RestoreLock {
+        path: path.clone(),
+        waited,
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| err(Some(e), Duration::ZERO))?;
+    let start = Instant::now();
+    let mut nap = Duration::from_millis(1);
+    // A POSIX lock, not flock: it belongs to this process only, so the
+    // keeper and the tree, forked from the restorer, do not hold it on.
+    // SAFETY: a zeroed flock struct is a valid value; fields set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    loop {
+        // SAFETY: F_SETLK on a file we hold open with a flock struct of ours.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+            return Err(err(Some(e), start.elapsed()));
+        }
+        if start.elapsed() > RESTORE_LOCK_WAIT {
+            return Err(err(None, start.elapsed()));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
 fn restore_image(
     reader: ImageReader,
     snap: Snapshot,
@@ -316,6 +374,11 @@ fn restore_image(
     cancelled: &dyn Fn() -> bool,
     t0: Instant,
 ) -> Result<Restored> {
+    let _one_at_a_time = if opts.pidns {
+        None
+    } else {
+        Some(restore_lock()?)
+    };
     let go_on = |stage| match cancelled() {
         true => Err(RestoreError::Cancelled { stage }),
         false => Ok(()),
