@@ -319,8 +319,9 @@ pub fn restore_opened(
 /// each moves the pid counter past its pids and then forks with them, and
 /// another one's counter move (or its own helpers' pids) could land among
 /// them (EEXIST at a fork). Held until the restore returns (or its
-/// process ends).
-const RESTORE_LOCK: &str = "/run/lock/hiber-restore.lock";
+/// process ends). In /run itself, root's alone: in the world-writable
+/// /run/lock any user could make the file first and hold it.
+const RESTORE_LOCK: &str = "/run/hiber-restore.lock";
 /// How long a restore waits for another one to finish.
 const RESTORE_LOCK_WAIT: Duration = Duration::from_secs(120);
 
@@ -374,11 +375,6 @@ fn restore_image(
     cancelled: &dyn Fn() -> bool,
     t0: Instant,
 ) -> Result<Restored> {
-    let _one_at_a_time = if opts.pidns {
-        None
-    } else {
-        Some(restore_lock()?)
-    };
     let go_on = |stage| match cancelled() {
         true => Err(RestoreError::Cancelled { stage }),
         false => Ok(()),
@@ -391,6 +387,13 @@ fn restore_image(
         &opts.sys_roots,
         opts.on_behalf_of.as_ref(),
     )?;
+    // After validation: a caller refused there is told why, not that it
+    // may not take the lock.
+    let _one_at_a_time = if opts.pidns {
+        None
+    } else {
+        Some(restore_lock()?)
+    };
 
     let ids: Vec<Ids> = snap
         .processes
