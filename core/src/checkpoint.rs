@@ -249,6 +249,32 @@ fn inspect_process(
     }
     let t0 = std::time::Instant::now();
     let smaps = dir.smaps_hinted(flags)?;
+    // A mapping of a left-out service's file would be read through the
+    // server (which may answer no one but its user) and cannot be mapped
+    // again before the service is back.
+    for entry in &smaps {
+        if let MapsPath::File { path, .. } = &entry.map.path {
+            if let Some(m) = files
+                .left_out_mounts
+                .iter()
+                .find(|m| path.starts_with(&m.path))
+            {
+                report.add(
+                    pid,
+                    Subject::Mapping {
+                        start: entry.map.start,
+                        end: entry.map.end,
+                    },
+                    format!("mapping of {} of a left-out FUSE server", path.display()),
+                    Policy::Refuse,
+                    format!(
+                        "the server of {} is left out of the set: a mapping of its files cannot be made again",
+                        m.path.display()
+                    ),
+                );
+            }
+        }
+    }
     let vmas = memory::classify(pid, &smaps, shmem, devices, report);
     let t_mem = t0.elapsed();
     let fds = files.collect(pid, shmem, report)?;
@@ -541,7 +567,7 @@ fn inspect(
     frozen: &Frozen,
     precopied: Option<&precopy::Precopy>,
     devices: &DevicePolicies,
-    left_out_mounts: &[PathBuf],
+    left_out_mounts: &[crate::files::service_file::ServiceMount],
     mut inspected: impl FnMut(&ProcessImage, &Report) -> Result<()>,
 ) -> Result<Inspection> {
     let mut report = Report::default();
@@ -727,9 +753,10 @@ pub struct LeftOut {
     /// whatever `stop` says (the caller ends them). What the set shares
     /// with them is outside the set (Reset).
     pub pids: Vec<i32>,
-    /// Mount points of FUSE file systems served by left-out processes:
-    /// a saved fd of a file in one is refused without being looked at.
-    pub mounts: Vec<PathBuf>,
+    /// FUSE file systems served by left-out processes: a saved fd of a
+    /// file in one is recorded without being looked at, and reopened by
+    /// path once the service is back (see `files::service_file`).
+    pub mounts: Vec<crate::files::service_file::ServiceMount>,
 }
 
 /// Stages reported while a checkpoint runs.

@@ -25,6 +25,7 @@
 //!   are listed apart, with their descendants, and bring nothing in.
 
 use crate::services::{self, Facts, LeftOut, ServiceRules};
+use hiber_core::files::service_file::ServiceMount;
 use hiber_core::procfs::{ProcDir, ProcfsError};
 use hiber_core::sockdiag::{self, UnixDiag, STATE_LISTEN};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -95,11 +96,28 @@ impl SessionSet {
                 .filter(|s| s.below_member)
                 .map(|s| s.pid)
                 .collect(),
-            mounts: self
-                .services
-                .iter()
-                .flat_map(|s| s.mounts.iter().cloned())
-                .collect(),
+            mounts: {
+                // A mount found under two services (gvfsd-fuse alone and
+                // below gvfsd) comes back by the one with a bus name.
+                let mut mounts: Vec<ServiceMount> = Vec::new();
+                for s in &self.services {
+                    for path in &s.mounts {
+                        let bus_name = s.decision.bus_name.clone();
+                        match mounts.iter_mut().find(|m| &m.path == path) {
+                            Some(m) => {
+                                if m.bus_name.is_none() {
+                                    m.bus_name = bus_name;
+                                }
+                            }
+                            None => mounts.push(ServiceMount {
+                                path: path.clone(),
+                                bus_name,
+                            }),
+                        }
+                    }
+                }
+                mounts
+            },
         }
     }
 }

@@ -362,6 +362,9 @@ pub struct RestoredSession {
     pub now_screens: Vec<Screenshot>,
     /// How the window list differs from the recorded one.
     pub changes: Vec<WindowChange>,
+    /// Files inside left-out services' mounts, reopened (or not) once
+    /// their services were back.
+    pub reopened: Vec<crate::service_files::Reopened>,
 }
 
 /// Restore the session saved in `image` under a session keeper, then
@@ -420,6 +423,7 @@ pub fn restore_as_cancellable(
     // restore reuses the one read here.
     drop(reader);
     let restored = hiber_core::restore_cancellable(&opts, progress, cancelled)?;
+    let pending = hiber_core::files::service_file::pending(&snap);
     drop(snap);
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.
@@ -439,7 +443,16 @@ pub fn restore_as_cancellable(
         }
     };
     let changes = desktop::diff(&recorded.record.windows, &now.windows);
+    let live = |pid: i32| {
+        restored
+            .pids
+            .iter()
+            .find(|&&(saved, _)| saved == pid)
+            .map(|&(_, now)| now)
+    };
+    let reopened = crate::service_files::reopen_all(&pending, &live);
     Ok(RestoredSession {
+        reopened,
         display,
         restored,
         recorded,

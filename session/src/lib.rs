@@ -11,6 +11,7 @@ pub mod desktop;
 pub mod discover;
 pub mod display_session;
 pub mod format;
+pub mod service_files;
 pub mod services;
 pub mod snapshots;
 pub mod system_store;

@@ -50,6 +50,28 @@ while True:
         data = data[16 + n:]
 "#;
 
+/// Holds two fds of argv[1] inside the portal's mount (one read 9 bytes
+/// in, one for appending) and a session bus connection (so it belongs to
+/// the session); on SIGUSR1 reads the rest and appends a line.
+const HOLDER: &str = r#"
+import os, signal, sys
+from gi.repository import Gio
+bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+r = os.open(sys.argv[1], os.O_RDONLY)
+w = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+print("fds %d %d head %r" % (r, w, os.read(r, 9)), flush=True)
+def go(sig, frame):
+    try:
+        rest = os.read(r, 100)
+        n = os.write(w, b"written after the restore\n")
+        print("rest %r wrote %d" % (rest, n), flush=True)
+    except OSError as e:
+        print("error %s" % e, flush=True)
+signal.signal(signal.SIGUSR1, go)
+while True:
+    signal.pause()
+"#;
+
 struct Desk {
     u: UserSession,
     display: u32,
@@ -246,28 +268,27 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     let d = format!(":{display}");
     let user = USER_UID.to_string();
 
-    // A client holding a file of the portal's mount: check refuses it,
-    // naming it, without touching it (root may not look into the mount).
+    // A client holding files of the portal's mount, one read part-way:
+    // check says they are reopened, without touching them (root may not
+    // look into the mount).
+    let holder_log = desk.u.dir().join("holder.log");
     let holder = r.spawn(
         desk.u
             .command(
-                &[
-                    "xterm",
-                    "-e",
-                    "bash",
-                    "-c",
-                    "exec 7<\"$0\"; exec bash --norc --noprofile -i",
-                    path(&exported),
-                ],
-                Some(&log),
+                &["/usr/bin/python3", "-c", HOLDER, path(&exported)],
+                Some(&holder_log),
             )
-            .env("DISPLAY", format!(":{display}")),
+            .env("DBUS_SESSION_BUS_ADDRESS", &desk.bus),
     );
-    let shell = wait_until("the holder's shell to open the document", DEADLINE, || {
-        tree(holder)
-            .into_iter()
-            .find(|&p| fs::read_link(format!("/proc/{p}/fd/7")).is_ok_and(|t| t == exported))
-    });
+    let first = wait_lines(&holder_log, 1)[0].clone();
+    let fds: Vec<i64> = first
+        .strip_prefix("fds ")
+        .and_then(|l| l.split(" head ").next())
+        .expect("the holder's fds")
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(first.ends_with("head b'exported '"), "{first}");
     let check = hiber(&[
         "session",
         "check",
@@ -277,26 +298,30 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         &user,
         "--json",
     ]);
-    assert_eq!(check.status.code(), Some(3), "{}", stderr(&check));
+    assert_ok(&check, "session check with the holder");
     let v: Value = serde_json::from_slice(&check.stdout).unwrap();
-    let refused: Vec<&Value> = v["report"]["findings"]
+    let reopened: Vec<&Value> = v["report"]["findings"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["policy"] == "Refuse")
+        .filter(|f| {
+            f["pid"] == holder
+                && f["policy"] == "Reopen"
+                && f["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with("of a left-out FUSE server"))
+        })
         .collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(refused[0]["pid"], shell);
-    assert_eq!(refused[0]["subject"]["fd"], 7);
-    assert!(
-        refused[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("the server of {} is left out", doc.display())),
-        "{refused:?}"
-    );
-    // SAFETY: kill by pid of the xterm this test started.
-    unsafe { libc::kill(holder, libc::SIGKILL) };
+    assert_eq!(reopened.len(), 2, "{reopened:?}");
+    for (f, fd) in reopened.iter().zip(&fds) {
+        assert_eq!(f["subject"]["fd"], *fd);
+        let reason = f["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("the server of {} is left out", doc.display()))
+                && reason.contains("once org.freedesktop.portal.Documents is activated again"),
+            "{reason}"
+        );
+    }
     // A program watching the portal's mount with inotify (as GVfs and
     // file choosers do).
     let watcher_script = desk.u.dir().join("watch.py");
@@ -314,10 +339,6 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         .strip_prefix("wd ")
         .expect("the watcher's watch descriptor")
         .to_string();
-    r.wait_children(&[holder]);
-    wait_until("the holder's shell to end", DEADLINE, || {
-        (!alive(shell)).then_some(())
-    });
 
     // check lists the portal apart, with its helper and what becomes of
     // it; the session around it can be saved.
@@ -408,15 +429,15 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
         .into_iter()
         .chain(helpers.iter().copied())
         .collect();
-    r.wait_children(&[xvfb, launcher, xterm, watcher]);
+    r.wait_children(&[xvfb, launcher, xterm, watcher, holder]);
     for &p in &old {
         wait_gone(p);
     }
     assert_eq!(mounted(&doc), 0, "the portal's mount after --stop");
 
-    // Restored, the portal is not there until something asks for it;
-    // then the bus activates a new one, which mounts again and serves
-    // the document exported before.
+    // Restored, the portal is brought back for the holder's files (the
+    // bus activates it; it mounts again and serves the document exported
+    // before), and they are reopened where the holder left them.
     let restored = hiber(&["session", "restore", path(&img), "--json"]);
     assert_ok(&restored, "session restore");
     let v: Value = serde_json::from_slice(&restored.stdout).unwrap();
@@ -426,10 +447,19 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     if let Some(k) = v["keeper"].as_i64() {
         r.adopt(k as i32);
     }
-    assert_eq!(
-        find_process("/usr/libexec/xdg-document-portal", &desk.u.runtime),
-        None
-    );
+    let reopened = v["reopened"].as_array().expect("reopened");
+    assert_eq!(reopened.len(), 2, "{v}");
+    for f in reopened {
+        assert_eq!(f["pid"], holder, "{f}");
+        assert!(f["problem"].is_null(), "{f}");
+        assert_eq!(f["path"].as_str(), Some(path(&exported)));
+    }
+    let again = wait_until("the portal activated again", DEADLINE, || {
+        find_process("/usr/libexec/xdg-document-portal", &desk.u.runtime)
+    });
+    r.adopt(again);
+    assert_ne!(again, portal);
+    assert_eq!(mounted(&doc), 1, "one live mount, the new portal's");
     // The watch on the portal's mount came back ended, as an unmount
     // ends it: the watcher reads IN_IGNORED for its descriptor.
     wait_until("the watcher to read IN_IGNORED", DEADLINE, || {
@@ -437,17 +467,19 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
             .contains(&format!("event {wd} 0x8000"))
             .then_some(())
     });
-    assert_eq!(mounted(&doc), 0);
+    // The holder reads on from its offset and writes through the other fd.
+    // SAFETY: kill by pid of the restored holder this test started.
+    unsafe { libc::kill(holder, libc::SIGUSR1) };
+    let after = wait_lines(&holder_log, 2)[1].clone();
+    assert_eq!(after, "rest b'through the portal\\n' wrote 26");
+    assert_eq!(
+        fs::read_to_string(&note).unwrap(),
+        "exported through the portal\nwritten after the restore\n"
+    );
     assert!(desk.mount_point().contains(path(&doc)));
-    let again = wait_until("the portal activated again", DEADLINE, || {
-        find_process("/usr/libexec/xdg-document-portal", &desk.u.runtime)
-    });
-    r.adopt(again);
-    assert_ne!(again, portal);
-    assert_eq!(mounted(&doc), 1, "one live mount, the new portal's");
     assert_eq!(
         desk.reads(&exported).as_deref(),
-        Some("exported through the portal\n")
+        Some("exported through the portal\nwritten after the restore\n")
     );
     // The restored shell's bus client still reaches the restored bus: a
     // new client sees it on the bus.

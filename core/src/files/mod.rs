@@ -19,6 +19,7 @@ pub mod pidfd;
 pub mod pipe;
 pub mod pty;
 pub mod regular;
+pub mod service_file;
 pub mod signalfd;
 pub mod sockopt;
 pub mod timerfd;
@@ -165,6 +166,9 @@ pub enum FileKind {
     Netlink(netlink::NetlinkSocket),
     Inet(inet::InetSocket),
     Pidfd(pidfd::Pidfd),
+    /// A file inside the FUSE mount of a session service left out of the
+    /// set: a dead stand-in, reopened by path once the service is back.
+    ServiceFile(service_file::ServiceFile),
 }
 
 impl FileKind {
@@ -188,6 +192,7 @@ impl FileKind {
             FileKind::Netlink(n) => n.describe(),
             FileKind::Inet(i) => i.describe(),
             FileKind::Pidfd(p) => p.describe(),
+            FileKind::ServiceFile(f) => f.describe(),
         }
     }
 
@@ -198,6 +203,7 @@ impl FileKind {
             FileKind::Reattached(_) => Policy::Reattach,
             FileKind::UnixSocket(u) if u.peer == unix::Peer::Outside => Policy::Reset,
             FileKind::Netlink(_) => Policy::Reopen,
+            FileKind::ServiceFile(_) => Policy::Reopen,
             FileKind::DevTty(t) if t.external => Policy::Reopen,
             FileKind::Inet(i) if i.state == inet::InetState::Connection => Policy::Reset,
             FileKind::Inet(i) if i.state == inet::InetState::Connected => Policy::Reopen,
@@ -293,7 +299,7 @@ pub struct FileTable {
     /// Mount points of FUSE file systems whose servers are left out of the
     /// set (see [`crate::checkpoint::LeftOut`]): their files are not
     /// looked at (the server may answer no one but its user).
-    pub left_out_mounts: Vec<std::path::PathBuf>,
+    pub left_out_mounts: Vec<service_file::ServiceMount>,
 }
 
 impl FileTable {
@@ -330,17 +336,25 @@ impl FileTable {
             let mut device_kind = None;
             let info = dir.fdinfo(fd)?;
             let target = dir.fd_target(fd)?;
-            if let Some(mount) = self.left_out_mounts.iter().find(|m| target.starts_with(m)) {
-                report.add(
-                    pid,
-                    Subject::Fd { fd },
-                    format!("file {} of a left-out FUSE server", target.display()),
-                    Policy::Refuse,
-                    format!(
-                        "the server of {} is left out of the set: reopening its files once it is back is not supported yet",
-                        mount.display()
-                    ),
-                );
+            if let Some(mount) = self
+                .left_out_mounts
+                .iter()
+                .find(|m| target.starts_with(&m.path))
+            {
+                // Recorded from /proc alone: root may not look into the
+                // mount. A lock on it could not be taken again.
+                if info.extra.iter().any(|(k, _)| k == "lock") {
+                    report.add(
+                        pid,
+                        Subject::Fd { fd },
+                        format!("file {} of a left-out FUSE server", target.display()),
+                        Policy::Refuse,
+                        "it holds a lock, which a reopen by path cannot take again",
+                    );
+                    continue;
+                }
+                let file = service_file::ServiceFile::checkpoint(&target, &info, mount);
+                self.collect_service_file(pid, fd, &pidfd, &info, file, report, &mut fds)?;
                 continue;
             }
             let local = pidfd_getfd(&pidfd, fd).map_err(|source| FileError::Fd {
@@ -462,7 +476,12 @@ impl FileTable {
                     timerfd::checkpoint(&info).map_err(Refusal::from)
                 }
                 _ if target_str == "anon_inode:inotify" => {
-                    inotify::checkpoint(&local, &info, &self.left_out_mounts)
+                    let mounts: Vec<_> = self
+                        .left_out_mounts
+                        .iter()
+                        .map(|m| m.path.clone())
+                        .collect();
+                    inotify::checkpoint(&local, &info, &mounts)
                 }
                 _ if target_str == "anon_inode:[signalfd]" => {
                     signalfd::checkpoint(&info).map_err(Refusal::from)
@@ -536,6 +555,67 @@ impl FileTable {
             }
         }
         Ok(fds)
+    }
+
+    /// Adds a file of a left-out service's mount, sharing the open file
+    /// description already saved when another fd holds it (pidfd_getfd
+    /// and kcmp do not reach into the file system).
+    #[allow(clippy::too_many_arguments)]
+    fn collect_service_file(
+        &mut self,
+        pid: i32,
+        fd: i32,
+        pidfd: &OwnedFd,
+        info: &crate::procfs::FdInfo,
+        file: service_file::ServiceFile,
+        report: &mut Report,
+        fds: &mut Vec<FdImage>,
+    ) -> Result<()> {
+        let local = pidfd_getfd(pidfd, fd).map_err(|source| FileError::Fd {
+            pid,
+            fd,
+            op: "pidfd_getfd",
+            source,
+        })?;
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        // No fstat (it would ask the server): all such files share a key.
+        let key = (u64::MAX, info.ino);
+        let shared = self
+            .by_inode
+            .get(&key)
+            .and_then(|c| c.iter().find(|&&i| same_ofd(&self.held[i], &local)))
+            .copied();
+        let i = match shared {
+            Some(i) => i,
+            None => {
+                let i = self.files.len();
+                self.files.push(OpenFile {
+                    flags,
+                    kind: FileKind::ServiceFile(file),
+                });
+                self.held.push(local);
+                self.by_inode.entry(key).or_default().push(i);
+                i
+            }
+        };
+        let FileKind::ServiceFile(f) = &self.files[i].kind else {
+            unreachable!("index {i} was found or pushed as a service file");
+        };
+        report.add(
+            pid,
+            Subject::Fd { fd },
+            f.describe(),
+            Policy::Reopen,
+            f.reason(),
+        );
+        self.holders.push((pid, fd, i));
+        fds.push(FdImage {
+            fd,
+            cloexec,
+            file: i,
+        });
+        Ok(())
     }
 
     /// Reads the unix sockets of the network namespace `socket` belongs
@@ -996,6 +1076,10 @@ pub fn restore_all(
                 FileKind::Netlink(n) => n.restore(f.flags, uevent_net)?,
                 FileKind::Inet(i) => i.restore(f.flags)?,
                 FileKind::Pidfd(p) => p.restore(f.flags)?,
+                FileKind::ServiceFile(sf) => sf.restore().map_err(|e| FileError::Create {
+                    what: "making the stand-in of a service's file",
+                    source: io::Error::other(e.to_string()),
+                })?,
             })
         };
         let fd = match holders.get(i).copied().flatten() {

@@ -768,7 +768,9 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
                         g.fd == fd
                             && matches!(
                                 spec.files[g.file].kind,
-                                FileKind::Detached(_) | FileKind::Reattached(_)
+                                FileKind::Detached(_)
+                                    | FileKind::Reattached(_)
+                                    | FileKind::ServiceFile(_)
                             )
                     }) && is_o_path(fd)
                 };

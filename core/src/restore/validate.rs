@@ -793,6 +793,10 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
             }
         }
         FileKind::Detached(d) => d.validate().map_err(|reason| bad(field, reason))?,
+        FileKind::ServiceFile(sf) => {
+            check_path(field, "path", &sf.path)?;
+            sf.validate().map_err(|reason| bad(field, reason))?
+        }
         FileKind::Reattached(r) => r.validate().map_err(|reason| bad(field, reason))?,
         FileKind::UnixSocket(u) => {
             if u.name.len() > MAX_SUN_PATH {
@@ -908,6 +912,7 @@ fn kind_name(kind: &FileKind) -> &'static str {
         FileKind::Netlink(_) => "netlink",
         FileKind::Inet(_) => "inet",
         FileKind::Pidfd(_) => "pidfd",
+        FileKind::ServiceFile(_) => "service_file",
     }
 }
 

@@ -347,6 +347,7 @@ struct RestoreOutput {
     elapsed_ms: f64,
     windows: usize,
     changes: Vec<String>,
+    reopened: Vec<hiber_session::service_files::Reopened>,
 }
 
 fn restore(what: &str, json: bool) -> Result<ExitCode> {
@@ -362,6 +363,7 @@ fn restore(what: &str, json: bool) -> Result<ExitCode> {
             elapsed_ms: r.restored.elapsed.as_secs_f64() * 1e3,
             windows: r.now.windows.len(),
             changes,
+            reopened: r.reopened.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -382,6 +384,22 @@ fn restore(what: &str, json: bool) -> Result<ExitCode> {
         println!("the windows differ from the recorded ones:");
         for c in &changes {
             println!("  {c}");
+        }
+    }
+    for f in &r.reopened {
+        match &f.problem {
+            None => println!(
+                "reopened {} (pid {} fd {}) once its service was back",
+                f.path.display(),
+                f.pid,
+                f.fd
+            ),
+            Some(why) => println!(
+                "not reopened: {} (pid {} fd {}): {why}; reads of it fail",
+                f.path.display(),
+                f.pid,
+                f.fd
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
