@@ -61,7 +61,7 @@ pub enum RestoreError {
     Procfs(#[from] ProcfsError),
     #[error(transparent)]
     Uevent(#[from] UeventError),
-    #[error("pid {pid} is taken by a running process ({comm}); free it or restore with --pidns")]
+    #[error("pid {pid} is taken by {comm}; free it or restore with --pidns")]
     PidTaken { pid: i32, comm: String },
     #[error("another restore held {} for {waited:?}; try again when it is done", path.display())]
     RestoreLock {
@@ -164,21 +164,49 @@ fn start_pids_above(highest: i32) {
 
 /// Who holds `pid`, if anyone. A zombie (the saved process itself, just
 /// ended by `checkpoint --stop`, not yet reaped by whoever adopted it) is
-/// given a moment to go.
+/// given a moment to go. A number no process has can still be taken: as
+/// the process group or session of living processes (its leader gone),
+/// the kernel keeps it, and a fork with it fails with EEXIST.
 fn pid_taken(pid: i32) -> Option<String> {
     const REAP_GRACE: Duration = Duration::from_secs(3);
     let until = Instant::now() + REAP_GRACE;
     loop {
-        let comm = pid_comm(pid)?;
-        let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
-        if !matches!(state, Some('Z' | 'X')) {
-            return Some(comm);
-        }
+        let holder = match pid_comm(pid) {
+            Some(comm) => {
+                let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
+                if !matches!(state, Some('Z' | 'X')) {
+                    return Some(format!("a running process ({comm})"));
+                }
+                format!("a zombie ({comm}) its parent has not reaped")
+            }
+            None => group_or_session_of(pid)?,
+        };
         if Instant::now() > until {
-            return Some(format!("{comm}, a zombie its parent has not reaped"));
+            return Some(holder);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A living process whose process group or session is `id` (its leader
+/// gone), in words.
+fn group_or_session_of(id: i32) -> Option<String> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = procfs::ProcDir::new(pid).stat().ok()?;
+        let what = if stat.pgrp == id {
+            "process group"
+        } else if stat.session == id {
+            "session"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "the {what} of pid {pid} ({}), whose leader is gone",
+            stat.comm
+        ))
+    })
 }
 
 /// Holes of a saved layout where the gadget may go.
