@@ -230,7 +230,7 @@ pub fn x_server_of(display: u32) -> Result<Option<i32>, DiscoverError> {
 
 /// The two names an X server listens on for display N: the path and the
 /// abstract name (written with a leading NUL).
-fn display_names(display: u32) -> [Vec<u8>; 2] {
+pub fn display_names(display: u32) -> [Vec<u8>; 2] {
     let path = format!("/tmp/.X11-unix/X{display}").into_bytes();
     let mut abs = vec![0];
     abs.extend_from_slice(&path);

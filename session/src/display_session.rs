@@ -44,7 +44,9 @@ pub enum SessionError {
     BadRecord { path: PathBuf, reason: String },
     #[error("{path} holds processes but no desktop session; restore it with `hiber restore`")]
     NotASession { path: PathBuf },
-    #[error("display :{display} is in use by pid {pid} ({comm}); end that X server before restoring this session onto it")]
+    #[error("no display from :{} to :{MAX_DISPLAY} is free to restore the session of :{saved} onto", saved + 1)]
+    NoFreeDisplay { saved: u32 },
+    #[error("display :{display} is in use by pid {pid} ({comm}); end that X server, or restore the session onto a free display (--free-display)")]
     DisplayInUse {
         display: u32,
         pid: i32,
@@ -362,6 +364,9 @@ pub struct RestoredSession {
     pub now_screens: Vec<Screenshot>,
     /// How the window list differs from the recorded one.
     pub changes: Vec<WindowChange>,
+    /// The display it was saved on (differs from `display` when it was
+    /// restored onto another one).
+    pub saved_display: u32,
     /// Files inside left-out services' mounts, reopened (or not) once
     /// their services were back.
     pub reopened: Vec<crate::service_files::Reopened>,
@@ -393,6 +398,123 @@ pub fn restore_as_cancellable(
     progress: &dyn Fn(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<RestoredSession> {
+    restore_onto(
+        image,
+        on_behalf_of,
+        DisplayChoice::Saved,
+        progress,
+        cancelled,
+    )
+}
+
+/// Which display a session comes back on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayChoice {
+    /// The one it was saved on; refused when another X server holds it.
+    Saved,
+    /// The saved one when free, else the first free number above it.
+    SavedOrFree,
+    /// This one (refused when taken).
+    Exactly(u32),
+}
+
+/// Whether display `n` is free: no X server listens on it, and neither
+/// its socket file nor its lock file is there.
+fn display_free(n: u32) -> Result<bool> {
+    if discover::x_server_of(n)?.is_some() {
+        return Ok(false);
+    }
+    let there = |p: String| Path::new(&p).symlink_metadata().is_ok();
+    Ok(!there(format!("/tmp/.X11-unix/X{n}")) && !there(format!("/tmp/.X{n}-lock")))
+}
+
+/// Highest display number looked at for a free one.
+const MAX_DISPLAY: u32 = 1000;
+
+/// The display to restore on, by `choice`, and the X server's listeners to
+/// bind there when it is not the saved one.
+fn pick_display(saved: u32, choice: DisplayChoice) -> Result<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+    let in_use = |display: u32| -> Result<SessionError> {
+        let pid = discover::x_server_of(display)?.unwrap_or(0);
+        Ok(SessionError::DisplayInUse {
+            display,
+            pid,
+            comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .unwrap_or_default()
+                .trim_end()
+                .to_string(),
+        })
+    };
+    let target = match choice {
+        DisplayChoice::Saved if discover::x_server_of(saved)?.is_some() => {
+            return Err(in_use(saved)?)
+        }
+        DisplayChoice::Saved => saved,
+        DisplayChoice::Exactly(n) if n == saved && discover::x_server_of(n)?.is_none() => n,
+        DisplayChoice::Exactly(n) if display_free(n)? => n,
+        DisplayChoice::Exactly(n) => return Err(in_use(n)?),
+        DisplayChoice::SavedOrFree if discover::x_server_of(saved)?.is_none() => saved,
+        DisplayChoice::SavedOrFree => {
+            let mut found = None;
+            for n in saved + 1..=MAX_DISPLAY {
+                if display_free(n)? {
+                    found = Some(n);
+                    break;
+                }
+            }
+            found.ok_or(SessionError::NoFreeDisplay { saved })?
+        }
+    };
+    let renames = if target == saved {
+        Vec::new()
+    } else {
+        discover::display_names(saved)
+            .into_iter()
+            .zip(discover::display_names(target))
+            .collect()
+    };
+    Ok((target, renames))
+}
+
+/// The lock file an X server keeps for its display (`/tmp/.X<n>-lock`,
+/// its pid in ten columns), made for a server moved onto `display` so
+/// that a new server does not try to take the number. Made only when
+/// absent, never through a link; owned by the server's user.
+fn write_display_lock(display: u32, server: i32) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = format!("/tmp/.X{display}-lock");
+    let made = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .and_then(|mut f| {
+            writeln!(f, "{server:>10}")?;
+            if let Ok(status) = hiber_core::procfs::ProcDir::new(server).status() {
+                let c = hiber_core::creds::Creds::from_status(&status);
+                std::os::unix::fs::fchown(&f, Some(c.uid[1]), Some(c.gid[1]))?;
+            }
+            Ok(())
+        });
+    if let Err(e) = made {
+        tracing::warn!(path, error = %e, "could not make the moved X server's lock file");
+    }
+}
+
+/// [`restore_as_cancellable`] onto the display `choice` names. On another
+/// display than the saved one, the X server listens on that number's
+/// socket names; programs that were connected stay connected, but a
+/// program started later from a restored shell still reads the old
+/// number in its `DISPLAY`.
+pub fn restore_onto(
+    image: &Path,
+    on_behalf_of: Option<hiber_core::creds::Creds>,
+    choice: DisplayChoice,
+    progress: &dyn Fn(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<RestoredSession> {
     let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(image)?;
     let recorded = stored_desktop(&reader, &snap)?.ok_or_else(|| SessionError::NotASession {
         path: image.to_path_buf(),
@@ -402,27 +524,31 @@ pub fn restore_as_cancellable(
             path: image.to_path_buf(),
             display: recorded.record.display.clone(),
         })?;
-    if let Some(pid) = discover::x_server_of(display)? {
-        return Err(SessionError::DisplayInUse {
-            display,
-            pid,
-            comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .unwrap_or_default()
-                .trim_end()
-                .to_string(),
-        });
-    }
+    let saved_display = display;
+    let (display, listener_renames) = pick_display(saved_display, choice)?;
     let opts = RestoreOptions {
         dir: image.to_path_buf(),
         pidns: false,
         keeper: true,
         sys_roots: Default::default(),
         on_behalf_of,
+        listener_renames,
     };
     // The engine reads the document again to report progress; a plain
     // restore reuses the one read here.
     drop(reader);
     let restored = hiber_core::restore_cancellable(&opts, progress, cancelled)?;
+    if display != saved_display {
+        if let Ok(Some(server)) = discover::x_server_of(display) {
+            write_display_lock(display, server);
+        }
+        let now = display;
+        info!(
+            saved = saved_display,
+            display = now,
+            "session restored onto another display"
+        );
+    }
     let pending = hiber_core::files::service_file::pending(&snap);
     drop(snap);
     // The server runs from the moment the tree is released; a first
@@ -452,6 +578,7 @@ pub fn restore_as_cancellable(
     };
     let reopened = crate::service_files::reopen_all(&pending, &live);
     Ok(RestoredSession {
+        saved_display,
         reopened,
         display,
         restored,

@@ -122,6 +122,10 @@ pub struct RestoreOptions {
     /// user's session): the image's credentials must then be ones this
     /// user could restore, not merely ones the restorer could.
     pub on_behalf_of: Option<Creds>,
+    /// Unix listeners bound under another name than the saved one: (saved
+    /// name, new name), each a path or an abstract name starting with NUL.
+    /// A session restored onto another display number listens there.
+    pub listener_renames: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +145,35 @@ fn pid_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+/// Give the listeners named in `renames` their new names (before the
+/// image is validated: the new names are checked as any other). Only
+/// listeners: the connections they accepted are restored as pairs.
+fn rename_listeners(snap: &mut Snapshot, renames: &[(Vec<u8>, Vec<u8>)]) {
+    for f in &mut snap.files {
+        if let crate::files::FileKind::UnixSocket(u) = &mut f.kind {
+            if u.backlog.is_none() {
+                continue;
+            }
+            // A path may be bound with its terminating NUL counted in the
+            // address (Xvfb does): compared without it, kept in the new one.
+            let path_name = u.name.first().is_some_and(|&b| b != 0);
+            let bare_len = match path_name {
+                true => u.name.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1),
+                false => u.name.len(),
+            };
+            let (bare, nuls) = u.name.split_at(bare_len);
+            if let Some((_, new)) = renames.iter().find(|(old, _)| old.as_slice() == bare) {
+                debug!(
+                    from = %String::from_utf8_lossy(bare),
+                    to = %String::from_utf8_lossy(new),
+                    "listener bound under a new name"
+                );
+                u.name = [new.as_slice(), nuls].concat();
+            }
+        }
+    }
 }
 
 /// Make the kernel hand out pids above `highest` from now on. Whatever is
@@ -403,6 +436,8 @@ fn restore_image(
     cancelled: &dyn Fn() -> bool,
     t0: Instant,
 ) -> Result<Restored> {
+    let mut snap = snap;
+    rename_listeners(&mut snap, &opts.listener_renames);
     let go_on = |stage| match cancelled() {
         true => Err(RestoreError::Cancelled { stage }),
         false => Ok(()),

@@ -37,6 +37,7 @@ pub fn run(
         keeper,
         sys_roots: crate::commands::check::sys_roots(),
         on_behalf_of,
+        listener_renames: Vec::new(),
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);

@@ -38,6 +38,13 @@ pub enum SessionCommand {
     /// compare its windows with the recorded ones.
     Restore {
         snapshot: String,
+        /// Restore onto this display (`:N`) instead of the saved one.
+        #[arg(long, value_name = ":N", value_parser = parse_display_arg, conflicts_with = "free_display")]
+        display: Option<u32>,
+        /// When another X server holds the saved display, restore onto the
+        /// first free display number above it.
+        #[arg(long)]
+        free_display: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -158,7 +165,19 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             output,
             save,
         } => checkpoint(&target, output, &save),
-        SessionCommand::Restore { snapshot, json } => restore(&snapshot, json),
+        SessionCommand::Restore {
+            snapshot,
+            display,
+            free_display,
+            json,
+        } => {
+            let choice = match (display, free_display) {
+                (Some(n), _) => display_session::DisplayChoice::Exactly(n),
+                (None, true) => display_session::DisplayChoice::SavedOrFree,
+                (None, false) => display_session::DisplayChoice::Saved,
+            };
+            restore(&snapshot, choice, json)
+        }
         SessionCommand::List { json } => list(json),
         SessionCommand::Rm { names } => rm(&names),
     }
@@ -342,6 +361,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
 #[derive(Debug, Serialize)]
 struct RestoreOutput {
     display: u32,
+    saved_display: u32,
     pids: Vec<(i32, i32)>,
     keeper: Option<i32>,
     elapsed_ms: f64,
@@ -350,14 +370,19 @@ struct RestoreOutput {
     reopened: Vec<hiber_session::service_files::Reopened>,
 }
 
-fn restore(what: &str, json: bool) -> Result<ExitCode> {
+fn parse_display_arg(s: &str) -> std::result::Result<u32, String> {
+    display_session::parse_display(s).ok_or_else(|| format!("{s:?} is not a display (:N)"))
+}
+
+fn restore(what: &str, choice: display_session::DisplayChoice, json: bool) -> Result<ExitCode> {
     let dir = snapshots::resolve(&snapshots::default_dir(), what)?;
-    let r = display_session::restore(&dir)
+    let r = display_session::restore_onto(&dir, None, choice, &|_, _| {}, &|| false)
         .with_context(|| format!("restoring the session in {}", dir.display()))?;
     let changes: Vec<String> = r.changes.iter().map(|c| c.to_string()).collect();
     if json {
         let out = RestoreOutput {
             display: r.display,
+            saved_display: r.saved_display,
             pids: r.restored.pids.clone(),
             keeper: r.restored.keeper,
             elapsed_ms: r.restored.elapsed.as_secs_f64() * 1e3,
@@ -375,6 +400,12 @@ fn restore(what: &str, json: bool) -> Result<ExitCode> {
         format::millis(r.restored.elapsed),
         r.restored.keeper.map_or("none".into(), |k| k.to_string()),
     );
+    if r.display != r.saved_display {
+        println!(
+            "saved on display :{}, which another X server holds: restored onto :{} (connected programs follow; a program started from a restored shell still reads DISPLAY=:{} — start it with DISPLAY=:{})",
+            r.saved_display, r.display, r.saved_display, r.display
+        );
+    }
     if changes.is_empty() {
         println!(
             "all {} recorded windows are back as they were",
