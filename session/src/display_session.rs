@@ -433,7 +433,10 @@ const MAX_DISPLAY: u32 = 1000;
 
 /// The display to restore on, by `choice`, and the X server's listeners to
 /// bind there when it is not the saved one.
-fn pick_display(saved: u32, choice: DisplayChoice) -> Result<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn pick_display(
+    saved: u32,
+    choice: DisplayChoice,
+) -> Result<(u32, hiber_core::restore::ListenerRenames)> {
     let in_use = |display: u32| -> Result<SessionError> {
         let pid = discover::x_server_of(display)?.unwrap_or(0);
         Ok(SessionError::DisplayInUse {

@@ -125,8 +125,12 @@ pub struct RestoreOptions {
     /// Unix listeners bound under another name than the saved one: (saved
     /// name, new name), each a path or an abstract name starting with NUL.
     /// A session restored onto another display number listens there.
-    pub listener_renames: Vec<(Vec<u8>, Vec<u8>)>,
+    pub listener_renames: ListenerRenames,
 }
+
+/// (saved name, new name) of unix listeners, each a path or an abstract
+/// name starting with NUL.
+pub type ListenerRenames = Vec<(Vec<u8>, Vec<u8>)>;
 
 #[derive(Debug, Clone)]
 pub struct Restored {
