@@ -53,6 +53,12 @@ pub enum CheckpointError {
     AllExited { pids: Vec<i32> },
     #[error("--stop would end the processes, but this caller could not restore them ({reason}); save without --stop, or as root")]
     StopWithoutRestore { reason: String },
+    #[error("the image {} did not read back whole ({source}); it was removed and the processes run on", dir.display())]
+    NotVerified {
+        dir: PathBuf,
+        #[source]
+        source: ImageError,
+    },
     #[error("the checkpoint was cancelled at stage {stage}; the processes run on as they were")]
     Cancelled { stage: &'static str },
     #[error("pid {pid}: {what}")]
@@ -730,6 +736,11 @@ pub struct CheckpointOptions {
     pub store: Option<PathBuf>,
     /// End the processes once the image is committed.
     pub stop: bool,
+    /// With `stop`: read the committed image back (every chunk against
+    /// its hash) while the processes are still frozen, and end them only
+    /// if it is whole; else the image is removed and they run on. For a
+    /// save that ends a user's session (logout, suspend).
+    pub verify_before_stop: bool,
     pub threads: usize,
     /// Refuse instead of restoring anything broken (Reset policy).
     pub no_reset: bool,
@@ -757,6 +768,20 @@ pub struct LeftOut {
     /// file in one is recorded without being looked at, and reopened by
     /// path once the service is back (see `files::service_file`).
     pub mounts: Vec<crate::files::service_file::ServiceMount>,
+}
+
+/// Read the image in `dir` back: its document, then every chunk it names
+/// against its hash.
+fn verify(dir: &std::path::Path) -> std::result::Result<(), ImageError> {
+    let (reader, snap): (crate::image::ImageReader, Snapshot) =
+        crate::image::ImageReader::open(dir)?;
+    let chunks = snap.chunks();
+    reader.check_chunks(chunks.iter().copied())?;
+    let mut buf = Vec::new();
+    for c in &chunks {
+        reader.read_chunk(c, &mut buf)?;
+    }
+    Ok(())
 }
 
 /// Stages reported while a checkpoint runs.
@@ -1062,6 +1087,20 @@ fn checkpoint_once(
         .expect("one of them")
         .commit(&snapshot)?;
     if let Some(frozen) = frozen.take() {
+        if opts.verify_before_stop {
+            if let Err(source) = verify(&opts.dir) {
+                tracing::warn!(dir = %opts.dir.display(), error = %source, "committed image did not read back whole: removed, the processes go on");
+                if let Err(e) = std::fs::remove_dir_all(&opts.dir) {
+                    tracing::warn!(dir = %opts.dir.display(), error = %e, "could not remove the image that failed verification");
+                }
+                frozen.thaw();
+                return Err(CheckpointError::NotVerified {
+                    dir: opts.dir.clone(),
+                    source,
+                });
+            }
+            debug!(elapsed = ?t0.elapsed(), "image read back whole");
+        }
         crate::faults::point("checkpoint: committed, ending the processes");
         frozen_for += frozen_at.elapsed();
         frozen.kill_all();

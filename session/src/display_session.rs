@@ -90,6 +90,9 @@ pub struct SaveOptions {
     pub dir: PathBuf,
     pub store: Option<PathBuf>,
     pub stop: bool,
+    /// With `stop`: end the session only once its image read back whole
+    /// (see `CheckpointOptions::verify_before_stop`).
+    pub verify_before_stop: bool,
     pub no_reset: bool,
     pub precopy: bool,
     /// How char devices are classified (reopened, detached, refused).
@@ -279,6 +282,7 @@ fn save_once(
     };
     let stats = hiber_core::checkpoint(
         &CheckpointOptions {
+            verify_before_stop: opts.verify_before_stop,
             roots: session.roots.clone(),
             dir: opts.dir.clone(),
             store: opts.store.clone(),

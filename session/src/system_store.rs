@@ -553,6 +553,9 @@ impl Store {
         let id = snapshots::new_name(&dir, req.display);
         let devices = DevicePolicies::load(None, &[] as &[&str])?;
         let opts = SaveOptions {
+            // A save that ends the session (logout, suspend) ends it only
+            // once the image reads back whole.
+            verify_before_stop: req.stop,
             display: req.display,
             user: req.owner,
             exclude: Vec::new(),

@@ -264,3 +264,72 @@ fn check_refused(
         );
     }
 }
+
+/// Flip one byte in the middle of every pack under `dir`, at any depth.
+fn corrupt_packs(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            n += corrupt_packs(&p);
+        } else if p.extension().is_some_and(|x| x == "pack") {
+            let mut bytes = fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0xff;
+            fs::write(&p, bytes).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `checkpoint --stop --verify` ends the processes only once the image
+/// reads back whole. A second save whose chunks come from a store that
+/// rotted since (a byte flipped in every pack) does not: the image is
+/// removed and the process runs on; into a sound store the same save
+/// ends it.
+#[test]
+fn a_stop_save_that_does_not_read_back_whole_leaves_the_processes_running() {
+    let t = tempdir();
+    let store = t.path().join("store");
+    let mut r = Reaper::new();
+    let pid = r.spawn_sleep();
+    let pid_s = pid.to_string();
+    let first = t.path().join("first");
+    let out = hiber(&[
+        "checkpoint",
+        &pid_s,
+        "-o",
+        path(&first),
+        "--store",
+        path(&store),
+        "--json",
+    ]);
+    assert_ok(&out, "first checkpoint");
+    assert!(corrupt_packs(&store) > 0, "the store holds packs");
+
+    let second = t.path().join("second");
+    let out = hiber(&[
+        "checkpoint",
+        &pid_s,
+        "-o",
+        path(&second),
+        "--store",
+        path(&store),
+        "--stop",
+        "--verify",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(path(&second)) && err.contains("did not read back whole"),
+        "{err}"
+    );
+    assert!(!second.exists(), "the image that failed is removed");
+    assert!(alive(pid), "the process runs on");
+    assert_eq!(state(pid), Some('S'), "and is not left stopped");
+
+    let third = t.path().join("third");
+    r.checkpoint_stop_with(pid, &third, &["--verify", "--no-store"]);
+    wait_gone(pid);
+}

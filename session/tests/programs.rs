@@ -1774,6 +1774,7 @@ fn a_root_that_ended_before_the_freeze_is_left_out() {
     gone.wait().expect("waiting for true");
     let img = tempdir();
     let opts = |roots: Vec<i32>, dir: &str| hiber_core::CheckpointOptions {
+        verify_before_stop: false,
         roots,
         dir: img.path().join(dir),
         store: None,

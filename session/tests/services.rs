@@ -555,6 +555,7 @@ fn the_engine_saves_a_parent_without_a_pruned_child() {
     let img = tempdir();
     let stats = hiber_core::checkpoint(
         &hiber_core::CheckpointOptions {
+            verify_before_stop: false,
             roots: vec![parent],
             dir: img.path().join("img"),
             store: None,

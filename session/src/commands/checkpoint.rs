@@ -76,6 +76,11 @@ pub struct SaveFlags {
     /// End the processes once the image is committed (suspend to image).
     #[arg(long)]
     pub stop: bool,
+    /// With --stop: read the committed image back (every chunk against its
+    /// hash) before ending the processes; if it is not whole, remove it
+    /// and let them run on.
+    #[arg(long, requires = "stop")]
+    pub verify: bool,
     /// Refuse rather than restore a connection broken (Reset policy).
     #[arg(long)]
     pub no_reset: bool,
@@ -99,6 +104,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         save:
             SaveFlags {
                 stop,
+                verify,
                 no_reset,
                 no_precopy,
                 json,
@@ -113,6 +119,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Some(store.unwrap_or_else(|| default_store(output)))
     };
     let opts = CheckpointOptions {
+        verify_before_stop: verify,
         roots: pids.to_vec(),
         dir: output.to_path_buf(),
         store,

@@ -253,6 +253,7 @@ struct CheckpointOutput {
 fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Result<ExitCode> {
     let SaveFlags {
         stop,
+        verify,
         no_reset,
         no_precopy,
         json,
@@ -276,6 +277,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     };
     let find = target.find()?;
     let opts = SaveOptions {
+        verify_before_stop: verify,
         display,
         user: find.user,
         exclude: target.exclude.clone(),
