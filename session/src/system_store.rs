@@ -149,12 +149,17 @@ impl SaveKind {
     }
 }
 
-/// What the store keeps beside an image: what the user calls it.
+/// What the store keeps beside an image: what the user calls it, and
+/// whether it waits to be offered back.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Meta {
     name: String,
     kind: SaveKind,
     created_us: u64,
+    /// A logout or sleep snapshot not yet brought back: offered at the
+    /// next login, never deleted automatically.
+    #[serde(default)]
+    pending: bool,
 }
 
 /// One snapshot as a client sees it.
@@ -180,6 +185,8 @@ pub struct SnapshotEntry {
     pub restorable: bool,
     /// Why it cannot be restored; empty when it can.
     pub problem: String,
+    /// Saved at logout or before sleep and not brought back yet.
+    pub pending: bool,
 }
 
 /// How far an operation is.
@@ -396,6 +403,29 @@ impl Store {
                     }
                 }
             }
+            // The metadata of a save that never committed (written before
+            // the save, so that one ending a session is never lost).
+            let Ok(metas) = fs::read_dir(dir.join(META)) else {
+                continue;
+            };
+            for m in metas.flatten() {
+                let name = m.file_name();
+                let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                let staging = fs::read_dir(&dir).into_iter().flatten().flatten().any(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&format!("{id}.tmp-")))
+                });
+                if is_id(id) && !dir.join(id).exists() && !staging {
+                    let _ = fs::remove_file(m.path());
+                    info!(
+                        uid,
+                        id, "removed the metadata of a save that never committed"
+                    );
+                }
+            }
         }
     }
 
@@ -493,6 +523,7 @@ impl Store {
             screens: 0,
             restorable: false,
             problem: String::new(),
+            pending: meta.as_ref().is_some_and(|m| m.pending),
         };
         let opened: std::result::Result<(ImageReader, Snapshot), _> = ImageReader::open(&path);
         let (reader, snap) = match opened {
@@ -594,16 +625,22 @@ impl Store {
             bytes_done: 0,
             bytes_expected: 0,
         });
-        let saved = display_session::save_cancellable(&opts, &report, &|| job.cancelled())?;
-        Self::write_meta(
-            &dir,
-            &id,
-            &Meta {
-                name: req.name.clone().unwrap_or_else(|| id.clone()),
-                kind: req.kind,
-                created_us,
-            },
-        )?;
+        // Written first: a save that ends the session must be found
+        // pending even if this service dies right after the commit.
+        let meta = Meta {
+            name: req.name.clone().unwrap_or_else(|| id.clone()),
+            kind: req.kind,
+            created_us,
+            pending: req.kind != SaveKind::Manual,
+        };
+        Self::write_meta(&dir, &id, &meta)?;
+        let saved = match display_session::save_cancellable(&opts, &report, &|| job.cancelled()) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let _ = fs::remove_file(Self::meta_path(&dir, &id));
+                return Err(e.into());
+            }
+        };
         info!(
             display = req.display,
             owner = req.owner,
@@ -649,6 +686,10 @@ impl Store {
         let r = display_session::restore_as_cancellable(&image, Some(creds), &progress, &|| {
             job.cancelled()
         })?;
+        // Back and answering: no longer waiting to be offered.
+        if let Err(e) = self.set_pending(uid, id, false) {
+            warn!(uid, id, error = %e, "could not mark the restored snapshot as no longer pending");
+        }
         let mut pids: Vec<i32> = r.restored.pids.iter().map(|p| p.1).collect();
         pids.sort_unstable();
         job.progress(Progress {
@@ -666,6 +707,38 @@ impl Store {
         })
     }
 
+    /// Mark `uid`'s snapshot `id` as waiting to be offered back (or not).
+    pub fn set_pending(&self, uid: u32, id: &str, pending: bool) -> Result<()> {
+        let image = self.image_dir(uid, id)?;
+        let dir = image.parent().expect("an image has a parent");
+        match Self::read_meta(dir, id) {
+            Some(meta) if meta.pending == pending => Ok(()),
+            Some(mut meta) => {
+                meta.pending = pending;
+                Self::write_meta(dir, id, &meta)
+            }
+            None if !pending => Ok(()),
+            None => Self::write_meta(
+                dir,
+                id,
+                &Meta {
+                    name: id.into(),
+                    kind: SaveKind::Manual,
+                    created_us: 0,
+                    pending,
+                },
+            ),
+        }
+    }
+
+    /// `uid`'s snapshots waiting to be offered back, newest first.
+    pub fn pending(&self, uid: u32) -> Result<Vec<SnapshotEntry>> {
+        let mut out: Vec<SnapshotEntry> =
+            self.list(uid)?.into_iter().filter(|e| e.pending).collect();
+        out.reverse();
+        Ok(out)
+    }
+
     /// Give `uid`'s snapshot `id` another name.
     pub fn rename(&self, uid: u32, id: &str, name: &str) -> Result<SnapshotEntry> {
         check_name(name)?;
@@ -675,6 +748,7 @@ impl Store {
             name: id.into(),
             kind: SaveKind::Manual,
             created_us: 0,
+            pending: false,
         });
         meta.name = name.into();
         Self::write_meta(dir, id, &meta)?;
@@ -828,5 +902,33 @@ mod tests {
             store.entry(4242, "display-1-x"),
             Err(ServiceError::NoSuchSnapshot { .. })
         ));
+    }
+
+    #[test]
+    fn pending_marks_survive_and_orphan_metadata_goes() {
+        let base = tempfile::tempdir().unwrap();
+        let store = Store::new(base.path().join("store"));
+        let dir = store.open_user(1500).unwrap();
+        // An image directory (unreadable as an image: listed, damaged).
+        let id = "display-7-20261206-230000";
+        hiber_core::image::create_private_dir_all(&dir.join(id)).unwrap();
+        assert!(store.pending(1500).unwrap().is_empty());
+        store.set_pending(1500, id, true).unwrap();
+        let pending = store.pending(1500).unwrap();
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].pending && pending[0].id == id);
+        store.set_pending(1500, id, false).unwrap();
+        assert!(store.pending(1500).unwrap().is_empty());
+        assert!(matches!(
+            store.set_pending(1500, "display-7-absent", true),
+            Err(ServiceError::NoSuchSnapshot { .. })
+        ));
+        // The metadata of a save that never committed goes at recovery;
+        // an image's stays.
+        let orphan = Store::meta_path(&dir, "display-7-20261206-230500");
+        fs::write(&orphan, b"{}").unwrap();
+        store.recover();
+        assert!(!orphan.exists());
+        assert!(Store::meta_path(&dir, id).exists());
     }
 }
