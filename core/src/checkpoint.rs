@@ -11,6 +11,7 @@ use crate::devices::DevicePolicies;
 use crate::files::{FileError, FileKind, FileTable};
 use crate::freeze::{FreezeError, Frozen, FrozenProcess};
 use crate::image::{ImageError, ImageWriter};
+use crate::memory::shmem::ShmemTable;
 use crate::memory::{self, MemoryError, MmFields, MmImage};
 use crate::policy::{Policy, ProcessSummary, Report, Subject};
 use crate::precopy;
@@ -18,7 +19,6 @@ use crate::procfs::{MapsPath, ProcDir, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace;
 use crate::remote::{self, Lifeline, RemoteError, RemoteTask, Scratch};
-use crate::shmem::ShmemTable;
 use crate::snapshot::{ProcessImage, Rlimit, Snapshot};
 use crate::{signals, thread};
 use std::path::PathBuf;
@@ -33,6 +33,8 @@ pub enum CheckpointError {
     Procfs(#[from] ProcfsError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
     #[error(transparent)]
     Memory(#[from] MemoryError),
     #[error(transparent)]
@@ -217,7 +219,7 @@ fn inspect_process(
             report.add(pid, Subject::Process, "namespaces", Policy::Refuse, reason);
             return Ok(None);
         }
-        Err(Err(e)) => return Err(RemoteError::from(e).into()),
+        Err(Err(e)) => return Err(e.into()),
     };
     let capabilities = status.cap_eff | status.cap_prm | status.cap_inh | status.cap_amb;
     let mut namespaces = namespaces;
@@ -589,8 +591,19 @@ fn inspect(
             processes.push(p);
         }
     }
-    crate::namespaces::refuse_shared(&processes, &mut report);
-    crate::namespaces::refuse_pid_layout(&processes, &mut report);
+    let members: Vec<crate::namespaces::Member<'_>> = processes
+        .iter()
+        .map(|p| crate::namespaces::Member {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            sid: p.sid,
+            ns_pids: &p.ns_pids,
+            namespaces: p.namespaces.as_ref(),
+        })
+        .collect();
+    crate::namespaces::refuse_shared(&members, &mut report);
+    crate::namespaces::refuse_pid_layout(&members, &mut report);
     crate::restore::plan::refuse_unbuildable(&processes, &mut report);
     let saved: std::collections::HashSet<i32> = frozen.processes.keys().copied().collect();
     files.finish_classification(&saved, &mut report);
@@ -1074,7 +1087,11 @@ fn checkpoint_once(
     }
     snapshot.attachments = attachment::store(writer, &attachments)?;
     snapshot.files = std::mem::take(&mut files.files);
-    snapshot.detached = crate::devices::removes(&snapshot.files);
+    snapshot.detached =
+        crate::devices::removes(snapshot.files.iter().filter_map(|f| match &f.kind {
+            FileKind::Detached(d) => Some(&**d),
+            _ => None,
+        }));
     snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
     snapshot.shmem = std::mem::take(&mut shmem.objects);
     go_on("committing")?;

@@ -97,6 +97,12 @@ pub enum NamespaceError {
         #[source]
         source: io::Error,
     },
+    #[error("pid {pid}: making its user namespace again")]
+    Remote {
+        pid: i32,
+        #[source]
+        source: crate::remote::RemoteError,
+    },
 }
 
 /// Inode of `/proc/PID/ns/KIND`.
@@ -371,6 +377,18 @@ fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
     }))
 }
 
+/// What the layout checks below read of a saved process (kept apart
+/// from the snapshot's types, which sit above this module).
+#[derive(Debug, Clone, Copy)]
+pub struct Member<'a> {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub ns_pids: &'a [i32],
+    pub namespaces: Option<&'a Namespaces>,
+}
+
 /// A process in a pid namespace nested below the checkpointer's is made
 /// by its parent's fork, with its pid at every level (`clone3`'s
 /// `set_tid`): so its parent must be saved and fork it (same session, or
@@ -378,13 +396,10 @@ fn ipc_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
 /// parent of that namespace's first process (pid 1, made with
 /// `CLONE_NEWPID`). Its process group must be its parent's or its own: a
 /// group of another namespace's numbering cannot be joined from inside.
-pub fn refuse_pid_layout(
-    processes: &[crate::snapshot::ProcessImage],
-    report: &mut crate::policy::Report,
-) {
-    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+pub fn refuse_pid_layout(processes: &[Member<'_>], report: &mut crate::policy::Report) {
+    let by_pid: std::collections::HashMap<i32, &Member<'_>> =
         processes.iter().map(|p| (p.pid, p)).collect();
-    let pid_ns = |p: &crate::snapshot::ProcessImage| p.namespaces.as_ref().map_or(0, |n| n.pid);
+    let pid_ns = |p: &Member<'_>| p.namespaces.map_or(0, |n| n.pid);
     // A namespace made by unshare: its pid 1 must be a saved child (the
     // restore forks that child into a new namespace, then enters it for
     // the children to come).
@@ -459,15 +474,12 @@ pub fn refuse_pid_layout(
 /// a process forked by a session helper gets the restorer's namespaces).
 /// Any other sharing is refused. A shared user namespace needs nothing:
 /// it is not made again (see the module's text).
-pub fn refuse_shared(
-    processes: &[crate::snapshot::ProcessImage],
-    report: &mut crate::policy::Report,
-) {
-    let by_pid: std::collections::HashMap<i32, &crate::snapshot::ProcessImage> =
+pub fn refuse_shared(processes: &[Member<'_>], report: &mut crate::policy::Report) {
+    let by_pid: std::collections::HashMap<i32, &Member<'_>> =
         processes.iter().map(|p| (p.pid, p)).collect();
     let mut holders: std::collections::HashMap<(&str, u64), Vec<i32>> = Default::default();
     for p in processes {
-        let Some(ns) = &p.namespaces else { continue };
+        let Some(ns) = p.namespaces else { continue };
         let (_, net, ipc) = ns.ids;
         for (kind, own, id) in [("network", ns.net, net), ("IPC", ns.ipc, ipc)] {
             if own {
@@ -509,12 +521,13 @@ pub fn recreate_user(
     task: &crate::remote::RemoteTask,
     pid: i32,
     user: &UserNamespace,
-) -> Result<(), crate::remote::RemoteError> {
+) -> Result<(), NamespaceError> {
     task.syscall(
         "unshare(CLONE_NEWUSER)",
         libc::SYS_unshare,
         [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
-    )?;
+    )
+    .map_err(|source| NamespaceError::Remote { pid, source })?;
     let lines = |map: &[[u32; 3]]| -> String {
         map.iter()
             .map(|[inside, outside, count]| format!("{inside} {outside} {count}\n"))

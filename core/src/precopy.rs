@@ -18,13 +18,13 @@
 
 use crate::freeze::{FreezeError, Frozen};
 use crate::image::{ChunkSink, ImageError};
+use crate::memory::shmem::ShmemTable;
 use crate::memory::{self, DumpedWindow, Earlier, FirstPass, ReadFailure, Vma};
 use crate::pagescan::{self, Query, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING};
 use crate::policy::Report;
 use crate::procfs::{FlagsHint, MapsPath, ProcDir, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{self, ResultUndo, Undo};
-use crate::shmem::ShmemTable;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -109,8 +109,8 @@ impl WriteTracker {
                 ..Undo::default()
             };
             task.set_undo(&mut mem, &close_it)?;
-            let ours = crate::files::pidfd_open(pid)
-                .and_then(|pidfd| crate::files::pidfd_getfd(&pidfd, remote_fd as i32));
+            let ours = crate::sys::fd::pidfd_open(pid)
+                .and_then(|pidfd| crate::sys::fd::pidfd_getfd(&pidfd, remote_fd as i32));
             task.syscall("close", libc::SYS_close, [remote_fd, 0, 0, 0, 0, 0])?;
             task.set_undo(&mut mem, &Undo::default())?;
             ours.map_err(io_err("taking the userfaultfd"))

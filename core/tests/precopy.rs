@@ -3,12 +3,12 @@
 
 use hiber_core::freeze::Frozen;
 use hiber_core::image::ImageWriter;
+use hiber_core::memory::shmem::ShmemTable;
 use hiber_core::memory::{self, Backing, WINDOW_BYTES};
 use hiber_core::policy::Report;
 use hiber_core::precopy;
 use hiber_core::procfs::ProcDir;
 use hiber_core::procmem::ProcMem;
-use hiber_core::shmem::ShmemTable;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 

@@ -95,12 +95,9 @@ pub struct Detached {
 /// The synthetic `remove` of every device the saved processes had open and
 /// lose at restore, once per device: what the uevent proxy replays. An fd
 /// that was already a stand-in (of an earlier restore) had its remove then.
-pub fn removes(files: &[crate::files::OpenFile]) -> Vec<Uevent> {
+pub fn removes<'a>(detached: impl IntoIterator<Item = &'a Detached>) -> Vec<Uevent> {
     let mut out: Vec<Uevent> = Vec::new();
-    for f in files {
-        let crate::files::FileKind::Detached(d) = &f.kind else {
-            continue;
-        };
+    for d in detached {
         let seen = out
             .iter()
             .any(|e| e.devpath == d.remove.devpath && e.devnum == d.remove.devnum);

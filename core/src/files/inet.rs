@@ -4,9 +4,9 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{
-    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind, Refusal,
-};
+use super::{sockopt, FileError, FileKind, Refusal};
+use crate::sys::fd::queued_bytes;
+use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -13,8 +13,9 @@
 //! unmount ends it (its descriptor kept, an `IN_IGNORED` event for it
 //! queued), so the program drops it as it would after an unmount.
 
-use super::{queued_bytes, FileError, FileKind, Refusal};
+use super::{FileError, FileKind, Refusal};
 use crate::procfs::FdInfo;
+use crate::sys::fd::queued_bytes;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;

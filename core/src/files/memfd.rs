@@ -1,12 +1,12 @@
 //! memfd file descriptors. The memory itself is a shared object of
-//! `Snapshot::shmem` (`crate::shmem`), shared with the memfd's mappings and
+//! `Snapshot::shmem` (`crate::memory::shmem`), shared with the memfd's mappings and
 //! other fds; the fd keeps only which object it opens and its offset. At
 //! restore each saved open file is a fresh open of the recreated memfd,
 //! with the saved access mode and offset.
 
 use super::{FileError, FileKind};
+use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::procfs::FdInfo;
-use crate::shmem::{SharedObjects, ShmemTable};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};

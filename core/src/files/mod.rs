@@ -26,9 +26,10 @@ pub mod timerfd;
 pub mod unix;
 
 use crate::image::{ChunkRef, ImageError, ImageReader, ImageWriter};
+use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{ProcDir, ProcfsError};
-use crate::shmem::{SharedObjects, ShmemTable};
+use crate::sys::fd::{fstat, pidfd_getfd, pidfd_open, same_ofd};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -221,54 +222,6 @@ impl FileKind {
             _ => Vec::new(),
         }
     }
-}
-
-pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-pub(crate) fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd is a live pidfd; the call returns a new fd or -1.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
-}
-
-/// Whether two fds of this process refer to one open file description.
-fn same_ofd(a: &OwnedFd, b: &OwnedFd) -> bool {
-    const KCMP_FILE: i32 = 0;
-    let me = std::process::id();
-    // SAFETY: kcmp compares kernel objects by index; no memory is passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_kcmp,
-            me,
-            me,
-            KCMP_FILE,
-            a.as_raw_fd(),
-            b.as_raw_fd(),
-        )
-    };
-    r == 0
-}
-
-fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: stat is plain old data; zeroed is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open and st is a valid out pointer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
 }
 
 /// The open files of the whole task set, built at checkpoint.
@@ -1111,65 +1064,6 @@ fn move_above(fd: OwnedFd, base: RawFd) -> Result<OwnedFd> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(r) })
-}
-
-/// An int socket option of `fd`.
-pub(crate) fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes one int to a valid pointer.
-    if unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            (&mut v as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
-/// Set an int socket option of `fd`.
-pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
-    // SAFETY: setsockopt reads one int from a valid pointer.
-    if unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// A new close-on-exec socket; `kind` may carry `SOCK_NONBLOCK`.
-pub(crate) fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> {
-    // SAFETY: socket() takes integers and returns a new fd or -1.
-    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Bytes waiting to be read on `fd` (`FIONREAD`).
-pub(super) fn queued_bytes(fd: RawFd) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut v) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
 }
 
 /// Set a fd's status flags (O_NONBLOCK, O_APPEND...) as saved.

@@ -9,9 +9,9 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::{
-    getsockopt_int, new_socket, queued_bytes, setsockopt_int, sockopt, FileError, FileKind, Refusal,
-};
+use super::{sockopt, FileError, FileKind, Refusal};
+use crate::sys::fd::queued_bytes;
+use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use crate::uevent::proxy::SessionNet;
 use crate::uevent::NETLINK_KOBJECT_UEVENT;
 use serde::{Deserialize, Serialize};

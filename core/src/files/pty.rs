@@ -53,8 +53,9 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::{queued_bytes, FileError, FileKind, Refusal};
+use super::{FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::sys::fd::queued_bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;

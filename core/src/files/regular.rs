@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Largest deleted-while-open file whose contents are saved.
-pub const MAX_GHOST_BYTES: u64 = 1 << 30;
+pub const MAX_GHOST_BYTES: u64 = crate::memory::MAX_DELETED_FILE_BYTES;
 const GHOST_CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,7 +267,7 @@ pub fn open_as(
     check: impl FnOnce(&libc::stat) -> Result<(), FileError>,
 ) -> Result<OwnedFd, FileError> {
     let handle = open_path(path, libc::O_PATH | libc::O_NOFOLLOW)?;
-    let st = super::fstat(&handle).map_err(|source| FileError::Path {
+    let st = crate::sys::fd::fstat(&handle).map_err(|source| FileError::Path {
         op: "fstat",
         path: path.to_path_buf(),
         source,

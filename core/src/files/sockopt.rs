@@ -256,7 +256,7 @@ fn defaults(domain: i32, kind: i32, protocol: i32) -> Option<Defaults> {
     cache
         .entry((domain, kind, protocol))
         .or_insert_with(|| {
-            let fresh = super::new_socket(domain, kind, protocol).ok()?;
+            let fresh = crate::sys::socket::new_socket(domain, kind, protocol).ok()?;
             Some(
                 TABLE
                     .iter()
@@ -322,7 +322,7 @@ pub(super) fn restore(fd: RawFd, options: &[SocketOption]) -> Result<(), FileErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::{new_socket, setsockopt_int};
+    use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
     use std::os::fd::OwnedFd;
 
     fn names(options: &[SocketOption]) -> Vec<&str> {
@@ -446,7 +446,7 @@ mod tests {
         assert!(e.to_string().contains("(level 1, option 36)"), "{e}");
         let why = std::error::Error::source(&e).unwrap().to_string();
         assert_eq!(why, "not an option hiber restores");
-        let mark = crate::files::getsockopt_int(s.as_raw_fd(), SOL_SOCKET, libc::SO_MARK);
+        let mark = getsockopt_int(s.as_raw_fd(), SOL_SOCKET, libc::SO_MARK);
         assert_eq!(mark.unwrap(), 0);
     }
 }

@@ -12,9 +12,10 @@
 
 use super::fsnode::{self, SavedNode};
 use super::sockopt::{self, SO_PEEK_OFF};
-use super::{getsockopt_int, new_socket, setsockopt_int, FileError, FileKind, Refusal};
+use super::{FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::sockdiag::{self, UnixDiag};
+use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -155,7 +156,7 @@ fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
                 // message does not move the peek offset: either way the
                 // walk ends here. Bytes queued past an empty seqpacket
                 // message (FIONREAD counts them all) cannot be reached.
-                let left = super::queued_bytes(fd).unwrap_or(0).max(0) as usize;
+                let left = crate::sys::fd::queued_bytes(fd).unwrap_or(0).max(0) as usize;
                 if kind == libc::SOCK_SEQPACKET && left > total {
                     return Err(Refusal::for_now(
                         "a zero-length message queued before others".into(),

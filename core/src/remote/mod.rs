@@ -25,8 +25,6 @@ pub enum RemoteError {
         name: &'static str,
         errno: i32,
     },
-    #[error(transparent)]
-    Namespace(#[from] crate::namespaces::NamespaceError),
     #[error("no syscall instruction found in the vdso of pid {pid}")]
     NoSyscallInsn { pid: i32 },
     #[error(

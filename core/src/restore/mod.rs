@@ -22,12 +22,12 @@ pub mod validate;
 use crate::creds::Creds;
 use crate::files::{self, FileError};
 use crate::image::{ImageError, ImageReader};
+use crate::memory::shmem::{MapTarget, SharedObjects, ShmemError};
 use crate::memory::{self, MemoryError, MmImage, PAGE_SIZE};
 use crate::procfs::{self, MapsPath, ProcfsError};
 use crate::procmem::ProcMem;
 use crate::ptrace::{self, PtraceError, Stop};
 use crate::remote::{RemoteError, RemoteTask, Scratch};
-use crate::shmem::{MapTarget, SharedObjects, ShmemError};
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::proxy::{Proxy, SessionNet};
 use crate::uevent::UeventError;
@@ -55,6 +55,8 @@ pub enum RestoreError {
     Shmem(#[from] ShmemError),
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
     #[error(transparent)]
     Ptrace(#[from] PtraceError),
     #[error(transparent)]
@@ -579,7 +581,7 @@ fn restore_image(
     let sysv_count = snap
         .shmem
         .iter()
-        .filter(|o| matches!(o.kind, crate::shmem::ShmemKind::Sysv(_)))
+        .filter(|o| matches!(o.kind, crate::memory::shmem::ShmemKind::Sysv(_)))
         .count();
     let shared = Shared::new(plan.nodes.len(), sysv_count).map_err(|source| RestoreError::Os {
         what: "mapping the restore sync page",

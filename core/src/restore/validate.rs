@@ -15,11 +15,11 @@ use crate::creds::Creds;
 use crate::devices::{DevicePolicies, SysRoots, Use};
 use crate::files::{self, FileKind};
 use crate::image::{ChunkRef, ImageReader};
+use crate::memory::shmem::ShmemKind;
 use crate::memory::{self, Backing, MmImage, PAGE_SIZE};
 use crate::policy::Policy;
 use crate::ptrace::QueuedSignal;
 use crate::seccomp;
-use crate::shmem::ShmemKind;
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::MAX_MESSAGE;
 use std::collections::HashSet;
@@ -947,7 +947,7 @@ fn pipe(i: usize, p: &files::pipe::PipeImage) -> Result<()> {
     check_data(field, "data_len", &p.data, p.data_len)
 }
 
-fn shmem(i: usize, obj: &crate::shmem::ShmemObject) -> Result<()> {
+fn shmem(i: usize, obj: &crate::memory::shmem::ShmemObject) -> Result<()> {
     let field = format!("shared object {i}");
     let field = field.as_str();
     if obj.size > MAX_OBJECT_BYTES {

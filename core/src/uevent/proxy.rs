@@ -22,7 +22,7 @@
 
 use super::NETLINK_KOBJECT_UEVENT;
 use super::{kernel, libudev, sysfs, Uevent, UeventError, GROUP_KERNEL, GROUP_UDEV, MAX_MESSAGE};
-use crate::files::{new_socket, setsockopt_int};
+use crate::sys::socket::{new_socket, setsockopt_int};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;

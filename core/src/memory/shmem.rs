@@ -18,8 +18,8 @@
 //! is taken over. Seals go on last, once every mapping exists, because a
 //! write seal forbids the writable mappings a program made before sealing.
 
+use super::pages::{self, MemoryError, PageChunk, PendingChunk, PAGE_SIZE};
 use crate::image::{ImageError, ImageReader};
-use crate::memory::{self, MemoryError, PageChunk, PendingChunk, PAGE_SIZE};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::MapsEntry;
 use serde::{Deserialize, Serialize};
@@ -351,7 +351,7 @@ fn dump_contents(
     size: u64,
     sink: &mut crate::image::ChunkSink<'_>,
 ) -> std::result::Result<Vec<PendingChunk>, MemoryError> {
-    let window_bytes = PAGE_SIZE * memory::WINDOW_PAGES;
+    let window_bytes = PAGE_SIZE * pages::WINDOW_PAGES;
     let mut pending = Vec::new();
     let mut offset = 0;
     let mut buf = vec![0u8; window_bytes as usize];
@@ -366,7 +366,7 @@ fn dump_contents(
         let mut bitmap = 0u64;
         let mut data = Vec::new();
         for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
-            if !memory::is_zero(page) {
+            if !pages::is_zero(page) {
                 bitmap |= 1 << i;
                 data.extend_from_slice(page);
                 data.resize(data.len().next_multiple_of(PAGE_SIZE as usize), 0);
@@ -580,7 +580,7 @@ fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) 
     let fd = memfd_create(name, flags).map_err(io_err("creating"))?;
     let file = File::from(fd.try_clone().map_err(io_err("duplicating"))?);
     let mut buf = Vec::new();
-    memory::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
+    pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
         file.write_all_at(data, off)
             .map_err(|source| MemoryError::Io {
                 path: path.clone(),
@@ -673,7 +673,7 @@ fn create_sysv(
             mem.fill(0);
         }
         let mut buf = Vec::new();
-        let r = memory::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
+        let r = pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
             let end = off as usize + data.len();
             match mem.get_mut(off as usize..end) {
                 Some(dst) => {

@@ -11,81 +11,29 @@
 //! saved pages back from the outside.
 
 use crate::devices::DevicePolicies;
-use crate::image::{ChunkRef, ChunkSink, ImageError, ImageReader, Stored};
+use crate::image::{ChunkRef, ChunkSink, ImageReader};
 use crate::pagescan::{
     self, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
 use crate::policy::{Policy, Report, Subject};
-use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, ProcfsError, SmapsEntry};
-use crate::procmem::{ProcMem, ProcMemError};
-use crate::remote::{RemoteError, RemoteTask, Scratch};
-use crate::shmem::{MapTarget, ShmemTable};
+use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, SmapsEntry};
+use crate::procmem::ProcMem;
+use crate::remote::{RemoteTask, Scratch};
+pub mod pages;
+pub mod shmem;
+
+pub(crate) use pages::is_zero;
+pub use pages::{
+    fill_pages, resolve, MemoryError, PageChunk, PendingChunk, PAGE_SIZE, WINDOW_BYTES,
+    WINDOW_PAGES,
+};
+use pages::{runs, Result};
 use serde::{Deserialize, Serialize};
+use shmem::{MapTarget, ShmemTable};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-pub const PAGE_SIZE: u64 = 4096;
-/// Pages per chunk window: the unit of deduplication between snapshots.
-pub const WINDOW_PAGES: u64 = 64;
-pub const WINDOW_BYTES: u64 = PAGE_SIZE * WINDOW_PAGES;
-
-#[derive(Debug, thiserror::Error)]
-pub enum MemoryError {
-    #[error(transparent)]
-    Procfs(#[from] ProcfsError),
-    #[error(transparent)]
-    ProcMem(#[from] ProcMemError),
-    #[error(transparent)]
-    Remote(#[from] RemoteError),
-    #[error(transparent)]
-    Image(#[from] ImageError),
-    #[error("reading {path}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("pid {pid}: mapped file {path} changed since the checkpoint ({what})")]
-    FileChanged {
-        pid: i32,
-        path: PathBuf,
-        what: String,
-    },
-    #[error("pid {pid}: the {name} layout of this kernel differs from the image's (saved {saved} bytes, here {here})")]
-    VdsoLayout {
-        pid: i32,
-        name: &'static str,
-        saved: u64,
-        here: u64,
-    },
-    #[error("chunk {hash} of pid {pid} at {addr:#x} holds {found} bytes, its page bitmap says {expected}")]
-    ChunkShape {
-        pid: i32,
-        addr: u64,
-        hash: String,
-        expected: usize,
-        found: usize,
-    },
-    #[error("pid {pid}: mapping {start:#x}-{end:#x} ({what}) carries saved pages, which a checkpoint never writes for it: its pages are the file's or object's own")]
-    PagesOnShared {
-        pid: i32,
-        start: u64,
-        end: u64,
-        what: String,
-    },
-    #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
-    BadMapping { pid: i32, start: u64, end: u64 },
-}
-
-type Result<T> = std::result::Result<T, MemoryError>;
-
-/// Saved pages of one window: which of its 64 pages are stored, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageChunk {
-    /// Address (or object offset) of the window's first page.
-    pub addr: u64,
-    /// Bit i set: page `addr + i * 4096` is in the chunk, in order.
-    pub bitmap: u64,
-    pub chunk: ChunkRef,
-}
 
 /// What backs a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -407,8 +355,8 @@ pub fn classify(
                 }
                 Backing::File { .. } => "remapped from the file, modified pages saved",
                 Backing::Shmem { object, .. } => match shmem.objects[*object].kind {
-                    crate::shmem::ShmemKind::DeletedFile { .. } if m.shared => "the deleted file's contents saved once for all its mappings, recreated as a memfd",
-                    crate::shmem::ShmemKind::DeletedFile { .. } => "the deleted file's contents saved once for all its mappings, recreated as a memfd mapped privately; modified pages saved",
+                    crate::memory::shmem::ShmemKind::DeletedFile { .. } if m.shared => "the deleted file's contents saved once for all its mappings, recreated as a memfd",
+                    crate::memory::shmem::ShmemKind::DeletedFile { .. } => "the deleted file's contents saved once for all its mappings, recreated as a memfd mapped privately; modified pages saved",
                     _ if !m.shared => "mapped privately from a shared memory object saved once for all its mappings; modified pages saved",
                     _ => "shared memory object saved once for all its mappings",
                 },
@@ -422,7 +370,7 @@ pub fn classify(
 
 /// The largest file deleted while mapped whose contents a checkpoint
 /// saves (as for files deleted while open).
-pub const MAX_DELETED_FILE_BYTES: u64 = crate::files::regular::MAX_GHOST_BYTES;
+pub const MAX_DELETED_FILE_BYTES: u64 = 1 << 30;
 
 /// The size of the regular file behind mapping `m` of `pid`, reached
 /// through `map_files` (its path is gone); an error for anything else
@@ -456,24 +404,6 @@ fn describe(backing: &Backing, shared: bool) -> String {
             path, major, minor, ..
         } => format!("device mapping {} ({major}:{minor})", path.display()),
     }
-}
-
-/// A chunk submitted to the sink whose reference, and the bitmap of the
-/// pages it holds (its tag), arrive at `finish`.
-#[derive(Debug, Clone)]
-pub struct PendingChunk {
-    pub ticket: usize,
-    pub addr: u64,
-}
-
-/// Whether every byte of `data` is zero (a page, or the short tail of an
-/// object's last page).
-pub(crate) fn is_zero(data: &[u8]) -> bool {
-    let words = data.chunks_exact(64);
-    let tail = words.remainder();
-    words
-        .chain(std::iter::once(tail))
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
 }
 
 /// Which pages of a window must be saved, from its pagemap entries.
@@ -720,24 +650,6 @@ fn add_pages(out: &mut Vec<(u64, u64)>, start: u64, end: u64) {
     }
 }
 
-/// Runs of set bits: (first bit, count).
-fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
-    let mut rest = bitmap;
-    std::iter::from_fn(move || {
-        if rest == 0 {
-            return None;
-        }
-        let start = rest.trailing_zeros();
-        let len = (rest >> start).trailing_ones();
-        rest &= if start + len >= 64 {
-            0
-        } else {
-            !0u64 << (start + len)
-        };
-        Some((start, len))
-    })
-}
-
 /// Read the pages of `bitmap` in the window at `window`, appended to
 /// `data` (empty); with `elide_zero`, zero pages are dropped from the
 /// bitmap and the data. Returns the bitmap of the pages kept.
@@ -776,52 +688,6 @@ fn read_window(
     }
     data.truncate(w);
     Ok(kept)
-}
-
-/// Turn pending chunks into page chunks once the sink has finished;
-/// chunks that stored nothing (all zero) are left out.
-pub fn resolve(pending: Vec<PendingChunk>, stored: &[Stored]) -> Vec<PageChunk> {
-    pending
-        .into_iter()
-        .filter_map(|p| {
-            let s = &stored[p.ticket];
-            Some(PageChunk {
-                addr: p.addr,
-                bitmap: s.tag?,
-                chunk: s.chunk.clone()?,
-            })
-        })
-        .collect()
-}
-
-/// Write saved pages at their addresses through `write(addr, bytes)`.
-pub fn fill_pages(
-    pid: i32,
-    pages: &[PageChunk],
-    image: &ImageReader,
-    buf: &mut Vec<u8>,
-    mut write: impl FnMut(u64, &[u8]) -> Result<()>,
-) -> Result<()> {
-    for pc in pages {
-        image.read_chunk(&pc.chunk, buf)?;
-        let expected = pc.bitmap.count_ones() as usize * PAGE_SIZE as usize;
-        if buf.len() != expected {
-            return Err(MemoryError::ChunkShape {
-                pid,
-                addr: pc.addr,
-                hash: pc.chunk.hash.clone(),
-                expected,
-                found: buf.len(),
-            });
-        }
-        let mut off = 0;
-        for (start, len) in runs(pc.bitmap) {
-            let bytes = len as usize * PAGE_SIZE as usize;
-            write(pc.addr + start as u64 * PAGE_SIZE, &buf[off..off + bytes])?;
-            off += bytes;
-        }
-    }
-    Ok(())
 }
 
 /// Saved pages to write into a restored process.

@@ -1,0 +1,138 @@
+//! The modules of core import one another one way only: no cycle among
+//! the files of `core/src` (a `crate::…` or `super::…` path in code, not in
+//! comments or unit tests, is an import). A new cycle fails here with the
+//! files that make it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+
+/// Module path ("files::unix", "memory", "lib") of every source file.
+fn modules(dir: &Path, prefix: &[String], out: &mut BTreeMap<String, String>) {
+    for entry in fs::read_dir(dir).expect("reading core/src") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            let mut p = prefix.to_vec();
+            p.push(name);
+            modules(&path, &p, out);
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "tests" {
+            let mut p = prefix.to_vec();
+            if name != "mod" && name != "lib" {
+                p.push(name);
+            }
+            out.insert(p.join("::"), fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The code of a file without its comments and its unit-test module.
+fn code(text: &str) -> String {
+    let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The paths after each `marker` in `code` ("a::b::c" for `crate::a::b::c`).
+fn paths_after<'a>(code: &'a str, marker: &str) -> Vec<&'a str> {
+    code.match_indices(marker)
+        .filter(|(i, _)| {
+            // `crate::` alone, not `hiber_crate::`.
+            *i == 0
+                || !code.as_bytes()[i - 1].is_ascii_alphanumeric() && code.as_bytes()[i - 1] != b'_'
+        })
+        .map(|(i, m)| {
+            let rest = &code[i + m.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            rest[..end].trim_end_matches(':')
+        })
+        .collect()
+}
+
+/// The longest module `path` (split at `::`) names.
+fn target(mods: &BTreeMap<String, String>, parts: &[&str]) -> Option<String> {
+    (1..=parts.len())
+        .rev()
+        .map(|k| parts[..k].join("::"))
+        .find(|m| mods.contains_key(m))
+}
+
+fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (m, text) in mods {
+        let code = code(text);
+        let here: Vec<&str> = if m.is_empty() {
+            vec![]
+        } else {
+            m.split("::").collect()
+        };
+        let mut add = |t: Option<String>| {
+            if let Some(t) = t.filter(|t| t != m && !t.is_empty()) {
+                out.entry(m.clone()).or_default().insert(t);
+            }
+        };
+        for p in paths_after(&code, "crate::") {
+            add(target(mods, &p.split("::").collect::<Vec<_>>()));
+        }
+        for p in paths_after(&code, "super::") {
+            // `super` of a file `a::b` is `a` (of `a/mod.rs`, the parent of `a`).
+            let parent = &here[..here.len().saturating_sub(1)];
+            let parts: Vec<&str> = parent.iter().copied().chain(p.split("::")).collect();
+            add(target(mods, &parts));
+        }
+    }
+    out
+}
+
+/// A cycle through `start`, if any (depth-first).
+fn cycle_from(
+    edges: &BTreeMap<String, BTreeSet<String>>,
+    start: &str,
+    path: &mut Vec<String>,
+    done: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    if let Some(i) = path.iter().position(|p| p == start) {
+        return Some(path[i..].to_vec());
+    }
+    if done.contains(start) {
+        return None;
+    }
+    path.push(start.to_string());
+    for next in edges.get(start).into_iter().flatten() {
+        if let Some(c) = cycle_from(edges, next, path, done) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    done.insert(start.to_string());
+    None
+}
+
+#[test]
+fn core_imports_have_no_cycle() {
+    let mut mods = BTreeMap::new();
+    modules(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &[],
+        &mut mods,
+    );
+    assert!(mods.len() > 40, "found {} modules", mods.len());
+    let edges = edges(&mods);
+    // The walk is sound: known imports are found.
+    assert!(
+        edges["memory"].contains("memory::shmem"),
+        "{:?}",
+        edges["memory"]
+    );
+    assert!(edges["files::unix"].contains("sys::socket"));
+    let mut done = BTreeSet::new();
+    for m in mods.keys() {
+        if let Some(c) = cycle_from(&edges, m, &mut Vec::new(), &mut done) {
+            panic!("import cycle in core: {} -> {}", c.join(" -> "), c[0]);
+        }
+    }
+}
