@@ -66,8 +66,9 @@ if [ "$dev" = 1 ]; then
     profile=dev
     bindir=target/debug
     out=target/debian/dev
-    # gzip: the debug binaries are large, and xz on 2 cores is slow.
-    deb_args=(--profile dev --compress-type gz --fast)
+    # The system's gzip -1: seconds where xz takes half a minute per
+    # package on 2 cores (and cargo-deb's own gzip a minute).
+    deb_args=(--profile dev --compress-type gz --fast --compress-system)
     for b in hiber hiberd hiber-gtk; do
         if [ ! -x "$bindir/$b" ]; then
             say "$bindir/$b is missing: run 'cargo build --workspace --all-targets' first" >&2
@@ -90,6 +91,13 @@ fi
 
 mkdir -p "$out"
 rm -f "$out"/hiber_*.deb "$out"/hiber-gtk_*.deb
+if [ "$dev" = 1 ]; then
+    # cargo-deb deletes the packages of the same names from target/debian/,
+    # whatever -o says: keep the release ones out of its way meanwhile.
+    stash="$(mktemp -d)"
+    trap 'mv "$stash"/*.deb target/debian/ 2>/dev/null; rm -rf "$stash"' EXIT
+    mv target/debian/hiber_*.deb target/debian/hiber-gtk_*.deb "$stash"/ 2>/dev/null || true
+fi
 for crate in hiber-dbus hiber-gui; do
     # --no-build: the binaries of both crates (and hiber-session's `hiber`)
     # come from the one cargo build above, not one build per package.
@@ -98,7 +106,32 @@ for crate in hiber-dbus hiber-gui; do
 done
 
 debs=("$out"/hiber_*.deb "$out"/hiber-gtk_*.deb)
+
+# cargo-deb writes no DEBIAN/md5sums, which `dpkg --verify` and debsums
+# check installed files against: add it (conffiles left out, as
+# dh_md5sums does: dpkg keeps their sums itself) and pack again.
+add_md5sums() {
+    local deb=$1 tree
+    tree="$(mktemp -d)"
+    chmod 0755 "$tree"
+    dpkg-deb --raw-extract "$deb" "$tree"
+    (
+        cd "$tree"
+        find . -path ./DEBIAN -prune -o -type f -printf '%P\n' | LC_ALL=C sort |
+            grep -vxF -f <(sed 's|^/||' DEBIAN/conffiles 2>/dev/null || true) |
+            tr '\n' '\0' | xargs -0 --no-run-if-empty md5sum >DEBIAN/md5sums
+    )
+    chmod 0644 "$tree/DEBIAN/md5sums"
+    if [ "$dev" = 1 ]; then
+        dpkg-deb --root-owner-group -Zgzip -z1 --build "$tree" "$deb" >/dev/null
+    else
+        dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
+    fi
+    rm -rf "$tree"
+}
+
 for d in "${debs[@]}"; do
+    add_md5sums "$d"
     say "built $d ($(du -h "$d" | cut -f1), $profile profile)"
 done
 
