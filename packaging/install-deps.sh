@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install what building and testing Hiber needs on Debian 12: the packages
 # listed in debian-packages.txt (apt) and a Rust toolchain (rustup).
+# Usage: install-deps.sh [LIST] (another package list: build-deb.sh passes
+# deb-build-packages.txt, what building the Debian packages needs).
 # Idempotent: when everything is present it only checks and returns.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-list="$here/debian-packages.txt"
+list="${1:-$here/debian-packages.txt}"
 home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
 
 say() { printf 'install-deps: %s\n' "$*"; }
