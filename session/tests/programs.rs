@@ -1793,3 +1793,68 @@ fn a_root_that_ended_before_the_freeze_is_left_out() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(alive(sleeper), "the saved process runs on");
 }
+
+/// Prints the description's name of its session keyring at start and on
+/// SIGUSR1.
+const KEYRING_REPORTER: &str = r#"
+import ctypes, signal
+libc = ctypes.CDLL(None, use_errno=True)
+def name():
+    buf = ctypes.create_string_buffer(256)
+    # keyctl(KEYCTL_DESCRIBE, KEY_SPEC_SESSION_KEYRING, buf, len)
+    n = libc.syscall(250, 6, -3, buf, 256)
+    return buf.value.decode().rsplit(";", 1)[-1] if n > 0 else "errno %d" % ctypes.get_errno()
+print("before", name(), flush=True)
+signal.signal(signal.SIGUSR1, lambda *a: print("after", name(), flush=True))
+while True:
+    signal.pause()
+"#;
+
+/// `cmd` starts in a new session keyring called `name`.
+fn in_keyring<'a>(cmd: &'a mut Command, name: &'static std::ffi::CStr) -> &'a mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: keyctl is a plain syscall, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, name.as_ptr()) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A restored process possesses neither the restorer's session keyring
+/// (root's, or hiberd's shared by every session it restores) nor,
+/// wrongly, a keyring named like its saved one: it gets a new empty one.
+#[test]
+fn restored_processes_get_a_session_keyring_of_their_own() {
+    let t = tempdir();
+    let log = t.path().join("log");
+    let img = t.path().join("img");
+    let mut r = Reaper::new();
+    let pid = r.spawn(
+        in_keyring(
+            Command::new("python3").args(["-c", KEYRING_REPORTER]),
+            c"hiber-test-saved",
+        )
+        .stdout(fs::File::create(&log).unwrap()),
+    );
+    assert_eq!(wait_lines(&log, 1)[0], "before hiber-test-saved");
+    r.checkpoint_stop(pid, &img);
+    let out = in_keyring(
+        Command::new(hiber_bin()).args(["restore", path(&img), "--json"]),
+        c"hiber-test-restorer",
+    )
+    .output()
+    .unwrap();
+    assert_ok(&out, "restore");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for p in v["pids"].as_array().unwrap() {
+        r.adopt(p[1].as_i64().unwrap() as i32);
+    }
+    // SAFETY: kill by pid of the process this test restored.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let after = wait_lines(&log, 2)[1].clone();
+    assert_eq!(after, "after _ses", "{after}");
+}

@@ -839,6 +839,34 @@ enum RootRole {
 
 /// Fork the restore root (in pid-namespace mode through an intermediate
 /// that exits, so the keeper is not our child).
+/// Give this thread, and so the tree it forks, a new empty session
+/// keyring: the restorer's own (root's login keyring, or hiberd's shared
+/// by every session it restores) must not be possessed by a user's
+/// restored processes. The saved processes' keyrings are not saved; they
+/// come back with an empty one.
+fn own_session_keyring() -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with an operation number and a null name (anonymous).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // A kernel without keyrings has none to share.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(RestoreError::Os {
+                what: "making the restored tree a session keyring of its own",
+                source: e,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn spawn_root(
     spec: &TreeSpec<'_>,
     shared: &Shared,
@@ -850,6 +878,7 @@ fn spawn_root(
         what: "forking the restore root",
         source,
     };
+    own_session_keyring()?;
     if !pidns {
         let role = if keeper {
             RootRole::Keeper
