@@ -622,19 +622,22 @@ impl Desktop {
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = self.user.dir().join(format!("atspi-{n}.out"));
         let err = self.user.dir().join(format!("atspi-{n}.err"));
-        let mut cmd = self.command(&full, None);
-        cmd.stdout(fs::File::create(&out).expect("the driver's output file"))
-            .stderr(fs::File::create(&err).expect("the driver's error file"));
-        let status = cmd.status().expect("running atspi.py");
-        let read = |p: &Path| {
-            let text = fs::read(p).unwrap_or_default();
-            let _ = fs::remove_file(p);
-            text
+        // The user's own files: a restore reopens them as the user.
+        let file = |p: &Path| {
+            let f = fs::File::create(p).expect("the driver's output file");
+            std::os::unix::fs::chown(p, Some(user::USER_UID), Some(user::USER_UID))
+                .expect("giving the driver's output file to the user");
+            f
         };
+        let mut cmd = self.command(&full, None);
+        cmd.stdout(file(&out)).stderr(file(&err));
+        let status = cmd.status().expect("running atspi.py");
+        // The files stay as long as the desktop: a snapshot taken while
+        // the driver ran reopens them when it is restored.
         Output {
             status,
-            stdout: read(&out),
-            stderr: read(&err),
+            stdout: fs::read(&out).unwrap_or_default(),
+            stderr: fs::read(&err).unwrap_or_default(),
         }
     }
 
