@@ -76,6 +76,20 @@ fn the_app_answers_keys_while_a_200_mib_session_is_saved() {
         let idle: Vec<&Value> = report["idle"].as_array().into_iter().flatten().collect();
         print_figures("no job running", &idle);
         print_figures("during the save", &during);
+        for slow in during
+            .iter()
+            .filter(|s| s["f2_to_map_ms"].as_f64() > Some(100.0))
+        {
+            eprintln!("  slow: {slow}");
+        }
+        // How long hiberd held the session frozen (the app with it).
+        if let Some(line) = hiberd
+            .log()
+            .lines()
+            .rfind(|l| l.contains("checkpoint committed"))
+        {
+            eprintln!("  hiberd: {line}");
+        }
         tries.push((total, during.len(), report));
         if during.len() >= ANSWERS {
             break;
