@@ -257,7 +257,6 @@ def start_save(jobs):
     """Save Session pressed, and Save Anyway when the check's dialog comes:
     the new save job's path."""
     before = jobs.paths()
-    app = until(f"{APP} on the accessibility bus", time.monotonic() + 30, lambda a: a)
     button = until("push button 'Save Session'", time.monotonic() + 30,
                    lambda a: matches(a, "push button", "Save Session") or None)
     if not press(button[0]):
@@ -273,7 +272,6 @@ def start_save(jobs):
     if got == "dialog":
         run("click", ["Save Anyway"])
         got = until("a save job", time.monotonic() + 60, lambda a: jobs.new_save(before))
-    del app
     return got
 
 
