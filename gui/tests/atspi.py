@@ -191,6 +191,15 @@ class X:
         while self.x.XPending(self.dpy):
             self.x.XNextEvent(self.dpy, self.event)
 
+    def mapped(self):
+        """Whether a top-level window mapped since the last look."""
+        seen = False
+        while self.x.XPending(self.dpy):
+            self.x.XNextEvent(self.dpy, self.event)
+            if ctypes.c_int.from_buffer(self.event).value == X.MAP:
+                seen = True
+        return seen
+
     def wait(self, what, types, window, deadline):
         """(type, window, time) of the first event of `types` (on `window`,
         unless None), read as it comes (select on the connection)."""
@@ -253,26 +262,34 @@ class Jobs:
         return None
 
 
-def start_save(jobs):
+def start_save(jobs, x):
     """Save Session pressed, and Save Anyway when the check's dialog comes:
-    the new save job's path."""
+    the new save job's path. Between the two only hiberd's jobs and the X
+    server's map events are looked at, not the accessibility tree: an app
+    that blocked its main loop once the job started would not answer it,
+    and the job (gone 5 s after it ends) could be missed meanwhile."""
     before = jobs.paths()
     button = until("push button 'Save Session'", time.monotonic() + 30,
                    lambda a: matches(a, "push button", "Save Session") or None)
+    x.drain()
     if not press(button[0]):
         sys.stderr.write("Save Session refused its action\n")
         sys.exit(1)
-
-    def dialog_or_job(a):
-        if matches(a, "label", "Save This Session?"):
-            return "dialog"
-        return jobs.new_save(before)
-
-    got = until("the check's dialog or a save job", time.monotonic() + 60, dialog_or_job)
-    if got == "dialog":
-        run("click", ["Save Anyway"])
-        got = until("a save job", time.monotonic() + 60, lambda a: jobs.new_save(before))
-    return got
+    deadline = time.monotonic() + 60
+    while True:
+        job = jobs.new_save(before)
+        if job is not None:
+            return job
+        if x.mapped():
+            # A window came: the check's dialog (the app answers now: it
+            # has started no job yet).
+            until("the check's dialog", time.monotonic() + 30,
+                  lambda a: matches(a, "label", "Save This Session?") or None)
+            run("click", ["Save Anyway"])
+        if time.monotonic() > deadline:
+            sys.stderr.write("timed out waiting for a save job\n")
+            sys.exit(1)
+        select.select([x.fd], [], [], 0.02)
 
 
 def dialog_shown(title, present, deadline):
@@ -346,7 +363,7 @@ def save_measure(bus, window, n, idle_n):
     jobs = Jobs(bus)
     # The same with no job running, to compare.
     idle = rename_samples(x, window, idle_n, lambda: "idle", lambda i: True)
-    job = start_save(jobs)
+    job = start_save(jobs, x)
     started = time.monotonic()
 
     def stage_if_running():
@@ -373,7 +390,7 @@ def save_measure(bus, window, n, idle_n):
 
 def save_cancel(bus):
     jobs = Jobs(bus)
-    job = start_save(jobs)
+    job = start_save(jobs, X())
 
     def cancelable(a):
         for o in matches(a, "push button", "Cancel Job"):
