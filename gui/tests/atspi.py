@@ -518,7 +518,12 @@ def run(cmd, args):
         role = args[0]
         app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
         for o in matches(app, role, "", prefix=True):
-            print(o.name)
+            # An object may go while the tree is read (a list rebuilt).
+            try:
+                name = o.name
+            except Exception:
+                continue
+            print(name)
     elif cmd == "state":
         role, name = args[0], args[1]
         objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
