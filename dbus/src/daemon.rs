@@ -49,6 +49,8 @@ pub struct Daemon {
     pub job_ended: tokio::sync::Notify,
     /// How long a finished job's object stays.
     pub linger: Duration,
+    /// Who saves before sleep, and logind's inhibitor.
+    pub sleep: crate::sleep::Sleep,
 }
 
 /// A snapshot's object path: opaque (a hash of owner and id), so the path
@@ -62,7 +64,9 @@ pub fn snapshot_path(uid: u32, id: &str) -> OwnedObjectPath {
 
 impl Daemon {
     pub fn new(store: Store, linger: Duration) -> Arc<Self> {
+        let sleep = crate::sleep::Sleep::load(store.base());
         Arc::new(Self {
+            sleep,
             store,
             auth: Auth::default(),
             conn: OnceLock::new(),
@@ -94,8 +98,10 @@ impl Daemon {
         *self.last_call.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
+    /// How long nothing happened; None while jobs run or while someone
+    /// saves before sleep (hiberd must be there to hear logind then).
     pub fn idle_for(&self) -> Option<Duration> {
-        if !self.state().jobs.is_empty() {
+        if !self.state().jobs.is_empty() || !self.sleep.users().is_empty() {
             return None;
         }
         Some(

@@ -15,6 +15,7 @@ mod manager;
 mod objects;
 mod restore_helper;
 mod scope;
+mod sleep;
 mod snapshot;
 
 use anyhow::{bail, Context, Result};
@@ -112,6 +113,7 @@ async fn serve(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("owning {BUS_NAME}"))?;
     info!(store = %args.state_dir.display(), idle = ?args.idle, "hiberd serving");
+    tokio::spawn(sleep::watch(daemon.clone()));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("catching SIGTERM")?;

@@ -159,6 +159,32 @@ impl Manager {
         Ok(d.snapshots_of(caller.uid))
     }
 
+    /// Save the caller's sessions (every display it runs) before the
+    /// system sleeps, or no longer. Kept by hiberd; while anyone opted in,
+    /// hiberd holds a logind delay inhibitor for sleep and stays running.
+    async fn set_save_before_sleep(
+        &self,
+        enabled: bool,
+        #[zbus(header)] hdr: Header<'_>,
+    ) -> Result<()> {
+        let d = &self.daemon;
+        d.touch();
+        let caller = d.auth.caller(d.conn(), &hdr).await?;
+        d.auth
+            .polkit(d.conn(), &hdr, caller, auth::SAVE_OWN)
+            .await?;
+        d.sleep.set(caller.uid, enabled)
+    }
+
+    /// Whether the caller's sessions are saved before sleep.
+    #[zbus(out_args("enabled"))]
+    async fn get_save_before_sleep(&self, #[zbus(header)] hdr: Header<'_>) -> Result<bool> {
+        let d = &self.daemon;
+        d.touch();
+        let caller = d.auth.caller(d.conn(), &hdr).await?;
+        Ok(d.sleep.enabled(caller.uid))
+    }
+
     #[zbus(property(emits_changed_signal = "const"))]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").into()

@@ -15,6 +15,7 @@ waits end on a signal or at the deadline, which is then named.
     client.py rename PATH NAME
     client.py delete PATH
     client.py screenshot PATH SCREEN FILE
+    client.py save-before-sleep [on|off]   (SetSaveBeforeSleep, then GetSaveBeforeSleep)
     client.py introspect PATH
 
 `introspect` adds the job object's introspection XML, asked while it runs;
@@ -252,6 +253,11 @@ def main(argv):
             with open(args[2], "wb") as copy:
                 copy.write(data)
             return {"ok": {"size": len(data), "writable": writable}}
+        if cmd == "save-before-sleep":
+            manager = bus.get_object(BUS, ROOT, introspect=False)
+            if args:
+                manager.SetSaveBeforeSleep(dbus.Boolean(args[0] == "on"), dbus_interface=MANAGER)
+            return {"ok": plain(manager.GetSaveBeforeSleep(dbus_interface=MANAGER))}
         if cmd == "introspect":
             obj = bus.get_object(BUS, args[0], introspect=False)
             return {"ok": str(obj.Introspect(dbus_interface="org.freedesktop.DBus.Introspectable"))}

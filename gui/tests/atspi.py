@@ -17,13 +17,29 @@ atspi.py APP label-or-count TEXT ROLE PREFIX N [SECONDS]
 atspi.py APP names ROLE                  print every NAME of that role
 atspi.py APP state ROLE NAME             print its states
 atspi.py APP unnamed                     controls without an accessible name
+atspi.py APP save-measure BUS WINDOW N I F2 into WINDOW, Rename shows, Escape into
+                                         it, it goes: I times; then Save Session (on
+                                         past the check's dialog) and the same up to
+                                         N times while the save job runs; prints one
+                                         JSON line
+atspi.py APP save-cancel BUS             Save Session, then Cancel Job once it may;
+                                         prints one JSON line
+
+BUS is the system bus's address (hiberd's jobs are read there); keys are
+typed through XTEST from this process (an X client of the session that
+lives through the save: a short-lived one, such as xdotool, could end
+while hiberd looks at the session, and one of another user, such as
+root's, makes the session unsavable).
 
 Commands chain in one process with "--" between them.
 Waits poll the tree until the deadline; a timeout says what was awaited
 and prints the tree, exit status 1. NAME matches exactly; showing means
 the object and its ancestors are VISIBLE (not on a hidden stack page).
 """
+import ctypes
+import json
 import re
+import select
 import sys
 import time
 
@@ -117,6 +133,303 @@ def press(obj):
 
 APP = sys.argv[1]
 
+class X:
+    """Keys through XTEST and the top-level windows' map events, from
+    libX11 itself (no python-xlib on Debian's minimal installs)."""
+
+    MAP, UNMAP, DESTROY = 19, 18, 17
+
+    def __init__(self):
+        c = ctypes
+        x = c.CDLL("libX11.so.6")
+        self.xtst = c.CDLL("libXtst.so.6")
+        x.XOpenDisplay.restype = c.c_void_p
+        x.XOpenDisplay.argtypes = [c.c_char_p]
+        x.XDefaultRootWindow.restype = c.c_ulong
+        x.XDefaultRootWindow.argtypes = [c.c_void_p]
+        x.XSelectInput.argtypes = [c.c_void_p, c.c_ulong, c.c_long]
+        x.XStringToKeysym.restype = c.c_ulong
+        x.XStringToKeysym.argtypes = [c.c_char_p]
+        x.XKeysymToKeycode.restype = c.c_ubyte
+        x.XKeysymToKeycode.argtypes = [c.c_void_p, c.c_ulong]
+        x.XSetInputFocus.argtypes = [c.c_void_p, c.c_ulong, c.c_int, c.c_ulong]
+        x.XSync.argtypes = [c.c_void_p, c.c_int]
+        x.XFlush.argtypes = [c.c_void_p]
+        x.XPending.argtypes = [c.c_void_p]
+        x.XNextEvent.argtypes = [c.c_void_p, c.c_void_p]
+        x.XConnectionNumber.argtypes = [c.c_void_p]
+        self.xtst.XTestFakeKeyEvent.argtypes = [c.c_void_p, c.c_uint, c.c_int, c.c_ulong]
+        # A window gone between two requests (BadWindow, BadMatch) must
+        # not end the driver, as Xlib's default handler would.
+        self.on_error = c.CFUNCTYPE(c.c_int, c.c_void_p, c.c_void_p)(lambda d, e: 0)
+        x.XSetErrorHandler(self.on_error)
+        self.x = x
+        self.dpy = x.XOpenDisplay(None)
+        if not self.dpy:
+            sys.stderr.write("cannot open the X display\n")
+            sys.exit(1)
+        # SubstructureNotify on the root: every top-level window's map,
+        # unmap and destruction (no window manager reparents them here).
+        x.XSelectInput(self.dpy, x.XDefaultRootWindow(self.dpy), 1 << 19)
+        x.XSync(self.dpy, 0)
+        self.fd = x.XConnectionNumber(self.dpy)
+        self.event = (ctypes.c_long * 24)()
+
+    def key(self, window, name):
+        """`name` pressed and released in `window`; the time just before."""
+        x = self.x
+        x.XSetInputFocus(self.dpy, window, 2, 0)  # RevertToParent, CurrentTime
+        x.XSync(self.dpy, 0)
+        code = x.XKeysymToKeycode(self.dpy, x.XStringToKeysym(name.encode()))
+        t = time.monotonic()
+        self.xtst.XTestFakeKeyEvent(self.dpy, code, 1, 0)
+        self.xtst.XTestFakeKeyEvent(self.dpy, code, 0, 0)
+        x.XFlush(self.dpy)
+        return t
+
+    def drain(self):
+        while self.x.XPending(self.dpy):
+            self.x.XNextEvent(self.dpy, self.event)
+
+    def mapped(self):
+        """Whether a top-level window mapped since the last look."""
+        seen = False
+        while self.x.XPending(self.dpy):
+            self.x.XNextEvent(self.dpy, self.event)
+            if ctypes.c_int.from_buffer(self.event).value == X.MAP:
+                seen = True
+        return seen
+
+    def wait(self, what, types, window, deadline):
+        """(type, window, time) of the first event of `types` (on `window`,
+        unless None), read as it comes (select on the connection)."""
+        while True:
+            while self.x.XPending(self.dpy):
+                self.x.XNextEvent(self.dpy, self.event)
+                t = time.monotonic()
+                kind = ctypes.c_int.from_buffer(self.event).value
+                # XMapEvent, XUnmapEvent, XDestroyWindowEvent: type, serial,
+                # send_event, display, event, window (longs on x86_64/arm64).
+                win = self.event[5]
+                if kind in types and (window is None or win == window):
+                    return kind, win, t
+            left = deadline - time.monotonic()
+            if left <= 0:
+                sys.stderr.write(f"timed out waiting for {what}\n")
+                sys.exit(1)
+            select.select([self.fd], [], [], left)
+
+
+class Jobs:
+    """hiberd's jobs, read on the system bus (Manager.Jobs, each Job's
+    Operation and Stage)."""
+
+    RUNNING_NOT = ("done", "failed")
+
+    def __init__(self, address):
+        from gi.repository import Gio, GLib
+        self.GLib = GLib
+        flags = (Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT
+                 | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION)
+        self.bus = Gio.DBusConnection.new_for_address_sync(address, flags, None, None)
+
+    def prop(self, path, iface, name):
+        GLib = self.GLib
+        try:
+            reply = self.bus.call_sync(
+                "org.hiber.Hiber1", path, "org.freedesktop.DBus.Properties", "Get",
+                GLib.Variant("(ss)", (iface, name)), GLib.VariantType("(v)"),
+                0, 10000, None)
+        except Exception:
+            # The job's object went (it lingers 5 s after it ends).
+            return None
+        return reply.unpack()[0]
+
+    def paths(self):
+        return set(self.prop("/org/hiber/Hiber1", "org.hiber.Hiber1.Manager", "Jobs") or [])
+
+    def stage(self, path):
+        return self.prop(path, "org.hiber.Hiber1.Job", "Stage")
+
+    def running(self, path):
+        s = self.stage(path)
+        return s is not None and s not in self.RUNNING_NOT
+
+    def new_save(self, before):
+        for p in sorted(self.paths() - before):
+            if self.prop(p, "org.hiber.Hiber1.Job", "Operation") == "save":
+                return p
+        return None
+
+
+def start_save(jobs, x):
+    """Save Session pressed, and Save Anyway when the check's dialog comes:
+    the new save job's path. Between the two only hiberd's jobs and the X
+    server's map events are looked at, not the accessibility tree: an app
+    that blocked its main loop once the job started would not answer it,
+    and the job (gone 5 s after it ends) could be missed meanwhile."""
+    before = jobs.paths()
+    button = until("push button 'Save Session'", time.monotonic() + 30,
+                   lambda a: matches(a, "push button", "Save Session") or None)
+    x.drain()
+    if not press(button[0]):
+        sys.stderr.write("Save Session refused its action\n")
+        sys.exit(1)
+    deadline = time.monotonic() + 60
+    while True:
+        job = jobs.new_save(before)
+        if job is not None:
+            return job
+        if x.mapped():
+            # A window came: the check's dialog (the app answers now: it
+            # has started no job yet).
+            until("the check's dialog", time.monotonic() + 30,
+                  lambda a: matches(a, "label", "Save This Session?") or None)
+            run("click", ["Save Anyway"])
+        if time.monotonic() > deadline:
+            sys.stderr.write("timed out waiting for a save job\n")
+            sys.exit(1)
+        select.select([x.fd], [], [], 0.02)
+
+
+def dialog_shown(title, present, deadline):
+    """The time a dialog window titled `title` is (present) or is no longer
+    among the app's top-level objects: a few calls the app answers from its
+    main loop, read again every 5 ms (a walk of the whole tree takes
+    hundreds of them)."""
+    while True:
+        app = app_named(APP)
+        found = False
+        try:
+            for c in app or []:
+                if c is not None and c.getRoleName() == "dialog" and c.name == title:
+                    found = True
+        except Exception:
+            found = not present
+        if found == present:
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"timed out waiting for dialog {title!r} to {'show' if present else 'go'}\n")
+            dump(app, sys.stderr)
+            sys.exit(1)
+        time.sleep(0.005)
+
+
+def ms(a, b):
+    return round((b - a) * 1000, 1)
+
+
+def rename_samples(x, window, n, running, look_at):
+    """Up to `n` samples of F2 in `window` (a window maps: the Rename
+    dialog) and Escape in that window (it goes, and the accessibility tree
+    no longer lists it), while `running()` says yes before each. The dialog
+    is looked for in the accessibility tree after F2 in the samples whose
+    index `look_at` takes: GTK lists a new window there 0.3 to 0.5 s after
+    mapping it, even when idle, and a save would be over after a few such
+    waits."""
+    samples = []
+    while len(samples) < n:
+        before = running()
+        if not before:
+            break
+        x.drain()
+        t_f2 = x.key(window, "F2")
+        _, dialog, t_map = x.wait("the Rename dialog's window to map", {X.MAP}, None,
+                                  t_f2 + 60)
+        # The answer came while the job ran: it still ran once the app
+        # had mapped the dialog's window.
+        mapped_during = running()
+        sample = {
+            "stage_before": before,
+            "answered_during_job": bool(mapped_during),
+            "f2_to_map_ms": ms(t_f2, t_map),
+        }
+        if look_at(len(samples)):
+            t_shown = dialog_shown("Rename Snapshot", True, t_f2 + 60)
+            sample["f2_to_shown_ms"] = ms(t_f2, t_shown)
+        t_esc = x.key(dialog, "Escape")
+        _, _, t_unmap = x.wait("the Rename dialog's window to go", {X.UNMAP, X.DESTROY},
+                               dialog, t_esc + 60)
+        t_gone = dialog_shown("Rename Snapshot", False, t_esc + 60)
+        sample["escape_to_unmap_ms"] = ms(t_esc, t_unmap)
+        sample["escape_to_gone_ms"] = ms(t_esc, t_gone)
+        sample["stage_after"] = running()
+        samples.append(sample)
+    return samples
+
+
+def save_measure(bus, window, n, idle_n):
+    x = X()
+    jobs = Jobs(bus)
+    # The same with no job running, to compare.
+    idle = rename_samples(x, window, idle_n, lambda: "idle", lambda i: True)
+    job = start_save(jobs, x)
+    started = time.monotonic()
+
+    def stage_if_running():
+        s = jobs.stage(job)
+        return s if s is not None and s not in Jobs.RUNNING_NOT else None
+
+    # Quick samples first, then one that waits for the tree.
+    samples = rename_samples(x, window, n, stage_if_running, lambda i: i == 3)
+    # This process is part of the session: it stays until the job ends.
+    deadline = time.monotonic() + 300
+    while jobs.running(job):
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"timed out waiting for {job} to end\n")
+            sys.exit(1)
+        time.sleep(0.05)
+    print(json.dumps({
+        "job": job,
+        "end": jobs.stage(job),
+        "job_seen_ms": ms(started, time.monotonic()),
+        "idle": idle,
+        "samples": samples,
+    }))
+
+
+def save_cancel(bus):
+    jobs = Jobs(bus)
+    job = start_save(jobs, X())
+
+    def cancelable(a):
+        for o in matches(a, "push button", "Cancel Job"):
+            try:
+                if o.getState().contains(pyatspi.STATE_SENSITIVE):
+                    return o
+            except Exception:
+                continue
+        return None
+
+    button = until("push button 'Cancel Job' to be sensitive", time.monotonic() + 60, cancelable)
+    stage_at_cancel = jobs.stage(job)
+    ok = press(button)
+    outcomes = ["Cancelled; nothing was changed", "Session saved", "Saving Failed"]
+
+    def outcome(a):
+        for text in outcomes:
+            if matches(a, "label", text, prefix=True):
+                return text
+        return None
+
+    said = until("the app to say how the save ended", time.monotonic() + 300, outcome)
+    deadline = time.monotonic() + 300
+    while jobs.running(job):
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"timed out waiting for {job} to end\n")
+            sys.exit(1)
+        time.sleep(0.05)
+    app = app_named(APP)
+    print(json.dumps({
+        "job": job,
+        "pressed": bool(ok),
+        "stage_at_cancel": stage_at_cancel,
+        "said": said,
+        "end": jobs.stage(job),
+        "failure_dialog": bool(app is not None and matches(app, "label", "Saving Failed")),
+    }))
+
+
 
 def run(cmd, args):
     def seconds(i, default=30.0):
@@ -205,7 +518,12 @@ def run(cmd, args):
         role = args[0]
         app = until(f"{APP} on the accessibility bus", seconds(1), lambda a: a)
         for o in matches(app, role, "", prefix=True):
-            print(o.name)
+            # An object may go while the tree is read (a list rebuilt).
+            try:
+                name = o.name
+            except Exception:
+                continue
+            print(name)
     elif cmd == "state":
         role, name = args[0], args[1]
         objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
@@ -237,6 +555,10 @@ def run(cmd, args):
                 return
 
         rec(app, [])
+    elif cmd == "save-measure":
+        save_measure(args[0], int(args[1], 0), int(args[2]), int(args[3]))
+    elif cmd == "save-cancel":
+        save_cancel(args[0])
     elif cmd == "dump":
         dump(app_named(APP), sys.stdout)
     else:

@@ -57,3 +57,47 @@ fn metainfo_validates() {
         &packaging().join("org.hiber.Hiber.metainfo.xml"),
     );
 }
+
+/// The metainfo's screenshots are the repository's own PNGs (the URLs are
+/// those files' raw addresses), with the sizes it declares.
+#[test]
+fn metainfo_screenshots_are_the_repository_s_pngs() {
+    const RAW: &str = "https://raw.githubusercontent.com/hiber-project/hiber/main/";
+    let text = std::fs::read_to_string(packaging().join("org.hiber.Hiber.metainfo.xml"))
+        .expect("reading the metainfo");
+    let images: Vec<&str> = text
+        .split("<image ")
+        .skip(1)
+        .map(|rest| rest.split("</image>").next().unwrap_or_default())
+        .collect();
+    assert!(!images.is_empty(), "the metainfo has screenshots");
+    let attr = |tag: &str, name: &str| -> u32 {
+        let start = tag
+            .find(&format!("{name}=\""))
+            .unwrap_or_else(|| panic!("{name} in <image {tag}"))
+            + name.len()
+            + 2;
+        tag[start..]
+            .split('"')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} of <image {tag}"))
+    };
+    for image in images {
+        let (tag, url) = image.split_once('>').expect("an <image> element");
+        let path = url
+            .strip_prefix(RAW)
+            .unwrap_or_else(|| panic!("{url} is under {RAW}"));
+        let png = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert_eq!(&bytes[1..4], b"PNG", "{} is a PNG", png.display());
+        // The IHDR chunk: width and height, big-endian, at 16 and 20.
+        let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        assert_eq!(
+            (be(16), be(20)),
+            (attr(tag, "width"), attr(tag, "height")),
+            "{}'s size as the metainfo says",
+            png.display()
+        );
+    }
+}

@@ -12,28 +12,62 @@ use std::process::Command;
 
 const WINDOW: &str = "hiber-gui-test-xterm";
 
+/// A program in the xterm that holds a TCP connection to the test's
+/// listener, outside the session: the check says the connection will be
+/// closed.
+const TCP_CLIENT: &str = r#"
+import signal, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+signal.pause()
+"#;
+
 #[test]
 fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     let hiberd = Hiberd::start();
     let mut first = Desktop::start();
-    first.spawn("xterm", &["xterm", "-T", WINDOW], None);
+    // The connection waits in the listener's queue, never accepted: the
+    // test only needs it open.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a TCP listener");
+    let port = listener
+        .local_addr()
+        .expect("its address")
+        .port()
+        .to_string();
+    first.spawn(
+        "xterm",
+        &[
+            "xterm",
+            "-T",
+            WINDOW,
+            "-e",
+            "/usr/bin/python3",
+            "-c",
+            TCP_CLIENT,
+            &port,
+        ],
+        None,
+    );
     first.window_by_title(WINDOW);
     let log = first.user.dir().join("app.log");
     let app = first.spawn_app(&hiberd.bus.address, &log);
     first.atspi_ok(&["wait", "label", "No Snapshots"]);
-    first.screenshot("empty");
+    first.screenshot_of(app, "empty");
 
     // Save, the way a user would: a toast, then a card whose thumbnail
     // has come.
-    save(&first, 1);
+    let checked = save(&first, 1);
+    assert!(
+        checked.asked,
+        "the check's dialog came: the session holds a TCP connection"
+    );
     let toast = first.atspi_ok(&["wait-count", "label", "Session saved", "1"]);
     assert!(toast.contains(" MB") || toast.contains(" kB"), "{toast}");
     assert_eq!(hiberd.stored().len(), 1, "one snapshot in the store");
     first.screenshot("one-snapshot");
     save(&first, 2);
-    let shots = save(&first, 3);
+    let shots = save(&first, 3).names;
     assert_eq!(hiberd.stored().len(), 3, "three snapshots in the store");
-    first.screenshot("three-snapshots");
+    first.screenshot_of(app, "three-snapshots");
     let unnamed = first.atspi_ok(&["unnamed"]);
     assert_eq!(unnamed, "", "controls without an accessible name");
     // Newest first. The selection stays on the first card there was (the
@@ -97,13 +131,15 @@ fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     });
     // The restored session is the first desktop's again: ended with it.
     first.end_all();
+    drop(listener);
     drop(hiberd);
 }
 
 /// Save Session as a user would; when the check finds something, the app
 /// says it in a dialog and the user goes on. Returns the snapshots' names
-/// once `cards` cards show with their thumbnails, newest first.
-fn save(desktop: &Desktop, cards: usize) -> Vec<String> {
+/// once `cards` cards show with their thumbnails, newest first, and whether
+/// the dialog came.
+fn save(desktop: &Desktop, cards: usize) -> Saved {
     // Each press is chained with the wait after it in one driver process:
     // the driver talks to the session's buses, so hiberd counts it in the
     // session, and one that ended while hiberd looked would fail the save.
@@ -120,6 +156,11 @@ fn save(desktop: &Desktop, cards: usize) -> Vec<String> {
         &n,
     ]);
     let shots = if came.lines().last() == Some("label") {
+        let labels = desktop.atspi_ok(&["names", "label"]);
+        assert!(
+            labels.contains("the network connection from local port"),
+            "the check's dialog names the TCP connection: {labels}"
+        );
         desktop.screenshot_window("Save This Session", "check-dialog");
         desktop.atspi_ok(&[
             "click",
@@ -133,11 +174,19 @@ fn save(desktop: &Desktop, cards: usize) -> Vec<String> {
     } else {
         desktop.atspi_ok(&["wait-count", "image", "Screenshot of ", &n])
     };
-    shots
-        .lines()
-        .filter_map(|l| l.strip_prefix("Screenshot of "))
-        .map(str::to_string)
-        .collect()
+    Saved {
+        names: shots
+            .lines()
+            .filter_map(|l| l.strip_prefix("Screenshot of "))
+            .map(str::to_string)
+            .collect(),
+        asked: came.lines().last() == Some("label"),
+    }
+}
+
+struct Saved {
+    names: Vec<String>,
+    asked: bool,
 }
 
 fn window_exists(display: u32, title: &str) -> bool {

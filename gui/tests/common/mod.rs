@@ -614,9 +614,31 @@ impl Desktop {
         // the user could not read the file there.
         let mut full = vec!["/usr/bin/python3", "-c", ATSPI, "hiber-gtk"];
         full.extend_from_slice(args);
+        // Its output goes to files, not pipes: the driver is in the session
+        // hiberd checks, and pipes to this test would be findings of the
+        // check ("the pipe's read end is outside the saved set"); a file
+        // comes back as it was.
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let out = self.user.dir().join(format!("atspi-{n}.out"));
+        let err = self.user.dir().join(format!("atspi-{n}.err"));
+        // The user's own files: a restore reopens them as the user.
+        let file = |p: &Path| {
+            let f = fs::File::create(p).expect("the driver's output file");
+            std::os::unix::fs::chown(p, Some(user::USER_UID), Some(user::USER_UID))
+                .expect("giving the driver's output file to the user");
+            f
+        };
         let mut cmd = self.command(&full, None);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.output().expect("running atspi.py")
+        cmd.stdout(file(&out)).stderr(file(&err));
+        let status = cmd.status().expect("running atspi.py");
+        // The files stay as long as the desktop: a snapshot taken while
+        // the driver ran reopens them when it is restored.
+        Output {
+            status,
+            stdout: fs::read(&out).unwrap_or_default(),
+            stderr: fs::read(&err).unwrap_or_default(),
+        }
     }
 
     /// atspi.py, which must succeed; its output.
@@ -706,6 +728,12 @@ impl Desktop {
         screenshot(self.display, None, name)
     }
 
+    /// `pid`'s window alone, without the rest of the screen.
+    pub fn screenshot_of(&self, pid: i32, name: &str) -> PathBuf {
+        let id = self.window_of(pid);
+        screenshot(self.display, Some(&id), name)
+    }
+
     /// One window, by its title: dialogs have an alpha channel, which a
     /// screenshot of the whole screen (no compositor) leaves out.
     pub fn screenshot_window(&self, title: &str, name: &str) -> PathBuf {
@@ -784,4 +812,101 @@ pub fn start_app(desktop: &Desktop, system_bus: &str, log: &Path) -> Started {
 /// The app's log, for assertion messages.
 pub fn log_text(log: &Path) -> String {
     fs::read_to_string(log).unwrap_or_default()
+}
+
+/// Memory that does not compress or elide (random bytes, every page
+/// touched), held by a process of the session until it ends. SIGUSR1 makes
+/// it write the SHA-256 of its memory beside its ready file.
+const HOG: &str = r#"
+import hashlib, os, signal, sys
+n = int(sys.argv[2]) << 20
+hog = bytearray(n)
+view = memoryview(hog)
+step = 16 << 20
+for i in range(0, n, step):
+    view[i:i + step] = os.urandom(min(step, n - i))
+def digest(*_):
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(hashlib.sha256(hog).hexdigest() + "\n")
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1] + ".sum")
+signal.signal(signal.SIGUSR1, digest)
+open(sys.argv[1], "w").write("ready\n")
+while True:
+    signal.pause()
+"#;
+
+/// A memory hog in a desktop's session.
+#[derive(Debug)]
+pub struct Hog {
+    pub pid: i32,
+    pub mib: u64,
+    ready: PathBuf,
+}
+
+impl Hog {
+    /// `mib` MiB held by a new process of `desktop`'s session, once filled.
+    pub fn start(desktop: &mut Desktop, mib: u64) -> Self {
+        let ready = desktop
+            .user
+            .dir()
+            .join(format!("hog-{mib}-{}", desktop.procs.len()));
+        let ready_arg = ready.to_str().expect("a UTF-8 path").to_string();
+        let pid = desktop.spawn(
+            "a memory hog",
+            &["/usr/bin/python3", "-c", HOG, &ready_arg, &mib.to_string()],
+            None,
+        );
+        wait_until(&format!("the hog's {mib} MiB"), DEADLINE, || {
+            fs::read_to_string(&ready)
+                .ok()?
+                .contains("ready")
+                .then_some(())
+        });
+        Self { pid, mib, ready }
+    }
+
+    /// The SHA-256 of its memory, as it computes it now.
+    pub fn digest(&self) -> String {
+        let sum = self.ready.with_extension("sum");
+        let _ = fs::remove_file(&sum);
+        // SAFETY: kill(2) on a process this test started.
+        let sent = unsafe { libc::kill(self.pid, libc::SIGUSR1) };
+        assert_eq!(sent, 0, "signalling the hog (pid {})", self.pid);
+        wait_until(
+            &format!("the digest of the hog's {} MiB", self.mib),
+            DEADLINE,
+            || {
+                let s = fs::read_to_string(&sum).ok()?;
+                s.ends_with('\n').then(|| s.trim().to_string())
+            },
+        )
+    }
+
+    /// Running, neither stopped nor frozen nor gone.
+    pub fn running(&self) -> bool {
+        process_state(self.pid).is_some_and(|s| !matches!(s, 'T' | 't' | 'Z' | 'X'))
+    }
+}
+
+/// A process's state letter from /proc/PID/stat.
+pub fn process_state(pid: i32) -> Option<char> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rfind(')').and_then(|i| s[i + 2..].chars().next())
+}
+
+/// The snapshots hiberd lists to root (everyone's), as gdbus prints them.
+pub fn listed(bus: &SystemBus) -> String {
+    let out = Command::new("gdbus")
+        .args(["call", "--system", "--dest", "org.hiber.Hiber1"])
+        .args(["--object-path", "/org/hiber/Hiber1"])
+        .args(["--method", "org.hiber.Hiber1.Manager.ListSnapshots"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("running gdbus");
+    assert!(
+        out.status.success(),
+        "ListSnapshots: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
