@@ -221,6 +221,9 @@ pub async fn watch(daemon: Arc<Daemon>) {
         Ok(s) => s,
         Err(error) => return warn!(%error, "cannot follow PrepareForSleep: no saves before sleep"),
     };
+    // When the last sleep began (microseconds since the epoch): its
+    // snapshots stop being pending once the machine is back.
+    let mut slept_at: Option<u64> = None;
     loop {
         let settled = daemon.sleep.sync(&logind).await;
         let retry = async {
@@ -238,12 +241,49 @@ pub async fn watch(daemon: Arc<Daemon>) {
                     return warn!("logind's signals ended: no saves before sleep");
                 };
                 match signal.args().map(|a| *a.start()) {
-                    Ok(true) => before_sleep(&daemon, &conn).await,
+                    Ok(true) => {
+                        slept_at = Some(now_us());
+                        before_sleep(&daemon, &conn).await
+                    }
                     Ok(false) => {
                         info!("resumed");
                         daemon.sleep.sleeping.store(false, Ordering::Release);
+                        if let Some(since) = slept_at.take() {
+                            let d = daemon.clone();
+                            let _ = tokio::task::spawn_blocking(move || resumed(&d, since)).await;
+                        }
                     }
                     Err(error) => warn!(%error, "a PrepareForSleep without its argument"),
+                }
+            }
+        }
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The machine is back: the sessions saved before this sleep ran on, so
+/// their snapshots are no longer offered at the next login (one from a
+/// sleep the machine never woke from stays pending).
+fn resumed(daemon: &Daemon, since: u64) {
+    for uid in daemon.sleep.users() {
+        let Ok(entries) = daemon.store.list(uid) else {
+            continue;
+        };
+        for e in entries
+            .iter()
+            .filter(|e| e.pending && e.kind == "sleep" && e.created_us >= since)
+        {
+            match daemon.store.set_pending(uid, &e.id, false) {
+                Ok(()) => {
+                    info!(uid, id = %e.id, "resumed: the sleep snapshot is no longer pending")
+                }
+                Err(error) => {
+                    warn!(uid, id = %e.id, %error, "cannot clear a sleep snapshot's pending mark")
                 }
             }
         }

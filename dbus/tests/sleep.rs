@@ -197,9 +197,26 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
     desktop.wait_counting();
     assert!(!inhibited(&env), "not taken again before the resume");
 
+    // Pending until the machine is back (offered at the next login if it
+    // never wakes); once resumed, no longer.
+    let id = env.ok(&DESK, &["get", path, "Id"]);
+    let meta = env.inside(&format!(
+        "/var/lib/hiber/{}/.meta/{}.json",
+        DESK.uid,
+        id.as_str().expect("an id")
+    ));
+    let pending = || -> Option<bool> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).ok()?).ok()?;
+        v["pending"].as_bool()
+    };
+    assert_eq!(pending(), Some(true), "{}", meta.display());
+
     prepare_for_sleep(&env, false);
     wait_until("the inhibitor again after the resume", || {
         inhibited(&env).then_some(())
+    });
+    wait_until("the sleep snapshot to be no longer pending", || {
+        (pending() == Some(false)).then_some(())
     });
 
     // Opted out: the inhibitor goes.
