@@ -363,13 +363,21 @@ async fn finish(
         Ok(Outcome::Saved(entry)) => match daemon.serve_snapshot(entry, true).await {
             Ok(snapshot) => {
                 control.lock().objects = vec![snapshot];
-                Ok(())
+                Ok(String::new())
             }
             Err(e) => Err(Error::Failed(format!("serving the new snapshot: {e}"))),
         },
         Ok(Outcome::Restored(r)) => {
             crate::scope::hand_over(daemon.conn(), &r).await;
-            Ok(())
+            // The one thing a client must be told of a success: the
+            // session came back on another display than its own.
+            Ok(match r.saved_display {
+                Some(saved) if saved != r.display => format!(
+                    "restored on display :{} (saved on :{saved}, which another X server holds)",
+                    r.display
+                ),
+                _ => String::new(),
+            })
         }
         Err(e) => Err(e),
     };
@@ -387,7 +395,7 @@ async fn finish(
     daemon.end_job(path);
     emit_moving(daemon, path, control).await;
     let (success, name, message) = match &result {
-        Ok(()) => (true, String::new(), String::new()),
+        Ok(note) => (true, String::new(), note.clone()),
         Err(e) => (false, e.dbus_name(), e.message()),
     };
     info!(job = %path, success, error = name, message, "job completed");
@@ -459,6 +467,7 @@ pub async fn start_restore(
     uid: u32,
     id: String,
     display: u32,
+    onto: hiber_session::display_session::DisplayChoice,
 ) -> Result<OwnedObjectPath> {
     let (path, cancel) = daemon.start_job(display, Some(&snapshot), true)?;
     let base = daemon.store.base().to_path_buf();
@@ -469,7 +478,7 @@ pub async fn start_restore(
         "restore",
         caller,
         vec![snapshot],
-        move |c| crate::restore_helper::run_helper(&base, uid, &id, c).map(Outcome::Restored),
+        move |c| crate::restore_helper::run_helper(&base, uid, &id, onto, c).map(Outcome::Restored),
     )
     .await
 }

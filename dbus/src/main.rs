@@ -169,15 +169,19 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("--restore-helper") {
         let rest: Vec<String> = argv.skip(1).collect();
-        let [uid, id] = rest.as_slice() else {
-            eprintln!("hiberd: --restore-helper UID ID");
-            return ExitCode::FAILURE;
+        let (uid, id, display) = match rest.as_slice() {
+            [uid, id] => (uid, id, ""),
+            [uid, id, display] => (uid, id, display.as_str()),
+            _ => {
+                eprintln!("hiberd: --restore-helper UID ID [DISPLAY]");
+                return ExitCode::FAILURE;
+            }
         };
         init_logging();
         let base = std::env::var_os("HIBER_STATE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| DEFAULT_BASE.into());
-        return restore_helper::main(&base, uid, id);
+        return restore_helper::main(&base, uid, id, display);
     }
     init_logging();
     let args = match parse_args(argv) {

@@ -8,6 +8,7 @@
 //! when the job is cancelled (heard until the restored processes run).
 
 use crate::error::{Error, Result};
+use hiber_session::display_session::DisplayChoice;
 use hiber_session::system_store::{JobControl, Progress, RestoreOutcome, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -20,13 +21,20 @@ use std::time::Duration;
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
 /// Run the helper for `uid`'s snapshot `id` and relay its progress.
-pub fn run_helper(base: &Path, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
+pub fn run_helper(
+    base: &Path,
+    uid: u32,
+    id: &str,
+    display: DisplayChoice,
+    job: &dyn JobControl,
+) -> Result<RestoreOutcome> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Failed(format!("finding hiberd's own executable: {e}")))?;
     let mut child = Command::new(&exe)
         .arg("--restore-helper")
         .arg(uid.to_string())
         .arg(id)
+        .arg(display.to_arg())
         .env("HIBER_STATE_DIR", base)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -131,9 +139,13 @@ impl JobControl for Stdout {
 }
 
 /// The helper's main: restore, answer, exit.
-pub fn main(base: &Path, uid: &str, id: &str) -> ExitCode {
+pub fn main(base: &Path, uid: &str, id: &str, display: &str) -> ExitCode {
     let Ok(uid) = uid.parse::<u32>() else {
         println!("error org.hiber.Hiber1.Error.Failed bad uid {uid:?}");
+        return ExitCode::FAILURE;
+    };
+    let Some(display) = DisplayChoice::parse(display) else {
+        println!("error org.hiber.Hiber1.Error.Failed bad display {display:?}");
         return ExitCode::FAILURE;
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -151,7 +163,7 @@ pub fn main(base: &Path, uid: &str, id: &str) -> ExitCode {
         last: std::sync::Mutex::new(u64::MAX),
         cancel,
     };
-    match Store::new(base).restore(uid, id, &job) {
+    match Store::new(base).restore(uid, id, display, &job) {
         Ok(outcome) => {
             println!(
                 "ok {}",

@@ -7,6 +7,7 @@ use crate::daemon::{snapshot_path, Daemon};
 use crate::error::{Error, Result};
 use crate::objects::Properties;
 use hiber_session::display_session::parse_display;
+use hiber_session::display_session::DisplayChoice;
 use hiber_session::system_store::SnapshotEntry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,8 +96,9 @@ impl SnapshotObject {
 
 #[interface(name = "org.hiber.Hiber1.Snapshot")]
 impl SnapshotObject {
-    /// Restore the snapshot's session on its display, as its owner. No
-    /// options are defined yet. Returns the job.
+    /// Restore the snapshot's session, as its owner, on its display, or
+    /// as option `display` says: "free" (the saved display, else the
+    /// first free one above it), or ":N". Returns the job.
     #[zbus(out_args("job"))]
     async fn restore(
         &self,
@@ -104,9 +106,21 @@ impl SnapshotObject {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath> {
         self.daemon.refuse_if_stopping()?;
-        if let Some(k) = options.keys().next() {
+        if let Some(k) = options.keys().find(|k| *k != "display") {
             return Err(Error::Failed(format!("unknown option {k:?}")));
         }
+        let onto = match options.get("display") {
+            None => DisplayChoice::Saved,
+            Some(v) => {
+                let text = <&str>::try_from(v)
+                    .map_err(|_| Error::Failed("option \"display\" is a string".into()))?;
+                DisplayChoice::parse(text).ok_or_else(|| {
+                    Error::Failed(format!(
+                        "option \"display\": {text:?} is neither \"free\" nor a display \":N\""
+                    ))
+                })?
+            }
+        };
         let caller = self.authorize(&hdr, auth::RESTORE_OWN).await?;
         if !self.entry.restorable {
             return Err(Error::Failed(format!(
@@ -123,6 +137,7 @@ impl SnapshotObject {
             self.entry.uid,
             self.entry.id.clone(),
             display,
+            onto,
         )
         .await
     }

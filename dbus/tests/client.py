@@ -11,7 +11,7 @@ waits end on a signal or at the deadline, which is then named.
     client.py props PATH
     client.py get PATH PROPERTY
     client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect] [stream]
-    client.py restore PATH [cancel-at=FRACTION]
+    client.py restore PATH [cancel-at=FRACTION] [display=free|:N]
     client.py rename PATH NAME
     client.py delete PATH
     client.py screenshot PATH SCREEN FILE
@@ -225,13 +225,16 @@ def main(argv):
             return {"ok": result}
         if cmd == "restore":
             cancel_at = None
+            options = {}
             for a in args[1:]:
                 if a.startswith("cancel-at="):
                     cancel_at = float(a[10:])
+                elif a.startswith("display="):
+                    options["display"] = dbus.String(a[8:])
             follower = JobFollower(bus, cancel_at)
             obj = bus.get_object(BUS, args[0], introspect=False)
             follower.started = time.monotonic()
-            path = obj.Restore(dbus.Dictionary({}, signature="sv"), dbus_interface=SNAPSHOT)
+            path = obj.Restore(dbus.Dictionary(options, signature="sv"), dbus_interface=SNAPSHOT)
             return {"ok": follower.wait(path)}
         if cmd == "rename":
             bus.get_object(BUS, args[0]).Rename(args[1], dbus_interface=SNAPSHOT)

@@ -649,3 +649,97 @@ fn a_restore_cancelled_before_its_processes_run_leaves_nothing_running() {
         (desktop.count() > counted + 1).then_some(())
     });
 }
+
+/// A snapshot whose display a new login's X server took: Restore without
+/// options is refused naming that server; with `display: ":N"` (a number
+/// this test binary hands out, so that no parallel test takes it; "free"
+/// is the CLI test's) the session comes back there, its windows there,
+/// its shell counting, and Completed's message says where.
+#[test]
+fn a_snapshot_whose_display_was_taken_comes_back_on_a_free_one_when_asked() {
+    let mut env = Env::start(&grant_rules(&[&DESK]));
+    let desktop = env.desktop(&DESK);
+    let saved = env.ok(&DESK, &["save", &desktop.name(), "stop"]);
+    let snapshot = saved["objects"]
+        .as_array()
+        .and_then(|o| o.last())
+        .and_then(|o| o[0].as_str())
+        .expect("the job names its snapshot")
+        .to_string();
+    wait_until("the saved session to end", || {
+        user_processes(&env, DESK.uid).is_empty().then_some(())
+    });
+    env.reap_children();
+    let counted = desktop.count();
+
+    // The new login's X server on the same display.
+    let dir = desktop.dir.clone();
+    let mut x = env.user(
+        &DESK,
+        &dir,
+        &["Xvfb", &desktop.name(), "-nolisten", "tcp", "-noreset"],
+    );
+    x.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut new_server = x.spawn().expect("starting the new login's Xvfb");
+    wait_until("the new X server to answer", || {
+        env.root(&["xwininfo", "-root", "-display", &desktop.name()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?
+            .success()
+            .then_some(())
+    });
+
+    let refused = env.ok(&DESK, &["restore", &snapshot]);
+    let completed = refused["completed"].as_array().expect("completed");
+    assert_eq!(completed[0], false, "{refused}");
+    let message = completed[2].as_str().expect("a message");
+    assert!(
+        message.contains(&format!("display {} is in use", desktop.name()))
+            && message.contains("free display"),
+        "{message}"
+    );
+
+    let target = common::free_display();
+    let moved = env.ok(
+        &DESK,
+        &["restore", &snapshot, &format!("display=:{target}")],
+    );
+    let completed = moved["completed"].as_array().expect("completed");
+    assert_eq!(completed[0], true, "{moved}");
+    let message = completed[2].as_str().expect("a message");
+    let now: u32 = message
+        .strip_prefix("restored on display :")
+        .and_then(|m| m.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the new display in {message:?}"));
+    assert_eq!(now, target, "{message}");
+    let on_new = common::Desktop {
+        display: now,
+        dir: desktop.dir.clone(),
+        launcher: desktop.launcher,
+    };
+    on_new.wait_windows(&env, &["xclock", "xeyes", "xterm"]);
+    wait_until("the restored shell to count on", || {
+        (desktop.count() > counted + 1).then_some(())
+    });
+    assert!(
+        desktop
+            .windows(&env)
+            .iter()
+            .all(|w| !w.contains("\"xterm\"")),
+        "the new login's server shows none of the session"
+    );
+    let _ = new_server.kill();
+    let _ = new_server.wait();
+    // Env ends the processes; the moved display's files are ours.
+    drop(env);
+    for f in [
+        format!("/tmp/.X11-unix/X{now}"),
+        format!("/tmp/.X{now}-lock"),
+    ] {
+        let _ = fs::remove_file(f);
+    }
+}

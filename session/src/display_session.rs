@@ -422,6 +422,28 @@ pub enum DisplayChoice {
     Exactly(u32),
 }
 
+impl DisplayChoice {
+    /// From a request's text: "" (the saved display), "free" (the saved
+    /// one, else the first free one above it), or ":N".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" => Some(Self::Saved),
+            "free" => Some(Self::SavedOrFree),
+            _ if s.starts_with(':') => parse_display(s).map(Self::Exactly),
+            _ => None,
+        }
+    }
+
+    /// The text [`DisplayChoice::parse`] reads back.
+    pub fn to_arg(self) -> String {
+        match self {
+            Self::Saved => String::new(),
+            Self::SavedOrFree => "free".into(),
+            Self::Exactly(n) => format!(":{n}"),
+        }
+    }
+}
+
 /// Whether display `n` is free: no X server listens on it, and neither
 /// its socket file nor its lock file is there.
 fn display_free(n: u32) -> Result<bool> {

@@ -226,7 +226,11 @@ pub struct SaveRequest {
 /// What a restore brought back.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RestoreOutcome {
+    /// Where the session runs now.
     pub display: u32,
+    /// The display it was saved on (None from a helper of an older hiberd).
+    #[serde(default)]
+    pub saved_display: Option<u32>,
     /// Every restored process, as the caller sees it.
     pub pids: Vec<i32>,
     pub keeper: Option<i32>,
@@ -665,7 +669,13 @@ impl Store {
     /// hiberd does before it starts a job: reading the document here too
     /// would be its third reading in a restore, time the user waits for
     /// (a damaged image still fails, when the restore reads it).
-    pub fn restore(&self, uid: u32, id: &str, job: &dyn JobControl) -> Result<RestoreOutcome> {
+    pub fn restore(
+        &self,
+        uid: u32,
+        id: &str,
+        display: display_session::DisplayChoice,
+        job: &dyn JobControl,
+    ) -> Result<RestoreOutcome> {
         let image = self.image_dir(uid, id)?;
         let creds = hiber_core::creds::Creds::of_user(uid)
             .map_err(|source| ServiceError::NoSuchUser { uid, source })?;
@@ -683,7 +693,7 @@ impl Store {
                 bytes_expected: total,
             })
         };
-        let r = display_session::restore_as_cancellable(&image, Some(creds), &progress, &|| {
+        let r = display_session::restore_onto(&image, Some(creds), display, &progress, &|| {
             job.cancelled()
         })?;
         // Back and answering: no longer waiting to be offered.
@@ -700,6 +710,7 @@ impl Store {
         });
         Ok(RestoreOutcome {
             display: r.display,
+            saved_display: Some(r.saved_display),
             pids,
             keeper: r.restored.keeper,
             windows: r.now.windows.len(),
