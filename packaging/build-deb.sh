@@ -95,7 +95,9 @@ if [ "$dev" = 1 ]; then
     # cargo-deb deletes the packages of the same names from target/debian/,
     # whatever -o says: keep the release ones out of its way meanwhile.
     stash="$(mktemp -d)"
-    trap 'mv "$stash"/*.deb target/debian/ 2>/dev/null; rm -rf "$stash"' EXIT
+    # `|| true`: errexit holds in the trap, and on a fresh clone there is
+    # nothing to put back (the glob stays literal and mv fails).
+    trap 'mv "$stash"/*.deb target/debian/ 2>/dev/null || true; rm -rf "$stash"' EXIT
     mv target/debian/hiber_*.deb target/debian/hiber-gtk_*.deb "$stash"/ 2>/dev/null || true
 fi
 for crate in hiber-dbus hiber-gui; do
