@@ -392,7 +392,7 @@ const RESTORE_LOCK: &str = "/run/hiber-restore.lock";
 /// How long a restore waits for another one to finish.
 const RESTORE_LOCK_WAIT: Duration = Duration::from_secs(120);
 
-fn restore_lock() -> Result<std::fs::File> {
+fn restore_lock() -> Result<Option<std::fs::File>> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let path = PathBuf::from(RESTORE_LOCK);
@@ -407,8 +407,17 @@ fn restore_lock() -> Result<std::fs::File> {
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| err(Some(e), Duration::ZERO))?;
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        // A caller that may not open root's lock may not move the pid
+        // counter either: its restore cannot disturb another's.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            debug!(path = %path.display(), "restoring without the lock: not root's restore");
+            return Ok(None);
+        }
+        Err(e) => return Err(err(Some(e), Duration::ZERO)),
+    };
     let start = Instant::now();
     let mut nap = Duration::from_millis(1);
     // A POSIX lock, not flock: it belongs to this process only, so the
@@ -420,7 +429,7 @@ fn restore_lock() -> Result<std::fs::File> {
     loop {
         // SAFETY: F_SETLK on a file we hold open with a flock struct of ours.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
-            return Ok(file);
+            return Ok(Some(file));
         }
         let e = std::io::Error::last_os_error();
         if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
@@ -458,11 +467,7 @@ fn restore_image(
     )?;
     // After validation: a caller refused there is told why, not that it
     // may not take the lock.
-    let _one_at_a_time = if opts.pidns {
-        None
-    } else {
-        Some(restore_lock()?)
-    };
+    let _one_at_a_time = if opts.pidns { None } else { restore_lock()? };
 
     let ids: Vec<Ids> = snap
         .processes
