@@ -242,7 +242,7 @@ pub async fn watch(daemon: Arc<Daemon>) {
                 };
                 match signal.args().map(|a| *a.start()) {
                     Ok(true) => {
-                        slept_at = Some(now_us());
+                        slept_at = Some(system_store::now_us());
                         before_sleep(&daemon, &conn).await
                     }
                     Ok(false) => {
@@ -258,12 +258,6 @@ pub async fn watch(daemon: Arc<Daemon>) {
             }
         }
     }
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// The machine is back: the sessions saved before this sleep ran on, so

@@ -463,26 +463,27 @@ fn pick_display(
     saved: u32,
     choice: DisplayChoice,
 ) -> Result<(u32, hiber_core::restore::ListenerRenames)> {
-    let in_use = |display: u32| -> Result<SessionError> {
-        let pid = discover::x_server_of(display)?.unwrap_or(0);
-        Ok(SessionError::DisplayInUse {
+    let in_use = |display: u32, pid: Option<i32>| {
+        let pid = pid.unwrap_or(0);
+        SessionError::DisplayInUse {
             display,
             pid,
             comm: std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .unwrap_or_default()
                 .trim_end()
                 .to_string(),
-        })
-    };
-    let target = match choice {
-        DisplayChoice::Saved if discover::x_server_of(saved)?.is_some() => {
-            return Err(in_use(saved)?)
         }
+    };
+    // One scan of the X servers for the saved display serves every choice.
+    let saved_server = discover::x_server_of(saved)?;
+    let target = match choice {
+        DisplayChoice::Saved if saved_server.is_some() => return Err(in_use(saved, saved_server)),
         DisplayChoice::Saved => saved,
-        DisplayChoice::Exactly(n) if n == saved && discover::x_server_of(n)?.is_none() => n,
-        DisplayChoice::Exactly(n) if display_free(n)? => n,
-        DisplayChoice::Exactly(n) => return Err(in_use(n)?),
-        DisplayChoice::SavedOrFree if discover::x_server_of(saved)?.is_none() => saved,
+        DisplayChoice::Exactly(n) if n == saved && saved_server.is_none() => n,
+        DisplayChoice::Exactly(n) if n != saved && display_free(n)? => n,
+        DisplayChoice::Exactly(n) if n == saved => return Err(in_use(n, saved_server)),
+        DisplayChoice::Exactly(n) => return Err(in_use(n, discover::x_server_of(n)?)),
+        DisplayChoice::SavedOrFree if saved_server.is_none() => saved,
         DisplayChoice::SavedOrFree => {
             let mut found = None;
             for n in saved + 1..=MAX_DISPLAY {

@@ -274,7 +274,8 @@ pub fn service_rules() -> crate::services::ServiceRules {
     })
 }
 
-fn now_us() -> u64 {
+/// Microseconds since the epoch: how the store dates snapshots.
+pub fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
