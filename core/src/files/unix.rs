@@ -278,7 +278,15 @@ pub(super) fn checkpoint(
         _ if d.state == sockdiag::STATE_ESTABLISHED => Peer::Outside,
         _ => Peer::None,
     };
-    s.pending = peek_queue(fd, kind)?;
+    // A stream or seqpacket socket has a queue only once connected, and the
+    // kernel answers a peek at any other with EINVAL: one caught between
+    // socket() and connect(), or inside a connect() still waiting for room
+    // in the listener's backlog (that call restarts after restore).
+    s.pending = if kind == libc::SOCK_DGRAM || d.state == sockdiag::STATE_ESTABLISHED {
+        peek_queue(fd, kind)?
+    } else {
+        Vec::new()
+    };
     if s.peer == Peer::None && !s.pending.is_empty() {
         return Err(Refusal::for_now(
             "unconnected socket with queued messages (their senders are not kept): not supported yet".into(),
