@@ -136,6 +136,8 @@ fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
         std::os::unix::fs::chown(p, Some(USER_UID), Some(USER_UID)).unwrap();
     }
     let display = free_display();
+    // Dropped after the Reaper ends the X server (a killed one leaves them).
+    let _x = XFiles(display);
     let mut r = Reaper::new();
     let form = pages.join("form.html");
     let launcher = r.spawn(&mut desk.command(
@@ -268,6 +270,8 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     fs::write(pages.join("second.html"), SECOND).unwrap();
     std::os::unix::fs::chown(&pages, Some(USER_UID), Some(USER_UID)).unwrap();
     let display = free_display();
+    // Dropped after the Reaper ends the X server (a killed one leaves them).
+    let _x = XFiles(display);
     let mut r = Reaper::new();
     let form = pages.join("form.html");
     let launcher = r.spawn(&mut desk.command(

@@ -460,6 +460,17 @@ impl Drop for Desktop {
             drop(p);
         }
         self.end_all();
+        // A killed X server (a restored one is never our child: it is
+        // killed, not asked to end) leaves its socket and lock file; they
+        // go unless the lock names a living server (the number taken again).
+        let lock = format!("/tmp/.X{}-lock", self.display);
+        let holder: Option<i32> = fs::read_to_string(&lock)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        if !holder.is_some_and(alive) {
+            let _ = fs::remove_file(format!("/tmp/.X11-unix/X{}", self.display));
+            let _ = fs::remove_file(&lock);
+        }
     }
 }
 
