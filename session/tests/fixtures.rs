@@ -1,5 +1,5 @@
-//! Each kind of process state the engine saves, set up by `hiber-fixture`
-//! MODE, checked by the fixture itself before the save and after restore.
+//! Each kind of process state the engine saves, set up by a fixture
+//! program `hiber-fx-MODE`, checked by the fixture itself before the save and after restore.
 
 mod common;
 
@@ -39,14 +39,14 @@ fn assert_all_ok(lines: &[String], when: &str) {
     );
 }
 
-/// Start `hiber-fixture MODE` in `t/fx` and wait until it is ready; its
+/// Start `hiber-fx-MODE` in `t/fx` and wait until it is ready; its
 /// pid and directory.
 fn start_fixture(r: &mut Reaper, mode: &str, t: &Path) -> (i32, std::path::PathBuf) {
     let dir = t.join("fx");
     fs::create_dir(&dir).unwrap();
     let pid = r.spawn(
-        Command::new(fixture_bin())
-            .args([mode, path(&dir)])
+        Command::new(fixture_bin(mode))
+            .arg(path(&dir))
             .stdout(Stdio::null())
             .stderr(fs::File::create(t.join("stderr")).unwrap()),
     );
@@ -56,7 +56,7 @@ fn start_fixture(r: &mut Reaper, mode: &str, t: &Path) -> (i32, std::path::PathB
     (pid, dir)
 }
 
-/// Start `hiber-fixture MODE`, check it, save it with --stop, restore it,
+/// Start `hiber-fx-MODE`, check it, save it with --stop, restore it,
 /// check it again; the checks must be the same and all pass.
 fn round_trip(mode: &str, wrap: &[&str]) -> Vec<String> {
     round_trip_with(mode, wrap, true)
@@ -91,10 +91,10 @@ fn round_trip_full(
     // read: its restore maps the executable as the saved process would,
     // and the build tree may be in a directory only root can enter.
     let fixture = if wrap.is_empty() {
-        fixture_bin()
+        fixture_bin(mode)
     } else {
-        let copy = t.path().join("hiber-fixture");
-        fs::copy(fixture_bin(), &copy).unwrap();
+        let copy = t.path().join(format!("hiber-fx-{mode}"));
+        fs::copy(fixture_bin(mode), &copy).unwrap();
         fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         copy
     };
@@ -115,9 +115,7 @@ fn round_trip_full(
         std::os::unix::fs::PermissionsExt::from_mode(0o666),
     )
     .unwrap();
-    cmd.args([mode, path(&dir)])
-        .stdout(Stdio::null())
-        .stderr(stderr_out);
+    cmd.arg(path(&dir)).stdout(Stdio::null()).stderr(stderr_out);
     let root = r.spawn(&mut cmd);
     wait_until(&format!("the {mode} fixture to be ready"), DEADLINE, || {
         dir.join("ready").exists().then_some(())
@@ -285,8 +283,8 @@ fn tasks_in_sigsuspend_and_nanosleep_go_on_unchanged_after_a_checkpoint() {
     fs::create_dir(&dir).unwrap();
     let mut r = Reaper::new();
     let pid = r.spawn(
-        Command::new(fixture_bin())
-            .args(["waiting", path(&dir)])
+        Command::new(fixture_bin("waiting"))
+            .arg(path(&dir))
             .stdout(Stdio::null()),
     );
     wait_until("the waiting fixture", DEADLINE, || {

@@ -20,31 +20,25 @@ pub fn hiber_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hiber"))
 }
 
-/// The fixture program of the hiber-fixtures crate, next to `hiber`.
-/// Cargo does not build another package's binaries for this package's
-/// tests, so build it (once per test binary) with the cargo running us.
-pub fn fixture_bin() -> PathBuf {
+/// The fixture program `hiber-fx-MODE` of the hiber-fixtures crate, next
+/// to `hiber`. Cargo does not build another package's binaries for this
+/// package's tests, so build them all (once per test binary) with the
+/// cargo running us.
+pub fn fixture_bin(mode: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
-    let p = hiber_bin().with_file_name("hiber-fixture");
+    let p = hiber_bin().with_file_name(format!("hiber-fx-{mode}"));
     BUILT.call_once(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "hiber-fixtures",
-            "--bin",
-            "hiber-fixture",
-        ]);
+        cmd.args(["build", "--quiet", "-p", "hiber-fixtures", "--bins"]);
         if p.parent()
             .and_then(|d| d.file_name())
             .is_some_and(|n| n == "release")
         {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("running cargo to build hiber-fixture");
-        assert!(status.success(), "building hiber-fixture failed");
+        let status = cmd.status().expect("running cargo to build the fixtures");
+        assert!(status.success(), "building the fixtures failed");
     });
     assert!(p.exists(), "{} is missing after building it", p.display());
     p
