@@ -462,6 +462,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of `uid`'s committed snapshots, without reading them: what
+    /// a service compares with the snapshots it serves, to find those
+    /// another writer of the store (`hiber session suspend`) added or
+    /// removed.
+    pub fn ids(&self, uid: u32) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.user_dir(uid)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| is_id(id))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// One snapshot of `uid`.
     pub fn entry(&self, uid: u32, id: &str) -> Result<SnapshotEntry> {
         let dir = self.image_dir(uid, id)?;
