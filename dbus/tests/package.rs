@@ -314,6 +314,7 @@ fn packages_install_activate_remove_and_purge() {
         "/usr/share/polkit-1/actions/org.hiber.Hiber1.policy",
         "/etc/hiber/devices.toml",
         DESKTOP,
+        "/etc/xdg/autostart/org.hiber.Hiber-offer.desktop",
         "/usr/share/metainfo/org.hiber.Hiber.metainfo.xml",
         "/usr/share/icons/hicolor/scalable/apps/org.hiber.Hiber.svg",
         "/usr/share/icons/hicolor/symbolic/apps/org.hiber.Hiber-symbolic.svg",
@@ -336,6 +337,12 @@ fn packages_install_activate_remove_and_purge() {
     let conffiles = fs::read_to_string("/var/lib/dpkg/info/hiber.conffiles")
         .expect("reading hiber's conffiles");
     assert_eq!(conffiles.trim(), "/etc/hiber/devices.toml");
+    let conffiles = fs::read_to_string("/var/lib/dpkg/info/hiber-gtk.conffiles")
+        .expect("reading hiber-gtk's conffiles");
+    assert_eq!(
+        conffiles.trim(),
+        "/etc/xdg/autostart/org.hiber.Hiber-offer.desktop"
+    );
 
     // The app in the menu: a valid entry that GIO lists and would show.
     run(Command::new("desktop-file-validate").arg(DESKTOP));
