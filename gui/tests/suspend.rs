@@ -125,6 +125,14 @@ fn comm(pid: i32) -> String {
 /// program used is not part of the session, and a login manager ends it).
 #[track_caller]
 fn wait_gone(desktop: &mut Desktop) {
+    wait_gone_unreaped(desktop);
+    desktop.reap();
+}
+
+/// [`wait_gone`], leaving the processes this test started zombies: their
+/// pids stay taken.
+#[track_caller]
+fn wait_gone_unreaped(desktop: &Desktop) {
     let left = || -> Vec<String> {
         desktop
             .running()
@@ -142,7 +150,6 @@ fn wait_gone(desktop: &mut Desktop) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    desktop.reap();
 }
 
 /// The command of the packaged autostart entry, run by the user in the
@@ -265,6 +272,26 @@ fn came_back(hiberd: &Hiberd, snapshot: &str, display: u32, count: &Path, before
     });
 }
 
+/// `hiber session suspend` of `desktop`'s display into hiberd's store, as
+/// root; what it printed (`--json`).
+#[track_caller]
+fn suspend(hiberd: &Hiberd, desktop: &Desktop) -> serde_json::Value {
+    let out = Command::new(common::hiber_bin())
+        .args(["session", "suspend", "--json", "--display"])
+        .arg(format!(":{}", desktop.display))
+        .arg("--state-dir")
+        .arg(hiberd.store())
+        .output()
+        .expect("running hiber session suspend");
+    assert!(
+        out.status.success(),
+        "hiber session suspend: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("its JSON")
+}
+
 #[test]
 fn a_suspended_session_comes_back_at_the_next_login_on_its_free_display() {
     let _serial = one_at_a_time();
@@ -283,21 +310,8 @@ fn a_suspended_session_comes_back_at_the_next_login_on_its_free_display() {
     // may be ended between emptying its file and writing it.
     let before = read_count(&count).expect("the count before the suspend");
     let t = Instant::now();
-    let out = Command::new(common::hiber_bin())
-        .args(["session", "suspend", "--json", "--display"])
-        .arg(format!(":{}", first.display))
-        .arg("--state-dir")
-        .arg(hiberd.store())
-        .output()
-        .expect("running hiber session suspend");
+    let json = suspend(&hiberd, &first);
     let suspend_secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "hiber session suspend: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("its JSON");
     assert_eq!(json["pending"], true, "{json}");
     assert_eq!(json["uid"], common::user::USER_UID, "{json}");
     wait_gone(&mut first);
@@ -480,6 +494,140 @@ fn nothing_pending_shows_nothing_later_keeps_it_and_discard_deletes_it() {
         hiberd.stored().is_empty().then_some(())
     });
     assert!(snapshots(&hiberd).is_empty(), "hiberd lists nothing");
+    drop(first);
+    drop(login);
+    drop(hiberd);
+}
+
+/// A pending snapshot hiberd knows it cannot restore (its document
+/// damaged) is shown with why, and Keep keeps it, no longer pending (the
+/// change signalled); a restore that fails (a saved pid still taken, by a
+/// zombie nobody reaped) is shown with hiberd's message, and Discard
+/// deletes it once confirmed.
+#[test]
+fn a_snapshot_that_cannot_come_back_is_shown_with_why_then_kept_or_discarded() {
+    let _serial = one_at_a_time();
+    let hiberd = Hiberd::start();
+    let login = Desktop::start();
+    let mut first = Desktop::start();
+    counting_xterm(&mut first);
+    // Written before hiberd runs: it reads the damage when it starts.
+    let damaged = suspend(&hiberd, &first)["id"]
+        .as_str()
+        .expect("the snapshot's id")
+        .to_string();
+    wait_gone(&mut first);
+    let document = hiberd
+        .store()
+        .join(common::user::USER_UID.to_string())
+        .join(&damaged)
+        .join("snapshot");
+    let bytes = fs::read(&document).expect("the snapshot's document");
+    fs::write(&document, &bytes[..bytes.len() / 2]).expect("damaging the document");
+    let snapshot = the_snapshot(&hiberd);
+    assert!(pending(&hiberd, &snapshot), "pending");
+
+    let signals = login.user.dir().join("signals");
+    let mut monitor = Started::spawn(
+        "gdbus monitor",
+        Command::new("gdbus")
+            .args(["monitor", "--system", "--dest", "org.hiber.Hiber1"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &hiberd.bus.address)
+            .stdout(fs::File::create(&signals).expect("the monitor's file")),
+    );
+    common::wait_until("gdbus monitor to watch hiberd", DEADLINE, || {
+        common::log_text(&signals)
+            .contains("is owned by")
+            .then_some(())
+    });
+    let log = login.user.dir().join("offer.log");
+    let mut offer = run_autostart(&login, &hiberd, &log);
+    drive(
+        &login,
+        &hiberd,
+        &log,
+        &["wait", "label", "Your Saved Session Cannot Be Restored"],
+    );
+    let labels = drive(&login, &hiberd, &log, &["names", "label"]);
+    assert!(
+        labels.contains("It cannot be restored: damaged:"),
+        "the offer says why: {labels}"
+    );
+    login.screenshot("offer-cannot");
+    drive(&login, &hiberd, &log, &["press", "push button", "Keep"]);
+    exits_zero(&mut offer, &log);
+    assert!(!pending(&hiberd, &snapshot), "kept: no longer pending");
+    assert_eq!(hiberd.stored(), [damaged.clone()], "kept: still stored");
+    common::wait_until("PropertiesChanged invalidating Pending", DEADLINE, || {
+        common::log_text(&signals)
+            .lines()
+            .any(|l| {
+                l.starts_with(&format!(
+                    "{snapshot}: org.freedesktop.DBus.Properties.PropertiesChanged"
+                )) && l.contains("'Pending'")
+            })
+            .then_some(())
+    });
+    let _ = monitor.child.kill();
+    let _ = monitor.child.wait();
+
+    // A restore that fails: the session's pids are still taken (its
+    // zombies, which this test does not reap yet).
+    let mut second = Desktop::start();
+    counting_xterm(&mut second);
+    let failing = suspend(&hiberd, &second)["id"]
+        .as_str()
+        .expect("the snapshot's id")
+        .to_string();
+    wait_gone_unreaped(&second);
+    let mut offer = run_autostart(&login, &hiberd, &log);
+    drive(
+        &login,
+        &hiberd,
+        &log,
+        &["wait", "label", "Restore Your Session?"],
+    );
+    drive(
+        &login,
+        &hiberd,
+        &log,
+        &[
+            "press",
+            "push button",
+            "Restore",
+            "--",
+            "wait",
+            "label",
+            "Your Session Could Not Be Restored",
+            "120",
+        ],
+    );
+    let labels = drive(&login, &hiberd, &log, &["names", "label"]);
+    assert!(
+        labels.contains("It cannot be restored:") && labels.contains("is taken by a zombie"),
+        "the offer gives hiberd's reason: {labels}"
+    );
+    assert!(
+        !window_on(second.display, WINDOW),
+        "a failed restore leaves nothing running"
+    );
+    login.screenshot("offer-failed");
+    drive(&login, &hiberd, &log, &["press", "push button", "Discard"]);
+    drive(
+        &login,
+        &hiberd,
+        &log,
+        &["wait", "label", "Discard the Saved Session?"],
+    );
+    assert_eq!(hiberd.stored().len(), 2, "asked before deleting");
+    drive(&login, &hiberd, &log, &["click", "Discard Session"]);
+    exits_zero(&mut offer, &log);
+    common::wait_until("the failed snapshot to leave the store", DEADLINE, || {
+        (hiberd.stored() == [damaged.clone()]).then_some(())
+    });
+    assert!(!hiberd.stored().contains(&failing));
+    second.reap();
+    drop(second);
     drop(first);
     drop(login);
     drop(hiberd);
