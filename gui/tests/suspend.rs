@@ -557,7 +557,11 @@ fn a_snapshot_that_cannot_come_back_is_shown_with_why_then_kept_or_discarded() {
     drive(&login, &hiberd, &log, &["press", "push button", "Keep"]);
     exits_zero(&mut offer, &log);
     assert!(!pending(&hiberd, &snapshot), "kept: no longer pending");
-    assert_eq!(hiberd.stored(), [damaged.clone()], "kept: still stored");
+    assert_eq!(
+        hiberd.stored(),
+        std::slice::from_ref(&damaged),
+        "kept: still stored"
+    );
     common::wait_until("PropertiesChanged invalidating Pending", DEADLINE, || {
         common::log_text(&signals)
             .lines()
@@ -623,7 +627,7 @@ fn a_snapshot_that_cannot_come_back_is_shown_with_why_then_kept_or_discarded() {
     drive(&login, &hiberd, &log, &["click", "Discard Session"]);
     exits_zero(&mut offer, &log);
     common::wait_until("the failed snapshot to leave the store", DEADLINE, || {
-        (hiberd.stored() == [damaged.clone()]).then_some(())
+        (hiberd.stored() == std::slice::from_ref(&damaged)).then_some(())
     });
     assert!(!hiberd.stored().contains(&failing));
     second.reap();
