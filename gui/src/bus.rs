@@ -438,15 +438,6 @@ impl Hiber {
         Ok(job.to_string())
     }
 
-    pub async fn restore(&self, snapshot: &str) -> Result<String, Failure> {
-        let p: SnapshotProxy<'_> = self.object(snapshot).await?;
-        let job = p
-            .restore(HashMap::new())
-            .await
-            .map_err(Failure::from_zbus)?;
-        Ok(job.to_string())
-    }
-
     /// Restore on the saved display, or on the first free one above it
     /// when an X server (this login's) holds it.
     pub async fn restore_anywhere(&self, snapshot: &str) -> Result<String, Failure> {

@@ -658,7 +658,9 @@ impl Window {
             #[weak(rename_to = w)]
             self,
             async move {
-                match bus::on_bus(async move { hiber.restore(&path).await }).await {
+                // On its display, or on a free one when an X server (a
+                // new login's) holds it: the toast says where.
+                match bus::on_bus(async move { hiber.restore_anywhere(&path).await }).await {
                     Ok(job) => w.follow_job(job, "restore"),
                     Err(e) => {
                         w.stop_busy();
@@ -796,7 +798,15 @@ impl Window {
                 },
             );
         } else if operation == "restore" {
-            self.toast("Session restored");
+            // hiberd's message is empty unless the session moved.
+            let moved = end.restored_on("");
+            if moved.is_empty() {
+                self.toast("Session restored");
+            } else {
+                self.toast(&format!(
+                    "Session restored on display {moved}: its own is taken"
+                ));
+            }
         } else {
             self.toast_saved();
         }
