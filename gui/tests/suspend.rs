@@ -306,6 +306,36 @@ fn a_suspended_session_comes_back_at_the_next_login_on_its_free_display() {
     let login = Desktop::start();
     assert_ne!(login.display, first.display);
 
+    // Not as the user: the store is root's; the error says what to do
+    // instead, and the session runs on.
+    let hiber = first.user.dir().join("hiber");
+    fs::copy(common::hiber_bin(), &hiber).expect("copying hiber for the user");
+    let display = format!(":{}", first.display);
+    let out = first
+        .command(
+            &[
+                hiber.to_str().expect("a UTF-8 path"),
+                "session",
+                "suspend",
+                "--display",
+                &display,
+            ],
+            None,
+        )
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running hiber session suspend as the user");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains("which is root's alone")
+            && said.contains("Save and Log Out")
+            && said.contains("SaveSession"),
+        "a user is told to ask hiberd: {said}"
+    );
+    assert!(first.running().len() > 2, "the session runs on");
+    assert!(window_on(first.display, WINDOW));
+
     // hiber session suspend, as root. The count read before: the shell
     // may be ended between emptying its file and writing it.
     let before = read_count(&count).expect("the count before the suspend");
@@ -479,6 +509,26 @@ fn nothing_pending_shows_nothing_later_keeps_it_and_discard_deletes_it() {
     exits_zero(&mut offer, &log);
     assert_eq!(hiberd.stored().len(), 1, "Later deletes nothing");
     assert!(pending(&hiberd, &snapshot), "still pending after Later");
+
+    // The app's list marks it as waiting to be restored.
+    let app_log = login.user.dir().join("app.log");
+    let app = common::start_app(&login, &hiberd.bus.address, &app_log);
+    drive(
+        &login,
+        &hiberd,
+        &app_log,
+        &["wait-count", "push button", "Restore ", "1"],
+    );
+    let labels = drive(&login, &hiberd, &app_log, &["names", "label"]);
+    assert!(
+        labels
+            .lines()
+            .any(|l| l.contains(" window") && l.ends_with(" · waiting to be restored")),
+        "the card says it waits to be restored: {labels}"
+    );
+    login.screenshot("pending-in-the-list");
+    // One hiber-gtk on the accessibility bus at a time.
+    drop(app);
 
     // Discard, confirmed: it goes.
     let mut offer = run_autostart(&login, &hiberd, &log);
