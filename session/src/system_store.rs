@@ -943,6 +943,12 @@ mod tests {
         let id = "display-7-20261206-230000";
         hiber_core::image::create_private_dir_all(&dir.join(id)).unwrap();
         assert!(store.pending(1500).unwrap().is_empty());
+        // Ids: committed images only, not one being written, nor the
+        // store's own directories.
+        hiber_core::image::create_private_dir_all(&dir.join("display-7-x.tmp-42")).unwrap();
+        hiber_core::image::create_private_dir_all(&snapshots::store_of(&dir)).unwrap();
+        assert_eq!(store.ids(1500), [id]);
+        assert!(store.ids(1501).is_empty());
         store.set_pending(1500, id, true).unwrap();
         let pending = store.pending(1500).unwrap();
         assert_eq!(pending.len(), 1);
