@@ -78,6 +78,23 @@ def alive(pid):
     return os.path.exists(f"/proc/{pid}")
 
 
+def ids_in_use(pids):
+    """Those of `pids` still taken: by a process (a zombie too), or as the
+    process group or session of a living one whose leader is gone (the
+    kernel keeps such a pid allocated, and a restore cannot take it)."""
+    wanted = set(pids)
+    taken = {p for p in wanted if alive(p)}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        taken |= wanted & {int(fields[2]), int(fields[3])}
+    return taken
+
+
 def reap(pids):
     """Collect those of `pids` that are our own children (a restored tree's
     root is made a child of the caller of `hiber restore`)."""
@@ -182,7 +199,7 @@ def one_run(work):
         tree_pids = tree(root)
         tree_stop_wall, tree_stopped = hiber("checkpoint", str(root), "-o", tree_stop, "--stop")
         session.wait()
-        wait_for("the saved tree to end", lambda: not any(alive(p) for p in tree_pids))
+        wait_for("the saved tree's pids to be free", lambda: not ids_in_use(tree_pids))
         tree_restore_wall, tree_restored = hiber("restore", tree_stop)
         wait_for("the restored session to map its windows", lambda: windows(display) == before)
         disp = f":{display}"
@@ -200,7 +217,7 @@ def one_run(work):
         # The launcher and what is not part of the display's session (the
         # python worker talks to nobody) are ended by hand.
         end_all(tree(root))
-        wait_for("the saved processes to end", lambda: not any(alive(p) for p in pids))
+        wait_for("the saved processes' pids to be free", lambda: not ids_in_use(pids))
         restore_wall, restored = hiber("session", "restore", stop_dir)
         restored_pids = [p[1] for p in restored["pids"]]
         if restored["changes"]:

@@ -110,11 +110,19 @@ impl Sleep {
         } else {
             next.remove(&uid);
         }
-        let text: String = next.iter().map(|u| format!("{u}\n")).collect();
-        let tmp = self.file.with_extension("tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.file))
-            .map_err(|e| Error::Failed(format!("writing {}: {e}", self.file.display())))?;
+        // The file exists while anyone opted in: the hiberd-sleep.path unit
+        // starts hiberd at boot on that alone.
+        let written = if next.is_empty() {
+            match std::fs::remove_file(&self.file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        } else {
+            let text: String = next.iter().map(|u| format!("{u}\n")).collect();
+            let tmp = self.file.with_extension("tmp");
+            std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.file))
+        };
+        written.map_err(|e| Error::Failed(format!("writing {}: {e}", self.file.display())))?;
         *users = next;
         drop(users);
         info!(uid, enabled, "save before sleep");

@@ -32,6 +32,9 @@ const SYSTEM_BUS: &str = "/run/dbus/system_bus_socket";
 const STORE: &str = "/var/lib/hiber";
 const HIBERD: &str = "/usr/libexec/hiberd";
 const DESKTOP: &str = "/usr/share/applications/org.hiber.Hiber.desktop";
+const PATH_UNIT: &str = "/lib/systemd/system/hiberd-sleep.path";
+/// Where enabling the path unit links it (`WantedBy=paths.target`).
+const PATH_UNIT_WANTED: &str = "/etc/systemd/system/paths.target.wants/hiberd-sleep.path";
 
 #[track_caller]
 fn run(cmd: &mut Command) -> Output {
@@ -309,6 +312,7 @@ fn packages_install_activate_remove_and_purge() {
         HIBERD,
         "/usr/bin/hiber-gtk",
         "/lib/systemd/system/hiberd.service",
+        PATH_UNIT,
         "/usr/share/dbus-1/system-services/org.hiber.Hiber1.service",
         "/usr/share/dbus-1/system.d/org.hiber.Hiber1.conf",
         "/usr/share/polkit-1/actions/org.hiber.Hiber1.policy",
@@ -342,6 +346,21 @@ fn packages_install_activate_remove_and_purge() {
     assert_eq!(
         conffiles.trim(),
         "/etc/xdg/autostart/org.hiber.Hiber-offer.desktop"
+    );
+
+    // The units as systemd reads them (systemd-analyze works without
+    // systemd as pid 1), and hiberd-sleep.path enabled: it starts hiberd at
+    // boot while someone saves before sleep.
+    run(Command::new("systemd-analyze").args([
+        "verify",
+        "--man=no",
+        "/lib/systemd/system/hiberd.service",
+        PATH_UNIT,
+    ]));
+    assert_eq!(
+        fs::read_link(PATH_UNIT_WANTED).ok(),
+        Some(PathBuf::from(PATH_UNIT)),
+        "{PATH_UNIT_WANTED} after install"
     );
 
     // The app in the menu: a valid entry that GIO lists and would show.
@@ -458,6 +477,20 @@ fn packages_install_activate_remove_and_purge() {
     );
     let left = left_over(&files);
     assert!(left.is_empty(), "files left after purge: {left:?}");
+    let unit_name = Path::new(PATH_UNIT).file_name().expect("a unit name");
+    let enablement: Vec<PathBuf> = [
+        Path::new(PATH_UNIT_WANTED).to_path_buf(),
+        Path::new("/etc/systemd/system").join(unit_name),
+        Path::new("/var/lib/systemd/deb-systemd-helper-enabled").join(unit_name),
+        Path::new("/var/lib/systemd/deb-systemd-helper-masked").join(unit_name),
+    ]
+    .into_iter()
+    .filter(|p| p.symlink_metadata().is_ok())
+    .collect();
+    assert!(
+        enablement.is_empty(),
+        "the path unit's enablement left after purge: {enablement:?}"
+    );
     for p in PACKAGES {
         assert!(!installed(p), "{p} purged");
     }

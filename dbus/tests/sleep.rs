@@ -178,7 +178,17 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
     let _logind = logind(&env, delay_max);
     let desktop = env.desktop(&DESK);
     assert_eq!(env.ok(&DESK, &["save-before-sleep"]), false, "off at first");
+    // What hiberd-sleep.path watches to start hiberd at boot: there while
+    // anyone opted in, gone when nobody did.
+    let setting = env.inside("/var/lib/hiber/save-before-sleep");
+    assert!(!setting.exists(), "{} before opting in", setting.display());
     opt_in(&env, &DESK);
+    assert_eq!(
+        std::fs::read_to_string(&setting).ok(),
+        Some(format!("{}\n", DESK.uid)),
+        "{} once opted in",
+        setting.display()
+    );
 
     let released = sleep_and_time_release(&env);
     eprintln!("saved and released {released:?} after PrepareForSleep(true)");
@@ -228,6 +238,11 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
     wait_until("the inhibitor to go once nobody opted in", || {
         (!inhibited(&env)).then_some(())
     });
+    assert!(
+        !setting.exists(),
+        "{} removed when the last user opted out",
+        setting.display()
+    );
 }
 
 /// 2 GiB of random bytes, every page touched.

@@ -91,6 +91,9 @@ enum Command {
         /// Directory for images and baseline files [default: a temporary directory].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Processes of the tree saved with --stop and restored (0: none).
+        #[arg(long, default_value_t = 50)]
+        tree: u32,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -98,6 +101,9 @@ enum Command {
     /// Internal: the benchmark's workload (dirty MiB of memory, then wait).
     #[command(hide = true)]
     BenchWorkload { mib: u64 },
+    /// Internal: the benchmark's tree of processes.
+    #[command(hide = true)]
+    BenchTree { processes: u32 },
 }
 
 fn init_logging(filter: Option<&str>) {
@@ -131,7 +137,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Prune { store } => commands::prune::run(&store),
         Command::Session(cmd) => commands::session::run(cmd),
         Command::Demo { dir } => commands::demo::run(dir),
-        Command::Bench { sizes, dir, json } => commands::bench::run(&sizes, dir, json),
+        Command::Bench {
+            sizes,
+            tree,
+            dir,
+            json,
+        } => commands::bench::run(&sizes, tree, dir, json),
+        Command::BenchTree { processes } => commands::bench::tree_workload(processes),
         Command::BenchWorkload { mib } => commands::bench::workload(mib),
     }
 }

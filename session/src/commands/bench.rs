@@ -30,6 +30,10 @@ struct Row {
     /// A second checkpoint of the same process into the same store.
     incremental_ms: f64,
     incremental_written_bytes: u64,
+    /// A full checkpoint with `--stop` (no store): the suspend case, whose
+    /// image must be durable before the process ends.
+    stop_ms: f64,
+    stop_frozen_ms: f64,
     restore_ms: f64,
     restore_ratio: f64,
     restore_peak_rss_kib: u64,
@@ -84,6 +88,61 @@ pub fn workload(mib: u64) -> Result<ExitCode> {
             println!("sum {}", blake3::hash(&mem).to_hex());
             std::io::stdout().flush()?;
         }
+    }
+}
+
+/// Memory each process of the tree workload dirties.
+const TREE_PROCESS_BYTES: usize = 64 << 10;
+
+/// The tree workload: this process and `processes - 1` children, each
+/// with 64 KiB of dirtied memory. Prints "ready MS PID..." (MS: the time
+/// to fork them all and hear from each, the tree's own baseline; then the
+/// children's pids), then waits.
+pub fn tree_workload(processes: u32) -> Result<ExitCode> {
+    let (ready_r, ready_w) = nix::unistd::pipe().context("making the readiness pipe")?;
+    let t = Instant::now();
+    let mut children = Vec::new();
+    for _ in 1..processes {
+        // SAFETY: this process is single-threaded; the child only touches
+        // its own memory, writes to a pipe and pauses.
+        match unsafe { nix::unistd::fork() }.context("forking the tree")? {
+            nix::unistd::ForkResult::Child => {
+                let mut mem = vec![0u8; TREE_PROCESS_BYTES];
+                fill(&mut mem, u64::from(std::process::id()));
+                std::hint::black_box(&mem);
+                let _ = nix::unistd::write(&ready_w, b"r");
+                loop {
+                    // SAFETY: pause has no arguments; it returns on a signal.
+                    unsafe { libc::pause() };
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => children.push(child.as_raw()),
+        }
+    }
+    drop(ready_w);
+    let mut mem = vec![0u8; TREE_PROCESS_BYTES];
+    fill(&mut mem, 0);
+    std::hint::black_box(&mem);
+    let mut heard = 0;
+    let mut buf = [0u8; 64];
+    while heard < children.len() {
+        match nix::unistd::read(&ready_r, &mut buf) {
+            Ok(0) => bail!("a child of the tree ended before it was ready"),
+            Ok(n) => heard += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => bail!("reading the readiness pipe: {e}"),
+        }
+    }
+    let pids: Vec<String> = children.iter().map(i32::to_string).collect();
+    println!(
+        "ready {:.3} {}",
+        t.elapsed().as_secs_f64() * 1e3,
+        pids.join(" ")
+    );
+    std::io::stdout().flush()?;
+    loop {
+        // SAFETY: pause has no arguments; it returns on a signal.
+        unsafe { libc::pause() };
     }
 }
 
@@ -219,6 +278,94 @@ fn wait_gone(pid: i32) -> Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Serialize)]
+struct TreeRow {
+    processes: u32,
+    /// Forking the tree and hearing from every process: the baseline.
+    spawn_ms: f64,
+    /// `checkpoint --stop` of the whole tree (no store).
+    stop_ms: f64,
+    stop_frozen_ms: f64,
+    image_bytes: u64,
+    restore_ms: f64,
+    /// restore / spawn.
+    restore_ratio: f64,
+}
+
+/// Save (`--stop`) and restore a tree of `processes`, `RUNS` times, each
+/// on a fresh tree.
+fn measure_tree(dir: &Path, processes: u32) -> Result<TreeRow> {
+    let exe = std::env::current_exe()?;
+    let mut spawns = Vec::new();
+    let mut stops: Vec<CheckpointOut> = Vec::new();
+    let mut restores = Vec::new();
+    for i in 0..RUNS {
+        let mut child = Command::new(&exe)
+            .args(["bench-tree", &processes.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the tree workload")?;
+        let root = child.id() as i32;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let mut words = line.split_whitespace();
+        if words.next() != Some("ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the tree workload did not start: {line:?}");
+        }
+        let spawn: f64 = words.next().unwrap_or_default().parse()?;
+        let mut pids: Vec<i32> = words.map(str::parse).collect::<Result<_, _>>()?;
+        pids.push(root);
+        let image = dir.join(format!("tree-{processes}-{i}"));
+        let image = image.to_str().context("non-UTF-8 directory")?;
+        let saved = hiber(&[
+            "checkpoint",
+            &root.to_string(),
+            "-o",
+            image,
+            "--no-store",
+            "--stop",
+            "--json",
+        ]);
+        if saved.is_err() {
+            for &p in &pids {
+                // SAFETY: kill with the pids of the tree this run started.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        let _ = child.wait();
+        for &p in &pids {
+            wait_gone(p)?;
+        }
+        spawns.push(spawn);
+        stops.push(serde_json::from_str(&saved?.0)?);
+        let (out, _) = hiber(&["restore", image, "--json"])?;
+        let restored: RestoreOut = serde_json::from_str(&out)?;
+        for (_, now) in &restored.pids {
+            // SAFETY: kill with the pid restore just reported.
+            unsafe { libc::kill(*now, libc::SIGKILL) };
+        }
+        for (_, now) in &restored.pids {
+            wait_gone(*now)?;
+        }
+        restores.push(restored.elapsed_ms);
+        fs::remove_dir_all(image)?;
+    }
+    let spawn = median(spawns);
+    let restore = median(restores);
+    Ok(TreeRow {
+        processes,
+        spawn_ms: spawn,
+        stop_ms: median(stops.iter().map(|o| o.total_ms).collect()),
+        stop_frozen_ms: median(stops.iter().map(|o| o.frozen_ms).collect()),
+        image_bytes: stops[0].image_bytes,
+        restore_ms: restore,
+        restore_ratio: restore / spawn,
+    })
+}
+
 fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let bytes = (mib * MIB) as usize;
     let store = dir.join(format!("store-{mib}"));
@@ -234,7 +381,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let pid = w.pid.to_string();
     let mut fulls = Vec::new();
     let mut baselines = Vec::new();
-    let run = (|| -> Result<(Vec<CheckpointOut>, u64, CheckpointOut)> {
+    let run = (|| -> Result<(Vec<CheckpointOut>, u64, CheckpointOut, CheckpointOut)> {
         let mut outs = Vec::new();
         let mut rss = 0;
         for i in 0..RUNS {
@@ -258,23 +405,39 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
             &store_s,
             "--json",
         ])?;
-        let (out, _) = hiber(&[
+        let (incremental, _) = hiber(&[
             "checkpoint",
             &pid,
             "-o",
             &image(format!("incr-{mib}"))?,
             "--store",
             &store_s,
+            "--json",
+        ])?;
+        // Last: it ends the workload. After its own baselines, as the full
+        // checkpoints.
+        baselines.push((baseline_memcpy(bytes), baseline_write(dir, bytes)?));
+        let (stop, _) = hiber(&[
+            "checkpoint",
+            &pid,
+            "-o",
+            &image(format!("stop-{mib}"))?,
+            "--no-store",
             "--stop",
             "--json",
         ])?;
-        Ok((outs, rss, serde_json::from_str(&out)?))
+        Ok((
+            outs,
+            rss,
+            serde_json::from_str(&incremental)?,
+            serde_json::from_str(&stop)?,
+        ))
     })();
     if run.is_err() {
         let _ = w.child.kill();
     }
     let _ = w.child.wait();
-    let (fulls_out, ck_rss, incremental) = run?;
+    let (fulls_out, ck_rss, incremental, stop) = run?;
     wait_gone(w.pid)?;
 
     let mut restores = Vec::new();
@@ -321,13 +484,21 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         image_bytes: fulls_out[0].image_bytes,
         incremental_ms: incremental.total_ms,
         incremental_written_bytes: incremental.written_bytes,
+        stop_ms: stop.total_ms,
+        stop_frozen_ms: stop.frozen_ms,
         restore_ms: restore,
         restore_ratio: restore / baseline,
         restore_peak_rss_kib: rs_rss,
     })
 }
 
-pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+#[derive(Debug, Serialize)]
+struct Report {
+    memory: Vec<Row>,
+    tree: Option<TreeRow>,
+}
+
+pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
     let tmp;
     let dir = match dir {
         Some(d) => {
@@ -353,8 +524,21 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
         }
         rows.push(measure(&dir, mib).with_context(|| format!("benchmarking {mib} MiB"))?);
     }
+    let tree = match tree {
+        0 => None,
+        n => {
+            if !json {
+                eprintln!("measuring a tree of {n} processes...");
+            }
+            Some(
+                measure_tree(&dir, n)
+                    .with_context(|| format!("benchmarking a tree of {n} processes"))?,
+            )
+        }
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let report = Report { memory: rows, tree };
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -362,7 +546,7 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
         dir.display()
     );
     println!(
-        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>6} {:>9}",
+        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>7} | {:>8} {:>6} {:>9}",
         "MiB",
         "memcpy",
         "write",
@@ -373,13 +557,15 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
         "image",
         "incr",
         "incr new",
+        "stop",
+        "frozen",
         "restore",
         "ratio",
         "rst RSS"
     );
     for r in &rows {
         println!(
-            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>6.2} {:>9}",
+            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>7.1} | {:>8.1} {:>6.2} {:>9}",
             r.mib,
             r.memcpy_ms,
             r.write_ms,
@@ -390,9 +576,23 @@ pub fn run(sizes: &[u64], dir: Option<PathBuf>, json: bool) -> Result<ExitCode> 
             format::bytes(r.image_bytes),
             r.incremental_ms,
             format::bytes(r.incremental_written_bytes),
+            r.stop_ms,
+            r.stop_frozen_ms,
             r.restore_ms,
             r.restore_ratio,
             format::bytes(r.restore_peak_rss_kib * 1024),
+        );
+    }
+    if let Some(t) = &tree {
+        println!(
+            "tree of {} processes: spawn {:.1} | ckpt --stop {:.1}, frozen {:.1}, image {} | restore {:.1} ({:.2}x spawn)",
+            t.processes,
+            t.spawn_ms,
+            t.stop_ms,
+            t.stop_frozen_ms,
+            format::bytes(t.image_bytes),
+            t.restore_ms,
+            t.restore_ratio
         );
     }
     Ok(ExitCode::SUCCESS)

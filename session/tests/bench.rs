@@ -1,0 +1,68 @@
+//! `hiber bench` runs its whole course (memory rows, the `--stop` save, the
+//! tree saved and restored) and reports what it measured. Behaviour, not
+//! figures: the numbers themselves are for the closing notes, and come
+//! from release builds.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn the_benchmark_saves_and_restores_memory_and_a_tree() {
+    let t = tempdir();
+    let out = hiber(&[
+        "bench",
+        "--sizes",
+        "1",
+        "--tree",
+        "5",
+        "--json",
+        "--dir",
+        t.path().to_str().expect("a UTF-8 temporary directory"),
+    ]);
+    assert!(out.status.success(), "hiber bench: {}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bench's JSON {:?}: {e}", stdout(&out)));
+
+    let rows = report["memory"].as_array().expect("memory rows");
+    assert_eq!(rows.len(), 1, "{report:#}");
+    let row = &rows[0];
+    assert_eq!(row["mib"], 1);
+    // The workload's memory does not compress: the image holds at least it.
+    let image = row["image_bytes"].as_u64().expect("image_bytes");
+    assert!(image >= 1 << 20, "a 1 MiB workload's image: {image} bytes");
+    // The second save into the same store writes less than a whole image.
+    let again = row["incremental_written_bytes"]
+        .as_u64()
+        .expect("incremental");
+    assert!(again < image, "incremental {again} of an image of {image}");
+    for key in [
+        "checkpoint_ms",
+        "frozen_ms",
+        "stop_ms",
+        "restore_ms",
+        "write_ms",
+    ] {
+        let v = row[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {row:#}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+
+    let tree = &report["tree"];
+    assert_eq!(tree["processes"], 5, "{report:#}");
+    for key in ["spawn_ms", "stop_ms", "restore_ms"] {
+        let v = tree[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} in {tree:#}"));
+        assert!(v > 0.0, "{key} = {v}");
+    }
+    // Every image and baseline file removed.
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .expect("reading the bench directory")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in the bench directory: {left:?}");
+}
