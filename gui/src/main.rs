@@ -8,6 +8,7 @@
 //! (see `offer`).
 
 mod bus;
+mod console;
 mod details;
 mod model;
 mod offer;

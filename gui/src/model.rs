@@ -404,10 +404,14 @@ impl JobEnd {
 }
 
 /// What the offer at login says once the session is back: where, and how
-/// to get there.
-pub fn restored_words(on: &str, saved: &str) -> (String, String) {
+/// to get there (the key of its virtual terminal, when that is known).
+pub fn restored_words(on: &str, saved: &str, vt: Option<u32>) -> (String, String) {
     let title = format!("Your session is back on display {on}");
-    let how = "Switch to it as you switch between logged-in users: with your login screen's “Switch User”, or the Ctrl+Alt+F key of the virtual terminal its X server runs on. Programs you start there from this login need DISPLAY=";
+    let keys = match vt {
+        Some(n) => format!("Press Ctrl+Alt+F{n} to switch to it (its X server is on virtual terminal {n}), or use your login screen's “Switch User”."),
+        None => "Switch to it as you switch between logged-in users: with your login screen's “Switch User”, or the Ctrl+Alt+F key of the virtual terminal its X server runs on.".to_string(),
+    };
+    let how = format!("{keys} Programs you start there from this login need DISPLAY=");
     let body = if on == saved {
         format!("It runs where it was saved. {how}{on}.")
     } else {
@@ -484,9 +488,11 @@ mod tests {
             ..moved
         };
         assert_eq!(home.restored_on(":7"), ":7");
-        let (title, body) = restored_words(":8", ":7");
+        let (title, body) = restored_words(":8", ":7", None);
         assert_eq!(title, "Your session is back on display :8");
         assert!(body.contains("Display :7, where it was saved") && body.ends_with("DISPLAY=:8."));
+        let (_, body) = restored_words(":7", ":7", Some(2));
+        assert!(body.starts_with("It runs where it was saved. Press Ctrl+Alt+F2 to switch to it"));
     }
 
     #[test]

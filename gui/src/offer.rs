@@ -10,6 +10,7 @@
 //! asking. With no pending snapshot it exits at once, showing nothing.
 
 use crate::bus::{self, Event, Failure, Hiber};
+use crate::console;
 use crate::model::{self, JobEnd, JobView, SnapshotInfo};
 use adw::prelude::*;
 use gtk::glib;
@@ -332,7 +333,11 @@ impl Offer {
             return self.show_cannot("Your Session Could Not Be Restored", &why);
         }
         let on = end.restored_on(&self.snapshot.display);
-        let (title, body) = model::restored_words(&on, &self.snapshot.display);
+        // The key of its VT, unless this login's server says the same VT
+        // (then the restored server's is not to be trusted).
+        let here = WidgetExt::display(&self.window).name().to_string();
+        let vt = console::vt_of_display(&on).filter(|v| console::vt_of_display(&here) != Some(*v));
+        let (title, body) = model::restored_words(&on, &self.snapshot.display, vt);
         self.page.set_title(&title);
         self.page.set_description(Some(&body));
         self.set_buttons(&[("Close", Some("suggested-action"), |me| me.app.quit())]);
