@@ -272,6 +272,21 @@ fn came_back(hiberd: &Hiberd, snapshot: &str, display: u32, count: &Path, before
     });
 }
 
+/// The socket and lock files of display `display` left by its X server,
+/// killed by a suspend and never restored (the session was discarded):
+/// removed, unless an X server started since holds the lock.
+fn remove_stale_display_files(display: u32) {
+    let lock = format!("/tmp/.X{display}-lock");
+    let holder: Option<i32> = fs::read_to_string(&lock)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    if holder.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        return;
+    }
+    let _ = fs::remove_file(format!("/tmp/.X11-unix/X{display}"));
+    let _ = fs::remove_file(lock);
+}
+
 /// `hiber session suspend` of `desktop`'s display into hiberd's store, as
 /// root; what it printed (`--json`).
 #[track_caller]
@@ -544,6 +559,7 @@ fn nothing_pending_shows_nothing_later_keeps_it_and_discard_deletes_it() {
         hiberd.stored().is_empty().then_some(())
     });
     assert!(snapshots(&hiberd).is_empty(), "hiberd lists nothing");
+    remove_stale_display_files(first.display);
     drop(first);
     drop(login);
     drop(hiberd);
@@ -681,6 +697,7 @@ fn a_snapshot_that_cannot_come_back_is_shown_with_why_then_kept_or_discarded() {
     });
     assert!(!hiberd.stored().contains(&failing));
     second.reap();
+    remove_stale_display_files(second.display);
     drop(second);
     drop(first);
     drop(login);
