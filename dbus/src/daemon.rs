@@ -134,16 +134,23 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serve `entry`'s object; `announce` signals it to clients.
+    /// Serve `entry`'s object; `announce` signals it to clients. One
+    /// served already (found by [`Daemon::sync_snapshots`] first) is left
+    /// as it is.
     pub async fn serve_snapshot(
         self: &Arc<Self>,
         entry: SnapshotEntry,
         announce: bool,
     ) -> zbus::Result<OwnedObjectPath> {
         let path = snapshot_path(entry.uid, &entry.id);
-        self.state()
+        let known = self
+            .state()
             .snapshots
-            .insert(path.clone(), (entry.uid, entry.id.clone()));
+            .insert(path.clone(), (entry.uid, entry.id.clone()))
+            .is_some();
+        if known {
+            return Ok(path);
+        }
         let server = self.conn().object_server();
         server
             .at(&path, SnapshotObject::new(self.clone(), entry))
@@ -159,9 +166,14 @@ impl Daemon {
     }
 
     pub async fn unserve_snapshot(self: &Arc<Self>, path: &ObjectPath<'_>) -> zbus::Result<()> {
-        self.state()
+        let known = self
+            .state()
             .snapshots
-            .remove(&OwnedObjectPath::from(path.to_owned()));
+            .remove(&OwnedObjectPath::from(path.to_owned()))
+            .is_some();
+        if !known {
+            return Ok(());
+        }
         let server = self.conn().object_server();
         server.remove::<SnapshotObject, _>(path).await?;
         let emitter = server.interface::<_, Objects>(ROOT).await?;
@@ -169,6 +181,86 @@ impl Daemon {
         objects::interfaces_removed_snapshot(e, path).await?;
         crate::manager::Manager::snapshot_removed(e, path.clone()).await?;
         Ok(())
+    }
+
+    /// Serve what the store holds for `uid` (root: every user) and no
+    /// more: snapshots another writer of the store added
+    /// (`hiber session suspend` as root) or removed while hiberd ran.
+    /// Only the store's directory is read, and the new images.
+    pub async fn sync_snapshots(self: &Arc<Self>, uid: u32) {
+        let store = self.store.clone();
+        let users = if uid == 0 { store.users() } else { vec![uid] };
+        let in_store = tokio::task::spawn_blocking(move || {
+            users
+                .into_iter()
+                .flat_map(|u| store.ids(u).into_iter().map(move |id| (u, id)))
+                .collect::<std::collections::HashSet<(u32, String)>>()
+        })
+        .await
+        .unwrap_or_default();
+        let (added, removed) = {
+            let st = self.state();
+            let served: std::collections::HashSet<&(u32, String)> = st
+                .snapshots
+                .values()
+                .filter(|(owner, _)| uid == 0 || *owner == uid)
+                .collect();
+            let added: Vec<(u32, String)> = in_store
+                .iter()
+                .filter(|k| !served.contains(k))
+                .cloned()
+                .collect();
+            let removed: Vec<OwnedObjectPath> = st
+                .snapshots
+                .iter()
+                .filter(|(_, k)| (uid == 0 || k.0 == uid) && !in_store.contains(*k))
+                .map(|(p, _)| p.clone())
+                .collect();
+            (added, removed)
+        };
+        for (owner, id) in added {
+            let store = self.store.clone();
+            let entry = tokio::task::spawn_blocking(move || store.entry(owner, &id)).await;
+            match entry {
+                Ok(Ok(e)) => {
+                    if let Err(error) = self.serve_snapshot(e, true).await {
+                        warn!(owner, %error, "serving a snapshot found in the store");
+                    }
+                }
+                Ok(Err(error)) => warn!(owner, %error, "reading a snapshot found in the store"),
+                Err(error) => warn!(owner, %error, "reading a snapshot found in the store"),
+            }
+        }
+        for path in removed {
+            // Busy (a restore of it runs): not gone.
+            if self.snapshot_busy(&path).is_some() {
+                continue;
+            }
+            info!(path = %path, "snapshot gone from the store");
+            if let Err(error) = self.unserve_snapshot(&path.as_ref()).await {
+                warn!(%error, "removing a snapshot gone from the store");
+            }
+        }
+    }
+
+    /// Read a served snapshot again from the store (its `Pending` changed:
+    /// restored, resumed from sleep), signalling what changed.
+    pub async fn refresh_snapshot(&self, path: &OwnedObjectPath) {
+        let server = self.conn().object_server();
+        let Ok(iface) = server.interface::<_, SnapshotObject>(path).await else {
+            return;
+        };
+        let emitter = iface.signal_emitter().clone();
+        let refreshed = iface.get_mut().await.refresh(&emitter).await;
+        if let Err(error) = refreshed {
+            warn!(path = %path, %error, "reading a snapshot again");
+        }
+    }
+
+    /// The object path of `uid`'s snapshot `id`, when it is served.
+    pub fn served(&self, uid: u32, id: &str) -> Option<OwnedObjectPath> {
+        let path = snapshot_path(uid, id);
+        self.state().snapshots.contains_key(&path).then_some(path)
     }
 
     /// The snapshot objects `uid` may see (every one for root).

@@ -369,6 +369,11 @@ async fn finish(
         },
         Ok(Outcome::Restored(r)) => {
             crate::scope::hand_over(daemon.conn(), &r).await;
+            // Back: no longer pending (the helper wrote it in the store).
+            let snapshots = control.lock().objects.clone();
+            for s in &snapshots {
+                daemon.refresh_snapshot(s).await;
+            }
             // The one thing a client must be told of a success: the
             // session came back on another display than its own.
             Ok(match r.saved_display {

@@ -156,6 +156,7 @@ impl Manager {
         let d = &self.daemon;
         d.touch();
         let caller = d.auth.caller(d.conn(), &hdr).await?;
+        d.sync_snapshots(caller.uid).await;
         Ok(d.snapshots_of(caller.uid))
     }
 

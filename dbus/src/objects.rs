@@ -35,6 +35,7 @@ impl Objects {
             .caller(d.conn(), &hdr)
             .await
             .map_err(|e| e.into_fdo())?;
+        d.sync_snapshots(caller.uid).await;
         let server = d.conn().object_server();
         let mut out = HashMap::new();
         for path in d.snapshots_of(caller.uid) {

@@ -258,7 +258,14 @@ pub async fn watch(daemon: Arc<Daemon>) {
                         daemon.sleep.sleeping.store(false, Ordering::Release);
                         if let Some(since) = slept_at.take() {
                             let d = daemon.clone();
-                            let _ = tokio::task::spawn_blocking(move || resumed(&d, since)).await;
+                            let cleared = tokio::task::spawn_blocking(move || resumed(&d, since))
+                                .await
+                                .unwrap_or_default();
+                            for (uid, id) in cleared {
+                                if let Some(path) = daemon.served(uid, &id) {
+                                    daemon.refresh_snapshot(&path).await;
+                                }
+                            }
                         }
                     }
                     Err(error) => warn!(%error, "a PrepareForSleep without its argument"),
@@ -271,7 +278,8 @@ pub async fn watch(daemon: Arc<Daemon>) {
 /// The machine is back: the sessions saved before this sleep ran on, so
 /// their snapshots are no longer offered at the next login (one from a
 /// sleep the machine never woke from stays pending).
-fn resumed(daemon: &Daemon, since: u64) {
+fn resumed(daemon: &Daemon, since: u64) -> Vec<(u32, String)> {
+    let mut cleared = Vec::new();
     for uid in daemon.sleep.users() {
         let Ok(entries) = daemon.store.list(uid) else {
             continue;
@@ -282,7 +290,8 @@ fn resumed(daemon: &Daemon, since: u64) {
         {
             match daemon.store.set_pending(uid, &e.id, false) {
                 Ok(()) => {
-                    info!(uid, id = %e.id, "resumed: the sleep snapshot is no longer pending")
+                    info!(uid, id = %e.id, "resumed: the sleep snapshot is no longer pending");
+                    cleared.push((uid, e.id.clone()));
                 }
                 Err(error) => {
                     warn!(uid, id = %e.id, %error, "cannot clear a sleep snapshot's pending mark")
@@ -290,6 +299,7 @@ fn resumed(daemon: &Daemon, since: u64) {
             }
         }
     }
+    cleared
 }
 
 /// Save the opted-in users' sessions, then let the inhibitor go: once the

@@ -90,7 +90,27 @@ impl SnapshotObject {
             ("Screens".into(), v(e.screens.into())),
             ("Restorable".into(), v(e.restorable.into())),
             ("Problem".into(), v(e.problem.as_str().into())),
+            ("Pending".into(), v(e.pending.into())),
         ])
+    }
+
+    /// The snapshot as the store has it now; `PropertiesChanged` for
+    /// `Pending` when that changed (the other properties that move are
+    /// only invalidated, or not signalled at all).
+    pub async fn refresh(&mut self, emitter: &SignalEmitter<'_>) -> Result<()> {
+        let store = self.daemon.store.clone();
+        let (uid, id) = (self.entry.uid, self.entry.id.clone());
+        let entry = tokio::task::spawn_blocking(move || store.entry(uid, &id))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))??;
+        let was = self.entry.pending;
+        self.entry = entry;
+        if was != self.entry.pending {
+            info!(path = %self.path(), pending = self.entry.pending, "pending changed");
+            // Invalidated, not sent, as Name: signals reach every client.
+            self.pending_invalidate(emitter).await?;
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +185,23 @@ impl SnapshotObject {
         )
         .await?;
         Ok(())
+    }
+
+    /// Keep the snapshot as an ordinary one: no longer pending, so no
+    /// longer offered at login (a restore of it, or a resume after the
+    /// sleep it was saved for, does the same).
+    async fn clear_pending(
+        &mut self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+    ) -> Result<()> {
+        self.authorize(&hdr, auth::DELETE_OWN).await?;
+        let store = self.daemon.store.clone();
+        let (uid, id) = (self.entry.uid, self.entry.id.clone());
+        tokio::task::spawn_blocking(move || store.set_pending(uid, &id, false))
+            .await
+            .map_err(|e| Error::Failed(e.to_string()))??;
+        self.refresh(&emitter).await
     }
 
     /// Delete the snapshot and the store space only it used.
@@ -282,6 +319,14 @@ impl SnapshotObject {
     async fn restorable(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> fdo::Result<bool> {
         self.readable(hdr).await?;
         Ok(self.entry.restorable)
+    }
+
+    /// Saved at logout or before a sleep and not brought back yet:
+    /// offered at the next login, never deleted automatically.
+    #[zbus(property(emits_changed_signal = "invalidates"))]
+    async fn pending(&self, #[zbus(header)] hdr: Option<Header<'_>>) -> fdo::Result<bool> {
+        self.readable(hdr).await?;
+        Ok(self.entry.pending)
     }
 
     #[zbus(property(emits_changed_signal = "const"))]

@@ -14,6 +14,7 @@ waits end on a signal or at the deadline, which is then named.
     client.py restore PATH [cancel-at=FRACTION] [display=free|:N]
     client.py rename PATH NAME
     client.py delete PATH
+    client.py clear-pending PATH
     client.py screenshot PATH SCREEN FILE
     client.py save-before-sleep [on|off]   (SetSaveBeforeSleep, then GetSaveBeforeSleep)
     client.py introspect PATH
@@ -238,6 +239,9 @@ def main(argv):
             return {"ok": follower.wait(path)}
         if cmd == "rename":
             bus.get_object(BUS, args[0]).Rename(args[1], dbus_interface=SNAPSHOT)
+            return {"ok": None}
+        if cmd == "clear-pending":
+            bus.get_object(BUS, args[0]).ClearPending(dbus_interface=SNAPSHOT)
             return {"ok": None}
         if cmd == "delete":
             bus.get_object(BUS, args[0]).Delete(dbus_interface=SNAPSHOT)

@@ -395,7 +395,7 @@ fn other_users_and_owners_without_the_grant_are_refused() {
         serde_json::json!({"ok": {}}),
         "GetAll by another user"
     );
-    for property in ["Name", "Windows", "Size"] {
+    for property in ["Name", "Windows", "Size", "Pending"] {
         let v = env.client(&OTHER, &["get", &snapshot, property]);
         assert_eq!(
             v["error"], "org.freedesktop.DBus.Error.AccessDenied",
@@ -405,6 +405,10 @@ fn other_users_and_owners_without_the_grant_are_refused() {
     refused(env.client(&OTHER, &["restore", &snapshot]), "Restore");
     refused(env.client(&OTHER, &["rename", &snapshot, "x"]), "Rename");
     refused(env.client(&OTHER, &["delete", &snapshot]), "Delete");
+    refused(
+        env.client(&OTHER, &["clear-pending", &snapshot]),
+        "ClearPending",
+    );
     refused(
         env.client(&OTHER, &["screenshot", &snapshot, "0", png]),
         "OpenScreenshot",
@@ -423,6 +427,7 @@ fn other_users_and_owners_without_the_grant_are_refused() {
     desktop.wait_counting();
     let props = env.ok(&DESK, &["props", &snapshot]);
     assert_eq!(props["Name"], "mine");
+    assert_eq!(props["Pending"], false, "a manual save is not pending");
     assert_eq!(
         env.ok(&DESK, &["list"]),
         serde_json::json!([snapshot]),
@@ -450,6 +455,10 @@ fn other_users_and_owners_without_the_grant_are_refused() {
     refused(
         env.client(&DESK, &["delete", &snapshot]),
         "the owner's Delete",
+    );
+    refused(
+        env.client(&DESK, &["clear-pending", &snapshot]),
+        "the owner's ClearPending",
     );
     nothing_frozen(&env, DESK.uid);
     desktop.wait_counting();

@@ -318,6 +318,7 @@ fn packages_install_activate_remove_and_purge() {
         "/usr/share/polkit-1/actions/org.hiber.Hiber1.policy",
         "/etc/hiber/devices.toml",
         DESKTOP,
+        "/etc/xdg/autostart/org.hiber.Hiber-offer.desktop",
         "/usr/share/metainfo/org.hiber.Hiber.metainfo.xml",
         "/usr/share/icons/hicolor/scalable/apps/org.hiber.Hiber.svg",
         "/usr/share/icons/hicolor/symbolic/apps/org.hiber.Hiber-symbolic.svg",
@@ -340,6 +341,12 @@ fn packages_install_activate_remove_and_purge() {
     let conffiles = fs::read_to_string("/var/lib/dpkg/info/hiber.conffiles")
         .expect("reading hiber's conffiles");
     assert_eq!(conffiles.trim(), "/etc/hiber/devices.toml");
+    let conffiles = fs::read_to_string("/var/lib/dpkg/info/hiber-gtk.conffiles")
+        .expect("reading hiber-gtk's conffiles");
+    assert_eq!(
+        conffiles.trim(),
+        "/etc/xdg/autostart/org.hiber.Hiber-offer.desktop"
+    );
 
     // The units as systemd reads them (systemd-analyze works without
     // systemd as pid 1), and hiberd-sleep.path enabled: it starts hiberd at
@@ -434,8 +441,11 @@ fn packages_install_activate_remove_and_purge() {
     let left = left_over(&files);
     assert_eq!(
         left,
-        [Path::new("/etc/hiber/devices.toml")],
-        "after remove only the conffile is left"
+        [
+            Path::new("/etc/hiber/devices.toml"),
+            Path::new("/etc/xdg/autostart/org.hiber.Hiber-offer.desktop")
+        ],
+        "after remove only the conffiles are left (the autostart entry's: an administrator may have disabled it there)"
     );
     // Until the bus has seen the activation file go, a call fails another
     // way (the launch helper finds no file).
@@ -449,11 +459,8 @@ fn packages_install_activate_remove_and_purge() {
         text(&out).contains("ServiceUnknown").then_some(())
     });
 
-    // hiber-gtk has no conffile: removed, nothing of it is left to purge.
-    assert!(!installed("hiber-gtk"), "hiber-gtk is gone after remove");
-
-    // purge: the store and the conffile go, with a word about the store.
-    let out = run(&mut apt(&["purge", "hiber"]));
+    // purge: the store and the conffiles go, with a word about the store.
+    let out = run(&mut apt(&["purge", "hiber-gtk", "hiber"]));
     let said = text(&out);
     assert!(
         said.contains("hiber: deleting /var/lib/hiber: the snapshots of 1 user(s)"),
@@ -463,6 +470,10 @@ fn packages_install_activate_remove_and_purge() {
     assert!(
         !Path::new("/etc/hiber").exists(),
         "/etc/hiber gone after purge"
+    );
+    assert!(
+        !Path::new("/etc/xdg/autostart/org.hiber.Hiber-offer.desktop").exists(),
+        "the autostart entry gone after purge"
     );
     let left = left_over(&files);
     assert!(left.is_empty(), "files left after purge: {left:?}");

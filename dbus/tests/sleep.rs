@@ -220,6 +220,7 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
         v["pending"].as_bool()
     };
     assert_eq!(pending(), Some(true), "{}", meta.display());
+    assert_eq!(env.ok(&DESK, &["get", path, "Pending"]), true, "on the bus");
 
     prepare_for_sleep(&env, false);
     wait_until("the inhibitor again after the resume", || {
@@ -227,6 +228,9 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
     });
     wait_until("the sleep snapshot to be no longer pending", || {
         (pending() == Some(false)).then_some(())
+    });
+    wait_until("Pending false on the bus", || {
+        (env.ok(&DESK, &["get", path, "Pending"]) == false).then_some(())
     });
 
     // Opted out: the inhibitor goes.

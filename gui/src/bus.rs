@@ -54,6 +54,7 @@ trait Manager {
 trait Snapshot {
     fn restore(&self, options: HashMap<&str, Value<'_>>) -> zbus::Result<OwnedObjectPath>;
     fn rename(&self, name: &str) -> zbus::Result<()>;
+    fn clear_pending(&self) -> zbus::Result<()>;
     fn delete(&self) -> zbus::Result<()>;
     fn open_screenshot(&self, screen: u32) -> zbus::Result<zbus::zvariant::OwnedFd>;
 }
@@ -422,13 +423,36 @@ impl Hiber {
         Ok(job.to_string())
     }
 
-    pub async fn restore(&self, snapshot: &str) -> Result<String, Failure> {
-        let p: SnapshotProxy<'_> = self.object(snapshot).await?;
-        let job = p
-            .restore(HashMap::new())
+    /// Save `display`'s session and end it once the snapshot is committed
+    /// and read back whole (hiberd's job): Save and Log Out.
+    pub async fn save_and_log_out(&self, display: &str) -> Result<String, Failure> {
+        let job = self
+            .manager()
+            .await?
+            .save_session(
+                display,
+                HashMap::from([("kind", Value::from("logout")), ("stop", Value::from(true))]),
+            )
             .await
             .map_err(Failure::from_zbus)?;
         Ok(job.to_string())
+    }
+
+    /// Restore on the saved display, or on the first free one above it
+    /// when an X server (this login's) holds it.
+    pub async fn restore_anywhere(&self, snapshot: &str) -> Result<String, Failure> {
+        let p: SnapshotProxy<'_> = self.object(snapshot).await?;
+        let job = p
+            .restore(HashMap::from([("display", Value::from("free"))]))
+            .await
+            .map_err(Failure::from_zbus)?;
+        Ok(job.to_string())
+    }
+
+    /// Keep a pending snapshot as an ordinary one (no longer offered).
+    pub async fn clear_pending(&self, snapshot: &str) -> Result<(), Failure> {
+        let p: SnapshotProxy<'_> = self.object(snapshot).await?;
+        p.clear_pending().await.map_err(Failure::from_zbus)
     }
 
     pub async fn rename(&self, snapshot: &str, name: &str) -> Result<(), Failure> {

@@ -101,6 +101,9 @@ impl Details {
             ),
         ));
         about.add(&row("Display", &info.display));
+        if let Some(words) = info.pending_words() {
+            about.add(&row("Waiting to be restored", words));
+        }
         if !info.restorable {
             about.add(&row("Cannot be restored", &info.problem));
         }

@@ -26,6 +26,9 @@ pub struct SnapshotInfo {
     pub screens: u32,
     pub restorable: bool,
     pub problem: String,
+    /// Saved at logout (or before a sleep) and not brought back yet:
+    /// offered at the next login.
+    pub pending: bool,
 }
 
 fn prop<T>(props: &HashMap<String, OwnedValue>, key: &str) -> Result<T, String>
@@ -60,6 +63,8 @@ impl SnapshotInfo {
             screens: prop(props, "Screens").unwrap_or(1),
             restorable: prop(props, "Restorable")?,
             problem: prop(props, "Problem")?,
+            // Older hiberd builds had no Pending: nothing is then.
+            pending: prop(props, "Pending").unwrap_or(false),
         })
     }
 
@@ -74,10 +79,58 @@ impl SnapshotInfo {
             relative_date(self.created_us, now_us),
             human_size(self.size)
         );
+        if self.pending {
+            s.push_str(" · waiting to be restored");
+        }
         if !self.restorable {
             s.push_str(" · cannot be restored");
         }
         s
+    }
+
+    /// What pending means, for the details view.
+    pub fn pending_words(&self) -> Option<&'static str> {
+        self.pending.then_some(match self.kind.as_str() {
+            "sleep" => "Saved before a sleep the computer did not wake from; offered back at your next login",
+            _ => "Saved when you logged out; offered back at your next login",
+        })
+    }
+
+    /// The offer at login: what the snapshot holds, in one sentence.
+    pub fn offer_text(&self, now_us: u64) -> String {
+        let when = relative_date(self.created_us, now_us);
+        let why = match self.kind.as_str() {
+            "sleep" => "before the computer went to sleep",
+            _ => "when you logged out",
+        };
+        let windows = match self.windows.len() {
+            0 => "no windows".to_string(),
+            1 => "1 window".to_string(),
+            n => format!("{n} windows"),
+        };
+        let mut names: Vec<&str> = self
+            .windows
+            .iter()
+            .map(|(title, class)| {
+                if title.is_empty() {
+                    class.as_str()
+                } else {
+                    title.as_str()
+                }
+            })
+            .filter(|n| !n.is_empty())
+            .take(3)
+            .collect();
+        names.dedup();
+        let list = if names.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", names.join(", "))
+        };
+        format!(
+            "Your session on display {} was saved {why}, {when}, with {windows}{list}.",
+            self.display
+        )
     }
 
     /// What the kind means, for the details view.
@@ -337,6 +390,36 @@ impl JobEnd {
     pub fn cancelled(&self) -> bool {
         self.error == "org.hiber.Hiber1.Error.Cancelled"
     }
+
+    /// Where a successful restore put the session: the display hiberd's
+    /// message names when it is not the saved one, else the saved one.
+    pub fn restored_on(&self, saved: &str) -> String {
+        self.message
+            .strip_prefix("restored on display ")
+            .and_then(|m| m.split_whitespace().next())
+            .filter(|d| d.starts_with(':'))
+            .unwrap_or(saved)
+            .to_string()
+    }
+}
+
+/// What the offer at login says once the session is back: where, and how
+/// to get there (the key of its virtual terminal, when that is known).
+pub fn restored_words(on: &str, saved: &str, vt: Option<u32>) -> (String, String) {
+    let title = format!("Your session is back on display {on}");
+    let keys = match vt {
+        Some(n) => format!("Press Ctrl+Alt+F{n} to switch to it (its X server is on virtual terminal {n}), or use your login screen's “Switch User”."),
+        None => "Switch to it as you switch between logged-in users: with your login screen's “Switch User”, or the Ctrl+Alt+F key of the virtual terminal its X server runs on.".to_string(),
+    };
+    let how = format!("{keys} Programs you start there from this login need DISPLAY=");
+    let body = if on == saved {
+        format!("It runs where it was saved. {how}{on}.")
+    } else {
+        format!(
+            "Display {saved}, where it was saved, is this login's now, so it came back on {on}. {how}{on}."
+        )
+    };
+    (title, body)
 }
 
 #[cfg(test)]
@@ -366,6 +449,7 @@ mod tests {
             ("Screens".into(), owned(1u32.into())),
             ("Restorable".into(), owned(true.into())),
             ("Problem".into(), owned("".into())),
+            ("Pending".into(), owned(false.into())),
         ])
     }
 
@@ -379,6 +463,36 @@ mod tests {
             s.summary(s.created_us + two_hours),
             "2 hours ago · 18 MB · 1 window"
         );
+    }
+
+    #[test]
+    fn pending_snapshots_say_so_and_restores_say_where() {
+        let mut p = props();
+        p.insert("Pending".into(), owned(true.into()));
+        p.insert("Kind".into(), owned("logout".into()));
+        let s = SnapshotInfo::from_properties("/x", &p).unwrap();
+        assert!(s.summary(s.created_us).ends_with("waiting to be restored"));
+        assert!(s.pending_words().unwrap().contains("logged out"));
+        assert_eq!(
+            s.offer_text(s.created_us + 300_000_000),
+            "Your session on display :7 was saved when you logged out, 5 minutes ago, with 1 window: xterm."
+        );
+        let moved = JobEnd {
+            success: true,
+            error: String::new(),
+            message: "restored on display :8 (saved on :7, which another X server holds)".into(),
+        };
+        assert_eq!(moved.restored_on(":7"), ":8");
+        let home = JobEnd {
+            message: String::new(),
+            ..moved
+        };
+        assert_eq!(home.restored_on(":7"), ":7");
+        let (title, body) = restored_words(":8", ":7", None);
+        assert_eq!(title, "Your session is back on display :8");
+        assert!(body.contains("Display :7, where it was saved") && body.ends_with("DISPLAY=:8."));
+        let (_, body) = restored_words(":7", ":7", Some(2));
+        assert!(body.starts_with("It runs where it was saved. Press Ctrl+Alt+F2 to switch to it"));
     }
 
     #[test]

@@ -139,6 +139,7 @@ impl Window {
             self.add_action(&a);
         };
         plain("save", Self::save);
+        plain("save-logout", Self::ask_save_logout);
         plain("cancel-job", Self::cancel_job);
         plain("reconnect", Self::connect_hiberd);
         plain("delete", |w| {
@@ -185,6 +186,7 @@ impl Window {
         drop(st);
         for (name, on) in [
             ("save", idle),
+            ("save-logout", idle),
             ("restore", idle),
             ("cancel-job", connected),
             ("delete", any),
@@ -581,6 +583,56 @@ impl Window {
         d.present();
     }
 
+    /// Save and Log Out: asked first, since every window closes. hiberd
+    /// ends the session only once the snapshot is committed and read back
+    /// whole; a save that fails leaves it running, and says so here.
+    fn ask_save_logout(&self) {
+        if self.hiber().is_none() {
+            return;
+        }
+        let d = adw::MessageDialog::new(
+            Some(self),
+            Some("Save and Log Out?"),
+            Some("Every window of this session closes once it is saved. At your next login Hiber offers to bring it back as it was."),
+        );
+        d.add_responses(&[("cancel", "_Cancel"), ("logout", "_Log Out")]);
+        d.set_response_appearance("logout", adw::ResponseAppearance::Suggested);
+        d.set_default_response(Some("logout"));
+        d.set_close_response("cancel");
+        d.connect_response(
+            None,
+            glib::clone!(
+                #[weak(rename_to = w)]
+                self,
+                move |_, response| {
+                    if response == "logout" {
+                        w.start_save_logout();
+                    }
+                }
+            ),
+        );
+        d.present();
+    }
+
+    fn start_save_logout(&self) {
+        let Some(hiber) = self.hiber() else { return };
+        let display = self.display_name();
+        self.start_busy("Saving before logging out…");
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = w)]
+            self,
+            async move {
+                match bus::on_bus(async move { hiber.save_and_log_out(&display).await }).await {
+                    Ok(job) => w.follow_job(job, "save"),
+                    Err(e) => {
+                        w.stop_busy();
+                        w.failed("Saving Failed", &e);
+                    }
+                }
+            }
+        ));
+    }
+
     fn start_save(&self, hiber: Hiber, display: String) {
         self.start_busy("Starting the save…");
         glib::spawn_future_local(glib::clone!(
@@ -606,7 +658,9 @@ impl Window {
             #[weak(rename_to = w)]
             self,
             async move {
-                match bus::on_bus(async move { hiber.restore(&path).await }).await {
+                // On its display, or on a free one when an X server (a
+                // new login's) holds it: the toast says where.
+                match bus::on_bus(async move { hiber.restore_anywhere(&path).await }).await {
                     Ok(job) => w.follow_job(job, "restore"),
                     Err(e) => {
                         w.stop_busy();
@@ -744,7 +798,15 @@ impl Window {
                 },
             );
         } else if operation == "restore" {
-            self.toast("Session restored");
+            // hiberd's message is empty unless the session moved.
+            let moved = end.restored_on("");
+            if moved.is_empty() {
+                self.toast("Session restored");
+            } else {
+                self.toast(&format!(
+                    "Session restored on display {moved}: its own is taken"
+                ));
+            }
         } else {
             self.toast_saved();
         }

@@ -50,6 +50,38 @@ fn desktop_file_validates_and_names_the_binary_and_icon() {
     }
 }
 
+/// The autostart entry (installed in /etc/xdg/autostart): valid, not in
+/// menus, running the app's offer of a pending snapshot.
+#[test]
+fn autostart_entry_validates_and_runs_the_offer() {
+    let file = packaging().join("org.hiber.Hiber-offer.desktop");
+    validates(&["desktop-file-validate"], &file);
+    let text = std::fs::read_to_string(&file).expect("reading the autostart entry");
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("an Exec line");
+    let binary = Path::new(env!("CARGO_BIN_EXE_hiber-gtk"));
+    assert_eq!(
+        exec.split_whitespace().collect::<Vec<_>>(),
+        [
+            binary.file_name().and_then(|n| n.to_str()).unwrap(),
+            "--offer-pending"
+        ],
+        "Exec runs the app's offer"
+    );
+    assert!(text.lines().any(|l| l == "NoDisplay=true"), "{text}");
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .expect("reading gui/Cargo.toml");
+    assert!(
+        manifest.contains(
+            r#"["../packaging/org.hiber.Hiber-offer.desktop", "etc/xdg/autostart/", "644"]"#
+        ),
+        "the package installs it in /etc/xdg/autostart"
+    );
+}
+
 #[test]
 fn metainfo_validates() {
     validates(

@@ -462,6 +462,24 @@ impl Store {
         Ok(out)
     }
 
+    /// The ids of `uid`'s committed snapshots, without reading them: what
+    /// a service compares with the snapshots it serves, to find those
+    /// another writer of the store (`hiber session suspend`) added or
+    /// removed.
+    pub fn ids(&self, uid: u32) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.user_dir(uid)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| is_id(id))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// One snapshot of `uid`.
     pub fn entry(&self, uid: u32, id: &str) -> Result<SnapshotEntry> {
         let dir = self.image_dir(uid, id)?;
@@ -925,6 +943,12 @@ mod tests {
         let id = "display-7-20261206-230000";
         hiber_core::image::create_private_dir_all(&dir.join(id)).unwrap();
         assert!(store.pending(1500).unwrap().is_empty());
+        // Ids: committed images only, not one being written, nor the
+        // store's own directories.
+        hiber_core::image::create_private_dir_all(&dir.join("display-7-x.tmp-42")).unwrap();
+        hiber_core::image::create_private_dir_all(&snapshots::store_of(&dir)).unwrap();
+        assert_eq!(store.ids(1500), [id]);
+        assert!(store.ids(1501).is_empty());
         store.set_pending(1500, id, true).unwrap();
         let pending = store.pending(1500).unwrap();
         assert_eq!(pending.len(), 1);

@@ -304,6 +304,27 @@ pub fn hiberd_bin() -> PathBuf {
     p
 }
 
+/// The `hiber` CLI, next to this test's binary, built like [`hiberd_bin`].
+pub fn hiber_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_hiber-gtk")).with_file_name("hiber");
+    BUILT.call_once(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "hiber-session", "--bin", "hiber"]);
+        if p.parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release")
+        {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo to build hiber");
+        assert!(status.success(), "building hiber failed");
+    });
+    assert!(p.exists(), "{} is missing after building it", p.display());
+    p
+}
+
 /// polkit's side of the tests, written into `dir`: hiberd's packaged
 /// actions, and a rule that lets the test user (who has no logind session
 /// here, so polkit's defaults would ask it to authenticate) save, restore
@@ -416,6 +437,11 @@ impl Hiberd {
         }
     }
 
+    /// hiberd's store (`--state-dir`).
+    pub fn store(&self) -> PathBuf {
+        self.state.path().join("store")
+    }
+
     /// The snapshots in the test user's store.
     pub fn stored(&self) -> Vec<String> {
         let dir = self
@@ -476,34 +502,45 @@ impl Drop for Desktop {
 
 impl Desktop {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A desktop whose X server takes display `display` (a new login's,
+    /// on the display a suspended session was saved from).
+    pub fn start_on(display: u32) -> Self {
+        Self::start_with(Some(display))
+    }
+
+    fn start_with(fixed: Option<u32>) -> Self {
         let user = UserSession::new();
         let log = user.dir().join("xvfb.log");
         let number = user.dir().join("display");
         let out = fs::File::create(&number).expect("the display number file");
         std::os::unix::fs::chown(&number, Some(user::USER_UID), Some(user::USER_UID))
             .expect("chown the display file");
-        // -displayfd: Xvfb picks a free display and writes its number
-        // once it accepts clients.
-        let xvfb = Started::spawn(
+        // -displayfd: Xvfb writes the display's number once it accepts
+        // clients (picking a free one when none is given).
+        let mut args = vec![
             "Xvfb",
-            user.command(
-                &[
-                    "Xvfb",
-                    "-displayfd",
-                    "1",
-                    "-screen",
-                    "0",
-                    "1024x768x24",
-                    "-nolisten",
-                    "tcp",
-                ],
-                Some(&log),
-            )
-            .stdout(out),
-        );
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+        ];
+        let name = fixed.map(|d| format!(":{d}"));
+        if let Some(name) = &name {
+            args.insert(1, name);
+        }
+        let xvfb = Started::spawn("Xvfb", user.command(&args, Some(&log)).stdout(out));
         let display: u32 = first_line("Xvfb's display number", &number)
             .parse()
             .expect("Xvfb printed a display number");
+        if let Some(d) = fixed {
+            assert_eq!(display, d, "Xvfb took the display it was given");
+        }
         let bus_file = user.dir().join("session-bus");
         let out = fs::File::create(&bus_file).expect("the session bus file");
         std::os::unix::fs::chown(&bus_file, Some(user::USER_UID), Some(user::USER_UID))
@@ -556,6 +593,15 @@ impl Desktop {
         pid
     }
 
+    /// Reap what this test started and has ended (a session ended by a
+    /// suspend): a zombie would still hold its pid, which the restore
+    /// needs.
+    pub fn reap(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.try_wait();
+        }
+    }
+
     /// The session ends: every process of it, and those this test started
     /// reaped (a zombie would still hold its pid).
     pub fn end_session(&mut self) {
@@ -568,21 +614,25 @@ impl Desktop {
     /// End every process of this desktop's session, wherever it came from
     /// (started here, activated by its bus, or restored by hiberd): they
     /// all carry this session's own XDG_RUNTIME_DIR.
-    pub fn end_all(&self) {
+    /// The live processes of this desktop's session, wherever they came
+    /// from: they all carry its own XDG_RUNTIME_DIR.
+    pub fn running(&self) -> Vec<i32> {
         let mark = format!("XDG_RUNTIME_DIR={}", self.user.runtime.display());
-        let members = || -> Vec<i32> {
-            let Ok(dir) = fs::read_dir("/proc") else {
-                return Vec::new();
-            };
-            dir.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| {
-                    fs::read(format!("/proc/{pid}/environ"))
-                        .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
-                        && alive(*pid)
-                })
-                .collect()
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return Vec::new();
         };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mark.as_bytes()))
+                    && alive(*pid)
+            })
+            .collect()
+    }
+
+    pub fn end_all(&self) {
+        let members = || self.running();
         for pid in members() {
             terminate(pid);
         }

@@ -8,7 +8,7 @@ use hiber_core::{CheckpointError, Stage};
 use hiber_session::discover::{FindOptions, SessionSet};
 use hiber_session::display_session::{self, SaveOptions, SessionError};
 use hiber_session::services::{self, ServiceRules};
-use hiber_session::{format, snapshots};
+use hiber_session::{format, snapshots, system_store};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -45,6 +45,26 @@ pub enum SessionCommand {
         /// first free display number above it.
         #[arg(long)]
         free_display: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend the session on a display: save it into hiberd's store
+    /// (kind logout, pending), read the image back, and end the session
+    /// only once it is whole; the app offers it back at the next login.
+    Suspend {
+        /// The X display, `:N` [default: $DISPLAY].
+        #[arg(long, short)]
+        display: Option<String>,
+        /// Whose session it must be [default: the display's owner].
+        #[arg(long)]
+        user: Option<u32>,
+        /// A name for the snapshot [default: its id].
+        #[arg(long)]
+        name: Option<String>,
+        /// hiberd's store [default: $HIBER_STATE_DIR, else /var/lib/hiber].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -178,6 +198,13 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             };
             restore(&snapshot, choice, json)
         }
+        SessionCommand::Suspend {
+            display,
+            user,
+            name,
+            state_dir,
+            json,
+        } => suspend(display, user, name, state_dir, json),
         SessionCommand::List { json } => list(json),
         SessionCommand::Rm { names } => rm(&names),
     }
@@ -434,6 +461,115 @@ fn restore(what: &str, choice: display_session::DisplayChoice, json: bool) -> Re
                 f.fd
             ),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The progress of a suspend, on a terminal.
+struct SuspendProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl system_store::JobControl for SuspendProgress {
+    fn progress(&self, p: system_store::Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(p.stage);
+            bar.tick();
+        }
+    }
+}
+
+/// Save `display`'s session as hiberd's `SaveSession` with `stop` and kind
+/// `logout` does (the same `system_store` call): into the root-owned
+/// store, marked pending before it starts, verified before the session
+/// ends.
+fn suspend(
+    display: Option<String>,
+    user: Option<u32>,
+    name: Option<String>,
+    state_dir: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode> {
+    let target = Target {
+        display,
+        user: None,
+        exclude: Vec::new(),
+    };
+    let display = target.display()?;
+    let base = state_dir
+        .or_else(|| std::env::var_os("HIBER_STATE_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| system_store::DEFAULT_BASE.into());
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "hiber session suspend writes hiberd's store {}, which is root's alone: run it as root, \
+             or let hiberd do it (the app's Save and Log Out, or: busctl call org.hiber.Hiber1 \
+             /org/hiber/Hiber1 org.hiber.Hiber1.Manager SaveSession 'sa{{sv}}' :{display} 2 kind s logout stop b true)",
+            base.display()
+        );
+    }
+    let owner = match user {
+        Some(u) => u,
+        None => system_store::display_owner(display)
+            .with_context(|| format!("finding whose session display :{display} is"))?,
+    };
+    let store = system_store::Store::new(&base);
+    let req = system_store::SaveRequest {
+        display,
+        owner,
+        name,
+        kind: system_store::SaveKind::Logout,
+        stop: true,
+    };
+    let bar = (std::io::stderr().is_terminal() && !json).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+        bar
+    });
+    let progress = SuspendProgress { bar };
+    let started = std::time::Instant::now();
+    let result = store.save(&req, &progress);
+    if let Some(bar) = &progress.bar {
+        bar.finish_and_clear();
+    }
+    let entry = match result {
+        Ok(e) => e,
+        Err(system_store::ServiceError::Refused { refusals }) => {
+            eprintln!("hiber: the session cannot be saved; it keeps running:\n{refusals}");
+            return Ok(ExitCode::from(EXIT_REFUSED));
+        }
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "suspending the session on display :{display} into {}; it keeps running",
+                    base.display()
+                )
+            })
+        }
+    };
+    let elapsed = started.elapsed();
+    if json {
+        let out = serde_json::json!({
+            "display": display,
+            "uid": entry.uid,
+            "id": entry.id,
+            "dir": store.user_dir(entry.uid).join(&entry.id),
+            "pending": entry.pending,
+            "windows": entry.windows.len(),
+            "size": entry.size,
+            "elapsed_ms": elapsed.as_secs_f64() * 1e3,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "suspended the session on display :{display} (uid {}, {} windows) in {}: snapshot {} in {}, {}; the session has ended and is offered back at the next login",
+            entry.uid,
+            entry.windows.len(),
+            format::millis(elapsed),
+            entry.id,
+            store.user_dir(entry.uid).display(),
+            format::bytes(entry.size),
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
