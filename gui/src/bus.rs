@@ -44,6 +44,8 @@ trait Manager {
         options: HashMap<&str, Value<'_>>,
     ) -> zbus::Result<OwnedObjectPath>;
     fn list_snapshots(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    fn set_save_before_sleep(&self, enabled: bool) -> zbus::Result<()>;
+    fn get_save_before_sleep(&self) -> zbus::Result<bool>;
 }
 
 #[proxy(
@@ -421,6 +423,28 @@ impl Hiber {
             .await
             .map_err(Failure::from_zbus)?;
         Ok(job.to_string())
+    }
+
+    /// Whether hiberd saves this user's sessions before the machine sleeps.
+    pub async fn save_before_sleep(&self) -> Result<bool, Failure> {
+        self.manager()
+            .await?
+            .get_save_before_sleep()
+            .await
+            .map_err(Failure::from_zbus)
+    }
+
+    /// Opt in or out of saving before sleep; what hiberd keeps now.
+    pub async fn set_save_before_sleep(&self, enabled: bool) -> Result<bool, Failure> {
+        let manager = self.manager().await?;
+        manager
+            .set_save_before_sleep(enabled)
+            .await
+            .map_err(Failure::from_zbus)?;
+        manager
+            .get_save_before_sleep()
+            .await
+            .map_err(Failure::from_zbus)
     }
 
     /// Save `display`'s session and end it once the snapshot is committed

@@ -165,6 +165,15 @@ impl Window {
             ));
             self.add_action(&a);
         };
+        // A check item whose state is hiberd's setting: read once
+        // connected, and changed only by hiberd's answer.
+        let sleep = gio::SimpleAction::new_stateful("save-before-sleep", None, &false.to_variant());
+        sleep.connect_activate(glib::clone!(
+            #[weak(rename_to = w)]
+            self,
+            move |a, _| w.toggle_save_before_sleep(a)
+        ));
+        self.add_action(&sleep);
         with_path("restore", Self::restore);
         with_path("rename-snapshot", Self::ask_rename);
         with_path("delete-snapshot", Self::ask_delete);
@@ -194,6 +203,7 @@ impl Window {
             ("delete-snapshot", connected),
             ("rename-snapshot", connected),
             ("details", connected),
+            ("save-before-sleep", connected),
         ] {
             if let Some(a) = self.action(name) {
                 a.set_enabled(on);
@@ -236,6 +246,7 @@ impl Window {
                         info!(snapshots = list.len(), "connected to hiberd");
                         w.imp().state.borrow_mut().hiber = Some(hiber);
                         w.set_snapshots(list);
+                        w.fetch_save_before_sleep();
                     }
                     Err(failure) => {
                         w.unavailable(&failure);
@@ -248,6 +259,56 @@ impl Window {
                     }
                     w.on_event(ev);
                 }
+            }
+        ));
+    }
+
+    // --- save before sleep ----------------------------------------------
+
+    fn fetch_save_before_sleep(&self) {
+        let Some(hiber) = self.hiber() else { return };
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = w)]
+            self,
+            async move {
+                match bus::on_bus(async move { hiber.save_before_sleep().await }).await {
+                    Ok(on) => {
+                        if let Some(a) = w.action("save-before-sleep") {
+                            a.set_state(&on.to_variant());
+                        }
+                    }
+                    Err(failure) => warn!(%failure, "cannot read the save-before-sleep setting"),
+                }
+            }
+        ));
+    }
+
+    fn toggle_save_before_sleep(&self, action: &gio::SimpleAction) {
+        let Some(hiber) = self.hiber() else { return };
+        let want = !action
+            .state()
+            .and_then(|v| v.get::<bool>())
+            .unwrap_or(false);
+        // One change at a time; the item shows hiberd's answer.
+        action.set_enabled(false);
+        glib::spawn_future_local(glib::clone!(
+            #[weak(rename_to = w)]
+            self,
+            #[weak]
+            action,
+            async move {
+                match bus::on_bus(async move { hiber.set_save_before_sleep(want).await }).await {
+                    Ok(on) => {
+                        action.set_state(&on.to_variant());
+                        w.toast(if on {
+                            "Your sessions will be saved before the computer sleeps"
+                        } else {
+                            "Your sessions will no longer be saved before sleep"
+                        });
+                    }
+                    Err(failure) => w.failed("Cannot Change Saving Before Sleep", &failure),
+                }
+                action.set_enabled(w.hiber().is_some());
             }
         ));
     }

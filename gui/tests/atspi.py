@@ -447,7 +447,13 @@ def run(cmd, args):
         print("gone")
     elif cmd == "press":
         role, name = args[0], args[1]
-        objs = until(f"{role} {name!r} in {APP}", seconds(2), lambda a: matches(a, role, name) or None)
+
+        def actionable(a):
+            # A GtkMenuButton shows as a button holding a button of the
+            # same name: the inner one is the one that acts.
+            return [o for o in matches(a, role, name) if o.queryAction().nActions > 0] or None
+
+        objs = until(f"{role} {name!r} that acts in {APP}", seconds(2), actionable)
         ok = press(objs[0])
         print("pressed" if ok else "refused")
         if not ok:
