@@ -255,8 +255,13 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one under /var/tmp)")
+    ap.add_argument("--hiber", default=None,
+                    help="the hiber binary to measure (default: this checkout's release build, built if missing)")
     a = ap.parse_args()
-    if not os.path.exists(HIBER):
+    global HIBER
+    if a.hiber:
+        HIBER = os.path.abspath(a.hiber)
+    elif not os.path.exists(HIBER):
         subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "hiber-session"], cwd=ROOT, check=True)
     base = a.dir or tempfile.mkdtemp(prefix="hiber-bench-desktop-", dir="/var/tmp")
     rows = []
