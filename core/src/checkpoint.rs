@@ -1092,7 +1092,7 @@ fn checkpoint_once(
             FileKind::Detached(d) => Some(&**d),
             _ => None,
         }));
-    snapshot.pipes = std::mem::take(&mut files.pipes.pipes);
+    snapshot.pipes = files.take_pipes();
     snapshot.shmem = std::mem::take(&mut shmem.objects);
     go_on("committing")?;
     progress(Stage::Committing);

@@ -579,7 +579,7 @@ pub fn restore_onto(
             "session restored onto another display"
         );
     }
-    let pending = hiber_core::files::service_file::pending(&snap);
+    let pending = snap.pending_service_files();
     drop(snap);
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.

@@ -5,9 +5,11 @@
 //! other end no saved process holds is Reset: restored with that end closed,
 //! so the reader sees end-of-file after the saved data, and a writer EPIPE.
 
-use super::{set_status_flags, FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
+use crate::sys::fd::set_status_flags;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -23,17 +25,6 @@ pub struct PipeEnd {
     pub pipe: usize,
     pub read: bool,
     pub write: bool,
-}
-
-impl PipeEnd {
-    pub fn describe(&self) -> String {
-        let end = match (self.read, self.write) {
-            (true, true) => "read/write end",
-            (true, false) => "read end",
-            _ => "write end",
-        };
-        format!("pipe #{} {end}", self.pipe)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +91,7 @@ impl PipeTable {
         flags: u32,
         st: &libc::stat,
         creds: Option<&crate::creds::Creds>,
-    ) -> FileKind {
+    ) -> PipeEnd {
         let (pid, fd) = holder;
         let key = (st.st_dev, st.st_ino);
         // A FIFO removed while open has no name left: nobody can open it
@@ -133,7 +124,7 @@ impl PipeTable {
             write: acc != libc::O_RDONLY,
         };
         self.holders.push((pid, fd, end));
-        FileKind::Pipe(end)
+        end
     }
 
     pub(super) fn reason(&self, end: &PipeEnd) -> String {
@@ -417,5 +408,52 @@ impl PipeEnds {
         };
         set_status_flags(&fd, flags & !(libc::O_ACCMODE as u32)).map_err(err)?;
         Ok(fd)
+    }
+}
+
+impl FdKind for PipeEnd {
+    type Seen = PipeTable;
+    /// Made by `files::restore_all` from the image's pipes
+    /// (`Snapshot::pipes`), which no file record holds.
+    type Opening = PipeEnds;
+
+    fn describe(&self) -> String {
+        let end = match (self.read, self.write) {
+            (true, true) => "read/write end",
+            (true, false) => "read end",
+            _ => "write end",
+        };
+        format!("pipe #{} {end}", self.pipe)
+    }
+
+    fn reason(&self, _: &Probe<'_>, pipes: &PipeTable) -> String {
+        pipes.reason(self)
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.file_type() == libc::S_IFIFO
+    }
+
+    fn checkpoint(
+        fd: &Probe<'_>,
+        pipes: &mut PipeTable,
+        _: &mut Collecting<'_>,
+    ) -> Result<Self, Unsaved> {
+        Ok(pipes.checkpoint(
+            (fd.pid, fd.fd),
+            fd.target,
+            fd.file,
+            fd.flags,
+            fd.stat,
+            fd.creds,
+        ))
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<PipeEnds> {
+        Ok(PipeEnds { ends: Vec::new() })
+    }
+
+    fn restore(&self, flags: u32, ends: &mut PipeEnds, _: &Restoring<'_>) -> FileResult<Opened> {
+        ends.open(self, flags).map(Opened::from)
     }
 }

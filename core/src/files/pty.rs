@@ -53,8 +53,10 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::{FileError, FileKind, Refusal};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -145,12 +147,6 @@ pub struct DevTty {
     /// controlling terminal of `hiber restore`.
     #[serde(default)]
     pub external: bool,
-}
-
-impl DevTty {
-    pub fn describe(&self) -> String {
-        format!("/dev/tty (controlling terminal pty {})", self.index)
-    }
 }
 
 /// The bytes queued for a slave's reader, as read out.
@@ -262,11 +258,7 @@ fn canonical(t: &libc::termios) -> bool {
 }
 
 /// Classify one pty end (`held` is our copy of the program's fd).
-pub(super) fn checkpoint(
-    held: &OwnedFd,
-    master: bool,
-    slave_index: Option<u32>,
-) -> Result<FileKind, Refusal> {
+fn checkpoint(held: &OwnedFd, master: bool, slave_index: Option<u32>) -> Result<PtyEnd, Refusal> {
     let fd = held.as_raw_fd();
     let e = |what: &'static str| move |err: io::Error| format!("{what}: {err}");
     let index = match slave_index {
@@ -290,7 +282,7 @@ pub(super) fn checkpoint(
             ioctl_int(fd, libc::TIOCGPGRP).unwrap_or(0),
         )
     };
-    Ok(FileKind::Pty(PtyEnd {
+    Ok(PtyEnd {
         index,
         master,
         termios: termios_of(fd).map_err(e("reading termios"))?,
@@ -303,39 +295,27 @@ pub(super) fn checkpoint(
         output: Vec::new(),
         input: Vec::new(),
         input_lines: Vec::new(),
-    }))
+    })
 }
 
 /// Classify an open file of `/dev/tty` from its holder's `tty_nr` and
 /// session (`/proc/PID/stat`); whether it can be restored is decided once
 /// every process is seen.
-pub(super) fn checkpoint_dev_tty(tty_nr: i32, session: i32) -> Result<FileKind, String> {
+fn checkpoint_dev_tty(tty_nr: i32, session: i32) -> Result<DevTty, String> {
     if tty_nr == 0 {
         return Err("/dev/tty is open but the process has no controlling terminal any more".into());
     }
     let index = pty_of_tty_nr(tty_nr).ok_or_else(|| {
         format!("/dev/tty is open on a controlling terminal that is not a pseudo-terminal (tty_nr {tty_nr:#x})")
     })?;
-    Ok(FileKind::DevTty(DevTty {
+    Ok(DevTty {
         index,
         session,
         external: false,
-    }))
+    })
 }
 
 impl PtyEnd {
-    pub fn describe(&self) -> String {
-        format!(
-            "pty {} {}",
-            self.index,
-            if self.master { "master" } else { "slave" }
-        )
-    }
-
-    pub fn chunks(&self) -> Vec<&ChunkRef> {
-        self.output.iter().chain(&self.input).collect()
-    }
-
     /// Store `output` (master) or `input` (slave) in the image.
     pub(super) fn dump_queue(
         &mut self,
@@ -833,7 +813,7 @@ impl DevTty {
     /// terminal is opened by its leader once it has it (`restore::node`):
     /// meanwhile `/dev/null` holds its place. An outside session's is the
     /// restorer's own controlling terminal.
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         if !self.external {
             return open_flags("/dev/null", libc::O_RDWR).map_err(err(
                 "opening /dev/null to hold the place of a /dev/tty file",
@@ -863,7 +843,7 @@ fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
 
 /// Ptys being restored: both ends of a pair are made at the first one met.
 #[derive(Debug, Default)]
-pub(super) struct PtyPairs {
+struct PtyPairs {
     /// By saved index: the master and the slave (None: its holder is
     /// outside the image, so it is closed and the other end sees a hang-up).
     open: HashMap<u32, (Option<OwnedFd>, Option<OwnedFd>)>,
@@ -968,6 +948,109 @@ impl PtyPairs {
             flags as i32 & KEPT_FLAGS,
         )
         .map_err(err("reopening a pty slave"))
+    }
+}
+
+impl FdKind for PtyEnd {
+    type Seen = ();
+    type Opening = PtyOpening;
+
+    fn describe(&self) -> String {
+        format!(
+            "pty {} {}",
+            self.index,
+            if self.master { "master" } else { "slave" }
+        )
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into()
+    }
+
+    fn chunks(&self) -> Vec<&ChunkRef> {
+        self.output.iter().chain(&self.input).collect()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        let (major, minor) = fd.rdev();
+        fd.file_type() == libc::S_IFCHR && (is_master(major, minor) || is_slave_major(major))
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        let (major, minor) = fd.rdev();
+        Ok(if is_master(major, minor) {
+            checkpoint(fd.file, true, None)?
+        } else {
+            checkpoint(fd.file, false, Some((major - 136) * 256 + minor))?
+        })
+    }
+
+    fn opening(all: &[&Self], _: &Restoring<'_>) -> FileResult<PtyOpening> {
+        Ok(PtyOpening {
+            pairs: PtyPairs::default(),
+            ends: all.iter().map(|p| (*p).clone()).collect(),
+        })
+    }
+
+    fn restore(
+        &self,
+        flags: u32,
+        opening: &mut PtyOpening,
+        cx: &Restoring<'_>,
+    ) -> FileResult<Opened> {
+        let PtyOpening { pairs, ends } = opening;
+        let other = |index: u32, master: bool| {
+            ends.iter()
+                .find(|p| p.index == index && p.master == master)
+                .cloned()
+        };
+        pairs.open(self, flags, &other, cx.image).map(Opened::from)
+    }
+}
+
+/// Ptys being restored: the pairs made, and every saved end (to find the
+/// other end of a pair).
+#[derive(Debug)]
+pub struct PtyOpening {
+    pairs: PtyPairs,
+    ends: Vec<PtyEnd>,
+}
+
+impl FdKind for DevTty {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("/dev/tty (controlling terminal pty {})", self.index)
+    }
+
+    fn policy(&self) -> Policy {
+        if self.external {
+            Policy::Reopen
+        } else {
+            Policy::Restore
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "opened again as /dev/tty on the restored controlling terminal".into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        let (major, minor) = fd.rdev();
+        fd.file_type() == libc::S_IFCHR && is_dev_tty(major, minor)
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint_dev_tty(fd.tty_nr, fd.session)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
     }
 }
 

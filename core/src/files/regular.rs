@@ -1,7 +1,8 @@
 //! Regular files, including files deleted while open ("ghosts", whose
 //! contents go into the image), and directories.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
@@ -32,17 +33,6 @@ pub struct Ghost {
 }
 
 impl RegularFile {
-    pub fn describe(&self) -> String {
-        match self.ghost {
-            Some(_) => format!("deleted file {}", self.path.display()),
-            None => format!("regular file {}", self.path.display()),
-        }
-    }
-
-    pub fn chunks(&self) -> Vec<&ChunkRef> {
-        self.ghost.iter().flat_map(|g| g.chunks.iter()).collect()
-    }
-
     pub(super) fn dump_ghost(
         &mut self,
         held: &OwnedFd,
@@ -79,7 +69,7 @@ impl RegularFile {
         Ok(())
     }
 
-    pub(super) fn restore(&self, flags: u32, image: &ImageReader) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32, image: &ImageReader) -> Result<OwnedFd, FileError> {
         // Open-time flags never reach open() (validation refuses them too);
         // nor does O_TMPFILE's own bit, which would ask for a directory.
         let tmpfile_bit = libc::O_TMPFILE & !libc::O_DIRECTORY;
@@ -192,7 +182,7 @@ pub(super) fn checkpoint(
     target: &Path,
     info: &FdInfo,
     st: &libc::stat,
-) -> Result<FileKind, String> {
+) -> Result<RegularFile, String> {
     let text = target.to_string_lossy();
     let (path, deleted) = match text.strip_suffix(" (deleted)") {
         Some(p) if st.st_nlink == 0 => (PathBuf::from(p), true),
@@ -222,11 +212,11 @@ pub(super) fn checkpoint(
     } else {
         None
     };
-    Ok(FileKind::Regular(RegularFile {
+    Ok(RegularFile {
         path,
         pos: info.pos,
         ghost,
-    }))
+    })
 }
 
 fn cpath(path: &Path) -> Result<CString, FileError> {
@@ -302,13 +292,13 @@ pub fn open_as(
         e => e,
     })?;
     if flags & libc::O_NONBLOCK == 0 {
-        super::set_status_flags(&fd, (flags & !libc::O_ACCMODE) as u32).map_err(|source| {
-            FileError::Path {
+        crate::sys::fd::set_status_flags(&fd, (flags & !libc::O_ACCMODE) as u32).map_err(
+            |source| FileError::Path {
                 op: "clearing O_NONBLOCK on",
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     Ok(fd)
 }
@@ -394,3 +384,42 @@ fn restore_ghost(
 
 /// Mode bits a recreated deleted file keeps: no setuid, setgid or sticky.
 pub const GHOST_MODE_BITS: u32 = 0o777;
+
+impl FdKind for RegularFile {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        match self.ghost {
+            Some(_) => format!("deleted file {}", self.path.display()),
+            None => format!("regular file {}", self.path.display()),
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        match self.ghost {
+            Some(_) => "deleted while open: contents saved in the image".into(),
+            None => super::kind::RECREATED.into(),
+        }
+    }
+
+    fn chunks(&self) -> Vec<&ChunkRef> {
+        self.ghost.iter().flat_map(|g| g.chunks.iter()).collect()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.file_type() == libc::S_IFREG && !fd.name.starts_with("/memfd:")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.pid, fd.fd, fd.target, fd.info, fd.stat)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), cx: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags, cx.image).map(Opened::from)
+    }
+}

@@ -767,7 +767,7 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
                 check_data(field, "the deleted file's contents", &g.chunks, g.size)?;
             }
         }
-        FileKind::Directory { path } => check_path(field, "path", path)?,
+        FileKind::Directory(d) => check_path(field, "path", &d.path)?,
         FileKind::Memfd(m) => {
             if m.object >= snap.shmem.len() {
                 return Err(bad(
@@ -896,7 +896,7 @@ fn kind_name(kind: &FileKind) -> &'static str {
     match kind {
         FileKind::Regular(_) => "regular",
         FileKind::Memfd(_) => "memfd",
-        FileKind::Directory { .. } => "directory",
+        FileKind::Directory(_) => "directory",
         FileKind::Pipe(_) => "pipe",
         FileKind::CharDevice(_) => "char_device",
         FileKind::Detached(_) => "detached",

@@ -61,3 +61,23 @@ pub fn queued_bytes(fd: RawFd) -> io::Result<i32> {
     }
     Ok(v)
 }
+
+/// Set a fd's file status flags (`F_SETFL`: `O_NONBLOCK`, `O_APPEND`…).
+pub fn set_status_flags(fd: &OwnedFd, flags: u32) -> io::Result<()> {
+    // SAFETY: F_SETFL on an open fd with an integer argument.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A copy of `fd` at the lowest free number at or above `base`, close-on-exec.
+pub fn dup_above(fd: &OwnedFd, base: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd or -1.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
