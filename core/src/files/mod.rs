@@ -155,22 +155,8 @@ impl FileTable {
             .iter()
             .find(|m| target.starts_with(&m.path))
         {
-            // Recorded from /proc alone: root may not look into the
-            // mount. A lock on it could not be taken again.
-            if info.extra.iter().any(|(k, _)| k == "lock") {
-                report.add(
-                    pid,
-                    Subject::Fd { fd },
-                    format!("file {} of a left-out FUSE server", target.display()),
-                    Policy::Refuse,
-                    "it holds a lock, which a reopen by path cannot take again",
-                );
-                return Ok(None);
-            }
             let file = service_file::ServiceFile::record(&target, &info, mount);
-            return self
-                .collect_service_file(pid, fd, &holder.pidfd, &info, file, report)
-                .map(Some);
+            return self.collect_service_file(holder, fd, &info, file, report);
         }
         let local = pidfd_getfd(&holder.pidfd, fd).map_err(|source| FileError::Fd {
             pid,
@@ -222,29 +208,9 @@ impl FileTable {
                     shmem,
                     left_out_mounts: &holder.left_out_mounts,
                 };
-                let (kind, reason) = match classify(&probe, &mut self.seen, &mut cx)? {
-                    Ok(saved) => saved,
-                    Err(Refusal {
-                        reason,
-                        transient,
-                        what,
-                    }) => {
-                        let what = what.unwrap_or(name);
-                        if transient {
-                            report.refuse_for_now(pid, Subject::Fd { fd }, what, reason);
-                        } else {
-                            report.add(pid, Subject::Fd { fd }, what, Policy::Refuse, reason);
-                        }
-                        return Ok(None);
-                    }
+                let Some(kind) = save_or_refuse(&probe, &mut self.seen, &mut cx, report)? else {
+                    return Ok(None);
                 };
-                report.add(
-                    pid,
-                    Subject::Fd { fd },
-                    kind.describe(),
-                    kind.policy(),
-                    reason,
-                );
                 self.push_file(OpenFile { flags, kind }, local, key)
             }
         };
@@ -283,16 +249,28 @@ impl FileTable {
     /// Adds a file of a left-out service's mount, sharing the open file
     /// description already saved when another fd holds it (pidfd_getfd
     /// and kcmp do not reach into the file system).
+    /// Recorded from /proc alone: root may not look into the mount. A lock
+    /// on it could not be taken again.
     fn collect_service_file(
         &mut self,
-        pid: i32,
+        holder: &Holder,
         fd: i32,
-        pidfd: &OwnedFd,
         info: &FdInfo,
         file: service_file::ServiceFile,
         report: &mut Report,
-    ) -> Result<FdImage> {
-        let local = pidfd_getfd(pidfd, fd).map_err(|source| FileError::Fd {
+    ) -> Result<Option<FdImage>> {
+        let pid = holder.pid;
+        if info.extra.iter().any(|(k, _)| k == "lock") {
+            report.add(
+                pid,
+                Subject::Fd { fd },
+                format!("file {} of a left-out FUSE server", file.path.display()),
+                Policy::Refuse,
+                "it holds a lock, which a reopen by path cannot take again",
+            );
+            return Ok(None);
+        }
+        let local = pidfd_getfd(&holder.pidfd, fd).map_err(|source| FileError::Fd {
             pid,
             fd,
             op: "pidfd_getfd",
@@ -323,11 +301,11 @@ impl FileTable {
             f.what_happens(),
         );
         self.holders.push((pid, fd, i));
-        Ok(FdImage {
+        Ok(Some(FdImage {
             fd,
             cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
             file: i,
-        })
+        }))
     }
 
     /// The device number of the primary DRM card `pid` holds when it is an
@@ -672,19 +650,31 @@ struct Holder {
     left_out_mounts: Vec<PathBuf>,
 }
 
-/// The kind `fd` is saved as and why, or why it is refused; Err stops the
-/// checkpoint.
-fn classify(
+/// The kind `fd` is saved as, reported with why; None when it is refused
+/// (reported too). Err stops the checkpoint.
+fn save_or_refuse(
     fd: &Probe<'_>,
     seen: &mut table::Seen,
     cx: &mut Collecting<'_>,
-) -> Result<std::result::Result<(FileKind, String), Refusal>> {
-    match table::checkpoint(fd, seen, cx) {
-        Some(Ok(saved)) => Ok(Ok(saved)),
-        Some(Err(Unsaved::Refused(r))) => Ok(Err(r)),
-        Some(Err(Unsaved::Failed(e))) => Err(e),
-        None => Ok(Err(table::unclaimed(fd))),
+    report: &mut Report,
+) -> Result<Option<FileKind>> {
+    let subject = Subject::Fd { fd: fd.fd };
+    let refusal = match table::checkpoint(fd, seen, cx) {
+        Some(Ok((kind, reason))) => {
+            report.add(fd.pid, subject, kind.describe(), kind.policy(), reason);
+            return Ok(Some(kind));
+        }
+        Some(Err(Unsaved::Failed(e))) => return Err(e),
+        Some(Err(Unsaved::Refused(r))) => r,
+        None => table::unclaimed(fd),
+    };
+    let what = refusal.what.unwrap_or_else(|| fd.name.to_string());
+    if refusal.transient {
+        report.refuse_for_now(fd.pid, subject, what, refusal.reason);
+    } else {
+        report.add(fd.pid, subject, what, Policy::Refuse, refusal.reason);
     }
+    Ok(None)
 }
 
 /// The open files made by [`restore_all`].
