@@ -97,6 +97,14 @@ fn rlimits(pid: i32) -> Result<Vec<Rlimit>> {
         .collect())
 }
 
+/// A process left out of the image: the report says why.
+struct Refused;
+
+/// The steps of [`inspect_process`] that may refuse the process.
+type Step<T> = std::result::Result<T, Refused>;
+
+// Just over ~80 lines: the steps in order, each named, and the image
+// record they fill.
 fn inspect_process(
     fp: &FrozenProcess,
     flags: Option<&crate::procfs::FlagsHint>,
@@ -116,15 +124,103 @@ fn inspect_process(
         threads: fp.threads.len(),
         zombie: fp.zombie,
     });
-    let creds = Creds::from_status(&status);
-    let base = ProcessImage {
+    let base = base_image(fp, &stat, &status);
+    if fp.zombie {
+        report.add(
+            pid,
+            Subject::Process,
+            "zombie",
+            Policy::Restore,
+            "recreated as a zombie with its exit status",
+        );
+        return Ok(Some(ProcessImage {
+            zombie_status: Some(stat.exit_code),
+            ..base
+        }));
+    }
+    let Ok(live_threads) = live_threads(fp, &dir, &stat.comm, report) else {
+        return Ok(None);
+    };
+    let Ok(namespaces) = namespaces_of(fp, &dir, &status, report)? else {
+        return Ok(None);
+    };
+    let t0 = std::time::Instant::now();
+    let smaps = dir.smaps_hinted(flags)?;
+    refuse_left_out_mappings(pid, &smaps, files, report);
+    let vmas = memory::classify(pid, &smaps, shmem, devices, report);
+    let t_mem = t0.elapsed();
+    let fds = files.collect(pid, shmem, report)?;
+    if let Some(ns) = &namespaces {
+        report_namespaces(pid, ns, &status.ns_pid, &fds, files, report);
+    }
+    let t_files = t0.elapsed();
+    let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
+    let (cwd, root, cwd_gone, root_gone) = cwd_and_root(pid, &dir, report)?;
+    let exe = dir
+        .exe()
+        .ok()
+        .filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
+    let Ok(()) = seccomp_allowed(pid, status.seccomp, report) else {
+        return Ok(None);
+    };
+    let Ok((brk, sigactions, mut threads, timers)) =
+        inspect_from_inside(pid, &smaps, &status, &live_threads, report)?
+    else {
+        return Ok(None);
+    };
+    let Ok(seccomp_filters) = thread_seccomp(pid, &status, &base.creds, &mut threads, report)?
+    else {
+        return Ok(None);
+    };
+    let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
+    tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");
+    let ctty = (stat.session == pid)
+        .then(|| crate::files::pty::pty_of_tty_nr(stat.tty_nr))
+        .flatten();
+    Ok(Some(ProcessImage {
+        ctty,
+        timers,
+        locks,
+        job_stop: fp.job_stop,
+        cwd,
+        root,
+        cwd_gone,
+        root_gone,
+        umask: status.umask.unwrap_or(0o022),
+        personality: dir.personality()?,
+        rlimits: rlimits(pid)?,
+        mm: Some(MmImage {
+            vmas,
+            fields: mm_fields(&stat, brk),
+            auxv: dir.auxv()?,
+            exe,
+        }),
+        threads,
+        sigactions,
+        shared_pending,
+        fds,
+        seccomp_filters,
+        namespaces,
+        ..base
+    }))
+}
+
+/// What `/proc/PID/stat` and `status` give of a process; the rest is
+/// filled in by [`inspect_process`].
+fn base_image(
+    fp: &FrozenProcess,
+    stat: &crate::procfs::Stat,
+    status: &crate::procfs::Status,
+) -> ProcessImage {
+    let pid = fp.pid;
+    ProcessImage {
         pid,
         ppid: fp.ppid,
         pgid: stat.pgrp,
         sid: stat.session,
         comm: stat.comm.clone(),
         zombie_status: None,
-        creds,
+        creds: Creds::from_status(status),
         cwd: PathBuf::new(),
         root: PathBuf::new(),
         cwd_gone: false,
@@ -145,20 +241,18 @@ fn inspect_process(
         seccomp_filters: Vec::new(),
         namespaces: None,
         ns_pids: status.ns_pid.iter().skip(1).copied().collect(),
-    };
-    if fp.zombie {
-        report.add(
-            pid,
-            Subject::Process,
-            "zombie",
-            Policy::Restore,
-            "recreated as a zombie with its exit status",
-        );
-        return Ok(Some(ProcessImage {
-            zombie_status: Some(stat.exit_code),
-            ..base
-        }));
     }
+}
+
+/// The threads saved (those that ended during the freeze are not), with
+/// the process's finding; refused when the main thread has ended.
+fn live_threads(
+    fp: &FrozenProcess,
+    dir: &ProcDir,
+    comm: &str,
+    report: &mut Report,
+) -> Step<Vec<i32>> {
+    let pid = fp.pid;
     let exited_threads: Vec<i32> = fp
         .threads
         .iter()
@@ -173,11 +267,11 @@ fn inspect_process(
         report.add(
             pid,
             Subject::Process,
-            format!("process {} whose main thread has exited", stat.comm),
+            format!("process {comm} whose main thread has exited"),
             Policy::Refuse,
             "the main thread has exited but the process lives on: not supported yet",
         );
-        return Ok(None);
+        return Err(Refused);
     }
     // Another thread that ended during the freeze (a thread pool's idle
     // worker) waits, a zombie, for us as its tracer: it is done, and is
@@ -202,7 +296,7 @@ fn inspect_process(
     report.add(
         pid,
         Subject::Process,
-        format!("process {}", stat.comm),
+        format!("process {comm}"),
         Policy::Restore,
         match fp.job_stop {
             Some(sig) => format!(
@@ -212,17 +306,27 @@ fn inspect_process(
             None => threads_text,
         },
     );
+    Ok(live_threads)
+}
 
-    let namespaces = match crate::namespaces::checkpoint(pid) {
+/// The namespaces of its own the process is in; refused when one cannot
+/// be made again.
+fn namespaces_of(
+    fp: &FrozenProcess,
+    dir: &ProcDir,
+    status: &crate::procfs::Status,
+    report: &mut Report,
+) -> Result<Step<Option<crate::namespaces::Namespaces>>> {
+    let pid = fp.pid;
+    let mut namespaces = match crate::namespaces::checkpoint(pid) {
         Ok(ns) => ns,
         Err(Ok(reason)) => {
             report.add(pid, Subject::Process, "namespaces", Policy::Refuse, reason);
-            return Ok(None);
+            return Ok(Err(Refused));
         }
         Err(Err(e)) => return Err(e.into()),
     };
     let capabilities = status.cap_eff | status.cap_prm | status.cap_inh | status.cap_amb;
-    let mut namespaces = namespaces;
     if let Some(user) = namespaces.as_mut().and_then(|n| n.user.as_mut()) {
         if capabilities != 0 {
             // Made again by the process itself, which needs it to be one
@@ -250,17 +354,24 @@ fn inspect_process(
                         "capabilities held in a user namespace of its own, and {why}: not supported yet"
                     ),
                 );
-                return Ok(None);
+                return Ok(Err(Refused));
             }
             user.recreate = true;
         }
     }
-    let t0 = std::time::Instant::now();
-    let smaps = dir.smaps_hinted(flags)?;
-    // A mapping of a left-out service's file would be read through the
-    // server (which may answer no one but its user) and cannot be mapped
-    // again before the service is back.
-    for entry in &smaps {
+    Ok(Ok(namespaces))
+}
+
+/// A mapping of a left-out service's file would be read through the
+/// server (which may answer no one but its user) and cannot be mapped
+/// again before the service is back: refused.
+fn refuse_left_out_mappings(
+    pid: i32,
+    smaps: &[crate::procfs::SmapsEntry],
+    files: &FileTable,
+    report: &mut Report,
+) {
+    for entry in smaps {
         if let MapsPath::File { path, .. } = &entry.map.path {
             if let Some(m) = files
                 .left_out_mounts
@@ -283,69 +394,83 @@ fn inspect_process(
             }
         }
     }
-    let vmas = memory::classify(pid, &smaps, shmem, devices, report);
-    let t_mem = t0.elapsed();
-    let fds = files.collect(pid, shmem, report)?;
-    if let Some(ns) = &namespaces {
-        if ns.net {
-            // Sockets are made by the restorer, in its own network namespace.
-            for f in &fds {
-                let file = &files.files[f.file].kind;
-                let bound_abstract =
-                    matches!(file, FileKind::UnixSocket(u) if u.name.first() == Some(&0));
-                if matches!(file, FileKind::Inet(_) | FileKind::Netlink(_)) || bound_abstract {
-                    report.add(
-                        pid,
-                        Subject::Fd { fd: f.fd },
-                        file.describe(),
-                        Policy::Refuse,
-                        "a socket of a network namespace of its process's own: not supported yet",
-                    );
-                }
+}
+
+/// What the report says of a process's namespaces of its own, and of its
+/// sockets that cannot follow it into them.
+fn report_namespaces(
+    pid: i32,
+    ns: &crate::namespaces::Namespaces,
+    ns_pid: &[i32],
+    fds: &[crate::files::FdImage],
+    files: &FileTable,
+    report: &mut Report,
+) {
+    if ns.net {
+        // Sockets are made by the restorer, in its own network namespace.
+        for f in fds {
+            let file = &files.files[f.file].kind;
+            let bound_abstract =
+                matches!(file, FileKind::UnixSocket(u) if u.name.first() == Some(&0));
+            if matches!(file, FileKind::Inet(_) | FileKind::Netlink(_)) || bound_abstract {
+                report.add(
+                    pid,
+                    Subject::Fd { fd: f.fd },
+                    file.describe(),
+                    Policy::Refuse,
+                    "a socket of a network namespace of its process's own: not supported yet",
+                );
             }
         }
-        if ns.net || ns.ipc {
-            report.add(
-                pid,
-                Subject::Process,
-                format!(
-                    "namespaces of its own:{}{}",
-                    if ns.net { " network (empty)" } else { "" },
-                    if ns.ipc { " IPC (empty)" } else { "" },
-                ),
-                Policy::Restore,
-                "made again, empty, at restore",
-            );
-        }
-        if ns.pid != 0 {
-            report.add(
-                pid,
-                Subject::Process,
-                format!("in a nested pid namespace (pids {:?})", status.ns_pid),
-                Policy::Restore,
-                "made again by its parent's fork with its pid at every level (clone3 set_tid); a namespace's pid 1 makes it (CLONE_NEWPID)",
-            );
-        }
-        if ns.user.as_ref().is_some_and(|u| u.recreate) {
-            report.add(
-                pid,
-                Subject::Process,
-                "user namespace mapping its own ids, capabilities held in it",
-                Policy::Restore,
-                "made again by the process at restore (unshare, before its credentials), with its maps: its capabilities apply there only",
-            );
-        } else if ns.user.is_some() {
-            report.add(
-                pid,
-                Subject::Process,
-                "user namespace mapping its own ids, no capability in it",
-                Policy::Restore,
-                "restored in the restorer's user namespace: the same ids and no capability, so the same rights",
-            );
-        }
     }
-    let t_files = t0.elapsed();
-    let locks = crate::locks::checkpoint(pid, &files.lock_lines, report);
+    if ns.net || ns.ipc {
+        report.add(
+            pid,
+            Subject::Process,
+            format!(
+                "namespaces of its own:{}{}",
+                if ns.net { " network (empty)" } else { "" },
+                if ns.ipc { " IPC (empty)" } else { "" },
+            ),
+            Policy::Restore,
+            "made again, empty, at restore",
+        );
+    }
+    if ns.pid != 0 {
+        report.add(
+            pid,
+            Subject::Process,
+            format!("in a nested pid namespace (pids {ns_pid:?})"),
+            Policy::Restore,
+            "made again by its parent's fork with its pid at every level (clone3 set_tid); a namespace's pid 1 makes it (CLONE_NEWPID)",
+        );
+    }
+    if ns.user.as_ref().is_some_and(|u| u.recreate) {
+        report.add(
+            pid,
+            Subject::Process,
+            "user namespace mapping its own ids, capabilities held in it",
+            Policy::Restore,
+            "made again by the process at restore (unshare, before its credentials), with its maps: its capabilities apply there only",
+        );
+    } else if ns.user.is_some() {
+        report.add(
+            pid,
+            Subject::Process,
+            "user namespace mapping its own ids, no capability in it",
+            Policy::Restore,
+            "restored in the restorer's user namespace: the same ids and no capability, so the same rights",
+        );
+    }
+}
+
+/// The working and root directories, and whether each is a gone task's
+/// (see `gone_dir`); what cannot be made again is refused in the report.
+fn cwd_and_root(
+    pid: i32,
+    dir: &ProcDir,
+    report: &mut Report,
+) -> Result<(PathBuf, PathBuf, bool, bool)> {
     let cwd = dir.cwd()?;
     let root = dir.root()?;
     let cwd_gone = crate::gone_dir::is_gone(pid, "cwd", &cwd);
@@ -381,14 +506,14 @@ fn inspect_process(
             );
         }
     }
-    let exe = dir
-        .exe()
-        .ok()
-        .filter(|e| !e.to_string_lossy().ends_with(" (deleted)"));
+    Ok((cwd, root, cwd_gone, root_gone))
+}
 
-    match status.seccomp {
-        0 => {}
-        2 if ptrace::suspends_seccomp() => {}
+/// Whether the process's seccomp mode lets it be saved.
+fn seccomp_allowed(pid: i32, mode: u32, report: &mut Report) -> Step<()> {
+    match mode {
+        0 => Ok(()),
+        2 if ptrace::suspends_seccomp() => Ok(()),
         2 => {
             report.add(
                 pid,
@@ -397,7 +522,7 @@ fn inspect_process(
                 Policy::Refuse,
                 "its filters can be read, and kept from trapping the checkpoint's calls, only by a tracer with CAP_SYS_ADMIN: save as root",
             );
-            return Ok(None);
+            Err(Refused)
         }
         _ => {
             report.add(
@@ -407,11 +532,20 @@ fn inspect_process(
                 Policy::Refuse,
                 "a process in SECCOMP_MODE_STRICT may only read, write and exit: not supported",
             );
-            return Ok(None);
+            Err(Refused)
         }
     }
+}
 
-    // State only visible from inside: remote calls through the vdso.
+/// State only visible from inside, by remote calls through the vdso (see
+/// [`inspect_inside`]); refused without a vdso.
+fn inspect_from_inside(
+    pid: i32,
+    smaps: &[crate::procfs::SmapsEntry],
+    status: &crate::procfs::Status,
+    live_threads: &[i32],
+    report: &mut Report,
+) -> Result<Step<InsideState>> {
     let vdso = smaps
         .iter()
         .find(|s| matches!(s.map.path, MapsPath::Vdso))
@@ -424,7 +558,7 @@ fn inspect_process(
             Policy::Refuse,
             "no vdso to run remote calls through",
         );
-        return Ok(None);
+        return Ok(Err(Refused));
     };
     let mut mem = ProcMem::new(pid, true);
     let (task, lifeline) = remote::take_over(pid, &mut mem, (vstart, vend))?;
@@ -436,7 +570,7 @@ fn inspect_process(
             &mut mem,
             &scratch,
             status.sig_cgt | status.sig_ign,
-            &live_threads,
+            live_threads,
         );
         let unmapped = scratch.unmap(&task, &mut mem);
         let inspected = inspected?;
@@ -447,15 +581,27 @@ fn inspect_process(
     if let Some(l) = lifeline {
         l.clear(&mut mem);
     }
-    let (brk, sigactions, mut threads, timers) = inside?;
+    Ok(Ok(inside?))
+}
+
+/// Each thread's seccomp filters (read through ptrace, shared ones once)
+/// and credentials where they differ from the process's; refused for a
+/// thread in strict mode.
+fn thread_seccomp(
+    pid: i32,
+    status: &crate::procfs::Status,
+    creds: &Creds,
+    threads: &mut [crate::thread::ThreadImage],
+    report: &mut Report,
+) -> Result<Step<Vec<crate::seccomp::Filter>>> {
     let mut seccomp_filters = Vec::new();
     for t in threads.iter_mut() {
         let seccomp = if t.tid == pid {
             status.seccomp
         } else {
             let own = ProcDir::new(pid).task(t.tid).status()?;
-            let creds = Creds::from_status(&own);
-            t.creds = (creds != base.creds).then_some(creds);
+            let own_creds = Creds::from_status(&own);
+            t.creds = (own_creds != *creds).then_some(own_creds);
             own.seccomp
         };
         match seccomp {
@@ -470,7 +616,7 @@ fn inspect_process(
                     Policy::Refuse,
                     "a thread in SECCOMP_MODE_STRICT: not supported",
                 );
-                return Ok(None);
+                return Ok(Err(Refused));
             }
         }
     }
@@ -483,10 +629,12 @@ fn inspect_process(
             "read through ptrace and installed again in each thread that had them",
         );
     }
-    let shared_pending = ptrace::peek_siginfo(pid, true).map_err(RemoteError::from)?;
-    tracing::trace!(pid, ?t_mem, ?t_files, total = ?t0.elapsed(), "inspected process");
+    Ok(Ok(seccomp_filters))
+}
 
-    let fields = MmFields {
+/// The memory layout fields of `stat`, with the brk read from inside.
+fn mm_fields(stat: &crate::procfs::Stat, brk: u64) -> MmFields {
+    MmFields {
         start_code: stat.start_code,
         end_code: stat.end_code,
         start_data: stat.start_data,
@@ -498,36 +646,7 @@ fn inspect_process(
         arg_end: stat.arg_end,
         env_start: stat.env_start,
         env_end: stat.env_end,
-    };
-    let ctty = (stat.session == pid)
-        .then(|| crate::files::pty::pty_of_tty_nr(stat.tty_nr))
-        .flatten();
-    Ok(Some(ProcessImage {
-        ctty,
-        timers,
-        locks,
-        job_stop: fp.job_stop,
-        cwd,
-        root,
-        cwd_gone,
-        root_gone,
-        umask: status.umask.unwrap_or(0o022),
-        personality: dir.personality()?,
-        rlimits: rlimits(pid)?,
-        mm: Some(MmImage {
-            vmas,
-            fields,
-            auxv: dir.auxv()?,
-            exe,
-        }),
-        threads,
-        sigactions,
-        shared_pending,
-        fds,
-        seccomp_filters,
-        namespaces,
-        ..base
-    }))
+    }
 }
 
 /// What a process's main thread and each other thread tell from inside:
@@ -928,6 +1047,121 @@ fn checkpoint_tries(
     }
 }
 
+/// The page windows a process's private pages were handed to the writer
+/// in, per mapping.
+type PageWindows = Vec<Vec<memory::DumpedWindow>>;
+
+/// Pre-copy: pages written while the set still runs (see `precopy`).
+fn precopy_pages(
+    opts: &CheckpointOptions,
+    sink: &mut crate::image::ChunkSink<'_>,
+) -> Result<precopy::Precopy> {
+    precopy::run_without(&opts.roots, &opts.left_out.pids, sink).map_err(|e| match e {
+        precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
+        precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+    })
+}
+
+/// Every mapping's and shared object's page windows, once the writer
+/// has stored them: chunk references of the image.
+fn resolve_pages(
+    snapshot: &mut Snapshot,
+    pending: Vec<PageWindows>,
+    shmem: &mut ShmemTable,
+    shm_pending: Vec<Vec<memory::PendingChunk>>,
+    stored: &[crate::image::Stored],
+) {
+    for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
+        if let Some(mm) = &mut p.mm {
+            for (v, windows) in mm.vmas.iter_mut().zip(pend) {
+                v.pages = memory::resolve(
+                    windows.into_iter().filter_map(|w| w.chunk).collect(),
+                    stored,
+                );
+            }
+        }
+    }
+    for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
+        obj.pages = memory::resolve(pend, stored);
+    }
+}
+
+/// The files, pipes, detached devices' events and shared objects, from
+/// the tables the inspection filled into the image.
+fn take_tables(snapshot: &mut Snapshot, files: &mut FileTable, shmem: &mut ShmemTable) {
+    snapshot.files = std::mem::take(&mut files.files);
+    snapshot.detached =
+        crate::devices::removes(snapshot.files.iter().filter_map(|f| match &f.kind {
+            FileKind::Detached(d) => Some(&**d),
+            _ => None,
+        }));
+    snapshot.pipes = files.take_pipes();
+    snapshot.shmem = std::mem::take(&mut shmem.objects);
+}
+
+/// `--stop`: the committed image read back whole first when asked; else
+/// it is removed and the processes go on.
+fn verified(frozen: Frozen, opts: &CheckpointOptions, t0: Instant) -> Result<Frozen> {
+    if opts.verify_before_stop {
+        if let Err(source) = verify(&opts.dir) {
+            tracing::warn!(dir = %opts.dir.display(), error = %source, "committed image did not read back whole: removed, the processes go on");
+            if let Err(e) = std::fs::remove_dir_all(&opts.dir) {
+                tracing::warn!(dir = %opts.dir.display(), error = %e, "could not remove the image that failed verification");
+            }
+            frozen.thaw();
+            return Err(CheckpointError::NotVerified {
+                dir: opts.dir.clone(),
+                source,
+            });
+        }
+        debug!(elapsed = ?t0.elapsed(), "image read back whole");
+    }
+    Ok(frozen)
+}
+
+/// Inspect the frozen set, each process's private pages handed to `sink`
+/// as soon as it is inspected (while the next one is); the pages' windows
+/// per process and the bytes pre-copy had already written.
+fn inspect_dumping(
+    frozen: &Frozen,
+    precopied: Option<&precopy::Precopy>,
+    opts: &CheckpointOptions,
+    sink: &mut crate::image::ChunkSink<'_>,
+) -> Result<(Inspection, Vec<PageWindows>, u64)> {
+    let mut pending = Vec::new();
+    let mut precopied_bytes = 0u64;
+    let inspection = inspect(
+        frozen,
+        precopied,
+        &opts.devices,
+        &opts.left_out.mounts,
+        |p, report| {
+            // Nothing is saved past a refusal: the checkpoint will stop there.
+            let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
+                pending.push(Vec::new());
+                return Ok(());
+            };
+            let reuse = precopied
+                .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
+                .unwrap_or_default();
+            pending.push(memory::dump_private_pages(
+                p.pid,
+                &mm.vmas,
+                sink,
+                memory::ReadFailure::Fatal,
+                &reuse,
+            )?);
+            precopied_bytes += reuse.reused_bytes();
+            Ok(())
+        },
+    )?;
+    Ok((inspection, pending, precopied_bytes))
+}
+
+// Over ~80 lines, on purpose: the writers, the sink, `frozen` and `files`
+// are locals whose drop order is the failure path (queues put back before
+// the processes go, an unfinished image removed); each step is a named
+// function.
 fn checkpoint_once(
     opts: &CheckpointOptions,
     observer: &dyn CheckpointObserver,
@@ -942,28 +1176,15 @@ fn checkpoint_once(
     let threads = opts.threads.max(1);
     // Pre-copy writes pages before the set is inspected, so the image is
     // opened first; a refusal found later removes it again.
-    let precopy_wanted = opts.precopy && !opts.stop;
-    let early_writer = if precopy_wanted {
-        Some(ImageWriter::create_staged(
-            &opts.dir,
-            opts.store.as_deref(),
-        )?)
-    } else {
-        None
-    };
+    let early_writer = (opts.precopy && !opts.stop)
+        .then(|| ImageWriter::create_staged(&opts.dir, opts.store.as_deref()))
+        .transpose()?;
     debug!(elapsed = ?t0.elapsed(), "image opened");
     let mut early_sink = early_writer.as_ref().map(|w| w.sink(threads, threads * 4));
     let precopied = match &mut early_sink {
         Some(sink) => {
             progress(Stage::Precopying);
-            Some(
-                precopy::run_without(&opts.roots, &opts.left_out.pids, sink).map_err(
-                    |e| match e {
-                        precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
-                        precopy::PrecopyError::Image(e) => CheckpointError::from(e),
-                    },
-                )?,
-            )
+            Some(precopy_pages(opts, sink)?)
         }
         None => None,
     };
@@ -986,50 +1207,24 @@ fn checkpoint_once(
     // The image is opened before the inspection so each process's pages
     // are saved while the next one is inspected; a refusal found at the
     // end drops the unfinished image.
-    let late_writer = match early_writer {
-        Some(_) => None,
-        None => Some(ImageWriter::create_staged(
-            &opts.dir,
-            opts.store.as_deref(),
-        )?),
-    };
+    let late_writer = early_writer
+        .is_none()
+        .then(|| ImageWriter::create_staged(&opts.dir, opts.store.as_deref()))
+        .transpose()?;
     let writer = early_writer
         .as_ref()
         .or(late_writer.as_ref())
         .expect("one of them");
     let mut sink = early_sink.unwrap_or_else(|| writer.sink(threads, threads * 4));
-    let mut pending = Vec::new();
-    let mut precopied_bytes = 0u64;
-    let Inspection {
-        mut snapshot,
-        mut files,
-        mut shmem,
-    } = inspect(
-        &frozen,
-        precopied.as_ref(),
-        &opts.devices,
-        &opts.left_out.mounts,
-        |p, report| {
-            // Nothing is saved past a refusal: the checkpoint will stop there.
-            let Some(mm) = p.mm.as_ref().filter(|_| report.is_checkpointable()) else {
-                pending.push(Vec::new());
-                return Ok(());
-            };
-            let reuse = precopied
-                .as_ref()
-                .map(|pc| pc.reuse_for(p.pid, &mm.vmas))
-                .unwrap_or_default();
-            pending.push(memory::dump_private_pages(
-                p.pid,
-                &mm.vmas,
-                &mut sink,
-                memory::ReadFailure::Fatal,
-                &reuse,
-            )?);
-            precopied_bytes += reuse.reused_bytes();
-            Ok(())
+    let (
+        Inspection {
+            mut snapshot,
+            mut files,
+            mut shmem,
         },
-    )?;
+        pending,
+        precopied_bytes,
+    ) = inspect_dumping(&frozen, precopied.as_ref(), opts, &mut sink)?;
     debug!(elapsed = ?t0.elapsed(), "inspected");
     if opts.no_reset {
         snapshot.report.refuse_resets();
@@ -1072,28 +1267,9 @@ fn checkpoint_once(
     }
     let stored = sink.finish()?;
     debug!(elapsed = ?t0.elapsed(), "pages written");
-    for (p, pend) in snapshot.processes.iter_mut().zip(pending) {
-        if let Some(mm) = &mut p.mm {
-            for (v, windows) in mm.vmas.iter_mut().zip(pend) {
-                v.pages = memory::resolve(
-                    windows.into_iter().filter_map(|w| w.chunk).collect(),
-                    &stored,
-                );
-            }
-        }
-    }
-    for (obj, pend) in shmem.objects.iter_mut().zip(shm_pending) {
-        obj.pages = memory::resolve(pend, &stored);
-    }
+    resolve_pages(&mut snapshot, pending, &mut shmem, shm_pending, &stored);
     snapshot.attachments = attachment::store(writer, &attachments)?;
-    snapshot.files = std::mem::take(&mut files.files);
-    snapshot.detached =
-        crate::devices::removes(snapshot.files.iter().filter_map(|f| match &f.kind {
-            FileKind::Detached(d) => Some(&**d),
-            _ => None,
-        }));
-    snapshot.pipes = files.take_pipes();
-    snapshot.shmem = std::mem::take(&mut shmem.objects);
+    take_tables(&mut snapshot, &mut files, &mut shmem);
     go_on("committing")?;
     progress(Stage::Committing);
     crate::faults::point("checkpoint: committing");
@@ -1104,20 +1280,7 @@ fn checkpoint_once(
         .expect("one of them")
         .commit(&snapshot)?;
     if let Some(frozen) = frozen.take() {
-        if opts.verify_before_stop {
-            if let Err(source) = verify(&opts.dir) {
-                tracing::warn!(dir = %opts.dir.display(), error = %source, "committed image did not read back whole: removed, the processes go on");
-                if let Err(e) = std::fs::remove_dir_all(&opts.dir) {
-                    tracing::warn!(dir = %opts.dir.display(), error = %e, "could not remove the image that failed verification");
-                }
-                frozen.thaw();
-                return Err(CheckpointError::NotVerified {
-                    dir: opts.dir.clone(),
-                    source,
-                });
-            }
-            debug!(elapsed = ?t0.elapsed(), "image read back whole");
-        }
+        let frozen = verified(frozen, opts, t0)?;
         crate::faults::point("checkpoint: committed, ending the processes");
         frozen_for += frozen_at.elapsed();
         frozen.kill_all();

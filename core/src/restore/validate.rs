@@ -10,7 +10,7 @@
 //! this machine: the caller's credentials and limits, the device table,
 //! the mapped files, the chunks.
 
-use super::{RestoreError, MAX_DETACHED, MAX_FDS_PER_PROCESS, MAX_PROCESSES, MAX_THREADS};
+use super::error::RestoreError;
 use crate::creds::Creds;
 use crate::devices::{DevicePolicies, SysRoots, Use};
 use crate::files::{self, FileKind};
@@ -24,6 +24,12 @@ use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::MAX_MESSAGE;
 use std::collections::HashSet;
 use std::path::Path;
+
+/// Bounds on what an image may ask for, checked before anything is created.
+const MAX_PROCESSES: usize = 4096;
+const MAX_FDS_PER_PROCESS: usize = 65536;
+const MAX_THREADS: usize = 4096;
+const MAX_DETACHED: usize = 4096;
 
 /// What a document holds that no checkpoint writes: the field, and why.
 #[derive(Debug, thiserror::Error)]
