@@ -116,7 +116,9 @@ pub fn check(
     devices: &DevicePolicies,
 ) -> Result<(SessionSet, Report)> {
     let session = find(display, opts)?;
-    let report = hiber_core::check_without(&session.roots, &session.left_out(), devices)?;
+    let left_out = session.left_out();
+    let devices = crate::xserver::reattaching_x_servers(devices, &session.roots, &left_out.pids);
+    let report = hiber_core::check_without(&session.roots, &left_out, &devices)?;
     Ok((session, report))
 }
 
@@ -290,7 +292,11 @@ fn save_once(
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             no_reset: opts.no_reset,
             precopy: opts.precopy,
-            devices: opts.devices.clone(),
+            devices: crate::xserver::reattaching_x_servers(
+                &opts.devices,
+                &session.roots,
+                &session.left_out().pids,
+            ),
             left_out: session.left_out(),
         },
         &recorder,

@@ -113,7 +113,8 @@ pub struct Probe<'a> {
     pub tty_nr: i32,
     pub session: i32,
     /// The device table char devices are classified by, and the device
-    /// number of the holder's primary card when it is an X server.
+    /// number of the holder's primary card when the session layer asked
+    /// for it to be reattached.
     pub devices: &'a DevicePolicies,
     pub x_primary: Option<(u32, u32)>,
     /// Looked up on the first question (see [`Probe::family`], [`Probe::device`]).

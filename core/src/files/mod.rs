@@ -116,7 +116,7 @@ impl FileTable {
         let fd_numbers = dir.fds()?;
         let holder = Holder {
             pid,
-            x_primary: self.x_primary_card(pid, &stat.comm, &dir, &fd_numbers),
+            x_primary: self.primary_card(pid, &stat.comm, &fd_numbers),
             pidfd,
             // Socket files and FIFOs are looked at as their holder would.
             creds: dir
@@ -308,18 +308,13 @@ impl FileTable {
         }))
     }
 
-    /// The device number of the primary DRM card `pid` holds when it is an
-    /// X server (the automatic Reattach rule), from a look at its fds'
-    /// device numbers before they are classified.
-    fn x_primary_card(
-        &self,
-        pid: i32,
-        comm: &str,
-        dir: &ProcDir,
-        fds: &[i32],
-    ) -> Option<(u32, u32)> {
+    /// The device number of the primary DRM card `pid` holds when the
+    /// session layer asked for it (the automatic Reattach rule for its X
+    /// servers), from a look at its fds' device numbers before they are
+    /// classified.
+    fn primary_card(&self, pid: i32, comm: &str, fds: &[i32]) -> Option<(u32, u32)> {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        if !crate::devices::reattach::is_x_server(comm, dir.exe().ok().as_deref()) {
+        if !self.devices.reattach_primary_of.contains(&pid) {
             return None;
         }
         let devnums: Vec<(u32, u32)> = fds
@@ -329,7 +324,7 @@ impl FileTable {
             .map(|m| (libc::major(m.rdev()), libc::minor(m.rdev())))
             .collect();
         let card = crate::devices::reattach::primary_of(&self.devices.roots, &devnums)?;
-        tracing::debug!(pid, comm, devname = %card.devname, boot_vga = ?card.boot_vga, "an X server's primary DRM card");
+        tracing::debug!(pid, comm, devname = %card.devname, boot_vga = ?card.boot_vga, "the primary DRM card to reattach");
         Some(card.devnum)
     }
 
@@ -645,7 +640,7 @@ struct Holder {
     /// Its controlling terminal and session (`/proc/PID/stat`).
     tty_nr: i32,
     session: i32,
-    /// Its primary DRM card when it is an X server.
+    /// Its primary DRM card, when the session layer asked for it.
     x_primary: Option<(u32, u32)>,
     left_out_mounts: Vec<PathBuf>,
 }
