@@ -122,3 +122,38 @@ impl From<FileError> for Unsaved {
         Unsaved::Failed(e)
     }
 }
+
+/// Turns an `io::Result` into this module's error, naming what it is
+/// about, so that call sites say `.fd_err(pid, fd, "fstat")` rather than
+/// repeat the error's fields in a closure.
+pub trait WrapIoResult<T> {
+    /// The error of fd `fd` of `pid`, during `op`.
+    fn fd_err(self, pid: i32, fd: i32, op: &'static str) -> Result<T>;
+    /// The error of making what a restore needs (`what`).
+    fn create_err(self, what: &'static str) -> Result<T>;
+    /// The error of `op` on `path`.
+    fn path_err(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> WrapIoResult<T> for io::Result<T> {
+    fn fd_err(self, pid: i32, fd: i32, op: &'static str) -> Result<T> {
+        self.map_err(|source| FileError::Fd {
+            pid,
+            fd,
+            op,
+            source,
+        })
+    }
+
+    fn create_err(self, what: &'static str) -> Result<T> {
+        self.map_err(|source| FileError::Create { what, source })
+    }
+
+    fn path_err(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|source| FileError::Path {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,6 +1,6 @@
 //! eventfd: its counter and semaphore mode, from fdinfo.
 
-use super::error::{FileError, Result as FileResult, Unsaved};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
@@ -37,16 +37,9 @@ impl EventFd {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if u64::from(initial) != self.count {
             use std::io::Write;
-            let mut f =
-                std::fs::File::from(fd.try_clone().map_err(|source| FileError::Create {
-                    what: "duplicating an eventfd",
-                    source,
-                })?);
+            let mut f = std::fs::File::from(fd.try_clone().create_err("duplicating an eventfd")?);
             f.write_all(&self.count.to_ne_bytes())
-                .map_err(|source| FileError::Create {
-                    what: "setting an eventfd counter",
-                    source,
-                })?;
+                .create_err("setting an eventfd counter")?;
         }
         Ok(fd)
     }

@@ -4,7 +4,7 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt;
 use crate::policy::Policy;
@@ -123,7 +123,7 @@ impl InetSocket {
             0
         };
         let fd = new_socket(self.family, self.kind | nonblock, self.protocol)
-            .map_err(err("creating an IP socket"))?;
+            .create_err("creating an IP socket")?;
         // Before the bind: IPV6_V6ONLY and SO_REUSEPORT decide whether it
         // succeeds.
         sockopt::restore(fd.as_raw_fd(), &self.options)?;

@@ -42,6 +42,7 @@ use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{FdInfo, ProcDir};
 use crate::sys::fd::{dup_above, fstat, pidfd_getfd, pidfd_open, same_ofd};
+use error::WrapIoResult;
 use error::{Result, Unsaved};
 use kind::{Collecting, Probe, Restoring};
 use serde::{Deserialize, Serialize};
@@ -158,18 +159,8 @@ impl FileTable {
             let file = service_file::ServiceFile::record(&target, &info, mount);
             return self.collect_service_file(holder, fd, &info, file, report);
         }
-        let local = pidfd_getfd(&holder.pidfd, fd).map_err(|source| FileError::Fd {
-            pid,
-            fd,
-            op: "pidfd_getfd",
-            source,
-        })?;
-        let st = fstat(&local).map_err(|source| FileError::Fd {
-            pid,
-            fd,
-            op: "fstat",
-            source,
-        })?;
+        let local = pidfd_getfd(&holder.pidfd, fd).fd_err(pid, fd, "pidfd_getfd")?;
+        let st = fstat(&local).fd_err(pid, fd, "fstat")?;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let key = (st.st_dev, st.st_ino);
         // An OFD already met (fork, dup, SCM_RIGHTS): reuse it.
@@ -270,12 +261,7 @@ impl FileTable {
             );
             return Ok(None);
         }
-        let local = pidfd_getfd(&holder.pidfd, fd).map_err(|source| FileError::Fd {
-            pid,
-            fd,
-            op: "pidfd_getfd",
-            source,
-        })?;
+        let local = pidfd_getfd(&holder.pidfd, fd).fd_err(pid, fd, "pidfd_getfd")?;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         // No fstat (it would ask the server): all such files share a key.
         let key = (u64::MAX, info.ino);
@@ -735,10 +721,8 @@ pub fn restore_all(
         if opened.live_device {
             reattached.push(i);
         }
-        let fd = dup_above(&opened.fd, base).map_err(|source| FileError::Create {
-            what: "moving a restored fd above the target fd range",
-            source,
-        })?;
+        let fd = dup_above(&opened.fd, base)
+            .create_err("moving a restored fd above the target fd range")?;
         out.push(fd);
     }
     Ok(RestoredFiles {

@@ -9,7 +9,7 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt;
 use crate::policy::Policy;
@@ -183,11 +183,11 @@ impl NetlinkSocket {
             0
         };
         let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
-            .map_err(err("creating a netlink socket"))?;
+            .create_err("creating a netlink socket")?;
         let raw = fd.as_raw_fd();
         if self.passcred {
             setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-                .map_err(err("setting SO_PASSCRED on a netlink socket"))?;
+                .create_err("setting SO_PASSCRED on a netlink socket")?;
         }
         if self.rcvbuf > 0 {
             // The kernel doubles what it is given; FORCE passes the
@@ -195,12 +195,12 @@ impl NetlinkSocket {
             let size = self.rcvbuf / 2;
             if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
                 setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)
-                    .map_err(err("setting a netlink socket's receive buffer"))?;
+                    .create_err("setting a netlink socket's receive buffer")?;
             }
         }
         sockopt::restore(raw, &self.options)?;
         if !self.filter.is_empty() {
-            set_filter(raw, &self.filter).map_err(err("attaching a netlink socket's filter"))?;
+            set_filter(raw, &self.filter).create_err("attaching a netlink socket's filter")?;
         }
         if self.bound {
             // SAFETY: sockaddr_nl is plain data.

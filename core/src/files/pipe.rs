@@ -5,7 +5,7 @@
 //! other end no saved process holds is Reset: restored with that end closed,
 //! so the reader sees end-of-file after the saved data, and a writer EPIPE.
 
-use super::error::{FileError, Result as FileResult, Unsaved};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
@@ -351,10 +351,9 @@ impl PipeEnds {
                 Some(path) => {
                     let open = || match holders.get(i).copied().flatten() {
                         Some(creds) => crate::creds::with_fs_identity(creds, || open_fifo(path, p))
-                            .map_err(|source| FileError::Create {
-                                what: "taking the filesystem identity of the FIFO's saved holder",
-                                source,
-                            })?,
+                            .create_err(
+                                "taking the filesystem identity of the FIFO's saved holder",
+                            )?,
                         None => open_fifo(path, p),
                     };
                     let anchor = open()?;
@@ -368,10 +367,7 @@ impl PipeEnds {
                         })?;
                     (r, anchor)
                 }
-                None => new_pipe().map_err(|source| FileError::Create {
-                    what: "creating a pipe",
-                    source,
-                })?,
+                None => new_pipe().create_err("creating a pipe")?,
             };
             refill(i, p, &w, image)?;
             ends.push((r, w, false, false));

@@ -53,7 +53,7 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::Policy;
@@ -819,16 +819,13 @@ impl DevTty {
                 "opening /dev/null to hold the place of a /dev/tty file",
             ));
         }
-        open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).map_err(|source| FileError::Create {
-            what: "opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)",
-            source,
-        })
+        open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).create_err("opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)")
     }
 }
 
 fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
     if let Some(t) = termios_from(&end.termios) {
-        tcsets(fd.as_raw_fd(), &t).map_err(err("setting a pty's termios"))?;
+        tcsets(fd.as_raw_fd(), &t).create_err("setting a pty's termios")?;
     }
     let w = libc::winsize {
         ws_row: end.winsize[0],
@@ -862,18 +859,15 @@ impl PtyPairs {
         if end.external {
             // The restorer's own terminal, by its real name (a file opened
             // as /dev/tty keeps that name), one open file per saved one.
-            return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).map_err(|source| FileError::Create {
-                what: "opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)",
-                source,
-            });
+            return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).create_err("opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)");
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(end.index) {
-            let master = open_flags("/dev/ptmx", libc::O_RDWR).map_err(err("opening /dev/ptmx"))?;
-            set_int(master.as_raw_fd(), TIOCSPTLCK, 0).map_err(err("unlocking a new pty"))?;
-            let n = ioctl_int(master.as_raw_fd(), TIOCGPTN)
-                .map_err(err("reading a new pty's number"))?;
+            let master = open_flags("/dev/ptmx", libc::O_RDWR).create_err("opening /dev/ptmx")?;
+            set_int(master.as_raw_fd(), TIOCSPTLCK, 0).create_err("unlocking a new pty")?;
+            let n =
+                ioctl_int(master.as_raw_fd(), TIOCGPTN).create_err("reading a new pty's number")?;
             let slave = open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR)
-                .map_err(err("opening a new pty's slave"))?;
+                .create_err("opening a new pty's slave")?;
             let (m_state, s_state) = if end.master {
                 (Some(end.clone()), other(end.index, false))
             } else {
@@ -913,10 +907,10 @@ impl PtyPairs {
                 apply(&master, m)?;
                 if m.packet_mode {
                     set_int(master.as_raw_fd(), libc::TIOCPKT as libc::c_ulong, 1)
-                        .map_err(err("setting a pty's packet mode"))?;
+                        .create_err("setting a pty's packet mode")?;
                 }
                 if m.locked {
-                    set_int(master.as_raw_fd(), TIOCSPTLCK, 1).map_err(err("locking a pty"))?;
+                    set_int(master.as_raw_fd(), TIOCSPTLCK, 1).create_err("locking a pty")?;
                 }
             }
             slot.insert((m_state.map(|_| master), s_state.map(|_| slave)));
@@ -930,7 +924,7 @@ impl PtyPairs {
             // A second open of /dev/ptmx would be another pty: holders of
             // the master share one open file.
             let m = slot.0.as_ref().ok_or_else(missing)?;
-            let dup = m.try_clone().map_err(err("duplicating a pty master"))?;
+            let dup = m.try_clone().create_err("duplicating a pty master")?;
             // SAFETY: F_SETFL with the saved non-blocking flag on our fd.
             unsafe {
                 libc::fcntl(
@@ -947,7 +941,7 @@ impl PtyPairs {
             &format!("/proc/self/fd/{}", s.as_raw_fd()),
             flags as i32 & KEPT_FLAGS,
         )
-        .map_err(err("reopening a pty slave"))
+        .create_err("reopening a pty slave")
     }
 }
 

@@ -1,7 +1,7 @@
 //! Regular files, including files deleted while open ("ghosts", whose
 //! contents go into the image), and directories.
 
-use super::error::{FileError, Result as FileResult, Unsaved};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::procfs::FdInfo;
@@ -54,11 +54,7 @@ impl RegularFile {
             let want = (ghost.size - off).min(GHOST_CHUNK as u64) as usize;
             let n = file
                 .read_at(&mut buf[..want], off)
-                .map_err(|source| FileError::Path {
-                    op: "reading deleted file",
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .path_err("reading deleted file", &self.path)?;
             if n == 0 {
                 break;
             }
@@ -257,11 +253,7 @@ pub fn open_as(
     check: impl FnOnce(&libc::stat) -> Result<(), FileError>,
 ) -> Result<OwnedFd, FileError> {
     let handle = open_path(path, libc::O_PATH | libc::O_NOFOLLOW)?;
-    let st = crate::sys::fd::fstat(&handle).map_err(|source| FileError::Path {
-        op: "fstat",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let st = crate::sys::fd::fstat(&handle).path_err("fstat", path)?;
     if st.st_mode & libc::S_IFMT != kind {
         return Err(FileError::Path {
             op: "opening (it is not the kind of file the image saved)",
@@ -338,10 +330,11 @@ fn restore_ghost(
     }
     // SAFETY: a fresh fd owned by nobody else.
     let scratch = unsafe { OwnedFd::from_raw_fd(raw) };
-    let file = File::from(scratch.try_clone().map_err(|source| FileError::Create {
-        what: "duplicating a ghost file fd",
-        source,
-    })?);
+    let file = File::from(
+        scratch
+            .try_clone()
+            .create_err("duplicating a ghost file fd")?,
+    );
     let mut off = 0u64;
     let mut buf = Vec::new();
     for chunk in &ghost.chunks {
@@ -354,27 +347,16 @@ fn restore_ghost(
             });
         }
         file.write_all_at(&buf, off)
-            .map_err(|source| FileError::Path {
-                op: "writing deleted file contents",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .path_err("writing deleted file contents", path)?;
         off += buf.len() as u64;
     }
     // The saved size (which also restores trailing holes).
-    file.set_len(ghost.size).map_err(|source| FileError::Path {
-        op: "sizing deleted file",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    file.set_len(ghost.size)
+        .path_err("sizing deleted file", path)?;
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
         ghost.mode & GHOST_MODE_BITS,
     ))
-    .map_err(|source| FileError::Path {
-        op: "setting mode of",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    .path_err("setting mode of", path)?;
     // The program's own OFD, with its own flags, on the same inode.
     open_path(
         Path::new(&format!("/proc/self/fd/{}", scratch.as_raw_fd())),

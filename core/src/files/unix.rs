@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
 use super::fsnode::{self, SavedNode};
 use super::kind::{status_flags_as_saved, Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt::{self, SO_PEEK_OFF};
@@ -560,11 +560,7 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             return Ok(());
         };
         let at = root.join(base.strip_prefix("/").unwrap_or(base));
-        let dir = std::fs::File::open(&at).map_err(|source| FileError::Path {
-            op: "opening the working directory of",
-            path: at.clone(),
-            source,
-        })?;
+        let dir = std::fs::File::open(&at).path_err("opening the working directory of", &at)?;
         fsnode::enter(&dir, &at)
     };
     match &file.node {
@@ -583,11 +579,10 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             fsnode::in_private_fs(|| {
                 scratch.enter_as_root()?;
                 base(std::path::Path::new("/"))?;
-                bind_raw(fd, s).map_err(|source| FileError::Path {
-                    op: "binding (without its file, gone at save time) a unix socket to",
-                    path: full.clone(),
-                    source,
-                })
+                bind_raw(fd, s).path_err(
+                    "binding (without its file, gone at save time) a unix socket to",
+                    &full,
+                )
             })?;
             tracing::debug!(path = %full.display(), "socket bound without a file, as saved");
             Ok(())

@@ -71,3 +71,14 @@ pub enum RestoreError {
 }
 
 pub type Result<T> = std::result::Result<T, RestoreError>;
+
+/// Turns an `io::Result` into [`RestoreError::Os`] naming what failed.
+pub trait WrapIoResult<T> {
+    fn os_err(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> WrapIoResult<T> for std::io::Result<T> {
+    fn os_err(self, what: &'static str) -> Result<T> {
+        self.map_err(|source| RestoreError::Os { what, source })
+    }
+}

@@ -41,7 +41,7 @@ use crate::memory::shmem::{MapTarget, SharedObjects};
 use crate::ptrace;
 use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::proxy::{Proxy, SessionNet};
-use error::Result;
+use error::{Result, WrapIoResult};
 use node::{Shared, TreeSpec};
 use plan::{Ids, NodeKind, Plan};
 use std::collections::HashMap;
@@ -228,10 +228,8 @@ fn restore_image(
         .iter()
         .filter(|o| matches!(o.kind, crate::memory::shmem::ShmemKind::Sysv(_)))
         .count();
-    let shared = Shared::new(plan.nodes.len(), sysv_count).map_err(|source| RestoreError::Os {
-        what: "mapping the restore sync page",
-        source,
-    })?;
+    let shared =
+        Shared::new(plan.nodes.len(), sysv_count).os_err("mapping the restore sync page")?;
     let restorer_pid = std::process::id() as i32;
     let (release_r, release_w) = tree::release_pipe()?;
     let spec = TreeSpec {
@@ -496,10 +494,7 @@ fn swap_all(
     steps: &Steps<'_>,
 ) -> Result<Vec<i32>> {
     let snap = built.snap;
-    let current = Creds::of_self().map_err(|source| RestoreError::Os {
-        what: "reading the caller's credentials",
-        source,
-    })?;
+    let current = Creds::of_self().os_err("reading the caller's credentials")?;
     let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())
         .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
         .collect();

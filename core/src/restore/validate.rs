@@ -10,7 +10,7 @@
 //! this machine: the caller's credentials and limits, the device table,
 //! the mapped files, the chunks.
 
-use super::error::RestoreError;
+use super::error::{RestoreError, WrapIoResult};
 use crate::creds::Creds;
 use crate::devices::{DevicePolicies, SysRoots, Use};
 use crate::files::{self, FileKind};
@@ -1012,10 +1012,7 @@ pub(super) fn validate(
     // acts for, else the restorer's own.
     let caller = match on_behalf_of {
         Some(user) => user.clone(),
-        None => Creds::of_self().map_err(|source| RestoreError::Os {
-            what: "reading the caller's credentials",
-            source,
-        })?,
+        None => Creds::of_self().os_err("reading the caller's credentials")?,
     };
     // Device classes by this machine's sysfs and its device table (the
     // built-in rules and the system file: never the rules of whoever
