@@ -51,12 +51,9 @@ pub struct PipeTable {
 }
 
 fn pipe_size(fd: &OwnedFd) -> u32 {
-    // SAFETY: F_GETPIPE_SZ on an open fd.
-    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    if r > 0 {
-        r as u32
-    } else {
-        65536
+    match crate::sys::fd::pipe_size(fd) {
+        Ok(r) if r > 0 => r as u32,
+        _ => 65536,
     }
 }
 
@@ -178,8 +175,8 @@ impl PipeTable {
             .map_err(io_err("opening a pipe to peek at its data"))?;
         let (ours_r, ours_w) = new_pipe().map_err(io_err("creating a pipe"))?;
         let size = self.pipes[i].size.max(65536);
-        // SAFETY: F_SETPIPE_SZ on our own pipe.
-        unsafe { libc::fcntl(ours_w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        // Best effort, as at restore (see `refill`).
+        let _ = crate::sys::fd::set_pipe_size(&ours_w, size as usize);
         // SAFETY: tee between two pipe fds we hold; no user memory.
         let n = unsafe {
             libc::tee(
@@ -195,9 +192,7 @@ impl PipeTable {
                 return Err(io_err("copying pipe data with tee")(err));
             }
         }
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let queued = crate::sys::fd::queued_bytes(reader.as_raw_fd()).unwrap_or(0);
         if (queued as i64) > n.max(0) as i64 {
             // Never save part of a pipe's data silently.
             return Err(FileError::Create {
@@ -235,16 +230,13 @@ fn refill(i: usize, p: &PipeImage, w: &OwnedFd, image: &ImageReader) -> Result<(
         }
     };
     // Best effort: above 1 MiB needs CAP_SYS_RESOURCE; the data may fit anyway.
-    // SAFETY: F_SETPIPE_SZ on our own pipe.
-    let capacity = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
+    let capacity = crate::sys::fd::set_pipe_size(w, p.size as usize);
     if p.data.is_empty() {
         return Ok(());
     }
-    let capacity = if capacity > 0 {
-        capacity as u64
-    } else {
-        // SAFETY: F_GETPIPE_SZ on our own pipe.
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }.max(0) as u64
+    let capacity = match capacity {
+        Ok(c) if c > 0 => c as u64,
+        _ => crate::sys::fd::pipe_size(w).unwrap_or(0) as u64,
     };
     if p.data_len > capacity {
         return Err(err("its saved data does not fit its capacity")(
