@@ -5,10 +5,6 @@
 
 use super::error::{Refusal, Result, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
-use super::{
-    chardev, directory, epoll, eventfd, inet, inotify, memfd, netlink, pidfd, pipe, pty, regular,
-    service_file, signalfd, timerfd, unix,
-};
 use crate::devices::{Detached, Reattached};
 use crate::image::ChunkRef;
 use crate::policy::Policy;
@@ -108,35 +104,37 @@ macro_rules! kinds {
     };
 }
 
-// The order is the order the kinds are asked to claim a fd in; their
-// claims do not overlap, so it only matters for speed.
+// One line per kind: its variant in the image, its record (the module that
+// holds its `impl FdKind`), the field its state goes in. The order is the
+// order the kinds are asked to claim a fd in; their claims do not overlap,
+// so it only matters for speed.
 kinds! {
-    Regular(regular::RegularFile) => regular,
-    Memfd(memfd::MemfdFile) => memfd,
-    Directory(directory::Directory) => directory,
+    Regular(super::regular::RegularFile) => regular,
+    Memfd(super::memfd::MemfdFile) => memfd,
+    Directory(super::directory::Directory) => directory,
     /// One end of a pipe or FIFO of `Snapshot::pipes`.
-    Pipe(pipe::PipeEnd) => pipe,
-    CharDevice(chardev::CharDevice) => char_device,
+    Pipe(super::pipe::PipeEnd) => pipe,
+    CharDevice(super::chardev::CharDevice) => char_device,
     /// A device detached by simulated hot-unplug: a dead stand-in.
     Detached(Box<Detached>) => detached,
     /// An X server's primary DRM card (experimental): the live card
     /// reopened at restore.
     Reattached(Box<Reattached>) => reattached,
-    EventFd(eventfd::EventFd) => eventfd,
-    TimerFd(timerfd::TimerFd) => timerfd,
-    SignalFd(signalfd::SignalFd) => signalfd,
-    Epoll(epoll::Epoll) => epoll,
-    UnixSocket(unix::UnixSocket) => unix,
-    Pty(pty::PtyEnd) => pty,
+    EventFd(super::eventfd::EventFd) => eventfd,
+    TimerFd(super::timerfd::TimerFd) => timerfd,
+    SignalFd(super::signalfd::SignalFd) => signalfd,
+    Epoll(super::epoll::Epoll) => epoll,
+    UnixSocket(super::unix::UnixSocket) => unix,
+    Pty(super::pty::PtyEnd) => pty,
     /// An open file of `/dev/tty`: its holder's controlling terminal.
-    DevTty(pty::DevTty) => dev_tty,
-    Inotify(inotify::Inotify) => inotify,
-    Netlink(netlink::NetlinkSocket) => netlink,
-    Inet(inet::InetSocket) => inet,
-    Pidfd(pidfd::Pidfd) => pidfd,
+    DevTty(super::pty::DevTty) => dev_tty,
+    Inotify(super::inotify::Inotify) => inotify,
+    Netlink(super::netlink::NetlinkSocket) => netlink,
+    Inet(super::inet::InetSocket) => inet,
+    Pidfd(super::pidfd::Pidfd) => pidfd,
     /// A file inside the FUSE mount of a session service left out of the
     /// set: a dead stand-in, reopened by path once the service is back.
-    ServiceFile(service_file::ServiceFile) => service_file,
+    ServiceFile(super::service_file::ServiceFile) => service_file,
 }
 
 /// Why no kind claims `fd`.
@@ -163,6 +161,7 @@ pub(super) fn unclaimed(fd: &Probe<'_>) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::{directory, eventfd, pipe, signalfd};
 
     /// A directory was a struct variant before the table: as a newtype of
     /// a struct it keeps its form in the image.
