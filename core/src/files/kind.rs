@@ -51,6 +51,13 @@ pub trait FdKind: Sized {
         Vec::new()
     }
 
+    /// Checks of the record on its own, read from an image (bounds,
+    /// lengths); checks against the rest of the image are
+    /// `restore::validate`'s. Err says what is wrong.
+    fn validate(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// Whether `fd` is of this kind. The table asks the kinds in its
     /// order; the first that claims a fd saves it.
     fn claims(fd: &Probe<'_>) -> bool;

@@ -38,6 +38,21 @@ macro_rules! kinds {
                     $( FileKind::$variant(k) => <$ty as FdKind>::chunks(k), )*
                 }
             }
+
+            /// See [`FdKind::validate`].
+            pub fn validate(&self) -> std::result::Result<(), String> {
+                match self {
+                    $( FileKind::$variant(k) => <$ty as FdKind>::validate(k), )*
+                }
+            }
+
+            /// The kind's `"type"` as the image spells it (the table's
+            /// field name, which is the variant's name in snake case).
+            pub fn tag(&self) -> &'static str {
+                match self {
+                    $( FileKind::$variant(_) => stringify!($field), )*
+                }
+            }
         }
 
         /// What one checkpoint keeps per kind across fds.
@@ -105,7 +120,8 @@ macro_rules! kinds {
 }
 
 // One line per kind: its variant in the image, its record (the module that
-// holds its `impl FdKind`), the field its state goes in. The order is the
+// holds its `impl FdKind`), the field its state goes in, named as the
+// image's `"type"` (the variant in snake case: a test checks). The order is the
 // order the kinds are asked to claim a fd in; their claims do not overlap,
 // so it only matters for speed.
 kinds! {
@@ -120,11 +136,11 @@ kinds! {
     /// An X server's primary DRM card (experimental): the live card
     /// reopened at restore.
     Reattached(Box<Reattached>) => reattached,
-    EventFd(super::eventfd::EventFd) => eventfd,
-    TimerFd(super::timerfd::TimerFd) => timerfd,
-    SignalFd(super::signalfd::SignalFd) => signalfd,
+    EventFd(super::eventfd::EventFd) => event_fd,
+    TimerFd(super::timerfd::TimerFd) => timer_fd,
+    SignalFd(super::signalfd::SignalFd) => signal_fd,
     Epoll(super::epoll::Epoll) => epoll,
-    UnixSocket(super::unix::UnixSocket) => unix,
+    UnixSocket(super::unix::UnixSocket) => unix_socket,
     Pty(super::pty::PtyEnd) => pty,
     /// An open file of `/dev/tty`: its holder's controlling terminal.
     DevTty(super::pty::DevTty) => dev_tty,
@@ -196,6 +212,8 @@ mod tests {
             let json = serde_json::to_string(&kind).unwrap();
             let back: FileKind = serde_json::from_str(&json).unwrap();
             assert_eq!(back, kind, "{json}");
+            let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(value["type"], kind.tag(), "{json}");
         }
         assert_eq!(
             serde_json::to_string(&FileKind::Pipe(pipe::PipeEnd {

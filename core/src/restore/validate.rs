@@ -703,7 +703,7 @@ fn mm_image(snap: &Snapshot, field: &str, pid: i32, mm: &MmImage) -> Result<()> 
 }
 
 fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
-    let field = format!("file {i} ({})", kind_name(&f.kind));
+    let field = format!("file {i} ({})", f.kind.tag());
     let field = field.as_str();
     // A thread's pidfd carries PIDFD_THREAD, which is O_EXCL's bit.
     let open_time = match f.kind {
@@ -892,34 +892,10 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
         FileKind::Pty(p) if p.index >= 1 << 20 => {
             return Err(bad(field, format!("pty number {}", p.index)));
         }
-        _ => {}
+        // The kinds with no check here check their records themselves.
+        other => other.validate().map_err(|reason| bad(field, reason))?,
     }
     Ok(())
-}
-
-/// The kind's tag as the document spells it.
-fn kind_name(kind: &FileKind) -> &'static str {
-    match kind {
-        FileKind::Regular(_) => "regular",
-        FileKind::Memfd(_) => "memfd",
-        FileKind::Directory(_) => "directory",
-        FileKind::Pipe(_) => "pipe",
-        FileKind::CharDevice(_) => "char_device",
-        FileKind::Detached(_) => "detached",
-        FileKind::Reattached(_) => "reattached",
-        FileKind::EventFd(_) => "event_fd",
-        FileKind::TimerFd(_) => "timer_fd",
-        FileKind::SignalFd(_) => "signal_fd",
-        FileKind::Epoll(_) => "epoll",
-        FileKind::UnixSocket(_) => "unix_socket",
-        FileKind::Pty(_) => "pty",
-        FileKind::DevTty(_) => "dev_tty",
-        FileKind::Inotify(_) => "inotify",
-        FileKind::Netlink(_) => "netlink",
-        FileKind::Inet(_) => "inet",
-        FileKind::Pidfd(_) => "pidfd",
-        FileKind::ServiceFile(_) => "service_file",
-    }
 }
 
 fn pipe(i: usize, p: &files::pipe::PipeImage) -> Result<()> {
