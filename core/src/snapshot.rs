@@ -4,7 +4,8 @@
 use crate::attachment::StoredAttachment;
 use crate::creds::Creds;
 use crate::files::pipe::PipeImage;
-use crate::files::{FdImage, OpenFile};
+use crate::files::service_file::Pending;
+use crate::files::{FdImage, FileKind, OpenFile};
 use crate::image::ChunkRef;
 use crate::memory::shmem::ShmemObject;
 use crate::memory::MmImage;
@@ -128,6 +129,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The fds that [`crate::files::service_file::reopen`] has to put back once their
+    /// services are.
+    pub fn pending_service_files(&self) -> Vec<Pending> {
+        self.processes
+            .iter()
+            .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+            .filter_map(|(pid, f)| match &self.files.get(f.file)?.kind {
+                FileKind::ServiceFile(sf) => Some(Pending {
+                    pid,
+                    fd: f.fd,
+                    cloexec: f.cloexec,
+                    flags: self.files[f.file].flags,
+                    file: sf.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every chunk the image references.
     pub fn chunks(&self) -> Vec<&ChunkRef> {
         let mut out: Vec<&ChunkRef> = Vec::new();

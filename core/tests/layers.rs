@@ -1,7 +1,8 @@
 //! The modules of core import one another one way only: no cycle among
 //! the files of `core/src` (a `crate::…` or `super::…` path in code, not in
-//! comments or unit tests, is an import). A new cycle fails here with the
-//! files that make it.
+//! comments or unit tests, is an import; so is a child module named by
+//! its own name in its parent, `pipe::PipeEnd` in `files/mod.rs`). A new
+//! cycle fails here with the files that make it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -35,20 +36,56 @@ fn code(text: &str) -> String {
         .join("\n")
 }
 
-/// The paths after each `marker` in `code` ("a::b::c" for `crate::a::b::c`).
-fn paths_after<'a>(code: &'a str, marker: &str) -> Vec<&'a str> {
+/// The paths after each `marker` in `code` ("a::b::c" for `crate::a::b::c`;
+/// each of "a::b" and "c" for `crate::{a::b, c}`).
+fn paths_after(code: &str, marker: &str) -> Vec<String> {
     code.match_indices(marker)
         .filter(|(i, _)| {
             // `crate::` alone, not `hiber_crate::`.
             *i == 0
                 || !code.as_bytes()[i - 1].is_ascii_alphanumeric() && code.as_bytes()[i - 1] != b'_'
         })
-        .map(|(i, m)| {
+        .flat_map(|(i, m)| {
             let rest = &code[i + m.len()..];
             let end = rest
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
                 .unwrap_or(rest.len());
-            rest[..end].trim_end_matches(':')
+            let head = rest[..end].trim_end_matches(':');
+            match rest[end..].strip_prefix('{') {
+                Some(group) if rest[..end].is_empty() || rest[..end].ends_with("::") => {
+                    let group = &group[..group.find('}').unwrap_or(group.len())];
+                    group
+                        .split(',')
+                        .map(|item| item.trim().split([' ', '{']).next().unwrap_or(""))
+                        .filter(|item| !item.is_empty())
+                        .map(|item| {
+                            let item = item.trim_end_matches(':');
+                            if item == "self" {
+                                head.to_string()
+                            } else if head.is_empty() {
+                                item.to_string()
+                            } else {
+                                format!("{head}::{item}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                }
+                _ => vec![head.to_string()],
+            }
+        })
+        .collect()
+}
+
+/// The modules a file declares (`mod x;`, `pub mod x;`, `pub(crate) mod x;`).
+fn children(code: &str) -> Vec<&str> {
+    code.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let rest = l
+                .strip_prefix("pub ")
+                .or(l.strip_prefix("pub(crate) "))
+                .unwrap_or(l);
+            rest.strip_prefix("mod ")?.strip_suffix(';')
         })
         .collect()
 }
@@ -77,6 +114,20 @@ fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> 
         };
         for p in paths_after(&code, "crate::") {
             add(target(mods, &p.split("::").collect::<Vec<_>>()));
+        }
+        // A child module named by its own name (`pipe::PipeEnd` in
+        // `files/mod.rs`), or by `self::`.
+        for child in children(&code) {
+            let marker = format!("{child}::");
+            let mut parts = here.clone();
+            parts.push(child);
+            if !paths_after(&code, &marker).is_empty() {
+                add(target(mods, &parts));
+            }
+        }
+        for p in paths_after(&code, "self::") {
+            let parts: Vec<&str> = here.iter().copied().chain(p.split("::")).collect();
+            add(target(mods, &parts));
         }
         for p in paths_after(&code, "super::") {
             // `super` of a file `a::b` is `a` (of `a/mod.rs`, the parent of `a`).
@@ -129,6 +180,26 @@ fn core_imports_have_no_cycle() {
         edges["memory"]
     );
     assert!(edges["files::unix"].contains("sys::socket"));
+    // A parent's use of its child by the child's own name.
+    assert!(
+        edges["files::table"].contains("files::pipe") || edges["files"].contains("files::pipe")
+    );
+    // Cycles between a folder's `mod.rs` and its files that predate this
+    // check (the parent holds the error type its children use), to be
+    // undone as issue 17 goes on; none may be added.
+    let known: &[(&str, &str)] = &[
+        ("devices", "devices::detach"),
+        ("devices", "devices::reattach"),
+        ("devices", "devices::sysfs"),
+    ];
+    let mut edges = edges;
+    for (parent, child) in known {
+        let gone = !edges.get_mut(*child).is_some_and(|e| e.remove(*parent));
+        assert!(
+            !gone,
+            "{child} no longer imports {parent}: take it off the list"
+        );
+    }
     let mut done = BTreeSet::new();
     for m in mods.keys() {
         if let Some(c) = cycle_from(&edges, m, &mut Vec::new(), &mut done) {

@@ -116,7 +116,9 @@ pub fn check(
     devices: &DevicePolicies,
 ) -> Result<(SessionSet, Report)> {
     let session = find(display, opts)?;
-    let report = hiber_core::check_without(&session.roots, &session.left_out(), devices)?;
+    let left_out = session.left_out();
+    let devices = crate::xserver::reattaching_x_servers(devices, &session.roots, &left_out.pids);
+    let report = hiber_core::check_without(&session.roots, &left_out, &devices)?;
     Ok((session, report))
 }
 
@@ -290,7 +292,11 @@ fn save_once(
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             no_reset: opts.no_reset,
             precopy: opts.precopy,
-            devices: opts.devices.clone(),
+            devices: crate::xserver::reattaching_x_servers(
+                &opts.devices,
+                &session.roots,
+                &session.left_out().pids,
+            ),
             left_out: session.left_out(),
         },
         &recorder,
@@ -579,7 +585,7 @@ pub fn restore_onto(
             "session restored onto another display"
         );
     }
-    let pending = hiber_core::files::service_file::pending(&snap);
+    let pending = snap.pending_service_files();
     drop(snap);
     // The server runs from the moment the tree is released; a first
     // connection can still race its return to the poll loop.

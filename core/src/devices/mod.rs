@@ -20,7 +20,7 @@ pub mod sysfs;
 
 use crate::policy::Policy;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -310,19 +310,21 @@ impl Decision {
 }
 
 /// What a char device is to the process holding it, for the automatic
-/// rule: an X server's primary DRM card is reattached.
+/// rule: the primary DRM card of a process the session layer names (its
+/// X server, see [`DevicePolicies::reattach_primary_of`]) is reattached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Use {
     Plain,
-    XServerPrimaryCard,
+    PrimaryCard,
 }
 
 impl Use {
     /// `devnum`'s use, `primary` being the holder's primary card when the
-    /// holder is an X server ([`reattach::primary_of`]).
+    /// holder is named in [`DevicePolicies::reattach_primary_of`]
+    /// ([`reattach::primary_of`]).
     pub fn of(devnum: (u32, u32), primary: Option<(u32, u32)>) -> Self {
         if primary == Some(devnum) {
-            Use::XServerPrimaryCard
+            Use::PrimaryCard
         } else {
             Use::Plain
         }
@@ -338,6 +340,9 @@ pub struct DevicePolicies {
     pub roots: SysRoots,
     /// The signal sent to an X server whose card was reattached.
     pub reattach_signal: String,
+    /// Pids whose primary DRM card is reattached: the session layer names
+    /// its X servers (core does not know what an X server is).
+    pub reattach_primary_of: BTreeSet<i32>,
 }
 
 impl Default for DevicePolicies {
@@ -348,6 +353,7 @@ impl Default for DevicePolicies {
             file: None,
             roots: SysRoots::default(),
             reattach_signal: reattach::DEFAULT_SIGNAL.into(),
+            reattach_primary_of: BTreeSet::new(),
         }
     }
 }
@@ -369,6 +375,7 @@ impl DevicePolicies {
             file: config.map(|(p, c)| (p, c.rules)),
             roots: SysRoots::default(),
             reattach_signal,
+            reattach_primary_of: BTreeSet::new(),
         })
     }
 
@@ -392,7 +399,7 @@ impl DevicePolicies {
                 };
             }
         }
-        if use_ == Use::XServerPrimaryCard {
+        if use_ == Use::PrimaryCard {
             return Decision {
                 policy: Policy::Reattach,
                 rule: Some((Selector::Devnum(devnum.0, devnum.1), Origin::Automatic)),

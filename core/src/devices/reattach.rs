@@ -21,8 +21,6 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
-/// Process names (`comm`, or the executable's file name) of X servers.
-pub const X_SERVER_NAMES: &[&str] = &["Xorg", "X"];
 /// The signal sent when the configuration names none: Xorg's xf86 VT code
 /// registers SIGUSR1 as both the release and the acquire signal.
 pub const DEFAULT_SIGNAL: &str = "USR1";
@@ -51,13 +49,6 @@ pub fn parse_signal(name: &str) -> Option<i32> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(bare))
         .map(|&(_, s)| s)
-}
-
-/// Whether a process is an X server, by its `comm` or its executable's
-/// file name (Debian's `/usr/lib/xorg/Xorg`).
-pub fn is_x_server(comm: &str, exe: Option<&Path>) -> bool {
-    let exe_name = exe.and_then(Path::file_name).and_then(|n| n.to_str());
-    X_SERVER_NAMES.contains(&comm) || exe_name == Some("Xorg")
 }
 
 /// `N` of a card's `DEVNAME` `dri/cardN`; None for render nodes and
@@ -428,21 +419,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn x_servers_by_comm_or_exe() {
-        assert!(is_x_server("Xorg", None));
-        assert!(is_x_server("X", Some(Path::new("/usr/bin/python3.11"))));
-        assert!(is_x_server(
-            "Xorg.wrap",
-            Some(Path::new("/usr/lib/xorg/Xorg"))
-        ));
-        assert!(!is_x_server("Xvfb", Some(Path::new("/usr/bin/Xvfb"))));
-        assert!(!is_x_server(
-            "python3",
-            Some(Path::new("/usr/bin/python3.11"))
-        ));
-    }
-
-    #[test]
     fn card_names_signals_and_boot_vga() {
         assert_eq!(card_number("dri/card0"), Some(0));
         assert_eq!(card_number("dri/card12"), Some(12));
@@ -541,7 +517,7 @@ pub(crate) mod tests {
             Policy::Detach,
             "not an X server"
         );
-        let c = p.classify(Path::new("/dev/dri/card0"), 226, 0, Use::XServerPrimaryCard);
+        let c = p.classify(Path::new("/dev/dri/card0"), 226, 0, Use::PrimaryCard);
         assert_eq!(
             c.decision.describe_rule(),
             "device 226:0 (automatic: an X server's primary DRM card)"
@@ -632,7 +608,7 @@ pub(crate) mod tests {
             roots: roots(t.path()),
             ..DevicePolicies::default()
         };
-        let c = p.classify(Path::new("/dev/full"), 1, 7, Use::XServerPrimaryCard);
+        let c = p.classify(Path::new("/dev/full"), 1, 7, Use::PrimaryCard);
         let r = Reattached::checkpoint(&c, &p.roots, "USR1").expect("a card");
         let flags = (libc::O_RDWR | libc::O_NONBLOCK) as u32;
         let Reopened::Live(fd) = r.restore(flags, &p.roots).unwrap() else {

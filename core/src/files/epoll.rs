@@ -6,7 +6,8 @@
 //! itself once its fds sit at their numbers (see `restore::node`), by the
 //! process the watches were read from.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -34,7 +35,7 @@ pub(super) fn checkpoint(
     pid: i32,
     info: &FdInfo,
     fd_inode: &dyn Fn(i32) -> Option<u64>,
-) -> Result<FileKind, String> {
+) -> Result<Epoll, String> {
     let mut watches = Vec::new();
     for (k, v) in info.extra.iter().filter(|(k, _)| k == "tfd") {
         let words: Vec<&str> = v.split_whitespace().collect();
@@ -61,18 +62,14 @@ pub(super) fn checkpoint(
         }
         watches.push(Watch { fd, events, data });
     }
-    Ok(FileKind::Epoll(Epoll {
+    Ok(Epoll {
         owner: pid,
         watches,
-    }))
+    })
 }
 
 impl Epoll {
-    pub fn describe(&self) -> String {
-        format!("epoll with {} watches", self.watches.len())
-    }
-
-    pub(super) fn restore(&self) -> Result<OwnedFd, FileError> {
+    fn open(&self) -> Result<OwnedFd, FileError> {
         // SAFETY: epoll_create1 takes flags and returns a new fd or -1.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
@@ -107,5 +104,43 @@ impl Epoll {
             }
         }
         Ok(())
+    }
+}
+
+impl FdKind for Epoll {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("epoll with {} watches", self.watches.len())
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "recreated; its watches are added back by the process under the same fd numbers".into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_anon("[eventpoll]")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        use std::os::unix::fs::MetadataExt;
+        let pid = fd.pid;
+        let inode = |n: i32| {
+            std::fs::metadata(format!("/proc/{pid}/fd/{n}"))
+                .ok()
+                .map(|m| m.ino())
+        };
+        Ok(checkpoint(pid, fd.info, &inode)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        let fd = self.open()?;
+        super::kind::status_flags_as_saved(&fd, flags)?;
+        Ok(fd.into())
     }
 }

@@ -1,6 +1,7 @@
 //! eventfd: its counter and semaphore mode, from fdinfo.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -13,7 +14,7 @@ pub struct EventFd {
 }
 
 impl EventFd {
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let mut efd_flags = libc::EFD_CLOEXEC;
         if self.semaphore {
             efd_flags |= libc::EFD_SEMAPHORE;
@@ -36,27 +37,49 @@ impl EventFd {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         if u64::from(initial) != self.count {
             use std::io::Write;
-            let mut f =
-                std::fs::File::from(fd.try_clone().map_err(|source| FileError::Create {
-                    what: "duplicating an eventfd",
-                    source,
-                })?);
+            let mut f = std::fs::File::from(fd.try_clone().create_err("duplicating an eventfd")?);
             f.write_all(&self.count.to_ne_bytes())
-                .map_err(|source| FileError::Create {
-                    what: "setting an eventfd counter",
-                    source,
-                })?;
+                .create_err("setting an eventfd counter")?;
         }
         Ok(fd)
     }
 }
 
-pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+pub(super) fn checkpoint(info: &FdInfo) -> Result<EventFd, String> {
     let count = info
         .eventfd_count()
         .ok_or_else(|| "eventfd without an eventfd-count line in fdinfo".to_string())?;
     let semaphore = info
         .get("eventfd-semaphore")
         .is_some_and(|v| v.trim() == "1");
-    Ok(FileKind::EventFd(EventFd { count, semaphore }))
+    Ok(EventFd { count, semaphore })
+}
+
+impl FdKind for EventFd {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        "eventfd".into()
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "recreated with its counter and mode".into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_anon("[eventfd]")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.info)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
+    }
 }

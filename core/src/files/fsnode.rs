@@ -22,7 +22,7 @@
 //! made with are set on a thread of its own (`unshare(CLONE_FS)`), never
 //! the restorer's.
 
-use super::FileError;
+use super::error::FileError;
 use crate::creds::Creds;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;

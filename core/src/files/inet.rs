@@ -4,7 +4,10 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::{sockopt, FileError, FileKind, Refusal};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
+use super::sockopt;
+use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use serde::{Deserialize, Serialize};
@@ -72,7 +75,7 @@ fn port(addr: &[u8]) -> u16 {
         .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]))
 }
 
-pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, Refusal> {
+pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<InetSocket, Refusal> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a socket: {err}");
     let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
@@ -98,7 +101,7 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, Refusa
         }
     }
     let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
-    Ok(FileKind::Inet(InetSocket {
+    Ok(InetSocket {
         family,
         kind,
         protocol,
@@ -108,34 +111,11 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<FileKind, Refusa
         peer,
         reuse_addr: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR).map_err(e)? != 0,
         options: sockopt::checkpoint(fd, family, kind, protocol),
-    }))
+    })
 }
 
 impl InetSocket {
-    pub fn describe(&self) -> String {
-        let fam = if self.family == libc::AF_INET6 {
-            "IPv6"
-        } else {
-            "IPv4"
-        };
-        let proto = if self.kind == libc::SOCK_STREAM {
-            "TCP"
-        } else {
-            "UDP"
-        };
-        let what = match self.state {
-            InetState::Listening => "listening",
-            InetState::Connection => "connection",
-            InetState::Connected => "connected",
-            InetState::Unconnected => "unconnected",
-        };
-        format!(
-            "{fam} {proto} socket, {what}, local port {}",
-            port(&self.local)
-        )
-    }
-
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
@@ -143,7 +123,7 @@ impl InetSocket {
             0
         };
         let fd = new_socket(self.family, self.kind | nonblock, self.protocol)
-            .map_err(err("creating an IP socket"))?;
+            .create_err("creating an IP socket")?;
         // Before the bind: IPV6_V6ONLY and SO_REUSEPORT decide whether it
         // succeeds.
         sockopt::restore(fd.as_raw_fd(), &self.options)?;
@@ -192,5 +172,67 @@ impl InetSocket {
             InetState::Connection | InetState::Unconnected => {}
         }
         Ok(fd)
+    }
+}
+
+impl FdKind for InetSocket {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        let fam = if self.family == libc::AF_INET6 {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
+        let proto = if self.kind == libc::SOCK_STREAM {
+            "TCP"
+        } else {
+            "UDP"
+        };
+        let what = match self.state {
+            InetState::Listening => "listening",
+            InetState::Connection => "connection",
+            InetState::Connected => "connected",
+            InetState::Unconnected => "unconnected",
+        };
+        format!(
+            "{fam} {proto} socket, {what}, local port {}",
+            port(&self.local)
+        )
+    }
+
+    fn policy(&self) -> Policy {
+        match self.state {
+            InetState::Connection => Policy::Reset,
+            InetState::Connected => Policy::Reopen,
+            _ => Policy::Restore,
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        match self.state {
+            InetState::Connection => "a TCP connection cannot be carried over: restored unconnected (the program sees the connection gone and reconnects)".into(),
+            InetState::Listening => "listening again on its address".into(),
+            InetState::Connected => "bound and connected again to its peer".into(),
+            InetState::Unconnected => "recreated, bound to its address if it had one".into(),
+        }
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_socket(libc::AF_INET) || fd.is_socket(libc::AF_INET6)
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        let family = fd.family().unwrap_or(libc::AF_INET);
+        Ok(checkpoint(fd.file, family)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
     }
 }

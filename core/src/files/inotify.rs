@@ -13,7 +13,9 @@
 //! unmount ends it (its descriptor kept, an `IN_IGNORED` event for it
 //! queued), so the program drops it as it would after an unmount.
 
-use super::{FileError, FileKind, Refusal};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
+use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::sys::fd::queued_bytes;
 use serde::{Deserialize, Serialize};
@@ -121,7 +123,7 @@ pub(super) fn checkpoint(
     held: &OwnedFd,
     info: &FdInfo,
     left_out_mounts: &[PathBuf],
-) -> Result<FileKind, Refusal> {
+) -> Result<Inotify, Refusal> {
     // An unreadable count is taken as nothing queued.
     let queued = queued_bytes(held.as_raw_fd()).unwrap_or(0);
     if queued > 0 {
@@ -166,35 +168,16 @@ pub(super) fn checkpoint(
         });
     }
     watches.sort_by_key(|w| w.wd);
-    Ok(FileKind::Inotify(Inotify { watches }))
+    Ok(Inotify { watches })
 }
 
 impl Inotify {
-    pub fn describe(&self) -> String {
-        format!("inotify with {} watches", self.watches.len())
-    }
-
     /// The watches restored ended (on left-out mounts).
     pub fn ended(&self) -> impl Iterator<Item = &Watch> {
         self.watches.iter().filter(|w| w.on_left_out_mount)
     }
 
-    /// Why the restore does what it does, for the report.
-    pub fn reason(&self) -> String {
-        let ended: Vec<String> = self
-            .ended()
-            .map(|w| format!("{} on {}", w.wd, w.path.display()))
-            .collect();
-        if ended.is_empty() {
-            return "watches added again by path under their old descriptors".into();
-        }
-        format!(
-            "watches added again by path under their old descriptors; watch {} of a left-out FUSE server's mount comes back ended as by an unmount (IN_IGNORED queued)",
-            ended.join(", ")
-        )
-    }
-
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         // Non-blocking while we set it up (to drain our own events).
         // SAFETY: inotify_init1 takes flags, returns a new fd or -1.
@@ -276,10 +259,58 @@ impl Inotify {
             unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
         }
         drop(stand_in);
-        let nonblock = flags as i32 & libc::O_NONBLOCK;
-        // SAFETY: F_SETFL on our fd.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, nonblock) };
+        let nonblock = flags & libc::O_NONBLOCK as u32;
+        // As before the checkpoint: no error to report if it fails.
+        let _ = crate::sys::fd::set_status_flags(&fd, nonblock);
         Ok(fd)
+    }
+}
+
+impl FdKind for Inotify {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("inotify with {} watches", self.watches.len())
+    }
+
+    fn policy(&self) -> Policy {
+        if self.ended().next().is_some() {
+            Policy::Reset
+        } else {
+            Policy::Restore
+        }
+    }
+
+    /// Why the restore does what it does, for the report.
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        let ended: Vec<String> = self
+            .ended()
+            .map(|w| format!("{} on {}", w.wd, w.path.display()))
+            .collect();
+        if ended.is_empty() {
+            return "watches added again by path under their old descriptors".into();
+        }
+        format!(
+            "watches added again by path under their old descriptors; watch {} of a left-out FUSE server's mount comes back ended as by an unmount (IN_IGNORED queued)",
+            ended.join(", ")
+        )
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_anon("inotify")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), cx: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.file, fd.info, cx.left_out_mounts)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
     }
 }
 

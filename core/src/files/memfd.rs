@@ -4,7 +4,8 @@
 //! restore each saved open file is a fresh open of the recreated memfd,
 //! with the saved access mode and offset.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
@@ -21,11 +22,7 @@ pub struct MemfdFile {
 }
 
 impl MemfdFile {
-    pub fn describe(&self) -> String {
-        format!("memfd {}", self.name)
-    }
-
-    pub(super) fn restore(&self, flags: u32, shared: &SharedObjects) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32, shared: &SharedObjects) -> Result<OwnedFd, FileError> {
         let memfd = shared.file(self.object).ok_or(FileError::BadReference {
             what: "memfd object",
             index: self.object,
@@ -53,7 +50,7 @@ pub(super) fn checkpoint(
     info: &FdInfo,
     st: &libc::stat,
     shmem: &mut ShmemTable,
-) -> Result<FileKind, String> {
+) -> Result<MemfdFile, String> {
     let name = target
         .strip_prefix("/memfd:")
         .unwrap_or(target)
@@ -63,9 +60,38 @@ pub(super) fn checkpoint(
         .try_clone()
         .map_err(|e| format!("duplicating the memfd: {e}"))?;
     let object = shmem.of_memfd(copy, st, name);
-    Ok(FileKind::Memfd(MemfdFile {
+    Ok(MemfdFile {
         object,
         name: name.to_string(),
         pos: info.pos,
-    }))
+    })
+}
+
+impl FdKind for MemfdFile {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("memfd {}", self.name)
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "recreated with its name, size, contents and seals; shared with its mappings".into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.file_type() == libc::S_IFREG && fd.name.starts_with("/memfd:")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), cx: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.file, fd.name, fd.info, fd.stat, cx.shmem)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), cx: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags, cx.shared).map(Opened::from)
+    }
 }

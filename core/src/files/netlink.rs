@@ -9,7 +9,10 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::{sockopt, FileError, FileKind, Refusal};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
+use super::sockopt;
+use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use crate::uevent::proxy::SessionNet;
@@ -122,7 +125,7 @@ fn set_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, Refusal> {
+pub(super) fn checkpoint(held: &OwnedFd) -> Result<NetlinkSocket, Refusal> {
     let fd = held.as_raw_fd();
     let e = |err: io::Error| format!("reading a netlink socket: {err}");
     // An unreadable count is taken as nothing queued.
@@ -141,7 +144,7 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, Refusal> {
     }
     let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
     let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
-    Ok(FileKind::Netlink(NetlinkSocket {
+    Ok(NetlinkSocket {
         protocol,
         kind,
         bound: a.nl_pid != 0,
@@ -150,31 +153,17 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<FileKind, Refusal> {
         rcvbuf: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(e)?,
         filter: get_filter(fd).map_err(e)?,
         options: sockopt::checkpoint(fd, libc::AF_NETLINK, kind, protocol),
-    }))
+    })
 }
 
 impl NetlinkSocket {
-    pub fn describe(&self) -> String {
-        if self.is_uevent() {
-            return format!("device event (uevent) socket, groups {:#x}", self.groups);
-        }
-        format!(
-            "netlink socket (protocol {}, groups {:#x})",
-            self.protocol, self.groups
-        )
-    }
-
     /// A `NETLINK_KOBJECT_UEVENT` socket: device events.
     pub fn is_uevent(&self) -> bool {
         self.protocol == NETLINK_KOBJECT_UEVENT
     }
 
     /// Recreate the socket; a uevent one inside `net` when given.
-    pub(super) fn restore(
-        &self,
-        flags: u32,
-        net: Option<&SessionNet>,
-    ) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32, net: Option<&SessionNet>) -> Result<OwnedFd, FileError> {
         match net {
             Some(net) if self.is_uevent() => net.run(|| self.create(flags))?,
             _ => self.create(flags),
@@ -194,11 +183,11 @@ impl NetlinkSocket {
             0
         };
         let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
-            .map_err(err("creating a netlink socket"))?;
+            .create_err("creating a netlink socket")?;
         let raw = fd.as_raw_fd();
         if self.passcred {
             setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-                .map_err(err("setting SO_PASSCRED on a netlink socket"))?;
+                .create_err("setting SO_PASSCRED on a netlink socket")?;
         }
         if self.rcvbuf > 0 {
             // The kernel doubles what it is given; FORCE passes the
@@ -206,12 +195,12 @@ impl NetlinkSocket {
             let size = self.rcvbuf / 2;
             if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
                 setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)
-                    .map_err(err("setting a netlink socket's receive buffer"))?;
+                    .create_err("setting a netlink socket's receive buffer")?;
             }
         }
         sockopt::restore(raw, &self.options)?;
         if !self.filter.is_empty() {
-            set_filter(raw, &self.filter).map_err(err("attaching a netlink socket's filter"))?;
+            set_filter(raw, &self.filter).create_err("attaching a netlink socket's filter")?;
         }
         if self.bound {
             // SAFETY: sockaddr_nl is plain data.
@@ -231,5 +220,48 @@ impl NetlinkSocket {
             }
         }
         Ok(fd)
+    }
+}
+
+impl FdKind for NetlinkSocket {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        if self.is_uevent() {
+            return format!("device event (uevent) socket, groups {:#x}", self.groups);
+        }
+        format!(
+            "netlink socket (protocol {}, groups {:#x})",
+            self.protocol, self.groups
+        )
+    }
+
+    fn policy(&self) -> Policy {
+        Policy::Reopen
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        if self.is_uevent() {
+            "device event socket: recreated with its groups, SO_PASSCRED and filter inside the restored session's own network namespace, where the uevent proxy replays the detached devices' events and forwards the host's".into()
+        } else {
+            "recreated with its protocol and multicast groups (the kernel picks its port id)".into()
+        }
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_socket(libc::AF_NETLINK)
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.file)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), cx: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags, cx.uevent_net).map(Opened::from)
     }
 }

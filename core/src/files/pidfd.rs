@@ -5,7 +5,9 @@
 //! or is outside the saved set, as a handle to an exited process, which is
 //! what a program sees when its child is gone.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
+use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -25,14 +27,6 @@ pub struct Pidfd {
 }
 
 impl Pidfd {
-    pub fn describe(&self) -> String {
-        match (self.pid, self.inside) {
-            (-1, _) => "pidfd of a process that has exited".into(),
-            (pid, true) => format!("pidfd of pid {pid}"),
-            (pid, false) => format!("pidfd of pid {pid}, outside the saved set"),
-        }
-    }
-
     fn pidfd_flags(&self, file_flags: u32) -> i32 {
         let mut flags = file_flags as i32 & libc::O_NONBLOCK;
         if self.thread {
@@ -44,11 +38,9 @@ impl Pidfd {
     /// The restorer's object: a handle to an exited process. For a pid of
     /// the set it is only a placeholder, replaced in the holder by
     /// [`Pidfd::open_in_holder`].
-    pub(super) fn restore(&self, file_flags: u32) -> Result<OwnedFd, FileError> {
-        exited(file_flags as i32 & libc::O_NONBLOCK).map_err(|source| FileError::Create {
-            what: "creating a pidfd of an exited process",
-            source,
-        })
+    fn open(&self, file_flags: u32) -> Result<OwnedFd, FileError> {
+        exited(file_flags as i32 & libc::O_NONBLOCK)
+            .create_err("creating a pidfd of an exited process")
     }
 
     /// Open the saved process again, from a process of the restored tree
@@ -87,7 +79,7 @@ fn exited(flags: i32) -> io::Result<OwnedFd> {
     }
 }
 
-pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+pub(super) fn checkpoint(info: &FdInfo) -> Result<Pidfd, String> {
     let pid: i32 = info
         .get("Pid")
         .and_then(|v| v.trim().parse().ok())
@@ -95,11 +87,49 @@ pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
     if pid == 0 {
         return Err("pidfd of a process in another pid namespace".into());
     }
-    Ok(FileKind::Pidfd(Pidfd {
+    Ok(Pidfd {
         pid,
         thread: info.flags as i32 & PIDFD_THREAD != 0,
         inside: false,
-    }))
+    })
+}
+
+impl FdKind for Pidfd {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        match (self.pid, self.inside) {
+            (-1, _) => "pidfd of a process that has exited".into(),
+            (pid, true) => format!("pidfd of pid {pid}"),
+            (pid, false) => format!("pidfd of pid {pid}, outside the saved set"),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        if self.pid > 0 && !self.inside {
+            Policy::Reset
+        } else {
+            Policy::Restore
+        }
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        // Linux 6.9+ names it `pidfd:[INO]` (pidfs).
+        fd.is_anon("[pidfd]") || fd.untyped() && fd.name.starts_with("pidfd:")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.info)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
+    }
 }
 
 #[cfg(test)]
@@ -125,7 +155,7 @@ mod tests {
             thread: false,
             inside: false,
         }
-        .restore(libc::O_NONBLOCK as u32)
+        .open(libc::O_NONBLOCK as u32)
         .unwrap();
         assert!(poll_in(&fd), "an exited process's pidfd is readable");
         // SAFETY: F_GETFL on our own fd.

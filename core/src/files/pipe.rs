@@ -5,9 +5,11 @@
 //! other end no saved process holds is Reset: restored with that end closed,
 //! so the reader sees end-of-file after the saved data, and a writer EPIPE.
 
-use super::{set_status_flags, FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
+use crate::sys::fd::set_status_flags;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -23,17 +25,6 @@ pub struct PipeEnd {
     pub pipe: usize,
     pub read: bool,
     pub write: bool,
-}
-
-impl PipeEnd {
-    pub fn describe(&self) -> String {
-        let end = match (self.read, self.write) {
-            (true, true) => "read/write end",
-            (true, false) => "read end",
-            _ => "write end",
-        };
-        format!("pipe #{} {end}", self.pipe)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,12 +51,9 @@ pub struct PipeTable {
 }
 
 fn pipe_size(fd: &OwnedFd) -> u32 {
-    // SAFETY: F_GETPIPE_SZ on an open fd.
-    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    if r > 0 {
-        r as u32
-    } else {
-        65536
+    match crate::sys::fd::pipe_size(fd) {
+        Ok(r) if r > 0 => r as u32,
+        _ => 65536,
     }
 }
 
@@ -100,7 +88,7 @@ impl PipeTable {
         flags: u32,
         st: &libc::stat,
         creds: Option<&crate::creds::Creds>,
-    ) -> FileKind {
+    ) -> PipeEnd {
         let (pid, fd) = holder;
         let key = (st.st_dev, st.st_ino);
         // A FIFO removed while open has no name left: nobody can open it
@@ -133,7 +121,7 @@ impl PipeTable {
             write: acc != libc::O_RDONLY,
         };
         self.holders.push((pid, fd, end));
-        FileKind::Pipe(end)
+        end
     }
 
     pub(super) fn reason(&self, end: &PipeEnd) -> String {
@@ -187,8 +175,8 @@ impl PipeTable {
             .map_err(io_err("opening a pipe to peek at its data"))?;
         let (ours_r, ours_w) = new_pipe().map_err(io_err("creating a pipe"))?;
         let size = self.pipes[i].size.max(65536);
-        // SAFETY: F_SETPIPE_SZ on our own pipe.
-        unsafe { libc::fcntl(ours_w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        // Best effort, as at restore (see `refill`).
+        let _ = crate::sys::fd::set_pipe_size(&ours_w, size as usize);
         // SAFETY: tee between two pipe fds we hold; no user memory.
         let n = unsafe {
             libc::tee(
@@ -204,9 +192,7 @@ impl PipeTable {
                 return Err(io_err("copying pipe data with tee")(err));
             }
         }
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        unsafe { libc::ioctl(reader.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let queued = crate::sys::fd::queued_bytes(reader.as_raw_fd()).unwrap_or(0);
         if (queued as i64) > n.max(0) as i64 {
             // Never save part of a pipe's data silently.
             return Err(FileError::Create {
@@ -244,16 +230,13 @@ fn refill(i: usize, p: &PipeImage, w: &OwnedFd, image: &ImageReader) -> Result<(
         }
     };
     // Best effort: above 1 MiB needs CAP_SYS_RESOURCE; the data may fit anyway.
-    // SAFETY: F_SETPIPE_SZ on our own pipe.
-    let capacity = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, p.size as libc::c_int) };
+    let capacity = crate::sys::fd::set_pipe_size(w, p.size as usize);
     if p.data.is_empty() {
         return Ok(());
     }
-    let capacity = if capacity > 0 {
-        capacity as u64
-    } else {
-        // SAFETY: F_GETPIPE_SZ on our own pipe.
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) }.max(0) as u64
+    let capacity = match capacity {
+        Ok(c) if c > 0 => c as u64,
+        _ => crate::sys::fd::pipe_size(w).unwrap_or(0) as u64,
     };
     if p.data_len > capacity {
         return Err(err("its saved data does not fit its capacity")(
@@ -360,10 +343,9 @@ impl PipeEnds {
                 Some(path) => {
                     let open = || match holders.get(i).copied().flatten() {
                         Some(creds) => crate::creds::with_fs_identity(creds, || open_fifo(path, p))
-                            .map_err(|source| FileError::Create {
-                                what: "taking the filesystem identity of the FIFO's saved holder",
-                                source,
-                            })?,
+                            .create_err(
+                                "taking the filesystem identity of the FIFO's saved holder",
+                            )?,
                         None => open_fifo(path, p),
                     };
                     let anchor = open()?;
@@ -377,10 +359,7 @@ impl PipeEnds {
                         })?;
                     (r, anchor)
                 }
-                None => new_pipe().map_err(|source| FileError::Create {
-                    what: "creating a pipe",
-                    source,
-                })?,
+                None => new_pipe().create_err("creating a pipe")?,
             };
             refill(i, p, &w, image)?;
             ends.push((r, w, false, false));
@@ -417,5 +396,52 @@ impl PipeEnds {
         };
         set_status_flags(&fd, flags & !(libc::O_ACCMODE as u32)).map_err(err)?;
         Ok(fd)
+    }
+}
+
+impl FdKind for PipeEnd {
+    type Seen = PipeTable;
+    /// Made by `files::restore_all` from the image's pipes
+    /// (`Snapshot::pipes`), which no file record holds.
+    type Opening = PipeEnds;
+
+    fn describe(&self) -> String {
+        let end = match (self.read, self.write) {
+            (true, true) => "read/write end",
+            (true, false) => "read end",
+            _ => "write end",
+        };
+        format!("pipe #{} {end}", self.pipe)
+    }
+
+    fn reason(&self, _: &Probe<'_>, pipes: &PipeTable) -> String {
+        pipes.reason(self)
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.file_type() == libc::S_IFIFO
+    }
+
+    fn checkpoint(
+        fd: &Probe<'_>,
+        pipes: &mut PipeTable,
+        _: &mut Collecting<'_>,
+    ) -> Result<Self, Unsaved> {
+        Ok(pipes.checkpoint(
+            (fd.pid, fd.fd),
+            fd.target,
+            fd.file,
+            fd.flags,
+            fd.stat,
+            fd.creds,
+        ))
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<PipeEnds> {
+        Ok(PipeEnds { ends: Vec::new() })
+    }
+
+    fn restore(&self, flags: u32, ends: &mut PipeEnds, _: &Restoring<'_>) -> FileResult<Opened> {
+        ends.open(self, flags).map(Opened::from)
     }
 }

@@ -53,8 +53,10 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::{FileError, FileKind, Refusal};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -145,12 +147,6 @@ pub struct DevTty {
     /// controlling terminal of `hiber restore`.
     #[serde(default)]
     pub external: bool,
-}
-
-impl DevTty {
-    pub fn describe(&self) -> String {
-        format!("/dev/tty (controlling terminal pty {})", self.index)
-    }
 }
 
 /// The bytes queued for a slave's reader, as read out.
@@ -262,11 +258,7 @@ fn canonical(t: &libc::termios) -> bool {
 }
 
 /// Classify one pty end (`held` is our copy of the program's fd).
-pub(super) fn checkpoint(
-    held: &OwnedFd,
-    master: bool,
-    slave_index: Option<u32>,
-) -> Result<FileKind, Refusal> {
+fn checkpoint(held: &OwnedFd, master: bool, slave_index: Option<u32>) -> Result<PtyEnd, Refusal> {
     let fd = held.as_raw_fd();
     let e = |what: &'static str| move |err: io::Error| format!("{what}: {err}");
     let index = match slave_index {
@@ -290,7 +282,7 @@ pub(super) fn checkpoint(
             ioctl_int(fd, libc::TIOCGPGRP).unwrap_or(0),
         )
     };
-    Ok(FileKind::Pty(PtyEnd {
+    Ok(PtyEnd {
         index,
         master,
         termios: termios_of(fd).map_err(e("reading termios"))?,
@@ -303,39 +295,27 @@ pub(super) fn checkpoint(
         output: Vec::new(),
         input: Vec::new(),
         input_lines: Vec::new(),
-    }))
+    })
 }
 
 /// Classify an open file of `/dev/tty` from its holder's `tty_nr` and
 /// session (`/proc/PID/stat`); whether it can be restored is decided once
 /// every process is seen.
-pub(super) fn checkpoint_dev_tty(tty_nr: i32, session: i32) -> Result<FileKind, String> {
+fn checkpoint_dev_tty(tty_nr: i32, session: i32) -> Result<DevTty, String> {
     if tty_nr == 0 {
         return Err("/dev/tty is open but the process has no controlling terminal any more".into());
     }
     let index = pty_of_tty_nr(tty_nr).ok_or_else(|| {
         format!("/dev/tty is open on a controlling terminal that is not a pseudo-terminal (tty_nr {tty_nr:#x})")
     })?;
-    Ok(FileKind::DevTty(DevTty {
+    Ok(DevTty {
         index,
         session,
         external: false,
-    }))
+    })
 }
 
 impl PtyEnd {
-    pub fn describe(&self) -> String {
-        format!(
-            "pty {} {}",
-            self.index,
-            if self.master { "master" } else { "slave" }
-        )
-    }
-
-    pub fn chunks(&self) -> Vec<&ChunkRef> {
-        self.output.iter().chain(&self.input).collect()
-    }
-
     /// Store `output` (master) or `input` (slave) in the image.
     pub(super) fn dump_queue(
         &mut self,
@@ -833,22 +813,19 @@ impl DevTty {
     /// terminal is opened by its leader once it has it (`restore::node`):
     /// meanwhile `/dev/null` holds its place. An outside session's is the
     /// restorer's own controlling terminal.
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         if !self.external {
             return open_flags("/dev/null", libc::O_RDWR).map_err(err(
                 "opening /dev/null to hold the place of a /dev/tty file",
             ));
         }
-        open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).map_err(|source| FileError::Create {
-            what: "opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)",
-            source,
-        })
+        open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).create_err("opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)")
     }
 }
 
 fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
     if let Some(t) = termios_from(&end.termios) {
-        tcsets(fd.as_raw_fd(), &t).map_err(err("setting a pty's termios"))?;
+        tcsets(fd.as_raw_fd(), &t).create_err("setting a pty's termios")?;
     }
     let w = libc::winsize {
         ws_row: end.winsize[0],
@@ -863,7 +840,7 @@ fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
 
 /// Ptys being restored: both ends of a pair are made at the first one met.
 #[derive(Debug, Default)]
-pub(super) struct PtyPairs {
+struct PtyPairs {
     /// By saved index: the master and the slave (None: its holder is
     /// outside the image, so it is closed and the other end sees a hang-up).
     open: HashMap<u32, (Option<OwnedFd>, Option<OwnedFd>)>,
@@ -882,18 +859,15 @@ impl PtyPairs {
         if end.external {
             // The restorer's own terminal, by its real name (a file opened
             // as /dev/tty keeps that name), one open file per saved one.
-            return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).map_err(|source| FileError::Create {
-                what: "opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)",
-                source,
-            });
+            return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).create_err("opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)");
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(end.index) {
-            let master = open_flags("/dev/ptmx", libc::O_RDWR).map_err(err("opening /dev/ptmx"))?;
-            set_int(master.as_raw_fd(), TIOCSPTLCK, 0).map_err(err("unlocking a new pty"))?;
-            let n = ioctl_int(master.as_raw_fd(), TIOCGPTN)
-                .map_err(err("reading a new pty's number"))?;
+            let master = open_flags("/dev/ptmx", libc::O_RDWR).create_err("opening /dev/ptmx")?;
+            set_int(master.as_raw_fd(), TIOCSPTLCK, 0).create_err("unlocking a new pty")?;
+            let n =
+                ioctl_int(master.as_raw_fd(), TIOCGPTN).create_err("reading a new pty's number")?;
             let slave = open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR)
-                .map_err(err("opening a new pty's slave"))?;
+                .create_err("opening a new pty's slave")?;
             let (m_state, s_state) = if end.master {
                 (Some(end.clone()), other(end.index, false))
             } else {
@@ -933,10 +907,10 @@ impl PtyPairs {
                 apply(&master, m)?;
                 if m.packet_mode {
                     set_int(master.as_raw_fd(), libc::TIOCPKT as libc::c_ulong, 1)
-                        .map_err(err("setting a pty's packet mode"))?;
+                        .create_err("setting a pty's packet mode")?;
                 }
                 if m.locked {
-                    set_int(master.as_raw_fd(), TIOCSPTLCK, 1).map_err(err("locking a pty"))?;
+                    set_int(master.as_raw_fd(), TIOCSPTLCK, 1).create_err("locking a pty")?;
                 }
             }
             slot.insert((m_state.map(|_| master), s_state.map(|_| slave)));
@@ -950,7 +924,7 @@ impl PtyPairs {
             // A second open of /dev/ptmx would be another pty: holders of
             // the master share one open file.
             let m = slot.0.as_ref().ok_or_else(missing)?;
-            let dup = m.try_clone().map_err(err("duplicating a pty master"))?;
+            let dup = m.try_clone().create_err("duplicating a pty master")?;
             // SAFETY: F_SETFL with the saved non-blocking flag on our fd.
             unsafe {
                 libc::fcntl(
@@ -967,7 +941,110 @@ impl PtyPairs {
             &format!("/proc/self/fd/{}", s.as_raw_fd()),
             flags as i32 & KEPT_FLAGS,
         )
-        .map_err(err("reopening a pty slave"))
+        .create_err("reopening a pty slave")
+    }
+}
+
+impl FdKind for PtyEnd {
+    type Seen = ();
+    type Opening = PtyOpening;
+
+    fn describe(&self) -> String {
+        format!(
+            "pty {} {}",
+            self.index,
+            if self.master { "master" } else { "slave" }
+        )
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "a fresh pty with the saved termios, window size, modes and the bytes queued each way (its number may change)".into()
+    }
+
+    fn chunks(&self) -> Vec<&ChunkRef> {
+        self.output.iter().chain(&self.input).collect()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        let (major, minor) = fd.rdev();
+        fd.file_type() == libc::S_IFCHR && (is_master(major, minor) || is_slave_major(major))
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        let (major, minor) = fd.rdev();
+        Ok(if is_master(major, minor) {
+            checkpoint(fd.file, true, None)?
+        } else {
+            checkpoint(fd.file, false, Some((major - 136) * 256 + minor))?
+        })
+    }
+
+    fn opening(all: &[&Self], _: &Restoring<'_>) -> FileResult<PtyOpening> {
+        Ok(PtyOpening {
+            pairs: PtyPairs::default(),
+            ends: all.iter().map(|p| (*p).clone()).collect(),
+        })
+    }
+
+    fn restore(
+        &self,
+        flags: u32,
+        opening: &mut PtyOpening,
+        cx: &Restoring<'_>,
+    ) -> FileResult<Opened> {
+        let PtyOpening { pairs, ends } = opening;
+        let other = |index: u32, master: bool| {
+            ends.iter()
+                .find(|p| p.index == index && p.master == master)
+                .cloned()
+        };
+        pairs.open(self, flags, &other, cx.image).map(Opened::from)
+    }
+}
+
+/// Ptys being restored: the pairs made, and every saved end (to find the
+/// other end of a pair).
+#[derive(Debug)]
+pub struct PtyOpening {
+    pairs: PtyPairs,
+    ends: Vec<PtyEnd>,
+}
+
+impl FdKind for DevTty {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("/dev/tty (controlling terminal pty {})", self.index)
+    }
+
+    fn policy(&self) -> Policy {
+        if self.external {
+            Policy::Reopen
+        } else {
+            Policy::Restore
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "opened again as /dev/tty on the restored controlling terminal".into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        let (major, minor) = fd.rdev();
+        fd.file_type() == libc::S_IFCHR && is_dev_tty(major, minor)
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint_dev_tty(fd.tty_nr, fd.session)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
     }
 }
 

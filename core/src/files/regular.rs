@@ -1,7 +1,8 @@
 //! Regular files, including files deleted while open ("ghosts", whose
 //! contents go into the image), and directories.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
@@ -32,17 +33,6 @@ pub struct Ghost {
 }
 
 impl RegularFile {
-    pub fn describe(&self) -> String {
-        match self.ghost {
-            Some(_) => format!("deleted file {}", self.path.display()),
-            None => format!("regular file {}", self.path.display()),
-        }
-    }
-
-    pub fn chunks(&self) -> Vec<&ChunkRef> {
-        self.ghost.iter().flat_map(|g| g.chunks.iter()).collect()
-    }
-
     pub(super) fn dump_ghost(
         &mut self,
         held: &OwnedFd,
@@ -64,11 +54,7 @@ impl RegularFile {
             let want = (ghost.size - off).min(GHOST_CHUNK as u64) as usize;
             let n = file
                 .read_at(&mut buf[..want], off)
-                .map_err(|source| FileError::Path {
-                    op: "reading deleted file",
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .path_err("reading deleted file", &self.path)?;
             if n == 0 {
                 break;
             }
@@ -79,7 +65,7 @@ impl RegularFile {
         Ok(())
     }
 
-    pub(super) fn restore(&self, flags: u32, image: &ImageReader) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32, image: &ImageReader) -> Result<OwnedFd, FileError> {
         // Open-time flags never reach open() (validation refuses them too);
         // nor does O_TMPFILE's own bit, which would ask for a directory.
         let tmpfile_bit = libc::O_TMPFILE & !libc::O_DIRECTORY;
@@ -192,7 +178,7 @@ pub(super) fn checkpoint(
     target: &Path,
     info: &FdInfo,
     st: &libc::stat,
-) -> Result<FileKind, String> {
+) -> Result<RegularFile, String> {
     let text = target.to_string_lossy();
     let (path, deleted) = match text.strip_suffix(" (deleted)") {
         Some(p) if st.st_nlink == 0 => (PathBuf::from(p), true),
@@ -222,11 +208,11 @@ pub(super) fn checkpoint(
     } else {
         None
     };
-    Ok(FileKind::Regular(RegularFile {
+    Ok(RegularFile {
         path,
         pos: info.pos,
         ghost,
-    }))
+    })
 }
 
 fn cpath(path: &Path) -> Result<CString, FileError> {
@@ -267,11 +253,7 @@ pub fn open_as(
     check: impl FnOnce(&libc::stat) -> Result<(), FileError>,
 ) -> Result<OwnedFd, FileError> {
     let handle = open_path(path, libc::O_PATH | libc::O_NOFOLLOW)?;
-    let st = crate::sys::fd::fstat(&handle).map_err(|source| FileError::Path {
-        op: "fstat",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let st = crate::sys::fd::fstat(&handle).path_err("fstat", path)?;
     if st.st_mode & libc::S_IFMT != kind {
         return Err(FileError::Path {
             op: "opening (it is not the kind of file the image saved)",
@@ -302,13 +284,13 @@ pub fn open_as(
         e => e,
     })?;
     if flags & libc::O_NONBLOCK == 0 {
-        super::set_status_flags(&fd, (flags & !libc::O_ACCMODE) as u32).map_err(|source| {
-            FileError::Path {
+        crate::sys::fd::set_status_flags(&fd, (flags & !libc::O_ACCMODE) as u32).map_err(
+            |source| FileError::Path {
                 op: "clearing O_NONBLOCK on",
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            },
+        )?;
     }
     Ok(fd)
 }
@@ -348,10 +330,11 @@ fn restore_ghost(
     }
     // SAFETY: a fresh fd owned by nobody else.
     let scratch = unsafe { OwnedFd::from_raw_fd(raw) };
-    let file = File::from(scratch.try_clone().map_err(|source| FileError::Create {
-        what: "duplicating a ghost file fd",
-        source,
-    })?);
+    let file = File::from(
+        scratch
+            .try_clone()
+            .create_err("duplicating a ghost file fd")?,
+    );
     let mut off = 0u64;
     let mut buf = Vec::new();
     for chunk in &ghost.chunks {
@@ -364,27 +347,16 @@ fn restore_ghost(
             });
         }
         file.write_all_at(&buf, off)
-            .map_err(|source| FileError::Path {
-                op: "writing deleted file contents",
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .path_err("writing deleted file contents", path)?;
         off += buf.len() as u64;
     }
     // The saved size (which also restores trailing holes).
-    file.set_len(ghost.size).map_err(|source| FileError::Path {
-        op: "sizing deleted file",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    file.set_len(ghost.size)
+        .path_err("sizing deleted file", path)?;
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
         ghost.mode & GHOST_MODE_BITS,
     ))
-    .map_err(|source| FileError::Path {
-        op: "setting mode of",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    .path_err("setting mode of", path)?;
     // The program's own OFD, with its own flags, on the same inode.
     open_path(
         Path::new(&format!("/proc/self/fd/{}", scratch.as_raw_fd())),
@@ -394,3 +366,42 @@ fn restore_ghost(
 
 /// Mode bits a recreated deleted file keeps: no setuid, setgid or sticky.
 pub const GHOST_MODE_BITS: u32 = 0o777;
+
+impl FdKind for RegularFile {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        match self.ghost {
+            Some(_) => format!("deleted file {}", self.path.display()),
+            None => format!("regular file {}", self.path.display()),
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        match self.ghost {
+            Some(_) => "deleted while open: contents saved in the image".into(),
+            None => super::kind::RECREATED.into(),
+        }
+    }
+
+    fn chunks(&self) -> Vec<&ChunkRef> {
+        self.ghost.iter().flat_map(|g| g.chunks.iter()).collect()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.file_type() == libc::S_IFREG && !fd.name.starts_with("/memfd:")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.pid, fd.fd, fd.target, fd.info, fd.stat)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), cx: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags, cx.image).map(Opened::from)
+    }
+}

@@ -12,6 +12,9 @@
 //! the holder, and puts it over the stand-in with its offset: the
 //! program's next read goes on where it stopped.
 
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
+use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::procmem::ProcMem;
 use crate::remote::{self, ResultUndo, Scratch, Undo};
@@ -66,12 +69,8 @@ pub enum ReopenError {
 }
 
 impl ServiceFile {
-    pub fn describe(&self) -> String {
-        format!("file {} of a left-out FUSE server", self.path.display())
-    }
-
     /// What happens to it, for the report.
-    pub fn reason(&self) -> String {
+    pub fn what_happens(&self) -> String {
         match &self.mount.bus_name {
             Some(name) => format!(
                 "the server of {} is left out of the set: a dead stand-in at restore, reopened by path at its offset once {name} is activated again and its mount answers",
@@ -85,7 +84,7 @@ impl ServiceFile {
     }
 
     /// Recorded from `/proc` alone: the fd's target and fdinfo.
-    pub(super) fn checkpoint(target: &Path, info: &FdInfo, mount: &ServiceMount) -> Self {
+    pub(super) fn record(target: &Path, info: &FdInfo, mount: &ServiceMount) -> Self {
         Self {
             path: target.to_path_buf(),
             pos: info.pos,
@@ -120,7 +119,7 @@ impl ServiceFile {
 
     /// The dead stand-in: an `O_PATH` handle of an empty memfd named
     /// after this kind, which [`reopen`] recognises.
-    pub(super) fn restore(&self) -> Result<OwnedFd, ReopenError> {
+    fn open(&self) -> Result<OwnedFd, ReopenError> {
         let err = |source| ReopenError::StandIn {
             path: self.path.clone(),
             source,
@@ -285,23 +284,48 @@ pub struct Pending {
     pub file: ServiceFile,
 }
 
-/// The fds of `snap` that [`reopen`] has to put back once their services
-/// are.
-pub fn pending(snap: &crate::Snapshot) -> Vec<Pending> {
-    snap.processes
-        .iter()
-        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
-        .filter_map(|(pid, f)| match &snap.files.get(f.file)?.kind {
-            super::FileKind::ServiceFile(sf) => Some(Pending {
-                pid,
-                fd: f.fd,
-                cloexec: f.cloexec,
-                flags: snap.files[f.file].flags,
-                file: sf.clone(),
-            }),
-            _ => None,
-        })
-        .collect()
+impl FdKind for ServiceFile {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!("file {} of a left-out FUSE server", self.path.display())
+    }
+
+    fn policy(&self) -> Policy {
+        Policy::Reopen
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        self.what_happens()
+    }
+
+    /// Files of a left-out service's mount are recorded from `/proc` alone
+    /// (`FileTable::collect_service_file`), before any kind is asked.
+    fn claims(_: &Probe<'_>) -> bool {
+        false
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Err(format!(
+            "{}: not inside a left-out service's mount",
+            fd.target.display()
+        )
+        .into())
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, _: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open()
+            .map(Opened::from)
+            .map_err(|e| FileError::Create {
+                what: "making the stand-in of a service's file",
+                source: std::io::Error::other(e.to_string()),
+            })
+    }
 }
 
 #[cfg(test)]
@@ -341,7 +365,7 @@ mod tests {
     #[test]
     fn the_stand_in_is_dead_and_recognised() {
         let me = std::process::id() as i32;
-        let stand_in = doc("/run/user/1500/doc/x", None).restore().unwrap();
+        let stand_in = doc("/run/user/1500/doc/x", None).open().unwrap();
         assert!(holds_stand_in(me, stand_in.as_raw_fd()));
         let mut b = [0u8; 4];
         // SAFETY: read into a local buffer of its length.

@@ -13,7 +13,7 @@
 //! privileges: a restore (often run by root) never sets what the program
 //! could not have set itself, whatever the image says.
 
-use super::FileError;
+use super::error::FileError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;

@@ -2,7 +2,8 @@
 //! read, from fdinfo. Restored relative to the restore: the time left is
 //! the time left at checkpoint.
 
-use super::{FileError, FileKind};
+use super::error::{FileError, Result as FileResult, Unsaved};
+use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -29,7 +30,7 @@ fn pair(v: &str) -> Option<(i64, i64)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
+pub(super) fn checkpoint(info: &FdInfo) -> Result<TimerFd, String> {
     let field = |k: &str| {
         info.get(k)
             .ok_or_else(|| format!("timerfd without {k} in fdinfo"))
@@ -48,18 +49,11 @@ pub(super) fn checkpoint(info: &FdInfo) -> Result<FileKind, String> {
         value: pair(field("it_value")?).ok_or("bad timerfd it_value")?,
         interval: pair(field("it_interval")?).ok_or("bad timerfd it_interval")?,
     };
-    Ok(FileKind::TimerFd(t))
+    Ok(t)
 }
 
 impl TimerFd {
-    pub fn describe(&self) -> String {
-        format!(
-            "timerfd (clock {}, {}.{:09} s left)",
-            self.clockid, self.value.0, self.value.1
-        )
-    }
-
-    pub(super) fn restore(&self, flags: u32) -> Result<OwnedFd, FileError> {
+    fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         let mut tfd_flags = libc::TFD_CLOEXEC;
         if flags as i32 & libc::O_NONBLOCK != 0 {
@@ -98,5 +92,38 @@ impl TimerFd {
             }
         }
         Ok(fd)
+    }
+}
+
+impl FdKind for TimerFd {
+    type Seen = ();
+    type Opening = ();
+
+    fn describe(&self) -> String {
+        format!(
+            "timerfd (clock {}, {}.{:09} s left)",
+            self.clockid, self.value.0, self.value.1
+        )
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &()) -> String {
+        "time left, interval and unread expirations restored; time left counts from the restore"
+            .into()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_anon("[timerfd]")
+    }
+
+    fn checkpoint(fd: &Probe<'_>, _: &mut (), _: &mut Collecting<'_>) -> Result<Self, Unsaved> {
+        Ok(checkpoint(fd.info)?)
+    }
+
+    fn opening(_: &[&Self], _: &Restoring<'_>) -> FileResult<()> {
+        Ok(())
+    }
+
+    fn restore(&self, flags: u32, _: &mut (), _: &Restoring<'_>) -> FileResult<Opened> {
+        self.open(flags).map(Opened::from)
     }
 }

@@ -10,10 +10,12 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
 use super::fsnode::{self, SavedNode};
+use super::kind::{status_flags_as_saved, Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt::{self, SO_PEEK_OFF};
-use super::{FileError, FileKind, Refusal};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
+use crate::policy::Policy;
 use crate::sockdiag::{self, UnixDiag};
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
 use serde::{Deserialize, Serialize};
@@ -100,11 +102,6 @@ fn printable(name: &[u8]) -> String {
             String::from_utf8_lossy(name.split(|&b| b == 0).next().unwrap_or_default()).into_owned()
         }
     }
-}
-
-/// The socket's domain (`AF_UNIX`, `AF_INET`...).
-pub(super) fn domain(fd: &OwnedFd) -> io::Result<i32> {
-    getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
 }
 
 /// Read the receive queue without consuming it: one entry per message.
@@ -210,13 +207,13 @@ fn rights_in(msg: &libc::msghdr) -> bool {
 
 /// Classify one unix socket (already fetched as `held`) of process `pid`,
 /// which holds `creds`.
-pub(super) fn checkpoint(
+fn checkpoint(
     held: &OwnedFd,
     ino: u64,
     diag: &HashMap<u64, UnixDiag>,
     pid: i32,
     creds: Option<&crate::creds::Creds>,
-) -> Result<FileKind, Refusal> {
+) -> Result<UnixSocket, Refusal> {
     let d = diag
         .get(&ino)
         .ok_or_else(|| format!("unix socket {ino} not found by sock_diag"))?;
@@ -269,7 +266,7 @@ pub(super) fn checkpoint(
         s.accept_queue = d.pending.clone();
         // sock_diag reports a listener's backlog as its write queue.
         s.backlog = Some(d.wqueue);
-        return Ok(FileKind::UnixSocket(s));
+        return Ok(s);
     }
     s.peer = match d.peer {
         Some(p) if p != 0 => Peer::Inside { ino: p }, // confirmed or turned Outside later
@@ -293,29 +290,10 @@ pub(super) fn checkpoint(
         ));
     }
     s.queue_lens = s.pending.iter().map(|m| m.len() as u32).collect();
-    Ok(FileKind::UnixSocket(s))
+    Ok(s)
 }
 
 impl UnixSocket {
-    pub fn describe(&self) -> String {
-        let what = match (&self.backlog, &self.peer) {
-            (Some(_), _) => "listening",
-            (None, Peer::Inside { .. } | Peer::Pending { .. }) => "connected",
-            (None, Peer::Outside) => "connected",
-            (None, Peer::Closed) => "connected, peer closed",
-            (None, Peer::None) => "unconnected",
-        };
-        if self.name.is_empty() {
-            format!("unix {} socket, {what}", kind_name(self.kind))
-        } else {
-            format!(
-                "unix {} socket {}, {what}",
-                kind_name(self.kind),
-                printable(&self.name)
-            )
-        }
-    }
-
     /// Store the queued data in the image.
     pub(super) fn dump(&mut self, writer: &ImageWriter) -> Result<(), FileError> {
         let all: Vec<u8> = std::mem::take(&mut self.pending).concat();
@@ -323,10 +301,6 @@ impl UnixSocket {
             self.queue.push(writer.put_chunk(piece)?);
         }
         Ok(())
-    }
-
-    pub fn chunks(&self) -> Vec<&ChunkRef> {
-        self.queue.iter().collect()
     }
 
     fn messages(&self, image: &ImageReader) -> Result<Vec<Vec<u8>>, FileError> {
@@ -465,7 +439,7 @@ fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
 /// Unix sockets being restored: the second end of each pair waits here
 /// until its file comes.
 #[derive(Debug, Default)]
-pub(super) struct UnixEnds {
+struct UnixEnds {
     waiting: HashMap<u64, OwnedFd>,
 }
 
@@ -586,11 +560,7 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             return Ok(());
         };
         let at = root.join(base.strip_prefix("/").unwrap_or(base));
-        let dir = std::fs::File::open(&at).map_err(|source| FileError::Path {
-            op: "opening the working directory of",
-            path: at.clone(),
-            source,
-        })?;
+        let dir = std::fs::File::open(&at).path_err("opening the working directory of", &at)?;
         fsnode::enter(&dir, &at)
     };
     match &file.node {
@@ -609,11 +579,10 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             fsnode::in_private_fs(|| {
                 scratch.enter_as_root()?;
                 base(std::path::Path::new("/"))?;
-                bind_raw(fd, s).map_err(|source| FileError::Path {
-                    op: "binding (without its file, gone at save time) a unix socket to",
-                    path: full.clone(),
-                    source,
-                })
+                bind_raw(fd, s).path_err(
+                    "binding (without its file, gone at save time) a unix socket to",
+                    &full,
+                )
             })?;
             tracing::debug!(path = %full.display(), "socket bound without a file, as saved");
             Ok(())
@@ -698,6 +667,143 @@ fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
     }
     finish(&fd, s)?;
     Ok(fd)
+}
+
+/// The unix sockets sock_diag listed, by inode: every network namespace
+/// met is read once, when its first socket is met (inodes are unique
+/// across namespaces; a socket pair may span two).
+#[derive(Debug, Default)]
+pub struct UnixSeen {
+    diag: HashMap<u64, UnixDiag>,
+    /// The network namespaces (inodes) read.
+    read: std::collections::HashSet<u64>,
+}
+
+impl UnixSeen {
+    /// Reads the unix sockets of the network namespace `socket` belongs
+    /// to, once per namespace: sock_diag answers for the namespace it is
+    /// asked from, and a sandbox's sockets live in its own namespace (and
+    /// travel to processes outside it).
+    fn read_namespace_of(&mut self, socket: &OwnedFd) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = crate::sys::socket::netns_of(socket)?;
+        let ino = std::fs::File::from(ns.try_clone()?).metadata()?.ino();
+        if self.read.contains(&ino) {
+            return Ok(());
+        }
+        let ours = std::fs::metadata("/proc/self/ns/net")?.ino();
+        let found = if ino == ours {
+            sockdiag::unix_sockets()?
+        } else {
+            crate::namespaces::inside_namespace_fd(&ns, libc::CLONE_NEWNET, sockdiag::unix_sockets)?
+        };
+        self.diag.extend(found);
+        self.read.insert(ino);
+        Ok(())
+    }
+}
+
+/// Unix sockets being restored: the pairs half made, and every saved
+/// socket by inode (to find a peer or a waiting client).
+#[derive(Debug)]
+pub struct UnixOpening {
+    ends: UnixEnds,
+    by_ino: HashMap<u64, UnixSocket>,
+}
+
+impl FdKind for UnixSocket {
+    type Seen = UnixSeen;
+    type Opening = UnixOpening;
+
+    fn describe(&self) -> String {
+        let what = match (&self.backlog, &self.peer) {
+            (Some(_), _) => "listening",
+            (None, Peer::Inside { .. } | Peer::Pending { .. }) => "connected",
+            (None, Peer::Outside) => "connected",
+            (None, Peer::Closed) => "connected, peer closed",
+            (None, Peer::None) => "unconnected",
+        };
+        if self.name.is_empty() {
+            format!("unix {} socket, {what}", kind_name(self.kind))
+        } else {
+            format!(
+                "unix {} socket {}, {what}",
+                kind_name(self.kind),
+                printable(&self.name)
+            )
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        if self.peer == Peer::Outside {
+            Policy::Reset
+        } else {
+            Policy::Restore
+        }
+    }
+
+    fn reason(&self, _: &Probe<'_>, _: &UnixSeen) -> String {
+        if self.backlog.is_some() {
+            "listening again under its name".into()
+        } else {
+            "recreated with its peer and the data queued each way".into()
+        }
+    }
+
+    fn chunks(&self) -> Vec<&ChunkRef> {
+        self.queue.iter().collect()
+    }
+
+    fn claims(fd: &Probe<'_>) -> bool {
+        fd.is_socket(libc::AF_UNIX)
+    }
+
+    fn checkpoint(
+        fd: &Probe<'_>,
+        seen: &mut UnixSeen,
+        _: &mut Collecting<'_>,
+    ) -> Result<Self, Unsaved> {
+        seen.read_namespace_of(fd.file)
+            .map_err(|source| FileError::Fd {
+                pid: fd.pid,
+                fd: fd.fd,
+                op: "querying the unix sockets of its network namespace (sock_diag)",
+                source,
+            })?;
+        Ok(checkpoint(
+            fd.file,
+            fd.stat.st_ino,
+            &seen.diag,
+            fd.pid,
+            fd.creds,
+        )?)
+    }
+
+    fn opening(all: &[&Self], _: &Restoring<'_>) -> FileResult<UnixOpening> {
+        Ok(UnixOpening {
+            ends: UnixEnds::default(),
+            by_ino: all.iter().map(|u| (u.ino, (*u).clone())).collect(),
+        })
+    }
+
+    fn restore(
+        &self,
+        flags: u32,
+        opening: &mut UnixOpening,
+        cx: &Restoring<'_>,
+    ) -> FileResult<Opened> {
+        let UnixOpening { ends, by_ino } = opening;
+        let peer_of = |ino: u64| by_ino.get(&ino).cloned();
+        let client_of = |ino: u64| {
+            by_ino
+                .get(&ino)
+                .filter(|u| matches!(u.peer, Peer::Pending { .. }))
+                .cloned()
+        };
+        let fd = ends.open(self, &peer_of, &client_of, cx.image)?;
+        status_flags_as_saved(&fd, flags)?;
+        Ok(fd.into())
+    }
 }
 
 #[cfg(test)]

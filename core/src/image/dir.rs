@@ -10,7 +10,7 @@
 //! larger than what a writer makes. Errors name the entry in the image and
 //! what is wrong with it, and nothing else.
 
-use super::{ImageError, Result};
+use super::format::{ImageError, Result, Unsafe};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use std::fs::File;
@@ -25,21 +25,6 @@ const OPEN: OFlags = OFlags::RDONLY
     .union(OFlags::NONBLOCK)
     .union(OFlags::CLOEXEC)
     .union(OFlags::NOCTTY);
-
-/// What is wrong with an entry of an image directory.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unsafe {
-    #[error("is a symlink")]
-    Symlink,
-    #[error("is not a regular file (it is {0})")]
-    NotRegular(&'static str),
-    #[error("is not a directory (it is {0})")]
-    NotDirectory(&'static str),
-    #[error("is owned by uid {found}, not by the image's owner (uid {owner}) or root")]
-    Owner { found: u32, owner: u32 },
-    #[error("is larger than any hiber writes ({max} bytes at most)")]
-    TooLarge { max: u64 },
-}
 
 fn kind_name(t: FileType) -> &'static str {
     match t {

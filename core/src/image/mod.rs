@@ -22,132 +22,23 @@
 //! and every chunk's hash after decompression.
 
 mod dir;
+mod format;
 mod reader;
 mod store;
 mod writer;
 
-pub use dir::Unsafe;
+pub use format::{
+    create_private_dir_all, ChunkRef, ImageError, ReadError, Result, Unsafe, FORMAT_VERSION,
+    MAX_CHUNK_BYTES, MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, PACK_BYTES,
+};
+use format::{DOCUMENT, PACKS};
 pub use reader::{parse_document, read_chunk_from, ImageReader};
 pub use store::{parse_pack_index, prune_store, PruneStats};
 pub use writer::{
     remove_staging, ChunkReader, ChunkSink, CommittedImage, ImageWriter, Stored, WriteStats,
 };
 
-use serde::{Deserialize, Serialize};
-use std::io;
-use std::path::{Path, PathBuf};
-
-/// Version of the image layout and document schema this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
-/// Largest chunk a reader accepts (the writer makes 256 KiB page windows).
-pub const MAX_CHUNK_BYTES: u32 = 4 << 20;
-/// Largest metadata document a reader accepts.
-pub const MAX_DOCUMENT_BYTES: u64 = 256 << 20;
-/// Longest header line of a document, its newline included.
-pub const MAX_HEADER_BYTES: u64 = 200;
-/// Largest pack index the store reads (a pack of 64 MiB in chunks of
-/// 512 bytes); a larger one is skipped, like a damaged one.
-const MAX_INDEX_BYTES: u64 = 16 << 20;
-/// A pack is closed once it reaches this size.
-pub const PACK_BYTES: u64 = 64 << 20;
-const MAGIC: &str = "hiber-image";
-const DOCUMENT: &str = "snapshot";
-const PACKS: &str = "packs";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImageError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} already exists; choose another directory or remove it")]
-    Exists { path: PathBuf },
-    #[error("{path} is not a hiber image: {reason}")]
-    NotAnImage { path: PathBuf, reason: String },
-    #[error("{path} has image format {found}; this hiber reads format {FORMAT_VERSION}")]
-    UnsupportedVersion { path: PathBuf, found: u32 },
-    #[error("{path}: metadata checksum mismatch (the document is corrupt)")]
-    DocumentChecksum { path: PathBuf },
-    #[error("{path}: metadata truncated: {found} of {expected} bytes")]
-    DocumentTruncated {
-        path: PathBuf,
-        expected: u64,
-        found: u64,
-    },
-    #[error("{path}: metadata does not parse")]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("serialising the metadata")]
-    Serialize(#[source] serde_json::Error),
-    #[error("pack {path} is missing (it holds chunk {hash})")]
-    MissingPack { path: PathBuf, hash: String },
-    // No size: the message says nothing about the file but that it is short.
-    #[error("pack {path} ends before chunk {hash} does (at byte {end})")]
-    PackTooShort {
-        path: PathBuf,
-        hash: String,
-        end: u64,
-    },
-    /// An entry of the image directory that no writer makes: a symlink,
-    /// a FIFO or device, another user's file, a file too large.
-    #[error("{path} {what}")]
-    Unsafe { path: PathBuf, what: Unsafe },
-    #[error("chunk {hash} in {path} is corrupt: {reason}")]
-    ChunkCorrupt {
-        path: PathBuf,
-        hash: String,
-        reason: String,
-    },
-    #[error("bad chunk reference {hash:?}: {reason}")]
-    BadChunkRef { hash: String, reason: String },
-    #[error("chunk writer thread failed")]
-    WorkerPanicked,
-    #[error("reading the data of a chunk")]
-    Read(#[source] ReadError),
-}
-
-/// Why a [`ChunkReader`] could not read its chunk.
-pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
-
-pub type Result<T> = std::result::Result<T, ImageError>;
-
-/// Images hold the memory of the processes saved (keys, passwords,
-/// documents): their directories are the owner's alone (0700), and so are
-/// the stores they share chunks with.
-pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-}
-
-/// A new file of an image, readable by its owner alone (0600).
-fn create_private_file(path: &Path, exclusive: bool) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut o = std::fs::File::options();
-    o.write(true).mode(0o600);
-    if exclusive {
-        o.create_new(true);
-    } else {
-        o.create(true).truncate(true);
-    }
-    o.open(path)
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+use std::path::Path;
 
 /// Whether `dir` holds an image document (it may still be corrupt). A
 /// symlink named like the document is not followed: it is no image.
@@ -176,81 +67,6 @@ pub fn image_bytes(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-/// A reference from the document to one chunk.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ChunkRef {
-    /// blake3 of the uncompressed bytes, 64 lowercase hex digits.
-    pub hash: String,
-    pub raw_len: u32,
-    /// Bytes in the pack; equal to `raw_len` for a chunk stored uncompressed.
-    pub stored_len: u32,
-    /// The pack's id (its file name without `.pack`).
-    pub pack: String,
-    pub offset: u64,
-}
-
-fn is_hex(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-impl ChunkRef {
-    /// Reject references no writer makes; in particular a pack id is hex,
-    /// so it cannot name a path outside the image.
-    pub fn check_shape(&self) -> Result<()> {
-        let bad = |reason: &str| {
-            Err(ImageError::BadChunkRef {
-                hash: self.hash.clone(),
-                reason: reason.into(),
-            })
-        };
-        if self.hash.len() != 64 || !is_hex(&self.hash) {
-            return bad("not 64 lowercase hex digits");
-        }
-        if self.pack.is_empty() || self.pack.len() > 64 || !is_hex(&self.pack) {
-            return bad("bad pack id");
-        }
-        if self.raw_len == 0 || self.raw_len > MAX_CHUNK_BYTES {
-            return bad("uncompressed length out of bounds");
-        }
-        if self.stored_len == 0 || self.stored_len > self.raw_len {
-            return bad("stored length out of bounds");
-        }
-        if self.offset.checked_add(self.stored_len as u64).is_none() {
-            return bad("offset out of bounds");
-        }
-        Ok(())
-    }
-
-    fn end(&self) -> u64 {
-        self.offset + self.stored_len as u64
-    }
-
-    /// The line of a pack index for this chunk.
-    fn index_line(&self) -> String {
-        format!(
-            "{} {} {} {}\n",
-            self.hash, self.offset, self.raw_len, self.stored_len
-        )
-    }
-}
-
-fn pack_name(id: &str) -> String {
-    format!("{id}.pack")
-}
-
-fn index_name(id: &str) -> String {
-    format!("{id}.idx")
-}
-
-fn pack_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(pack_name(id))
-}
-
-fn index_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(index_name(id))
 }
 
 #[cfg(test)]

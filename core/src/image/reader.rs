@@ -5,7 +5,7 @@
 //! run exactly the code a restore runs.
 
 use super::dir::SafeDir;
-use super::{
+use super::format::{
     pack_file, pack_name, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
     MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, PACKS,
 };
@@ -174,7 +174,7 @@ impl ImageReader {
         // The file may grow after its size was checked: read no more.
         f.take(MAX_HEADER_BYTES + MAX_DOCUMENT_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(super::io_err("reading", &path))?;
+            .map_err(super::format::io_err("reading", &path))?;
         let doc = parse_document(&path, &bytes)?;
         Ok((
             Self {

@@ -9,7 +9,7 @@
 //! the link is simply written again.
 
 use super::dir::SafeDir;
-use super::{
+use super::format::{
     create_private_dir_all, index_file, index_name, io_err, is_hex, pack_file, pack_name, ChunkRef,
     ImageError, Result, MAX_INDEX_BYTES, PACKS,
 };

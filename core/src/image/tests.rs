@@ -1,3 +1,4 @@
+use super::format::*;
 use super::*;
 use serde::{Deserialize, Serialize};
 use std::fs;

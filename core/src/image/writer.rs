@@ -1,12 +1,12 @@
 //! Writing an image: chunks hashed, compressed and appended to packs by a
 //! pool of workers; the document and an atomic commit at the end.
 
-use super::store::StoreIndex;
-use super::{
+use super::format::{
     create_private_dir_all, create_private_file, index_file, io_err, pack_file, ChunkRef,
     ImageError, ReadError, Result, DOCUMENT, FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS,
     PACK_BYTES,
 };
+use super::store::StoreIndex;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{self, File};

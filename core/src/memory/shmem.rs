@@ -319,9 +319,7 @@ impl ShmemTable {
             };
             obj.size = file.metadata().map_err(io_err)?.size();
             if let ShmemKind::Memfd { seals, .. } = &mut obj.kind {
-                // SAFETY: F_GET_SEALS on an open fd takes no argument.
-                let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-                *seals = if r < 0 { 0 } else { r as u32 };
+                *seals = crate::sys::fd::seals(&file).unwrap_or(0);
             }
             out.push(dump_contents(&file, &path, obj.size, sink)?);
         }
@@ -538,12 +536,14 @@ impl SharedObjects {
             // F_SEAL_SEAL last: it forbids adding the others. F_SEAL_EXEC
             // is there since the creation.
             for add in [*seals & !seal & !F_SEAL_EXEC, *seals & seal] {
-                // SAFETY: F_ADD_SEALS on our memfd with an integer argument.
-                if add != 0 && unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, add) } < 0 {
+                if add == 0 {
+                    continue;
+                }
+                if let Err(source) = crate::sys::fd::add_seals(fd, add) {
                     return Err(ShmemError::Io {
                         what: "sealing",
                         path: PathBuf::from(format!("memfd:{name}")),
-                        source: io::Error::last_os_error(),
+                        source,
                     });
                 }
             }

@@ -10,7 +10,7 @@
 //! this machine: the caller's credentials and limits, the device table,
 //! the mapped files, the chunks.
 
-use super::{RestoreError, MAX_DETACHED, MAX_FDS_PER_PROCESS, MAX_PROCESSES, MAX_THREADS};
+use super::error::{RestoreError, WrapIoResult};
 use crate::creds::Creds;
 use crate::devices::{DevicePolicies, SysRoots, Use};
 use crate::files::{self, FileKind};
@@ -24,6 +24,12 @@ use crate::snapshot::{ProcessImage, Snapshot};
 use crate::uevent::MAX_MESSAGE;
 use std::collections::HashSet;
 use std::path::Path;
+
+/// Bounds on what an image may ask for, checked before anything is created.
+const MAX_PROCESSES: usize = 4096;
+const MAX_FDS_PER_PROCESS: usize = 65536;
+const MAX_THREADS: usize = 4096;
+const MAX_DETACHED: usize = 4096;
 
 /// What a document holds that no checkpoint writes: the field, and why.
 #[derive(Debug, thiserror::Error)]
@@ -697,7 +703,7 @@ fn mm_image(snap: &Snapshot, field: &str, pid: i32, mm: &MmImage) -> Result<()> 
 }
 
 fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
-    let field = format!("file {i} ({})", kind_name(&f.kind));
+    let field = format!("file {i} ({})", f.kind.tag());
     let field = field.as_str();
     // A thread's pidfd carries PIDFD_THREAD, which is O_EXCL's bit.
     let open_time = match f.kind {
@@ -767,7 +773,7 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
                 check_data(field, "the deleted file's contents", &g.chunks, g.size)?;
             }
         }
-        FileKind::Directory { path } => check_path(field, "path", path)?,
+        FileKind::Directory(d) => check_path(field, "path", &d.path)?,
         FileKind::Memfd(m) => {
             if m.object >= snap.shmem.len() {
                 return Err(bad(
@@ -886,34 +892,10 @@ fn file(snap: &Snapshot, i: usize, f: &files::OpenFile) -> Result<()> {
         FileKind::Pty(p) if p.index >= 1 << 20 => {
             return Err(bad(field, format!("pty number {}", p.index)));
         }
-        _ => {}
+        // The kinds with no check here check their records themselves.
+        other => other.validate().map_err(|reason| bad(field, reason))?,
     }
     Ok(())
-}
-
-/// The kind's tag as the document spells it.
-fn kind_name(kind: &FileKind) -> &'static str {
-    match kind {
-        FileKind::Regular(_) => "regular",
-        FileKind::Memfd(_) => "memfd",
-        FileKind::Directory { .. } => "directory",
-        FileKind::Pipe(_) => "pipe",
-        FileKind::CharDevice(_) => "char_device",
-        FileKind::Detached(_) => "detached",
-        FileKind::Reattached(_) => "reattached",
-        FileKind::EventFd(_) => "event_fd",
-        FileKind::TimerFd(_) => "timer_fd",
-        FileKind::SignalFd(_) => "signal_fd",
-        FileKind::Epoll(_) => "epoll",
-        FileKind::UnixSocket(_) => "unix_socket",
-        FileKind::Pty(_) => "pty",
-        FileKind::DevTty(_) => "dev_tty",
-        FileKind::Inotify(_) => "inotify",
-        FileKind::Netlink(_) => "netlink",
-        FileKind::Inet(_) => "inet",
-        FileKind::Pidfd(_) => "pidfd",
-        FileKind::ServiceFile(_) => "service_file",
-    }
 }
 
 fn pipe(i: usize, p: &files::pipe::PipeImage) -> Result<()> {
@@ -1006,10 +988,7 @@ pub(super) fn validate(
     // acts for, else the restorer's own.
     let caller = match on_behalf_of {
         Some(user) => user.clone(),
-        None => Creds::of_self().map_err(|source| RestoreError::Os {
-            what: "reading the caller's credentials",
-            source,
-        })?,
+        None => Creds::of_self().os_err("reading the caller's credentials")?,
     };
     // Device classes by this machine's sysfs and its device table (the
     // built-in rules and the system file: never the rules of whoever

@@ -1,8 +1,10 @@
 //! File descriptors: pidfds, taking another process's fds, comparing
-//! open file descriptions, fstat, bytes queued.
+//! open file descriptions, fstat, bytes queued, status flags, pipe
+//! sizes and seals.
 
+use rustix::fs::OFlags;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
@@ -60,4 +62,46 @@ pub fn queued_bytes(fd: RawFd) -> io::Result<i32> {
         return Err(io::Error::last_os_error());
     }
     Ok(v)
+}
+
+// The fcntl calls below go through rustix: it has each one complete (the
+// same command, the same argument, errno as `io::Error`) and safe on a
+// borrowed fd, so they need no `unsafe` of ours. (nix has them too, but is
+// no dependency of the workspace; rustix already is.)
+
+/// Set a fd's file status flags (`F_SETFL`: `O_NONBLOCK`, `O_APPEND`…).
+pub fn set_status_flags(fd: impl AsFd, flags: u32) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_setfl(
+        fd,
+        OFlags::from_bits_retain(flags),
+    )?)
+}
+
+/// A copy of `fd` at the lowest free number at or above `base`, close-on-exec.
+pub fn dup_above(fd: impl AsFd, base: RawFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, base)?)
+}
+
+/// A pipe's capacity in bytes (`F_GETPIPE_SZ`).
+pub fn pipe_size(fd: impl AsFd) -> io::Result<usize> {
+    Ok(rustix::pipe::fcntl_getpipe_size(fd)?)
+}
+
+/// Ask for a pipe capacity of `size` bytes (`F_SETPIPE_SZ`); the capacity
+/// the kernel gave.
+pub fn set_pipe_size(fd: impl AsFd, size: usize) -> io::Result<usize> {
+    Ok(rustix::pipe::fcntl_setpipe_size(fd, size)?)
+}
+
+/// A memfd's seals (`F_GET_SEALS`), as the `F_SEAL_*` bits.
+pub fn seals(fd: impl AsFd) -> io::Result<u32> {
+    Ok(rustix::fs::fcntl_get_seals(fd)?.bits())
+}
+
+/// Add the seals `seals` (`F_SEAL_*` bits) to a memfd (`F_ADD_SEALS`).
+pub fn add_seals(fd: impl AsFd, seals: u32) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_add_seals(
+        fd,
+        rustix::fs::SealFlags::from_bits_retain(seals),
+    )?)
 }

@@ -1,7 +1,7 @@
-//! Sockets: creating one, and int options.
+//! Sockets: creating one, int options, and its network namespace.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// An int socket option of `fd`.
 pub fn getsockopt_int(fd: RawFd, level: i32, opt: i32) -> io::Result<i32> {
@@ -50,4 +50,16 @@ pub fn new_socket(domain: i32, kind: i32, protocol: i32) -> io::Result<OwnedFd> 
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An fd of the network namespace `socket` belongs to (`SIOCGSKNS`).
+pub fn netns_of(socket: &OwnedFd) -> io::Result<OwnedFd> {
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: the ioctl takes no argument and returns a new fd or -1.
+    let raw = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSKNS) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

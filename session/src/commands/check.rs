@@ -135,6 +135,7 @@ pub fn exit_status(report: &Report) -> ExitCode {
 
 pub fn run(pids: &[i32], flags: &CheckFlags) -> Result<ExitCode> {
     let devices = flags.devices.load()?;
+    let devices = hiber_session::xserver::reattaching_x_servers(&devices, pids, &[]);
     let mut report = hiber_core::check(pids, &devices)
         .with_context(|| format!("checking the trees under pids {pids:?}"))?;
     if flags.no_reset {

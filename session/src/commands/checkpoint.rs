@@ -3,7 +3,7 @@
 use super::check::{print_refused, EXIT_REFUSED};
 use anyhow::{Context, Result};
 use hiber_core::{CheckpointError, CheckpointOptions, CheckpointStats, Stage};
-use hiber_session::format;
+use hiber_session::{format, xserver};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset,
         precopy: !no_precopy,
-        devices,
+        devices: xserver::reattaching_x_servers(&devices, &pids, &[]),
         left_out: Default::default(),
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {

@@ -1,0 +1,143 @@
+//! Taking the saved pids: one such restore at a time on a machine (the
+//! lock), the pid counter moved past them, and who holds a pid that is
+//! not free.
+
+use super::error::{RestoreError, Result};
+use crate::procfs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+/// Restores that take their saved pids run one at a time on a machine:
+/// each moves the pid counter past its pids and then forks with them, and
+/// another one's counter move (or its own helpers' pids) could land among
+/// them (EEXIST at a fork). Held until the restore returns (or its
+/// process ends). In /run itself, root's alone: in the world-writable
+/// /run/lock any user could make the file first and hold it.
+pub(super) const RESTORE_LOCK: &str = "/run/hiber-restore.lock";
+
+/// How long a restore waits for another one to finish.
+pub(super) const RESTORE_LOCK_WAIT: Duration = Duration::from_secs(120);
+
+pub(super) fn restore_lock() -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = PathBuf::from(RESTORE_LOCK);
+    let err = |source: Option<std::io::Error>, waited| RestoreError::RestoreLock {
+        path: path.clone(),
+        waited,
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(&path);
+    let file = match file {
+        Ok(f) => f,
+        // A caller that may not open root's lock may not move the pid
+        // counter either: its restore cannot disturb another's.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+            debug!(path = %path.display(), "restoring without the lock: not root's restore");
+            return Ok(None);
+        }
+        Err(e) => return Err(err(Some(e), Duration::ZERO)),
+    };
+    let start = Instant::now();
+    let mut nap = Duration::from_millis(1);
+    // A POSIX lock, not flock: it belongs to this process only, so the
+    // keeper and the tree, forked from the restorer, do not hold it on.
+    // SAFETY: a zeroed flock struct is a valid value; fields set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    loop {
+        // SAFETY: F_SETLK on a file we hold open with a flock struct of ours.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+            return Ok(Some(file));
+        }
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
+            return Err(err(Some(e), start.elapsed()));
+        }
+        if start.elapsed() > RESTORE_LOCK_WAIT {
+            return Err(err(None, start.elapsed()));
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Make the kernel hand out pids above `highest` from now on. Whatever is
+/// created without a chosen pid while the tree is built (the restore root,
+/// helper threads and processes, and anything else on the machine) takes
+/// the number after the last one allocated; once the pid counter has
+/// wrapped, that can be a saved pid still to be created (clone3 then
+/// fails with EEXIST). Only ever moved forward.
+pub(super) fn start_pids_above(highest: i32) {
+    const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    let last: i32 = std::fs::read_to_string(LAST_PID)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(i32::MAX);
+    if last < highest {
+        if let Err(e) = std::fs::write(LAST_PID, highest.to_string()) {
+            tracing::warn!(error = %e, highest, "could not move the pid counter past the saved pids");
+        }
+    }
+}
+
+/// Who holds `pid`, if anyone. A zombie (the saved process itself, just
+/// ended by `checkpoint --stop`, not yet reaped by whoever adopted it) is
+/// given a moment to go. A number no process has can still be taken: as
+/// the process group or session of living processes (its leader gone),
+/// the kernel keeps it, and a fork with it fails with EEXIST.
+pub(super) fn pid_taken(pid: i32) -> Option<String> {
+    const REAP_GRACE: Duration = Duration::from_secs(3);
+    let until = Instant::now() + REAP_GRACE;
+    loop {
+        let holder = match pid_comm(pid) {
+            Some(comm) => {
+                let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
+                if !matches!(state, Some('Z' | 'X')) {
+                    return Some(format!("a running process ({comm})"));
+                }
+                format!("a zombie ({comm}) its parent has not reaped")
+            }
+            None => group_or_session_of(pid)?,
+        };
+        if Instant::now() > until {
+            return Some(holder);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A living process whose process group or session is `id` (its leader
+/// gone), in words.
+pub(super) fn group_or_session_of(id: i32) -> Option<String> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = procfs::ProcDir::new(pid).stat().ok()?;
+        let what = if stat.pgrp == id {
+            "process group"
+        } else if stat.session == id {
+            "session"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "the {what} of pid {pid} ({}), whose leader is gone",
+            stat.comm
+        ))
+    })
+}
+
+pub(super) fn pid_comm(pid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}

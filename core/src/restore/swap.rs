@@ -1,0 +1,242 @@
+//! The swap: each node of the built tree, seized from outside, gets the
+//! saved process's address space and state in place of its own, through
+//! the gadget mapped where the saved layout has a hole.
+
+use super::error::Result;
+use super::node::GADGET_LEN;
+use crate::creds::Creds;
+use crate::memory::shmem::MapTarget;
+use crate::memory::{self, MmImage, PAGE_SIZE};
+use crate::procfs::{self, MapsPath};
+use crate::procmem::ProcMem;
+use crate::ptrace::{self, PtraceError, Stop};
+use crate::remote::{RemoteTask, Scratch};
+use crate::snapshot::ProcessImage;
+use crate::{creds, signals, thread};
+use std::time::Instant;
+
+/// Replace the node's address space and state with the saved process's.
+pub(super) fn swap<'a>(
+    pid: i32,
+    gadget: u64,
+    p: &'a ProcessImage,
+    shmem_targets: &[MapTarget],
+    current: &Creds,
+    fill: &std::sync::mpsc::Sender<memory::FillJob<'a>>,
+) -> Result<Vec<i32>> {
+    let mm =
+        p.mm.as_ref()
+            .expect("validated: live processes have memory");
+    let task = RemoteTask::new(pid, gadget)?;
+    let scratch = Scratch {
+        addr: gadget + PAGE_SIZE,
+        len: (GADGET_LEN - PAGE_SIZE) as usize,
+    };
+    let mut mem = ProcMem::new(pid, true);
+
+    // The node was born to die with its parent; the program was not (the
+    // image does not record a parent-death signal: none is set). EXITKILL
+    // covers it from here to the release.
+    task.syscall(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )?;
+    // The node's glibc registered rseq; the area is about to disappear.
+    if let Some(r) = ptrace::get_rseq(pid)? {
+        const RSEQ_FLAG_UNREGISTER: u64 = 1;
+        task.syscall(
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            [
+                r.addr,
+                r.len as u64,
+                RSEQ_FLAG_UNREGISTER,
+                r.signature as u64,
+                0,
+                0,
+            ],
+        )?;
+    }
+    // Drop every mapping of the restorer copy but the gadget and the vdso.
+    let here = procfs::ProcDir::new(pid).maps()?;
+    for m in &here {
+        let keep = matches!(
+            m.path,
+            MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall
+        ) || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
+        if !keep {
+            task.syscall(
+                "munmap",
+                libc::SYS_munmap,
+                [m.start, m.end - m.start, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    // From here the task opens files (its mappings, its executable) as
+    // the saved process would.
+    creds::take_fs_identity(&task, &mut mem, &scratch, &p.creds, current)?;
+    let t0 = Instant::now();
+    memory::move_vdso(&task, pid, mm, &here)?;
+    memory::map_all(
+        &task,
+        &mut mem,
+        &scratch,
+        gadget + crate::remote::BATCH_OFFSET,
+        mm,
+        &|i| shmem_targets[i].clone(),
+        memory::FsIds {
+            saved: p.creds.uid[3],
+            restorer: current.uid[3],
+        },
+    )?;
+    let t_map = t0.elapsed();
+    // A user namespace in which it holds capabilities: made now, while it
+    // is one thread and root, after the mappings of the restorer's shared
+    // memory; its supplementary groups first (the namespace may deny
+    // setgroups).
+    let recreated_user = p
+        .namespaces
+        .as_ref()
+        .and_then(|n| n.user.as_ref())
+        .filter(|u| u.recreate);
+    let after_unshare;
+    let current = match recreated_user {
+        Some(user) => {
+            creds::set_groups(&task, &mut mem, &scratch, &p.creds.groups)?;
+            crate::namespaces::recreate_user(&task, pid, user)?;
+            after_unshare = creds::Creds {
+                groups: p.creds.groups.clone(),
+                ..current.clone()
+            };
+            &after_unshare
+        }
+        None => current,
+    };
+    // The pages go in on the fillers' threads meanwhile; nothing below
+    // reads the program's memory.
+    for v in &mm.vmas {
+        for job in memory::fill_jobs(pid, v) {
+            fill.send(job)
+                .expect("the fillers live until the swaps end");
+        }
+    }
+    memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
+    signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
+    // The other threads: created by the main one (so they share its mm,
+    // files and handlers), each then given its own state. Credentials are
+    // per thread, so each sets its own, last.
+    let mut created = Vec::new();
+    if p.threads.len() > 1 {
+        // EXITKILL again: the options are replaced as a whole (threads
+        // created now inherit them).
+        ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL)?;
+    }
+    for t in &p.threads[1..] {
+        let tid = thread::create(&task, &mut mem, &scratch, t.tid, &t.ns_tids)?;
+        created.push(tid);
+        let tt = RemoteTask::new(tid, gadget)?;
+        thread::restore(&tt, &mut mem, &scratch, t)?;
+        // Named as the process sees itself (a nested pid namespace).
+        let (own_pid, own_tid) = (p.own_tid(p.pid), p.own_tid(t.tid));
+        signals::requeue(&tt, &mut mem, &scratch, own_pid, Some(own_tid), &t.pending)?;
+        let own = t.creds.as_ref().unwrap_or(&p.creds);
+        crate::seccomp::restore(&tt, &mut mem, &p.seccomp_filters, &t.seccomp)?;
+        creds::restore(&tt, &mut mem, &scratch, own, current)?;
+        tt.finish_with(
+            libc::SYS_getpid,
+            [0; 6],
+            &t.regs.with_syscall_restart(),
+            t.sigmask,
+        )?;
+    }
+    // Before any signal is queued: the helper thread it takes must not
+    // take one of them.
+    crate::gone_dir::enter(&task, &mut mem, &scratch, gadget, p)?;
+    tracing::trace!(pid, vmas = mm.vmas.len(), ?t_map, t_threads = ?t0.elapsed(), "swapped");
+    // After the threads: a timer may signal one of them.
+    // Thread targets named as the process sees them.
+    let mut timers = p.timers.clone();
+    for t in &mut timers.posix {
+        t.target = p.own_tid(t.target);
+    }
+    crate::timers::restore(&task, &mut mem, &scratch, &timers)?;
+    let th = &p.threads[0];
+    thread::restore(&task, &mut mem, &scratch, th)?;
+    let own_pid = p.own_tid(p.pid);
+    signals::requeue(&task, &mut mem, &scratch, own_pid, None, &p.shared_pending)?;
+    signals::requeue(
+        &task,
+        &mut mem,
+        &scratch,
+        own_pid,
+        Some(own_pid),
+        &th.pending,
+    )?;
+    // Its filters just before its credentials: see `seccomp`.
+    crate::seccomp::restore(&task, &mut mem, &p.seccomp_filters, &th.seccomp)?;
+    creds::restore(&task, &mut mem, &scratch, &p.creds, current)?;
+    let regs = th.regs.with_syscall_restart();
+    task.finish_with(
+        libc::SYS_munmap,
+        [gadget, GADGET_LEN, 0, 0, 0, 0],
+        &regs,
+        th.sigmask,
+    )?;
+    Ok(created)
+}
+
+pub(super) fn wait_event_stop(pid: i32) -> Result<()> {
+    loop {
+        match ptrace::wait(pid)? {
+            (Stop::Event { .. }, _) => return Ok(()),
+            // Any ptrace stop clears the pending interrupt: ask again.
+            (Stop::Signal(sig), _) => {
+                ptrace::cont(pid, sig)?;
+                ptrace::interrupt(pid)?;
+            }
+            (Stop::Syscall, _) => {
+                ptrace::cont(pid, 0)?;
+                ptrace::interrupt(pid)?;
+            }
+            (_, status) => {
+                return Err(PtraceError::UnexpectedStop {
+                    tid: pid,
+                    status,
+                    during: "seizing a restored task",
+                }
+                .into())
+            }
+        }
+    }
+}
+
+/// Holes of a saved layout where the gadget may go.
+pub(super) fn gadget_candidates(mm: &MmImage) -> Vec<u64> {
+    let mut spans: Vec<(u64, u64)> = mm.vmas.iter().map(|v| (v.start, v.end)).collect();
+    spans.sort_unstable();
+    let mut out = Vec::new();
+    let mut prev_end = 0x1_0000_0000u64; // stay above the low 4 GiB, where binaries live
+    let guard = 16 * PAGE_SIZE;
+    for &(start, end) in spans
+        .iter()
+        .chain(std::iter::once(&(0x7fff_ffff_0000, 0x7fff_ffff_0000)))
+    {
+        if start > prev_end + 2 * guard + GADGET_LEN {
+            // Try a few places in each hole: the restorer's own mappings
+            // (which the node still has) may sit in some of them.
+            let hole = start - prev_end;
+            for frac in [1u64, 2, 3] {
+                let addr = (prev_end + hole * frac / 4) & !(PAGE_SIZE - 1);
+                if addr >= prev_end + guard && addr + GADGET_LEN + guard <= start {
+                    out.push(addr);
+                }
+            }
+        }
+        prev_end = prev_end.max(end);
+        if out.len() >= 24 {
+            break;
+        }
+    }
+    out
+}

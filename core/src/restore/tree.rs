@@ -1,0 +1,186 @@
+//! The built tree as the restorer sees it: what to end on an abort, its
+//! stages awaited, its pids from outside, and its release.
+
+use super::error::{RestoreError, Result};
+use super::node::{self, Shared};
+use super::plan::Plan;
+use crate::procfs;
+use crate::ptrace;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub(super) const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the restorer started, so an abort can end exactly that.
+pub(super) struct Cleanup<'a> {
+    pub shared: &'a Shared,
+    pub plan: &'a Plan,
+    pub root: Option<i32>,
+    pub pidns: bool,
+    pub armed: bool,
+}
+
+impl Cleanup<'_> {
+    fn kill_all(&mut self) {
+        self.shared.set_stage(node::STAGE_ABORT);
+        if self.pidns {
+            // Killing the namespace's init ends everything inside it.
+            if let Some(root) = self.root {
+                // SAFETY: kill of the keeper we created.
+                unsafe { libc::kill(root, libc::SIGKILL) };
+            }
+        } else {
+            for i in 0..self.plan.nodes.len() {
+                let pid = self.shared.slot(i).pid.load(Ordering::Acquire);
+                if pid > 0 {
+                    // SAFETY: kill of a process that recorded itself as ours.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if let Some(root) = self.root {
+                // SAFETY: kill of the restore root we forked.
+                unsafe { libc::kill(root, libc::SIGKILL) };
+            }
+        }
+        if let Some(root) = self.root {
+            let mut st = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(root, &mut st, libc::__WALL) };
+        }
+    }
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.kill_all();
+        }
+    }
+}
+
+/// A pipe whose write end only the restorer keeps: the restore root's way
+/// to learn it is gone, whatever way it went.
+pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(RestoreError::Os {
+            what: "making the restore's release pipe",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: two fresh fds, owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Let every swapped task go, and commit.
+///
+/// Until the first detach, a restorer that dies takes everything with it
+/// (nodes by their parent-death signal, seized tasks by EXITKILL). The
+/// detaches themselves are one PTRACE_DETACH each, back to back, and the
+/// stage says RELEASE meanwhile: a restorer killed among them leaves the
+/// tasks detached so far running (complete: their memory is all in and
+/// the state is theirs) and the others killed by the kernel; the restore
+/// root, woken by the release pipe, kills the whole tree by pid.
+/// What remains is that window: a task detached before the kill runs
+/// until the root's SIGKILL lands (the rest of the detach loop, about a
+/// syscall per thread, then the root's wake-up), whole and correct but
+/// able to act (write a line, send a message) that a later restore of the
+/// same image repeats. Closing it would need the tasks held in the kernel
+/// across the detaches (a frozen cgroup v2 they leave only after the
+/// commit, thawed by the root if the restorer dies after it). A death
+/// after the stage says DONE is a committed restore: the tree is the
+/// caller's.
+pub(super) fn release(
+    shared: &Shared,
+    seized: &[i32],
+    release_w: std::os::fd::OwnedFd,
+) -> Result<()> {
+    shared.set_stage(node::STAGE_RELEASE);
+    for &pid in seized {
+        ptrace::detach(pid)?;
+    }
+    shared.set_stage(node::STAGE_DONE);
+    // The commit: the root stops watching and goes on as keeper or exits.
+    drop(release_w);
+    Ok(())
+}
+
+/// Map each live node to its pid as the restorer sees it.
+pub(super) fn outer_pids(
+    plan: &Plan,
+    shared: &Shared,
+    live: &[usize],
+    pidns: bool,
+) -> Result<HashMap<usize, i32>> {
+    if !pidns {
+        return Ok(live.iter().map(|&i| (i, plan.nodes[i].pid)).collect());
+    }
+    // Walk the keeper's descendants and read each one's pid in the
+    // keeper's namespace (nested namespaces below it have levels of their
+    // own: not the last one, then).
+    let root = shared.area().root_pid.load(Ordering::Acquire);
+    let level = procfs::ProcDir::new(root)
+        .status()
+        .map_or(1, |s| s.ns_pid.len().saturating_sub(1));
+    let mut inner_to_outer = HashMap::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let dir = procfs::ProcDir::new(pid);
+        if let Ok(status) = dir.status() {
+            if let Some(&inner) = status.ns_pid.get(level) {
+                inner_to_outer.insert(inner, pid);
+            }
+        }
+        todo.extend(dir.children().unwrap_or_default());
+    }
+    live.iter()
+        .map(|&i| {
+            let inner = plan.nodes[i].pid;
+            inner_to_outer
+                .get(&inner)
+                .map(|&o| (i, o))
+                .ok_or_else(|| RestoreError::Os {
+                    what: "finding a restored process in the new pid namespace",
+                    source: std::io::Error::from_raw_os_error(libc::ESRCH),
+                })
+        })
+        .collect()
+}
+
+/// Wait for every node to be born, grouped and (the live ones) ready,
+/// moving the tree to each next stage; a node's failure or a stage not
+/// reached in time is the restore's error.
+pub(super) fn await_stages(shared: &Shared, plan: &Plan, live: u32) -> Result<()> {
+    let total = plan.nodes.len() as u32;
+    let area = shared.area();
+    for (counter, target, stage, next) in [
+        (&area.born, total, "born", node::STAGE_GROUPS),
+        (&area.grouped, total, "grouped", node::STAGE_SETUP),
+        (&area.ready, live, "ready", node::STAGE_SETUP),
+    ] {
+        if !shared.wait_count(counter, target, Instant::now() + STAGE_TIMEOUT) {
+            return Err(RestoreError::Timeout {
+                stage,
+                secs: STAGE_TIMEOUT.as_secs(),
+            });
+        }
+        if area.failed.load(Ordering::Acquire) > 0 {
+            let n = area.fail_node.load(Ordering::Acquire) as usize;
+            return Err(RestoreError::Node {
+                pid: plan.nodes.get(n).map_or(0, |n| n.pid),
+                step: node::Step::from_u32(area.fail_step.load(Ordering::Acquire)),
+                errno: area.fail_errno.load(Ordering::Acquire),
+            });
+        }
+        shared.set_stage(next);
+    }
+    Ok(())
+}
