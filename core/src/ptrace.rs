@@ -136,6 +136,19 @@ impl Regs {
         self
     }
 
+    /// Whether [`Self::with_syscall_restart`] makes the task issue its
+    /// interrupted syscall again (rather than see it return).
+    pub fn reissues_syscall(&self) -> bool {
+        if (self.orig_rax as i64) < 0 {
+            return false;
+        }
+        match -(self.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => true,
+            ERESTART_RESTARTBLOCK => self.sleep_again().is_some(),
+            _ => false,
+        }
+    }
+
     /// A relative `nanosleep` or `clock_nanosleep` interrupted with a `rem`
     /// pointer, made to sleep again for the time the kernel left there
     /// (the call again, with `rem` as its request). An absolute sleep is
@@ -280,7 +293,13 @@ pub fn event_msg(tid: i32) -> Result<u64> {
 }
 
 pub fn detach(tid: i32) -> Result<()> {
-    request("detach", libc::PTRACE_DETACH, tid, 0, 0).map(drop)
+    detach_with_signal(tid, 0)
+}
+
+/// Detach from a task stopped at a signal's delivery, delivering it
+/// (0: none).
+pub fn detach_with_signal(tid: i32, sig: i32) -> Result<()> {
+    request("detach", libc::PTRACE_DETACH, tid, 0, sig as usize).map(drop)
 }
 
 /// Resume until the next syscall entry or exit.

@@ -275,16 +275,17 @@ fn restore_image(
         go_on: &go_on,
         t0,
     };
-    let seized = match swap_all(&built, &reader, &mut shared_objs, restorer_pid, &steps) {
-        Ok(seized) => seized,
-        Err(e) => {
-            drop(cleanup);
-            return Err(e);
-        }
-    };
+    let (seized, reissuing) =
+        match swap_all(&built, &reader, &mut shared_objs, restorer_pid, &steps) {
+            Ok(swapped) => swapped,
+            Err(e) => {
+                drop(cleanup);
+                return Err(e);
+            }
+        };
     rejoin_cgroups(&built);
     stop_again(&built);
-    tree::release(&shared, &seized, release_w)?;
+    tree::release(&shared, &seized, &reissuing, release_w)?;
     cleanup.armed = false;
     drive_vt_enter(&built, &reattached);
     let keeper = if keeper {
@@ -484,21 +485,22 @@ fn live_nodes(plan: &Plan, snap: &Snapshot) -> Vec<usize> {
 }
 
 /// Seize every live node and swap the saved process in, while worker
-/// threads fill the pages; the tasks seized (to release), or the first
-/// error.
+/// threads fill the pages; the tasks seized (to release) and those of
+/// them that issue an interrupted syscall again, or the first error.
 fn swap_all(
     built: &Built<'_>,
     reader: &ImageReader,
     shared_objs: &mut SharedObjects,
     restorer_pid: i32,
     steps: &Steps<'_>,
-) -> Result<Vec<i32>> {
+) -> Result<(Vec<i32>, Vec<i32>)> {
     let snap = built.snap;
     let current = Creds::of_self().os_err("reading the caller's credentials")?;
     let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())
         .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
         .collect();
     let mut seized = Vec::new();
+    let mut reissuing = Vec::new();
     let total_bytes: u64 = snap
         .processes
         .iter()
@@ -518,6 +520,14 @@ fn swap_all(
             swap::wait_event_stop(pid)?;
             let gadget = built.shared.slot(i).gadget.load(Ordering::Acquire);
             let threads = swap::swap(pid, gadget, p, &shmem_targets, &current, fill)?;
+            // The first saved thread is the one seized as `pid`; the
+            // others were made in order.
+            let tids = std::iter::once(pid).chain(threads.iter().copied());
+            reissuing.extend(
+                tids.zip(&p.threads)
+                    .filter(|(_, t)| t.regs.reissues_syscall())
+                    .map(|(tid, _)| tid),
+            );
             seized.extend(threads);
             (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
             (steps.go_on)("swapping in memory")?;
@@ -531,7 +541,7 @@ fn swap_all(
     (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
     // The last chance: after this the tree is let go.
     swap_result.and_then(|()| (steps.go_on)("filling pages"))?;
-    Ok(seized)
+    Ok((seized, reissuing))
 }
 
 /// Back into their cgroups (a session's scope), while still stopped.

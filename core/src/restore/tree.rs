@@ -98,19 +98,65 @@ pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::Owned
 /// commit, thawed by the root if the restorer dies after it). A death
 /// after the stage says DONE is a committed restore: the tree is the
 /// caller's.
+///
+/// Before that, every task that was waiting in a syscall is let into it
+/// again (`reissuing`), still traced: otherwise it would be released just
+/// before the call, and a signal sent right after the restore would run
+/// its handler there and then leave the task waiting in the call, where
+/// the original would have been interrupted (a program that waits in
+/// `pause()` for a handler's signal would miss it). This runs one
+/// instruction, the `syscall`, after every page is in: no program code
+/// runs before the commit. A signal already pending stops the task at its
+/// delivery first; it is delivered at the detach.
 pub(super) fn release(
     shared: &Shared,
     seized: &[i32],
+    reissuing: &[i32],
     release_w: std::os::fd::OwnedFd,
 ) -> Result<()> {
+    let mut delivering = HashMap::new();
+    for &tid in reissuing {
+        if let Some(sig) = enter_syscall(tid)? {
+            delivering.insert(tid, sig);
+        }
+    }
     shared.set_stage(node::STAGE_RELEASE);
     for &pid in seized {
-        ptrace::detach(pid)?;
+        ptrace::detach_with_signal(pid, delivering.get(&pid).copied().unwrap_or(0))?;
     }
     shared.set_stage(node::STAGE_DONE);
     // The commit: the root stops watching and goes on as keeper or exits.
     drop(release_w);
     Ok(())
+}
+
+/// Run traced task `tid` to the entry of the syscall its registers issue
+/// again; the signal it stopped to take first, if one was pending.
+fn enter_syscall(tid: i32) -> Result<Option<i32>> {
+    const ENTER_TIMEOUT: Duration = Duration::from_secs(5);
+    let deadline = Instant::now() + ENTER_TIMEOUT;
+    ptrace::resume_to_syscall(tid)?;
+    loop {
+        match ptrace::wait_until(tid, deadline)? {
+            Some((ptrace::Stop::Syscall, _)) => return Ok(None),
+            Some((ptrace::Stop::Signal(sig), _)) => return Ok(Some(sig)),
+            // An interrupt left over from the swap: consumed, go on.
+            Some((ptrace::Stop::Event { .. }, _)) => ptrace::resume_to_syscall(tid)?,
+            Some((ptrace::Stop::Exited(_) | ptrace::Stop::Killed(_), _)) => {
+                return Err(ptrace::PtraceError::Exited {
+                    tid,
+                    during: "entering its interrupted syscall again",
+                }
+                .into())
+            }
+            None => {
+                return Err(RestoreError::Timeout {
+                    stage: "entering interrupted syscalls again",
+                    secs: ENTER_TIMEOUT.as_secs(),
+                })
+            }
+        }
+    }
 }
 
 /// Map each live node to its pid as the restorer sees it.
