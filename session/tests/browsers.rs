@@ -121,8 +121,15 @@ impl Drop for EndSession<'_> {
     }
 }
 
+/// One browser at a time: each makes hundreds of threads, and one of them
+/// can take a pid the other's saved session needs back (pids wrap at
+/// 32768 here), which makes that restore fail, as it must ("pid N is
+/// taken").
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let desk = UserSession::new();
     let _end = EndSession(&desk.home);
     let pages = desk.home.join("pages");
@@ -262,6 +269,7 @@ fn sandboxed_renderers(pids: &std::collections::BTreeSet<i32>) -> Vec<i32> {
 
 #[test]
 fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let desk = UserSession::new();
     let _end = EndSession(&desk.home);
     let pages = desk.home.join("pages");
