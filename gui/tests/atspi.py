@@ -463,17 +463,40 @@ def run(cmd, args):
         # mnemonic in their accessible name, their label does not.
         text = args[0]
 
-        def button_with_label(a):
+        def buttons_with_label(a):
+            found = []
             for o in matches(a, "label", text):
                 parent = o.parent
                 if parent is not None and parent.getRoleName() == "push button":
-                    return parent
-            return None
+                    found.append(parent)
+            return found or None
 
-        button = until(f"a button reading {text!r} in {APP}", seconds(1), button_with_label)
-        ok = press(button)
-        print("pressed" if ok else "refused")
-        if not ok:
+        # A message dialog holds each response button twice (libadwaita
+        # 1.2 lays them out in a row and in a column and shows one), and
+        # GTK 4.8 marks both visible: the one not shown ignores a press.
+        # Each is pressed in turn until the dialog closes. "pressed" is
+        # said at the first press: a press that ends the session (Log
+        # Out) ends this driver with it.
+        buttons = until(f"a button reading {text!r} in {APP}", seconds(1), buttons_with_label)
+        said = False
+        for button in buttons:
+            if not press(button):
+                continue
+            if not said:
+                print("pressed", flush=True)
+                said = True
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end:
+                app = app_named(APP)
+                if app is None or not buttons_with_label(app):
+                    break
+                time.sleep(0.05)
+            else:
+                continue
+            break
+        else:
+            sys.stderr.write(f"no button reading {text!r} closed its dialog\n")
+            dump(app_named(APP), sys.stderr)
             sys.exit(1)
     elif cmd == "count":
         role, prefix = args[0], args[1]
