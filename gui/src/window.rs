@@ -680,54 +680,54 @@ impl Window {
     fn start_save_logout(&self) {
         let Some(hiber) = self.hiber() else { return };
         let display = self.display_name();
-        self.start_busy("Saving before logging out…");
-        glib::spawn_future_local(glib::clone!(
-            #[weak(rename_to = w)]
-            self,
-            async move {
-                match bus::on_bus(async move { hiber.save_and_log_out(&display).await }).await {
-                    Ok(job) => w.follow_job(job, "save"),
-                    Err(e) => {
-                        w.stop_busy();
-                        w.failed("Saving Failed", &e);
-                    }
-                }
-            }
-        ));
+        self.start_job(
+            "Saving before logging out…",
+            "save",
+            "Saving Failed",
+            async move { hiber.save_and_log_out(&display).await },
+        );
     }
 
     fn start_save(&self, hiber: Hiber, display: String) {
-        self.start_busy("Starting the save…");
-        glib::spawn_future_local(glib::clone!(
-            #[weak(rename_to = w)]
-            self,
-            async move {
-                match bus::on_bus(async move { hiber.save(&display).await }).await {
-                    Ok(job) => w.follow_job(job, "save"),
-                    Err(e) => {
-                        w.stop_busy();
-                        w.failed("Saving Failed", &e);
-                    }
-                }
-            }
-        ));
+        self.start_job("Starting the save…", "save", "Saving Failed", async move {
+            hiber.save(&display).await
+        });
     }
 
     fn restore(&self, path: &str) {
         let Some(hiber) = self.hiber() else { return };
         let path = path.to_string();
-        self.start_busy("Starting the restore…");
+        // On its display, or on a free one when an X server (a new
+        // login's) holds it: the toast says where.
+        self.start_job(
+            "Starting the restore…",
+            "restore",
+            "Restoring Failed",
+            async move { hiber.restore_anywhere(&path).await },
+        );
+    }
+
+    /// Busy with `busy` while `start` asks hiberd for a job, then follow
+    /// the job; a refusal ends the busy state and shows `failed_heading`.
+    fn start_job<F>(
+        &self,
+        busy: &str,
+        operation: &'static str,
+        failed_heading: &'static str,
+        start: F,
+    ) where
+        F: std::future::Future<Output = Result<String, Failure>> + Send + 'static,
+    {
+        self.start_busy(busy);
         glib::spawn_future_local(glib::clone!(
             #[weak(rename_to = w)]
             self,
             async move {
-                // On its display, or on a free one when an X server (a
-                // new login's) holds it: the toast says where.
-                match bus::on_bus(async move { hiber.restore_anywhere(&path).await }).await {
-                    Ok(job) => w.follow_job(job, "restore"),
+                match bus::on_bus(start).await {
+                    Ok(job) => w.follow_job(job, operation),
                     Err(e) => {
                         w.stop_busy();
-                        w.failed("Restoring Failed", &e);
+                        w.failed(failed_heading, &e);
                     }
                 }
             }

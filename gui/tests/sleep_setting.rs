@@ -32,6 +32,24 @@ fn item_checked(desktop: &Desktop, app: i32) -> bool {
     states.split_whitespace().any(|s| s == "checked")
 }
 
+/// Activate the menu's item, as a user would, and wait for the app's
+/// toast `said` (hiberd answered).
+fn switch_item(desktop: &Desktop, said: &str) {
+    desktop.atspi_ok(&[
+        "press",
+        "push button",
+        "Main Menu",
+        "--",
+        "press",
+        ITEM[0],
+        ITEM[1],
+        "--",
+        "wait",
+        "label",
+        said,
+    ]);
+}
+
 #[test]
 fn the_menu_switches_saving_before_sleep_and_shows_hiberds_setting() {
     let hiberd = Hiberd::start();
@@ -43,20 +61,10 @@ fn the_menu_switches_saving_before_sleep_and_shows_hiberds_setting() {
     assert!(!item_checked(&desktop, app.pid()), "unchecked at first");
 
     // On: hiberd keeps this user in its store, the app says so.
-    desktop.atspi_ok(&[
-        "press",
-        "push button",
-        "Main Menu",
-        "--",
-        "press",
-        ITEM[0],
-        ITEM[1],
-    ]);
-    desktop.atspi_ok(&[
-        "wait",
-        "label",
+    switch_item(
+        &desktop,
         "Your sessions will be saved before the computer sleeps",
-    ]);
+    );
     let uid = common::user::USER_UID;
     wait_until("hiberd to keep the opt-in", DEADLINE, || {
         (opted_in(&hiberd) == Some(format!("{uid}\n"))).then_some(())
@@ -72,20 +80,10 @@ fn the_menu_switches_saving_before_sleep_and_shows_hiberds_setting() {
     });
 
     // Off: the store forgets it.
-    desktop.atspi_ok(&[
-        "press",
-        "push button",
-        "Main Menu",
-        "--",
-        "press",
-        ITEM[0],
-        ITEM[1],
-    ]);
-    desktop.atspi_ok(&[
-        "wait",
-        "label",
+    switch_item(
+        &desktop,
         "Your sessions will no longer be saved before sleep",
-    ]);
+    );
     wait_until("hiberd to drop the opt-in", DEADLINE, || {
         opted_in(&hiberd).is_none().then_some(())
     });

@@ -278,6 +278,20 @@ fn wait_gone(pid: i32) -> Result<()> {
     Ok(())
 }
 
+/// End what `hiber restore --json` printed it restored, and wait until
+/// its pids are free for the next restore; the restore's own time.
+fn end_restored(restore_json: &str) -> Result<f64> {
+    let restored: RestoreOut = serde_json::from_str(restore_json)?;
+    for (_, now) in &restored.pids {
+        // SAFETY: kill with the pid restore just reported.
+        unsafe { libc::kill(*now, libc::SIGKILL) };
+    }
+    for (_, now) in &restored.pids {
+        wait_gone(*now)?;
+    }
+    Ok(restored.elapsed_ms)
+}
+
 #[derive(Debug, Serialize)]
 struct TreeRow {
     processes: u32,
@@ -342,15 +356,7 @@ fn measure_tree(dir: &Path, processes: u32) -> Result<TreeRow> {
         spawns.push(spawn);
         stops.push(serde_json::from_str(&saved?.0)?);
         let (out, _) = hiber(&["restore", image, "--json"])?;
-        let restored: RestoreOut = serde_json::from_str(&out)?;
-        for (_, now) in &restored.pids {
-            // SAFETY: kill with the pid restore just reported.
-            unsafe { libc::kill(*now, libc::SIGKILL) };
-        }
-        for (_, now) in &restored.pids {
-            wait_gone(*now)?;
-        }
-        restores.push(restored.elapsed_ms);
+        restores.push(end_restored(&out)?);
         fs::remove_dir_all(image)?;
     }
     let spawn = median(spawns);
@@ -444,15 +450,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let mut rs_rss = 0;
     for _ in 0..RUNS {
         let (out, r) = hiber_measured(&["restore", &fulls[0], "--json"])?;
-        let restored: RestoreOut = serde_json::from_str(&out)?;
-        for (_, now) in &restored.pids {
-            // SAFETY: kill with the pid restore just reported.
-            unsafe { libc::kill(*now, libc::SIGKILL) };
-        }
-        for (_, now) in &restored.pids {
-            wait_gone(*now)?;
-        }
-        restores.push(restored.elapsed_ms);
+        restores.push(end_restored(&out)?);
         rs_rss = rs_rss.max(r);
     }
     let _ = &w.ready;
