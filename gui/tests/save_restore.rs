@@ -22,6 +22,7 @@ signal.pause()
 "#;
 
 #[test]
+#[ignore = "issue 15: the second save's check dialog now and then takes no input (about 1 CI run in 2); run with --ignored"]
 fn save_from_the_app_then_restore_and_delete_from_another_desktop() {
     let hiberd = Hiberd::start();
     let mut first = Desktop::start();

@@ -866,8 +866,7 @@ pub fn start_app(desktop: &Desktop, system_bus: &str, log: &Path) -> Started {
     let app = desktop.app_binary();
     let mut cmd = desktop.command(&[app.to_str().expect("a UTF-8 path")], Some(log));
     cmd.env("DBUS_SYSTEM_BUS_ADDRESS", system_bus)
-        .env("HIBER_GTK_LOG", "debug")
-        .env("GSK_RENDERER", "cairo");
+        .env("HIBER_GTK_LOG", "debug");
     Started::spawn("hiber-gtk", &mut cmd)
 }
 
