@@ -466,9 +466,14 @@ def run(cmd, args):
         def buttons_with_label(a):
             found = []
             for o in matches(a, "label", text):
-                parent = o.parent
-                if parent is not None and parent.getRoleName() == "push button":
-                    found.append(parent)
+                # A label read as its dialog closes is gone by the time
+                # its parent is asked for: gone counts as not found.
+                try:
+                    parent = o.parent
+                    if parent is not None and parent.getRoleName() == "push button":
+                        found.append(parent)
+                except Exception:
+                    continue
             return found or None
 
         # A message dialog holds each response button twice (libadwaita
