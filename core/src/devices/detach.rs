@@ -8,8 +8,9 @@
 //! the stand-in is of a placeholder node made in [`PLACEHOLDER_DIR`],
 //! opened and unlinked at once.
 
+use super::error::DeviceError;
+use super::policy::{describe, Classified};
 use super::sysfs::{DeviceIdentity, MAX_PROPERTIES};
-use super::{Classified, DeviceError};
 use crate::uevent::Uevent;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
@@ -53,7 +54,7 @@ impl DeviceRecord {
     }
 
     pub fn describe(&self) -> String {
-        super::describe(&self.path, (self.major, self.minor), &self.class)
+        describe(&self.path, (self.major, self.minor), &self.class)
     }
 
     /// Bounds on what an image may hold here.
@@ -271,8 +272,8 @@ pub fn stand_in(
 
 #[cfg(test)]
 mod tests {
+    use super::super::policy::DevicePolicies;
     use super::super::sysfs::tests::*;
-    use super::super::DevicePolicies;
     use super::*;
     use std::os::fd::AsRawFd;
 
@@ -358,7 +359,7 @@ mod tests {
                 Path::new("/dev/dri/card0"),
                 226,
                 0,
-                super::super::Use::Plain,
+                super::super::policy::Use::Plain,
             ),
             false,
         );

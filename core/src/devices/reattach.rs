@@ -13,43 +13,20 @@
 //! available where it was written.
 
 use super::detach::DeviceRecord;
+use super::error::DeviceError;
+use super::policy::Classified;
+use super::signal;
 use super::sysfs::{devpath_of_link, property, read_bounded, DeviceIdentity, SysRoots};
-use super::{Classified, DeviceError};
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
-/// The signal sent when the configuration names none: Xorg's xf86 VT code
-/// registers SIGUSR1 as both the release and the acquire signal.
-pub const DEFAULT_SIGNAL: &str = "USR1";
-/// Signals the configuration may name.
-const SIGNALS: &[(&str, i32)] = &[
-    ("USR1", libc::SIGUSR1),
-    ("USR2", libc::SIGUSR2),
-    ("HUP", libc::SIGHUP),
-    ("CONT", libc::SIGCONT),
-    ("WINCH", libc::SIGWINCH),
-];
 /// Most entries of `/sys/class/drm` looked at.
 const MAX_CLASS_ENTRIES: usize = 1024;
 /// Longest string accepted from an image in a card record.
 const MAX_STRING: usize = 4096;
-
-/// The signal number of a name from the configuration or an image:
-/// `USR1` or `SIGUSR1`, any case.
-pub fn parse_signal(name: &str) -> Option<i32> {
-    let name = name.trim();
-    let bare = name
-        .get(..3)
-        .filter(|p| p.eq_ignore_ascii_case("SIG"))
-        .map_or(name, |_| &name[3..]);
-    SIGNALS
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(bare))
-        .map(|&(_, s)| s)
-}
 
 /// `N` of a card's `DEVNAME` `dri/cardN`; None for render nodes and
 /// anything else.
@@ -246,7 +223,7 @@ impl Reattached {
     pub fn validate(&self) -> Result<(), String> {
         self.device.validate()?;
         self.card.validate()?;
-        if parse_signal(&self.signal).is_none() {
+        if signal::parse(&self.signal).is_none() {
             return Err(format!("reattach signal {:?}", self.signal));
         }
         Ok(())
@@ -254,7 +231,7 @@ impl Reattached {
 
     /// The signal number to send (validated at load).
     pub fn signal_number(&self) -> i32 {
-        parse_signal(&self.signal).unwrap_or(libc::SIGUSR1)
+        signal::parse(&self.signal).unwrap_or(libc::SIGUSR1)
     }
 
     /// Open the live card matching the saved one with `flags`, or else
@@ -346,8 +323,8 @@ pub fn signal_server(pid: i32, signal: i32) -> Result<(), DeviceError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::policy::{DevicePolicies, Use};
     use super::super::sysfs::tests::{fake_device, roots};
-    use super::super::{DevicePolicies, Use};
     use super::*;
     use crate::policy::Policy;
     use std::os::unix::fs::symlink;
@@ -425,10 +402,10 @@ pub(crate) mod tests {
         assert_eq!(card_number("dri/renderD128"), None);
         assert_eq!(card_number("dri/card"), None);
         assert_eq!(card_number("dri/card0-HDMI-A-1"), None);
-        assert_eq!(parse_signal("USR1"), Some(libc::SIGUSR1));
-        assert_eq!(parse_signal("sigusr2"), Some(libc::SIGUSR2));
-        assert_eq!(parse_signal("KILL"), None);
-        assert_eq!(parse_signal(""), None);
+        assert_eq!(signal::parse("USR1"), Some(libc::SIGUSR1));
+        assert_eq!(signal::parse("sigusr2"), Some(libc::SIGUSR2));
+        assert_eq!(signal::parse("KILL"), None);
+        assert_eq!(signal::parse(""), None);
         assert_eq!(parse_boot_vga("1\n"), Some(true));
         assert_eq!(parse_boot_vga("0\n"), Some(false));
         assert_eq!(parse_boot_vga("x"), None);
@@ -522,7 +499,7 @@ pub(crate) mod tests {
             c.decision.describe_rule(),
             "device 226:0 (automatic: an X server's primary DRM card)"
         );
-        let r = Reattached::checkpoint(&c, &p.roots, DEFAULT_SIGNAL).expect("a card");
+        let r = Reattached::checkpoint(&c, &p.roots, signal::DEFAULT).expect("a card");
         assert_eq!(r.card.pci_slot.as_deref(), Some("0000:00:02.0"));
         assert_eq!(r.card.boot_vga, Some(true));
         assert_eq!(r.signal_number(), libc::SIGUSR1);
