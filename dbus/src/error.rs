@@ -75,6 +75,9 @@ impl From<ServiceError> for Error {
             ServiceError::NotOwner { .. } => Error::NotAuthorized(text),
             ServiceError::Cancelled => Error::Cancelled(text),
             ServiceError::Refused { .. } => Error::Refused(text),
+            ServiceError::DisplayLock(hiber_session::display_lock::DisplayLockError::Busy {
+                ..
+            }) => Error::Busy(text),
             _ => Error::Failed(text),
         }
     }

@@ -351,6 +351,36 @@ fn a_suspended_session_comes_back_at_the_next_login_on_its_free_display() {
     assert!(first.running().len() > 2, "the session runs on");
     assert!(window_on(first.display, WINDOW));
 
+    // Another saver of this display (hiberd's job, another hook) holds
+    // its lock in the store: the suspend is refused, naming it, and the
+    // session runs on.
+    let locks = hiberd.store().join("locks");
+    fs::create_dir_all(&locks).expect("the store's lock directory");
+    let lock_path = locks.join(format!("display-{}", first.display));
+    let mut held = fs::File::create(&lock_path).expect("the display's lock file");
+    held.try_lock()
+        .expect("locking the display as another saver");
+    std::io::Write::write_all(&mut held, b"4242").expect("naming the holder");
+    let out = Command::new(common::hiber_bin())
+        .args(["session", "suspend", "--display", &display, "--state-dir"])
+        .arg(hiberd.store())
+        .output()
+        .expect("running hiber session suspend");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && said.contains(&format!(
+                "display {display} is being saved by another hiber (pid 4242)"
+            )),
+        "a second saver of one display is refused: {said}"
+    );
+    assert!(first.running().len() > 2, "the session runs on");
+    assert!(
+        snapshots(&hiberd).is_empty(),
+        "no snapshot from the refused suspend"
+    );
+    drop(held);
+
     // hiber session suspend, as root. The count read before: the shell
     // may be ended between emptying its file and writing it.
     let before = read_count(&count).expect("the count before the suspend");

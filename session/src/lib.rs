@@ -10,6 +10,7 @@
 
 pub mod desktop;
 pub mod discover;
+pub mod display_lock;
 pub mod display_session;
 pub mod format;
 pub mod service_files;

@@ -19,6 +19,7 @@
 //! gives the owner credentials it did not have.
 
 use crate::discover::{self, DiscoverError, FindOptions};
+use crate::display_lock::{DisplayLock, DisplayLockError};
 use crate::display_session::{self, SaveOptions, SessionError};
 use crate::snapshots::{self, SnapshotsError};
 use hiber_core::devices::{DeviceError, DevicePolicies};
@@ -76,6 +77,8 @@ pub enum ServiceError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    DisplayLock(#[from] DisplayLockError),
     #[error(transparent)]
     Devices(#[from] DeviceError),
     #[error(transparent)]
@@ -604,6 +607,7 @@ impl Store {
             check_name(name)?;
         }
         let dir = self.open_user(req.owner)?;
+        let _saving = DisplayLock::take(&self.base, req.display)?;
         let id = snapshots::new_name(&dir, req.display);
         let devices = DevicePolicies::load(None, &[] as &[&str])?;
         let opts = SaveOptions {
