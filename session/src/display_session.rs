@@ -577,6 +577,12 @@ pub fn restore_onto(
     if display != saved_display {
         if let Ok(Some(server)) = discover::x_server_of(display) {
             write_display_lock(display, server);
+            let n = crate::moved_server::rename_display(server, saved_display, display);
+            debug!(
+                server,
+                names = n,
+                "the moved server's names for its display rewritten"
+            );
         }
         let now = display;
         info!(

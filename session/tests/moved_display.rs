@@ -177,5 +177,34 @@ fn a_session_whose_display_was_taken_comes_back_on_a_free_one() {
     wait_until("the restored shell to count on", DEADLINE, || {
         (count(&counter) > stopped_at + 2).then_some(())
     });
+
+    // The moved server ends (its user logs out): it removes its files for
+    // the number it has now, and leaves the new login's alone.
+    // SAFETY: kill on a pid this test restored and still holds.
+    assert_eq!(unsafe { libc::kill(restored_server, libc::SIGTERM) }, 0);
+    wait_until("the moved X server to exit", DEADLINE, || {
+        matches!(state(restored_server), None | Some('Z')).then_some(())
+    });
+    let socket = format!("/tmp/.X11-unix/X{display}");
+    let lock = format!("/tmp/.X{display}-lock");
+    assert!(
+        Path::new(&socket).exists(),
+        "the new login's socket {socket} is still there"
+    );
+    assert_eq!(
+        fs::read_to_string(&lock).map(|s| s.trim().to_string()).ok(),
+        Some(new_server.to_string()),
+        "the new login's lock {lock} is still there, and its own"
+    );
+    assert_eq!(
+        hiber_session::discover::x_server_of(display).unwrap(),
+        Some(new_server),
+        "the new login's server still answers on :{display}"
+    );
+    assert!(
+        !Path::new(&format!("/tmp/.X11-unix/X{moved}")).exists()
+            && !Path::new(&format!("/tmp/.X{moved}-lock")).exists(),
+        "the moved server removed its own files for :{moved}"
+    );
     drop(r);
 }
