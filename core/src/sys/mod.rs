@@ -1,6 +1,16 @@
 //! The lowest layer: thin wrappers of the syscalls the layers above share,
 //! each turning the kernel's -1/errno into `io::Result` and owning what it
 //! returns. Nothing here knows about images, processes or policies.
+//!
+//! Each wrapper is on `rustix` where it has the call complete and exact
+//! (the same syscall, flags and errno) and safe on a borrowed fd; on
+//! `libc`, with a `// SAFETY:` line, where it has not, or where the fd is
+//! only a number (another process's fd table, a forked child's). Outside
+//! this folder core has no `unsafe` but the injection machinery's.
 
+pub mod event;
 pub mod fd;
+pub mod fs;
+pub mod pipe;
 pub mod socket;
+pub mod term;
