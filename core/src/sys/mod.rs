@@ -11,6 +11,8 @@
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod ns;
 pub mod pipe;
 pub mod socket;
 pub mod term;
+pub mod time;
