@@ -111,7 +111,7 @@ pub fn add_seals(fd: impl AsFd, seals: u32) -> io::Result<()> {
 // borrowed fd, which only `unsafe` makes from a number.
 
 /// A pidfd of `pid` with `flags` (`PIDFD_NONBLOCK`…).
-pub fn pidfd_open_flags(pid: i32, flags: u32) -> io::Result<OwnedFd> {
+pub fn pidfd_open_flags(pid: i32, flags: i32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if fd < 0 {

@@ -8,11 +8,14 @@
 //! only a number (another process's fd table, a forked child's). Outside
 //! this folder core has no `unsafe` but the injection machinery's.
 
+pub mod creds;
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod inotify;
 pub mod ns;
 pub mod pipe;
+pub mod process;
 pub mod socket;
 pub mod term;
 pub mod time;
