@@ -13,9 +13,14 @@ pub mod event;
 pub mod fd;
 pub mod fs;
 pub mod inotify;
+// Only tests map memory of their own so far.
+#[cfg(test)]
+pub mod mm;
 pub mod ns;
+pub mod pagemap;
 pub mod pipe;
 pub mod process;
 pub mod socket;
 pub mod term;
 pub mod time;
+pub mod uffd;
