@@ -13,6 +13,7 @@ pub mod event;
 pub mod fd;
 pub mod fs;
 pub mod inotify;
+pub mod lock;
 // Only tests map memory of their own so far.
 #[cfg(test)]
 pub mod mm;
@@ -22,5 +23,6 @@ pub mod pipe;
 pub mod process;
 pub mod socket;
 pub mod term;
+pub mod thread;
 pub mod time;
 pub mod uffd;
