@@ -1,4 +1,5 @@
-//! Sockets: creating one, int options, and its network namespace.
+//! Sockets: creating one or a pair, options, addresses (unix, netlink,
+//! saved bytes), sending, receiving and peeking, and its network namespace.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
