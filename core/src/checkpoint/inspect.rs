@@ -705,5 +705,5 @@ pub(super) fn inspect(
 }
 
 pub(super) fn uname() -> (String, String) {
-    crate::sys::process::uname()
+    crate::sys::host::uname()
 }

@@ -6,12 +6,14 @@
 //! (the same syscall, flags and errno) and safe on a borrowed fd; on
 //! `libc`, with a `// SAFETY:` line, where it has not, or where the fd is
 //! only a number (another process's fd table, a forked child's). Outside
-//! this folder core has no `unsafe` but the injection machinery's.
+//! this folder core keeps `unsafe` only in the injection machinery and in
+//! the files `core/tests/layers.rs` lists as not yet moved here.
 
 pub mod creds;
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod host;
 pub mod inotify;
 pub mod lock;
 // Only tests map memory of their own so far.

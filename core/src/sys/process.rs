@@ -115,12 +115,3 @@ impl Drop for WriteIfOrphaned {
         reap(self.pid);
     }
 }
-
-/// This machine's node name and kernel release (`uname`).
-pub fn uname() -> (String, String) {
-    let u = rustix::system::uname();
-    (
-        u.nodename().to_string_lossy().into_owned(),
-        u.release().to_string_lossy().into_owned(),
-    )
-}
