@@ -33,11 +33,10 @@ pub fn with_exited_child<T>(f: impl FnOnce(i32) -> T) -> io::Result<T> {
     }
 }
 
-/// Wait for our child `pid` to exit and reap it.
+/// Wait for our child `pid` to exit and reap it (`waitpid(pid, 0)`, on
+/// nix: complete, exact and safe).
 fn reap(pid: i32) {
-    let mut status = 0;
-    // SAFETY: reaping our own child; status is a valid out pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
 }
 
 /// Lower the calling thread's scheduling priority to `nice`.
