@@ -70,15 +70,15 @@ pub fn netns_of(socket: &OwnedFd) -> io::Result<OwnedFd> {
 // few calls (SO_ATTACH_FILTER's read-back, peeking with SCM_RIGHTS
 // cleanup) have no complete wrapper in nix or rustix.
 
-/// A new close-on-exec socket pair of `domain` and `kind`.
+/// A new close-on-exec socket pair of `domain` and `kind` (protocol 0).
+/// rustix: complete and exact for raw domain and type numbers.
 pub fn socketpair(domain: i32, kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two ints.
-    if unsafe { libc::socketpair(domain, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fds owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::net::socketpair(
+        rustix::net::AddressFamily::from_raw(domain as _),
+        rustix::net::SocketType::from_raw(kind as _),
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// A socket option of `fd` into `buf`: the length the kernel gave.
@@ -476,22 +476,20 @@ fn rights_in(msg: &libc::msghdr) -> bool {
     found
 }
 
-/// Let `fd` accept connections, with `backlog`.
+/// Let `fd` accept connections, with `backlog` (rustix).
 pub fn listen(fd: impl AsFd, backlog: i32) -> io::Result<()> {
-    // SAFETY: listen takes integers.
-    if unsafe { libc::listen(fd.as_fd().as_raw_fd(), backlog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::net::listen(fd, backlog)?)
 }
 
-/// Shut down one direction (`SHUT_RD`, `SHUT_WR`) of `fd`.
+/// Shut down `SHUT_RD`, `SHUT_WR` or `SHUT_RDWR` of `fd` (rustix).
 pub fn shutdown(fd: impl AsFd, how: i32) -> io::Result<()> {
-    // SAFETY: shutdown takes integers.
-    if unsafe { libc::shutdown(fd.as_fd().as_raw_fd(), how) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let how = match how {
+        libc::SHUT_RD => rustix::net::Shutdown::Read,
+        libc::SHUT_WR => rustix::net::Shutdown::Write,
+        libc::SHUT_RDWR => rustix::net::Shutdown::Both,
+        _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    Ok(rustix::net::shutdown(fd, how)?)
 }
 
 /// The flags (`IFF_UP`…) of network interface `name` in the calling
