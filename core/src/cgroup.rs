@@ -9,6 +9,7 @@
 //! they reach their ptrace stops) and the cgroup is thawed again: from then
 //! on ptrace alone holds them. The guard thaws the cgroup on every path.
 
+use crate::sys::process::WriteIfOrphaned;
 use std::collections::BTreeSet;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -149,7 +150,7 @@ pub(crate) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
 pub(crate) struct CgroupFreeze {
     dir: PathBuf,
     // Dropped after `drop` has thawed the cgroup.
-    _sentinel: Sentinel,
+    _sentinel: WriteIfOrphaned,
 }
 
 impl CgroupFreeze {
@@ -164,7 +165,7 @@ impl CgroupFreeze {
                 "the cgroup is frozen already",
             ));
         }
-        let sentinel = Sentinel::spawn(&control)?;
+        let sentinel = sentinel(&control)?;
         std::fs::write(&control, "1")?;
         let guard = CgroupFreeze {
             dir: dir.to_path_buf(),
@@ -190,13 +191,11 @@ impl CgroupFreeze {
                     "the cgroup did not report itself frozen",
                 ));
             }
-            let mut pfd = libc::pollfd {
-                fd: events.as_raw_fd(),
-                events: libc::POLLPRI,
-                revents: 0,
-            };
-            // SAFETY: poll on one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(100) as i32) };
+            let _ = crate::sys::event::poll_one(
+                events.as_raw_fd(),
+                libc::POLLPRI,
+                left.as_millis().min(100) as i32,
+            );
         }
     }
 }
@@ -216,74 +215,9 @@ impl Drop for CgroupFreeze {
 /// file without one means we are gone, and it writes 0 to `cgroup.freeze`.
 /// It lives in a process group of its own, so a ^C or a kill of our group
 /// does not take it along.
-#[derive(Debug)]
-struct Sentinel {
-    pid: i32,
-    done: std::os::fd::OwnedFd,
-}
-
-impl Sentinel {
-    fn spawn(control: &Path) -> io::Result<Self> {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(control.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut ends = [0; 2];
-        // SAFETY: pipe2 fills the two-element array it is given.
-        if unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 just returned these fds; each is owned once.
-        let (wait_end, done) =
-            unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
-        // SAFETY: fork; the child only makes plain system calls (no
-        // allocation, no locks) before it exits, as a fork of a threaded
-        // process must.
-        match unsafe { libc::fork() } {
-            -1 => Err(io::Error::last_os_error()),
-            0 => sentinel_main(wait_end.as_raw_fd(), &path),
-            pid => Ok(Sentinel { pid, done }),
-        }
-    }
-}
-
-/// The sentinel's life: only system calls from here to its exit.
-fn sentinel_main(wait_end: i32, control: &std::ffi::CStr) -> ! {
-    // SAFETY: setpgid on ourselves.
-    unsafe { libc::setpgid(0, 0) };
-    // Hold nothing of the checkpointer's: above all not the write end of
-    // our own pipe, nor its output (a reader waits for its end).
-    // SAFETY: dup2 of an fd this process holds.
-    unsafe { libc::dup2(wait_end, 0) };
-    // SAFETY: closing our own fds from 1 up.
-    unsafe { libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) };
-    let mut byte = 0u8;
-    let n = loop {
-        // SAFETY: a one-byte read into a local.
-        let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
-        if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break n;
-        }
-    };
-    if n != 1 {
-        // SAFETY: open of a NUL-terminated path made before the fork.
-        let fd = unsafe { libc::open(control.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-        if fd >= 0 {
-            // SAFETY: a one-byte write from a static.
-            unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-        }
-    }
-    // SAFETY: ends the sentinel without running the parent's destructors.
-    unsafe { libc::_exit(0) }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a one-byte write to our pipe.
-        unsafe { libc::write(self.done.as_raw_fd(), b"d".as_ptr().cast(), 1) };
-        let mut status = 0;
-        // SAFETY: reaping our own child, which exits once it reads the byte.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-    }
+fn sentinel(control: &Path) -> io::Result<WriteIfOrphaned> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(control.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    WriteIfOrphaned::spawn(&path, b'0')
 }

@@ -68,31 +68,7 @@ impl Creds {
     /// plainly: the user's ids, the groups the system gives the user, no
     /// capabilities (what that user may restore: see [`Creds::not_allowed_for`]).
     pub fn of_user(uid: u32) -> std::io::Result<Self> {
-        let mut pw: libc::passwd = empty_passwd();
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: getpwuid_r fills `pw` with pointers into `buf`, both
-        // valid for the call; `found` says whether it found the user.
-        let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-        if r != 0 || found.is_null() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no user with uid {uid}"),
-            ));
-        }
-        let gid = pw.pw_gid;
-        let mut groups = vec![0 as libc::gid_t; 1024];
-        let mut n = groups.len() as libc::c_int;
-        // SAFETY: getgrouplist writes at most `n` ids into `groups`;
-        // pw_name points into `buf`, alive here.
-        let r = unsafe { libc::getgrouplist(pw.pw_name, gid, groups.as_mut_ptr(), &mut n) };
-        if r < 0 {
-            return Err(std::io::Error::other(format!(
-                "uid {uid} is in more than {} groups",
-                groups.len()
-            )));
-        }
-        groups.truncate(n as usize);
+        let (gid, mut groups) = crate::sys::creds::user_groups(uid, 1024)?;
         groups.sort_unstable();
         groups.dedup();
         Ok(Self {
@@ -358,49 +334,22 @@ struct FsIdentity {
 
 impl FsIdentity {
     fn current() -> std::io::Result<Self> {
-        // SAFETY: setfsuid with an invalid id changes nothing and returns
-        // the current one.
-        let uid = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) } as u32;
-        // SAFETY: as above, for the group.
-        let gid = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) } as u32;
-        // SAFETY: getgroups with a zero size returns the count only.
-        let n = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<u32>()) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut groups = vec![0u32; n as usize];
-        // SAFETY: getgroups fills at most n entries of a buffer of n.
-        let n = unsafe { libc::syscall(libc::SYS_getgroups, n, groups.as_mut_ptr()) };
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        groups.truncate(n as usize);
+        let uid = crate::sys::creds::fsuid();
+        let gid = crate::sys::creds::fsgid();
+        let groups = crate::sys::creds::groups()?;
         Ok(Self { uid, gid, groups })
     }
 
     /// Take this identity on the calling thread; checked, since setfsuid
     /// and setfsgid report no failure.
     fn enter(&self) -> std::io::Result<()> {
-        // SAFETY: setgroups reads `len` ids from a valid buffer.
-        let r =
-            unsafe { libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a plain id argument; only this thread changes.
-        unsafe { libc::syscall(libc::SYS_setfsgid, self.gid) };
-        // SAFETY: as above.
-        unsafe { libc::syscall(libc::SYS_setfsuid, self.uid) };
+        crate::sys::creds::set_groups(&self.groups)?;
+        crate::sys::creds::set_fsgid(self.gid);
+        crate::sys::creds::set_fsuid(self.uid);
         let now = Self::current()?;
         if now != *self {
             return Err(std::io::Error::from_raw_os_error(libc::EPERM));
         }
         Ok(())
     }
-}
-
-fn empty_passwd() -> libc::passwd {
-    // SAFETY: passwd is plain data (integers and pointers); all-zero is a
-    // valid value, filled by getpwuid_r before use.
-    unsafe { std::mem::zeroed() }
 }

@@ -26,8 +26,8 @@ pub fn point(what: &'static str) {
     let n = PASSED.fetch_add(1, Ordering::Relaxed) + 1;
     if kill_at() == Some(n) {
         tracing::info!(point = what, n, "fault injection: killing this process");
-        // SAFETY: kill of ourselves; SIGKILL takes no handler.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        // SIGKILL takes no handler.
+        let _ = crate::sys::process::kill(std::process::id() as i32, libc::SIGKILL);
     }
 }
 

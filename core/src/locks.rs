@@ -121,40 +121,30 @@ pub fn checkpoint(pid: i32, lines: &[(i32, usize, String)], report: &mut Report)
 
 /// Take `lock` again; runs in the restored process before its swap.
 pub fn restore(lock: &FileLock) -> io::Result<()> {
-    let rc = match lock.kind {
+    match lock.kind {
         LockKind::Flock => {
             let op = if lock.write {
                 libc::LOCK_EX
             } else {
                 libc::LOCK_SH
             };
-            // SAFETY: flock on one of our fds.
-            unsafe { libc::flock(lock.fd, op | libc::LOCK_NB) }
+            crate::sys::lock::flock(lock.fd, op | libc::LOCK_NB)
         }
         LockKind::Posix | LockKind::Ofd => {
-            // SAFETY: flock is plain data; zeroed is valid.
-            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-            fl.l_type = if lock.write {
+            let kind = if lock.write {
                 libc::F_WRLCK
             } else {
                 libc::F_RDLCK
-            } as i16;
-            fl.l_whence = libc::SEEK_SET as i16;
-            fl.l_start = lock.start as i64;
-            fl.l_len = lock.end.map_or(0, |e| (e - lock.start + 1) as i64);
+            };
+            let len = lock.end.map_or(0, |e| (e - lock.start + 1) as i64);
             let cmd = if lock.kind == LockKind::Posix {
                 libc::F_SETLK
             } else {
                 libc::F_OFD_SETLK
             };
-            // SAFETY: fcntl lock command on our fd with a valid struct.
-            unsafe { libc::fcntl(lock.fd, cmd, &fl) }
+            crate::sys::lock::set_record_lock(lock.fd, cmd, kind, lock.start as i64, len)
         }
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 
 /// What the kernel allows in a map file (`uid_map`, `gid_map`).
@@ -185,10 +185,6 @@ pub fn checkpoint(pid: i32) -> Result<Option<Namespaces>, Result<String, Namespa
     }))
 }
 
-/// linux/nsfs.h
-const NS_GET_PARENT: libc::c_ulong = 0xb702;
-const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
-
 fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, NamespaceError>> {
     let err = |what: &str| {
         let what = what.to_string();
@@ -203,16 +199,13 @@ fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, N
     let mut level: OwnedFd = ns.try_clone().map_err(err("its user namespace"))?.into();
     let mut depth = 0;
     loop {
-        // SAFETY: ioctl on an nsfs fd we hold: returns a new fd or -1
-        // (EPERM past the top of ours).
-        let parent = unsafe { libc::ioctl(level.as_raw_fd(), NS_GET_PARENT) };
-        if parent < 0 {
+        // EPERM past the top of ours.
+        let Ok(parent) = crate::sys::ns::parent(&level) else {
             return Err(Ok(
                 "in a user namespace that is not below the checkpointer's: not supported".into(),
             ));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        level = unsafe { OwnedFd::from_raw_fd(parent) };
+        };
+        level = parent;
         let ino = std::fs::File::from(
             level
                 .try_clone()
@@ -229,11 +222,7 @@ fn user_namespace(pid: i32, ours: u64) -> Result<UserNamespace, Result<String, N
             return Err(Ok("in a user namespace more than 32 levels deep".into()));
         }
     }
-    let mut owner: libc::uid_t = 0;
-    // SAFETY: ioctl on our nsfs fd, writing one uid_t into `owner`.
-    if unsafe { libc::ioctl(ns.as_raw_fd(), NS_GET_OWNER_UID, &mut owner) } < 0 {
-        return Err(err("its user namespace's owner")(io::Error::last_os_error()));
-    }
+    let owner = crate::sys::ns::owner_uid(&ns).map_err(err("its user namespace's owner"))?;
     let map = |name: &str| -> Result<Vec<[u32; 3]>, Result<String, NamespaceError>> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/{name}")).map_err(err(name))?;
         text.lines()
@@ -297,10 +286,7 @@ pub(crate) fn inside_namespace_fd<T: Send>(
 ) -> io::Result<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns of this thread only, with an nsfs fd we hold.
-            if unsafe { libc::setns(ns.as_raw_fd(), flag) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            crate::sys::ns::setns(ns, flag)?;
             f()
         })
         .join()
@@ -329,24 +315,7 @@ fn net_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
         )));
     }
     let lo_up = inside_namespace(pid, "net", libc::CLONE_NEWNET, || {
-        // SAFETY: a socket of ours, closed below; ifreq is plain data.
-        unsafe {
-            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-            if s < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut req: libc::ifreq = std::mem::zeroed();
-            for (d, b) in req.ifr_name.iter_mut().zip(b"lo\0") {
-                *d = *b as libc::c_char;
-            }
-            let rc = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
-            let e = io::Error::last_os_error();
-            libc::close(s);
-            if rc < 0 {
-                return Err(e);
-            }
-            Ok(req.ifr_ifru.ifru_flags as libc::c_int & libc::IFF_UP != 0)
-        }
+        Ok(crate::sys::socket::interface_flags(b"lo")? & libc::IFF_UP != 0)
     })?;
     Ok(lo_up.then(|| {
         "in a network namespace of its own whose loopback is up: not supported yet".into()

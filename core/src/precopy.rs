@@ -28,7 +28,7 @@ use crate::remote::{self, ResultUndo, Undo};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -37,27 +37,6 @@ const UFFD_USER_MODE_ONLY: u64 = 1;
 const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
 const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
 const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-/// `_IOWR(0xaa, 0x3f, struct uffdio_api)`
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-/// `_IOWR(0xaa, 0x00, struct uffdio_register)`
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-
-#[repr(C)]
-#[derive(Debug, Default)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-#[derive(Debug, Default)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
 
 /// Why a process could not be tracked (it is then saved entirely while
 /// frozen, as without pre-copy).
@@ -120,31 +99,18 @@ impl WriteTracker {
             l.clear(&mut mem);
         }
         let uffd = taken?;
-        let mut api = UffdioApi {
-            api: UFFD_API,
-            // Unpopulated: anonymous mappings get markers like file ones,
-            // which the kernel requires to scan them with CHECK_WPASYNC.
-            features: UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
-            ioctls: 0,
-        };
-        // SAFETY: UFFDIO_API reads and writes a struct uffdio_api.
-        if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api) } != 0 {
-            return Err(io_err("UFFDIO_API with asynchronous write protection")(
-                io::Error::last_os_error(),
-            ));
-        }
+        // Unpopulated: anonymous mappings get markers like file ones,
+        // which the kernel requires to scan them with CHECK_WPASYNC.
+        let features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
+        crate::sys::uffd::api(&uffd, UFFD_API, features)
+            .map_err(io_err("UFFDIO_API with asynchronous write protection"))?;
         let pagemap =
             File::open(format!("/proc/{pid}/pagemap")).map_err(io_err("opening the pagemap"))?;
         let mut tracked = Vec::new();
         for &(start, end) in ranges {
-            let mut reg = UffdioRegister {
-                start,
-                len: end - start,
-                mode: UFFDIO_REGISTER_MODE_WP,
-                ioctls: 0,
-            };
-            // SAFETY: UFFDIO_REGISTER reads and writes a struct uffdio_register.
-            if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg) } != 0 {
+            if crate::sys::uffd::register(&uffd, start, end - start, UFFDIO_REGISTER_MODE_WP)
+                .is_err()
+            {
                 // Some mappings cannot be tracked: they are read again.
                 continue;
             }
@@ -486,25 +452,5 @@ impl Reuse<'_> {
     /// Bytes of page data taken from the pre-copy so far.
     pub fn reused_bytes(&self) -> u64 {
         self.reused_bytes.get()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ioctl_numbers_match_their_structs() {
-        let iowr = |ty: libc::c_ulong, nr: libc::c_ulong, size: usize| -> libc::c_ulong {
-            (3 << 30) | ((size as libc::c_ulong) << 16) | (ty << 8) | nr
-        };
-        assert_eq!(
-            iowr(0xaa, 0x3f, std::mem::size_of::<UffdioApi>()),
-            UFFDIO_API
-        );
-        assert_eq!(
-            iowr(0xaa, 0x00, std::mem::size_of::<UffdioRegister>()),
-            UFFDIO_REGISTER
-        );
     }
 }

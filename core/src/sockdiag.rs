@@ -2,9 +2,9 @@
 //! them: type, state, bound name, peer, pending connections, shutdown.
 //! Nothing else tells which socket is connected to which.
 
+use crate::sys::socket;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLM_F_REQUEST: u16 = 1;
@@ -78,19 +78,7 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 /// Every unix socket of this network namespace, by inode.
 pub fn unix_sockets() -> io::Result<HashMap<u64, UnixDiag>> {
-    // SAFETY: socket() takes integers and returns a new fd or -1.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sock = socket::new_socket(libc::AF_NETLINK, libc::SOCK_DGRAM, libc::NETLINK_SOCK_DIAG)?;
     let mut req = Vec::with_capacity(40);
     req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
     req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -106,19 +94,13 @@ pub fn unix_sockets() -> io::Result<HashMap<u64, UnixDiag>> {
         UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
     req.extend_from_slice(&show.to_ne_bytes());
     req.extend_from_slice(&[0xff; 8]); // no cookie
-                                       // SAFETY: sending our buffer on our socket (to the kernel, address 0).
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+                                       // To the kernel: the socket's default destination, address 0.
+    socket::send(&sock, &req, 0)?;
     let mut out = HashMap::new();
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        // SAFETY: receiving into our buffer.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let b = &buf[..n as usize];
+        let n = socket::recv(&sock, &mut buf, 0)?;
+        let b = &buf[..n];
         let mut at = 0;
         while at + 16 <= b.len() {
             let len = u32_at(b, at) as usize;
@@ -191,6 +173,7 @@ fn parse_msg(m: &[u8]) -> Option<UnixDiag> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::net::UnixStream;
 
@@ -222,22 +205,15 @@ mod tests {
         let ino = std::fs::metadata(format!("/proc/self/fd/{}", l.as_raw_fd()))
             .unwrap()
             .ino();
-        let stat = |p: &std::path::Path| {
-            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: stat is plain data; lstat fills it from a C string.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: as above.
-            assert_eq!(unsafe { libc::lstat(c.as_ptr(), &mut st) }, 0);
-            st
-        };
+        let stat = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap();
         let vfs = unix_sockets().unwrap()[&ino].vfs.expect("a socket file");
         let st = stat(&path);
-        assert!(vfs.is(st.st_ino, st.st_dev));
+        assert!(vfs.is(st.ino(), st.dev()));
         // Another file at the same path is not the socket's.
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"").unwrap();
         let st = stat(&path);
-        assert!(!vfs.is(st.st_ino, st.st_dev));
+        assert!(!vfs.is(st.ino(), st.dev()));
         assert_eq!(unix_sockets().unwrap()[&ino].vfs, Some(vfs));
     }
 }

@@ -81,18 +81,13 @@ pub fn checkpoint(
     scratch.read(mem, TIDADDR_OFF, &mut raw)?;
     let clear_child_tid = u64::from_ne_bytes(raw);
 
-    let mut head = 0u64;
-    let mut len = 0usize;
-    // SAFETY: get_robust_list writes a pointer and a length to our two out
-    // variables.
-    let r = unsafe { libc::syscall(libc::SYS_get_robust_list, tid, &mut head, &mut len) };
-    if r != 0 {
-        return Err(RemoteError::Ptrace(PtraceError::Request {
+    let (head, len) = crate::sys::thread::robust_list(tid).map_err(|source| {
+        RemoteError::Ptrace(PtraceError::Request {
             op: "get_robust_list",
             tid,
-            source: std::io::Error::last_os_error(),
-        }));
-    }
+            source,
+        })
+    })?;
     Ok(ThreadImage {
         tid,
         regs: *task.saved_regs(),

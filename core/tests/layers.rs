@@ -195,3 +195,80 @@ fn core_imports_have_no_cycle() {
         }
     }
 }
+
+/// Every `.rs` file under `dir`, by its path relative to `root` ("files/pty.rs").
+fn source_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in fs::read_dir(dir).expect("reading core/src") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            source_files(root, &path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The injection machinery (ptrace, remote syscalls, the gadget): it
+/// reads and writes other processes' registers and memory, so it keeps
+/// its own `unsafe` beside `sys/` (today's places and the folder it moves
+/// to).
+const UNSAFE_INJECTION: &[&str] = &["ptrace.rs", "remote/", "injection/"];
+
+/// Files and folders of core/src whose `unsafe` is not yet moved onto
+/// `sys/`. The list only shrinks: an entry with none left fails below.
+const UNSAFE_NOT_YET_IN_SYS: &[&str] = &["procmem.rs", "memory/", "restore/"];
+
+/// `unsafe` (as `grep -rn unsafe core/src` finds it: code, comments and
+/// tests alike) only in `sys/`, the injection machinery and the files not
+/// yet moved; and every one of those still needs its place on the list.
+#[test]
+fn unsafe_only_in_sys_and_injection() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = BTreeMap::new();
+    source_files(&root, &root, &mut files);
+    assert!(files.len() > 40, "found {} files", files.len());
+    let with_unsafe: Vec<&String> = files
+        .iter()
+        .filter(|(_, text)| text.contains("unsafe"))
+        .map(|(path, _)| path)
+        .collect();
+    // The walk is sound: the syscall layer has its `unsafe`.
+    assert!(with_unsafe.iter().any(|p| p.starts_with("sys/")));
+    let allowed = |p: &str| {
+        UNSAFE_INJECTION
+            .iter()
+            .chain(UNSAFE_NOT_YET_IN_SYS)
+            .any(|a| p.starts_with(a))
+    };
+    let stray: Vec<String> = with_unsafe
+        .iter()
+        .filter(|p| !p.starts_with("sys/") && !allowed(p))
+        .map(|p| {
+            let lines: Vec<String> = files[*p]
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains("unsafe"))
+                .map(|(i, _)| (i + 1).to_string())
+                .collect();
+            format!("core/src/{p} (lines {})", lines.join(", "))
+        })
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "unsafe outside core/src/sys/ (put the syscall behind a wrapper there): {}",
+        stray.join("; ")
+    );
+    let done: Vec<&&str> = UNSAFE_NOT_YET_IN_SYS
+        .iter()
+        .filter(|a| !with_unsafe.iter().any(|p| p.starts_with(**a)))
+        .collect();
+    assert!(
+        done.is_empty(),
+        "no unsafe left in {done:?}: take it off UNSAFE_NOT_YET_IN_SYS in core/tests/layers.rs"
+    );
+}

@@ -705,15 +705,5 @@ pub(super) fn inspect(
 }
 
 pub(super) fn uname() -> (String, String) {
-    // SAFETY: utsname is plain old data; zeroed is valid.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is a valid out pointer.
-    unsafe { libc::uname(&mut u) };
-    let s = |f: &[libc::c_char]| {
-        // SAFETY: uname NUL-terminates each field within its array.
-        unsafe { std::ffi::CStr::from_ptr(f.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    (s(&u.nodename), s(&u.release))
+    crate::sys::host::uname()
 }

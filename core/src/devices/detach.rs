@@ -15,7 +15,7 @@ use crate::uevent::Uevent;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use tracing::debug;
@@ -196,24 +196,15 @@ fn cstring(path: &Path) -> io::Result<CString> {
 
 fn open_o_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
-    // SAFETY: open with a valid NUL-terminated path; O_PATH opens nothing
-    // on the device itself.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // O_PATH opens nothing on the device itself.
+    crate::sys::fs::open(&c, libc::O_PATH | libc::O_CLOEXEC, 0)
 }
 
 fn is_char_device(fd: &OwnedFd, devnum: (u32, u32)) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: stat is plain old data; zeroed is a valid value.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open and st is a valid out pointer.
-    let ok = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0;
-    ok && st.st_mode & libc::S_IFMT == libc::S_IFCHR
-        && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == devnum
+    crate::sys::fd::fstat(fd).is_ok_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == devnum
+    })
 }
 
 /// An `O_PATH` fd whose `fstat` reports char device `devnum`: of `path`
@@ -259,10 +250,7 @@ pub fn stand_in(
     ));
     let c = cstring(&node).map_err(err("naming the placeholder", &node))?;
     let dev = libc::makedev(devnum.0, devnum.1);
-    // SAFETY: mknod with a valid NUL-terminated path and plain integers.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, dev) } != 0 {
-        return Err(err("mknod", &node)(io::Error::last_os_error()));
-    }
+    crate::sys::fs::mknod_char(&c, dev).map_err(err("mknod", &node))?;
     let fd = open_o_path(&node);
     let _ = std::fs::remove_file(&node);
     let fd = fd.map_err(err("opening the placeholder", &node))?;
@@ -277,40 +265,21 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    fn errno_of(r: isize) -> Option<i32> {
-        (r < 0).then(|| io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    fn errno_of<T>(r: io::Result<T>) -> Option<i32> {
+        r.err().map(|e| e.raw_os_error().unwrap_or(0))
     }
 
     fn assert_dead(fd: &OwnedFd, devnum: (u32, u32)) {
         assert!(is_char_device(fd, devnum), "fstat reports the device");
         let mut b = [0u8; 8];
-        // SAFETY: read into a local buffer of its length.
-        let r = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+        let r = crate::sys::fd::read(fd.as_raw_fd(), &mut b);
         assert_eq!(errno_of(r), Some(libc::EBADF), "read");
-        // SAFETY: write from a local buffer of its length.
-        let r = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), b.len()) };
+        let r = crate::sys::fd::write(fd.as_raw_fd(), &b);
         assert_eq!(errno_of(r), Some(libc::EBADF), "write");
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD writes one int.
-        let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
-        assert_eq!(errno_of(r as isize), Some(libc::EBADF), "ioctl");
-        // SAFETY: a fresh mapping request; it fails, nothing is mapped.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        assert_eq!(p, libc::MAP_FAILED);
-        assert_eq!(
-            io::Error::last_os_error().raw_os_error(),
-            Some(libc::EBADF),
-            "mmap"
-        );
+        let r = crate::sys::fd::queued_bytes(fd.as_raw_fd());
+        assert_eq!(errno_of(r), Some(libc::EBADF), "ioctl");
+        let r = crate::sys::mm::Mapping::private_read(fd, 4096);
+        assert_eq!(errno_of(r), Some(libc::EBADF), "mmap");
     }
 
     #[test]

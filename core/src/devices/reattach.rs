@@ -309,14 +309,12 @@ fn open_card(node: &Path, flags: u32, devnum: (u32, u32)) -> Result<OwnedFd, Dev
 
 /// Drive the VT re-enter path of a restored X server: send it `signal`.
 pub fn signal_server(pid: i32, signal: i32) -> Result<(), DeviceError> {
-    // SAFETY: kill takes two integers; pid is a process this restore made.
-    if unsafe { libc::kill(pid, signal) } != 0 {
-        return Err(DeviceError::Signal {
-            pid,
-            signal,
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    // pid is a process this restore made.
+    crate::sys::process::kill(pid, signal).map_err(|source| DeviceError::Signal {
+        pid,
+        signal,
+        source,
+    })?;
     info!(pid, signal, "sent the X server its VT acquire signal");
     Ok(())
 }
@@ -591,14 +589,12 @@ pub(crate) mod tests {
         let Reopened::Live(fd) = r.restore(flags, &p.roots).unwrap() else {
             panic!("the live card")
         };
-        // SAFETY: F_GETFL on an open fd.
-        let got = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let got = crate::sys::fd::status_flags_of(fd.as_raw_fd()).unwrap();
         assert_eq!(got & libc::O_ACCMODE, libc::O_RDWR);
         assert_ne!(got & libc::O_NONBLOCK, 0, "the saved flags");
         assert_eq!(got & libc::O_PATH, 0, "a live open, not a handle");
         let mut b = [1u8; 4];
-        // SAFETY: read into a local buffer of its length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+        let n = crate::sys::fd::read(fd.as_raw_fd(), &mut b).unwrap();
         assert_eq!((n, b), (4, [0; 4]), "/dev/full reads zeros");
         // Another machine: no card on that slot.
         let elsewhere = SysRoots {
@@ -608,8 +604,7 @@ pub(crate) mod tests {
         let Reopened::StandIn(fd) = r.restore(flags, &elsewhere).unwrap() else {
             panic!("a stand-in")
         };
-        // SAFETY: F_GETFL on an open fd.
-        let got = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let got = crate::sys::fd::status_flags_of(fd.as_raw_fd()).unwrap();
         assert_ne!(got & libc::O_PATH, 0, "the detached stand-in");
     }
 }

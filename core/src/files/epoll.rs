@@ -11,7 +11,7 @@ use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watch {
@@ -70,16 +70,10 @@ pub(super) fn checkpoint(
 
 impl Epoll {
     fn open(&self) -> Result<OwnedFd, FileError> {
-        // SAFETY: epoll_create1 takes flags and returns a new fd or -1.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(FileError::Create {
-                what: "creating an epoll instance",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        crate::sys::event::epoll_create().map_err(|source| FileError::Create {
+            what: "creating an epoll instance",
+            source,
+        })
     }
 
     /// Add the watches; called in the owner with its fds at their numbers.
@@ -94,14 +88,7 @@ impl Epoll {
         detached: &dyn Fn(i32) -> bool,
     ) -> Result<(), (i32, io::Error)> {
         for w in self.watches.iter().filter(|w| !detached(w.fd)) {
-            let mut ev = libc::epoll_event {
-                events: w.events,
-                u64: w.data,
-            };
-            // SAFETY: epoll_ctl with a valid event struct.
-            if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, w.fd, &mut ev) } != 0 {
-                return Err((w.fd, io::Error::last_os_error()));
-            }
+            crate::sys::event::epoll_add(epfd, w.fd, w.events, w.data).map_err(|e| (w.fd, e))?;
         }
         Ok(())
     }

@@ -4,8 +4,7 @@ use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventFd {
@@ -25,16 +24,11 @@ impl EventFd {
         // eventfd's initial value is an unsigned int; larger counts are
         // added with a write.
         let initial = u32::try_from(self.count).unwrap_or(0);
-        // SAFETY: eventfd takes integers and returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(initial, efd_flags) };
-        if fd < 0 {
-            return Err(FileError::Create {
+        let fd =
+            crate::sys::event::eventfd(initial, efd_flags).map_err(|source| FileError::Create {
                 what: "creating an eventfd",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                source,
+            })?;
         if u64::from(initial) != self.count {
             use std::io::Write;
             let mut f = std::fs::File::from(fd.try_clone().create_err("duplicating an eventfd")?);

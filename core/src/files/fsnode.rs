@@ -28,7 +28,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Owner, group and permission bits of a file or directory, as saved.
@@ -157,13 +157,10 @@ pub(crate) fn in_private_fs<T: Send>(
 ) -> Result<T, FileError> {
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            // SAFETY: unshare with a flag only; it changes this thread alone.
-            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-                return Err(FileError::Create {
-                    what: "giving a thread its own working directory and umask",
-                    source: io::Error::last_os_error(),
-                });
-            }
+            crate::sys::ns::unshare(libc::CLONE_FS).map_err(|source| FileError::Create {
+                what: "giving a thread its own working directory and umask",
+                source,
+            })?;
             f()
         });
         match worker.join() {
@@ -175,29 +172,21 @@ pub(crate) fn in_private_fs<T: Send>(
 
 /// Set the umask of the calling thread (run it in [`in_private_fs`]).
 pub(crate) fn set_umask(mask: u32) {
-    // SAFETY: umask takes a mode and cannot fail; the thread's fs_struct
-    // is its own.
-    unsafe { libc::umask(mask as libc::mode_t) };
+    crate::sys::fs::set_umask(mask);
 }
 
 /// Make `dir` the calling thread's working directory (in [`in_private_fs`]).
 pub(crate) fn enter(dir: &impl AsFd, path: &Path) -> Result<(), FileError> {
-    // SAFETY: fchdir on an open directory fd; only this thread's fs_struct.
-    if unsafe { libc::fchdir(dir.as_fd().as_raw_fd()) } != 0 {
-        return Err(FileError::Path {
-            op: "entering",
-            path: path.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    crate::sys::fs::fchdir(dir.as_fd()).map_err(|source| FileError::Path {
+        op: "entering",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The calling thread's filesystem uid.
 fn fsuid() -> u32 {
-    // SAFETY: setfsuid with an invalid id changes nothing and returns the
-    // current one.
-    unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 }
+    crate::sys::creds::fsuid()
 }
 
 /// The absolute path of node `name` (relative ones against the saved
@@ -426,15 +415,11 @@ impl Scratch {
             source: errno(e),
         })?;
         enter(&dir, &self.path)?;
-        // SAFETY: chroot to "." (a NUL-terminated literal); this thread's
-        // fs_struct only.
-        if unsafe { libc::chroot(c".".as_ptr()) } != 0 {
-            return Err(FileError::Path {
-                op: "moving a thread's root to",
-                path: self.path.clone(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        crate::sys::fs::chroot_here().map_err(|source| FileError::Path {
+            op: "moving a thread's root to",
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(())
     }
 }

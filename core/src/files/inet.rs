@@ -44,29 +44,7 @@ pub struct InetSocket {
 }
 
 fn name(fd: RawFd, peer: bool) -> Vec<u8> {
-    // SAFETY: sockaddr_storage is plain data; the calls fill it.
-    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let p = (&mut a as *mut libc::sockaddr_storage).cast();
-    // SAFETY: getsockname/getpeername into a valid sockaddr_storage.
-    let rc = unsafe {
-        if peer {
-            libc::getpeername(fd, p, &mut len)
-        } else {
-            libc::getsockname(fd, p, &mut len)
-        }
-    };
-    if rc != 0 {
-        return Vec::new();
-    }
-    // SAFETY: the kernel wrote `len` bytes of the struct.
-    unsafe {
-        std::slice::from_raw_parts(
-            (&a as *const libc::sockaddr_storage).cast::<u8>(),
-            len as usize,
-        )
-    }
-    .to_vec()
+    crate::sys::socket::address(fd, peer).unwrap_or_default()
 }
 
 /// The port of a sockaddr_in/in6 (both keep it at bytes 2..4).
@@ -134,40 +112,23 @@ impl InetSocket {
         }
         // A connection's local port was the kernel's pick: not bound again.
         if !self.local.is_empty() && self.state != InetState::Connection {
-            // SAFETY: bind with the saved address bytes and their length.
-            let rc = unsafe {
-                libc::bind(
-                    fd.as_raw_fd(),
-                    self.local.as_ptr().cast(),
-                    self.local.len() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(FileError::Create {
+            crate::sys::socket::bind_bytes(&fd, &self.local).map_err(|source| {
+                FileError::Create {
                     what: "binding an IP socket to its saved address (is the port taken?)",
-                    source: io::Error::last_os_error(),
-                });
-            }
+                    source,
+                }
+            })?;
         }
         if !self.reuse_addr {
             let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
         }
         match self.state {
             InetState::Listening => {
-                // SAFETY: listen on our socket.
-                if unsafe { libc::listen(fd.as_raw_fd(), libc::SOMAXCONN) } != 0 {
-                    return Err(err("listening on an IP socket")(io::Error::last_os_error()));
-                }
+                crate::sys::socket::listen(&fd, libc::SOMAXCONN)
+                    .map_err(err("listening on an IP socket"))?;
             }
             InetState::Connected => {
-                // SAFETY: connect with the saved peer address bytes.
-                unsafe {
-                    libc::connect(
-                        fd.as_raw_fd(),
-                        self.peer.as_ptr().cast(),
-                        self.peer.len() as libc::socklen_t,
-                    )
-                };
+                let _ = crate::sys::socket::connect_bytes(&fd, &self.peer);
             }
             InetState::Connection | InetState::Unconnected => {}
         }

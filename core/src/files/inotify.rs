@@ -18,10 +18,11 @@ use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::sys::fd::queued_bytes;
+use crate::sys::inotify;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,25 +66,12 @@ fn path_of(sdev: u64, handle_type: i32, handle: &[u8]) -> io::Result<PathBuf> {
     let mount =
         mount_of(sdev).ok_or_else(|| io::Error::other(format!("no mount of device {sdev:#x}")))?;
     let mount_fd = std::fs::File::open(&mount)?;
-    // struct file_handle: handle_bytes (u32), handle_type (i32), bytes.
-    let mut raw = Vec::with_capacity(8 + handle.len());
-    raw.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
-    raw.extend_from_slice(&handle_type.to_ne_bytes());
-    raw.extend_from_slice(handle);
-    // SAFETY: raw holds a complete struct file_handle; the call returns a
-    // new fd or -1.
-    let fd = unsafe {
-        libc::open_by_handle_at(
-            mount_fd.as_raw_fd(),
-            raw.as_mut_ptr().cast(),
-            libc::O_PATH | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = crate::sys::fs::open_by_handle(
+        &mount_fd,
+        handle_type,
+        handle,
+        libc::O_PATH | libc::O_CLOEXEC,
+    )?;
     let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     if path.to_string_lossy().ends_with(" (deleted)") {
         return Err(io::Error::other("the watched file was deleted"));
@@ -180,28 +168,12 @@ impl Inotify {
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         // Non-blocking while we set it up (to drain our own events).
-        // SAFETY: inotify_init1 takes flags, returns a new fd or -1.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            return Err(err("creating an inotify instance")(
-                io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let fd = inotify::init_nonblocking().map_err(err("creating an inotify instance"))?;
         // Ended watches hold their descriptors on an inode of our own
         // (a memfd, watched by no saved watch) until the end.
         let stand_in = if self.ended().next().is_some() {
             let name = CString::new("hiber-inotify-stand-in").expect("no NUL");
-            // SAFETY: memfd_create with a NUL-terminated name; a new fd or -1.
-            let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-            if raw < 0 {
-                return Err(err("creating an inotify stand-in")(
-                    io::Error::last_os_error(),
-                ));
-            }
-            // SAFETY: a fresh fd owned by nobody else.
-            Some(unsafe { OwnedFd::from_raw_fd(raw) })
+            Some(crate::sys::fs::memfd(&name).map_err(err("creating an inotify stand-in"))?)
         } else {
             None
         };
@@ -221,15 +193,12 @@ impl Inotify {
                     source: io::Error::from(io::ErrorKind::InvalidInput),
                 })?;
             loop {
-                // SAFETY: add_watch with a NUL-terminated path.
-                let got = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), w.mask) };
-                if got < 0 {
-                    return Err(FileError::Path {
+                let got =
+                    inotify::add_watch(&fd, &c, w.mask).map_err(|source| FileError::Path {
                         op: "watching (inotify)",
                         path: w.path.clone(),
-                        source: io::Error::last_os_error(),
-                    });
-                }
+                        source,
+                    })?;
                 if got == w.wd {
                     if w.on_left_out_mount {
                         ended.push(got);
@@ -244,19 +213,17 @@ impl Inotify {
                     });
                 }
                 // A number to skip: descriptors only grow.
-                // SAFETY: removing the watch we just added.
-                unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), got) };
+                let _ = inotify::remove_watch(&fd, got);
             }
         }
         // Removing the throw-away watches queued IN_IGNORED events: drop them.
         let mut buf = [0u8; 4096];
-        // SAFETY: non-blocking reads into our buffer until nothing is left.
-        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        // Non-blocking reads until nothing is left.
+        while crate::sys::fd::read(fd.as_raw_fd(), &mut buf).is_ok_and(|n| n > 0) {}
         // Now end the watches of left-out mounts: their IN_IGNORED stays
         // queued for the program, as an unmount's would.
         for wd in ended {
-            // SAFETY: removing a watch we added on our stand-in.
-            unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+            let _ = inotify::remove_watch(&fd, wd);
         }
         drop(stand_in);
         let nonblock = flags & libc::O_NONBLOCK as u32;

@@ -9,7 +9,6 @@ use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
-use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -32,13 +31,10 @@ impl MemfdFile {
             Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
             (flags & keep) as i32,
         )?;
-        // SAFETY: lseek on an open fd; no memory involved.
-        if unsafe { libc::lseek(fd.as_raw_fd(), self.pos as i64, libc::SEEK_SET) } < 0 {
-            return Err(FileError::Create {
-                what: "seeking a memfd",
-                source: io::Error::last_os_error(),
-            });
-        }
+        crate::sys::fd::seek_to(&fd, self.pos as i64).map_err(|source| FileError::Create {
+            what: "seeking a memfd",
+            source,
+        })?;
         Ok(fd)
     }
 }

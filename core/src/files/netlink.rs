@@ -58,32 +58,7 @@ pub struct SockFilter {
 
 /// The filter attached to `fd` (empty if none).
 fn get_filter(fd: RawFd) -> io::Result<Vec<SockFilter>> {
-    let mut buf = vec![
-        libc::sock_filter {
-            code: 0,
-            jt: 0,
-            jf: 0,
-            k: 0
-        };
-        MAX_FILTER
-    ];
-    // SO_GET_FILTER counts in instructions, not bytes.
-    let mut len = MAX_FILTER as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` instructions into `buf`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate((len as usize).min(MAX_FILTER));
-    Ok(buf
+    Ok(crate::sys::socket::get_filter(fd, MAX_FILTER)?
         .iter()
         .map(|i| SockFilter {
             code: i.code,
@@ -104,25 +79,7 @@ fn set_filter(fd: RawFd, filter: &[SockFilter]) -> io::Result<()> {
             k: i.k,
         })
         .collect();
-    let prog = libc::sock_fprog {
-        len: ins.len() as u16,
-        filter: ins.as_mut_ptr(),
-    };
-    // SAFETY: setsockopt reads a sock_fprog pointing at `ins`, alive here;
-    // the kernel checks the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::socket::set_filter(fd, &mut ins)
 }
 
 pub(super) fn checkpoint(held: &OwnedFd) -> Result<NetlinkSocket, Refusal> {
@@ -135,20 +92,14 @@ pub(super) fn checkpoint(held: &OwnedFd) -> Result<NetlinkSocket, Refusal> {
             "netlink socket with {queued} bytes of unread messages"
         )));
     }
-    // SAFETY: sockaddr_nl is plain data; getsockname fills it.
-    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-    // SAFETY: getsockname into a valid sockaddr_nl.
-    if unsafe { libc::getsockname(fd, (&mut a as *mut libc::sockaddr_nl).cast(), &mut len) } != 0 {
-        return Err(e(io::Error::last_os_error()).into());
-    }
+    let (nl_pid, nl_groups) = crate::sys::socket::netlink_name(fd).map_err(e)?;
     let protocol = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL).map_err(e)?;
     let kind = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(e)?;
     Ok(NetlinkSocket {
         protocol,
         kind,
-        bound: a.nl_pid != 0,
-        groups: a.nl_groups,
+        bound: nl_pid != 0,
+        groups: nl_groups,
         passcred: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PASSCRED).map_err(e)? != 0,
         rcvbuf: getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).map_err(e)?,
         filter: get_filter(fd).map_err(e)?,
@@ -203,21 +154,8 @@ impl NetlinkSocket {
             set_filter(raw, &self.filter).create_err("attaching a netlink socket's filter")?;
         }
         if self.bound {
-            // SAFETY: sockaddr_nl is plain data.
-            let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            a.nl_groups = self.groups;
-            // SAFETY: bind with a valid sockaddr_nl.
-            let rc = unsafe {
-                libc::bind(
-                    raw,
-                    (&a as *const libc::sockaddr_nl).cast(),
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(err("binding a netlink socket")(io::Error::last_os_error()));
-            }
+            crate::sys::socket::bind_netlink(&fd, self.groups)
+                .map_err(err("binding a netlink socket"))?;
         }
         Ok(fd)
     }

@@ -11,7 +11,7 @@ use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// `PIDFD_THREAD` (Linux 6.9): a handle to one thread. It is `O_EXCL`.
 const PIDFD_THREAD: i32 = libc::O_EXCL;
@@ -51,32 +51,13 @@ impl Pidfd {
 }
 
 fn open(pid: i32, flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::sys::fd::pidfd_open_flags(pid, flags)
 }
 
 /// A pidfd of a child that has exited and been reaped.
 fn exited(flags: i32) -> io::Result<OwnedFd> {
-    // SAFETY: the child only calls _exit, which is async-signal-safe.
-    let child = unsafe { libc::fork() };
-    match child {
-        -1 => Err(io::Error::last_os_error()),
-        // SAFETY: ends the child at once.
-        0 => unsafe { libc::_exit(0) },
-        child => {
-            // A zombie can still be opened; then it is reaped.
-            let fd = open(child, flags);
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(child, &mut status, 0) };
-            fd
-        }
-    }
+    // A zombie can still be opened; then it is reaped.
+    crate::sys::process::with_exited_child(|child| open(child, flags))?
 }
 
 pub(super) fn checkpoint(info: &FdInfo) -> Result<Pidfd, String> {
@@ -138,14 +119,8 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     fn poll_in(fd: &OwnedFd) -> bool {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no waiting.
-        unsafe { libc::poll(&mut p, 1, 0) };
-        p.revents & libc::POLLIN != 0
+        let revents = crate::sys::event::poll_one(fd.as_raw_fd(), libc::POLLIN, 0).unwrap_or(0);
+        revents & libc::POLLIN != 0
     }
 
     #[test]
@@ -158,8 +133,7 @@ mod tests {
         .open(libc::O_NONBLOCK as u32)
         .unwrap();
         assert!(poll_in(&fd), "an exited process's pidfd is readable");
-        // SAFETY: F_GETFL on our own fd.
-        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        let fl = crate::sys::fd::status_flags_of(fd.as_raw_fd()).unwrap();
         assert_ne!(fl & libc::O_NONBLOCK, 0);
         let me = open(std::process::id() as i32, 0).unwrap();
         assert!(!poll_in(&me), "a live process's pidfd is not");

@@ -13,7 +13,7 @@ use crate::sys::fd::set_status_flags;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// Bound on queued bytes per pipe (the kernel caps unprivileged pipes at 1 MiB).
@@ -57,25 +57,10 @@ fn pipe_size(fd: &OwnedFd) -> u32 {
     }
 }
 
-fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fds owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn reopen(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
-    let path = format!("/proc/self/fd/{}\0", fd.as_raw_fd());
-    // SAFETY: path is NUL-terminated; open returns a new fd or -1.
-    let r = unsafe { libc::open(path.as_ptr().cast(), flags | libc::O_CLOEXEC) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+    let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("no NUL in a /proc path");
+    crate::sys::fs::open(&path, flags | libc::O_CLOEXEC, 0)
 }
 
 impl PipeTable {
@@ -173,27 +158,18 @@ impl PipeTable {
             |op: &'static str| move |source: io::Error| FileError::Create { what: op, source };
         let reader = reopen(held, libc::O_RDONLY | libc::O_NONBLOCK)
             .map_err(io_err("opening a pipe to peek at its data"))?;
-        let (ours_r, ours_w) = new_pipe().map_err(io_err("creating a pipe"))?;
+        let (ours_r, ours_w) = crate::sys::pipe::pipe().map_err(io_err("creating a pipe"))?;
         let size = self.pipes[i].size.max(65536);
         // Best effort, as at restore (see `refill`).
         let _ = crate::sys::fd::set_pipe_size(&ours_w, size as usize);
-        // SAFETY: tee between two pipe fds we hold; no user memory.
-        let n = unsafe {
-            libc::tee(
-                reader.as_raw_fd(),
-                ours_w.as_raw_fd(),
-                MAX_PIPE_DATA as usize,
-                libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EAGAIN) {
-                return Err(io_err("copying pipe data with tee")(err));
-            }
-        }
+        let n: i64 =
+            match crate::sys::pipe::tee_nonblocking(&reader, &ours_w, MAX_PIPE_DATA as usize) {
+                Ok(n) => n as i64,
+                Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => -1,
+                Err(err) => return Err(io_err("copying pipe data with tee")(err)),
+            };
         let queued = crate::sys::fd::queued_bytes(reader.as_raw_fd()).unwrap_or(0);
-        if (queued as i64) > n.max(0) as i64 {
+        if i64::from(queued) > n.max(0) {
             // Never save part of a pipe's data silently.
             return Err(FileError::Create {
                 what: "copying pipe data: the pipe holds more than could be copied",
@@ -359,7 +335,7 @@ impl PipeEnds {
                         })?;
                     (r, anchor)
                 }
-                None => new_pipe().create_err("creating a pipe")?,
+                None => crate::sys::pipe::pipe().create_err("creating a pipe")?,
             };
             refill(i, p, &w, image)?;
             ends.push((r, w, false, false));

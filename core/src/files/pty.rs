@@ -57,11 +57,15 @@ use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResu
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::Policy;
-use crate::sys::fd::queued_bytes;
+use crate::sys::fd::{queued_bytes, set_status_flags_of, status_flags_of};
+use crate::sys::term::{
+    ioctl_get_int as ioctl_int, ioctl_set_int as set_int, set_winsize, tcgets, tcsets,
+    termios_bytes, termios_from, winsize as winsize_of,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -91,7 +95,6 @@ const TIOCGPTN: libc::c_ulong = 0x8004_5430;
 const TIOCSPTLCK: libc::c_ulong = 0x4004_5431;
 const TIOCGPKT: libc::c_ulong = 0x8004_5438;
 const TIOCGPTLCK: libc::c_ulong = 0x8004_5439;
-const TIOCGPTPEER: libc::c_ulong = 0x5441;
 
 /// Bound on the bytes a checkpoint takes from one tty queue (the line
 /// discipline holds 4 KiB, the buffers feeding it 64 KiB more).
@@ -164,92 +167,16 @@ impl Input {
     }
 }
 
-fn ioctl_int(fd: RawFd, req: libc::c_ulong) -> io::Result<i32> {
-    let mut v: libc::c_int = 0;
-    // SAFETY: these requests write one int to a valid pointer.
-    if unsafe { libc::ioctl(fd, req, &mut v) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(v)
-}
-
-fn set_int(fd: RawFd, req: libc::c_ulong, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: these requests read one int from a valid pointer.
-    if unsafe { libc::ioctl(fd, req, &v) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn tcgets(fd: RawFd) -> io::Result<libc::termios> {
-    // SAFETY: termios is plain data; TCGETS fills it.
-    let mut t: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: TCGETS writes a struct termios to a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::TCGETS, &mut t) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(t)
-}
-
-fn tcsets(fd: RawFd, t: &libc::termios) -> io::Result<()> {
-    // SAFETY: TCSETS reads a struct termios from a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::TCSETS, t) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn termios_bytes(t: &libc::termios) -> Vec<u8> {
-    // SAFETY: reading the bytes of a plain-data struct.
-    unsafe {
-        std::slice::from_raw_parts(
-            (t as *const libc::termios).cast::<u8>(),
-            std::mem::size_of::<libc::termios>(),
-        )
-    }
-    .to_vec()
-}
-
-/// A saved termios, when it has the size of one.
-fn termios_from(bytes: &[u8]) -> Option<libc::termios> {
-    (bytes.len() == std::mem::size_of::<libc::termios>()).then(|| {
-        // SAFETY: termios is plain data; any bytes of its size are a value.
-        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<libc::termios>()) }
-    })
-}
-
 fn termios_of(fd: RawFd) -> io::Result<Vec<u8>> {
     tcgets(fd).map(|t| termios_bytes(&t))
 }
 
-fn winsize_of(fd: RawFd) -> io::Result<[u16; 4]> {
-    // SAFETY: winsize is plain data; TIOCGWINSZ fills it.
-    let mut w: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a struct winsize to a valid pointer.
-    if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut w) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok([w.ws_row, w.ws_col, w.ws_xpixel, w.ws_ypixel])
-}
-
 /// Whether `fd` is ready for `events` (`timeout` in milliseconds).
 fn poll_one(fd: RawFd, events: libc::c_short, timeout: i32) -> io::Result<libc::c_short> {
-    let mut p = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd.
-    let r = unsafe { libc::poll(&mut p, 1, timeout) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(0)
-        } else {
-            Err(e)
-        };
+    match crate::sys::event::poll_one(fd, events, timeout) {
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        r => r,
     }
-    Ok(p.revents)
 }
 
 /// Line discipline reads are line-based (canonical mode, not EXTPROC).
@@ -384,18 +311,11 @@ struct NonBlocking {
 
 impl NonBlocking {
     fn set(fd: RawFd) -> io::Result<Self> {
-        // SAFETY: F_GETFL on an open fd.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let flags = status_flags_of(fd)?;
         if flags & libc::O_NONBLOCK != 0 {
             return Ok(Self { fd, old: None });
         }
-        // SAFETY: F_SETFL on an open fd with an integer argument.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_status_flags_of(fd, flags | libc::O_NONBLOCK)?;
         Ok(Self {
             fd,
             old: Some(flags),
@@ -406,8 +326,7 @@ impl NonBlocking {
 impl Drop for NonBlocking {
     fn drop(&mut self) {
         if let Some(flags) = self.old {
-            // SAFETY: F_SETFL on the fd we changed, with its old flags.
-            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
+            let _ = set_status_flags_of(self.fd, flags);
         }
     }
 }
@@ -415,12 +334,10 @@ impl Drop for NonBlocking {
 /// One read of a non-blocking fd: None when nothing is there.
 fn read_once(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
-        // SAFETY: read into a buffer of buf.len() bytes.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(Some(n as usize));
-        }
-        let e = io::Error::last_os_error();
+        let e = match crate::sys::fd::read(fd, buf) {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) => e,
+        };
         match e.kind() {
             io::ErrorKind::WouldBlock => return Ok(None),
             io::ErrorKind::Interrupted => continue,
@@ -492,13 +409,7 @@ fn read_input(slave: RawFd, into: &mut Input) -> io::Result<()> {
 fn open_peer(master: RawFd) -> io::Result<OwnedFd> {
     let open = || {
         let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: TIOCGPTPEER takes the open flags by value, returns a new fd.
-        let fd = unsafe { libc::ioctl(master, TIOCGPTPEER, flags) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        crate::sys::term::open_peer(master, flags)
     };
     match open() {
         Err(e) if e.raw_os_error() == Some(libc::EIO) && ioctl_int(master, TIOCGPTLCK)? != 0 => {
@@ -529,19 +440,21 @@ fn wait_ready(fd: RawFd, events: libc::c_short, deadline: Instant) -> io::Result
 
 fn write_all(fd: RawFd, mut data: &[u8], deadline: Instant) -> io::Result<()> {
     while !data.is_empty() {
-        // SAFETY: write from a buffer of data.len() bytes.
-        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
-        if n > 0 {
-            data = &data[n as usize..];
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => {}
-            _ if n == 0 || e.kind() == io::ErrorKind::WouldBlock => {
+        let e = match crate::sys::fd::write(fd, data) {
+            Ok(n) if n > 0 => {
+                data = &data[n..];
+                continue;
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        match e {
+            Some(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            None => wait_ready(fd, libc::POLLOUT, deadline)?,
+            Some(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 wait_ready(fd, libc::POLLOUT, deadline)?
             }
-            _ => return Err(e),
+            Some(e) => return Err(e),
         }
     }
     Ok(())
@@ -785,13 +698,7 @@ fn err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
 
 fn open_flags(path: &str, flags: i32) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(path).expect("no NUL in a device path");
-    // SAFETY: open with a NUL-terminated path.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::fs::open(&c, flags | libc::O_NOCTTY | libc::O_CLOEXEC, 0)
 }
 
 /// The device path of this process's controlling terminal.
@@ -827,14 +734,7 @@ fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
     if let Some(t) = termios_from(&end.termios) {
         tcsets(fd.as_raw_fd(), &t).create_err("setting a pty's termios")?;
     }
-    let w = libc::winsize {
-        ws_row: end.winsize[0],
-        ws_col: end.winsize[1],
-        ws_xpixel: end.winsize[2],
-        ws_ypixel: end.winsize[3],
-    };
-    // SAFETY: TIOCSWINSZ reads a struct winsize.
-    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &w) };
+    let _ = set_winsize(fd.as_raw_fd(), end.winsize);
     Ok(())
 }
 
@@ -925,14 +825,7 @@ impl PtyPairs {
             // the master share one open file.
             let m = slot.0.as_ref().ok_or_else(missing)?;
             let dup = m.try_clone().create_err("duplicating a pty master")?;
-            // SAFETY: F_SETFL with the saved non-blocking flag on our fd.
-            unsafe {
-                libc::fcntl(
-                    dup.as_raw_fd(),
-                    libc::F_SETFL,
-                    flags as i32 & libc::O_NONBLOCK,
-                )
-            };
+            let _ = set_status_flags_of(dup.as_raw_fd(), flags as i32 & libc::O_NONBLOCK);
             return Ok(dup);
         }
         // Each saved open file of the slave gets its own, with its flags.
@@ -1069,8 +962,7 @@ mod tests {
 
     #[test]
     fn line_ends_follow_the_termios() {
-        // SAFETY: termios is plain data.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let mut t = crate::sys::term::zeroed_termios();
         t.c_cc[libc::VEOL] = b';';
         assert!(ends_line(b"a\n", &t));
         assert!(ends_line(b"a;", &t));
@@ -1086,8 +978,7 @@ mod tests {
 
     #[test]
     fn put_back_mode_picks_control_characters_the_input_lacks() {
-        // SAFETY: termios is plain data.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        let mut t = crate::sys::term::zeroed_termios();
         t.c_iflag = libc::ICRNL | libc::IXON;
         t.c_oflag = libc::OPOST | libc::ONLCR;
         t.c_lflag = libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN;

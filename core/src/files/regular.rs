@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -85,14 +85,11 @@ impl RegularFile {
             None => open_as(&self.path, flags, libc::S_IFREG, |_| Ok(()))?,
             Some(ghost) => restore_ghost(&self.path, ghost, flags, image)?,
         };
-        // SAFETY: lseek on an open fd; no memory involved.
-        if unsafe { libc::lseek(fd.as_raw_fd(), self.pos as i64, libc::SEEK_SET) } < 0 {
-            return Err(FileError::Path {
-                op: "seeking",
-                path: self.path.clone(),
-                source: io::Error::last_os_error(),
-            });
-        }
+        crate::sys::fd::seek_to(&fd, self.pos as i64).map_err(|source| FileError::Path {
+            op: "seeking",
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(fd)
     }
 }
@@ -226,17 +223,11 @@ fn cpath(path: &Path) -> Result<CString, FileError> {
 /// open(2) with exact flags (std's OpenOptions cannot express them all).
 pub fn open_path(path: &Path, flags: i32) -> Result<OwnedFd, FileError> {
     let c = cpath(path)?;
-    // SAFETY: c is a valid NUL-terminated path; open returns a new fd or -1.
-    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600) };
-    if fd < 0 {
-        return Err(FileError::Path {
-            op: "opening",
-            path: path.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::fs::open(&c, flags | libc::O_CLOEXEC, 0o600).map_err(|source| FileError::Path {
+        op: "opening",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Open `path`, a file the document names, as restore does: only when it
@@ -320,16 +311,10 @@ fn restore_ghost(
         })
         .unwrap_or_else(|| "hiber-deleted".into());
     let c = CString::new(name).unwrap_or_else(|_| c"hiber-deleted".to_owned());
-    // SAFETY: memfd_create with a valid NUL-terminated name; a new fd or -1.
-    let raw = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC) };
-    if raw < 0 {
-        return Err(FileError::Create {
-            what: "creating a memfd for a deleted file",
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    let scratch = unsafe { OwnedFd::from_raw_fd(raw) };
+    let scratch = crate::sys::fs::memfd(&c).map_err(|source| FileError::Create {
+        what: "creating a memfd for a deleted file",
+        source,
+    })?;
     let file = File::from(
         scratch
             .try_clone()

@@ -20,7 +20,7 @@ use crate::procmem::ProcMem;
 use crate::remote::{self, ResultUndo, Scratch, Undo};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// Longest D-Bus name (the specification's limit).
@@ -125,25 +125,13 @@ impl ServiceFile {
             source,
         };
         let name = std::ffi::CString::new(STAND_IN_NAME).expect("no NUL in the name");
-        // SAFETY: memfd_create with a NUL-terminated name; a new fd or -1.
-        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(err(io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let memfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let memfd = crate::sys::fs::memfd(&name).map_err(err)?;
         let link = std::ffi::CString::new(format!(
             "/proc/self/fd/{}",
             std::os::fd::AsRawFd::as_raw_fd(&memfd)
         ))
         .expect("no NUL in a /proc path");
-        // SAFETY: open of a NUL-terminated path; a new fd or -1.
-        let raw = unsafe { libc::open(link.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(err(io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        crate::sys::fs::open(&link, libc::O_PATH | libc::O_CLOEXEC, 0).map_err(err)
     }
 }
 
@@ -368,10 +356,8 @@ mod tests {
         let stand_in = doc("/run/user/1500/doc/x", None).open().unwrap();
         assert!(holds_stand_in(me, stand_in.as_raw_fd()));
         let mut b = [0u8; 4];
-        // SAFETY: read into a local buffer of its length.
-        let r = unsafe { libc::read(stand_in.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
-        assert_eq!(r, -1);
-        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
+        let r = crate::sys::fd::read(stand_in.as_raw_fd(), &mut b);
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EBADF));
         let other = std::fs::File::open("/proc/self/status").unwrap();
         assert!(!holds_stand_in(me, other.as_raw_fd()));
     }

@@ -5,8 +5,7 @@ use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignalFd {
@@ -30,16 +29,10 @@ impl SignalFd {
         }
         // The kernel's sigset is the mask's bytes; signalfd4 takes its size.
         let mask = self.mask;
-        // SAFETY: signalfd4 reads 8 bytes of mask from a valid pointer.
-        let fd = unsafe { libc::syscall(libc::SYS_signalfd4, -1, &mask, 8usize, sfd_flags) };
-        if fd < 0 {
-            return Err(FileError::Create {
-                what: "creating a signalfd",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        crate::sys::event::signalfd(mask, sfd_flags).map_err(|source| FileError::Create {
+            what: "creating a signalfd",
+            source,
+        })
     }
 }
 

@@ -14,6 +14,7 @@
 //! could not have set itself, whatever the image says.
 
 use super::error::FileError;
+use crate::sys::socket::{getsockopt_bytes, setsockopt_bytes};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -190,11 +191,7 @@ impl Applies {
 
 fn get(fd: RawFd, k: &Known) -> io::Result<OptionValue> {
     let mut buf = [0u8; 16];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into a valid buffer.
-    if unsafe { libc::getsockopt(fd, k.level, k.option, buf.as_mut_ptr().cast(), &mut len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    getsockopt_bytes(fd, k.level, k.option, &mut buf)?;
     let int_at = |at: usize| i32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
     let long_at = |at: usize| i64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
     Ok(match k.shape {
@@ -236,11 +233,7 @@ fn set(fd: RawFd, k: &Known, value: OptionValue) -> io::Result<()> {
         }
         _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
     };
-    // SAFETY: setsockopt reads `len` bytes from a valid buffer.
-    if unsafe { libc::setsockopt(fd, k.level, k.option, buf.as_ptr().cast(), len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    setsockopt_bytes(fd, k.level, k.option, &buf[..len])
 }
 
 type Defaults = Vec<Option<OptionValue>>;
@@ -348,21 +341,10 @@ mod tests {
     }
 
     fn timeout(fd: &OwnedFd, option: i32, secs: i64, usecs: i64) {
-        let tv = libc::timeval {
-            tv_sec: secs,
-            tv_usec: usecs,
-        };
-        // SAFETY: setsockopt reads a timeval from a valid pointer.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                SOL_SOCKET,
-                option,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
+        // A struct timeval: seconds, then microseconds.
+        let mut tv = secs.to_ne_bytes().to_vec();
+        tv.extend_from_slice(&usecs.to_ne_bytes());
+        setsockopt_bytes(fd.as_raw_fd(), SOL_SOCKET, option, &tv).unwrap();
     }
 
     #[test]
@@ -374,21 +356,9 @@ mod tests {
             setsockopt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, 77).unwrap();
             setsockopt_int(fd, IPPROTO_TCP, TCP_NODELAY, 1).unwrap();
             timeout(s, SO_RCVTIMEO, 1, 500_000);
-            let l = libc::linger {
-                l_onoff: 1,
-                l_linger: 9,
-            };
-            // SAFETY: setsockopt reads a linger from a valid pointer.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    SOL_SOCKET,
-                    SO_LINGER,
-                    (&l as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0);
+            // A struct linger: l_onoff, then l_linger.
+            let l = [1i32.to_ne_bytes(), 9i32.to_ne_bytes()].concat();
+            setsockopt_bytes(fd, SOL_SOCKET, SO_LINGER, &l).unwrap();
         });
         assert_eq!(
             names(&saved),

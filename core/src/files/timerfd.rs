@@ -7,7 +7,7 @@ use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimerFd {
@@ -20,9 +20,6 @@ pub struct TimerFd {
     pub value: (i64, i64),
     pub interval: (i64, i64),
 }
-
-/// `TFD_IOC_SET_TICKS` (`_IOW('T', 0, u64)`), for checkpoint/restore.
-const TFD_IOC_SET_TICKS: libc::c_ulong = 0x4008_5400;
 
 fn pair(v: &str) -> Option<(i64, i64)> {
     let v = v.trim().strip_prefix('(')?.strip_suffix(')')?;
@@ -59,37 +56,15 @@ impl TimerFd {
         if flags as i32 & libc::O_NONBLOCK != 0 {
             tfd_flags |= libc::TFD_NONBLOCK;
         }
-        // SAFETY: timerfd_create takes integers and returns a new fd or -1.
-        let fd = unsafe { libc::timerfd_create(self.clockid, tfd_flags) };
-        if fd < 0 {
-            return Err(err("creating a timerfd")(io::Error::last_os_error()));
-        }
-        // SAFETY: a fresh fd owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: self.interval.0,
-                tv_nsec: self.interval.1,
-            },
-            it_value: libc::timespec {
-                tv_sec: self.value.0,
-                tv_nsec: self.value.1,
-            },
-        };
+        let fd = crate::sys::event::timerfd(self.clockid, tfd_flags)
+            .map_err(err("creating a timerfd"))?;
         // Relative: the absolute deadline of the saved timer is gone with
         // its clock's origin (another boot, another machine).
-        // SAFETY: settime with a valid itimerspec and no old-value pointer.
-        if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(err("arming a timerfd")(io::Error::last_os_error()));
-        }
+        crate::sys::event::timerfd_arm(&fd, self.value, self.interval)
+            .map_err(err("arming a timerfd"))?;
         if self.ticks > 0 {
-            let ticks = self.ticks;
-            // SAFETY: the ioctl reads one u64 from a valid pointer.
-            if unsafe { libc::ioctl(fd.as_raw_fd(), TFD_IOC_SET_TICKS, &ticks) } != 0 {
-                return Err(err("setting a timerfd's pending expirations")(
-                    io::Error::last_os_error(),
-                ));
-            }
+            crate::sys::event::timerfd_set_ticks(&fd, self.ticks)
+                .map_err(err("setting a timerfd's pending expirations"))?;
         }
         Ok(fd)
     }

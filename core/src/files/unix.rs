@@ -17,11 +17,13 @@ use super::sockopt::{self, SO_PEEK_OFF};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::Policy;
 use crate::sockdiag::{self, UnixDiag};
-use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
+use crate::sys::socket::{
+    getsockopt_int, new_socket, peek_message, send, setsockopt_int, shutdown, socketpair, UnixAddr,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Bound on the bytes queued on one socket that a checkpoint saves.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -115,38 +117,18 @@ fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
         let mut out: Vec<Vec<u8>> = Vec::new();
         let mut total = 0usize;
         let mut buf = vec![0u8; 256 << 10];
-        let mut cbuf = [0u8; 4096];
         loop {
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
+            let peeked = match peek_message(fd, &mut buf) {
+                Ok(p) => p,
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => return Ok(out),
+                Err(e) => return Err(format!("peeking at queued data: {e}").into()),
             };
-            // SAFETY: msghdr is plain data; zeroed is valid.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = cbuf.len();
-            // SAFETY: recvmsg into our buffers, peeking, never blocking.
-            let n = unsafe {
-                libc::recvmsg(
-                    fd,
-                    &mut msg,
-                    libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EAGAIN) {
-                    return Ok(out);
-                }
-                return Err(format!("peeking at queued data: {e}").into());
-            }
-            if rights_in(&msg) {
+            if peeked.rights {
                 return Err(Refusal::for_now(
                     "file descriptors in flight (SCM_RIGHTS) are not supported yet".into(),
                 ));
             }
+            let n = peeked.len;
             if n == 0 {
                 // End of stream: the peer shut down. A seqpacket socket
                 // whose peer closed answers 0 forever, and a zero-length
@@ -161,48 +143,26 @@ fn peek_queue(fd: RawFd, kind: i32) -> Result<Vec<Vec<u8>>, Refusal> {
                 }
                 return Ok(out);
             }
-            if msg.msg_flags & libc::MSG_TRUNC != 0 {
+            if peeked.truncated {
                 return Err(String::from("a queued message larger than 256 KiB").into());
             }
-            total += n as usize;
+            total += n;
             if total > MAX_QUEUED_BYTES {
                 return Err(format!("more than {MAX_QUEUED_BYTES} bytes queued").into());
             }
             if kind == libc::SOCK_STREAM {
                 match out.first_mut() {
-                    Some(all) => all.extend_from_slice(&buf[..n as usize]),
-                    None => out.push(buf[..n as usize].to_vec()),
+                    Some(all) => all.extend_from_slice(&buf[..n]),
+                    None => out.push(buf[..n].to_vec()),
                 }
             } else {
-                out.push(buf[..n as usize].to_vec());
+                out.push(buf[..n].to_vec());
             }
         }
     })();
     // Put the program's peek offset back whatever happened.
     let _ = setsockopt_int(fd, libc::SOL_SOCKET, SO_PEEK_OFF, saved);
     result
-}
-
-/// Whether a peeked message carried fds; any it installed here are closed.
-fn rights_in(msg: &libc::msghdr) -> bool {
-    let mut found = false;
-    // SAFETY: walking the control buffer the kernel just filled, with the
-    // CMSG macros over the same msghdr.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                found = true;
-                let data = libc::CMSG_DATA(c) as *const RawFd;
-                let n = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
-                for i in 0..n {
-                    libc::close(*data.add(i));
-                }
-            }
-            c = libc::CMSG_NXTHDR(msg, c);
-        }
-    }
-    found
 }
 
 /// Classify one unix socket (already fetched as `held`) of process `pid`,
@@ -332,43 +292,7 @@ fn create_err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
 }
 
 fn pair_of(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two ints.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            kind | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fds owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn sockaddr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
-    // SAFETY: sockaddr_un is plain data; zeroed is valid.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // A path's name from sock_diag ends with its NUL; an abstract one does not.
-    let bytes = if name.first() != Some(&0) {
-        name.strip_suffix(&[0]).unwrap_or(name)
-    } else {
-        name
-    };
-    if bytes.len() >= a.sun_path.len() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (d, s) in a.sun_path.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>()
-        + bytes.len()
-        + usize::from(name.first() != Some(&0));
-    Ok((a, len as libc::socklen_t))
+    socketpair(libc::AF_UNIX, kind)
 }
 
 /// Send `messages` from `from` into `to`'s receive queue, with buffers
@@ -392,22 +316,14 @@ fn refill(from: &OwnedFd, to: &OwnedFd, messages: &[Vec<u8>]) -> Result<(), File
         total,
     );
     for m in messages {
-        // SAFETY: sending from our buffer; never blocking.
-        let n = unsafe {
-            libc::send(
-                from.as_raw_fd(),
-                m.as_ptr().cast(),
-                m.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n != m.len() as isize {
-            let e = if n < 0 {
-                io::Error::last_os_error()
-            } else {
-                io::Error::from(io::ErrorKind::WriteZero)
-            };
-            return Err(create_err("refilling a unix socket's queue")(e));
+        match send(from, m, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) if n == m.len() => {}
+            Ok(_) => {
+                return Err(create_err("refilling a unix socket's queue")(
+                    io::Error::from(io::ErrorKind::WriteZero),
+                ))
+            }
+            Err(e) => return Err(create_err("refilling a unix socket's queue")(e)),
         }
     }
     Ok(())
@@ -429,8 +345,7 @@ fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
         (RCV_SHUTDOWN, libc::SHUT_RD),
     ] {
         if s.shutdown & bit != 0 {
-            // SAFETY: shutdown on our socket.
-            unsafe { libc::shutdown(raw, how) };
+            let _ = shutdown(fd, how);
         }
     }
     Ok(())
@@ -516,20 +431,9 @@ impl UnixEnds {
 /// A new client connection to the (just restored) listener `l`.
 fn connect_to(l: &UnixSocket) -> Result<OwnedFd, FileError> {
     let fd = new_socket(libc::AF_UNIX, l.kind, 0).map_err(create_err("creating a unix socket"))?;
-    let (addr, len) = sockaddr(&l.name).map_err(create_err("a unix socket name too long"))?;
-    // SAFETY: connect with a valid sockaddr_un of `len` bytes.
-    if unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(create_err("remaking a connection waiting to be accepted")(
-            io::Error::last_os_error(),
-        ));
-    }
+    let addr = UnixAddr::new(&l.name).map_err(create_err("a unix socket name too long"))?;
+    addr.connect(&fd)
+        .map_err(create_err("remaking a connection waiting to be accepted"))?;
     Ok(fd)
 }
 
@@ -592,25 +496,13 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
 
 /// `bind(2)` of `fd` to `s`'s name, as it is.
 fn bind_raw(fd: &OwnedFd, s: &UnixSocket) -> io::Result<()> {
-    let (addr, len) = sockaddr(&s.name)?;
-    // SAFETY: bind with a valid sockaddr_un of `len` bytes.
-    if unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    UnixAddr::new(&s.name)?.bind(fd)
 }
 
 /// Bind where the name leads from here; a dead socket file left at the
 /// path (by the saved process, or a failed restore) is taken over.
 fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
-    let (addr, len) = sockaddr(&s.name).map_err(create_err("a unix socket name too long"))?;
+    let addr = UnixAddr::new(&s.name).map_err(create_err("a unix socket name too long"))?;
     let err = match bind_raw(fd, s) {
         Ok(()) => return Ok(()),
         Err(e) => e,
@@ -621,14 +513,7 @@ fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
         // over only if nobody answers on it.
         let probe =
             new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
-        // SAFETY: connect with the same valid address.
-        let live = unsafe {
-            libc::connect(
-                probe.as_raw_fd(),
-                (&addr as *const libc::sockaddr_un).cast(),
-                len,
-            )
-        } == 0;
+        let live = addr.connect(&probe).is_ok();
         if !live {
             let path = name_path(&s.name);
             if std::fs::symlink_metadata(&path)
@@ -659,12 +544,8 @@ fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
     if !s.name.is_empty() {
         bind(&fd, s)?;
     }
-    // SAFETY: listen on our socket.
-    if unsafe { libc::listen(fd.as_raw_fd(), backlog.min(i32::MAX as u32) as i32) } != 0 {
-        return Err(create_err("listening on a unix socket")(
-            io::Error::last_os_error(),
-        ));
-    }
+    crate::sys::socket::listen(&fd, backlog.min(i32::MAX as u32) as i32)
+        .map_err(create_err("listening on a unix socket"))?;
     finish(&fd, s)?;
     Ok(fd)
 }

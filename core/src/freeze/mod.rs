@@ -389,8 +389,8 @@ impl Frozen {
         let mut order: Vec<i32> = self.seized.to_vec();
         order.sort_by_cached_key(order_key);
         for pid in self.processes.keys() {
-            // SAFETY: plain kill of a pid we froze and still trace.
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            // A pid we froze and still trace.
+            let _ = crate::sys::process::kill(*pid, libc::SIGKILL);
         }
         // Consume the tracer's exit notifications, so the real parents can
         // reap their children, and return only once every task has exited:

@@ -95,7 +95,7 @@ impl SafeDir {
         if st.st_uid == self.owner || st.st_uid == 0 {
             Ok(())
         } else {
-            Err(unsafe_entry(
+            Err(refused_entry(
                 path,
                 Unsafe::Owner {
                     found: st.st_uid,
@@ -157,7 +157,7 @@ impl SafeDir {
         self.check_owner(&path, &opened)?;
         let size = opened.st_size as u64;
         if size > max {
-            return Err(unsafe_entry(&path, Unsafe::TooLarge { max }));
+            return Err(refused_entry(&path, Unsafe::TooLarge { max }));
         }
         Ok(Some((File::from(fd), size)))
     }
@@ -207,16 +207,16 @@ fn stat(fd: &OwnedFd, path: &Path) -> Result<Stat> {
 fn expect_dir(path: &Path, st: &Stat) -> Result<()> {
     match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => Ok(()),
-        FileType::Symlink => Err(unsafe_entry(path, Unsafe::Symlink)),
-        t => Err(unsafe_entry(path, Unsafe::NotDirectory(kind_name(t)))),
+        FileType::Symlink => Err(refused_entry(path, Unsafe::Symlink)),
+        t => Err(refused_entry(path, Unsafe::NotDirectory(kind_name(t)))),
     }
 }
 
 fn expect_file(path: &Path, st: &Stat) -> Result<()> {
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile => Ok(()),
-        FileType::Symlink => Err(unsafe_entry(path, Unsafe::Symlink)),
-        t => Err(unsafe_entry(path, Unsafe::NotRegular(kind_name(t)))),
+        FileType::Symlink => Err(refused_entry(path, Unsafe::Symlink)),
+        t => Err(refused_entry(path, Unsafe::NotRegular(kind_name(t)))),
     }
 }
 
@@ -232,7 +232,7 @@ fn same_entry(path: &Path, before: &Stat, opened: &Stat) -> Result<()> {
     }
 }
 
-fn unsafe_entry(path: &Path, what: Unsafe) -> ImageError {
+fn refused_entry(path: &Path, what: Unsafe) -> ImageError {
     ImageError::Unsafe {
         path: path.to_path_buf(),
         what,
@@ -244,8 +244,8 @@ fn unsafe_entry(path: &Path, what: Unsafe) -> ImageError {
 /// nothing about what a link points at (the link is never followed).
 fn open_error(path: &Path, e: Errno, dir: bool) -> ImageError {
     match e {
-        Errno::LOOP => unsafe_entry(path, Unsafe::Symlink),
-        Errno::NOTDIR if dir => unsafe_entry(path, Unsafe::NotDirectory("another kind of file")),
+        Errno::LOOP => refused_entry(path, Unsafe::Symlink),
+        Errno::NOTDIR if dir => refused_entry(path, Unsafe::NotDirectory("another kind of file")),
         e => io(path.to_path_buf(), "opening", e),
     }
 }

@@ -10,9 +10,8 @@ use super::store::StoreIndex;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -191,15 +190,11 @@ impl Shared {
         if pack.size - pack.flushed >= WRITEBACK_BYTES {
             // Start writeback now, so the commit's syncfs finds little left
             // to do: the disk works while we dump.
-            // SAFETY: sync_file_range on our own fd, a range we wrote.
-            unsafe {
-                libc::sync_file_range(
-                    pack.file.as_raw_fd(),
-                    pack.flushed as i64,
-                    (pack.size - pack.flushed) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            let _ = crate::sys::fs::start_writeback(
+                &pack.file,
+                pack.flushed as i64,
+                (pack.size - pack.flushed) as i64,
+            );
             pack.flushed = pack.size;
         }
         Ok(r)
@@ -311,8 +306,7 @@ fn remove_abandoned(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
-    // SAFETY: geteuid has no arguments and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::process::euid();
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -424,9 +418,7 @@ impl ImageWriter {
                     // Yield to the checkpointer's ptrace exchanges (a
                     // chain of wake-ups, the critical path while frozen)
                     // and to the running session during pre-copy.
-                    // SAFETY: setpriority on this thread (who 0 = the
-                    // calling thread).
-                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+                    let _ = crate::sys::process::set_thread_nice(10);
                     let mut packer = Packer::default();
                     // Chunks this worker reads itself land here; it stays
                     // mapped from one to the next.
@@ -588,15 +580,11 @@ pub fn remove_staging(dir: &Path) {
 }
 
 fn syncfs(f: &File, path: &Path) -> Result<()> {
-    // SAFETY: syncfs only takes a valid fd.
-    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
-        return Err(ImageError::Io {
-            op: "syncing",
-            path: path.to_path_buf(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    crate::sys::fs::syncfs(f).map_err(|source| ImageError::Io {
+        op: "syncing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads the bytes of one chunk in the worker that then stores it, so

@@ -778,15 +778,11 @@ mod tests {
     fn limits_match_getrlimit() {
         let limits = ProcDir::new(std::process::id() as i32).limits().unwrap();
         assert_eq!(limits.len(), 16);
-        let mut l = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit fills l.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+        let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let or_infinity = |v: Option<u64>| v.unwrap_or(libc::RLIM_INFINITY);
         assert_eq!(
             limits[libc::RLIMIT_NOFILE as usize],
-            (l.rlim_cur, l.rlim_max)
+            (or_infinity(l.current), or_infinity(l.maximum))
         );
     }
 

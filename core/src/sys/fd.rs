@@ -105,3 +105,66 @@ pub fn add_seals(fd: impl AsFd, seals: u32) -> io::Result<()> {
         rustix::fs::SealFlags::from_bits_retain(seals),
     )?)
 }
+
+// Calls on a bare fd number (the fd tables of restored processes, the
+// program's own open files while frozen) go through libc: rustix wants a
+// borrowed fd, which only `unsafe` makes from a number.
+
+/// A pidfd of `pid` with `flags` (`PIDFD_NONBLOCK`…).
+pub fn pidfd_open_flags(pid: i32, flags: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A fd's file status flags (`F_GETFL`).
+pub fn status_flags_of(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: F_GETFL takes no argument.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(flags)
+}
+
+/// Set the file status flags of fd number `fd` (`F_SETFL`).
+pub fn set_status_flags_of(fd: RawFd, flags: i32) -> io::Result<()> {
+    // SAFETY: F_SETFL takes an integer argument.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One `read(2)` of fd number `fd` into `buf`.
+pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: read writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One `write(2)` of `buf` to fd number `fd`.
+pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: write reads at most buf.len() bytes from buf.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Move `fd`'s offset to `pos` (`lseek(SEEK_SET)`).
+pub fn seek_to(fd: impl AsFd, pos: i64) -> io::Result<()> {
+    // SAFETY: lseek takes integers; no memory is passed.
+    if unsafe { libc::lseek(fd.as_fd().as_raw_fd(), pos, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

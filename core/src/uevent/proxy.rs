@@ -22,7 +22,8 @@
 
 use super::NETLINK_KOBJECT_UEVENT;
 use super::{kernel, libudev, sysfs, Uevent, UeventError, GROUP_KERNEL, GROUP_UDEV, MAX_MESSAGE};
-use crate::sys::socket::{new_socket, setsockopt_int};
+use crate::sys::ns;
+use crate::sys::socket::{self, new_socket, setsockopt_int};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -50,11 +51,8 @@ impl SessionNet {
     pub fn create() -> Result<Self> {
         let ns = std::thread::scope(|s| {
             s.spawn(|| -> Result<OwnedFd> {
-                // SAFETY: unshare takes a flag word; it changes only this
-                // helper thread, which ends right after.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                    return Err(ns_err("unshare(CLONE_NEWNET)")(io::Error::last_os_error()));
-                }
+                // It changes only this helper thread, which ends right after.
+                ns::unshare(libc::CLONE_NEWNET).map_err(ns_err("unshare(CLONE_NEWNET)"))?;
                 let f = std::fs::File::open("/proc/thread-self/ns/net")
                     .map_err(ns_err("opening /proc/thread-self/ns/net"))?;
                 Ok(OwnedFd::from(f))
@@ -72,14 +70,11 @@ impl SessionNet {
     /// Run `f` on a helper thread inside the namespace (sockets it creates
     /// belong there for good).
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        let ns = self.ns.as_raw_fd();
+        let ns = &self.ns;
         std::thread::scope(|s| {
             s.spawn(|| -> Result<T> {
-                // SAFETY: setns with our namespace fd; changes only this
-                // helper thread.
-                if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } != 0 {
-                    return Err(ns_err("setns")(io::Error::last_os_error()));
-                }
+                // Changes only this helper thread.
+                ns::setns(ns, libc::CLONE_NEWNET).map_err(ns_err("setns"))?;
                 Ok(f())
             })
             .join()
@@ -126,25 +121,12 @@ pub fn synthetic_sequence(
 
 /// CLOCK_MONOTONIC in µs: udev's clock for USEC_INITIALIZED.
 fn usec_now() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let ts = crate::sys::time::monotonic();
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> UeventError {
     move |source| UeventError::Socket { op, source }
-}
-
-fn nl_addr(groups: u32) -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is plain data; all zeroes is valid.
-    let mut a: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    a.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    a.nl_groups = groups;
-    a
 }
 
 /// A uevent socket, bound to `groups` when there are any.
@@ -155,18 +137,7 @@ fn uevent_socket(groups: u32) -> io::Result<OwnedFd> {
         NETLINK_KOBJECT_UEVENT,
     )?;
     if groups != 0 {
-        let a = nl_addr(groups);
-        // SAFETY: bind with a valid sockaddr_nl and its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&a as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        socket::bind_netlink(&fd, groups)?;
     }
     Ok(fd)
 }
@@ -234,32 +205,17 @@ impl Proxy {
     /// session's namespace: it holds it, and `nsenter --net=/proc/KEEPER/ns/net`
     /// reaches it.
     pub fn enter_namespace(&self) -> Result<()> {
-        // SAFETY: setns with our namespace fd.
-        if unsafe { libc::setns(self.ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(ns_err("joining it")(io::Error::last_os_error()));
-        }
-        Ok(())
+        ns::setns(&self.ns, libc::CLONE_NEWNET).map_err(ns_err("joining it"))
     }
 
     fn send(&self, msg: &[u8], group: u32) -> Result<()> {
-        let a = nl_addr(group);
-        // SAFETY: sendto with a valid buffer and sockaddr_nl.
-        let rc = unsafe {
-            libc::sendto(
-                self.session.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&a as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        let err = io::Error::last_os_error();
-        // A multicast send reports ECONNREFUSED as libudev's does: delivered.
-        if rc < 0 && err.raw_os_error() != Some(libc::ECONNREFUSED) {
-            return Err(sock_err("sending into the session")(err));
+        match socket::send_to_group(&self.session, msg, group) {
+            // A multicast send reports ECONNREFUSED as libudev's does: delivered.
+            Err(err) if err.raw_os_error() != Some(libc::ECONNREFUSED) => {
+                Err(sock_err("sending into the session")(err))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Send `ev` in the kernel's format on group 1 (synthetic events only:
@@ -298,23 +254,12 @@ impl Proxy {
     pub fn forward_pending(&self) -> Result<()> {
         let mut buf = vec![0u8; MAX_MESSAGE + 1];
         loop {
-            let mut from = nl_addr(0);
-            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            // SAFETY: recvfrom into our buffer and a valid sockaddr_nl;
             // MSG_TRUNC makes it return the real length of a longer message.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.host.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    (&mut from as *mut libc::sockaddr_nl).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
+            let got =
+                socket::recv_netlink(&self.host, &mut buf, libc::MSG_DONTWAIT | libc::MSG_TRUNC);
+            let (n, from) = match got {
+                Ok(got) => got,
+                Err(err) => match err.raw_os_error() {
                     Some(libc::EAGAIN) => return Ok(()),
                     Some(libc::EINTR) => continue,
                     Some(libc::ENOBUFS) => {
@@ -322,27 +267,27 @@ impl Proxy {
                         continue;
                     }
                     _ => return Err(sock_err("receiving on the host")(err)),
-                }
-            }
-            let n = n as usize;
+                },
+            };
             if n > MAX_MESSAGE {
                 debug!(len = n, "dropping an oversized uevent");
                 continue;
             }
-            if let Err(e) = self.forward(&buf[..n], &from) {
+            if let Err(e) = self.forward(&buf[..n], from) {
                 debug!(error = %e, "not forwarded");
             }
         }
     }
 
-    fn forward(&self, msg: &[u8], from: &libc::sockaddr_nl) -> Result<()> {
+    /// `from`: the sender's port id (0: the kernel).
+    fn forward(&self, msg: &[u8], from: u32) -> Result<()> {
         if self.host_udevd {
             // udevd's message: checked, then passed on untouched.
             let ev = libudev::decode(msg)?;
             debug!(action = %ev.action, devpath = %ev.devpath, "forwarding udevd's event");
             return self.send(msg, GROUP_UDEV);
         }
-        if from.nl_pid != 0 {
+        if from != 0 {
             // Group 1 from a process, not the kernel: libudev ignores those too.
             return Ok(());
         }
