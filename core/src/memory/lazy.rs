@@ -312,13 +312,16 @@ pub struct LazyProcess<'a> {
 
 /// The server's report, written (whole, by rename) next to nothing of
 /// the image: at the path the restore was given.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LazyStatus {
     /// serving, done, or failed.
     pub state: String,
     pub server_pid: i32,
     pub bytes_total: u64,
     pub bytes_copied: u64,
+    /// Milliseconds from the start of the restore to this report (to the
+    /// last page in, once done).
+    pub elapsed_ms: f64,
     /// Why it failed, when it did.
     pub error: Option<String>,
     /// The chunk and pack that failed, when the image did.
@@ -373,6 +376,7 @@ struct Server<'r> {
     buf: Vec<u8>,
     status: LazyStatus,
     status_path: &'r Path,
+    started: std::time::Instant,
     /// Faults that met a changing mm (EAGAIN), to serve again.
     retry: Vec<(usize, u64)>,
 }
@@ -388,6 +392,7 @@ impl Server<'_> {
         reader: &'r ImageReader,
         procs: Vec<LazyProcess<'_>>,
         status_path: &'r Path,
+        started: std::time::Instant,
     ) -> Server<'r> {
         let mut chunks = Vec::new();
         let mut spaces = Vec::new();
@@ -438,6 +443,7 @@ impl Server<'_> {
                 ..Default::default()
             },
             status_path,
+            started,
             retry: Vec::new(),
         }
     }
@@ -720,8 +726,13 @@ impl Server<'_> {
         Ok(())
     }
 
-    fn run(&mut self) -> std::result::Result<(), ServeError> {
+    fn report(&mut self) {
+        self.status.elapsed_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let _ = self.status.write(self.status_path);
+    }
+
+    fn run(&mut self) -> std::result::Result<(), ServeError> {
+        self.report();
         let mut since_report = 0u64;
         loop {
             self.events(false)?;
@@ -741,7 +752,7 @@ impl Server<'_> {
             since_report += self.status.bytes_copied - before;
             if since_report >= 64 << 20 {
                 since_report = 0;
-                let _ = self.status.write(self.status_path);
+                self.report();
             }
         }
     }
@@ -754,14 +765,17 @@ fn wake(fd: RawFd, start: u64, len: u64) -> io::Result<()> {
 
 /// Serve `procs` until every saved page of theirs is in; the final
 /// status is written at `status_path`. Closes the uffds when it returns.
+/// `started`: when the restore started (the status's times count from it).
 pub fn serve(
     reader: &ImageReader,
     procs: Vec<LazyProcess<'_>>,
     status_path: &Path,
+    started: std::time::Instant,
 ) -> std::result::Result<LazyStatus, (LazyStatus, ServeError)> {
-    let mut server = Server::new(reader, procs, status_path);
+    let mut server = Server::new(reader, procs, status_path, started);
     let result = server.run();
     let mut status = server.status.clone();
+    status.elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     match result {
         Ok(()) => {
             status.state = "done".into();

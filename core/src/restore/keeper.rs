@@ -359,6 +359,8 @@ pub struct LazySpec<'a> {
     pub keeper_end: RawFd,
     /// The restorer's end, which the keeper closes at once.
     pub restorer_end: RawFd,
+    /// When the restore started: the server's status counts from it.
+    pub started: std::time::Instant,
 }
 
 /// A lazy restore's watch in the keeper: its own reference to every uffd
@@ -530,7 +532,7 @@ fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Vec<(usize, i32,
             })
         })
         .collect();
-    let code = match lazy::serve(l.reader, procs, l.status) {
+    let code = match lazy::serve(l.reader, procs, l.status, l.started) {
         Ok(_) => 0,
         Err((_, lazy::ServeError::Image { .. })) => lazy::EXIT_IMAGE,
         Err(_) => lazy::EXIT_FAILED,

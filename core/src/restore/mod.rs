@@ -266,6 +266,7 @@ fn restore_image(
                 status: &l.status,
                 keeper_end: keeper_end.as_raw_fd(),
                 restorer_end: restorer_end.as_raw_fd(),
+                started: t0,
             }),
             _ => None,
         },
