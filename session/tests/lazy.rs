@@ -19,7 +19,9 @@ use std::process::{Command, Stdio};
 const PAGES: usize = 65536;
 
 /// The workload: page i of its buffer holds i (8 bytes) then the byte
-/// i % 251. Commands on DIR/ctl: `c` checks every page, `f` forks a child
+/// i % 251. Commands on DIR/ctl: `c` checks every page, `d` discards 300
+/// pages in the middle (MADV_DONTNEED: from then on they must read zero,
+/// not be filled again), `f` forks a child
 /// that first counts how many of the buffer's pages it has (mincore), then
 /// checks every page; results go to DIR/report, one line each.
 const WORKLOAD: &str = r#"
@@ -33,16 +35,30 @@ libc = ctypes.CDLL(None, use_errno=True)
 addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
 start, end = (addr + P - 1) & ~(P - 1), (addr + len(buf)) & ~(P - 1)
 
+# Pages (of the mapping, from start) discarded: not counted as missing.
+dlo = dhi = 0
+
 def resident():
     vec = (ctypes.c_ubyte * ((end - start) // P))()
     if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(end - start), vec) != 0:
         return -1
-    return sum(v & 1 for v in vec)
+    return sum(v & 1 for k, v in enumerate(vec) if not dlo <= k < dhi)
+
+# Bytes (offsets in buf) discarded with MADV_DONTNEED: they read zero.
+zs = ze = 0
+
+def expect(i):
+    e = i.to_bytes(8, "little") + fill[i % 251]
+    a, b = max(i * P, zs) - i * P, min(i * P + P, ze) - i * P
+    return e[:a] + bytes(b - a) + e[b:] if a < b else e
 
 def check():
     for i in range(n):
         o = i * P
-        if mv[o:o + 8] != i.to_bytes(8, "little") or mv[o + 8:o + P] != fill[i % 251]:
+        if zs < o + P and o < ze:
+            if mv[o:o + P] != expect(i):
+                return "bad page %d" % i
+        elif mv[o:o + 8] != i.to_bytes(8, "little") or mv[o + 8:o + P] != fill[i % 251]:
             return "bad page %d" % i
     return "ok"
 
@@ -58,11 +74,20 @@ while True:
     cmd = os.read(ctl, 1)
     if cmd == b"c":
         report("parent " + check())
+    elif cmd == b"d":
+        # 300 pages from the middle, not on a chunk's boundary.
+        lo = (end - start) // P // 2 + 3
+        if libc.madvise(ctypes.c_void_p(start + lo * P), ctypes.c_size_t(300 * P), 4) != 0:
+            report("discard failed %d" % ctypes.get_errno())
+        else:
+            zs, ze = start + lo * P - addr, start + (lo + 300) * P - addr
+            dlo, dhi = lo, lo + 300
+            report("discarded")
     elif cmd == b"f":
         pid = os.fork()
         if pid == 0:
             r = resident()
-            report("child resident %d/%d %s" % (r, (end - start) // P, check()))
+            report("child resident %d/%d %s" % (r, (end - start) // P - (dhi - dlo), check()))
             os._exit(0)
         os.waitpid(pid, 0)
         report("parent after fork " + check())
@@ -188,11 +213,17 @@ fn lazily_restored_memory_is_identical_also_in_a_child_forked_before_all_pages_a
     fs::remove_file(w.dir().join("report")).unwrap();
     let keeper = w.restore_lazily();
     let server = wait_until("the page server to start", DEADLINE, || server_of(keeper));
-    // At once: the server is still at its first pages.
+    // At once, the server still at its first pages: a range discarded now
+    // is not filled again, and reads zero (the checks below).
+    w.command(b"d");
+    wait_until("the discard", DEADLINE, || {
+        (!w.report().is_empty()).then_some(())
+    });
+    assert_eq!(w.report(), ["discarded"], "stderr: {}", w.stderr());
     w.command(b"f");
     let report = wait_until("the child's and the parent's checks", DEADLINE, || {
         let l = w.report();
-        (l.len() >= 2).then_some(l)
+        (l.len() >= 3).then_some(l[1..].to_vec())
     });
     let child = &report[0];
     let (count, rest) = child
@@ -216,9 +247,9 @@ fn lazily_restored_memory_is_identical_also_in_a_child_forked_before_all_pages_a
     all_gone(&[server]);
     w.command(b"c");
     wait_until("the check after every page is in", DEADLINE, || {
-        (w.report().len() >= 3).then_some(())
+        (w.report().len() >= 4).then_some(())
     });
-    assert_eq!(w.report()[2], "parent ok");
+    assert_eq!(w.report()[3], "parent ok");
     assert_eq!(snapshot_files(&w.img()), image, "the image is unchanged");
     w.r.kill_all();
     all_gone(&[keeper, w.pid]);

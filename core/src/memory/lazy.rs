@@ -355,7 +355,7 @@ pub enum ServeError {
         pack: String,
         pid: i32,
         addr: u64,
-        source: MemoryError,
+        source: Box<MemoryError>,
     },
     #[error("pid {pid}: {what} at {addr:#x}: {source}")]
     Uffd {
@@ -479,15 +479,15 @@ impl Server<'_> {
         };
         self.reader
             .read_chunk(r, &mut self.buf)
-            .map_err(|e| fail(e.into()))?;
+            .map_err(|e| fail(Box::new(e.into())))?;
         if self.buf.len() != r.raw_len as usize {
-            return Err(fail(MemoryError::ChunkShape {
+            return Err(fail(Box::new(MemoryError::ChunkShape {
                 pid: self.spaces[s].pid,
                 addr,
                 hash: r.hash.clone(),
                 expected: r.raw_len as usize,
                 found: self.buf.len(),
-            }));
+            })));
         }
         self.cached = Some(c);
         Ok(())
@@ -505,13 +505,13 @@ impl Server<'_> {
                 pack: r.pack.clone(),
                 pid: self.spaces[s].pid,
                 addr: run.addr,
-                source: MemoryError::ChunkShape {
+                source: Box::new(MemoryError::ChunkShape {
                     pid: self.spaces[s].pid,
                     addr: run.addr,
                     hash: r.hash.clone(),
                     expected: data_end,
                     found: self.buf.len(),
-                },
+                }),
             });
         }
         let fd = self.spaces[s].uffd.as_raw_fd();
@@ -764,14 +764,14 @@ fn wake(fd: RawFd, start: u64, len: u64) -> io::Result<()> {
 }
 
 /// Serve `procs` until every saved page of theirs is in; the final
-/// status is written at `status_path`. Closes the uffds when it returns.
+/// status, also written at `status_path`, and why it stopped early. Closes the uffds when it returns.
 /// `started`: when the restore started (the status's times count from it).
 pub fn serve(
     reader: &ImageReader,
     procs: Vec<LazyProcess<'_>>,
     status_path: &Path,
     started: std::time::Instant,
-) -> std::result::Result<LazyStatus, (LazyStatus, ServeError)> {
+) -> (LazyStatus, std::result::Result<(), ServeError>) {
     let mut server = Server::new(reader, procs, status_path, started);
     let result = server.run();
     let mut status = server.status.clone();
@@ -780,7 +780,7 @@ pub fn serve(
         Ok(()) => {
             status.state = "done".into();
             let _ = status.write(status_path);
-            Ok(status)
+            (status, Ok(()))
         }
         Err(e) => {
             status.state = "failed".into();
@@ -804,7 +804,7 @@ pub fn serve(
                 }
             }
             let _ = status.write(status_path);
-            Err((status, e))
+            (status, Err(e))
         }
     }
 }

@@ -373,6 +373,9 @@ pub(super) struct LazyWatch {
     pidns: bool,
 }
 
+/// Each lazy process's uffd, with the index of its saved process and its pid.
+pub(super) type Uffds = Vec<(usize, i32, OwnedFd)>;
+
 /// Most uffds in one message (SCM_MAX_FD is 253).
 const UFFDS_PER_MESSAGE: usize = 128;
 
@@ -420,7 +423,7 @@ pub(super) fn send_uffds(sock: RawFd, uffds: &[(usize, i32, OwnedFd)]) -> std::i
 /// The keeper's half: every uffd the restorer sent, with its saved
 /// process's index and pid. The restorer sent them before the commit, so
 /// they are all queued by now: never waits.
-fn receive_uffds(sock: RawFd) -> Vec<(usize, i32, OwnedFd)> {
+fn receive_uffds(sock: RawFd) -> Uffds {
     let mut out = Vec::new();
     loop {
         let mut payload = [0u8; UFFDS_PER_MESSAGE * 8];
@@ -505,7 +508,7 @@ fn start_lazy(spec: &TreeSpec<'_>, l: &LazySpec<'_>, role: RootRole) -> Option<L
 /// The page server: its own session, nothing of the session's files
 /// (its stdio goes to /dev/null: the restorer's caller waits for its
 /// output pipes to close), the uffds and the image's packs only.
-fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Vec<(usize, i32, OwnedFd)>) -> ! {
+fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Uffds) -> ! {
     // SAFETY: prctl and setsid on ourselves.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"hiber-pages".as_ptr());
@@ -532,9 +535,9 @@ fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Vec<(usize, i32,
             })
         })
         .collect();
-    let code = match lazy::serve(l.reader, procs, l.status, l.started) {
-        Ok(_) => 0,
-        Err((_, lazy::ServeError::Image { .. })) => lazy::EXIT_IMAGE,
+    let code = match lazy::serve(l.reader, procs, l.status, l.started).1 {
+        Ok(()) => 0,
+        Err(lazy::ServeError::Image { .. }) => lazy::EXIT_IMAGE,
         Err(_) => lazy::EXIT_FAILED,
     };
     // SAFETY: ends the server; its uffds close with it.
@@ -544,7 +547,7 @@ fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Vec<(usize, i32,
 /// A child of the keeper was reaped: if it is the page server, either
 /// let go of the uffds (it finished) or kill the lazy tree (it did not).
 fn reaped(lazy: &mut Option<LazyWatch>, pid: i32, st: i32) {
-    if !lazy.as_ref().is_some_and(|l| l.server == pid) {
+    if lazy.as_ref().is_none_or(|l| l.server != pid) {
         return;
     }
     let l = lazy.take().expect("checked above");

@@ -568,7 +568,7 @@ fn swap_all(
     restorer_pid: i32,
     steps: &Steps<'_>,
     lazy: bool,
-) -> Result<(Vec<i32>, Vec<i32>, Vec<(usize, i32, OwnedFd)>)> {
+) -> Result<(Vec<i32>, Vec<i32>, keeper::Uffds)> {
     let snap = built.snap;
     let current = Creds::of_self().os_err("reading the caller's credentials")?;
     let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())

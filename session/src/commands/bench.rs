@@ -471,6 +471,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
             "--json",
         ])?;
         let done = lazy_done(&status);
+        let _ = fs::remove_file(&status);
         lazy_running.push(end_restored(&out)?);
         lazy_total.push(done?);
     }
