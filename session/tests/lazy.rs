@@ -1,7 +1,8 @@
 //! `hiber restore --lazy`: a python3 process holding 256 MiB of pages that
 //! each say which page they are, saved with --stop and restored lazily.
 //! Its memory comes back byte for byte (also in a child it forks before
-//! every page is in); a page server that dies, or a chunk that fails its
+//! every page is in, in a range it discards, which must read zero, and in
+//! one it moves away and back); a page server that dies, or a chunk that fails its
 //! hash, kills the restored processes before any of them reads a page it
 //! should not; the image is left as it was and nothing of the restore
 //! is left behind.
@@ -21,7 +22,8 @@ const PAGES: usize = 65536;
 /// The workload: page i of its buffer holds i (8 bytes) then the byte
 /// i % 251. Commands on DIR/ctl: `c` checks every page, `d` discards 300
 /// pages in the middle (MADV_DONTNEED: from then on they must read zero,
-/// not be filled again), `f` forks a child
+/// not be filled again), `m` moves 64 pages away and back (mremap: they
+/// must be filled where they are), `f` forks a child
 /// that first counts how many of the buffer's pages it has (mincore), then
 /// checks every page; results go to DIR/report, one line each.
 const WORKLOAD: &str = r#"
@@ -83,6 +85,15 @@ while True:
             zs, ze = start + lo * P - addr, start + (lo + 300) * P - addr
             dlo, dhi = lo, lo + 300
             report("discarded")
+    elif cmd == b"m":
+        # 64 pages a quarter in moved away (mremap) and back, untouched.
+        lo = (end - start) // P // 4 + 5
+        src, ln = start + lo * P, 64 * P
+        libc.mmap.restype = libc.mremap.restype = ctypes.c_void_p
+        dst = libc.mmap(None, ctypes.c_size_t(ln), 3, 0x22, -1, ctypes.c_long(0))
+        there = libc.mremap(ctypes.c_void_p(src), ctypes.c_size_t(ln), ctypes.c_size_t(ln), 3, ctypes.c_void_p(dst))
+        back = libc.mremap(ctypes.c_void_p(dst), ctypes.c_size_t(ln), ctypes.c_size_t(ln), 3, ctypes.c_void_p(src))
+        report("moved" if (there, back) == (dst, src) else "move failed %d" % ctypes.get_errno())
     elif cmd == b"f":
         pid = os.fork()
         if pid == 0:
@@ -214,16 +225,22 @@ fn lazily_restored_memory_is_identical_also_in_a_child_forked_before_all_pages_a
     let keeper = w.restore_lazily();
     let server = wait_until("the page server to start", DEADLINE, || server_of(keeper));
     // At once, the server still at its first pages: a range discarded now
-    // is not filled again, and reads zero (the checks below).
+    // is not filled again, and reads zero; a range moved away and back is
+    // filled where it is (the checks below).
     w.command(b"d");
     wait_until("the discard", DEADLINE, || {
         (!w.report().is_empty()).then_some(())
     });
     assert_eq!(w.report(), ["discarded"], "stderr: {}", w.stderr());
+    w.command(b"m");
+    wait_until("the move", DEADLINE, || {
+        (w.report().len() >= 2).then_some(())
+    });
+    assert_eq!(w.report()[1], "moved", "stderr: {}", w.stderr());
     w.command(b"f");
     let report = wait_until("the child's and the parent's checks", DEADLINE, || {
         let l = w.report();
-        (l.len() >= 3).then_some(l[1..].to_vec())
+        (l.len() >= 4).then_some(l[2..].to_vec())
     });
     let child = &report[0];
     let (count, rest) = child
@@ -247,9 +264,9 @@ fn lazily_restored_memory_is_identical_also_in_a_child_forked_before_all_pages_a
     all_gone(&[server]);
     w.command(b"c");
     wait_until("the check after every page is in", DEADLINE, || {
-        (w.report().len() >= 4).then_some(())
+        (w.report().len() >= 5).then_some(())
     });
-    assert_eq!(w.report()[3], "parent ok");
+    assert_eq!(w.report()[4], "parent ok");
     assert_eq!(snapshot_files(&w.img()), image, "the image is unchanged");
     w.r.kill_all();
     all_gone(&[keeper, w.pid]);
