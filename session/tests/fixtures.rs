@@ -355,6 +355,20 @@ fn threads_contending_polling_and_sleeping() {
     round_trip_full("threads", &[], true, &[]);
 }
 
+/// Threads of one process share its uffd; each thread's rseq area is
+/// filled before the restore registers it.
+#[test]
+fn threads_restored_lazily() {
+    round_trip_restoring("threads", &[], true, &[], &["--lazy"]);
+}
+
+/// A tree: one uffd per process, all handed to the keeper at once.
+#[test]
+fn process_tree_restored_lazily() {
+    let lines = round_trip_restoring("tree", &[], true, &[], &["--lazy"]);
+    assert!(lines.iter().filter(|l| l.starts_with("ok pid ")).count() >= 7);
+}
+
 #[test]
 fn epoll_timerfd_signalfd_and_inotify() {
     round_trip("events", &[]);
