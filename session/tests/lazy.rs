@@ -159,11 +159,18 @@ impl Workload {
 
     /// `hiber restore --lazy`; the keeper's pid.
     fn restore_lazily(&mut self) -> i32 {
+        self.restore_with(&[])
+    }
+
+    /// `hiber restore --lazy EXTRA...`; the keeper's pid. The workload's
+    /// pid is the restored one from then on.
+    fn restore_with(&mut self, extra: &[&str]) -> i32 {
         let status = self.status();
-        let restored = self
-            .r
-            .restore(&self.img(), &["--lazy", "--lazy-status", path(&status)]);
+        let mut args = vec!["--lazy", "--lazy-status", path(&status)];
+        args.extend_from_slice(extra);
+        let restored = self.r.restore(&self.img(), &args);
         assert_eq!(restored.pids.len(), 1, "{:?}", restored.pids);
+        self.pid = restored.pids[0].1;
         restored.keeper.expect("a lazy restore has a keeper")
     }
 
@@ -274,10 +281,21 @@ fn lazily_restored_memory_is_identical_also_in_a_child_forked_before_all_pages_a
 
 #[test]
 fn killing_the_page_server_kills_the_lazy_processes() {
+    kill_the_server(&[]);
+}
+
+/// In a pid namespace of its own, the keeper is its init: the whole
+/// namespace goes.
+#[test]
+fn killing_the_page_server_kills_a_lazy_pid_namespace() {
+    kill_the_server(&["--pidns"]);
+}
+
+fn kill_the_server(restore_args: &[&str]) {
     let mut w = Workload::saved();
     let image = snapshot_files(&w.img());
     fs::remove_file(w.dir().join("report")).unwrap();
-    let keeper = w.restore_lazily();
+    let keeper = w.restore_with(restore_args);
     let server = wait_until("the page server to start", DEADLINE, || server_of(keeper));
     // Its first report written: it serves.
     w.status_now();

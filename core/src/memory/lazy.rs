@@ -438,7 +438,7 @@ impl Server<'_> {
             buf: Vec::new(),
             status: LazyStatus {
                 state: "serving".into(),
-                server_pid: std::process::id() as i32,
+                server_pid: own_pid(),
                 bytes_total: total,
                 ..Default::default()
             },
@@ -756,6 +756,20 @@ impl Server<'_> {
             }
         }
     }
+}
+
+/// This process's pid as the host's /proc names it (the first of
+/// `NSpid`): the server of a `--pidns` restore runs inside the new pid
+/// namespace, where its own pid is a small number meaningless outside.
+fn own_pid() -> i32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(std::process::id() as i32)
 }
 
 fn wake(fd: RawFd, start: u64, len: u64) -> io::Result<()> {
