@@ -42,6 +42,7 @@ pub use checkpoint::{
 };
 pub use policy::{Policy, Report};
 pub use restore::{
-    restore, restore_cancellable, restore_with_progress, RestoreError, RestoreOptions, Restored,
+    restore, restore_cancellable, restore_with_progress, LazyOptions, RestoreError, RestoreOptions,
+    Restored,
 };
 pub use snapshot::Snapshot;

@@ -569,6 +569,7 @@ pub fn restore_onto(
         sys_roots: Default::default(),
         on_behalf_of,
         listener_renames,
+        lazy: None,
     };
     // The engine reads the document again to report progress; a plain
     // restore reuses the one read here.

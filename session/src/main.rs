@@ -51,6 +51,18 @@ enum Command {
         /// own), even when the restorer is root.
         #[arg(long, value_name = "UID")]
         for_user: Option<u32>,
+        /// Lazy restore: return as soon as the processes run; their
+        /// private anonymous memory is filled by a page server (userfaultfd)
+        /// on first touch and in the background. Implies --keeper. If the
+        /// pages cannot all come in (the server dies, a chunk is corrupt),
+        /// every restored process is killed: none runs on a zero page.
+        #[arg(long)]
+        lazy: bool,
+        /// Where the page server writes its status (JSON: state serving,
+        /// done or failed, bytes, and what failed). Default:
+        /// /run/hiber/lazy/PID.json.
+        #[arg(long, value_name = "PATH", requires = "lazy")]
+        lazy_status: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -126,8 +138,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pidns,
             keeper,
             for_user,
+            lazy,
+            lazy_status,
             json,
-        } => commands::restore::run(&dir, pidns, keeper, for_user, json),
+        } => commands::restore::run(
+            &dir,
+            commands::restore::How {
+                pidns,
+                keeper,
+                for_user,
+                lazy: lazy.then_some(lazy_status),
+            },
+            json,
+        ),
         Command::Inspect {
             dir,
             json,

@@ -43,12 +43,19 @@ fn the_benchmark_saves_and_restores_memory_and_a_tree() {
         "stop_ms",
         "restore_ms",
         "write_ms",
+        "lazy_running_ms",
+        "lazy_total_ms",
     ] {
         let v = row[key]
             .as_f64()
             .unwrap_or_else(|| panic!("{key} in {row:#}"));
         assert!(v > 0.0, "{key} = {v}");
     }
+    // Running before every page is in: the server finishes after.
+    assert!(
+        row["lazy_total_ms"].as_f64() >= row["lazy_running_ms"].as_f64(),
+        "{row:#}"
+    );
 
     let tree = &report["tree"];
     assert_eq!(tree["processes"], 5, "{report:#}");

@@ -75,6 +75,17 @@ fn round_trip_full(
     check_before: bool,
     may_fail_after: &[&str],
 ) -> Vec<String> {
+    round_trip_restoring(mode, wrap, check_before, may_fail_after, &[])
+}
+
+/// [`round_trip_full`], restoring with `restore_args` too (`--lazy`).
+fn round_trip_restoring(
+    mode: &str,
+    wrap: &[&str],
+    check_before: bool,
+    may_fail_after: &[&str],
+    restore_args: &[&str],
+) -> Vec<String> {
     let t = tempdir();
     let dir = t.path().join("fx");
     fs::create_dir(&dir).unwrap();
@@ -141,7 +152,12 @@ fn round_trip_full(
     r.checkpoint_stop(pid, &img);
     // The fixture's own report file would otherwise satisfy the next wait.
     let _ = fs::remove_file(dir.join("report"));
-    let restored = r.restore(&img, &[]);
+    let status = t.path().join("lazy-status.json");
+    let mut args = restore_args.to_vec();
+    if args.contains(&"--lazy") {
+        args.extend(["--lazy-status", path(&status)]);
+    }
+    let restored = r.restore(&img, &args);
     assert!(restored.pids.iter().all(|(a, b)| a == b));
     let round = if check_before { 2 } else { 1 };
     let mut after = report(pid, &dir, round);
@@ -182,6 +198,14 @@ fn round_trip_full(
 fn memory_registers_and_address_space() {
     let lines = round_trip("memory", &[]);
     assert!(lines.iter().any(|l| l.contains("registers kept")));
+}
+
+/// The same checks, its private anonymous memory (the spinning child's
+/// too) filled by the page server of a lazy restore.
+#[test]
+fn memory_restored_lazily() {
+    let lines = round_trip_restoring("memory", &[], true, &[], &["--lazy"]);
+    assert!(lines.iter().any(|l| l.contains("private anonymous pages")));
 }
 
 #[test]
@@ -329,6 +353,20 @@ fn tasks_in_sigsuspend_keep_their_own_mask_after_restore() {
 fn threads_contending_polling_and_sleeping() {
     // The sleeper's relative clock_nanosleep sleeps on, as above.
     round_trip_full("threads", &[], true, &[]);
+}
+
+/// Threads of one process share its uffd; each thread's rseq area is
+/// filled before the restore registers it.
+#[test]
+fn threads_restored_lazily() {
+    round_trip_restoring("threads", &[], true, &[], &["--lazy"]);
+}
+
+/// A tree: one uffd per process, all handed to the keeper at once.
+#[test]
+fn process_tree_restored_lazily() {
+    let lines = round_trip_restoring("tree", &[], true, &[], &["--lazy"]);
+    assert!(lines.iter().filter(|l| l.starts_with("ok pid ")).count() >= 7);
 }
 
 #[test]

@@ -73,6 +73,10 @@ impl SafeDir {
         &self.path
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.fd)
+    }
+
     fn entry(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }

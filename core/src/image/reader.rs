@@ -240,6 +240,20 @@ impl ImageReader {
         Ok((file, size))
     }
 
+    /// The fds this reader holds (its directory, the packs directory and
+    /// every pack opened so far): a process forked from its holder that
+    /// closes everything else keeps these to go on reading.
+    pub fn held_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut fds = vec![self.dir.raw_fd()];
+        if let Some(Some(d)) = &*self.packs_dir.lock().unwrap_or_else(|e| e.into_inner()) {
+            fds.push(d.raw_fd());
+        }
+        let packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
+        fds.extend(packs.values().map(|(f, _)| f.as_raw_fd()));
+        fds
+    }
+
     /// Check that every referenced chunk is well-formed and inside its pack.
     pub fn check_chunks<'a>(&self, refs: impl IntoIterator<Item = &'a ChunkRef>) -> Result<()> {
         for r in refs {

@@ -19,6 +19,7 @@ use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{RemoteTask, Scratch};
+pub mod lazy;
 pub mod pages;
 pub mod shmem;
 

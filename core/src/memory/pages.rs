@@ -58,6 +58,14 @@ pub enum MemoryError {
         end: u64,
         what: String,
     },
+    #[error("pid {pid}: {what}")]
+    Lazy {
+        pid: i32,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("this kernel's userfaultfd lacks features {missing:#x} that a lazy restore needs (EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)")]
+    LazyUnsupported { missing: u64 },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
     BadMapping { pid: i32, start: u64, end: u64 },
 }

@@ -6,8 +6,10 @@
 use super::error::{RestoreError, Result};
 use super::node::{self, Shared, TreeSpec};
 use super::plan::NodeKind;
+use crate::memory::lazy::{self, LazyProcess, LazyStatus};
 use crate::uevent::proxy::Proxy;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 /// What the restore root does once the tree runs.
@@ -125,6 +127,10 @@ pub(super) fn root_main(
     // Only the restorer may hold the writer: its hang-up is the signal.
     // SAFETY: closing our copy of the restorer's fd.
     unsafe { libc::close(spec.release_writer) };
+    if let Some(l) = &spec.lazy {
+        // SAFETY: closing our copy of the restorer's end.
+        unsafe { libc::close(l.restorer_end) };
+    }
     let keeper = role != RootRole::Exit;
     if keeper {
         // SAFETY: prctl on ourselves.
@@ -146,10 +152,16 @@ pub(super) fn root_main(
             unsafe { libc::waitpid(pid, &mut st, 0) };
         }
     }
+    let mut lazy = spec.lazy.as_ref().and_then(|l| start_lazy(spec, l, role));
     if keeper {
         // Close everything: the keeper holds nothing of the session, only
-        // the proxy's sockets.
-        close_all_but(&proxy.map(Proxy::fds).unwrap_or_default());
+        // the proxy's sockets and its references to the uffds.
+        let mut keep: Vec<RawFd> = proxy.map(|p| p.fds().to_vec()).unwrap_or_default();
+        keep.extend(
+            lazy.iter()
+                .flat_map(|l| l.uffds.iter().map(|u| u.as_raw_fd())),
+        );
+        close_all_but(&keep);
         if role == RootRole::Keeper {
             // Leave the caller's session, so its terminal's hang-up or ^C
             // does not end the keeper. Every node is forked by now, so
@@ -158,8 +170,8 @@ pub(super) fn root_main(
             unsafe { libc::setsid() };
         }
         match proxy {
-            Some(proxy) => keep_with_proxy(proxy),
-            None => reap_until_none(),
+            Some(proxy) => keep_with_proxy(proxy, &mut lazy),
+            None => reap_until_none(&mut lazy),
         }
     }
     // SAFETY: ends the restore root.
@@ -182,27 +194,29 @@ pub(super) fn close_all_but(keep: &[RawFd]) {
     unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
 }
 
-/// Reap every child until none is left.
-pub(super) fn reap_until_none() {
+/// Reap every child until none is left (the page server of a lazy
+/// restore is one of them).
+pub(super) fn reap_until_none(lazy: &mut Option<LazyWatch>) {
     loop {
         let mut st = 0;
         // SAFETY: reaping any child; ECHILD ends the loop.
-        if unsafe { libc::waitpid(-1, &mut st, libc::__WALL) } < 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
-        {
+        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+        if r > 0 {
+            reaped(lazy, r, st);
+        } else if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return;
         }
     }
 }
 
 /// Reap children without blocking; false once none is left.
-pub(super) fn reap_ready() -> bool {
+pub(super) fn reap_ready(lazy: &mut Option<LazyWatch>) -> bool {
     loop {
         let mut st = 0;
         // SAFETY: non-blocking reap of any child.
         match unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } {
             0 => return true,
-            r if r > 0 => continue,
+            r if r > 0 => reaped(lazy, r, st),
             _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
             _ => return false,
         }
@@ -212,7 +226,7 @@ pub(super) fn reap_ready() -> bool {
 /// The keeper's life with a uevent proxy: replay the synthetic sequence,
 /// then wait on both the host's events and SIGCHLD (through a signalfd)
 /// until the session's last process is gone.
-pub(super) fn keep_with_proxy(proxy: &Proxy) {
+pub(super) fn keep_with_proxy(proxy: &Proxy, lazy: &mut Option<LazyWatch>) {
     use tracing::warn;
     if let Err(e) = proxy.enter_namespace() {
         warn!(error = %e, "the keeper stays in the host's network namespace");
@@ -236,12 +250,12 @@ pub(super) fn keep_with_proxy(proxy: &Proxy) {
         warn!(error = %std::io::Error::last_os_error(), "no signalfd: real uevents are not forwarded");
         // SAFETY: unblocking SIGCHLD again for the plain reaping loop.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-        return reap_until_none();
+        return reap_until_none(lazy);
     }
     let mut host = proxy.host_fd();
     // A SIGCHLD of a child reaped here stays pending: the signalfd wakes
     // the poll and the reaping finds nothing, which is fine.
-    while reap_ready() {
+    while reap_ready(lazy) {
         let mut fds = [
             libc::pollfd {
                 fd: sfd,
@@ -330,4 +344,282 @@ pub(super) fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
     );
     // SAFETY: ends the restore root; the tree below dies with it.
     unsafe { libc::_exit(1) }
+}
+
+/// What the keeper of a lazy restore is given when it is forked.
+#[derive(Debug)]
+pub struct LazySpec<'a> {
+    /// The image, with every pack open since validation: the page server
+    /// it forks reads through these fds, so a pack deleted or renamed
+    /// after the restore started cannot go missing mid-stream.
+    pub reader: &'a crate::image::ImageReader,
+    /// The server's status file.
+    pub status: &'a Path,
+    /// The keeper's end of the socket the restorer sends the uffds on.
+    pub keeper_end: RawFd,
+    /// The restorer's end, which the keeper closes at once.
+    pub restorer_end: RawFd,
+    /// When the restore started: the server's status counts from it.
+    pub started: std::time::Instant,
+}
+
+/// A lazy restore's watch in the keeper: its own reference to every uffd
+/// (so the kernel never unregisters a range while the server runs) and
+/// the page server, its child.
+pub(super) struct LazyWatch {
+    server: i32,
+    uffds: Vec<OwnedFd>,
+    status: PathBuf,
+    pidns: bool,
+}
+
+/// Each lazy process's uffd, with the index of its saved process and its pid.
+pub(super) type Uffds = Vec<(usize, i32, OwnedFd)>;
+
+/// Most uffds in one message (SCM_MAX_FD is 253).
+const UFFDS_PER_MESSAGE: usize = 128;
+
+/// The restorer's half: send the keeper each lazy process's uffd with the
+/// index of its saved process and its pid, before the commit.
+pub(super) fn send_uffds(sock: RawFd, uffds: &[(usize, i32, OwnedFd)]) -> std::io::Result<()> {
+    for batch in uffds.chunks(UFFDS_PER_MESSAGE) {
+        let mut payload = Vec::with_capacity(batch.len() * 8);
+        for (index, pid, _) in batch {
+            payload.extend_from_slice(&(*index as u32).to_ne_bytes());
+            payload.extend_from_slice(&pid.to_ne_bytes());
+        }
+        let fds: Vec<RawFd> = batch.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
+        let fd_bytes = std::mem::size_of_val(fds.as_slice());
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+        let mut control = vec![0u8; space];
+        let mut iov = libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        };
+        // SAFETY: msghdr is plain data; the fields are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer has room for one header and the fds
+        // (CMSG_SPACE above); the pointers stay inside it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+        }
+        // SAFETY: sendmsg with the message built above.
+        if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The keeper's half: every uffd the restorer sent, with its saved
+/// process's index and pid. The restorer sent them before the commit, so
+/// they are all queued by now: never waits.
+fn receive_uffds(sock: RawFd) -> Uffds {
+    let mut out = Vec::new();
+    loop {
+        let mut payload = [0u8; UFFDS_PER_MESSAGE * 8];
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        let space =
+            unsafe { libc::CMSG_SPACE((UFFDS_PER_MESSAGE * size_of::<RawFd>()) as u32) } as usize;
+        let mut control = vec![0u8; space];
+        let mut iov = libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        };
+        // SAFETY: msghdr is plain data; the fields are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: recvmsg into the buffers above, never blocking.
+        let n =
+            unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+        if n <= 0 {
+            return out;
+        }
+        let mut fds = Vec::new();
+        // SAFETY: walking the control messages the kernel wrote into our
+        // buffer with the CMSG macros; SCM_RIGHTS data is an array of fds.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
+                    let data = libc::CMSG_DATA(c) as *const RawFd;
+                    for k in 0..count {
+                        fds.push(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        for (entry, fd) in payload[..n as usize].chunks_exact(8).zip(fds) {
+            let index = u32::from_ne_bytes(entry[..4].try_into().expect("4 bytes")) as usize;
+            let pid = i32::from_ne_bytes(entry[4..].try_into().expect("4 bytes"));
+            out.push((index, pid, fd));
+        }
+    }
+}
+
+/// After the commit of a lazy restore: take the uffds, fork the page
+/// server, keep a reference to each uffd. None when no process has lazy
+/// memory. A server that cannot start is a server that died: the lazy
+/// tree is killed.
+fn start_lazy(spec: &TreeSpec<'_>, l: &LazySpec<'_>, role: RootRole) -> Option<LazyWatch> {
+    let received = receive_uffds(l.keeper_end);
+    // SAFETY: closing our end; the restorer sent everything before the commit.
+    unsafe { libc::close(l.keeper_end) };
+    if received.is_empty() {
+        return None;
+    }
+    let pidns = role == RootRole::NamespaceInit;
+    let status = l.status.to_path_buf();
+    // SAFETY: fork of this single-threaded keeper.
+    match unsafe { libc::fork() } {
+        0 => server_main(spec, l, received),
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            fail_lazy(
+                &status,
+                pidns,
+                &format!("the page server could not start: {e}"),
+            );
+            None
+        }
+        server => Some(LazyWatch {
+            server,
+            uffds: received.into_iter().map(|(_, _, fd)| fd).collect(),
+            status,
+            pidns,
+        }),
+    }
+}
+
+/// The page server: its own session, nothing of the session's files
+/// (its stdio goes to /dev/null: the restorer's caller waits for its
+/// output pipes to close), the uffds and the image's packs only.
+fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Uffds) -> ! {
+    // SAFETY: prctl and setsid on ourselves.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"hiber-pages".as_ptr());
+        libc::setsid();
+    }
+    let mut keep: Vec<RawFd> = received.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
+    keep.extend(l.reader.held_fds());
+    close_all_but(&keep);
+    // SAFETY: opening /dev/null onto the lowest free fds, 0 to 2 (all
+    // closed above, as nothing we keep is below 3: the caller's stdio).
+    unsafe {
+        for _ in 0..3 {
+            libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        }
+    }
+    let procs: Vec<LazyProcess<'_>> = received
+        .into_iter()
+        .filter_map(|(index, pid, uffd)| {
+            let vmas = &spec.processes.get(index)?.mm.as_ref()?.vmas;
+            Some(LazyProcess {
+                uffd,
+                pid,
+                vmas: vmas.as_slice(),
+            })
+        })
+        .collect();
+    let code = match lazy::serve(l.reader, procs, l.status, l.started).1 {
+        Ok(()) => 0,
+        Err(lazy::ServeError::Image { .. }) => lazy::EXIT_IMAGE,
+        Err(_) => lazy::EXIT_FAILED,
+    };
+    // SAFETY: ends the server; its uffds close with it.
+    unsafe { libc::_exit(code) }
+}
+
+/// A child of the keeper was reaped: if it is the page server, either
+/// let go of the uffds (it finished) or kill the lazy tree (it did not).
+fn reaped(lazy: &mut Option<LazyWatch>, pid: i32, st: i32) {
+    if lazy.as_ref().is_none_or(|l| l.server != pid) {
+        return;
+    }
+    let l = lazy.take().expect("checked above");
+    let finished = libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0;
+    if !finished {
+        let why = match libc::WIFSIGNALED(st) {
+            true => format!(
+                "the page server was killed by signal {}",
+                libc::WTERMSIG(st)
+            ),
+            false => format!(
+                "the page server failed (exit status {})",
+                libc::WEXITSTATUS(st)
+            ),
+        };
+        fail_lazy(&l.status, l.pidns, &why);
+    }
+    // Only now: the tree is gone (a failure) or every page is in.
+    drop(l.uffds);
+}
+
+/// The defined end of a lazy restore whose pages cannot all come in:
+/// every process of the restored tree is killed (none may read a zero
+/// page where a saved one belongs), and the status file says why.
+fn fail_lazy(status: &Path, pidns: bool, why: &str) {
+    kill_tree(pidns);
+    let mut s = LazyStatus::read(status).unwrap_or_default();
+    if s.state != "failed" {
+        s.state = "failed".into();
+        s.error = Some(why.to_string());
+    }
+    s.error = s
+        .error
+        .map(|e| format!("{e}; every process of the lazy restore was killed"));
+    let _ = s.write(status);
+}
+
+/// Kill every descendant of the keeper, until none is left (they may be
+/// forking meanwhile). In a pid namespace of our own, `kill(-1)` reaches
+/// exactly them.
+fn kill_tree(pidns: bool) {
+    if pidns {
+        // SAFETY: kill of every process of our own pid namespace but us.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        return;
+    }
+    for _ in 0..1000 {
+        let mut found = Vec::new();
+        let mut todo = vec!["self".to_string()];
+        while let Some(p) = todo.pop() {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    for pid in c.split_whitespace().filter_map(|w| w.parse::<i32>().ok()) {
+                        found.push(pid);
+                        todo.push(pid.to_string());
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            // SAFETY: kill of a descendant of this keeper (it stays ours
+            // until we reap it).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let mut st = 0;
+        // SAFETY: reaping our own children that ended, without blocking.
+        while unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } > 0 {}
+    }
 }

@@ -74,6 +74,18 @@ pub struct RestoreOptions {
     /// name, new name), each a path or an abstract name starting with NUL.
     /// A session restored onto another display number listens there.
     pub listener_renames: ListenerRenames,
+    /// Lazy restore: the processes run as soon as their state is in, and
+    /// a page server (a child of the keeper, which this implies) fills
+    /// their private anonymous memory on first touch and in the
+    /// background; see `memory::lazy`.
+    pub lazy: Option<LazyOptions>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LazyOptions {
+    /// Where the page server writes its status (`memory::lazy::LazyStatus`):
+    /// outside the image, which is only ever read.
+    pub status: PathBuf,
 }
 
 /// (saved name, new name) of unix listeners, each a path or an abstract
@@ -91,6 +103,8 @@ pub struct Restored {
     /// Processes left in the restorer's session or group, with why.
     pub foreign: Vec<(i32, String)>,
     pub elapsed: Duration,
+    /// A lazy restore's status file, when a page server runs.
+    pub lazy_status: Option<PathBuf>,
 }
 
 /// Give the listeners named in `renames` their new names (before the
@@ -198,6 +212,9 @@ fn restore_image(
         false => Ok(()),
     };
     go_on("starting")?;
+    if opts.lazy.is_some() {
+        memory::lazy::check_kernel()?;
+    }
     validate::validate(
         &opts.dir,
         &snap,
@@ -232,6 +249,7 @@ fn restore_image(
         Shared::new(plan.nodes.len(), sysv_count).os_err("mapping the restore sync page")?;
     let restorer_pid = std::process::id() as i32;
     let (release_r, release_w) = tree::release_pipe()?;
+    let lazy_ctl = opts.lazy.as_ref().map(|_| lazy_socket()).transpose()?;
     let spec = TreeSpec {
         plan: &plan,
         processes: &snap.processes,
@@ -242,6 +260,16 @@ fn restore_image(
         restorer_pid,
         release: release_r.as_raw_fd(),
         release_writer: release_w.as_raw_fd(),
+        lazy: match (&opts.lazy, &lazy_ctl) {
+            (Some(l), Some((restorer_end, keeper_end))) => Some(keeper::LazySpec {
+                reader: &reader,
+                status: &l.status,
+                keeper_end: keeper_end.as_raw_fd(),
+                restorer_end: restorer_end.as_raw_fd(),
+                started: t0,
+            }),
+            _ => None,
+        },
     };
 
     let mut cleanup = Cleanup {
@@ -275,14 +303,31 @@ fn restore_image(
         go_on: &go_on,
         t0,
     };
-    let (seized, reissuing) =
-        match swap_all(&built, &reader, &mut shared_objs, restorer_pid, &steps) {
-            Ok(swapped) => swapped,
-            Err(e) => {
-                drop(cleanup);
-                return Err(e);
-            }
-        };
+    let lazy = opts.lazy.is_some();
+    let swapped = swap_all(
+        &built,
+        &reader,
+        &mut shared_objs,
+        restorer_pid,
+        &steps,
+        lazy,
+    )
+    .and_then(|(seized, reissuing, uffds)| {
+        // Before the commit: the keeper takes them once it sees it.
+        if let Some((restorer_end, _)) = &lazy_ctl {
+            keeper::send_uffds(restorer_end.as_raw_fd(), &uffds)
+                .os_err("handing the userfaultfds to the keeper")?;
+        }
+        Ok((seized, reissuing, !uffds.is_empty()))
+    });
+    let (seized, reissuing, serving) = match swapped {
+        Ok(swapped) => swapped,
+        Err(e) => {
+            drop(cleanup);
+            return Err(e);
+        }
+    };
+    drop(lazy_ctl);
     rejoin_cgroups(&built);
     stop_again(&built);
     tree::release(&shared, &seized, &reissuing, release_w)?;
@@ -298,7 +343,35 @@ fn restore_image(
     };
     drop(file_objs);
     shared_objs.keep();
-    Ok(restored(&built, keeper, opts, t0))
+    let mut done = restored(&built, keeper, opts, t0);
+    if serving {
+        done.lazy_status = opts.lazy.as_ref().map(|l| l.status.clone());
+    }
+    Ok(done)
+}
+
+/// The socket pair a lazy restore hands the uffds to the keeper on:
+/// (the restorer's end, the keeper's end).
+fn lazy_socket() -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: socketpair fills two fds.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(RestoreError::Os {
+            what: "making the lazy restore's socket to the keeper",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: two fresh fds, owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The nodes of the plan and the saved processes, for the steps after the
@@ -422,7 +495,8 @@ fn open_objects(snap: &Snapshot, reader: &ImageReader, opts: &RestoreOptions) ->
     } else {
         None
     };
-    let keeper = opts.keeper || opts.pidns || uevent_net.is_some();
+    // A lazy restore's keeper holds the uffds and watches the page server.
+    let keeper = opts.keeper || opts.pidns || uevent_net.is_some() || opts.lazy.is_some();
     if keeper && !opts.keeper && !opts.pidns {
         info!(
             "the image holds device event sockets: restoring under a keeper for the uevent proxy"
@@ -493,7 +567,8 @@ fn swap_all(
     shared_objs: &mut SharedObjects,
     restorer_pid: i32,
     steps: &Steps<'_>,
-) -> Result<(Vec<i32>, Vec<i32>)> {
+    lazy: bool,
+) -> Result<(Vec<i32>, Vec<i32>, keeper::Uffds)> {
     let snap = built.snap;
     let current = Creds::of_self().os_err("reading the caller's credentials")?;
     let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())
@@ -501,6 +576,7 @@ fn swap_all(
         .collect();
     let mut seized = Vec::new();
     let mut reissuing = Vec::new();
+    let mut uffds = Vec::new();
     let total_bytes: u64 = snap
         .processes
         .iter()
@@ -519,7 +595,18 @@ fn swap_all(
             ptrace::interrupt(pid)?;
             swap::wait_event_stop(pid)?;
             let gadget = built.shared.slot(i).gadget.load(Ordering::Acquire);
-            let threads = swap::swap(pid, gadget, p, &shmem_targets, &current, fill)?;
+            let swap::Swapped { threads, uffd } = swap::swap(
+                pid,
+                gadget,
+                p,
+                &shmem_targets,
+                &current,
+                fill,
+                lazy.then_some(reader),
+            )?;
+            if let (Some(uffd), NodeKind::Process(pi)) = (uffd, built.plan.nodes[i].kind) {
+                uffds.push((pi, pid, uffd));
+            }
             // The first saved thread is the one seized as `pid`; the
             // others were made in order.
             let tids = std::iter::once(pid).chain(threads.iter().copied());
@@ -541,7 +628,7 @@ fn swap_all(
     (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
     // The last chance: after this the tree is let go.
     swap_result.and_then(|()| (steps.go_on)("filling pages"))?;
-    Ok((seized, reissuing))
+    Ok((seized, reissuing, uffds))
 }
 
 /// Back into their cgroups (a session's scope), while still stopped.
@@ -600,6 +687,7 @@ fn restored(
         keeper,
         foreign: built.plan.foreign.clone(),
         elapsed,
+        lazy_status: None,
     }
 }
 

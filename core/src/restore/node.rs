@@ -359,6 +359,8 @@ pub struct TreeSpec<'a> {
     pub release: RawFd,
     /// Its write end, which the restore root closes at once.
     pub release_writer: RawFd,
+    /// For a lazy restore: what the keeper needs to start the page server.
+    pub lazy: Option<super::keeper::LazySpec<'a>>,
 }
 
 /// Steps a node can fail at, reported in the shared page.

@@ -15,7 +15,16 @@ use crate::snapshot::ProcessImage;
 use crate::{creds, signals, thread};
 use std::time::Instant;
 
+/// What a swap leaves the restorer: the threads it made, and with `lazy`
+/// the uffd its lazy mappings are registered with.
+pub(super) struct Swapped {
+    pub threads: Vec<i32>,
+    pub uffd: Option<std::os::fd::OwnedFd>,
+}
+
 /// Replace the node's address space and state with the saved process's.
+/// With `lazy` (the image), its private anonymous mappings are registered for the
+/// page server instead of filled (see `memory::lazy`).
 pub(super) fn swap<'a>(
     pid: i32,
     gadget: u64,
@@ -23,7 +32,8 @@ pub(super) fn swap<'a>(
     shmem_targets: &[MapTarget],
     current: &Creds,
     fill: &std::sync::mpsc::Sender<memory::FillJob<'a>>,
-) -> Result<Vec<i32>> {
+    lazy: Option<&crate::image::ImageReader>,
+) -> Result<Swapped> {
     let mm =
         p.mm.as_ref()
             .expect("validated: live processes have memory");
@@ -91,6 +101,22 @@ pub(super) fn swap<'a>(
         },
     )?;
     let t_map = t0.elapsed();
+    // Right after the mappings exist and before anything can forbid it
+    // (credentials, seccomp filters, a user namespace): nothing from here
+    // to the release reads or writes the program's anonymous memory, so
+    // no fault waits for a server that does not run yet.
+    let uffd = match lazy {
+        Some(reader) => {
+            let rseq: Vec<(u64, u64)> = p
+                .threads
+                .iter()
+                .filter_map(|t| t.rseq.as_ref().map(|r| (r.addr, r.len as u64)))
+                .collect();
+            memory::lazy::fill_touched(&mut mem, &mm.vmas, &rseq, reader)?;
+            memory::lazy::register(&task, pid, &mm.vmas)?
+        }
+        None => None,
+    };
     // A user namespace in which it holds capabilities: made now, while it
     // is one thread and root, after the mappings of the restorer's shared
     // memory; its supplementary groups first (the namespace may deny
@@ -115,7 +141,11 @@ pub(super) fn swap<'a>(
     };
     // The pages go in on the fillers' threads meanwhile; nothing below
     // reads the program's memory.
-    for v in &mm.vmas {
+    for v in mm
+        .vmas
+        .iter()
+        .filter(|v| uffd.is_none() || !memory::lazy::is_lazy(v))
+    {
         for job in memory::fill_jobs(pid, v) {
             fill.send(job)
                 .expect("the fillers live until the swaps end");
@@ -183,7 +213,10 @@ pub(super) fn swap<'a>(
         &regs,
         th.sigmask,
     )?;
-    Ok(created)
+    Ok(Swapped {
+        threads: created,
+        uffd,
+    })
 }
 
 pub(super) fn wait_event_stop(pid: i32) -> Result<()> {

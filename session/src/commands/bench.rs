@@ -37,6 +37,10 @@ struct Row {
     restore_ms: f64,
     restore_ratio: f64,
     restore_peak_rss_kib: u64,
+    /// `restore --lazy`: time until the process runs (its pages still
+    /// coming in), and until the page server has put in the last one.
+    lazy_running_ms: f64,
+    lazy_total_ms: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -453,6 +457,24 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         restores.push(end_restored(&out)?);
         rs_rss = rs_rss.max(r);
     }
+    let mut lazy_running = Vec::new();
+    let mut lazy_total = Vec::new();
+    for i in 0..RUNS {
+        let status = dir.join(format!("lazy-status-{mib}-{i}.json"));
+        let status_s = status.to_str().context("non-UTF-8 directory")?;
+        let (out, _) = hiber(&[
+            "restore",
+            &fulls[0],
+            "--lazy",
+            "--lazy-status",
+            status_s,
+            "--json",
+        ])?;
+        let done = lazy_done(&status);
+        let _ = fs::remove_file(&status);
+        lazy_running.push(end_restored(&out)?);
+        lazy_total.push(done?);
+    }
     let _ = &w.ready;
     for e in fs::read_dir(dir)?.flatten() {
         let _ = fs::remove_dir_all(e.path());
@@ -487,7 +509,34 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         restore_ms: restore,
         restore_ratio: restore / baseline,
         restore_peak_rss_kib: rs_rss,
+        lazy_running_ms: median(lazy_running),
+        lazy_total_ms: median(lazy_total),
     })
+}
+
+/// Wait (bounded) for a lazy restore's page server to finish; the time
+/// from the restore's start until its last page was in.
+fn lazy_done(status: &Path) -> Result<f64> {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(s) = hiber_core::memory::lazy::LazyStatus::read(status) {
+            match s.state.as_str() {
+                "done" => return Ok(s.elapsed_ms),
+                "failed" => bail!(
+                    "the lazy restore's page server failed: {}",
+                    s.error.unwrap_or_default()
+                ),
+                _ => {}
+            }
+        }
+        if Instant::now() > until {
+            bail!(
+                "the lazy restore's page server did not finish ({})",
+                status.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -544,7 +593,7 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
         dir.display()
     );
     println!(
-        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>7} | {:>8} {:>6} {:>9}",
+        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>7} | {:>8} {:>6} {:>9} | {:>8} {:>8}",
         "MiB",
         "memcpy",
         "write",
@@ -559,11 +608,13 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
         "frozen",
         "restore",
         "ratio",
-        "rst RSS"
+        "rst RSS",
+        "lazy run",
+        "lazy all"
     );
     for r in &rows {
         println!(
-            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>7.1} | {:>8.1} {:>6.2} {:>9}",
+            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>7.1} | {:>8.1} {:>6.2} {:>9} | {:>8.1} {:>8.1}",
             r.mib,
             r.memcpy_ms,
             r.write_ms,
@@ -579,6 +630,8 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
             r.restore_ms,
             r.restore_ratio,
             format::bytes(r.restore_peak_rss_kib * 1024),
+            r.lazy_running_ms,
+            r.lazy_total_ms,
         );
     }
     if let Some(t) = &tree {

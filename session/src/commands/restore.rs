@@ -6,7 +6,7 @@ use hiber_session::format;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Serialize)]
@@ -16,15 +16,47 @@ struct Output {
     roots: Vec<i32>,
     keeper: Option<i32>,
     elapsed_ms: f64,
+    /// A lazy restore's page server status file (while pages come in).
+    lazy_status: Option<PathBuf>,
 }
 
-pub fn run(
-    dir: &Path,
-    pidns: bool,
-    keeper: bool,
-    for_user: Option<u32>,
-    json: bool,
-) -> Result<ExitCode> {
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct How {
+    pub pidns: bool,
+    pub keeper: bool,
+    pub for_user: Option<u32>,
+    /// Lazy, with the status file given (or the default one).
+    pub lazy: Option<Option<PathBuf>>,
+}
+
+/// The default status file of a lazy restore: under /run/hiber/lazy
+/// (root's, 0700), named for this restorer.
+fn default_lazy_status() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = Path::new("/run/hiber/lazy");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.join(format!("{}.json", std::process::id())))
+}
+
+pub fn run(dir: &Path, how: How, json: bool) -> Result<ExitCode> {
+    let How {
+        pidns,
+        keeper,
+        for_user,
+        lazy,
+    } = how;
+    let lazy = match lazy {
+        Some(Some(status)) => Some(hiber_core::LazyOptions { status }),
+        Some(None) => Some(hiber_core::LazyOptions {
+            status: default_lazy_status()?,
+        }),
+        None => None,
+    };
     let on_behalf_of = for_user
         .map(|uid| {
             hiber_core::creds::Creds::of_user(uid)
@@ -38,6 +70,7 @@ pub fn run(
         sys_roots: crate::commands::check::sys_roots(),
         on_behalf_of,
         listener_renames: Vec::new(),
+        lazy,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
         let bar = ProgressBar::new(0);
@@ -68,6 +101,7 @@ pub fn run(
             roots: restored.roots.clone(),
             keeper: restored.keeper,
             elapsed_ms: restored.elapsed.as_secs_f64() * 1e3,
+            lazy_status: restored.lazy_status.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -90,6 +124,9 @@ pub fn run(
         );
         if let Some(k) = restored.keeper {
             println!("keeper: {k}");
+        }
+        if let Some(s) = &restored.lazy_status {
+            println!("pages coming in lazily; status: {}", s.display());
         }
     }
     Ok(ExitCode::SUCCESS)
