@@ -4,7 +4,7 @@
 //! proxy) or as the init of a new pid namespace.
 
 use super::error::{RestoreError, Result};
-use super::node::{self, Shared, TreeSpec};
+use super::node::{self, LazySpec, Shared, TreeSpec};
 use super::plan::NodeKind;
 use crate::memory::lazy::{self, LazyProcess, LazyStatus};
 use crate::uevent::proxy::Proxy;
@@ -344,23 +344,6 @@ pub(super) fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
     );
     // SAFETY: ends the restore root; the tree below dies with it.
     unsafe { libc::_exit(1) }
-}
-
-/// What the keeper of a lazy restore is given when it is forked.
-#[derive(Debug)]
-pub struct LazySpec<'a> {
-    /// The image, with every pack open since validation: the page server
-    /// it forks reads through these fds, so a pack deleted or renamed
-    /// after the restore started cannot go missing mid-stream.
-    pub reader: &'a crate::image::ImageReader,
-    /// The server's status file.
-    pub status: &'a Path,
-    /// The keeper's end of the socket the restorer sends the uffds on.
-    pub keeper_end: RawFd,
-    /// The restorer's end, which the keeper closes at once.
-    pub restorer_end: RawFd,
-    /// When the restore started: the server's status counts from it.
-    pub started: std::time::Instant,
 }
 
 /// A lazy restore's watch in the keeper: its own reference to every uffd

@@ -261,7 +261,7 @@ fn restore_image(
         release: release_r.as_raw_fd(),
         release_writer: release_w.as_raw_fd(),
         lazy: match (&opts.lazy, &lazy_ctl) {
-            (Some(l), Some((restorer_end, keeper_end))) => Some(keeper::LazySpec {
+            (Some(l), Some((restorer_end, keeper_end))) => Some(node::LazySpec {
                 reader: &reader,
                 status: &l.status,
                 keeper_end: keeper_end.as_raw_fd(),

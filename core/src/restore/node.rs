@@ -341,6 +341,23 @@ pub fn clone_with_pids(pid: i32, nested: &[i32], flags: u64) -> io::Result<i32> 
     Ok(r as i32)
 }
 
+/// What the keeper of a lazy restore is given when it is forked.
+#[derive(Debug)]
+pub struct LazySpec<'a> {
+    /// The image, with every pack open since validation: the page server
+    /// it forks reads through these fds, so a pack deleted or renamed
+    /// after the restore started cannot go missing mid-stream.
+    pub reader: &'a crate::image::ImageReader,
+    /// The server's status file.
+    pub status: &'a std::path::Path,
+    /// The keeper's end of the socket the restorer sends the uffds on.
+    pub keeper_end: std::os::fd::RawFd,
+    /// The restorer's end, which the keeper closes at once.
+    pub restorer_end: std::os::fd::RawFd,
+    /// When the restore started: the server's status counts from it.
+    pub started: std::time::Instant,
+}
+
 /// Everything a node needs, prepared by the restorer before forking.
 #[derive(Debug)]
 pub struct TreeSpec<'a> {
@@ -360,7 +377,7 @@ pub struct TreeSpec<'a> {
     /// Its write end, which the restore root closes at once.
     pub release_writer: RawFd,
     /// For a lazy restore: what the keeper needs to start the page server.
-    pub lazy: Option<super::keeper::LazySpec<'a>>,
+    pub lazy: Option<LazySpec<'a>>,
 }
 
 /// Steps a node can fail at, reported in the shared page.
