@@ -4,6 +4,7 @@
 //! target cannot access itself (PROT_NONE, exec-only, read-only for writes),
 //! so those go through `/proc/PID/mem`, which the kernel lets a tracer use.
 
+use crate::sys;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -66,26 +67,9 @@ impl ProcMem {
         Ok(self.mem.as_ref().expect("opened above"))
     }
 
-    /// Whether `process_vm_readv` copied all `len` bytes at `addr` to
-    /// `local`; it refuses pages the target cannot read itself.
-    fn vm_read(&self, addr: u64, local: *mut u8, len: usize) -> bool {
-        let local = libc::iovec {
-            iov_base: local.cast(),
-            iov_len: len,
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        };
-        // SAFETY: the callers hand a local buffer valid for len bytes; the
-        // remote iovec is only interpreted in the target.
-        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
-        n >= 0 && n as usize == len
-    }
-
     /// Fill `buf` from `addr`.
     pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<()> {
-        if self.vm_read(addr, buf.as_mut_ptr(), buf.len()) {
+        if sys::uio::read(self.pid, addr, buf).is_ok_and(|n| n == buf.len()) {
             return Ok(());
         }
         let pid = self.pid;
@@ -103,32 +87,19 @@ impl ProcMem {
     /// Append `len` bytes from `addr` to `buf`, without first zeroing the
     /// space they land in.
     pub fn read_append(&mut self, addr: u64, len: usize, buf: &mut Vec<u8>) -> Result<()> {
-        buf.reserve(len);
         let at = buf.len();
-        if self.vm_read(addr, buf.spare_capacity_mut().as_mut_ptr().cast(), len) {
-            // SAFETY: process_vm_readv initialised exactly those len bytes
-            // of the capacity reserved above.
-            unsafe { buf.set_len(at + len) };
+        if sys::uio::read_append(self.pid, addr, len, buf).is_ok_and(|n| n == len) {
             return Ok(());
         }
+        // A short read: from /proc/PID/mem, from the start.
+        buf.truncate(at);
         buf.resize(at + len, 0);
         self.read(addr, &mut buf[at..])
     }
 
     /// Write `data` at `addr`, through read-only private pages if need be.
     pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<()> {
-        let local = libc::iovec {
-            iov_base: data.as_ptr() as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: data.len(),
-        };
-        // SAFETY: local points to data, valid for data.len() bytes and only
-        // read by the kernel.
-        let n = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
-        if n >= 0 && n as usize == data.len() {
+        if sys::uio::write(self.pid, addr, data).is_ok_and(|n| n == data.len()) {
             return Ok(());
         }
         let pid = self.pid;

@@ -4,6 +4,7 @@
 
 use super::error::{RestoreError, Result};
 use crate::procfs;
+use crate::sys;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tracing::debug;
@@ -49,16 +50,18 @@ pub(super) fn restore_lock() -> Result<Option<std::fs::File>> {
     let mut nap = Duration::from_millis(1);
     // A POSIX lock, not flock: it belongs to this process only, so the
     // keeper and the tree, forked from the restorer, do not hold it on.
-    // SAFETY: a zeroed flock struct is a valid value; fields set below.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = libc::F_WRLCK as libc::c_short;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
     loop {
-        // SAFETY: F_SETLK on a file we hold open with a flock struct of ours.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
-            return Ok(Some(file));
-        }
-        let e = std::io::Error::last_os_error();
+        // The whole file (from 0, to its end) for writing, not waiting.
+        let e = match sys::lock::set_record_lock(
+            file.as_raw_fd(),
+            libc::F_SETLK,
+            libc::F_WRLCK,
+            0,
+            0,
+        ) {
+            Ok(()) => return Ok(Some(file)),
+            Err(e) => e,
+        };
         if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) {
             return Err(err(Some(e), start.elapsed()));
         }

@@ -15,8 +15,9 @@
 use super::plan::{Node, NodeKind, Plan};
 use crate::files::{FileKind, OpenFile};
 use crate::snapshot::ProcessImage;
+use crate::sys::{self, mm::SharedAtomics};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 /// Stages the restorer moves the tree through.
@@ -37,67 +38,50 @@ const PARENT_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 pub const GADGET_PAGES: u64 = 5;
 pub const GADGET_LEN: u64 = GADGET_PAGES * 4096;
 
-/// Shared between the restorer and every node (a MAP_SHARED page).
-#[repr(C)]
-#[derive(Debug)]
-pub struct SyncArea {
-    pub stage: AtomicU32,
-    pub born: AtomicU32,
-    pub grouped: AtomicU32,
-    pub ready: AtomicU32,
-    pub failed: AtomicU32,
-    pub fail_node: AtomicU32,
-    pub fail_errno: AtomicI32,
-    pub fail_step: AtomicU32,
+/// Shared between the restorer and every node: the counters and stage of
+/// the tree, in its [`Shared`] page.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncArea<'a> {
+    pub stage: &'a AtomicU32,
+    pub born: &'a AtomicU32,
+    pub grouped: &'a AtomicU32,
+    pub ready: &'a AtomicU32,
+    pub failed: &'a AtomicU32,
+    pub fail_node: &'a AtomicU32,
+    pub fail_errno: &'a AtomicI32,
+    pub fail_step: &'a AtomicU32,
     /// Outer pid of the restore root (pid namespace mode).
-    pub root_pid: AtomicI32,
-    _pad: u32,
-    /// Per node: the pid it got (0 until born), then the gadget address.
-    /// After them, per SysV segment of the image: its id + 1 once this
-    /// restore made it (0: not made by us).
-    pub slots: [NodeSlot; 0],
+    pub root_pid: &'a AtomicI32,
 }
 
-#[repr(C)]
-#[derive(Debug)]
-pub struct NodeSlot {
-    pub pid: AtomicI32,
-    _pad: u32,
-    pub gadget: AtomicU64,
+/// Per node: the pid it got (0 until born), then the gadget address.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSlot<'a> {
+    pub pid: &'a AtomicI32,
+    pub gadget: &'a AtomicU64,
 }
 
-/// The mapping holding a [`SyncArea`] and its slots.
+/// The 32-bit words of [`SyncArea`], in its field order, then its i32s.
+const U32_WORDS: usize = 7;
+const I32_WORDS: usize = 2;
+
+/// The page shared between the restorer and every node (MAP_SHARED): a
+/// [`SyncArea`], a [`NodeSlot`] per node, and per SysV segment of the
+/// image its id + 1 once this restore made it (0: not made by us).
 #[derive(Debug)]
 pub struct Shared {
-    ptr: *mut SyncArea,
-    len: usize,
+    atomics: SharedAtomics,
     nodes: usize,
     sysv: usize,
 }
 
 impl Shared {
     pub fn new(nodes: usize, sysv: usize) -> io::Result<Self> {
-        let len = (std::mem::size_of::<SyncArea>()
-            + nodes * std::mem::size_of::<NodeSlot>()
-            + sysv * std::mem::size_of::<AtomicI32>())
-        .next_multiple_of(4096);
-        // SAFETY: anonymous shared mapping; no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
+        // 64-bit: the gadgets; 32-bit: the area's words; i32: the area's,
+        // then the nodes' pids, then the SysV slots.
+        let atomics = SharedAtomics::new(nodes, U32_WORDS, I32_WORDS + nodes + sysv)?;
         Ok(Self {
-            ptr: p.cast(),
-            len,
+            atomics,
             nodes,
             sysv,
         })
@@ -105,14 +89,7 @@ impl Shared {
 
     fn sysv_slot(&self, i: usize) -> &AtomicI32 {
         assert!(i < self.sysv);
-        // SAFETY: the mapping holds `sysv` i32 slots after the node slots
-        // (4-byte aligned: NodeSlot is 16 bytes); zero is a valid atomic.
-        unsafe {
-            &*((self.ptr as *mut u8)
-                .add(std::mem::size_of::<SyncArea>() + self.nodes * std::mem::size_of::<NodeSlot>())
-                as *const AtomicI32)
-                .add(i)
-        }
+        &self.atomics.i32s()[I32_WORDS + self.nodes + i]
     }
 
     /// Record SysV segment `id` as made by this restore: if the restorer
@@ -137,18 +114,27 @@ impl Shared {
             .map(|v| v - 1)
     }
 
-    pub fn area(&self) -> &SyncArea {
-        // SAFETY: ptr is a live zero-initialised mapping of at least
-        // size_of::<SyncArea>() bytes; all fields are atomics (valid at 0).
-        unsafe { &*self.ptr }
+    pub fn area(&self) -> SyncArea<'_> {
+        let w = self.atomics.u32s();
+        let i = self.atomics.i32s();
+        SyncArea {
+            stage: &w[0],
+            born: &w[1],
+            grouped: &w[2],
+            ready: &w[3],
+            failed: &w[4],
+            fail_node: &w[5],
+            fail_step: &w[6],
+            fail_errno: &i[0],
+            root_pid: &i[1],
+        }
     }
 
-    pub fn slot(&self, i: usize) -> &NodeSlot {
+    pub fn slot(&self, i: usize) -> NodeSlot<'_> {
         assert!(i < self.nodes);
-        // SAFETY: the mapping holds `nodes` slots right after the header;
-        // zeroed atomics are valid.
-        unsafe {
-            &*((self.ptr as *mut u8).add(std::mem::size_of::<SyncArea>()) as *const NodeSlot).add(i)
+        NodeSlot {
+            pid: &self.atomics.i32s()[I32_WORDS + i],
+            gadget: &self.atomics.u64s()[i],
         }
     }
 
@@ -169,7 +155,8 @@ impl Shared {
             if now >= deadline {
                 return false;
             }
-            futex_wait(
+            // A wake, a changed word, a timeout: all lead back to the check.
+            let _ = sys::futex::wait(
                 counter,
                 v,
                 Some((deadline - now).min(std::time::Duration::from_millis(50))),
@@ -179,41 +166,13 @@ impl Shared {
 
     pub fn set_stage(&self, stage: u32) {
         self.area().stage.store(stage, Ordering::Release);
-        futex_wake(&self.area().stage);
+        futex_wake(self.area().stage);
     }
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmapping our own mapping, which nothing borrows any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<std::time::Duration>) {
-    let ts = timeout.map(|d| libc::timespec {
-        tv_sec: d.as_secs() as i64,
-        tv_nsec: d.subsec_nanos() as i64,
-    });
-    let tsp = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: word is a live u32 in shared memory; a non-private futex
-    // works across the processes mapping it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT,
-            expected,
-            tsp,
-        )
-    };
-}
-
+/// Wake every waiter on `word`.
 pub fn futex_wake(word: &AtomicU32) {
-    // SAFETY: as above; wakes every waiter.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    let _ = sys::futex::wake_all(word);
 }
 
 fn bump(counter: &AtomicU32) {
@@ -228,30 +187,27 @@ fn await_stage(shared: &Shared, stage: u32, parent: i32) {
     loop {
         let s = shared.area().stage.load(Ordering::Acquire);
         if s == STAGE_ABORT || !parent_is(parent) {
-            // SAFETY: _exit ends this forked copy without running destructors.
-            unsafe { libc::_exit(1) };
+            // Ends this forked copy without running destructors.
+            sys::process::exit_now(1);
         }
         if s >= stage {
             return;
         }
-        futex_wait(&shared.area().stage, s, Some(PARENT_CHECK));
+        let _ = sys::futex::wait(shared.area().stage, s, Some(PARENT_CHECK));
     }
 }
 
 fn parent_is(parent: i32) -> bool {
-    // SAFETY: getppid has no arguments.
-    unsafe { libc::getppid() == parent }
+    sys::process::parent_pid() == parent
 }
 
 /// The pid the next child forked with `flags` gets as its parent, as that
 /// child will see it (CLONE_PARENT: our own parent).
 pub fn parent_for(flags: u64) -> i32 {
     if flags & libc::CLONE_PARENT as u64 != 0 {
-        // SAFETY: getppid has no arguments.
-        unsafe { libc::getppid() }
+        sys::process::parent_pid()
     } else {
-        // SAFETY: getpid has no arguments.
-        unsafe { libc::getpid() }
+        sys::process::pid()
     }
 }
 
@@ -259,19 +215,9 @@ pub fn parent_for(flags: u64) -> i32 {
 /// may have died between the fork and the prctl, when the signal was not
 /// armed yet: then we were reparented already, and go now.
 pub fn die_with_parent(parent: i32) {
-    // SAFETY: prctl on ourselves with plain integer arguments.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let _ = sys::process::set_parent_death_signal(libc::SIGKILL);
     if !parent_is(parent) {
-        // SAFETY: ends this forked copy.
-        unsafe { libc::_exit(1) };
+        sys::process::exit_now(1);
     }
 }
 
@@ -279,9 +225,9 @@ pub fn die_with_parent(parent: i32) {
 /// copy, never unwind into the restorer's code that the copy shares.
 pub fn child_main(f: impl FnOnce()) -> ! {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    // SAFETY: ends this forked copy without running the restorer's
-    // destructors (they would act on the restorer's objects).
-    unsafe { libc::_exit(101) }
+    // Without running the restorer's destructors (they would act on the
+    // restorer's objects).
+    sys::process::exit_now(101)
 }
 
 /// clone3 with one pid to take (in the caller's pid namespace).
@@ -293,21 +239,6 @@ pub fn clone_with_pid(pid: i32, flags: u64) -> io::Result<i32> {
 /// child's pids in the namespaces below, outermost first; the last is 1
 /// with `CLONE_NEWPID`).
 pub fn clone_with_pids(pid: i32, nested: &[i32], flags: u64) -> io::Result<i32> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
     // set_tid: the innermost namespace's first.
     let tid: Vec<libc::pid_t> = nested
         .iter()
@@ -315,30 +246,12 @@ pub fn clone_with_pids(pid: i32, nested: &[i32], flags: u64) -> io::Result<i32> 
         .copied()
         .chain(std::iter::once(pid))
         .collect();
-    let args = CloneArgs {
-        flags,
-        exit_signal: if flags & libc::CLONE_PARENT as u64 != 0 {
-            0
-        } else {
-            libc::SIGCHLD as u64
-        },
-        set_tid: if pid > 0 { tid.as_ptr() as u64 } else { 0 },
-        set_tid_size: if pid > 0 { tid.len() as u64 } else { 0 },
-        ..Default::default()
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
     };
-    // SAFETY: clone3 with no stack behaves like fork: the child continues
-    // on a copy of this stack. args and tid outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r as i32)
+    sys::process::clone3(flags, exit_signal, if pid > 0 { &tid } else { &[] })
 }
 
 /// What the keeper of a lazy restore is given when it is forked.
@@ -432,19 +345,10 @@ fn fail(shared: &Shared, node: usize, step: Step, err: io::Error) -> ! {
             .store(err.raw_os_error().unwrap_or(0), Ordering::Release);
         a.fail_step.store(step as u32, Ordering::Release);
     }
-    for c in [&a.born, &a.grouped, &a.ready, &a.failed] {
+    for c in [a.born, a.grouped, a.ready, a.failed] {
         futex_wake(c);
     }
-    // SAFETY: ends this forked copy.
-    unsafe { libc::_exit(1) }
-}
-
-fn check(r: libc::c_long) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    sys::process::exit_now(1)
 }
 
 /// Fork the children of `forker` (None: the restore root) per the plan.
@@ -486,26 +390,22 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
     // The pid the restorer knows it by: in a nested pid namespace getpid
     // tells the innermost one; set_tid made it `node.pid` outside.
     let pid = if node.ns_pids.is_empty() {
-        // SAFETY: getpid has no arguments.
-        unsafe { libc::getpid() }
+        sys::process::pid()
     } else {
         node.pid
     };
     shared.slot(me).pid.store(pid, Ordering::Release);
     // Zombies must stay for their parents to reap; never auto-reap here.
-    // SAFETY: resetting a disposition to default; no handler involved.
-    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+    let _ = sys::signal::set_default(libc::SIGCHLD);
     if node.setsid {
-        // SAFETY: setsid takes no arguments.
-        if let Err(e) = check(unsafe { libc::setsid() } as libc::c_long) {
+        if let Err(e) = sys::process::setsid() {
             fail(shared, me, Step::Setsid, e);
         }
         // Before forking: children inherit the controlling terminal.
         if let NodeKind::Process(i) = node.kind {
             if let Some(fd) = ctty_fd(spec, &spec.processes[i]) {
-                // SAFETY: TIOCSCTTY on a pty slave the restorer opened.
-                let rc = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
-                if let Err(e) = check(rc as libc::c_long) {
+                // A pty slave the restorer opened.
+                if let Err(e) = sys::term::take_ctty(fd) {
                     fail(shared, me, Step::Ctty, e);
                 }
                 if let Err(e) = reopen_dev_tty(spec, &spec.processes[i]) {
@@ -515,8 +415,7 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
         }
     }
     if node.make_group {
-        // SAFETY: setpgid on ourselves.
-        if let Err(e) = check(unsafe { libc::setpgid(0, 0) } as libc::c_long) {
+        if let Err(e) = sys::process::setpgid(0, 0) {
             fail(shared, me, Step::Setpgid, e);
         }
     }
@@ -526,29 +425,27 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
             fail(shared, me, Step::PidNamespace, e);
         }
     }
-    bump(&shared.area().born);
+    bump(shared.area().born);
     await_stage(shared, STAGE_GROUPS, parent);
     if let Some(g) = node.join_group {
-        // SAFETY: setpgid on ourselves to an existing group.
-        if let Err(e) = check(unsafe { libc::setpgid(0, g) } as libc::c_long) {
+        // An existing group.
+        if let Err(e) = sys::process::setpgid(0, g) {
             fail(shared, me, Step::Setpgid, e);
         }
     }
-    bump(&shared.area().grouped);
+    bump(shared.area().grouped);
     await_stage(shared, STAGE_SETUP, parent);
     // Reap the helpers we forked (real children are left alone: zombies
     // among them must stay zombies).
     for &(child, cpid) in &forked {
         if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
-            let mut status = 0;
-            // SAFETY: waiting for our own child by pid.
-            unsafe { libc::waitpid(cpid, &mut status, 0) };
+            sys::process::reap(cpid);
         }
     }
     match node.kind {
         NodeKind::SessionHelper | NodeKind::GroupHelper => {
-            // SAFETY: ends the helper.
-            unsafe { libc::_exit(0) }
+            // The helper's work is done.
+            sys::process::exit_now(0)
         }
         NodeKind::Process(i) => {
             let p = &spec.processes[i];
@@ -563,7 +460,7 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
                 Err(e) => fail(shared, me, Step::Gadget, e),
             };
             shared.slot(me).gadget.store(gadget, Ordering::Release);
-            bump(&shared.area().ready);
+            bump(shared.area().ready);
             // The restorer seizes us here and replaces this whole address space.
             loop {
                 await_stage(shared, STAGE_ABORT + 1, parent);
@@ -603,43 +500,22 @@ fn enter_children_pid_namespace(
         "/proc/{}/ns/pid",
         spec.plan.nodes[first].pid
     )));
-    // SAFETY: open of a NUL-terminated path; setns with the fd we own,
-    // closed right after.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let rc = libc::setns(fd, libc::CLONE_NEWPID);
-        let e = io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 {
-            return Err(e);
-        }
-    }
-    Ok(())
+    let ns = sys::fs::open(&path, libc::O_RDONLY | libc::O_CLOEXEC, 0)?;
+    sys::ns::setns(ns, libc::CLONE_NEWPID)
 }
 
 fn become_zombie(status: i32) -> ! {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: plain syscalls on ourselves: limit core dumps, default the
-        // signal, unblock everything, then die of it.
-        unsafe {
-            libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            libc::kill(libc::getpid(), sig);
-        }
+        // No core dump, the signal's default action, nothing blocked: then
+        // die of it.
+        let _ = sys::process::set_limit(libc::RLIMIT_CORE, 0, 0);
+        let _ = sys::signal::set_default(sig);
+        let _ = sys::signal::unblock_all();
+        let _ = sys::process::kill(sys::process::pid(), sig);
     }
-    // SAFETY: ends this process with the saved exit code.
-    unsafe { libc::_exit(libc::WEXITSTATUS(status)) }
+    // Ends this process with the saved exit code.
+    sys::process::exit_now(libc::WEXITSTATUS(status))
 }
 
 fn cstr(p: &std::path::Path) -> std::ffi::CString {
@@ -674,17 +550,9 @@ fn reopen_dev_tty(spec: &TreeSpec<'_>, p: &ProcessImage) -> io::Result<()> {
         }
         let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_APPEND;
         let flags = (f.flags as i32 & keep) | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: open with a NUL-terminated path.
-        let fd = unsafe { libc::open(c"/dev/tty".as_ptr(), flags) };
-        check(fd as libc::c_long)?;
-        // SAFETY: dup3 over the placeholder the restorer left for this
-        // file, then closing our temporary fd.
-        let rc = unsafe {
-            let rc = libc::dup3(fd, spec.file_fds[i], libc::O_CLOEXEC);
-            libc::close(fd);
-            rc
-        };
-        check(rc as libc::c_long)?;
+        let fd = sys::fs::open(c"/dev/tty", flags, 0)?;
+        // Over the placeholder the restorer left for this file.
+        sys::fd::dup3_of(fd.as_raw_fd(), spec.file_fds[i], libc::O_CLOEXEC)?;
     }
     Ok(())
 }
@@ -716,8 +584,8 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
     for f in &p.fds {
         let src = spec.file_fds[f.file];
         let flags = if f.cloexec { libc::O_CLOEXEC } else { 0 };
-        // SAFETY: dup3 between fds; src is open in this copy of the restorer.
-        check(unsafe { libc::dup3(src, f.fd, flags) } as libc::c_long).map_err(e(Step::Fds))?;
+        // src is open in this copy of the restorer.
+        sys::fd::dup3_of(src, f.fd, flags).map_err(e(Step::Fds))?;
         targets.push(f.fd);
         // Every process of the tree exists now: a pidfd of one of them is
         // opened again, over the restorer's placeholder.
@@ -726,10 +594,7 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
                 let fd = pfd
                     .open_in_holder(spec.files[f.file].flags)
                     .map_err(e(Step::Pidfd))?;
-                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-                // SAFETY: dup3 of the fresh pidfd over the target fd.
-                let rc = unsafe { libc::dup3(raw, f.fd, flags) };
-                check(rc as libc::c_long).map_err(e(Step::Pidfd))?;
+                sys::fd::dup3_of(fd.as_raw_fd(), f.fd, flags).map_err(e(Step::Pidfd))?;
             }
         }
         // A saved process's own /proc file (its status...): every process
@@ -738,41 +603,25 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
             if crate::files::regular::proc_pid_file(&r.path).is_some() {
                 let path = cstr(&r.path);
                 let access = spec.files[f.file].flags as i32 & libc::O_ACCMODE;
-                // SAFETY: open of a NUL-terminated path; dup3 of the new fd
-                // over the target, then close; lseek on the target.
-                unsafe {
-                    let fd = libc::open(path.as_ptr(), access | libc::O_CLOEXEC);
-                    check(fd as libc::c_long).map_err(e(Step::Fds))?;
-                    let rc = libc::dup3(fd, f.fd, flags);
-                    libc::close(fd);
-                    check(rc as libc::c_long).map_err(e(Step::Fds))?;
-                    libc::lseek(f.fd, r.pos as i64, libc::SEEK_SET);
-                }
+                let fd = sys::fs::open(&path, access | libc::O_CLOEXEC, 0).map_err(e(Step::Fds))?;
+                let installed = sys::fd::dup3_of(fd.as_raw_fd(), f.fd, flags);
+                drop(fd);
+                installed.map_err(e(Step::Fds))?;
+                let _ = sys::fd::seek_to_of(f.fd, r.pos as i64);
             }
         }
         // Still the restorer's placeholder: this process is not below the
         // session leader that opens /dev/tty.
         let dev_tty = matches!(&spec.files[f.file].kind, FileKind::DevTty(t) if !t.external);
-        // SAFETY: isatty on the fd just installed.
-        if dev_tty && unsafe { libc::isatty(f.fd) } != 1 {
+        if dev_tty && !sys::term::is_tty(f.fd) {
             return Err((Step::DevTty, io::Error::from_raw_os_error(libc::ENOTTY)));
         }
     }
     // The terminal's foreground group, now that every group exists. From
     // the background that raises SIGTTOU: blocked meanwhile.
     if let (Some(fd), Some(fg)) = (ctty_fd(spec, p), foreground(spec, p)) {
-        let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-        // SAFETY: sigset operations on local sets; tcsetpgrp on our tty fd.
-        let rc = unsafe {
-            let mut ttou = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(ttou.as_mut_ptr());
-            libc::sigaddset(ttou.as_mut_ptr(), libc::SIGTTOU);
-            libc::sigprocmask(libc::SIG_BLOCK, ttou.as_ptr(), old.as_mut_ptr());
-            let rc = libc::tcsetpgrp(fd, fg);
-            libc::sigprocmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut());
-            rc
-        };
-        check(rc as libc::c_long).map_err(e(Step::Ctty))?;
+        sys::signal::with_blocked(libc::SIGTTOU, || sys::term::set_foreground(fd, fg))
+            .map_err(e(Step::Ctty))?;
     }
     // Epoll watches, keyed by fd number, once every fd has its number; by
     // the process they were read from, through its first fd of the epoll.
@@ -802,13 +651,13 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
     let mut lo = 0u32;
     for &t in targets.iter().chain(std::iter::once(&spec.base_fd)) {
         if (t as u32) > lo {
-            // SAFETY: close_range closes fds we own in this process copy.
-            unsafe { libc::syscall(libc::SYS_close_range, lo, t as u32 - 1, 0) };
+            // fds of this process copy, which never returns to their owners.
+            let _ = sys::fd::close_range_of(lo, t as u32 - 1);
         }
         lo = t as u32 + 1;
     }
-    // SAFETY: as above: every restorer object from base_fd up.
-    unsafe { libc::syscall(libc::SYS_close_range, spec.base_fd as u32, u32::MAX, 0) };
+    // As above: every restorer object from base_fd up.
+    let _ = sys::fd::close_range_of(spec.base_fd as u32, u32::MAX);
     // Locks last among the fds: closing any fd of a file drops this
     // process's POSIX locks on it, and the restorer's copies just closed.
     for lock in &p.locks {
@@ -817,52 +666,35 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
 
     // A gone directory is entered by the swap, last.
     if !p.cwd_gone {
-        // SAFETY: chdir with a NUL-terminated path.
-        check(unsafe { libc::chdir(cstr(&p.cwd).as_ptr()) } as libc::c_long)
-            .map_err(e(Step::Cwd))?;
+        sys::fs::chdir(&cstr(&p.cwd)).map_err(e(Step::Cwd))?;
     }
     if p.root != std::path::Path::new("/") && !p.root_gone {
-        // SAFETY: as above.
-        check(unsafe { libc::chroot(cstr(&p.root).as_ptr()) } as libc::c_long)
-            .map_err(e(Step::Root))?;
+        sys::fs::chroot(&cstr(&p.root)).map_err(e(Step::Root))?;
     }
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(p.umask as libc::mode_t) };
+    sys::fs::set_umask(p.umask);
     for r in &p.rlimits {
-        let mut cur = libc::rlimit64 {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: prlimit64 on ourselves reading into `cur`.
-        unsafe { libc::prlimit64(0, r.resource as _, std::ptr::null(), &mut cur) };
+        // Unread (0) if it fails, as the clamp below then keeps it.
+        let hard = sys::process::limit(r.resource).map_or(0, |(_, hard)| hard);
         // A hard limit can only be raised with CAP_SYS_RESOURCE: clamp.
-        let max = r.max.min(cur.rlim_max);
-        let new = libc::rlimit64 {
-            rlim_cur: r.cur.min(max),
-            rlim_max: max,
-        };
-        // SAFETY: prlimit64 on ourselves with a valid new limit.
-        let rc = unsafe { libc::prlimit64(0, r.resource as _, &new, std::ptr::null_mut()) };
-        check(rc as libc::c_long).map_err(e(Step::Rlimit))?;
+        let max = r.max.min(hard);
+        sys::process::set_limit(r.resource, r.cur.min(max), max).map_err(e(Step::Rlimit))?;
     }
-    // SAFETY: personality takes an integer.
-    check(unsafe { libc::personality(p.personality as libc::c_ulong) } as libc::c_long)
-        .map_err(e(Step::Personality))?;
+    sys::process::set_personality(p.personality).map_err(e(Step::Personality))?;
     let mut comm = [0u8; 16];
     let n = p.comm.len().min(15);
     comm[..n].copy_from_slice(&p.comm.as_bytes()[..n]);
-    // SAFETY: PR_SET_NAME reads a 16-byte NUL-terminated buffer.
-    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
-    // SAFETY: PR_SET_PTRACER with the restorer's pid (Yama).
-    unsafe { libc::prctl(libc::PR_SET_PTRACER, spec.restorer_pid as libc::c_ulong) };
+    // The name up to its first NUL, at most 15 bytes.
+    if let Ok(name) = std::ffi::CStr::from_bytes_until_nul(&comm) {
+        let _ = sys::process::set_name(name);
+    }
+    // Yama: the restorer may seize us.
+    let _ = sys::process::set_ptracer(spec.restorer_pid);
     // Every handler back to default; the saved ones are set from outside.
     for sig in 1..=64 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        let act = [0u64; 4];
-        // SAFETY: raw rt_sigaction with a zeroed (SIG_DFL) kernel sigaction.
-        unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, act.as_ptr(), 0usize, 8usize) };
+        let _ = sys::signal::reset_raw(sig);
     }
     Ok(())
 }
@@ -871,41 +703,28 @@ fn setup(spec: &TreeSpec<'_>, p: &ProcessImage, _me: usize) -> Result<(), (Step,
 /// candidate address that is free both here and in the saved layout.
 /// Whether fd `fd` of this process is an `O_PATH` handle.
 fn is_o_path(fd: RawFd) -> bool {
-    // SAFETY: F_GETFL takes no pointer; a closed fd gives -1.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    flags >= 0 && flags & libc::O_PATH != 0
+    // A closed fd is none.
+    sys::fd::status_flags_of(fd).is_ok_and(|flags| flags & libc::O_PATH != 0)
 }
 
 fn map_gadget(candidates: &[u64]) -> io::Result<u64> {
     for &addr in candidates {
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-        let p = unsafe {
-            libc::mmap(
-                addr as *mut libc::c_void,
-                GADGET_LEN as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
+        let Ok(mut page) = sys::mm::Mapping::anonymous_at(addr, GADGET_LEN as usize) else {
+            continue;
         };
-        if p == libc::MAP_FAILED || p as u64 != addr {
+        if page.addr() as u64 != addr {
+            // A kernel that took the address as a hint: left as it is.
+            page.keep();
             continue;
         }
-        // SAFETY: p is our fresh writable mapping of GADGET_LEN bytes.
-        unsafe {
-            let code = p as *mut u8;
-            code.write(0x0f);
-            code.add(1).write(0x05);
-            code.add(2).write(0xcc);
-            let batch = crate::remote::BATCH_CODE;
-            std::ptr::copy_nonoverlapping(
-                batch.as_ptr(),
-                code.add(crate::remote::BATCH_OFFSET as usize),
-                batch.len(),
-            );
-            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC);
-        }
+        // syscall; int3, and the batch code where the injection expects it.
+        page.write_bytes(0, &[0x0f, 0x05, 0xcc]);
+        page.write_bytes(
+            crate::remote::BATCH_OFFSET as usize,
+            &crate::remote::BATCH_CODE,
+        );
+        // Kept for the swap.
+        let _ = page.keep_as_code(4096);
         return Ok(addr);
     }
     Err(io::Error::from_raw_os_error(libc::ENOMEM))

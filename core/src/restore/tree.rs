@@ -6,6 +6,7 @@ use super::node::{self, Shared};
 use super::plan::Plan;
 use crate::procfs;
 use crate::ptrace;
+use crate::sys;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,26 +28,24 @@ impl Cleanup<'_> {
         if self.pidns {
             // Killing the namespace's init ends everything inside it.
             if let Some(root) = self.root {
-                // SAFETY: kill of the keeper we created.
-                unsafe { libc::kill(root, libc::SIGKILL) };
+                // The keeper we created.
+                let _ = sys::process::kill(root, libc::SIGKILL);
             }
         } else {
             for i in 0..self.plan.nodes.len() {
                 let pid = self.shared.slot(i).pid.load(Ordering::Acquire);
                 if pid > 0 {
-                    // SAFETY: kill of a process that recorded itself as ours.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // A process that recorded itself as ours.
+                    let _ = sys::process::kill(pid, libc::SIGKILL);
                 }
             }
             if let Some(root) = self.root {
-                // SAFETY: kill of the restore root we forked.
-                unsafe { libc::kill(root, libc::SIGKILL) };
+                // The restore root we forked.
+                let _ = sys::process::kill(root, libc::SIGKILL);
             }
         }
         if let Some(root) = self.root {
-            let mut st = 0;
-            // SAFETY: reaping our own child.
-            unsafe { libc::waitpid(root, &mut st, libc::__WALL) };
+            sys::process::reap_any_kind(root);
         }
     }
 }
@@ -62,21 +61,9 @@ impl Drop for Cleanup<'_> {
 /// A pipe whose write end only the restorer keeps: the restore root's way
 /// to learn it is gone, whatever way it went.
 pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(RestoreError::Os {
-            what: "making the restore's release pipe",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: two fresh fds, owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
+    sys::pipe::pipe().map_err(|source| RestoreError::Os {
+        what: "making the restore's release pipe",
+        source,
     })
 }
 
@@ -208,9 +195,9 @@ pub(super) fn await_stages(shared: &Shared, plan: &Plan, live: u32) -> Result<()
     let total = plan.nodes.len() as u32;
     let area = shared.area();
     for (counter, target, stage, next) in [
-        (&area.born, total, "born", node::STAGE_GROUPS),
-        (&area.grouped, total, "grouped", node::STAGE_SETUP),
-        (&area.ready, live, "ready", node::STAGE_SETUP),
+        (area.born, total, "born", node::STAGE_GROUPS),
+        (area.grouped, total, "grouped", node::STAGE_SETUP),
+        (area.ready, live, "ready", node::STAGE_SETUP),
     ] {
         if !shared.wait_count(counter, target, Instant::now() + STAGE_TIMEOUT) {
             return Err(RestoreError::Timeout {

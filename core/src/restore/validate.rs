@@ -1161,17 +1161,11 @@ fn socket_path_allowed(snap: &Snapshot, i: usize, u: &files::unix::UnixSocket) -
 
 /// The restorer's own hard limit for `resource`, when it is not unlimited.
 fn hard_limit(resource: u32) -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit into a valid struct; the resource was range-checked.
-    if unsafe { libc::getrlimit(resource as _, &mut lim) } != 0
-        || lim.rlim_max == libc::RLIM_INFINITY
-    {
-        return None;
+    // The resource was range-checked.
+    match crate::sys::process::limit(resource) {
+        Ok((_, hard)) if hard != libc::RLIM_INFINITY => Some(hard),
+        _ => None,
     }
-    Some(lim.rlim_max)
 }
 
 #[cfg(test)]

@@ -168,3 +168,33 @@ pub fn seek_to(fd: impl AsFd, pos: i64) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Put a copy of fd number `old` at number `new` with `flags`
+/// (`O_CLOEXEC` or 0), closing what was there (`dup3`).
+pub fn dup3_of(old: RawFd, new: RawFd, flags: i32) -> io::Result<()> {
+    // SAFETY: dup3 takes integers; no memory is passed.
+    if unsafe { libc::dup3(old, new, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Move fd number `fd`'s offset to `pos` (`lseek(SEEK_SET)`).
+pub fn seek_to_of(fd: RawFd, pos: i64) -> io::Result<()> {
+    // SAFETY: lseek takes integers; no memory is passed.
+    if unsafe { libc::lseek(fd, pos, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Close fds `first` to `last` (`close_range`, no flags). Only for a
+/// forked copy laying out its own fd table, which never returns to code
+/// that owns an fd in the range.
+pub fn close_range_of(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: close_range takes integers; no memory is passed.
+    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -72,6 +72,16 @@ pub fn fchdir(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::process::fchdir(dir)?)
 }
 
+/// Make `path` the working directory (`chdir`).
+pub fn chdir(path: &CStr) -> io::Result<()> {
+    Ok(rustix::process::chdir(path)?)
+}
+
+/// Make `path` the root directory (`chroot`).
+pub fn chroot(path: &CStr) -> io::Result<()> {
+    Ok(rustix::process::chroot(path)?)
+}
+
 /// Make the working directory the calling thread's root (`chroot(".")`).
 pub fn chroot_here() -> io::Result<()> {
     Ok(rustix::process::chroot(c".")?)

@@ -15,18 +15,19 @@ pub mod creds;
 pub mod event;
 pub mod fd;
 pub mod fs;
+pub mod futex;
 pub mod host;
 pub mod inotify;
 pub mod lock;
-// Only tests map memory of their own so far.
-#[cfg(test)]
 pub mod mm;
 pub mod ns;
 pub mod pagemap;
 pub mod pipe;
 pub mod process;
+pub mod signal;
 pub mod socket;
 pub mod term;
 pub mod thread;
 pub mod time;
 pub mod uffd;
+pub mod uio;

@@ -1,6 +1,10 @@
-//! Processes: signals, our own children, the scheduler. `fork` is here
+//! Processes: signals, our own children (forking them, with chosen pids
+//! too, and reaping them), ending at once, sessions and groups, the
+//! calling process's own settings (resource limits, personality, name,
+//! parent-death signal, who may trace it), the scheduler. `fork` is here
 //! only inside functions whose child makes plain system calls and exits
-//! (no allocation, no locks), as a fork of a threaded process must.
+//! (no allocation, no locks), as a fork of a threaded process must;
+//! [`clone3`] is the one exception, for a single-threaded caller.
 
 use std::ffi::CStr;
 use std::io;
@@ -35,8 +39,159 @@ pub fn with_exited_child<T>(f: impl FnOnce(i32) -> T) -> io::Result<T> {
 
 /// Wait for our child `pid` to exit and reap it (`waitpid(pid, 0)`, on
 /// nix: complete, exact and safe).
-fn reap(pid: i32) {
+pub fn reap(pid: i32) {
     let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+/// As [`reap`], whatever signal the child reports its end with
+/// (`waitpid(pid, __WALL)`).
+pub fn reap_any_kind(pid: i32) {
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::__WALL),
+    );
+}
+
+/// `clone3` with no stack: as with `fork`, the child goes on from here on
+/// a copy of this stack and address space, and 0 is returned in it.
+/// `set_tid` holds the pids to take, the innermost pid namespace's first
+/// (empty: any); `exit_signal` is what the parent gets at the child's end.
+/// libc: neither nix nor rustix has clone3. The caller is single-threaded
+/// (the restorer and its copies): no other thread's lock is copied held.
+pub fn clone3(flags: u64, exit_signal: u64, set_tid: &[i32]) -> io::Result<i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal,
+        set_tid: if set_tid.is_empty() {
+            0
+        } else {
+            set_tid.as_ptr() as u64
+        },
+        set_tid_size: set_tid.len() as u64,
+        ..Default::default()
+    };
+    // SAFETY: clone3 with no stack behaves like fork: the child continues
+    // on a copy of this stack. args and set_tid outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as i32)
+}
+
+/// End this process now with `code` (`_exit`): no destructors, no atexit
+/// handlers, no flush, as a forked copy must end. libc: neither nix nor
+/// rustix has it.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// This process's pid, in its own pid namespace (`getpid`, on nix).
+pub fn pid() -> i32 {
+    nix::unistd::getpid().as_raw()
+}
+
+/// Its parent's pid (`getppid`, on nix): 0 when the parent is outside
+/// our pid namespace.
+pub fn parent_pid() -> i32 {
+    nix::unistd::getppid().as_raw()
+}
+
+/// Make a new session, led by us (`setsid`, on nix).
+pub fn setsid() -> io::Result<()> {
+    nix::unistd::setsid()?;
+    Ok(())
+}
+
+/// Move `pid` (0: us) into process group `pgid` (0: its own) (`setpgid`,
+/// on nix).
+pub fn setpgid(pid: i32, pgid: i32) -> io::Result<()> {
+    use nix::unistd::Pid;
+    Ok(nix::unistd::setpgid(
+        Pid::from_raw(pid),
+        Pid::from_raw(pgid),
+    )?)
+}
+
+/// Have the kernel send us `signal` when our parent ends
+/// (`PR_SET_PDEATHSIG`, on nix).
+pub fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    let signal = nix::sys::signal::Signal::try_from(signal)?;
+    Ok(nix::sys::prctl::set_pdeathsig(signal)?)
+}
+
+/// Set the calling thread's name (`PR_SET_NAME`, on nix): its first 15
+/// bytes.
+pub fn set_name(name: &CStr) -> io::Result<()> {
+    Ok(nix::sys::prctl::set_name(name)?)
+}
+
+/// Let `pid` trace us as if it were our ancestor (Yama's
+/// `PR_SET_PTRACER`, on rustix; nix lacks it).
+pub fn set_ptracer(pid: i32) -> io::Result<()> {
+    use rustix::process::{PTracer, Pid};
+    let tracer = Pid::from_raw(pid).map_or(PTracer::None, PTracer::ProcessID);
+    Ok(rustix::process::set_ptracer(tracer)?)
+}
+
+/// Our limit of `resource` (soft, hard), by its raw number as saved
+/// (`prlimit64(0, resource, NULL, &old)`, as glibc's `getrlimit` is too).
+/// libc: rustix's `Resource` names only the limits it knows.
+pub fn limit(resource: u32) -> io::Result<(u64, u64)> {
+    let mut cur = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 on ourselves writing one struct into `cur`.
+    if unsafe { libc::prlimit64(0, resource as _, std::ptr::null(), &mut cur) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cur.rlim_cur, cur.rlim_max))
+}
+
+/// Set our limit of `resource` (`prlimit64(0, resource, &new, NULL)`).
+pub fn set_limit(resource: u32, soft: u64, hard: u64) -> io::Result<()> {
+    let new = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit64 on ourselves reading one struct from `new`.
+    if unsafe { libc::prlimit64(0, resource as _, &new, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Set our execution domain to `persona` as saved (`personality`). libc:
+/// nix's `Persona` may not know every bit.
+pub fn set_personality(persona: u32) -> io::Result<()> {
+    // SAFETY: personality takes an integer.
+    if unsafe { libc::personality(persona as libc::c_ulong) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Lower the calling thread's scheduling priority to `nice`.

@@ -1,5 +1,5 @@
 //! Terminals: termios, window size, a pty master's peer, lock and packet
-//! mode. libc throughout: the fds are the program's own open files, by
+//! mode, the controlling terminal and its foreground group. libc throughout: the fds are the program's own open files, by
 //! number, and TCGETS/TCSETS must stay the plain ioctls on glibc's struct
 //! termios (saved as bytes in images); rustix's termios calls use TCGETS2.
 
@@ -112,4 +112,30 @@ pub fn open_peer(master: RawFd, flags: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether fd number `fd` is a terminal (`isatty`).
+pub fn is_tty(fd: RawFd) -> bool {
+    // SAFETY: isatty takes an integer.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+/// Make terminal `fd` the controlling terminal of our session, which we
+/// lead and which has none (`TIOCSCTTY`, no stealing).
+pub fn take_ctty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes its argument by value.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Make `pgrp` the foreground process group of terminal `fd`
+/// (`tcsetpgrp`).
+pub fn set_foreground(fd: RawFd, pgrp: i32) -> io::Result<()> {
+    // SAFETY: tcsetpgrp takes integers.
+    if unsafe { libc::tcsetpgrp(fd, pgrp) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
