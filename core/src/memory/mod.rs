@@ -763,8 +763,7 @@ fn fill_worker(
     // The restorer's ptrace exchanges with the tasks are the critical
     // path and wait on the scheduler at every step: the fillers yield to
     // them (they only need to finish before the tasks are let go).
-    // SAFETY: setpriority on this thread (who 0 = the calling thread).
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    let _ = crate::sys::process::set_thread_nice(10);
     let mut buf = Vec::new();
     let mut mem: Option<ProcMem> = None;
     loop {
@@ -1367,26 +1366,13 @@ mod tests {
     #[test]
     fn scan_and_pagemap_entries_find_the_same_pages() {
         let len = 2 * WINDOW_BYTES as usize;
-        // SAFETY: a fresh private anonymous mapping, unmapped below.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        let base = base as u64;
-        let page = |i: u64| base + i * PAGE_SIZE;
+        let mut map = crate::sys::mm::Mapping::anonymous(len).unwrap();
+        let base = map.addr() as u64;
+        let page = |i: u64| (i * PAGE_SIZE) as usize;
         for i in [1, 2, 63, 64, 70] {
-            // SAFETY: inside the mapping made above.
-            unsafe { *(page(i) as *mut u8) = 1 };
+            map.write(page(i), 1);
         }
-        // SAFETY: inside the mapping made above.
-        let _ = unsafe { std::ptr::read_volatile(page(9) as *const u8) };
+        let _ = map.read_volatile(page(9));
         let vma = Vma {
             start: base,
             end: base + len as u64,
@@ -1403,8 +1389,7 @@ mod tests {
         let scanned = finder.windows(&vma).unwrap();
         finder.scan = false;
         let from_entries = finder.windows(&vma).unwrap();
-        // SAFETY: the mapping made above, no longer used.
-        unsafe { libc::munmap(base as *mut libc::c_void, len) };
+        drop(map);
         let bits = |ws: &[(u64, u64)]| -> Vec<u64> {
             ws.iter()
                 .flat_map(|&(w, b)| {
