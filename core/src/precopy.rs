@@ -32,12 +32,6 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 use tracing::debug;
 
-const UFFD_API: u64 = 0xaa;
-const UFFD_USER_MODE_ONLY: u64 = 1;
-const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-
 /// Why a process could not be tracked (it is then saved entirely while
 /// frozen, as without pre-copy).
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +66,8 @@ impl WriteTracker {
     fn start(pid: i32, vdso: (u64, u64), ranges: &[(u64, u64)]) -> Result<Self, TrackError> {
         let mut mem = ProcMem::new(pid, true);
         let (task, lifeline) = remote::take_over(pid, &mut mem, vdso)?;
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+        let flags =
+            (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | crate::sys::uffd::USER_MODE_ONLY as u64;
         // The task's own copy must never outlive this: a task sent home by
         // its lifeline closes it on the way (see remote::Undo).
         let taken = (|| -> Result<OwnedFd, TrackError> {
@@ -101,15 +96,21 @@ impl WriteTracker {
         let uffd = taken?;
         // Unpopulated: anonymous mappings get markers like file ones,
         // which the kernel requires to scan them with CHECK_WPASYNC.
-        let features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
-        crate::sys::uffd::api(&uffd, UFFD_API, features)
+        let features =
+            crate::sys::uffd::FEATURE_WP_ASYNC | crate::sys::uffd::FEATURE_WP_UNPOPULATED;
+        crate::sys::uffd::api(&uffd, crate::sys::uffd::API, features)
             .map_err(io_err("UFFDIO_API with asynchronous write protection"))?;
         let pagemap =
             File::open(format!("/proc/{pid}/pagemap")).map_err(io_err("opening the pagemap"))?;
         let mut tracked = Vec::new();
         for &(start, end) in ranges {
-            if crate::sys::uffd::register(&uffd, start, end - start, UFFDIO_REGISTER_MODE_WP)
-                .is_err()
+            if crate::sys::uffd::register(
+                &uffd,
+                start,
+                end - start,
+                crate::sys::uffd::REGISTER_MODE_WP,
+            )
+            .is_err()
             {
                 // Some mappings cannot be tracked: they are read again.
                 continue;

@@ -23,38 +23,22 @@ use super::pages::{runs, MemoryError, PageChunk, Result, PAGE_SIZE};
 use super::{Backing, Vma};
 use crate::image::{ChunkRef, ImageReader};
 use crate::remote::RemoteTask;
+use crate::sys::uffd::{self, Event};
 use serde::{Deserialize, Serialize};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 // <linux/userfaultfd.h>, x86_64.
-const UFFD_API: u64 = 0xaa;
-const UFFDIO_API: libc::c_ulong = 0xc018_aa3f;
-const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
-const UFFDIO_WAKE: libc::c_ulong = 0x8010_aa02;
-const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
-const UFFDIO_ZEROPAGE: libc::c_ulong = 0xc020_aa04;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-const UFFD_FEATURE_EVENT_FORK: u64 = 1 << 1;
-const UFFD_FEATURE_EVENT_REMAP: u64 = 1 << 2;
-const UFFD_FEATURE_EVENT_REMOVE: u64 = 1 << 3;
-const UFFD_FEATURE_EVENT_UNMAP: u64 = 1 << 6;
-const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
-const UFFD_EVENT_FORK: u8 = 0x13;
-const UFFD_EVENT_REMAP: u8 = 0x14;
-const UFFD_EVENT_REMOVE: u8 = 0x15;
-const UFFD_EVENT_UNMAP: u8 = 0x16;
-const MSG_LEN: usize = 32;
 
 /// All four are needed: without FORK a child forked before every page is
 /// in reads zero where pages were still missing; without REMAP a moved
 /// range is filled at its old address; without REMOVE and UNMAP the
 /// server would fill ranges the program discarded.
-pub const FEATURES: u64 = UFFD_FEATURE_EVENT_FORK
-    | UFFD_FEATURE_EVENT_REMAP
-    | UFFD_FEATURE_EVENT_REMOVE
-    | UFFD_FEATURE_EVENT_UNMAP;
+pub const FEATURES: u64 = uffd::FEATURE_EVENT_FORK
+    | uffd::FEATURE_EVENT_REMAP
+    | uffd::FEATURE_EVENT_REMOVE
+    | uffd::FEATURE_EVENT_UNMAP;
 
 /// The server's exit status when the image failed it (a chunk that does
 /// not match its hash, a pack cut short or gone).
@@ -70,65 +54,10 @@ pub fn is_lazy(v: &Vma) -> bool {
     matches!(v.backing, Backing::Anon) && !v.shared && v.read && v.write && !v.pages.is_empty()
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct UffdioZeropage {
-    start: u64,
-    len: u64,
-    mode: u64,
-    zeropage: i64,
-}
-
-fn ioctl<T>(fd: RawFd, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: a userfaultfd ioctl with a pointer to its own argument struct.
-    if unsafe { libc::ioctl(fd, req, arg as *mut T) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The uffd features this kernel offers (a throwaway uffd of our own).
 pub fn kernel_features() -> io::Result<u64> {
-    // SAFETY: userfaultfd takes flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        ..Default::default()
-    };
-    ioctl(fd.as_raw_fd(), UFFDIO_API, &mut api)?;
-    Ok(api.features)
+    let fd = uffd::open(libc::O_CLOEXEC)?;
+    uffd::api(&fd, uffd::API, 0)
 }
 
 /// Check, before anything is built, that this kernel can serve a lazy
@@ -200,24 +129,13 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
         .map_err(err("taking its userfaultfd"));
     // Closed whatever happened: the saved fd table has no such fd.
     task.syscall("close", libc::SYS_close, [theirs, 0, 0, 0, 0, 0])?;
-    let uffd = taken?;
-    let mut api = UffdioApi {
-        api: UFFD_API,
-        features: FEATURES,
-        ioctls: 0,
-    };
-    ioctl(uffd.as_raw_fd(), UFFDIO_API, &mut api).map_err(err("UFFDIO_API"))?;
+    let ours = taken?;
+    uffd::api(&ours, uffd::API, FEATURES).map_err(err("UFFDIO_API"))?;
     for (start, len) in ranges {
-        let mut reg = UffdioRegister {
-            start,
-            len,
-            mode: UFFDIO_REGISTER_MODE_MISSING,
-            ioctls: 0,
-        };
-        ioctl(uffd.as_raw_fd(), UFFDIO_REGISTER, &mut reg)
+        uffd::register(&ours, start, len, uffd::REGISTER_MODE_MISSING)
             .map_err(err("UFFDIO_REGISTER(MISSING)"))?;
     }
-    Ok(Some(uffd))
+    Ok(Some(ours))
 }
 
 /// Saved pages at consecutive addresses, consecutive in one chunk's data.
@@ -514,38 +432,30 @@ impl Server<'_> {
                 }),
             });
         }
-        let fd = self.spaces[s].uffd.as_raw_fd();
         let mut done = 0;
         let len = run.pages * PAGE_SIZE;
         while done < len {
-            let mut c = UffdioCopy {
-                dst: run.addr + done,
-                src: self.buf.as_ptr() as u64 + run.first * PAGE_SIZE + done,
-                len: len - done,
-                mode: 0,
-                copy: 0,
-            };
-            match ioctl(fd, UFFDIO_COPY, &mut c) {
+            // Inside the buffer: data_end was checked above.
+            let from = (run.first * PAGE_SIZE + done) as usize;
+            let src = &self.buf[from..from + (len - done) as usize];
+            match uffd::copy(&self.spaces[s].uffd, run.addr + done, src) {
                 Ok(()) => {
                     self.status.bytes_copied += len - done;
                     done = len;
                 }
-                Err(e) => {
-                    if c.copy > 0 {
+                Err((e, copied)) => {
+                    if copied > 0 {
                         // Part of it went in (the kernel woke its waiters).
-                        done += c.copy as u64;
-                        self.status.bytes_copied += c.copy as u64;
+                        done += copied as u64;
+                        self.status.bytes_copied += copied as u64;
                         continue;
                     }
                     match e.raw_os_error() {
                         // Already there (a fault beat us, or a child
                         // inherited it): a waiter may still sleep on it.
                         Some(libc::EEXIST) => {
-                            wake(fd, run.addr + done, PAGE_SIZE).map_err(self.uffd_err(
-                                s,
-                                "UFFDIO_WAKE",
-                                run.addr + done,
-                            ))?;
+                            uffd::wake(&self.spaces[s].uffd, run.addr + done, PAGE_SIZE)
+                                .map_err(self.uffd_err(s, "UFFDIO_WAKE", run.addr + done))?;
                             done += PAGE_SIZE;
                         }
                         Some(libc::EAGAIN) => {
@@ -594,64 +504,51 @@ impl Server<'_> {
         {
             return self.copy_run(s, i);
         }
-        let fd = self.spaces[s].uffd.as_raw_fd();
-        let mut z = UffdioZeropage {
-            start: addr,
-            len: PAGE_SIZE,
-            mode: 0,
-            zeropage: 0,
-        };
-        match ioctl(fd, UFFDIO_ZEROPAGE, &mut z) {
+        match uffd::zeropage(&self.spaces[s].uffd, addr, PAGE_SIZE) {
             Ok(()) => Ok(Step::Done),
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EEXIST) => {
-                    wake(fd, addr, PAGE_SIZE).map_err(self.uffd_err(s, "UFFDIO_WAKE", addr))?;
-                    Ok(Step::Done)
+            Err(e) => {
+                match e.raw_os_error() {
+                    Some(libc::EEXIST) => {
+                        uffd::wake(&self.spaces[s].uffd, addr, PAGE_SIZE)
+                            .map_err(self.uffd_err(s, "UFFDIO_WAKE", addr))?;
+                        Ok(Step::Done)
+                    }
+                    Some(libc::EAGAIN) => Ok(Step::Again),
+                    Some(libc::ESRCH) => {
+                        self.spaces[s].gone = true;
+                        Ok(Step::Done)
+                    }
+                    Some(libc::ENOENT) => Ok(Step::Done),
+                    _ => Err(self.uffd_err(s, "UFFDIO_ZEROPAGE", addr)(e)),
                 }
-                Some(libc::EAGAIN) => Ok(Step::Again),
-                Some(libc::ESRCH) => {
-                    self.spaces[s].gone = true;
-                    Ok(Step::Done)
-                }
-                Some(libc::ENOENT) => Ok(Step::Done),
-                _ => Err(self.uffd_err(s, "UFFDIO_ZEROPAGE", addr)(e)),
-            },
+            }
         }
     }
 
     /// Read and handle every message waiting on space `s`'s uffd.
     fn drain(&mut self, s: usize) -> std::result::Result<(), ServeError> {
-        let mut msgs = [0u8; MSG_LEN * 64];
         loop {
-            let fd = self.spaces[s].uffd.as_raw_fd();
-            // SAFETY: read into a local buffer of the given length.
-            let n = unsafe { libc::read(fd, msgs.as_mut_ptr().cast(), msgs.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::EAGAIN) => Ok(()),
-                    Some(libc::EINTR) => continue,
-                    _ => Err(self.uffd_err(s, "reading events", 0)(e)),
-                };
-            }
-            if n == 0 {
+            let events = match uffd::read_events(&self.spaces[s].uffd) {
+                Ok(events) => events,
+                Err(e) => {
+                    return match e.raw_os_error() {
+                        Some(libc::EAGAIN) => Ok(()),
+                        Some(libc::EINTR) => continue,
+                        _ => Err(self.uffd_err(s, "reading events", 0)(e)),
+                    }
+                }
+            };
+            if events.is_empty() {
                 return Ok(());
             }
-            for m in msgs[..n as usize].chunks_exact(MSG_LEN) {
-                let u64_at =
-                    |o: usize| u64::from_ne_bytes(m[o..o + 8].try_into().expect("8 bytes"));
-                match m[0] {
-                    UFFD_EVENT_PAGEFAULT => {
-                        let addr = u64_at(16);
+            for event in events {
+                match event {
+                    Event::PageFault { addr } => {
                         if let Step::Again = self.fault(s, addr)? {
                             self.retry.push((s, addr));
                         }
                     }
-                    UFFD_EVENT_FORK => {
-                        let ufd = u32::from_ne_bytes(m[8..12].try_into().expect("4 bytes"));
-                        // SAFETY: the kernel installed this fd in our table
-                        // for the child's mm; we own it now.
-                        let uffd = unsafe { OwnedFd::from_raw_fd(ufd as RawFd) };
+                    Event::Fork { uffd } => {
                         // The child has every page the parent had; the
                         // rest it misses too, and gets from the image.
                         let runs = self.spaces[s]
@@ -668,8 +565,7 @@ impl Server<'_> {
                             gone: false,
                         });
                     }
-                    UFFD_EVENT_REMAP => {
-                        let (from, to, len) = (u64_at(8), u64_at(16), u64_at(24));
+                    Event::Remap { from, to, len } => {
                         let sp = &mut self.spaces[s];
                         let moved = cut(&mut sp.runs, from, from + len);
                         cut(&mut sp.runs, to, to + len);
@@ -679,13 +575,12 @@ impl Server<'_> {
                         }));
                         sp.reshaped();
                     }
-                    UFFD_EVENT_REMOVE | UFFD_EVENT_UNMAP => {
-                        let (start, end) = (u64_at(8), u64_at(16));
+                    Event::Remove { start, end } | Event::Unmap { start, end } => {
                         let sp = &mut self.spaces[s];
                         cut(&mut sp.runs, start, end);
                         sp.reshaped();
                     }
-                    _ => {}
+                    Event::Other(_) => {}
                 }
             }
         }
@@ -709,9 +604,8 @@ impl Server<'_> {
         } else {
             0
         };
-        // SAFETY: poll on a vector of valid pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-        if n > 0 {
+        // A failed poll is a round with nothing ready.
+        if crate::sys::event::poll(&mut fds, timeout).is_ok_and(|n| n > 0) {
             for (s, p) in fds.iter().enumerate() {
                 if p.revents & libc::POLLIN != 0 {
                     self.drain(s)?;
@@ -770,11 +664,6 @@ fn own_pid() -> i32 {
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(std::process::id() as i32)
-}
-
-fn wake(fd: RawFd, start: u64, len: u64) -> io::Result<()> {
-    let mut range = [start, len];
-    ioctl(fd, UFFDIO_WAKE, &mut range)
 }
 
 /// Serve `procs` until every saved page of theirs is in; the final

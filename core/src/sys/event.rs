@@ -20,6 +20,18 @@ pub fn poll_one(fd: RawFd, events: libc::c_short, timeout: i32) -> io::Result<li
     Ok(p.revents)
 }
 
+/// Wait up to `timeout` ms for the events of `fds` (their `revents` set):
+/// how many fds have some (0 on timeout). libc: the fds are numbers, and
+/// an entry of -1 is skipped, as the kernel does.
+pub fn poll(fds: &mut [libc::pollfd], timeout: i32) -> io::Result<usize> {
+    // SAFETY: poll on a slice of valid pollfds, its length passed.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// A new close-on-exec epoll instance (`epoll_create1(EPOLL_CLOEXEC)`).
 pub fn epoll_create() -> io::Result<OwnedFd> {
     Ok(epoll::create(epoll::CreateFlags::CLOEXEC)?)
