@@ -22,11 +22,12 @@ use super::pages::{self, MemoryError, PageChunk, PendingChunk, PAGE_SIZE};
 use crate::image::{ImageError, ImageReader};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::MapsEntry;
+use crate::sys::shm;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use tracing::debug;
@@ -422,21 +423,7 @@ const MFD_NOEXEC_SEAL: u32 = 0x8;
 fn memfd_create(name: &str, flags: u32) -> io::Result<OwnedFd> {
     let c =
         std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: memfd_create with a valid NUL-terminated name returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn shmctl(id: i32, cmd: i32, ds: *mut libc::shmid_ds) -> io::Result<()> {
-    // SAFETY: shmctl with a valid (or, for IPC_RMID, ignored) shmid_ds.
-    if unsafe { libc::shmctl(id, cmd, ds) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    crate::sys::fs::memfd_with(&c, flags)
 }
 
 impl SharedObjects {
@@ -565,7 +552,7 @@ impl Drop for SharedObjects {
         for c in &self.created {
             if let Created::Sysv { id, made: true } = c {
                 debug!(id, "removing SysV segment of a failed restore");
-                let _ = shmctl(*id, libc::IPC_RMID, std::ptr::null_mut());
+                let _ = shm::remove(*id);
             }
         }
     }
@@ -628,18 +615,18 @@ fn create_sysv(
             std::fs::write("/proc/sys/kernel/shm_next_id", format!("{id}\n"))
                 .map_err(sys("writing /proc/sys/kernel/shm_next_id"))?;
             let flags = libc::IPC_CREAT | libc::IPC_EXCL | (seg.mode & 0o777) as i32;
-            // SAFETY: shmget takes integers only.
-            let got = unsafe { libc::shmget(seg.key, obj.size as usize, flags) };
-            if got < 0 {
-                let e = io::Error::last_os_error();
-                let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1\n");
-                if e.raw_os_error() == Some(libc::EEXIST) {
-                    return Err(ShmemError::SysvKeyTaken { id, key: seg.key });
+            let got = match shm::get(seg.key, obj.size as usize, flags) {
+                Ok(got) => got,
+                Err(e) => {
+                    let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1\n");
+                    if e.raw_os_error() == Some(libc::EEXIST) {
+                        return Err(ShmemError::SysvKeyTaken { id, key: seg.key });
+                    }
+                    return Err(sys("creating the segment")(e));
                 }
-                return Err(sys("creating the segment")(e));
-            }
+            };
             if got != id {
-                let _ = shmctl(got, libc::IPC_RMID, std::ptr::null_mut());
+                let _ = shm::remove(got);
                 return Err(ShmemError::SysvIdTaken {
                     id,
                     key: seg.key,
@@ -652,23 +639,14 @@ fn create_sysv(
         }
     };
     let fill = || -> Result<()> {
-        // SAFETY: shmid_ds is plain data; IPC_STAT fills it.
-        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
-        shmctl(id, libc::IPC_STAT, &mut ds).map_err(sys("reading its permissions"))?;
+        let mut ds = shm::stat(id).map_err(sys("reading its permissions"))?;
         ds.shm_perm.uid = seg.uid;
         ds.shm_perm.gid = seg.gid;
         ds.shm_perm.mode = (seg.mode & 0o777) as _;
-        shmctl(id, libc::IPC_SET, &mut ds).map_err(sys("setting its owner and mode"))?;
-        // SAFETY: attach anywhere; detached below before returning.
-        let at = unsafe { libc::shmat(id, std::ptr::null(), 0) };
-        if at as isize == -1 {
-            return Err(sys("attaching it in the restorer")(
-                io::Error::last_os_error(),
-            ));
-        }
+        shm::set(id, &mut ds).map_err(sys("setting its owner and mode"))?;
         let len = obj.size.next_multiple_of(PAGE_SIZE) as usize;
-        // SAFETY: an attachment covers whole pages, ours until shmdt.
-        let mem = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), len) };
+        let mut at = shm::Attached::new(id, len).map_err(sys("attaching it in the restorer"))?;
+        let mem = at.bytes_mut();
         if !made {
             mem.fill(0);
         }
@@ -687,8 +665,7 @@ fn create_sysv(
                 }),
             }
         });
-        // SAFETY: detaching what shmat gave us above.
-        unsafe { libc::shmdt(at) };
+        drop(at);
         r?;
         Ok(())
     };
@@ -697,7 +674,7 @@ fn create_sysv(
         Ok(()) => Ok(created),
         Err(e) => {
             if made {
-                let _ = shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+                let _ = shm::remove(id);
             }
             Err(e)
         }

@@ -51,6 +51,13 @@ pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     Ok(rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?)
 }
 
+/// A new close-on-exec memfd named `name`, with the `MFD_*` bits
+/// `flags` besides (kept as given, known to rustix's table or not).
+pub fn memfd_with(name: &CStr, flags: u32) -> io::Result<OwnedFd> {
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::from_bits_retain(flags);
+    Ok(rustix::fs::memfd_create(name, flags)?)
+}
+
 /// Make a char device node of `dev` (mode 0) at `path` (`mknod(S_IFCHR)`).
 pub fn mknod_char(path: &CStr, dev: libc::dev_t) -> io::Result<()> {
     Ok(rustix::fs::mknodat(

@@ -24,6 +24,7 @@ pub mod ns;
 pub mod pagemap;
 pub mod pipe;
 pub mod process;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 pub mod term;
