@@ -137,21 +137,17 @@ fn rename_listeners(snap: &mut Snapshot, renames: &[(Vec<u8>, Vec<u8>)]) {
 }
 
 fn raise_nofile(needed: u64) -> Result<()> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit into a valid struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    if lim.rlim_max < needed {
+    use crate::sys::process::{limit, set_limit};
+    let nofile = libc::RLIMIT_NOFILE;
+    // Unreadable, the limit counts as 0: the check below fails.
+    let (_, max) = limit(nofile).unwrap_or((0, 0));
+    if max < needed {
         return Err(RestoreError::Os {
             what: "the image needs more open files than RLIMIT_NOFILE allows",
             source: std::io::Error::from_raw_os_error(libc::EMFILE),
         });
     }
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: setrlimit with a valid struct.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    let _ = set_limit(nofile, max, max);
     Ok(())
 }
 
@@ -336,9 +332,8 @@ fn restore_image(
     let keeper = if keeper {
         Some(root)
     } else {
-        let mut st = 0;
-        // SAFETY: reaping the restore root, our child, which exits at DONE.
-        unsafe { libc::waitpid(root, &mut st, 0) };
+        // The restore root, our child, exits at DONE.
+        crate::sys::process::reap(root);
         None
     };
     drop(file_objs);
@@ -353,25 +348,12 @@ fn restore_image(
 /// The socket pair a lazy restore hands the uffds to the keeper on:
 /// (the restorer's end, the keeper's end).
 fn lazy_socket() -> Result<(OwnedFd, OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: socketpair fills two fds.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } < 0
-    {
-        return Err(RestoreError::Os {
+    crate::sys::socket::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET).map_err(|source| {
+        RestoreError::Os {
             what: "making the lazy restore's socket to the keeper",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: two fresh fds, owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+            source,
+        }
+    })
 }
 
 /// The nodes of the plan and the saved processes, for the steps after the
@@ -653,8 +635,7 @@ fn stop_again(built: &Built<'_>) {
     for (_, p, pid) in built.processes() {
         if let Some(sig) = p.job_stop {
             let sig = crate::signals::restop_signal(sig, &p.sigactions);
-            // SAFETY: kill of a process we restored and still trace.
-            unsafe { libc::kill(pid, sig) };
+            let _ = crate::sys::process::kill(pid, sig);
             debug!(pid, sig, "stopped again (job control)");
         }
     }
