@@ -219,13 +219,8 @@ fn source_files(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 /// to).
 const UNSAFE_INJECTION: &[&str] = &["ptrace.rs", "remote/", "injection/"];
 
-/// Files and folders of core/src whose `unsafe` is not yet moved onto
-/// `sys/`. The list only shrinks: an entry with none left fails below.
-const UNSAFE_NOT_YET_IN_SYS: &[&str] = &["restore/keeper.rs"];
-
 /// `unsafe` (as `grep -rn unsafe core/src` finds it: code, comments and
-/// tests alike) only in `sys/`, the injection machinery and the files not
-/// yet moved; and every one of those still needs its place on the list.
+/// tests alike) only in `sys/` and the injection machinery.
 #[test]
 fn unsafe_only_in_sys_and_injection() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -239,12 +234,7 @@ fn unsafe_only_in_sys_and_injection() {
         .collect();
     // The walk is sound: the syscall layer has its `unsafe`.
     assert!(with_unsafe.iter().any(|p| p.starts_with("sys/")));
-    let allowed = |p: &str| {
-        UNSAFE_INJECTION
-            .iter()
-            .chain(UNSAFE_NOT_YET_IN_SYS)
-            .any(|a| p.starts_with(a))
-    };
+    let allowed = |p: &str| UNSAFE_INJECTION.iter().any(|a| p.starts_with(a));
     let stray: Vec<String> = with_unsafe
         .iter()
         .filter(|p| !p.starts_with("sys/") && !allowed(p))
@@ -262,13 +252,5 @@ fn unsafe_only_in_sys_and_injection() {
         stray.is_empty(),
         "unsafe outside core/src/sys/ (put the syscall behind a wrapper there): {}",
         stray.join("; ")
-    );
-    let done: Vec<&&str> = UNSAFE_NOT_YET_IN_SYS
-        .iter()
-        .filter(|a| !with_unsafe.iter().any(|p| p.starts_with(**a)))
-        .collect();
-    assert!(
-        done.is_empty(),
-        "no unsafe left in {done:?}: take it off UNSAFE_NOT_YET_IN_SYS in core/tests/layers.rs"
     );
 }

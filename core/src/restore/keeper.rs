@@ -7,8 +7,10 @@ use super::error::{RestoreError, Result};
 use super::node::{self, LazySpec, Shared, TreeSpec};
 use super::plan::NodeKind;
 use crate::memory::lazy::{self, LazyProcess, LazyStatus};
+use crate::sys::fd::{close_of, close_range_of};
+use crate::sys::process::{self, exit_now};
 use crate::uevent::proxy::Proxy;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -62,20 +64,17 @@ pub(super) fn spawn_root(
                 Ok(0) => root_main(spec, shared, RootRole::NamespaceInit, proxy),
                 Ok(pid) => {
                     shared.area().root_pid.store(pid, Ordering::Release);
-                    // SAFETY: ends the intermediate.
-                    unsafe { libc::_exit(0) }
+                    exit_now(0)
                 }
                 Err(_) => {
                     shared.area().failed.fetch_add(1, Ordering::AcqRel);
-                    // SAFETY: ends the intermediate.
-                    unsafe { libc::_exit(1) }
+                    exit_now(1)
                 }
             }
         }),
         mid => {
-            let mut st = 0;
-            // SAFETY: reaping our own intermediate child.
-            unsafe { libc::waitpid(mid, &mut st, 0) };
+            // Our own intermediate child.
+            process::reap(mid);
             match shared.area().root_pid.load(Ordering::Acquire) {
                 0 => Err(RestoreError::Os {
                     what: "creating a pid namespace",
@@ -93,17 +92,7 @@ pub(super) fn spawn_root(
 /// restored processes. The saved processes' keyrings are not saved; they
 /// come back with an empty one.
 pub(super) fn own_session_keyring() -> Result<()> {
-    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    // SAFETY: keyctl with an operation number and a null name (anonymous).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_keyctl,
-            KEYCTL_JOIN_SESSION_KEYRING,
-            std::ptr::null::<libc::c_char>(),
-        )
-    };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = crate::sys::keyring::join_new_session_keyring() {
         // A kernel without keyrings has none to share.
         if e.raw_os_error() != Some(libc::ENOSYS) {
             return Err(RestoreError::Os {
@@ -125,21 +114,19 @@ pub(super) fn root_main(
     proxy: Option<&Proxy>,
 ) -> ! {
     // Only the restorer may hold the writer: its hang-up is the signal.
-    // SAFETY: closing our copy of the restorer's fd.
-    unsafe { libc::close(spec.release_writer) };
+    // Our copy of the restorer's fd.
+    let _ = close_of(spec.release_writer);
     if let Some(l) = &spec.lazy {
-        // SAFETY: closing our copy of the restorer's end.
-        unsafe { libc::close(l.restorer_end) };
+        // Our copy of the restorer's end.
+        let _ = close_of(l.restorer_end);
     }
     let keeper = role != RootRole::Exit;
     if keeper {
-        // SAFETY: prctl on ourselves.
-        unsafe { libc::prctl(libc::PR_SET_NAME, c"hiber-keeper".as_ptr()) };
+        let _ = process::set_name(c"hiber-keeper");
     }
     if role == RootRole::Keeper {
         // Orphans of the session come to us rather than to init.
-        // SAFETY: prctl on ourselves, plain integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let _ = process::set_child_subreaper();
     }
     let forked = node::fork_children(spec, shared, None);
     if !await_done(spec, shared) {
@@ -147,9 +134,8 @@ pub(super) fn root_main(
     }
     for &(child, pid) in &forked {
         if !matches!(spec.plan.nodes[child].kind, NodeKind::Process(_)) {
-            let mut st = 0;
-            // SAFETY: reaping our own helper child.
-            unsafe { libc::waitpid(pid, &mut st, 0) };
+            // Our own helper child.
+            process::reap(pid);
         }
     }
     let mut lazy = spec.lazy.as_ref().and_then(|l| start_lazy(spec, l, role));
@@ -166,16 +152,15 @@ pub(super) fn root_main(
             // Leave the caller's session, so its terminal's hang-up or ^C
             // does not end the keeper. Every node is forked by now, so
             // none joins this session by mistake.
-            // SAFETY: setsid on ourselves; we are not a group leader.
-            unsafe { libc::setsid() };
+            // We are not a group leader.
+            let _ = process::setsid();
         }
         match proxy {
             Some(proxy) => keep_with_proxy(proxy, &mut lazy),
             None => reap_until_none(&mut lazy),
         }
     }
-    // SAFETY: ends the restore root.
-    unsafe { libc::_exit(0) }
+    exit_now(0)
 }
 
 /// Close every fd of this process but `keep`.
@@ -185,26 +170,22 @@ pub(super) fn close_all_but(keep: &[RawFd]) {
     let mut lo = 0u32;
     for k in keep {
         if k > lo {
-            // SAFETY: closing our own fds in [lo, k).
-            unsafe { libc::syscall(libc::SYS_close_range, lo, k - 1, 0) };
+            let _ = close_range_of(lo, k - 1);
         }
         lo = k + 1;
     }
-    // SAFETY: as above, from lo up.
-    unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) };
+    let _ = close_range_of(lo, u32::MAX);
 }
 
 /// Reap every child until none is left (the page server of a lazy
 /// restore is one of them).
 pub(super) fn reap_until_none(lazy: &mut Option<LazyWatch>) {
     loop {
-        let mut st = 0;
-        // SAFETY: reaping any child; ECHILD ends the loop.
-        let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
-        if r > 0 {
-            reaped(lazy, r, st);
-        } else if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+        // ECHILD ends the loop.
+        match process::wait_any(libc::__WALL) {
+            Ok((pid, st)) if pid > 0 => reaped(lazy, pid, st),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            _ => return,
         }
     }
 }
@@ -212,13 +193,11 @@ pub(super) fn reap_until_none(lazy: &mut Option<LazyWatch>) {
 /// Reap children without blocking; false once none is left.
 pub(super) fn reap_ready(lazy: &mut Option<LazyWatch>) -> bool {
     loop {
-        let mut st = 0;
-        // SAFETY: non-blocking reap of any child.
-        match unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } {
-            0 => return true,
-            r if r > 0 => reaped(lazy, r, st),
-            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => continue,
-            _ => return false,
+        match process::wait_any(libc::WNOHANG | libc::__WALL) {
+            Ok((0, _)) => return true,
+            Ok((pid, st)) => reaped(lazy, pid, st),
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(_) => return false,
         }
     }
 }
@@ -231,34 +210,31 @@ pub(super) fn keep_with_proxy(proxy: &Proxy, lazy: &mut Option<LazyWatch>) {
     if let Err(e) = proxy.enter_namespace() {
         warn!(error = %e, "the keeper stays in the host's network namespace");
     }
-    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: plain signal-mask calls on a local set and on ourselves;
     // SIGCHLD back to default so children stay to be reaped.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-    // SAFETY: signalfd with a valid set; returns a new fd or -1.
-    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    let _ = crate::sys::signal::set_default(libc::SIGCHLD);
+    let _ = crate::sys::signal::block(libc::SIGCHLD);
+    // The kernel's sigset: bit n-1 for signal n.
+    let sigchld = 1u64 << (libc::SIGCHLD - 1);
+    let sfd = crate::sys::event::signalfd(sigchld, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
     if let Err(e) = proxy.replay() {
         warn!(error = %e, "replaying the synthetic uevent sequence");
     }
-    if sfd < 0 {
-        warn!(error = %std::io::Error::last_os_error(), "no signalfd: real uevents are not forwarded");
-        // SAFETY: unblocking SIGCHLD again for the plain reaping loop.
-        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
-        return reap_until_none(lazy);
-    }
+    let sfd = match sfd {
+        Ok(sfd) => sfd,
+        Err(e) => {
+            warn!(error = %e, "no signalfd: real uevents are not forwarded");
+            // The plain reaping loop needs SIGCHLD unblocked again.
+            let _ = crate::sys::signal::unblock(libc::SIGCHLD);
+            return reap_until_none(lazy);
+        }
+    };
     let mut host = proxy.host_fd();
     // A SIGCHLD of a child reaped here stays pending: the signalfd wakes
     // the poll and the reaping finds nothing, which is fine.
     while reap_ready(lazy) {
         let mut fds = [
             libc::pollfd {
-                fd: sfd,
+                fd: sfd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -268,14 +244,14 @@ pub(super) fn keep_with_proxy(proxy: &Proxy, lazy: &mut Option<LazyWatch>) {
                 revents: 0,
             },
         ];
-        // SAFETY: poll on two valid pollfds (a negative fd is ignored).
-        if unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) } < 0 {
+        // A negative fd is ignored.
+        if crate::sys::event::poll(&mut fds, -1).is_err() {
             continue;
         }
         if fds[0].revents != 0 {
+            // signalfd_siginfo records, read to empty it.
             let mut info = [0u8; 128];
-            // SAFETY: reading signalfd_siginfo records into a local buffer.
-            while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+            while matches!(crate::sys::fd::read(sfd.as_raw_fd(), &mut info), Ok(n) if n > 0) {}
         }
         if fds[1].revents != 0 {
             if let Err(e) = proxy.forward_pending() {
@@ -299,16 +275,9 @@ pub(super) fn await_done(spec: &TreeSpec<'_>, shared: &Shared) -> bool {
             _ => {}
         }
         // Helpers exit at SETUP; reap them as they go so none lingers.
-        let mut st = 0;
-        // SAFETY: non-blocking reap of our own children.
-        unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) };
-        let mut pfd = libc::pollfd {
-            fd: spec.release,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, 50) } > 0 && pfd.revents != 0 {
+        // Our own children, without blocking.
+        let _ = process::wait_any(libc::WNOHANG | libc::__WALL);
+        if crate::sys::event::poll_one(spec.release, libc::POLLIN, 50).is_ok_and(|r| r != 0) {
             // The restorer stores DONE before it lets go: what it left is
             // final.
             return shared.area().stage.load(Ordering::Acquire) == node::STAGE_DONE;
@@ -328,22 +297,22 @@ pub(super) fn abandon(spec: &TreeSpec<'_>, shared: &Shared) -> ! {
         for (i, n) in spec.plan.nodes.iter().enumerate() {
             let pid = shared.slot(i).pid.load(Ordering::Acquire);
             if matches!(n.kind, NodeKind::Process(_)) && pid > 0 {
-                // SAFETY: kill of a process of this tree, which recorded
-                // its pid itself; none of them has been reaped yet.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A process of this tree, which recorded its pid itself;
+                // none of them has been reaped yet.
+                let _ = process::kill(pid, libc::SIGKILL);
             }
         }
     }
     for id in shared.made_sysv() {
-        // SAFETY: removing a segment this restore made; no pointer passed.
-        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        // A segment this restore made.
+        let _ = crate::sys::shm::remove(id);
     }
     tracing::debug!(
         stage,
         "the restorer let go before the commit: tree taken down"
     );
-    // SAFETY: ends the restore root; the tree below dies with it.
-    unsafe { libc::_exit(1) }
+    // The tree below dies with the restore root.
+    exit_now(1)
 }
 
 /// A lazy restore's watch in the keeper: its own reference to every uffd
@@ -372,33 +341,7 @@ pub(super) fn send_uffds(sock: RawFd, uffds: &[(usize, i32, OwnedFd)]) -> std::i
             payload.extend_from_slice(&pid.to_ne_bytes());
         }
         let fds: Vec<RawFd> = batch.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
-        let fd_bytes = std::mem::size_of_val(fds.as_slice());
-        // SAFETY: CMSG_SPACE is pure arithmetic.
-        let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
-        let mut control = vec![0u8; space];
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
-        };
-        // SAFETY: msghdr is plain data; the fields are set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: the control buffer has room for one header and the fds
-        // (CMSG_SPACE above); the pointers stay inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-        }
-        // SAFETY: sendmsg with the message built above.
-        if unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::sys::socket::send_with_fds(sock, &payload, &fds, libc::MSG_NOSIGNAL)?;
     }
     Ok(())
 }
@@ -410,43 +353,13 @@ fn receive_uffds(sock: RawFd) -> Uffds {
     let mut out = Vec::new();
     loop {
         let mut payload = [0u8; UFFDS_PER_MESSAGE * 8];
-        // SAFETY: CMSG_SPACE is pure arithmetic.
-        let space =
-            unsafe { libc::CMSG_SPACE((UFFDS_PER_MESSAGE * size_of::<RawFd>()) as u32) } as usize;
-        let mut control = vec![0u8; space];
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
-        };
-        // SAFETY: msghdr is plain data; the fields are set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space;
-        // SAFETY: recvmsg into the buffers above, never blocking.
-        let n =
-            unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
-        if n <= 0 {
-            return out;
-        }
-        let mut fds = Vec::new();
-        // SAFETY: walking the control messages the kernel wrote into our
-        // buffer with the CMSG macros; SCM_RIGHTS data is an array of fds.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let count = ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
-                    let data = libc::CMSG_DATA(c) as *const RawFd;
-                    for k in 0..count {
-                        fds.push(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        for (entry, fd) in payload[..n as usize].chunks_exact(8).zip(fds) {
+        let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+        let (n, fds) =
+            match crate::sys::socket::recv_with_fds(sock, &mut payload, UFFDS_PER_MESSAGE, flags) {
+                Ok((n, fds)) if n > 0 => (n, fds),
+                _ => return out,
+            };
+        for (entry, fd) in payload[..n].chunks_exact(8).zip(fds) {
             let index = u32::from_ne_bytes(entry[..4].try_into().expect("4 bytes")) as usize;
             let pid = i32::from_ne_bytes(entry[4..].try_into().expect("4 bytes"));
             out.push((index, pid, fd));
@@ -460,18 +373,17 @@ fn receive_uffds(sock: RawFd) -> Uffds {
 /// tree is killed.
 fn start_lazy(spec: &TreeSpec<'_>, l: &LazySpec<'_>, role: RootRole) -> Option<LazyWatch> {
     let received = receive_uffds(l.keeper_end);
-    // SAFETY: closing our end; the restorer sent everything before the commit.
-    unsafe { libc::close(l.keeper_end) };
+    // Our end: the restorer sent everything before the commit.
+    let _ = close_of(l.keeper_end);
     if received.is_empty() {
         return None;
     }
     let pidns = role == RootRole::NamespaceInit;
     let status = l.status.to_path_buf();
-    // SAFETY: fork of this single-threaded keeper.
-    match unsafe { libc::fork() } {
-        0 => server_main(spec, l, received),
-        -1 => {
-            let e = std::io::Error::last_os_error();
+    // This keeper is single-threaded.
+    match process::fork() {
+        Ok(0) => server_main(spec, l, received),
+        Err(e) => {
             fail_lazy(
                 &status,
                 pidns,
@@ -479,7 +391,7 @@ fn start_lazy(spec: &TreeSpec<'_>, l: &LazySpec<'_>, role: RootRole) -> Option<L
             );
             None
         }
-        server => Some(LazyWatch {
+        Ok(server) => Some(LazyWatch {
             server,
             uffds: received.into_iter().map(|(_, _, fd)| fd).collect(),
             status,
@@ -492,20 +404,15 @@ fn start_lazy(spec: &TreeSpec<'_>, l: &LazySpec<'_>, role: RootRole) -> Option<L
 /// (its stdio goes to /dev/null: the restorer's caller waits for its
 /// output pipes to close), the uffds and the image's packs only.
 fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Uffds) -> ! {
-    // SAFETY: prctl and setsid on ourselves.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, c"hiber-pages".as_ptr());
-        libc::setsid();
-    }
+    let _ = process::set_name(c"hiber-pages");
+    let _ = process::setsid();
     let mut keep: Vec<RawFd> = received.iter().map(|(_, _, fd)| fd.as_raw_fd()).collect();
     keep.extend(l.reader.held_fds());
     close_all_but(&keep);
-    // SAFETY: opening /dev/null onto the lowest free fds, 0 to 2 (all
-    // closed above, as nothing we keep is below 3: the caller's stdio).
-    unsafe {
-        for _ in 0..3 {
-            libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        }
+    // /dev/null onto the lowest free fds, 0 to 2 (all closed above, as
+    // nothing we keep is below 3: the caller's stdio), kept for good.
+    for _ in 0..3 {
+        let _ = crate::sys::fs::open(c"/dev/null", libc::O_RDWR, 0).map(IntoRawFd::into_raw_fd);
     }
     let procs: Vec<LazyProcess<'_>> = received
         .into_iter()
@@ -523,8 +430,8 @@ fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Uffds) -> ! {
         Err(lazy::ServeError::Image { .. }) => lazy::EXIT_IMAGE,
         Err(_) => lazy::EXIT_FAILED,
     };
-    // SAFETY: ends the server; its uffds close with it.
-    unsafe { libc::_exit(code) }
+    // Its uffds close with it.
+    exit_now(code)
 }
 
 /// A child of the keeper was reaped: if it is the page server, either
@@ -573,8 +480,8 @@ fn fail_lazy(status: &Path, pidns: bool, why: &str) {
 /// exactly them.
 fn kill_tree(pidns: bool) {
     if pidns {
-        // SAFETY: kill of every process of our own pid namespace but us.
-        unsafe { libc::kill(-1, libc::SIGKILL) };
+        // Every process of our own pid namespace but us.
+        let _ = process::kill(-1, libc::SIGKILL);
         return;
     }
     for _ in 0..1000 {
@@ -597,12 +504,10 @@ fn kill_tree(pidns: bool) {
             return;
         }
         for pid in found {
-            // SAFETY: kill of a descendant of this keeper (it stays ours
-            // until we reap it).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // A descendant of this keeper (it stays ours until we reap it).
+            let _ = process::kill(pid, libc::SIGKILL);
         }
-        let mut st = 0;
-        // SAFETY: reaping our own children that ended, without blocking.
-        while unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG | libc::__WALL) } > 0 {}
+        // Our own children that ended, without blocking.
+        while matches!(process::wait_any(libc::WNOHANG | libc::__WALL), Ok((pid, _)) if pid > 0) {}
     }
 }

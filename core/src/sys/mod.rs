@@ -8,8 +8,8 @@
 //! is only a number (another process's fd table, a forked child's), or
 //! where the value is raw as saved (a signal number nix's `Signal` cannot
 //! name, flags rustix's bitflags may not know). Outside
-//! this folder core keeps `unsafe` only in the injection machinery and in
-//! the files `core/tests/layers.rs` lists as not yet moved here.
+//! this folder core keeps `unsafe` only in the injection machinery
+//! (`core/tests/layers.rs` checks it).
 
 pub mod creds;
 pub mod event;
@@ -18,6 +18,7 @@ pub mod fs;
 pub mod futex;
 pub mod host;
 pub mod inotify;
+pub mod keyring;
 pub mod lock;
 pub mod mm;
 pub mod ns;

@@ -37,6 +37,39 @@ pub fn with_exited_child<T>(f: impl FnOnce(i32) -> T) -> io::Result<T> {
     }
 }
 
+/// Fork this process (`fork`): 0 in the child, the child's pid in the
+/// parent. libc: nix's `fork` is unsafe by signature too. Only for the
+/// single-threaded restore root and keeper: the child inherits no lock
+/// another thread held.
+pub fn fork() -> io::Result<i32> {
+    // SAFETY: the callers are single-threaded (see above).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+/// Reap any child of ours that ended (`waitpid(-1, &status, flags)`,
+/// `flags` as given: `WNOHANG`, `__WALL`): its pid and raw wait status;
+/// pid 0 under `WNOHANG` when none has ended yet. libc: the caller
+/// decodes the raw status, which nix's `WaitStatus` does not keep.
+pub fn wait_any(flags: i32) -> io::Result<(i32, i32)> {
+    let mut status = 0;
+    // SAFETY: waitpid writes one int into a local.
+    let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((pid, status))
+}
+
+/// Have orphans of our descendants come to us rather than to init
+/// (`PR_SET_CHILD_SUBREAPER`, on nix).
+pub fn set_child_subreaper() -> io::Result<()> {
+    Ok(nix::sys::prctl::set_child_subreaper(true)?)
+}
+
 /// Wait for our child `pid` to exit and reap it (`waitpid(pid, 0)`, on
 /// nix: complete, exact and safe).
 pub fn reap(pid: i32) {

@@ -43,6 +43,28 @@ pub fn unblock_all() -> io::Result<()> {
     )?)
 }
 
+/// Block `sig` for the calling thread (`sigprocmask(SIG_BLOCK)`).
+pub fn block(sig: i32) -> io::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::try_from(sig)?);
+    Ok(nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&set),
+        None,
+    )?)
+}
+
+/// Unblock `sig` for the calling thread (`sigprocmask(SIG_UNBLOCK)`).
+pub fn unblock(sig: i32) -> io::Result<()> {
+    let mut set = SigSet::empty();
+    set.add(Signal::try_from(sig)?);
+    Ok(nix::sys::signal::sigprocmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&set),
+        None,
+    )?)
+}
+
 /// Run `f` with `sig` blocked too (`sigprocmask(SIG_BLOCK)`), then put
 /// the mask back as it was (`sigprocmask(SIG_SETMASK)`). A number nix's
 /// `Signal` cannot name is not blocked.

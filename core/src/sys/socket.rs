@@ -476,6 +476,90 @@ fn rights_in(msg: &libc::msghdr) -> bool {
     found
 }
 
+/// Send `data` and the fds `fds` (one `SCM_RIGHTS` message, at most
+/// SCM_MAX_FD of them) in one `sendmsg` on fd number `fd` with `flags`:
+/// the bytes sent.
+pub fn send_with_fds(fd: RawFd, data: &[u8], fds: &[RawFd], flags: i32) -> io::Result<usize> {
+    let fd_bytes = std::mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        // sendmsg only reads the data.
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer has room for one header and the fds
+    // (CMSG_SPACE above); the pointers stay inside it.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(fd_bytes as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+    }
+    // SAFETY: sendmsg with the message built above.
+    let n = unsafe { libc::sendmsg(fd, &msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One `recvmsg` on fd number `fd` with `flags`, its data into `buf` and
+/// room for `max_fds` fds (`SCM_RIGHTS`): the bytes received and the fds,
+/// ours now.
+pub fn recv_with_fds(
+    fd: RawFd,
+    buf: &mut [u8],
+    max_fds: usize,
+    flags: i32,
+) -> io::Result<(usize, Vec<OwnedFd>)> {
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE((max_fds * std::mem::size_of::<RawFd>()) as u32) };
+    let mut control = vec![0u8; space as usize];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    // SAFETY: recvmsg into the buffers above.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into our
+    // buffer with the CMSG macros; SCM_RIGHTS data is an array of fds,
+    // installed in our table for us.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let count =
+                    ((*c).cmsg_len - libc::CMSG_LEN(0) as usize) / std::mem::size_of::<RawFd>();
+                let data = libc::CMSG_DATA(c) as *const RawFd;
+                for k in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(data.add(k).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, fds))
+}
+
 /// Let `fd` accept connections, with `backlog` (rustix).
 pub fn listen(fd: impl AsFd, backlog: i32) -> io::Result<()> {
     Ok(rustix::net::listen(fd, backlog)?)
