@@ -44,6 +44,7 @@ import sys
 import time
 
 import pyatspi
+from gi.repository import GLib
 
 
 def app_named(name):
@@ -113,7 +114,13 @@ def until(what, deadline, probe):
     while True:
         app = app_named(APP)
         if app is not None:
-            got = probe(app)
+            # An object read as its window closes is gone by the time it
+            # is asked anything more: the probe sees it as not there yet
+            # (a dialog just answered is still in the tree for a moment).
+            try:
+                got = probe(app)
+            except GLib.Error:
+                got = None
             if got is not None:
                 return got
         if time.monotonic() > deadline:

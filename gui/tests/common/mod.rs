@@ -729,6 +729,56 @@ impl Desktop {
         })
     }
 
+    /// The window titled `title` of the program `pid` started in this
+    /// desktop with its output in `log`: a program that exits before its
+    /// window shows fails the wait at once, with what it printed.
+    #[track_caller]
+    pub fn window_by_title_of(&mut self, title: &str, pid: i32, log: &Path) -> String {
+        let started = self
+            .procs
+            .iter_mut()
+            .find(|p| p.pid() == pid)
+            .expect("a program started in this desktop");
+        let display = self.display;
+        let xvfb_log = self.user.dir().join("xvfb.log");
+        let xdotool = |args: &[&str]| {
+            Command::new("xdotool")
+                .args(args)
+                .env("DISPLAY", format!(":{}", self.display))
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        wait_until(
+            &format!("a window titled {title:?} of pid {pid}"),
+            DEADLINE,
+            || {
+                if let Some(status) = started.child.try_wait().ok().flatten() {
+                    // Who listens on this display's sockets, and what its
+                    // server said: the display may have been another's.
+                    let listeners = Command::new("ss")
+                        .args(["-xlpn"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let mine = format!("X11-unix/X{display} ");
+                    panic!(
+                        "pid {pid} ({}) exited with {status} before its window {title:?} showed:\n{}\nlisteners of :{display}:\n{}\nXvfb's log:\n{}",
+                        started.name,
+                        fs::read_to_string(log).unwrap_or_default(),
+                        listeners.lines().filter(|l| l.contains(&mine)).collect::<Vec<_>>().join("\n"),
+                        fs::read_to_string(&xvfb_log).unwrap_or_default()
+                    );
+                }
+                xdotool(&["search", "--name", title])?
+                    .lines()
+                    .next()
+                    .map(str::to_string)
+            },
+        )
+    }
+
     /// The visible top-level window of `pid`.
     #[track_caller]
     pub fn window_of(&self, pid: i32) -> String {
