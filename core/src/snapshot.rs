@@ -129,6 +129,18 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Bytes of saved pages a lazy restore would load on first touch and
+    /// in the background (see [`crate::memory::lazy::is_lazy`]): what
+    /// decides whether a session restore goes lazy by default.
+    pub fn lazy_bytes(&self) -> u64 {
+        crate::memory::lazy::lazy_bytes(
+            self.processes
+                .iter()
+                .filter_map(|p| p.mm.as_ref())
+                .flat_map(|mm| &mm.vmas),
+        )
+    }
+
     /// The fds that [`crate::files::service_file::reopen`] has to put back once their
     /// services are.
     pub fn pending_service_files(&self) -> Vec<Pending> {

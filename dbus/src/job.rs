@@ -472,7 +472,7 @@ pub async fn start_restore(
     uid: u32,
     id: String,
     display: u32,
-    onto: hiber_session::display_session::DisplayChoice,
+    how: hiber_session::display_session::RestoreHow,
 ) -> Result<OwnedObjectPath> {
     let (path, cancel) = daemon.start_job(display, Some(&snapshot), true)?;
     let base = daemon.store.base().to_path_buf();
@@ -483,7 +483,7 @@ pub async fn start_restore(
         "restore",
         caller,
         vec![snapshot],
-        move |c| crate::restore_helper::run_helper(&base, uid, &id, onto, c).map(Outcome::Restored),
+        move |c| crate::restore_helper::run_helper(&base, uid, &id, how, c).map(Outcome::Restored),
     )
     .await
 }

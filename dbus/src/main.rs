@@ -169,11 +169,12 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("--restore-helper") {
         let rest: Vec<String> = argv.skip(1).collect();
-        let (uid, id, display) = match rest.as_slice() {
-            [uid, id] => (uid, id, ""),
-            [uid, id, display] => (uid, id, display.as_str()),
+        let (uid, id, display, memory) = match rest.as_slice() {
+            [uid, id] => (uid, id, "", ""),
+            [uid, id, display] => (uid, id, display.as_str(), ""),
+            [uid, id, display, memory] => (uid, id, display.as_str(), memory.as_str()),
             _ => {
-                eprintln!("hiberd: --restore-helper UID ID [DISPLAY]");
+                eprintln!("hiberd: --restore-helper UID ID [DISPLAY [MEMORY]]");
                 return ExitCode::FAILURE;
             }
         };
@@ -181,7 +182,7 @@ fn main() -> ExitCode {
         let base = std::env::var_os("HIBER_STATE_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| DEFAULT_BASE.into());
-        return restore_helper::main(&base, uid, id, display);
+        return restore_helper::main(&base, uid, id, display, memory);
     }
     init_logging();
     let args = match parse_args(argv) {

@@ -1,5 +1,5 @@
 //! A restore runs in a helper: hiberd started again as
-//! `hiberd --restore-helper UID ID`. The restored session's keeper is the
+//! `hiberd --restore-helper UID ID DISPLAY MEMORY`. The restored session's keeper is the
 //! helper's child, and the helper exits once the session runs, so the
 //! session is never hiberd's child nor tied to its lifetime; a restore
 //! that crashes takes no service down with it. The helper reports on its
@@ -8,7 +8,7 @@
 //! when the job is cancelled (heard until the restored processes run).
 
 use crate::error::{Error, Result};
-use hiber_session::display_session::DisplayChoice;
+use hiber_session::display_session::{DisplayChoice, MemoryLoading, RestoreHow};
 use hiber_session::system_store::{JobControl, Progress, RestoreOutcome, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -25,7 +25,7 @@ pub fn run_helper(
     base: &Path,
     uid: u32,
     id: &str,
-    display: DisplayChoice,
+    how: RestoreHow,
     job: &dyn JobControl,
 ) -> Result<RestoreOutcome> {
     let exe = std::env::current_exe()
@@ -34,7 +34,8 @@ pub fn run_helper(
         .arg("--restore-helper")
         .arg(uid.to_string())
         .arg(id)
-        .arg(display.to_arg())
+        .arg(how.display.to_arg())
+        .arg(how.memory.to_arg())
         .env("HIBER_STATE_DIR", base)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -139,13 +140,17 @@ impl JobControl for Stdout {
 }
 
 /// The helper's main: restore, answer, exit.
-pub fn main(base: &Path, uid: &str, id: &str, display: &str) -> ExitCode {
+pub fn main(base: &Path, uid: &str, id: &str, display: &str, memory: &str) -> ExitCode {
     let Ok(uid) = uid.parse::<u32>() else {
         println!("error org.hiber.Hiber1.Error.Failed bad uid {uid:?}");
         return ExitCode::FAILURE;
     };
     let Some(display) = DisplayChoice::parse(display) else {
         println!("error org.hiber.Hiber1.Error.Failed bad display {display:?}");
+        return ExitCode::FAILURE;
+    };
+    let Some(memory) = MemoryLoading::parse(memory) else {
+        println!("error org.hiber.Hiber1.Error.Failed bad memory loading {memory:?}");
         return ExitCode::FAILURE;
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -163,7 +168,7 @@ pub fn main(base: &Path, uid: &str, id: &str, display: &str) -> ExitCode {
         last: std::sync::Mutex::new(u64::MAX),
         cancel,
     };
-    match Store::new(base).restore(uid, id, display, &job) {
+    match Store::new(base).restore(uid, id, RestoreHow { display, memory }, &job) {
         Ok(outcome) => {
             println!(
                 "ok {}",

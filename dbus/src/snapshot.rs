@@ -7,7 +7,7 @@ use crate::daemon::{snapshot_path, Daemon};
 use crate::error::{Error, Result};
 use crate::objects::Properties;
 use hiber_session::display_session::parse_display;
-use hiber_session::display_session::DisplayChoice;
+use hiber_session::display_session::{DisplayChoice, MemoryLoading, RestoreHow};
 use hiber_session::system_store::SnapshotEntry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,7 +118,8 @@ impl SnapshotObject {
 impl SnapshotObject {
     /// Restore the snapshot's session, as its owner, on its display, or
     /// as option `display` says: "free" (the saved display, else the
-    /// first free one above it), or ":N". Returns the job.
+    /// first free one above it), or ":N". Option `memory`: "auto" (the
+    /// default: lazy from 256 MiB), "eager" or "lazy". Returns the job.
     #[zbus(out_args("job"))]
     async fn restore(
         &self,
@@ -126,9 +127,24 @@ impl SnapshotObject {
         #[zbus(header)] hdr: Header<'_>,
     ) -> Result<OwnedObjectPath> {
         self.daemon.refuse_if_stopping()?;
-        if let Some(k) = options.keys().find(|k| *k != "display") {
+        if let Some(k) = options
+            .keys()
+            .find(|k| !["display", "memory"].contains(&k.as_str()))
+        {
             return Err(Error::Failed(format!("unknown option {k:?}")));
         }
+        let memory = match options.get("memory") {
+            None => MemoryLoading::Auto,
+            Some(v) => {
+                let text = <&str>::try_from(v)
+                    .map_err(|_| Error::Failed("option \"memory\" is a string".into()))?;
+                MemoryLoading::parse(text).ok_or_else(|| {
+                    Error::Failed(format!(
+                        "option \"memory\": {text:?} is not one of \"auto\", \"eager\", \"lazy\""
+                    ))
+                })?
+            }
+        };
         let onto = match options.get("display") {
             None => DisplayChoice::Saved,
             Some(v) => {
@@ -157,7 +173,10 @@ impl SnapshotObject {
             self.entry.uid,
             self.entry.id.clone(),
             display,
-            onto,
+            RestoreHow {
+                display: onto,
+                memory,
+            },
         )
         .await
     }

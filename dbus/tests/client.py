@@ -11,7 +11,7 @@ waits end on a signal or at the deadline, which is then named.
     client.py props PATH
     client.py get PATH PROPERTY
     client.py save DISPLAY [stop] [name=NAME] [cancel-at=FRACTION] [introspect] [stream]
-    client.py restore PATH [cancel-at=FRACTION] [display=free|:N]
+    client.py restore PATH [cancel-at=FRACTION] [display=free|:N] [memory=auto|eager|lazy]
     client.py rename PATH NAME
     client.py delete PATH
     client.py clear-pending PATH
@@ -232,6 +232,8 @@ def main(argv):
                     cancel_at = float(a[10:])
                 elif a.startswith("display="):
                     options["display"] = dbus.String(a[8:])
+                elif a.startswith("memory="):
+                    options["memory"] = dbus.String(a[7:])
             follower = JobFollower(bus, cancel_at)
             obj = bus.get_object(BUS, args[0], introspect=False)
             follower.started = time.monotonic()

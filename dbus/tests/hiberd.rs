@@ -663,7 +663,10 @@ fn a_restore_cancelled_before_its_processes_run_leaves_nothing_running() {
 /// options is refused naming that server; with `display: ":N"` (a number
 /// this test binary hands out, so that no parallel test takes it; "free"
 /// is the CLI test's) the session comes back there, its windows there,
-/// its shell counting, and Completed's message says where.
+/// its shell counting, and Completed's message says where. That restore
+/// asks `memory: "lazy"`: the X server's names for its display are
+/// rewritten while its pages still come in; a `memory` hiberd does not
+/// know is refused, naming it.
 #[test]
 fn a_snapshot_whose_display_was_taken_comes_back_on_a_free_one_when_asked() {
     let mut env = Env::start(&grant_rules(&[&DESK]));
@@ -711,10 +714,25 @@ fn a_snapshot_whose_display_was_taken_comes_back_on_a_free_one_when_asked() {
         "{message}"
     );
 
+    let bad = env.client(&DESK, &["restore", &snapshot, "memory=fast"]);
+    assert_eq!(bad["error"], "org.hiber.Hiber1.Error.Failed", "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"fast\""),
+        "{bad}"
+    );
+
     let target = common::free_display();
     let moved = env.ok(
         &DESK,
-        &["restore", &snapshot, &format!("display=:{target}")],
+        &[
+            "restore",
+            &snapshot,
+            &format!("display=:{target}"),
+            "memory=lazy",
+        ],
     );
     let completed = moved["completed"].as_array().expect("completed");
     assert_eq!(completed[0], true, "{moved}");

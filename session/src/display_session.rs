@@ -9,6 +9,7 @@
 
 use crate::desktop::{self, DesktopRecord, Screenshot, WindowChange, X11Error};
 use crate::discover::{self, DiscoverError, FindOptions, SessionSet};
+pub use crate::memory_loading::MemoryLoading;
 use crate::services::{self, ServiceRules};
 use hiber_core::attachment::{Attachment, AttachmentError};
 use hiber_core::image::{ImageError, ImageReader};
@@ -66,6 +67,12 @@ pub enum SessionError {
         display: u32,
         #[source]
         source: X11Error,
+    },
+    #[error("making a lazy restore's status file under {dir}")]
+    LazyStatus {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -380,6 +387,9 @@ pub struct RestoredSession {
     /// Files inside left-out services' mounts, reopened (or not) once
     /// their services were back.
     pub reopened: Vec<crate::service_files::Reopened>,
+    /// How its memory came back: eager or lazy (then `restored.lazy_status`
+    /// names the page server's status file until every page is in).
+    pub memory: MemoryLoading,
 }
 
 /// Restore the session saved in `image` under a session keeper, then
@@ -412,6 +422,7 @@ pub fn restore_as_cancellable(
         image,
         on_behalf_of,
         DisplayChoice::Saved,
+        MemoryLoading::Auto,
         progress,
         cancelled,
     )
@@ -446,6 +457,22 @@ impl DisplayChoice {
             Self::Saved => String::new(),
             Self::SavedOrFree => "free".into(),
             Self::Exactly(n) => format!(":{n}"),
+        }
+    }
+}
+
+/// Where a session comes back, and how its memory does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreHow {
+    pub display: DisplayChoice,
+    pub memory: MemoryLoading,
+}
+
+impl Default for RestoreHow {
+    fn default() -> Self {
+        Self {
+            display: DisplayChoice::Saved,
+            memory: MemoryLoading::Auto,
         }
     }
 }
@@ -548,6 +575,7 @@ pub fn restore_onto(
     image: &Path,
     on_behalf_of: Option<hiber_core::creds::Creds>,
     choice: DisplayChoice,
+    memory: MemoryLoading,
     progress: &dyn Fn(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<RestoredSession> {
@@ -562,6 +590,14 @@ pub fn restore_onto(
         })?;
     let saved_display = display;
     let (display, listener_renames) = pick_display(saved_display, choice)?;
+    let memory = memory.decide(snap.lazy_bytes());
+    let status_dir = Path::new(crate::memory_loading::STATUS_DIR);
+    let lazy = memory
+        .options(status_dir)
+        .map_err(|source| SessionError::LazyStatus {
+            dir: status_dir.to_path_buf(),
+            source,
+        })?;
     let opts = RestoreOptions {
         dir: image.to_path_buf(),
         pidns: false,
@@ -569,7 +605,7 @@ pub fn restore_onto(
         sys_roots: Default::default(),
         on_behalf_of,
         listener_renames,
-        lazy: None,
+        lazy,
     };
     // The engine reads the document again to report progress; a plain
     // restore reuses the one read here.
@@ -629,6 +665,7 @@ pub fn restore_onto(
         now,
         now_screens,
         changes,
+        memory,
     })
 }
 

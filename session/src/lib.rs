@@ -13,6 +13,7 @@ pub mod discover;
 pub mod display_lock;
 pub mod display_session;
 pub mod format;
+pub mod memory_loading;
 pub mod moved_server;
 pub mod service_files;
 pub mod services;

@@ -240,6 +240,9 @@ pub struct RestoreOutcome {
     pub windows: usize,
     /// Windows recorded but not shown now, or changed.
     pub changes: usize,
+    /// Whether its memory comes in lazily (false from an older helper).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 /// The uid running `display`'s X server: whose session it is.
@@ -696,7 +699,7 @@ impl Store {
         &self,
         uid: u32,
         id: &str,
-        display: display_session::DisplayChoice,
+        how: display_session::RestoreHow,
         job: &dyn JobControl,
     ) -> Result<RestoreOutcome> {
         let image = self.image_dir(uid, id)?;
@@ -716,9 +719,14 @@ impl Store {
                 bytes_expected: total,
             })
         };
-        let r = display_session::restore_onto(&image, Some(creds), display, &progress, &|| {
-            job.cancelled()
-        })?;
+        let r = display_session::restore_onto(
+            &image,
+            Some(creds),
+            how.display,
+            how.memory,
+            &progress,
+            &|| job.cancelled(),
+        )?;
         // Back and answering: no longer waiting to be offered.
         if let Err(e) = self.set_pending(uid, id, false) {
             warn!(uid, id, error = %e, "could not mark the restored snapshot as no longer pending");
@@ -738,6 +746,7 @@ impl Store {
             keeper: r.restored.keeper,
             windows: r.now.windows.len(),
             changes: r.changes.len(),
+            lazy: r.memory == display_session::MemoryLoading::Lazy,
         })
     }
 

@@ -54,6 +54,16 @@ pub fn is_lazy(v: &Vma) -> bool {
     matches!(v.backing, Backing::Anon) && !v.shared && v.read && v.write && !v.pages.is_empty()
 }
 
+/// Bytes of saved pages that a lazy restore of these mappings would load
+/// on demand rather than before the processes run.
+pub fn lazy_bytes<'a>(vmas: impl IntoIterator<Item = &'a Vma>) -> u64 {
+    vmas.into_iter()
+        .filter(|v| is_lazy(v))
+        .flat_map(|v| &v.pages)
+        .map(|p| u64::from(p.bitmap.count_ones()) * PAGE_SIZE)
+        .sum()
+}
+
 /// The uffd features this kernel offers (a throwaway uffd of our own).
 pub fn kernel_features() -> io::Result<u64> {
     let fd = uffd::open(libc::O_CLOEXEC)?;
@@ -715,6 +725,45 @@ pub fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vma(backing: Backing, shared: bool, write: bool, bitmaps: &[u64]) -> Vma {
+        Vma {
+            start: 0x10000,
+            end: 0x10000 + 64 * 4096 * bitmaps.len() as u64,
+            read: true,
+            write,
+            exec: false,
+            shared,
+            growsdown: false,
+            backing,
+            pages: bitmaps
+                .iter()
+                .map(|&bitmap| PageChunk {
+                    addr: 0,
+                    bitmap,
+                    chunk: ChunkRef {
+                        hash: String::new(),
+                        raw_len: 0,
+                        stored_len: 0,
+                        pack: String::new(),
+                        offset: 0,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn lazy_bytes_count_the_saved_pages_of_lazy_mappings_only() {
+        let vmas = [
+            vma(Backing::Anon, false, true, &[u64::MAX, 0b1011]),
+            // Shared, read-only: filled before the process runs.
+            vma(Backing::Anon, true, true, &[u64::MAX]),
+            vma(Backing::Anon, false, false, &[u64::MAX]),
+        ];
+        assert_eq!(lazy_bytes(&vmas), (64 + 3) * PAGE_SIZE);
+        assert_eq!(lazy_bytes(&vmas[1..]), 0);
+    }
 
     fn run(addr: u64, pages: u64, first: u64) -> Run {
         Run {

@@ -426,7 +426,12 @@ fn server_main(spec: &TreeSpec<'_>, l: &LazySpec<'_>, received: Uffds) -> ! {
         })
         .collect();
     let code = match lazy::serve(l.reader, procs, l.status, l.started).1 {
-        Ok(()) => 0,
+        Ok(()) => {
+            if l.remove_when_done {
+                let _ = std::fs::remove_file(l.status);
+            }
+            0
+        }
         Err(lazy::ServeError::Image { .. }) => lazy::EXIT_IMAGE,
         Err(_) => lazy::EXIT_FAILED,
     };

@@ -86,6 +86,10 @@ pub struct LazyOptions {
     /// Where the page server writes its status (`memory::lazy::LazyStatus`):
     /// outside the image, which is only ever read.
     pub status: PathBuf,
+    /// Remove the status file once every page is in: a session restore's
+    /// default file would otherwise pile up under /run. A failed server's
+    /// file stays, saying why.
+    pub remove_when_done: bool,
 }
 
 /// (saved name, new name) of unix listeners, each a path or an abstract
@@ -260,6 +264,7 @@ fn restore_image(
             (Some(l), Some((restorer_end, keeper_end))) => Some(node::LazySpec {
                 reader: &reader,
                 status: &l.status,
+                remove_when_done: l.remove_when_done,
                 keeper_end: keeper_end.as_raw_fd(),
                 restorer_end: restorer_end.as_raw_fd(),
                 started: t0,

@@ -263,6 +263,8 @@ pub struct LazySpec<'a> {
     pub reader: &'a crate::image::ImageReader,
     /// The server's status file.
     pub status: &'a std::path::Path,
+    /// Remove it once the server finished (`LazyOptions::remove_when_done`).
+    pub remove_when_done: bool,
     /// The keeper's end of the socket the restorer sends the uffds on.
     pub keeper_end: std::os::fd::RawFd,
     /// The restorer's end, which the keeper closes at once.

@@ -51,9 +51,15 @@ pub fn run(dir: &Path, how: How, json: bool) -> Result<ExitCode> {
         lazy,
     } = how;
     let lazy = match lazy {
-        Some(Some(status)) => Some(hiber_core::LazyOptions { status }),
+        // A file asked for by name stays for its asker; the default one
+        // goes once every page is in.
+        Some(Some(status)) => Some(hiber_core::LazyOptions {
+            status,
+            remove_when_done: false,
+        }),
         Some(None) => Some(hiber_core::LazyOptions {
             status: default_lazy_status()?,
+            remove_when_done: true,
         }),
         None => None,
     };

@@ -45,6 +45,11 @@ pub enum SessionCommand {
         /// first free display number above it.
         #[arg(long)]
         free_display: bool,
+        /// How memory comes back: `lazy` (the session runs at once, pages
+        /// follow on first touch and in the background), `eager` (every
+        /// page before it runs) or `auto` (lazy from 256 MiB of memory).
+        #[arg(long, value_name = "HOW", default_value = "auto", value_parser = parse_memory_arg)]
+        memory: display_session::MemoryLoading,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -189,6 +194,7 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
             snapshot,
             display,
             free_display,
+            memory,
             json,
         } => {
             let choice = match (display, free_display) {
@@ -196,7 +202,7 @@ pub fn run(cmd: SessionCommand) -> Result<ExitCode> {
                 (None, true) => display_session::DisplayChoice::SavedOrFree,
                 (None, false) => display_session::DisplayChoice::Saved,
             };
-            restore(&snapshot, choice, json)
+            restore(&snapshot, choice, memory, json)
         }
         SessionCommand::Suspend {
             display,
@@ -397,15 +403,29 @@ struct RestoreOutput {
     windows: usize,
     changes: Vec<String>,
     reopened: Vec<hiber_session::service_files::Reopened>,
+    /// "eager" or "lazy".
+    memory: display_session::MemoryLoading,
+    /// A lazy restore's page server status file, while pages come in.
+    lazy_status: Option<std::path::PathBuf>,
 }
 
 fn parse_display_arg(s: &str) -> std::result::Result<u32, String> {
     display_session::parse_display(s).ok_or_else(|| format!("{s:?} is not a display (:N)"))
 }
 
-fn restore(what: &str, choice: display_session::DisplayChoice, json: bool) -> Result<ExitCode> {
+fn parse_memory_arg(s: &str) -> std::result::Result<display_session::MemoryLoading, String> {
+    display_session::MemoryLoading::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of auto, eager, lazy"))
+}
+
+fn restore(
+    what: &str,
+    choice: display_session::DisplayChoice,
+    memory: display_session::MemoryLoading,
+    json: bool,
+) -> Result<ExitCode> {
     let dir = snapshots::resolve(&snapshots::default_dir(), what)?;
-    let r = display_session::restore_onto(&dir, None, choice, &|_, _| {}, &|| false)
+    let r = display_session::restore_onto(&dir, None, choice, memory, &|_, _| {}, &|| false)
         .with_context(|| format!("restoring the session in {}", dir.display()))?;
     let changes: Vec<String> = r.changes.iter().map(|c| c.to_string()).collect();
     if json {
@@ -418,6 +438,8 @@ fn restore(what: &str, choice: display_session::DisplayChoice, json: bool) -> Re
             windows: r.now.windows.len(),
             changes,
             reopened: r.reopened.clone(),
+            memory: r.memory,
+            lazy_status: r.restored.lazy_status.clone(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -429,6 +451,12 @@ fn restore(what: &str, choice: display_session::DisplayChoice, json: bool) -> Re
         format::millis(r.restored.elapsed),
         r.restored.keeper.map_or("none".into(), |k| k.to_string()),
     );
+    if let Some(status) = &r.restored.lazy_status {
+        println!(
+            "its memory comes in lazily, on first touch and in the background; status: {} (removed once every page is in)",
+            status.display()
+        );
+    }
     if r.display != r.saved_display {
         println!(
             "saved on display :{}, which another X server holds: restored onto :{} (connected programs follow; a program started from a restored shell still reads DISPLAY=:{} — start it with DISPLAY=:{})",
