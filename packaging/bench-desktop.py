@@ -17,6 +17,11 @@ store:
                           into a store of its own (nothing saved before)
   session restore         `session restore` of that image, until it
                           returns: restored, answering X, windows compared
+                          (eager: `auto` is eager at this size)
+  session lazy            the restored session saved with --stop again and
+                          restored with `--memory lazy`: until it returns
+                          (running, answering X, windows and screenshots
+                          compared), and until the page server is done
 and, in the same run, baselines on the same bytes: writing the first
 image's bytes to a file on the image's filesystem with fsync, and a
 memcpy of the session's memory. Prints medians over the runs.
@@ -41,12 +46,12 @@ SESSION = os.path.join(ROOT, "packaging", "desktop-session.sh")
 DEADLINE = 60.0
 
 
-def wait_for(what, cond, deadline=DEADLINE):
+def wait_for(what, cond, deadline=DEADLINE, every=0.05):
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if cond():
             return
-        time.sleep(0.05)
+        time.sleep(every)
     sys.exit(f"bench-desktop: timed out waiting for {what}")
 
 
@@ -219,10 +224,23 @@ def one_run(work):
         end_all(tree(root))
         wait_for("the saved processes' pids to be free", lambda: not ids_in_use(pids))
         restore_wall, restored = hiber("session", "restore", stop_dir)
-        restored_pids = [p[1] for p in restored["pids"]]
         if restored["changes"]:
             sys.exit(f"bench-desktop: the restored windows differ: {restored['changes']}")
-        end_all(restored_pids)
+        if restored["memory"] != "eager":
+            sys.exit(f"bench-desktop: the session restore was {restored['memory']}, not eager")
+        # The same session again, restored lazily.
+        lazy_dir = os.path.join(work, "cold", "lazy")
+        hiber("session", "checkpoint", "--display", disp, "-o", lazy_dir, "--stop")
+        wait_for("the restored session's pids to be free", lambda: not ids_in_use(pids))
+        t0 = time.monotonic()
+        lazy_wall, lazy = hiber("session", "restore", lazy_dir, "--memory", "lazy")
+        if lazy["changes"]:
+            sys.exit(f"bench-desktop: the lazily restored windows differ: {lazy['changes']}")
+        status = lazy["lazy_status"]
+        wait_for(f"the page server to finish ({status} removed)", lambda: not os.path.exists(status),
+                 every=0.002)
+        lazy_all = (time.monotonic() - t0) * 1e3
+        end_all([p[1] for p in lazy["pids"]])
         row.update({
             "first_ms": first["total_ms"], "first_frozen_ms": first["frozen_ms"],
             "again_ms": again["total_ms"], "again_frozen_ms": again["frozen_ms"],
@@ -233,6 +251,7 @@ def one_run(work):
             "session_again_written_bytes": s_again["written_bytes"],
             "session_image_bytes": s_first["image_bytes"], "session_memory_bytes": s_first["memory_bytes"],
             "stop_ms": stop_wall, "restore_ms": restore_wall,
+            "lazy_restore_ms": lazy_wall, "lazy_all_in_ms": lazy_all,
             "tree_stop_ms": tree_stop_wall, "tree_stop_frozen_ms": tree_stopped["frozen_ms"],
             "tree_restore_ms": tree_restore_wall, "tree_restore_engine_ms": tree_restored["elapsed_ms"],
             "image_bytes": first["image_bytes"], "memory_bytes": first["memory_bytes"],
@@ -301,6 +320,8 @@ def main():
     print(f"  session --stop  {med['stop_ms']:7.1f} ms wall, into an empty store")
     print(f"  session restore {med['restore_ms']:7.1f} ms wall ({med['restore_ratio']:.2f}x the baselines), "
           f"windows compared")
+    print(f"  session lazy    {med['lazy_restore_ms']:7.1f} ms wall until windows compared, "
+          f"{med['lazy_all_in_ms']:.1f} ms until every page is in")
 
 
 if __name__ == "__main__":
