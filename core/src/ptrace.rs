@@ -173,6 +173,19 @@ impl Regs {
         })
     }
 
+    /// For a task that goes on in place after a freeze: a relative sleep
+    /// with `rem` that the freeze interrupted, issued again as itself for
+    /// the time left; None for anything else (the kernel restarts those
+    /// by itself when the task resumes). Left to the kernel, the sleep
+    /// would resume through `restart_syscall`, which hides from a later
+    /// checkpoint which call it is, and restored, could only return EINTR.
+    pub fn sleep_restarted_in_place(&self) -> Option<Self> {
+        if (self.orig_rax as i64) >= 0 && -(self.rax as i64) == ERESTART_RESTARTBLOCK {
+            return self.sleep_again();
+        }
+        None
+    }
+
     /// The same for a task that goes on in place (a checkpoint that leaves
     /// it running): its restart block is still in the kernel, so a
     /// restart-block syscall resumes through `restart_syscall`; but a sleep
@@ -696,6 +709,27 @@ mod tests {
         assert_eq!(
             without_rem.with_restart_in_place().rax,
             libc::SYS_restart_syscall as u64
+        );
+        // What a thaw reissues: only such a sleep; the rest the kernel
+        // restarts itself.
+        assert_eq!(
+            Regs {
+                orig_rax: libc::SYS_clock_nanosleep as u64,
+                r10: 0x6000,
+                ..sleeping
+            }
+            .sleep_restarted_in_place()
+            .map(|r| (r.rax, r.rdx)),
+            Some((230, 0x6000))
+        );
+        assert_eq!(without_rem.sleep_restarted_in_place(), None);
+        assert_eq!(
+            Regs {
+                rax: (-ERESTARTSYS) as u64,
+                ..base
+            }
+            .sleep_restarted_in_place(),
+            None
         );
     }
 }

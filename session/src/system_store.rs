@@ -624,7 +624,9 @@ impl Store {
             store: Some(snapshots::store_of(&dir)),
             stop: req.stop,
             no_reset: false,
-            precopy: !req.stop,
+            // With stop too: the session stands still only for what
+            // changed since the pre-copy, not for every page and the sync.
+            precopy: true,
             devices,
             services: service_rules(),
         };

@@ -136,8 +136,10 @@ pub struct CheckpointOptions {
     pub threads: usize,
     /// Refuse instead of restoring anything broken (Reset policy).
     pub no_reset: bool,
-    /// Without `stop`: save most memory while the processes run, then
-    /// freeze them only to save what changed (see `precopy`).
+    /// Save most memory while the processes run, then freeze them only to
+    /// save what changed (see `precopy`). With `stop` too: the processes
+    /// end anyway, but what they are frozen for is the time a user's
+    /// session stands still before it goes.
     pub precopy: bool,
     /// The device table: which char devices are reopened, detached or
     /// refused.
@@ -361,7 +363,8 @@ fn checkpoint_once(
     let threads = opts.threads.max(1);
     // Pre-copy writes pages before the set is inspected, so the image is
     // opened first; a refusal found later removes it again.
-    let early_writer = (opts.precopy && !opts.stop)
+    let early_writer = opts
+        .precopy
         .then(|| ImageWriter::create_staged(&opts.dir, opts.store.as_deref()))
         .transpose()?;
     debug!(elapsed = ?t0.elapsed(), "image opened");

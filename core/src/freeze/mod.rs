@@ -362,6 +362,15 @@ impl Frozen {
         }
         self.released = true;
         for &tid in &self.seized {
+            // The task injected into already did this for itself.
+            if let Some(again) = ptrace::get_regs(tid)
+                .ok()
+                .and_then(|r| r.sleep_restarted_in_place())
+            {
+                if let Err(err) = ptrace::set_regs(tid, &again) {
+                    debug!(tid, %err, "issuing an interrupted sleep again");
+                }
+            }
             if let Err(err) = ptrace::detach(tid) {
                 debug!(tid, %err, "detach");
             }

@@ -85,7 +85,7 @@ pub struct SaveFlags {
     #[arg(long)]
     pub no_reset: bool,
     /// Save all memory while frozen, instead of most of it beforehand while
-    /// the processes run (pre-copy applies only without --stop).
+    /// the processes run.
     #[arg(long)]
     pub no_precopy: bool,
     /// Print the result as JSON.
