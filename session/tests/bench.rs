@@ -43,8 +43,10 @@ fn the_benchmark_saves_and_restores_memory_and_a_tree() {
         "stop_ms",
         "restore_ms",
         "write_ms",
+        "read_ms",
         "lazy_running_ms",
         "lazy_total_ms",
+        "lazy_ratio",
     ] {
         let v = row[key]
             .as_f64()

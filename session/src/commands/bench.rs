@@ -20,6 +20,9 @@ struct Row {
     mib: u64,
     memcpy_ms: f64,
     write_ms: f64,
+    /// Reading the written bytes back (from the page cache, as a restore
+    /// right after its save reads its image).
+    read_ms: f64,
     /// memcpy + write: what any save of these bytes must at least cost.
     baseline_ms: f64,
     checkpoint_ms: f64,
@@ -41,6 +44,8 @@ struct Row {
     /// coming in), and until the page server has put in the last one.
     lazy_running_ms: f64,
     lazy_total_ms: f64,
+    /// The lazy restore's total over memcpy + read.
+    lazy_ratio: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,7 +165,8 @@ fn baseline_memcpy(bytes: usize) -> Duration {
     t.elapsed()
 }
 
-fn baseline_write(dir: &Path, bytes: usize) -> Result<Duration> {
+/// Writing `bytes` durably, then reading them back: (write, read).
+fn baseline_write_read(dir: &Path, bytes: usize) -> Result<(Duration, Duration)> {
     let mut src = vec![0u8; bytes];
     fill(&mut src, 2);
     let path = dir.join("baseline-write");
@@ -170,10 +176,14 @@ fn baseline_write(dir: &Path, bytes: usize) -> Result<Duration> {
         f.write_all(c)?;
     }
     f.sync_all()?;
-    let took = t.elapsed();
+    let wrote = t.elapsed();
     drop(f);
+    let t = Instant::now();
+    let back = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let read = t.elapsed();
+    std::hint::black_box(&back);
     fs::remove_file(&path)?;
-    Ok(took)
+    Ok((wrote, read))
 }
 
 /// Run `hiber ARGS`, returning its stdout.
@@ -397,7 +407,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         for i in 0..RUNS {
             // Each run right after its own baseline, so both meet the disk
             // in the same state (writeback of the previous run included).
-            baselines.push((baseline_memcpy(bytes), baseline_write(dir, bytes)?));
+            baselines.push((baseline_memcpy(bytes), baseline_write_read(dir, bytes)?));
             let img = image(format!("full-{mib}-{i}"))?;
             let (out, r) =
                 hiber_measured(&["checkpoint", &pid, "-o", &img, "--no-store", "--json"])?;
@@ -426,7 +436,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         ])?;
         // Last: it ends the workload. After its own baselines, as the full
         // checkpoints.
-        baselines.push((baseline_memcpy(bytes), baseline_write(dir, bytes)?));
+        baselines.push((baseline_memcpy(bytes), baseline_write_read(dir, bytes)?));
         let (stop, _) = hiber(&[
             "checkpoint",
             &pid,
@@ -482,7 +492,8 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let memcpy = median(baselines.iter().map(|b| ms(b.0)).collect());
-    let write = median(baselines.iter().map(|b| ms(b.1)).collect());
+    let write = median(baselines.iter().map(|b| ms(b.1 .0)).collect());
+    let read = median(baselines.iter().map(|b| ms(b.1 .1)).collect());
     let baseline = memcpy + write;
     let checkpoint = median(fulls_out.iter().map(|o| o.total_ms).collect());
     let restore = median(restores);
@@ -490,6 +501,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         mib,
         memcpy_ms: memcpy,
         write_ms: write,
+        read_ms: read,
         baseline_ms: baseline,
         checkpoint_ms: checkpoint,
         frozen_ms: median(fulls_out.iter().map(|o| o.frozen_ms).collect()),
@@ -497,7 +509,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
             fulls_out
                 .iter()
                 .zip(&baselines)
-                .map(|(o, b)| o.total_ms / (ms(b.0) + ms(b.1)))
+                .map(|(o, b)| o.total_ms / (ms(b.0) + ms(b.1 .0)))
                 .collect(),
         ),
         checkpoint_peak_rss_kib: ck_rss,
@@ -510,6 +522,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         restore_ratio: restore / baseline,
         restore_peak_rss_kib: rs_rss,
         lazy_running_ms: median(lazy_running),
+        lazy_ratio: median(lazy_total.clone()) / (memcpy + read),
         lazy_total_ms: median(lazy_total),
     })
 }
@@ -589,14 +602,15 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "filesystem of {}; times in ms; ratio = time / (memcpy + write)",
+        "filesystem of {}; times in ms; ratio = time / (memcpy + write); lazy ratio = lazy all / (memcpy + read)",
         dir.display()
     );
     println!(
-        "{:>6} {:>8} {:>8} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>7} | {:>8} {:>6} {:>9} | {:>8} {:>8}",
+        "{:>6} {:>8} {:>8} {:>7} | {:>8} {:>7} {:>6} {:>9} {:>10} | {:>8} {:>10} | {:>8} {:>7} | {:>8} {:>6} {:>9} | {:>8} {:>8} {:>6}",
         "MiB",
         "memcpy",
         "write",
+        "read",
         "ckpt",
         "frozen",
         "ratio",
@@ -610,14 +624,16 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
         "ratio",
         "rst RSS",
         "lazy run",
-        "lazy all"
+        "lazy all",
+        "ratio"
     );
     for r in &rows {
         println!(
-            "{:>6} {:>8.1} {:>8.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>7.1} | {:>8.1} {:>6.2} {:>9} | {:>8.1} {:>8.1}",
+            "{:>6} {:>8.1} {:>8.1} {:>7.1} | {:>8.1} {:>7.1} {:>6.2} {:>9} {:>10} | {:>8.1} {:>10} | {:>8.1} {:>7.1} | {:>8.1} {:>6.2} {:>9} | {:>8.1} {:>8.1} {:>6.2}",
             r.mib,
             r.memcpy_ms,
             r.write_ms,
+            r.read_ms,
             r.checkpoint_ms,
             r.frozen_ms,
             r.checkpoint_ratio,
@@ -632,6 +648,7 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
             format::bytes(r.restore_peak_rss_kib * 1024),
             r.lazy_running_ms,
             r.lazy_total_ms,
+            r.lazy_ratio,
         );
     }
     if let Some(t) = &tree {
