@@ -158,91 +158,18 @@ pub fn restore(
             set_groups(task, mem, scratch, &target.groups)?;
         }
         // Bounding set first: dropping needs CAP_SETPCAP, which goes with the uid.
-        for cap in 0..64u64 {
-            if current.cap_bnd & (1 << cap) != 0 && target.cap_bnd & (1 << cap) == 0 {
-                task.syscall(
-                    "prctl(PR_CAPBSET_DROP)",
-                    libc::SYS_prctl,
-                    [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
-                )?;
-            }
-        }
+        drop_bounding(task, target, current)?;
+        // Capabilities kept across the change of uid, until capset.
         let keep = target.cap_prm != 0 && target.uid.iter().all(|&u| u != 0);
         if keep {
-            task.syscall(
-                "prctl(PR_SET_KEEPCAPS)",
-                libc::SYS_prctl,
-                [libc::PR_SET_KEEPCAPS as u64, 1, 0, 0, 0, 0],
-            )?;
+            set_keepcaps(task, true)?;
         }
-        task.syscall(
-            "setresgid",
-            libc::SYS_setresgid,
-            [
-                target.gid[0] as u64,
-                target.gid[1] as u64,
-                target.gid[2] as u64,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        task.syscall(
-            "setfsgid",
-            libc::SYS_setfsgid,
-            [target.gid[3] as u64, 0, 0, 0, 0, 0],
-        )?;
-        task.syscall(
-            "setresuid",
-            libc::SYS_setresuid,
-            [
-                target.uid[0] as u64,
-                target.uid[1] as u64,
-                target.uid[2] as u64,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        task.syscall(
-            "setfsuid",
-            libc::SYS_setfsuid,
-            [target.uid[3] as u64, 0, 0, 0, 0, 0],
-        )?;
-        // capset: header {version 3, pid 0} then two {effective, permitted, inheritable} words.
-        let mut caps = Vec::new();
-        caps.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
-        caps.extend_from_slice(&0i32.to_ne_bytes());
-        for half in [0u32, 32] {
-            for v in [target.cap_eff, target.cap_prm, target.cap_inh] {
-                caps.extend_from_slice(&((v >> half) as u32).to_ne_bytes());
-            }
-        }
-        let hdr = scratch.write(mem, CREDS_OFF, &caps)?;
-        task.syscall("capset", libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])?;
+        set_ids(task, target)?;
+        set_caps(task, mem, scratch, target)?;
         if keep {
-            task.syscall(
-                "prctl(PR_SET_KEEPCAPS)",
-                libc::SYS_prctl,
-                [libc::PR_SET_KEEPCAPS as u64, 0, 0, 0, 0, 0],
-            )?;
+            set_keepcaps(task, false)?;
         }
-        for cap in 0..64u64 {
-            if target.cap_amb & (1 << cap) != 0 {
-                task.syscall(
-                    "prctl(PR_CAP_AMBIENT_RAISE)",
-                    libc::SYS_prctl,
-                    [
-                        libc::PR_CAP_AMBIENT as u64,
-                        libc::PR_CAP_AMBIENT_RAISE as u64,
-                        cap,
-                        0,
-                        0,
-                        0,
-                    ],
-                )?;
-            }
-        }
+        raise_ambient(task, target)?;
     }
     if target.no_new_privs && !current.no_new_privs {
         task.syscall(
@@ -250,6 +177,112 @@ pub fn restore(
             libc::SYS_prctl,
             [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
         )?;
+    }
+    Ok(())
+}
+
+/// Drop from the task's bounding set (`current`'s) what `target`'s lacks.
+fn drop_bounding(task: &RemoteTask, target: &Creds, current: &Creds) -> Result<(), RemoteError> {
+    for cap in 0..64u64 {
+        if current.cap_bnd & (1 << cap) != 0 && target.cap_bnd & (1 << cap) == 0 {
+            task.syscall(
+                "prctl(PR_CAPBSET_DROP)",
+                libc::SYS_prctl,
+                [libc::PR_CAPBSET_DROP as u64, cap, 0, 0, 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the task keeps its permitted capabilities when its uids change.
+fn set_keepcaps(task: &RemoteTask, on: bool) -> Result<(), RemoteError> {
+    task.syscall(
+        "prctl(PR_SET_KEEPCAPS)",
+        libc::SYS_prctl,
+        [libc::PR_SET_KEEPCAPS as u64, on as u64, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// Set `target`'s gids, then its uids (real, effective, saved, file system).
+fn set_ids(task: &RemoteTask, target: &Creds) -> Result<(), RemoteError> {
+    task.syscall(
+        "setresgid",
+        libc::SYS_setresgid,
+        [
+            target.gid[0] as u64,
+            target.gid[1] as u64,
+            target.gid[2] as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    task.syscall(
+        "setfsgid",
+        libc::SYS_setfsgid,
+        [target.gid[3] as u64, 0, 0, 0, 0, 0],
+    )?;
+    task.syscall(
+        "setresuid",
+        libc::SYS_setresuid,
+        [
+            target.uid[0] as u64,
+            target.uid[1] as u64,
+            target.uid[2] as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    task.syscall(
+        "setfsuid",
+        libc::SYS_setfsuid,
+        [target.uid[3] as u64, 0, 0, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+/// Set `target`'s effective, permitted and inheritable capabilities.
+fn set_caps(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    target: &Creds,
+) -> Result<(), RemoteError> {
+    // capset: header {version 3, pid 0} then two {effective, permitted, inheritable} words.
+    let mut caps = Vec::new();
+    caps.extend_from_slice(&0x2008_0522u32.to_ne_bytes());
+    caps.extend_from_slice(&0i32.to_ne_bytes());
+    for half in [0u32, 32] {
+        for v in [target.cap_eff, target.cap_prm, target.cap_inh] {
+            caps.extend_from_slice(&((v >> half) as u32).to_ne_bytes());
+        }
+    }
+    let hdr = scratch.write(mem, CREDS_OFF, &caps)?;
+    task.syscall("capset", libc::SYS_capset, [hdr, hdr + 8, 0, 0, 0, 0])
+        .map(drop)
+}
+
+/// Raise `target`'s ambient capabilities (which must be permitted and
+/// inheritable by now).
+fn raise_ambient(task: &RemoteTask, target: &Creds) -> Result<(), RemoteError> {
+    for cap in 0..64u64 {
+        if target.cap_amb & (1 << cap) != 0 {
+            task.syscall(
+                "prctl(PR_CAP_AMBIENT_RAISE)",
+                libc::SYS_prctl,
+                [
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                    0,
+                ],
+            )?;
+        }
     }
     Ok(())
 }

@@ -227,56 +227,16 @@ pub fn run_without(
     // The layouts are read before freezing, to keep the freeze short. One
     // that changes meanwhile is harmless: a range that no longer fits is
     // not tracked, and only tracked, unwritten windows are ever reused.
-    // They come from `maps`: what pre-copy needs of a mapping is there.
     let pids = crate::freeze::list_tree_without(roots, prune)?;
-    let mut layouts = HashMap::new();
     // Shared objects seen in the layouts (shared memory, memfds, deleted
     // files): saved once here too, so that while frozen their unchanged
     // chunks are only hashed, found stored, and not compressed again.
     let mut shmem = ShmemTable::default();
-    for pid in pids {
-        let Ok(maps) = ProcDir::new(pid).maps() else {
-            continue;
-        };
-        let vdso = maps
-            .iter()
-            .find(|m| matches!(m.path, MapsPath::Vdso))
-            .map(|m| (m.start, m.end));
-        let Some(vdso) = vdso else { continue };
-        let entries: Vec<SmapsEntry> = maps
-            .into_iter()
-            .map(|map| SmapsEntry::unsized_from(map, Vec::new()))
-            .collect();
-        let vmas = memory::classify(
-            pid,
-            &entries,
-            &mut shmem,
-            // Only anonymous and private file memory is pre-copied: how
-            // devices are classified makes no difference here.
-            &crate::devices::DevicePolicies::default(),
-            &mut Report::default(),
-        );
-        layouts.insert(pid, (vdso, vmas));
-    }
+    let layouts = read_layouts(pids, &mut shmem);
     debug!(processes = layouts.len(), "layouts read");
     let t0 = Instant::now();
     let frozen = Frozen::freeze_without(roots, prune)?;
-    let mut started = Vec::new();
-    for fp in frozen.processes.values() {
-        // A job-stopped process is tracked like any other: it runs our
-        // remote calls in its stop, and goes back to it at the thaw.
-        if fp.zombie {
-            continue;
-        }
-        let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
-            continue;
-        };
-        let ranges = merged_ranges(vmas.iter().filter(|v| v.has_private_pages()));
-        match WriteTracker::start(fp.pid, vdso, &ranges) {
-            Ok(tracker) => started.push((fp.pid, vmas, tracker)),
-            Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
-        }
-    }
+    let started = start_tracking(&frozen, layouts);
     let pids: Vec<i32> = frozen.processes.keys().copied().collect();
     frozen.thaw();
     let frozen_for = t0.elapsed();
@@ -317,15 +277,94 @@ pub fn run_without(
     // Which windows were read is known once the workers are done.
     sink.drain()?;
     for (pid, vmas, tracker, d) in dumped {
+        out.processes
+            .insert(pid, Saved::new(tracker, &vmas, d, sink));
+    }
+    // A reader that panicked only costs the frozen inspection a smaps read.
+    out.flags = flag_reader.join().unwrap_or_default();
+    debug!(elapsed = ?t0.elapsed(), "pre-copy done");
+    Ok(out)
+}
+
+/// A process's layout, read before the freeze: its vdso (start, end) and
+/// its mappings.
+type Layout = ((u64, u64), Vec<Vma>);
+
+/// The layouts of `pids` (those with a vdso and readable maps), from
+/// `maps`: what pre-copy needs of a mapping is there. Shared objects go
+/// into `shmem`.
+fn read_layouts(pids: Vec<i32>, shmem: &mut ShmemTable) -> HashMap<i32, Layout> {
+    let mut layouts = HashMap::new();
+    for pid in pids {
+        let Ok(maps) = ProcDir::new(pid).maps() else {
+            continue;
+        };
+        let vdso = maps
+            .iter()
+            .find(|m| matches!(m.path, MapsPath::Vdso))
+            .map(|m| (m.start, m.end));
+        let Some(vdso) = vdso else { continue };
+        let entries: Vec<SmapsEntry> = maps
+            .into_iter()
+            .map(|map| SmapsEntry::unsized_from(map, Vec::new()))
+            .collect();
+        let vmas = memory::classify(
+            pid,
+            &entries,
+            shmem,
+            // Only anonymous and private file memory is pre-copied: how
+            // devices are classified makes no difference here.
+            &crate::devices::DevicePolicies::default(),
+            &mut Report::default(),
+        );
+        layouts.insert(pid, (vdso, vmas));
+    }
+    layouts
+}
+
+/// Start write tracking in each frozen process with a layout; one that
+/// cannot be tracked is left out (saved whole while frozen).
+fn start_tracking(
+    frozen: &Frozen,
+    mut layouts: HashMap<i32, Layout>,
+) -> Vec<(i32, Vec<Vma>, WriteTracker)> {
+    let mut started = Vec::new();
+    for fp in frozen.processes.values() {
+        // A job-stopped process is tracked like any other: it runs our
+        // remote calls in its stop, and goes back to it at the thaw.
+        if fp.zombie {
+            continue;
+        }
+        let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
+            continue;
+        };
+        let ranges = merged_ranges(vmas.iter().filter(|v| v.has_private_pages()));
+        match WriteTracker::start(fp.pid, vdso, &ranges) {
+            Ok(tracker) => started.push((fp.pid, vmas, tracker)),
+            Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
+        }
+    }
+    started
+}
+
+impl Saved {
+    /// What the first pass saved of `vmas` (`dumped`, one list of windows
+    /// per mapping), once `sink`'s workers are done.
+    fn new(
+        tracker: WriteTracker,
+        vmas: &[Vma],
+        dumped: Vec<Vec<DumpedWindow>>,
+        sink: &ChunkSink<'_>,
+    ) -> Self {
         let empty = vmas
             .iter()
-            .zip(&d)
+            .zip(&dumped)
             .filter(|(v, ws)| v.has_private_pages() && ws.is_empty())
             .map(|(v, _)| (v.start, v.end))
             .collect();
         let windows = vmas
             .iter()
-            .zip(d)
+            .zip(dumped)
             .flat_map(|(v, ws)| ws.into_iter().map(move |w| (v.start, w)))
             .filter_map(|(start, w)| {
                 let pages = match &w.chunk {
@@ -335,19 +374,12 @@ pub fn run_without(
                 Some(((start, w.addr), (w, pages)))
             })
             .collect();
-        out.processes.insert(
-            pid,
-            Saved {
-                tracker,
-                windows,
-                empty,
-            },
-        );
+        Saved {
+            tracker,
+            windows,
+            empty,
+        }
     }
-    // A reader that panicked only costs the frozen inspection a smaps read.
-    out.flags = flag_reader.join().unwrap_or_default();
-    debug!(elapsed = ?t0.elapsed(), "pre-copy done");
-    Ok(out)
 }
 
 impl Precopy {

@@ -49,8 +49,9 @@ pub(super) struct Refused;
 /// The steps of [`inspect_process`] that may refuse the process.
 pub(super) type Step<T> = std::result::Result<T, Refused>;
 
-// Just over ~80 lines: the steps in order, each named, and the image
-// record they fill.
+// Long because: the steps in order, each named, and the image record they
+// fill; each step that may refuse the process ends it with a `let … else`,
+// which split into pieces would be passed back and matched again.
 pub(super) fn inspect_process(
     fp: &FrozenProcess,
     flags: Option<&crate::procfs::FlagsHint>,

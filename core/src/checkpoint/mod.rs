@@ -345,9 +345,9 @@ fn inspect_dumping(
     Ok((inspection, pending, precopied_bytes))
 }
 
-// Over ~80 lines, on purpose: the writers, the sink, `frozen` and `files`
-// are locals whose drop order is the failure path (queues put back before
-// the processes go, an unfinished image removed); each step is a named
+// Long because: the writers, the sink, `frozen` and `files` are locals
+// whose drop order is the failure path (queues put back before the
+// processes go, an unfinished image removed); each step is a named
 // function.
 fn checkpoint_once(
     opts: &CheckpointOptions,

@@ -27,6 +27,7 @@ use crate::creds::Creds;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -273,7 +274,25 @@ fn make_dir(path: &Path, saved: Option<&Owner>) -> Result<OwnedFd, FileError> {
             parent.display()
         ))
     })?;
-    let made = match rustix::fs::mkdirat(&parent_fd, leaf, Mode::from_raw_mode(0o700)) {
+    let (dir, made) = mkdir_under(&parent_fd, leaf, path)?;
+    if !made {
+        return Ok(dir);
+    }
+    give_saved_owner(&dir, path, want, me)?;
+    tracing::info!(path = %path.display(), uid = want.uid, gid = want.gid, mode = want.mode, "made a directory gone since the save again");
+    Ok(dir)
+}
+
+/// Make directory `leaf` under `parent_fd` (`path`), mode 0700 until its
+/// saved mode is set, and open it without following a link: the open
+/// directory, and whether it was made here (false: someone else made it
+/// meanwhile).
+fn mkdir_under(
+    parent_fd: &OwnedFd,
+    leaf: &OsStr,
+    path: &Path,
+) -> Result<(OwnedFd, bool), FileError> {
+    let made = match rustix::fs::mkdirat(parent_fd, leaf, Mode::from_raw_mode(0o700)) {
         Ok(()) => true,
         Err(Errno::EXIST) => false,
         Err(e) => {
@@ -285,7 +304,7 @@ fn make_dir(path: &Path, saved: Option<&Owner>) -> Result<OwnedFd, FileError> {
         }
     };
     let dir = rustix::fs::openat(
-        &parent_fd,
+        parent_fd,
         leaf,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
@@ -295,10 +314,17 @@ fn make_dir(path: &Path, saved: Option<&Owner>) -> Result<OwnedFd, FileError> {
         path: path.to_path_buf(),
         source: errno(e),
     })?;
-    if !made {
-        return Ok(dir);
-    }
-    let st = rustix::fs::fstat(&dir).map_err(|e| FileError::Path {
+    Ok((dir, made))
+}
+
+/// Give directory `dir` (`path`), just made by uid `me`, the group and
+/// mode `want` saved; refused when what was made is not `me`'s.
+fn give_saved_owner(dir: &OwnedFd, path: &Path, want: &Owner, me: u32) -> Result<(), FileError> {
+    let not_made = |reason: String| FileError::NotMade {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = rustix::fs::fstat(dir).map_err(|e| FileError::Path {
         op: "fstat",
         path: path.to_path_buf(),
         source: errno(e),
@@ -310,20 +336,16 @@ fn make_dir(path: &Path, saved: Option<&Owner>) -> Result<OwnedFd, FileError> {
         )));
     }
     if st.st_gid != want.gid {
-        if let Err(e) = rustix::fs::fchown(&dir, None, Some(rustix::fs::Gid::from_raw(want.gid))) {
+        if let Err(e) = rustix::fs::fchown(dir, None, Some(rustix::fs::Gid::from_raw(want.gid))) {
             tracing::warn!(path = %path.display(), gid = want.gid, error = %e, "the directory made again keeps the holder's group");
         }
     }
     // Without the setuid bit, meaningless on a directory.
-    rustix::fs::fchmod(&dir, Mode::from_raw_mode(want.mode & 0o3777)).map_err(|e| {
-        FileError::Path {
-            op: "setting the saved mode of",
-            path: path.to_path_buf(),
-            source: errno(e),
-        }
-    })?;
-    tracing::info!(path = %path.display(), uid = want.uid, gid = want.gid, mode = want.mode, "made a directory gone since the save again");
-    Ok(dir)
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(want.mode & 0o3777)).map_err(|e| FileError::Path {
+        op: "setting the saved mode of",
+        path: path.to_path_buf(),
+        source: errno(e),
+    })
 }
 
 /// Give node `leaf` of `dir`, just made by the restore, the saved owner,

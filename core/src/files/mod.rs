@@ -362,8 +362,15 @@ impl FileTable {
     pub fn finish_classification(&mut self, saved: &HashSet<i32>, report: &mut Report) {
         self.seen.pipe.report_external(report);
         self.classify_pidfds(saved, report);
-        // A pty needs its master: a slave alone is a terminal outside the
-        // set (the one hiber runs in, say); a master alone hangs up.
+        let ends = self.classify_lone_pty_ends(report);
+        self.classify_dev_tty(&ends, report);
+        self.classify_unix_peers(report);
+    }
+
+    /// A pty needs its master: a slave alone is a terminal outside the
+    /// set (the one hiber runs in, say); a master alone hangs up. The
+    /// ends (index, master) of the saved ptys.
+    fn classify_lone_pty_ends(&mut self, report: &mut Report) -> HashSet<(u32, bool)> {
         let ends: std::collections::HashSet<(u32, bool)> = self
             .files
             .iter()
@@ -394,8 +401,12 @@ impl FileTable {
                 }
             }
         }
-        self.classify_dev_tty(&ends, report);
-        // A unix socket whose peer no saved process holds is Reset.
+        ends
+    }
+
+    /// A unix socket whose peer no saved process holds is Reset; a client
+    /// waiting in a saved listener's queue is noted as pending there.
+    fn classify_unix_peers(&mut self, report: &mut Report) {
         let saved: std::collections::HashSet<u64> = self
             .files
             .iter()

@@ -762,58 +762,7 @@ impl PtyPairs {
             return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).create_err("opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)");
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(end.index) {
-            let master = open_flags("/dev/ptmx", libc::O_RDWR).create_err("opening /dev/ptmx")?;
-            set_int(master.as_raw_fd(), TIOCSPTLCK, 0).create_err("unlocking a new pty")?;
-            let n =
-                ioctl_int(master.as_raw_fd(), TIOCGPTN).create_err("reading a new pty's number")?;
-            let slave = open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR)
-                .create_err("opening a new pty's slave")?;
-            let (m_state, s_state) = if end.master {
-                (Some(end.clone()), other(end.index, false))
-            } else {
-                (other(end.index, true), Some(end.clone()))
-            };
-            // The queues first, in the put-back mode, before packet mode
-            // (whose status notifications a termios change would post).
-            let input = match &s_state {
-                Some(s) => s.saved_input(image)?,
-                None => Input::default(),
-            };
-            let output = match &m_state {
-                Some(m) => PtyEnd::load(&m.output, image)?,
-                None => Vec::new(),
-            };
-            let termios = s_state
-                .as_ref()
-                .or(m_state.as_ref())
-                .map_or(&[][..], |e| &e.termios[..]);
-            refill(
-                master.as_raw_fd(),
-                slave.as_raw_fd(),
-                termios,
-                &input,
-                &output,
-                false,
-            )
-            .map_err(|source| FileError::Pty {
-                index: end.index,
-                op: "writing the queued bytes into the new pty",
-                source,
-            })?;
-            if let Some(s) = &s_state {
-                apply(&slave, s)?;
-            }
-            if let Some(m) = &m_state {
-                apply(&master, m)?;
-                if m.packet_mode {
-                    set_int(master.as_raw_fd(), libc::TIOCPKT as libc::c_ulong, 1)
-                        .create_err("setting a pty's packet mode")?;
-                }
-                if m.locked {
-                    set_int(master.as_raw_fd(), TIOCSPTLCK, 1).create_err("locking a pty")?;
-                }
-            }
-            slot.insert((m_state.map(|_| master), s_state.map(|_| slave)));
+            slot.insert(make_pair(end, other, image)?);
         }
         let slot = self.open.get(&end.index).expect("just made");
         let missing = || FileError::BadReference {
@@ -836,6 +785,67 @@ impl PtyPairs {
         )
         .create_err("reopening a pty slave")
     }
+}
+
+/// A new pty for the pair of `end` (the other end found by `other`, as
+/// in [`PtyPairs::open`]), with the saved queues and states: the master
+/// and the slave, each None when the image holds no state of it.
+fn make_pair(
+    end: &PtyEnd,
+    other: &dyn Fn(u32, bool) -> Option<PtyEnd>,
+    image: &ImageReader,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>), FileError> {
+    let master = open_flags("/dev/ptmx", libc::O_RDWR).create_err("opening /dev/ptmx")?;
+    set_int(master.as_raw_fd(), TIOCSPTLCK, 0).create_err("unlocking a new pty")?;
+    let n = ioctl_int(master.as_raw_fd(), TIOCGPTN).create_err("reading a new pty's number")?;
+    let slave = open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR)
+        .create_err("opening a new pty's slave")?;
+    let (m_state, s_state) = if end.master {
+        (Some(end.clone()), other(end.index, false))
+    } else {
+        (other(end.index, true), Some(end.clone()))
+    };
+    // The queues first, in the put-back mode, before packet mode
+    // (whose status notifications a termios change would post).
+    let input = match &s_state {
+        Some(s) => s.saved_input(image)?,
+        None => Input::default(),
+    };
+    let output = match &m_state {
+        Some(m) => PtyEnd::load(&m.output, image)?,
+        None => Vec::new(),
+    };
+    let termios = s_state
+        .as_ref()
+        .or(m_state.as_ref())
+        .map_or(&[][..], |e| &e.termios[..]);
+    refill(
+        master.as_raw_fd(),
+        slave.as_raw_fd(),
+        termios,
+        &input,
+        &output,
+        false,
+    )
+    .map_err(|source| FileError::Pty {
+        index: end.index,
+        op: "writing the queued bytes into the new pty",
+        source,
+    })?;
+    if let Some(s) = &s_state {
+        apply(&slave, s)?;
+    }
+    if let Some(m) = &m_state {
+        apply(&master, m)?;
+        if m.packet_mode {
+            set_int(master.as_raw_fd(), libc::TIOCPKT as libc::c_ulong, 1)
+                .create_err("setting a pty's packet mode")?;
+        }
+        if m.locked {
+            set_int(master.as_raw_fd(), TIOCSPTLCK, 1).create_err("locking a pty")?;
+        }
+    }
+    Ok((m_state.map(|_| master), s_state.map(|_| slave)))
 }
 
 impl FdKind for PtyEnd {

@@ -194,7 +194,7 @@ fn checkpoint(
     let opt = |o| {
         getsockopt_int(fd, libc::SOL_SOCKET, o).map_err(|e| format!("reading socket options: {e}"))
     };
-    let mut s = UnixSocket {
+    let s = UnixSocket {
         ino,
         kind,
         name,
@@ -212,22 +212,39 @@ fn checkpoint(
         pending: Vec::new(),
     };
     if d.state == sockdiag::STATE_LISTEN {
-        // A waiting connection is made again at restore; data its client
-        // already sent sits in a socket no fd reaches: refused.
-        // sock_diag lists a waiting connection by its client's inode; what
-        // the client sent and nobody read yet is its write queue.
-        let holds_data = |client: &u64| diag.get(client).is_some_and(|c| c.wqueue > 0);
-        if let Some(e) = d.pending.iter().find(|c| holds_data(c)) {
-            return Err(Refusal::for_now(format!(
-                "listening socket {}: a connection waiting to be accepted (socket {e}) already holds data: not supported yet",
-                printable(&s.name)
-            )));
-        }
-        s.accept_queue = d.pending.clone();
-        // sock_diag reports a listener's backlog as its write queue.
-        s.backlog = Some(d.wqueue);
-        return Ok(s);
+        listening(s, d, diag)
+    } else {
+        with_peer_and_queue(s, d, fd)
     }
+}
+
+/// A listening socket `s` (`d` as sock_diag reports it) with its accept
+/// queue.
+fn listening(
+    mut s: UnixSocket,
+    d: &UnixDiag,
+    diag: &HashMap<u64, UnixDiag>,
+) -> Result<UnixSocket, Refusal> {
+    // A waiting connection is made again at restore; data its client
+    // already sent sits in a socket no fd reaches: refused.
+    // sock_diag lists a waiting connection by its client's inode; what
+    // the client sent and nobody read yet is its write queue.
+    let holds_data = |client: &u64| diag.get(client).is_some_and(|c| c.wqueue > 0);
+    if let Some(e) = d.pending.iter().find(|c| holds_data(c)) {
+        return Err(Refusal::for_now(format!(
+            "listening socket {}: a connection waiting to be accepted (socket {e}) already holds data: not supported yet",
+            printable(&s.name)
+        )));
+    }
+    s.accept_queue = d.pending.clone();
+    // sock_diag reports a listener's backlog as its write queue.
+    s.backlog = Some(d.wqueue);
+    Ok(s)
+}
+
+/// A socket `s` that does not listen (`d` as sock_diag reports it, `fd`
+/// the checkpointer's open file of it) with its peer and its queued messages.
+fn with_peer_and_queue(mut s: UnixSocket, d: &UnixDiag, fd: RawFd) -> Result<UnixSocket, Refusal> {
     s.peer = match d.peer {
         Some(p) if p != 0 => Peer::Inside { ino: p }, // confirmed or turned Outside later
         // A peer that closed leaves no inode, and shuts this end both ways.
@@ -239,8 +256,8 @@ fn checkpoint(
     // kernel answers a peek at any other with EINVAL: one caught between
     // socket() and connect(), or inside a connect() still waiting for room
     // in the listener's backlog (that call restarts after restore).
-    s.pending = if kind == libc::SOCK_DGRAM || d.state == sockdiag::STATE_ESTABLISHED {
-        peek_queue(fd, kind)?
+    s.pending = if s.kind == libc::SOCK_DGRAM || d.state == sockdiag::STATE_ESTABLISHED {
+        peek_queue(fd, s.kind)?
     } else {
         Vec::new()
     };

@@ -215,6 +215,17 @@ fn wait_for_stop(tid: i32, first: Option<Stop>) -> Result<Seized> {
     }
 }
 
+/// This process and its ancestors, up to (not including) pid 1.
+fn my_ancestors() -> BTreeSet<i32> {
+    let mut ancestors = BTreeSet::new();
+    let mut p = std::process::id() as i32;
+    while p > 1 {
+        ancestors.insert(p);
+        p = ProcDir::new(p).stat().map(|s| s.ppid).unwrap_or(0);
+    }
+    ancestors
+}
+
 impl Frozen {
     /// Freeze the trees under `roots` with ptrace. Tasks in a job-control
     /// stop are seized too: they run our remote calls, and go back to
@@ -227,13 +238,7 @@ impl Frozen {
     /// [`Frozen::freeze`] without the subtrees under `prune`: they run on,
     /// and their parents are frozen without them.
     pub fn freeze_without(roots: &[i32], prune: &[i32]) -> Result<Self> {
-        let me = std::process::id() as i32;
-        let mut ancestors = BTreeSet::new();
-        let mut p = me;
-        while p > 1 {
-            ancestors.insert(p);
-            p = ProcDir::new(p).stat().map(|s| s.ppid).unwrap_or(0);
-        }
+        let ancestors = my_ancestors();
         let mut frozen = Frozen {
             roots: roots.to_vec(),
             processes: BTreeMap::new(),
@@ -253,63 +258,9 @@ impl Frozen {
                 return Err(FreezeError::SelfInSet { pid });
             }
             if std::mem::take(&mut first_scan) {
-                refuse_traced(&found)?;
-                for &pid in found.keys() {
-                    if let Some(cgroup) = cgroup::frozen(pid) {
-                        return Err(FreezeError::CgroupFrozen { pid, cgroup });
-                    }
-                }
-                let pids: BTreeSet<i32> = found.keys().copied().collect();
-                if let Some(dir) = cgroup::exactly(&pids) {
-                    match cgroup::CgroupFreeze::freeze(&dir) {
-                        Ok(guard) => {
-                            cgroup_freeze = Some(guard);
-                            frozen.cgroup = Some(dir);
-                        }
-                        Err(err) => {
-                            debug!(cgroup = %dir.display(), %err, "cgroup freezer not used")
-                        }
-                    }
-                }
+                cgroup_freeze = frozen.first_look(&found)?;
             }
-            let mut new = Vec::new();
-            for (&pid, (_, threads)) in &found {
-                for &tid in threads {
-                    if seized.contains(&tid) || is_zombie(tid)? {
-                        continue;
-                    }
-                    match ptrace::seize(tid) {
-                        Ok(()) => {}
-                        Err(PtraceError::Gone { .. }) => continue,
-                        Err(source) => {
-                            // A tracer that attached since the first look.
-                            refuse_traced(&found)?;
-                            return Err(FreezeError::Stop { tid, source });
-                        }
-                    }
-                    seized.insert(tid);
-                    frozen.seized.push(tid);
-                    crate::faults::point("freeze: seized a task");
-                    // Seizing a task in a job-control stop makes it trap
-                    // at once (the seize returns once it has): no
-                    // interrupt then, or a second trap would wait for the
-                    // first resume of our remote calls.
-                    let trapped = ptrace::try_wait(tid)
-                        .map_err(|source| FreezeError::Stop { tid, source })?
-                        .map(|(stop, _)| stop);
-                    // A signal reported first is passed on below, and the
-                    // task interrupted again after it.
-                    let held = matches!(
-                        trapped,
-                        Some(Stop::Event { .. } | Stop::Exited(_) | Stop::Killed(_))
-                    );
-                    if !held {
-                        ptrace::interrupt(tid)
-                            .map_err(|source| FreezeError::Stop { tid, source })?;
-                    }
-                    new.push((pid, tid, trapped));
-                }
-            }
+            let new = frozen.seize_new(&found, &mut seized)?;
             for (pid, tid, trapped) in new.iter().cloned() {
                 match wait_for_stop(tid, trapped)? {
                     Seized::Running => {}
@@ -349,6 +300,83 @@ impl Frozen {
                 return Ok(frozen);
             }
         }
+    }
+
+    /// The first scan's set, before anything is stopped: refused when a
+    /// task is traced already or in a frozen cgroup. When the set is
+    /// exactly a cgroup's processes, that cgroup is frozen (the guard
+    /// returned, and the cgroup noted).
+    fn first_look(
+        &mut self,
+        found: &BTreeMap<i32, (i32, Vec<i32>)>,
+    ) -> Result<Option<cgroup::CgroupFreeze>> {
+        refuse_traced(found)?;
+        for &pid in found.keys() {
+            if let Some(cgroup) = cgroup::frozen(pid) {
+                return Err(FreezeError::CgroupFrozen { pid, cgroup });
+            }
+        }
+        let pids: BTreeSet<i32> = found.keys().copied().collect();
+        let Some(dir) = cgroup::exactly(&pids) else {
+            return Ok(None);
+        };
+        match cgroup::CgroupFreeze::freeze(&dir) {
+            Ok(guard) => {
+                self.cgroup = Some(dir);
+                Ok(Some(guard))
+            }
+            Err(err) => {
+                debug!(cgroup = %dir.display(), %err, "cgroup freezer not used");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Seize and interrupt every live task of `found` not `seized` yet:
+    /// (pid, tid, the stop it reported at once, if any) of each.
+    fn seize_new(
+        &mut self,
+        found: &BTreeMap<i32, (i32, Vec<i32>)>,
+        seized: &mut BTreeSet<i32>,
+    ) -> Result<Vec<(i32, i32, Option<Stop>)>> {
+        let mut new = Vec::new();
+        for (&pid, (_, threads)) in found {
+            for &tid in threads {
+                if seized.contains(&tid) || is_zombie(tid)? {
+                    continue;
+                }
+                match ptrace::seize(tid) {
+                    Ok(()) => {}
+                    Err(PtraceError::Gone { .. }) => continue,
+                    Err(source) => {
+                        // A tracer that attached since the first look.
+                        refuse_traced(found)?;
+                        return Err(FreezeError::Stop { tid, source });
+                    }
+                }
+                seized.insert(tid);
+                self.seized.push(tid);
+                crate::faults::point("freeze: seized a task");
+                // Seizing a task in a job-control stop makes it trap
+                // at once (the seize returns once it has): no
+                // interrupt then, or a second trap would wait for the
+                // first resume of our remote calls.
+                let trapped = ptrace::try_wait(tid)
+                    .map_err(|source| FreezeError::Stop { tid, source })?
+                    .map(|(stop, _)| stop);
+                // A signal reported first is passed on below, and the
+                // task interrupted again after it.
+                let held = matches!(
+                    trapped,
+                    Some(Stop::Event { .. } | Stop::Exited(_) | Stop::Killed(_))
+                );
+                if !held {
+                    ptrace::interrupt(tid).map_err(|source| FreezeError::Stop { tid, source })?;
+                }
+                new.push((pid, tid, trapped));
+            }
+        }
+        Ok(new)
     }
 
     /// Let every task run again, as it was.

@@ -197,10 +197,7 @@ pub fn classify(
         std::collections::HashMap::new();
     for entry in smaps {
         let m = &entry.map;
-        let subject = Subject::Mapping {
-            start: m.start,
-            end: m.end,
-        };
+        let subject = mapping_subject(m);
         let growsdown = entry.vm_flags.iter().any(|f| f == "gd");
         let backing = match &m.path {
             MapsPath::Vsyscall => continue,
@@ -223,31 +220,10 @@ pub fn classify(
                         offset: m.offset,
                     }
                 } else if *deleted {
-                    match deleted_file_size(pid, m) {
-                        Ok(size) if size <= MAX_DELETED_FILE_BYTES => {
-                            let object = shmem.of_deleted_file(pid, m, path);
-                            Backing::Shmem {
-                                object,
-                                offset: m.offset,
-                            }
-                        }
-                        found => {
-                            let why = match found {
-                                Ok(size) => format!(
-                                    "a deleted file of {size} bytes (at most {MAX_DELETED_FILE_BYTES} are saved)"
-                                ),
-                                Err(e) => format!("the deleted file cannot be reached: {e}"),
-                            };
-                            report.add(
-                                pid,
-                                subject,
-                                format!("mapping of deleted file {}", path.display()),
-                                Policy::Refuse,
-                                why,
-                            );
-                            continue;
-                        }
-                    }
+                    let Some(backing) = deleted_file_backing(pid, m, path, shmem, report) else {
+                        continue;
+                    };
+                    backing
                 } else {
                     let md = metadata
                         .entry(path.as_path())
@@ -255,78 +231,13 @@ pub fn classify(
                     let device = md.as_ref().is_ok_and(is_device)
                         || (md.is_err() && mapped_char_device(pid, m).is_some());
                     if device {
-                        // DRM buffers, framebuffers, sound rings: device memory
-                        // that cannot be read back as the file's contents.
-                        let Some((major, minor)) = mapped_char_device(pid, m) else {
-                            report.add(
-                                pid,
-                                subject,
-                                format!("device mapping {}", path.display()),
-                                Policy::Refuse,
-                                "mappings of block devices are not supported",
-                            );
-                            continue;
-                        };
-                        // A mapping is never the X server's card itself: the
-                        // automatic Reattach is for fds. A reattached card's
-                        // buffers are gone with the old open, so its mappings
-                        // come back as a detached device's.
-                        let c = devices.classify(path, major, minor, crate::devices::Use::Plain);
-                        let what = format!("device mapping of {}", c.describe());
-                        if !matches!(c.decision.policy, Policy::Detach | Policy::Reattach) {
-                            report.add(
-                            pid,
-                            subject,
-                            what,
-                            Policy::Refuse,
-                            c.reason(&format!(
-                                "{}, and only mappings of detached devices can be restored (as zero-filled memory)",
-                                c.decision.policy
-                            )),
-                        );
-                            continue;
-                        }
-                        report.add(
-                        pid,
-                        subject,
-                        what,
-                        Policy::Detach,
-                        c.reason("the mapping is restored, not its contents: zero-filled memory at the same address and protection"),
-                    );
-                        vmas.push(Vma::of(
-                            m,
-                            growsdown,
-                            Backing::Device {
-                                path: path.clone(),
-                                major,
-                                minor,
-                                class: c.class().to_string(),
-                            },
-                        ));
+                        vmas.extend(device_mapping(pid, m, path, growsdown, devices, report));
                         continue;
-                    } else {
-                        match md {
-                            Ok(md) => {
-                                let (size, mtime_ns) = file_identity(md);
-                                Backing::File {
-                                    path: path.clone(),
-                                    offset: m.offset,
-                                    size,
-                                    mtime_ns,
-                                }
-                            }
-                            Err(err) => {
-                                report.add(
-                                    pid,
-                                    subject,
-                                    format!("file mapping {}", path.display()),
-                                    Policy::Refuse,
-                                    format!("cannot stat the mapped file: {err}"),
-                                );
-                                continue;
-                            }
-                        }
                     }
+                    let Some(backing) = file_backing(pid, m, path, md, report) else {
+                        continue;
+                    };
+                    backing
                 }
             }
             MapsPath::Other(name) => {
@@ -344,29 +255,165 @@ pub fn classify(
             Backing::Shmem { object, .. } => shmem.objects[*object].describe(),
             _ => describe(&backing, m.shared),
         };
+        let why = restore_reason(&backing, m.shared, shmem);
+        report.add(pid, subject, what, Policy::Restore, why);
+        vmas.push(Vma::of(m, growsdown, backing));
+    }
+    vmas
+}
+
+/// The subject of a finding about mapping `m`.
+fn mapping_subject(m: &MapsEntry) -> Subject {
+    Subject::Mapping {
+        start: m.start,
+        end: m.end,
+    }
+}
+
+/// A mapping of a file deleted since it was mapped: its contents are
+/// saved as a shared object when the file is small enough and can still
+/// be reached, else the mapping is refused (None).
+fn deleted_file_backing(
+    pid: i32,
+    m: &MapsEntry,
+    path: &Path,
+    shmem: &mut ShmemTable,
+    report: &mut Report,
+) -> Option<Backing> {
+    match deleted_file_size(pid, m) {
+        Ok(size) if size <= MAX_DELETED_FILE_BYTES => {
+            let object = shmem.of_deleted_file(pid, m, path);
+            Some(Backing::Shmem {
+                object,
+                offset: m.offset,
+            })
+        }
+        found => {
+            let why = match found {
+                Ok(size) => format!(
+                    "a deleted file of {size} bytes (at most {MAX_DELETED_FILE_BYTES} are saved)"
+                ),
+                Err(e) => format!("the deleted file cannot be reached: {e}"),
+            };
+            report.add(
+                pid,
+                mapping_subject(m),
+                format!("mapping of deleted file {}", path.display()),
+                Policy::Refuse,
+                why,
+            );
+            None
+        }
+    }
+}
+
+/// A mapping of a device (DRM buffers, framebuffers, sound rings): device
+/// memory that cannot be read back as the file's contents. Restored as
+/// zero-filled memory when its device is detached, else refused (None).
+fn device_mapping(
+    pid: i32,
+    m: &MapsEntry,
+    path: &Path,
+    growsdown: bool,
+    devices: &DevicePolicies,
+    report: &mut Report,
+) -> Option<Vma> {
+    let subject = mapping_subject(m);
+    let Some((major, minor)) = mapped_char_device(pid, m) else {
+        report.add(
+            pid,
+            subject,
+            format!("device mapping {}", path.display()),
+            Policy::Refuse,
+            "mappings of block devices are not supported",
+        );
+        return None;
+    };
+    // A mapping is never the X server's card itself: the
+    // automatic Reattach is for fds. A reattached card's
+    // buffers are gone with the old open, so its mappings
+    // come back as a detached device's.
+    let c = devices.classify(path, major, minor, crate::devices::Use::Plain);
+    let what = format!("device mapping of {}", c.describe());
+    if !matches!(c.decision.policy, Policy::Detach | Policy::Reattach) {
         report.add(
             pid,
             subject,
             what,
-            Policy::Restore,
-            match &backing {
-                Backing::Anon => "touched pages saved, zero pages elided",
-                Backing::File { .. } if m.shared => {
-                    "remapped from the file, which holds the contents"
-                }
-                Backing::File { .. } => "remapped from the file, modified pages saved",
-                Backing::Shmem { object, .. } => match shmem.objects[*object].kind {
-                    crate::memory::shmem::ShmemKind::DeletedFile { .. } if m.shared => "the deleted file's contents saved once for all its mappings, recreated as a memfd",
-                    crate::memory::shmem::ShmemKind::DeletedFile { .. } => "the deleted file's contents saved once for all its mappings, recreated as a memfd mapped privately; modified pages saved",
-                    _ if !m.shared => "mapped privately from a shared memory object saved once for all its mappings; modified pages saved",
-                    _ => "shared memory object saved once for all its mappings",
-                },
-                _ => "kernel-provided mapping, moved to its address at restore",
-            },
+            Policy::Refuse,
+            c.reason(&format!(
+                "{}, and only mappings of detached devices can be restored (as zero-filled memory)",
+                c.decision.policy
+            )),
         );
-        vmas.push(Vma::of(m, growsdown, backing));
+        return None;
     }
-    vmas
+    report.add(
+        pid,
+        subject,
+        what,
+        Policy::Detach,
+        c.reason("the mapping is restored, not its contents: zero-filled memory at the same address and protection"),
+    );
+    Some(Vma::of(
+        m,
+        growsdown,
+        Backing::Device {
+            path: path.to_path_buf(),
+            major,
+            minor,
+            class: c.class().to_string(),
+        },
+    ))
+}
+
+/// A mapping of a regular file, remapped from it at restore: identified
+/// by its size and modification time (`md`), or refused (None) when it
+/// cannot be stat'ed.
+fn file_backing(
+    pid: i32,
+    m: &MapsEntry,
+    path: &Path,
+    md: &io::Result<std::fs::Metadata>,
+    report: &mut Report,
+) -> Option<Backing> {
+    match md {
+        Ok(md) => {
+            let (size, mtime_ns) = file_identity(md);
+            Some(Backing::File {
+                path: path.to_path_buf(),
+                offset: m.offset,
+                size,
+                mtime_ns,
+            })
+        }
+        Err(err) => {
+            report.add(
+                pid,
+                mapping_subject(m),
+                format!("file mapping {}", path.display()),
+                Policy::Refuse,
+                format!("cannot stat the mapped file: {err}"),
+            );
+            None
+        }
+    }
+}
+
+/// Why a mapping with `backing` can be restored, for its finding.
+fn restore_reason(backing: &Backing, shared: bool, shmem: &ShmemTable) -> &'static str {
+    match backing {
+        Backing::Anon => "touched pages saved, zero pages elided",
+        Backing::File { .. } if shared => "remapped from the file, which holds the contents",
+        Backing::File { .. } => "remapped from the file, modified pages saved",
+        Backing::Shmem { object, .. } => match shmem.objects[*object].kind {
+            crate::memory::shmem::ShmemKind::DeletedFile { .. } if shared => "the deleted file's contents saved once for all its mappings, recreated as a memfd",
+            crate::memory::shmem::ShmemKind::DeletedFile { .. } => "the deleted file's contents saved once for all its mappings, recreated as a memfd mapped privately; modified pages saved",
+            _ if !shared => "mapped privately from a shared memory object saved once for all its mappings; modified pages saved",
+            _ => "shared memory object saved once for all its mappings",
+        },
+        _ => "kernel-provided mapping, moved to its address at restore",
+    }
 }
 
 /// The largest file deleted while mapped whose contents a checkpoint
@@ -873,12 +920,6 @@ pub fn check_files(pid: i32, mm: &MmImage) -> Result<()> {
 /// Offsets inside the restore gadget's scratch area.
 const SCRATCH_PATH: usize = 0;
 
-/// Recreate every mapping of `mm` in a task whose own mappings are gone
-/// (but for the gadget and the vdso, already moved). `shared(i)` says how
-/// the task reaches shared object `i`. The calls go in batches run by the
-/// gadget's loop at `batch_ip` (one ptrace stop per batch, not two per
-/// call): first every file is opened, then every mapping made, then the
-/// files closed; SysV attachments follow one by one.
 /// The file system uids a swap opens files with: the saved process's for
 /// its files, the restorer's for the restorer's own objects.
 #[derive(Debug, Clone, Copy)]
@@ -887,6 +928,95 @@ pub struct FsIds {
     pub restorer: u32,
 }
 
+/// Where a mapping's memory comes from.
+enum Source {
+    Anon,
+    /// Index into [`MapPlan::files`].
+    File(usize),
+}
+
+/// What [`map_all`] opens, maps and attaches, worked out from the image
+/// before the task runs any call.
+struct MapPlan<'a> {
+    /// (path, open read-write) of each file to open.
+    files: Vec<(PathBuf, bool)>,
+    /// Which of them are the restorer's own objects (shared memory it made,
+    /// reached through its /proc fd directory).
+    restorers: Vec<bool>,
+    /// Each mapping made with mmap, with its offset into its source.
+    maps: Vec<(&'a Vma, Source, u64)>,
+    /// Each SysV attachment: the mapping, the segment's id and size, the offset.
+    sysv: Vec<(&'a Vma, i32, u64, u64)>,
+}
+
+impl<'a> MapPlan<'a> {
+    fn new(mm: &'a MmImage, shared: &dyn Fn(usize) -> MapTarget) -> Self {
+        let mut plan = MapPlan {
+            files: Vec::new(),
+            restorers: Vec::new(),
+            maps: Vec::new(),
+            sysv: Vec::new(),
+        };
+        for v in &mm.vmas {
+            let mut ours = false;
+            let (path, offset, rw) = match &v.backing {
+                // A detached device's memory comes back zero-filled.
+                Backing::Anon | Backing::Device { .. } => {
+                    plan.maps.push((v, Source::Anon, 0));
+                    continue;
+                }
+                Backing::File { path, offset, .. } => (path.clone(), *offset, v.shared && v.write),
+                Backing::Shmem { object, offset } => match shared(*object) {
+                    MapTarget::File { path, write_sealed } => {
+                        ours = true;
+                        (path, *offset, v.write || !write_sealed)
+                    }
+                    MapTarget::Sysv { id, size } => {
+                        plan.sysv.push((v, id, size, *offset));
+                        continue;
+                    }
+                },
+                Backing::Vdso | Backing::Vvar | Backing::VvarVclock => continue,
+            };
+            let i = match plan.files.iter().position(|f| f.0 == path && f.1 == rw) {
+                Some(i) => i,
+                None => {
+                    plan.files.push((path, rw));
+                    plan.restorers.push(ours);
+                    plan.files.len() - 1
+                }
+            };
+            plan.maps.push((v, Source::File(i), offset));
+        }
+        plan
+    }
+}
+
+/// The task's openat of the path at `addr`.
+fn open_call(addr: u64, rw: bool) -> (&'static str, i64, [u64; 6]) {
+    let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
+    (
+        "openat",
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            addr,
+            // Never blocking: a FIFO put where the file was would
+            // hold the restore forever (mmap then refuses it).
+            (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Recreate every mapping of `mm` in a task whose own mappings are gone
+/// (but for the gadget and the vdso, already moved). `shared(i)` says how
+/// the task reaches shared object `i`. The calls go in batches run by the
+/// gadget's loop at `batch_ip` (one ptrace stop per batch, not two per
+/// call): first every file is opened, then every mapping made, then the
+/// files closed; SysV attachments follow one by one.
 pub fn map_all(
     task: &RemoteTask,
     mem: &mut ProcMem,
@@ -896,72 +1026,49 @@ pub fn map_all(
     shared: &dyn Fn(usize) -> MapTarget,
     fs_ids: FsIds,
 ) -> Result<()> {
-    enum Source {
-        Anon,
-        /// Index into `files`.
-        File(usize),
+    let plan = MapPlan::new(mm, shared);
+    let mut fds = vec![u64::MAX; plan.files.len()];
+    open_restorers_objects(task, mem, scratch, &plan, fs_ids, &mut fds)?;
+    // Paths go in the first half of the scratch area, the table in the
+    // second.
+    let half = scratch.len / 2;
+    let per_batch = half / crate::remote::BATCH_ENTRY;
+    open_files(task, mem, scratch, batch_ip, &plan, &mut fds)?;
+    let calls = mmap_calls(&plan.maps, &fds);
+    let mapped = calls.chunks(per_batch).try_for_each(|c| {
+        task.syscall_batch(mem, scratch, half, batch_ip, c)
+            .map(drop)
+    });
+    let closes: Vec<_> = fds
+        .iter()
+        .filter(|&&fd| fd != u64::MAX)
+        .map(|&fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
+        .collect();
+    // Close the files whatever happened to the mappings.
+    for c in closes.chunks(per_batch) {
+        task.syscall_batch(mem, scratch, half, batch_ip, c)?;
     }
-    // (path, open read-write) of each file to open, and the mappings.
-    let mut files: Vec<(PathBuf, bool)> = Vec::new();
-    // Which of them are the restorer's own objects (shared memory it made,
-    // reached through its /proc fd directory).
-    let mut restorers: Vec<bool> = Vec::new();
-    let mut maps: Vec<(&Vma, Source, u64)> = Vec::new();
-    let mut sysv = Vec::new();
-    for v in &mm.vmas {
-        let mut ours = false;
-        let (path, offset, rw) = match &v.backing {
-            // A detached device's memory comes back zero-filled.
-            Backing::Anon | Backing::Device { .. } => {
-                maps.push((v, Source::Anon, 0));
-                continue;
-            }
-            Backing::File { path, offset, .. } => (path.clone(), *offset, v.shared && v.write),
-            Backing::Shmem { object, offset } => match shared(*object) {
-                MapTarget::File { path, write_sealed } => {
-                    ours = true;
-                    (path, *offset, v.write || !write_sealed)
-                }
-                MapTarget::Sysv { id, size } => {
-                    sysv.push((v, id, size, *offset));
-                    continue;
-                }
-            },
-            Backing::Vdso | Backing::Vvar | Backing::VvarVclock => continue,
-        };
-        let i = match files.iter().position(|f| f.0 == path && f.1 == rw) {
-            Some(i) => i,
-            None => {
-                files.push((path, rw));
-                restorers.push(ours);
-                files.len() - 1
-            }
-        };
-        maps.push((v, Source::File(i), offset));
+    mapped?;
+    for (v, id, size, offset) in plan.sysv {
+        attach_sysv(task, v, id, size, offset)?;
     }
-    let open_call = |addr: u64, rw: bool| {
-        let mode = if rw { libc::O_RDWR } else { libc::O_RDONLY };
-        (
-            "openat",
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                addr,
-                // Never blocking: a FIFO put where the file was would
-                // hold the restore forever (mmap then refuses it).
-                (mode | libc::O_CLOEXEC | libc::O_NONBLOCK) as u64,
-                0,
-                0,
-                0,
-            ],
-        )
-    };
-    let mut fds = vec![u64::MAX; files.len()];
-    // The restorer's objects are opened with its own file system identity
-    // (its /proc fd directory is closed to the saved process's), the
-    // task's others with the saved process's, given it before.
+    Ok(())
+}
+
+/// Open the restorer's own objects of `plan` in the task, one by one, into
+/// `fds`. They are opened with the restorer's file system identity (its
+/// /proc fd directory is closed to the saved process's), the task's
+/// others with the saved process's, given it before.
+fn open_restorers_objects(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    plan: &MapPlan<'_>,
+    fs_ids: FsIds,
+    fds: &mut [u64],
+) -> Result<()> {
     let bracket = fs_ids.saved != fs_ids.restorer;
-    if bracket && restorers.contains(&true) {
+    if bracket && plan.restorers.contains(&true) {
         task.syscall(
             "setfsuid",
             libc::SYS_setfsuid,
@@ -969,8 +1076,8 @@ pub fn map_all(
         )?;
     }
     let mine = (|| -> Result<()> {
-        for (i, (path, rw)) in files.iter().enumerate() {
-            if !restorers[i] {
+        for (i, (path, rw)) in plan.files.iter().enumerate() {
+            if !plan.restorers[i] {
                 continue;
             }
             let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
@@ -981,23 +1088,34 @@ pub fn map_all(
         }
         Ok(())
     })();
-    if bracket && restorers.contains(&true) {
+    if bracket && plan.restorers.contains(&true) {
         task.syscall(
             "setfsuid",
             libc::SYS_setfsuid,
             [fs_ids.saved as u64, 0, 0, 0, 0, 0],
         )?;
     }
-    mine?;
+    mine
+}
 
-    // Paths go in the first half of the scratch area, the table in the
-    // second.
+/// Open the files of `plan` that are not the restorer's in the task, in
+/// batches, into `fds`: the paths in the first half of the scratch area,
+/// the batch's table in the second.
+fn open_files(
+    task: &RemoteTask,
+    mem: &mut ProcMem,
+    scratch: &Scratch,
+    batch_ip: u64,
+    plan: &MapPlan<'_>,
+    fds: &mut [u64],
+) -> Result<()> {
     let half = scratch.len / 2;
     let per_batch = half / crate::remote::BATCH_ENTRY;
-    let mut pending = files
+    let mut pending = plan
+        .files
         .iter()
         .enumerate()
-        .filter(|(i, _)| !restorers[*i])
+        .filter(|(i, _)| !plan.restorers[*i])
         .peekable();
     while pending.peek().is_some() {
         let mut calls = Vec::new();
@@ -1020,8 +1138,12 @@ pub fn map_all(
             fds[i] = fd;
         }
     }
-    let calls: Vec<_> = maps
-        .iter()
+    Ok(())
+}
+
+/// The task's mmap of each mapping in `maps`, from the files opened as `fds`.
+fn mmap_calls(maps: &[(&Vma, Source, u64)], fds: &[u64]) -> Vec<(&'static str, i64, [u64; 6])> {
+    maps.iter()
         .map(|(v, source, offset)| {
             let share = if v.shared {
                 libc::MAP_SHARED
@@ -1045,25 +1167,7 @@ pub fn map_all(
                 [v.start, v.len(), v.prot(), flags as u64, fd, *offset],
             )
         })
-        .collect();
-    let mapped = calls.chunks(per_batch).try_for_each(|c| {
-        task.syscall_batch(mem, scratch, half, batch_ip, c)
-            .map(drop)
-    });
-    let closes: Vec<_> = fds
-        .iter()
-        .filter(|&&fd| fd != u64::MAX)
-        .map(|&fd| ("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0]))
-        .collect();
-    // Close the files whatever happened to the mappings.
-    for c in closes.chunks(per_batch) {
-        task.syscall_batch(mem, scratch, half, batch_ip, c)?;
-    }
-    mapped?;
-    for (v, id, size, offset) in sysv {
-        attach_sysv(task, v, id, size, offset)?;
-    }
-    Ok(())
+        .collect()
 }
 
 /// Attach SysV segment `id` so that its bytes from `offset` appear at the
@@ -1210,6 +1314,47 @@ pub fn set_mm_fields(
 /// Move the task's own vdso, vvar and vvar_vclock to the image's addresses.
 /// `current` are the task's mappings of those three now.
 pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry]) -> Result<()> {
+    let mut moves = vdso_moves(pid, mm, current)?;
+    // A target overlapping the current place of any of the three would make
+    // mremap fail: park them all in free space first.
+    let overlaps = moves.iter().any(|&(_, to, len)| {
+        moves
+            .iter()
+            .any(|&(from, _, flen)| to < from + flen && from < to + len)
+    });
+    if overlaps {
+        let total: u64 = moves.iter().map(|m| m.2).sum();
+        let park = task.syscall(
+            "mmap(park)",
+            libc::SYS_mmap,
+            [
+                0,
+                total,
+                0,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        let mut at = park;
+        for m in &mut moves {
+            remap_vdso(task, m.0, at, m.2)?;
+            m.0 = at;
+            at += m.2;
+        }
+    }
+    for (from, to, len) in moves {
+        if from != to {
+            remap_vdso(task, from, to, len)?;
+        }
+    }
+    Ok(())
+}
+
+/// The moves (from, to, length) that put the task's vvar, vvar_vclock and
+/// vdso (`current`) where the image has them; an error when the two
+/// layouts differ in which there are or in their sizes.
+fn vdso_moves(pid: i32, mm: &MmImage, current: &[MapsEntry]) -> Result<Vec<(u64, u64, u64)>> {
     type Kind = (&'static str, fn(&Backing) -> bool, fn(&MapsPath) -> bool);
     let kinds: [Kind; 3] = [
         (
@@ -1255,53 +1400,23 @@ pub fn move_vdso(task: &RemoteTask, pid: i32, mm: &MmImage, current: &[MapsEntry
             }
         }
     }
-    // A target overlapping the current place of any of the three would make
-    // mremap fail: park them all in free space first.
-    let overlaps = moves.iter().any(|&(_, to, len)| {
-        moves
-            .iter()
-            .any(|&(from, _, flen)| to < from + flen && from < to + len)
-    });
-    let mremap = |from: u64, to: u64, len: u64| {
-        task.syscall(
-            "mremap(vdso)",
-            libc::SYS_mremap,
-            [
-                from,
-                len,
-                len,
-                (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                to,
-                0,
-            ],
-        )
-    };
-    if overlaps {
-        let total: u64 = moves.iter().map(|m| m.2).sum();
-        let park = task.syscall(
-            "mmap(park)",
-            libc::SYS_mmap,
-            [
-                0,
-                total,
-                0,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?;
-        let mut at = park;
-        for m in &mut moves {
-            mremap(m.0, at, m.2)?;
-            m.0 = at;
-            at += m.2;
-        }
-    }
-    for (from, to, len) in moves {
-        if from != to {
-            mremap(from, to, len)?;
-        }
-    }
+    Ok(moves)
+}
+
+/// Move the task's `len` bytes of vdso (or vvar) at `from` to `to`.
+fn remap_vdso(task: &RemoteTask, from: u64, to: u64, len: u64) -> Result<()> {
+    task.syscall(
+        "mremap(vdso)",
+        libc::SYS_mremap,
+        [
+            from,
+            len,
+            len,
+            (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+            to,
+            0,
+        ],
+    )?;
     Ok(())
 }
 

@@ -588,7 +588,6 @@ fn create_sysv(
     made_one: &dyn Fn(i32),
 ) -> Result<Created> {
     let id = seg.id;
-    let sys = |what: &'static str| move |source| ShmemError::Sysv { id, what, source };
     let made = match sysv_segments().into_iter().find(|s| s.id == id) {
         Some(s)
             if s.key == seg.key
@@ -610,67 +609,13 @@ fn create_sysv(
             })
         }
         None => {
-            // The kernel hands out the id written here to the next shmget
-            // of this IPC namespace, then forgets it.
-            std::fs::write("/proc/sys/kernel/shm_next_id", format!("{id}\n"))
-                .map_err(sys("writing /proc/sys/kernel/shm_next_id"))?;
-            let flags = libc::IPC_CREAT | libc::IPC_EXCL | (seg.mode & 0o777) as i32;
-            let got = match shm::get(seg.key, obj.size as usize, flags) {
-                Ok(got) => got,
-                Err(e) => {
-                    let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1\n");
-                    if e.raw_os_error() == Some(libc::EEXIST) {
-                        return Err(ShmemError::SysvKeyTaken { id, key: seg.key });
-                    }
-                    return Err(sys("creating the segment")(e));
-                }
-            };
-            if got != id {
-                let _ = shm::remove(got);
-                return Err(ShmemError::SysvIdTaken {
-                    id,
-                    key: seg.key,
-                    size: obj.size,
-                    attached: 0,
-                });
-            }
+            make_sysv_under_id(seg, obj)?;
             made_one(id);
             true
         }
     };
-    let fill = || -> Result<()> {
-        let mut ds = shm::stat(id).map_err(sys("reading its permissions"))?;
-        ds.shm_perm.uid = seg.uid;
-        ds.shm_perm.gid = seg.gid;
-        ds.shm_perm.mode = (seg.mode & 0o777) as _;
-        shm::set(id, &mut ds).map_err(sys("setting its owner and mode"))?;
-        let len = obj.size.next_multiple_of(PAGE_SIZE) as usize;
-        let mut at = shm::Attached::new(id, len).map_err(sys("attaching it in the restorer"))?;
-        let mem = at.bytes_mut();
-        if !made {
-            mem.fill(0);
-        }
-        let mut buf = Vec::new();
-        let r = pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
-            let end = off as usize + data.len();
-            match mem.get_mut(off as usize..end) {
-                Some(dst) => {
-                    dst.copy_from_slice(data);
-                    Ok(())
-                }
-                None => Err(MemoryError::BadMapping {
-                    pid: -1,
-                    start: off,
-                    end: end as u64,
-                }),
-            }
-        });
-        drop(at);
-        r?;
-        Ok(())
-    };
     let created = Created::Sysv { id, made };
-    match fill() {
+    match fill_sysv(seg, obj, image, made) {
         Ok(()) => Ok(created),
         Err(e) => {
             if made {
@@ -679,6 +624,77 @@ fn create_sysv(
             Err(e)
         }
     }
+}
+
+/// The error of SysV segment `id` when step `what` fails.
+fn sysv_err(id: i32, what: &'static str) -> impl Fn(io::Error) -> ShmemError {
+    move |source| ShmemError::Sysv { id, what, source }
+}
+
+/// Create segment `seg` anew under its saved id (and key and mode).
+fn make_sysv_under_id(seg: &SysvSegment, obj: &ShmemObject) -> Result<()> {
+    let id = seg.id;
+    // The kernel hands out the id written here to the next shmget
+    // of this IPC namespace, then forgets it.
+    std::fs::write("/proc/sys/kernel/shm_next_id", format!("{id}\n"))
+        .map_err(sysv_err(id, "writing /proc/sys/kernel/shm_next_id"))?;
+    let flags = libc::IPC_CREAT | libc::IPC_EXCL | (seg.mode & 0o777) as i32;
+    let got = match shm::get(seg.key, obj.size as usize, flags) {
+        Ok(got) => got,
+        Err(e) => {
+            let _ = std::fs::write("/proc/sys/kernel/shm_next_id", "-1\n");
+            if e.raw_os_error() == Some(libc::EEXIST) {
+                return Err(ShmemError::SysvKeyTaken { id, key: seg.key });
+            }
+            return Err(sysv_err(id, "creating the segment")(e));
+        }
+    };
+    if got != id {
+        let _ = shm::remove(got);
+        return Err(ShmemError::SysvIdTaken {
+            id,
+            key: seg.key,
+            size: obj.size,
+            attached: 0,
+        });
+    }
+    Ok(())
+}
+
+/// Give segment `seg` its saved owner and mode and fill it with the
+/// saved pages; a leftover not `made` here is zeroed first.
+fn fill_sysv(seg: &SysvSegment, obj: &ShmemObject, image: &ImageReader, made: bool) -> Result<()> {
+    let id = seg.id;
+    let sys = |what| sysv_err(id, what);
+    let mut ds = shm::stat(id).map_err(sys("reading its permissions"))?;
+    ds.shm_perm.uid = seg.uid;
+    ds.shm_perm.gid = seg.gid;
+    ds.shm_perm.mode = (seg.mode & 0o777) as _;
+    shm::set(id, &mut ds).map_err(sys("setting its owner and mode"))?;
+    let len = obj.size.next_multiple_of(PAGE_SIZE) as usize;
+    let mut at = shm::Attached::new(id, len).map_err(sys("attaching it in the restorer"))?;
+    let mem = at.bytes_mut();
+    if !made {
+        mem.fill(0);
+    }
+    let mut buf = Vec::new();
+    let r = pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
+        let end = off as usize + data.len();
+        match mem.get_mut(off as usize..end) {
+            Some(dst) => {
+                dst.copy_from_slice(data);
+                Ok(())
+            }
+            None => Err(MemoryError::BadMapping {
+                pid: -1,
+                start: off,
+                end: end as u64,
+            }),
+        }
+    });
+    drop(at);
+    r?;
+    Ok(())
 }
 
 #[cfg(test)]
