@@ -662,6 +662,15 @@ mod tests {
             ..base
         };
         assert_eq!(not_in_syscall.with_syscall_restart(), not_in_syscall);
+    }
+
+    #[test]
+    fn interrupted_sleeps_sleep_again() {
+        let base = Regs {
+            orig_rax: 7,
+            rip: 0x1000,
+            ..Regs::default()
+        };
         let sleeping = Regs {
             rax: (-ERESTART_RESTARTBLOCK) as u64,
             ..base
@@ -710,6 +719,24 @@ mod tests {
             without_rem.with_restart_in_place().rax,
             libc::SYS_restart_syscall as u64
         );
+    }
+
+    #[test]
+    fn a_thaw_reissues_only_sleeps() {
+        let base = Regs {
+            orig_rax: 7,
+            rip: 0x1000,
+            ..Regs::default()
+        };
+        let sleeping = Regs {
+            rax: (-ERESTART_RESTARTBLOCK) as u64,
+            ..base
+        };
+        let without_rem = Regs {
+            orig_rax: libc::SYS_nanosleep as u64,
+            rdi: 0x5000,
+            ..sleeping
+        };
         // What a thaw reissues: only such a sleep; the rest the kernel
         // restarts itself.
         assert_eq!(
