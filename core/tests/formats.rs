@@ -53,6 +53,21 @@ fn saved_bytes(reader: &ImageReader, snap: &Snapshot, pid: i32, addr: u64, len: 
     chunk[at..at + len as usize].to_vec()
 }
 
+/// Bytes of the regular files under `dir`.
+fn regular_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            total += regular_bytes(&e.path());
+        } else if t.is_file() {
+            total += e.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
 /// The image of `version` against what its writer recorded: processes,
 /// mappings, chunks, bytes; every chunk read and verified; the saved
 /// command line where the process's stack held it.
@@ -106,6 +121,8 @@ fn reads_like_its_writer_said(version: u32) {
     let bytes: u64 = chunks.iter().map(|c| c.raw_len as u64).sum();
     assert_eq!(bytes, said["data_bytes"].as_u64().unwrap());
     reader.check_chunks(chunks.iter().copied()).unwrap();
+    // Its size on disk: the document and the chunk files or packs.
+    assert_eq!(hiber_core::image::image_bytes(&dir), regular_bytes(&dir));
     let mut buf = Vec::new();
     for c in &chunks {
         reader.read_chunk(c, &mut buf).unwrap();

@@ -2,7 +2,8 @@
 //! (`core/tests/images/vN`, see its README): a format-1 image is read
 //! through its conversion without the commands knowing. The saved
 //! `sleep` comes back in a new pid namespace with its command line, its
-//! pipe's queued bytes and its deleted file, where the files it mapped
+//! pipe's queued bytes and its deleted file, eagerly and lazily (the page
+//! server reading the format-1 chunk files), where the files it mapped
 //! are still those it mapped; where they changed (another machine), the
 //! restore is refused naming the file.
 
@@ -90,6 +91,21 @@ fn restores_or_names_what_changed(version: u32) {
     }
 
     let restored = r.restore(&dir, &["--pidns"]);
+    check_restored(version, saved_pid, &restored);
+    // Lazily: the page server, which closes all but the fds the image's
+    // reader holds, fills the stack (the command line) from the chunks.
+    let t = tempdir();
+    let status = t.path().join("lazy.json");
+    let restored = r.restore(&dir, &["--pidns", "--lazy", "--lazy-status", path(&status)]);
+    check_restored(version, saved_pid, &restored);
+    let done = wait_until("the page server to finish", DEADLINE, || {
+        let v: Value = serde_json::from_slice(&fs::read(&status).ok()?).ok()?;
+        (v["state"] != "serving").then_some(v)
+    });
+    assert_eq!(done["state"], "done", "{done}");
+}
+
+fn check_restored(version: u32, saved_pid: i32, restored: &Restored) {
     assert!(restored.keeper.is_some());
     assert_eq!(restored.pids.len(), 1);
     let (inner, pid) = restored.pids[0];
