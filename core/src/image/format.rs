@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Version of the image layout and document schema this build writes and reads.
+/// Version of the image layout and document schema this build writes, and
+/// the newest it reads.
 pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads: each version from it up to
+/// [`FORMAT_VERSION`] has its module converting its images into the next.
+pub const OLDEST_READ_VERSION: u32 = 1;
 /// Largest chunk a reader accepts (the writer makes 256 KiB page windows).
 pub const MAX_CHUNK_BYTES: u32 = 4 << 20;
 /// Largest metadata document a reader accepts.
@@ -36,8 +40,19 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path} is not a hiber image: {reason}")]
     NotAnImage { path: PathBuf, reason: String },
-    #[error("{path} has image format {found}; this hiber reads format {FORMAT_VERSION}")]
+    #[error("{path} has image format {found}; this hiber reads formats {OLDEST_READ_VERSION} to {FORMAT_VERSION}")]
     UnsupportedVersion { path: PathBuf, found: u32 },
+    #[error("{path} has image format {found}, written by a newer hiber; this hiber reads formats {OLDEST_READ_VERSION} to {FORMAT_VERSION}: read it with the newer hiber")]
+    NewerVersion { path: PathBuf, found: u32 },
+    /// A document of an older format that does not convert into the
+    /// current one; `at` is a JSON pointer into it.
+    #[error("{path}: the format-{version} document does not convert into format {FORMAT_VERSION}: at {at}: {reason}")]
+    Convert {
+        path: PathBuf,
+        version: u32,
+        at: String,
+        reason: String,
+    },
     #[error("{path}: metadata checksum mismatch (the document is corrupt)")]
     DocumentChecksum { path: PathBuf },
     #[error("{path}: metadata truncated: {found} of {expected} bytes")]
@@ -56,6 +71,9 @@ pub enum ImageError {
     Serialize(#[source] serde_json::Error),
     #[error("pack {path} is missing (it holds chunk {hash})")]
     MissingPack { path: PathBuf, hash: String },
+    /// The file of a chunk of a format-1 image, where each chunk had one.
+    #[error("chunk file {path} is missing (it holds chunk {hash})")]
+    MissingChunk { path: PathBuf, hash: String },
     // No size: the message says nothing about the file but that it is short.
     #[error("pack {path} ends before chunk {hash} does (at byte {end})")]
     PackTooShort {

@@ -20,16 +20,21 @@
 //! `syncfs`: a crash leaves either no image or a whole one. Every read
 //! checks the document checksum, every chunk reference's shape and bounds,
 //! and every chunk's hash after decompression.
+//!
+//! Images of older formats are read too, never written: one module per
+//! past format (`v1`) converts its document into the next format's and
+//! serves its chunks, so the rest of the engine sees a current image.
 
 mod dir;
 mod format;
 mod reader;
 mod store;
+mod v1;
 mod writer;
 
 pub use format::{
     create_private_dir_all, ChunkRef, ImageError, ReadError, Result, Unsafe, FORMAT_VERSION,
-    MAX_CHUNK_BYTES, MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, PACK_BYTES,
+    MAX_CHUNK_BYTES, MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, OLDEST_READ_VERSION, PACK_BYTES,
 };
 use format::{DOCUMENT, PACKS};
 pub use reader::{parse_document, read_chunk_from, ImageReader};
@@ -47,7 +52,7 @@ pub fn is_image(dir: &Path) -> bool {
 }
 
 /// Bytes of the image at `dir` on disk: its document and its packs (and
-/// their indexes), counting only the image's own regular files: nothing
+/// their indexes), or a format-1 image's chunk files, counting only the image's own regular files: nothing
 /// is followed, so no size of a file outside the image is ever added in.
 /// 0 for what cannot be read.
 pub fn image_bytes(dir: &Path) -> u64 {
@@ -64,6 +69,15 @@ pub fn image_bytes(dir: &Path) -> u64 {
     if let Ok(Some(packs)) = root.subdir(PACKS) {
         for name in packs.names().unwrap_or_default() {
             total += regular(&packs, &name);
+        }
+    }
+    if let Ok(Some(chunks)) = root.subdir(v1::CHUNKS) {
+        for fan in chunks.names().unwrap_or_default() {
+            if let Ok(Some(fan)) = chunks.subdir(&fan) {
+                for name in fan.names().unwrap_or_default() {
+                    total += regular(&fan, &name);
+                }
+            }
         }
     }
     total

@@ -3,12 +3,18 @@
 //! symlink followed, nothing that can block, nothing but the image's own
 //! regular files. The parsers below work on bytes, so the fuzz targets
 //! run exactly the code a restore runs.
+//!
+//! An image of an older format is read through the conversion chain: its
+//! version's module turns its document into the next version's, up to
+//! [`Current`], and serves its chunks as this format's references; the
+//! caller gets the same document and chunk reads as from a current image.
 
 use super::dir::SafeDir;
 use super::format::{
     pack_file, pack_name, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
-    MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, PACKS,
+    MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, OLDEST_READ_VERSION, PACKS,
 };
+use super::v1;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,8 +24,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Parse a document (header, checksum, JSON) from its bytes, with every
-/// limit the reader applies; errors name `path`.
+/// limit the reader applies, converted from an older format where it is
+/// one; errors name `path`.
 pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
+    parse_versioned(path, bytes).map(|(_, doc)| doc)
+}
+
+/// A document in this build's format, not yet typed: what each older
+/// format's document converts into (through the formats between).
+#[derive(Debug)]
+pub(super) struct Current(pub serde_json::Value);
+
+/// The document's format version, and the document in this build's schema.
+fn parse_versioned<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(u32, T)> {
     let not_image = |reason: &str| ImageError::NotAnImage {
         path: path.to_path_buf(),
         reason: reason.into(),
@@ -41,7 +58,13 @@ pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<
     let version: u32 = fields[1]
         .parse()
         .map_err(|_| not_image("bad version in the header"))?;
-    if version != FORMAT_VERSION {
+    if version > FORMAT_VERSION {
+        return Err(ImageError::NewerVersion {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    if version < OLDEST_READ_VERSION {
         return Err(ImageError::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
@@ -67,10 +90,31 @@ pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<
             path: path.to_path_buf(),
         });
     }
-    serde_json::from_slice(json).map_err(|source| ImageError::Json {
+    let json_err = |source| ImageError::Json {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    if version == FORMAT_VERSION {
+        return Ok((version, serde_json::from_slice(json).map_err(json_err)?));
+    }
+    // The chain: a new format adds its predecessor's module and an arm
+    // here, and the older arms convert into that predecessor's document.
+    let current = match version {
+        v1::VERSION => Current::try_from(v1::Document {
+            path: path.to_path_buf(),
+            json: serde_json::from_slice(json).map_err(json_err)?,
+        })?,
+        found => {
+            return Err(ImageError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found,
+            })
+        }
+    };
+    Ok((
+        version,
+        serde_json::from_value(current.0).map_err(json_err)?,
+    ))
 }
 
 /// Read, decompress and verify the chunk `r` from the bytes of its pack
@@ -157,6 +201,8 @@ pub struct ImageReader {
     packs_dir: Mutex<Option<Option<Arc<SafeDir>>>>,
     /// Open packs and their sizes, by id.
     packs: Mutex<HashMap<String, (Arc<File>, u64)>>,
+    /// A format-1 image's chunk files, where it has no packs.
+    loose: Option<v1::LooseChunks>,
 }
 
 impl ImageReader {
@@ -175,13 +221,14 @@ impl ImageReader {
         f.take(MAX_HEADER_BYTES + MAX_DOCUMENT_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(super::format::io_err("reading", &path))?;
-        let doc = parse_document(&path, &bytes)?;
+        let (version, doc) = parse_versioned(&path, &bytes)?;
         Ok((
             Self {
                 dir: root,
-                version: FORMAT_VERSION,
+                version,
                 packs_dir: Mutex::new(None),
                 packs: Mutex::new(HashMap::new()),
+                loose: (version == v1::VERSION).then(v1::LooseChunks::default),
             },
             doc,
         ))
@@ -191,12 +238,23 @@ impl ImageReader {
         self.dir.path()
     }
 
+    /// The image's format on disk (its document was converted to this
+    /// build's where it is older).
     pub fn version(&self) -> u32 {
         self.version
     }
 
     pub(super) fn pack_path(&self, id: &str) -> PathBuf {
         pack_file(&self.dir.path().join(PACKS), id)
+    }
+
+    /// Where the chunk `r` is read from: its pack, or its own file in a
+    /// format-1 image.
+    pub(super) fn chunk_path(&self, r: &ChunkRef) -> PathBuf {
+        match &self.loose {
+            Some(_) => v1::LooseChunks::path(self.dir.path(), &r.hash),
+            None => self.pack_path(&r.pack),
+        }
     }
 
     fn packs_dir(&self) -> Result<Option<Arc<SafeDir>>> {
@@ -211,12 +269,16 @@ impl ImageReader {
 
     /// The pack holding `r`, checked to reach past its end, and its size.
     fn pack(&self, r: &ChunkRef) -> Result<(Arc<File>, u64)> {
+        if let Some(loose) = &self.loose {
+            let (f, size) = loose.open(&self.dir, r)?;
+            return Ok((Arc::new(f), size));
+        }
         let mut packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
         let (file, size) = match packs.get(&r.pack) {
             Some((f, s)) => (Arc::clone(f), *s),
             None => {
                 let missing = || ImageError::MissingPack {
-                    path: self.pack_path(&r.pack),
+                    path: self.chunk_path(r),
                     hash: r.hash.clone(),
                 };
                 let dir = self.packs_dir()?.ok_or_else(missing)?;
@@ -232,7 +294,7 @@ impl ImageReader {
         };
         if r.end() > size {
             return Err(ImageError::PackTooShort {
-                path: self.pack_path(&r.pack),
+                path: self.chunk_path(r),
                 hash: r.hash.clone(),
                 end: r.end(),
             });
@@ -251,6 +313,9 @@ impl ImageReader {
         }
         let packs = self.packs.lock().unwrap_or_else(|e| e.into_inner());
         fds.extend(packs.values().map(|(f, _)| f.as_raw_fd()));
+        if let Some(loose) = &self.loose {
+            fds.extend(loose.held_fds());
+        }
         fds
     }
 
@@ -267,7 +332,7 @@ impl ImageReader {
     pub fn read_chunk(&self, r: &ChunkRef, out: &mut Vec<u8>) -> Result<()> {
         r.check_shape()?;
         let (file, size) = self.pack(r)?;
-        read_chunk_with(&self.pack_path(&r.pack), size, r, out, |buf, offset| {
+        read_chunk_with(&self.chunk_path(r), size, r, out, |buf, offset| {
             file.read_exact_at(buf, offset)
         })
     }
