@@ -27,6 +27,11 @@ pub(super) const MAGIC: &str = "hiber-image";
 pub(super) const DOCUMENT: &str = "snapshot";
 pub(super) const PACKS: &str = "packs";
 
+/// A document in this build's format, not yet typed: what each older
+/// format's document converts into (through the formats between).
+#[derive(Debug)]
+pub(super) struct Current(pub serde_json::Value);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{op} {path}")]

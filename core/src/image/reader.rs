@@ -11,7 +11,7 @@
 
 use super::dir::SafeDir;
 use super::format::{
-    pack_file, pack_name, ChunkRef, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
+    pack_file, pack_name, ChunkRef, Current, ImageError, Result, DOCUMENT, FORMAT_VERSION, MAGIC,
     MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, OLDEST_READ_VERSION, PACKS,
 };
 use super::v1;
@@ -29,11 +29,6 @@ use std::sync::{Arc, Mutex};
 pub fn parse_document<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T> {
     parse_versioned(path, bytes).map(|(_, doc)| doc)
 }
-
-/// A document in this build's format, not yet typed: what each older
-/// format's document converts into (through the formats between).
-#[derive(Debug)]
-pub(super) struct Current(pub serde_json::Value);
 
 /// The document's format version, and the document in this build's schema.
 fn parse_versioned<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<(u32, T)> {

@@ -23,8 +23,7 @@
 //! module does not change when the schema does.
 
 use super::dir::SafeDir;
-use super::format::{ImageError, Result, MAX_CHUNK_BYTES};
-use super::reader::Current;
+use super::format::{ChunkRef as CurrentChunkRef, Current, ImageError, Result, MAX_CHUNK_BYTES};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -46,7 +45,7 @@ pub(super) struct ChunkRef {
     pub stored_len: u32,
 }
 
-impl TryFrom<ChunkRef> for super::ChunkRef {
+impl TryFrom<ChunkRef> for CurrentChunkRef {
     type Error = ImageError;
 
     /// The chunk as a pack of its own: the pack id is the hash (64 hex
@@ -197,7 +196,7 @@ impl Walk<'_> {
     fn chunk(&mut self, v: &mut Value) -> Result<()> {
         let old: ChunkRef = serde_json::from_value(v.take())
             .map_err(|e| self.error(format!("not a format-1 chunk reference: {e}")))?;
-        let new = super::ChunkRef::try_from(old)?;
+        let new = CurrentChunkRef::try_from(old)?;
         *v = serde_json::to_value(new).map_err(ImageError::Serialize)?;
         Ok(())
     }
@@ -248,7 +247,7 @@ impl LooseChunks {
     /// The file of chunk `r` (a converted reference: its pack is its hash,
     /// at offset 0), which must hold exactly its `stored_len` bytes, and
     /// that size.
-    pub fn open(&self, root: &SafeDir, r: &super::ChunkRef) -> Result<(File, u64)> {
+    pub fn open(&self, root: &SafeDir, r: &CurrentChunkRef) -> Result<(File, u64)> {
         r.check_shape()?;
         if r.pack != r.hash || r.offset != 0 {
             return Err(ImageError::BadChunkRef {
