@@ -624,8 +624,9 @@ impl Store {
             store: Some(snapshots::store_of(&dir)),
             stop: req.stop,
             no_reset: false,
-            // With stop too: the session stands still only for what
-            // changed since the pre-copy, not for every page and the sync.
+            // With stop too, where the engine finds it pays (a large
+            // session): it then stands still only for what changed since,
+            // not for every page and the sync.
             precopy: true,
             devices,
             services: service_rules(),

@@ -86,6 +86,20 @@ fn round_trip_restoring(
     may_fail_after: &[&str],
     restore_args: &[&str],
 ) -> Vec<String> {
+    round_trip_saving(mode, wrap, check_before, may_fail_after, restore_args, false)
+}
+
+/// [`round_trip_restoring`]; with `saved_running_first`, a checkpoint that
+/// leaves the fixture running (pre-copy: a freeze and a thaw, then the
+/// freeze of the save proper) comes before the saving `--stop`.
+fn round_trip_saving(
+    mode: &str,
+    wrap: &[&str],
+    check_before: bool,
+    may_fail_after: &[&str],
+    restore_args: &[&str],
+    saved_running_first: bool,
+) -> Vec<String> {
     let t = tempdir();
     let dir = t.path().join("fx");
     fs::create_dir(&dir).unwrap();
@@ -149,6 +163,13 @@ fn round_trip_restoring(
 
     let check = hiber(&["check", &pid.to_string()]);
     assert_eq!(check.status.code(), Some(0), "check: {}", stdout(&check));
+    if saved_running_first {
+        let running = t.path().join("img-running");
+        assert_ok(
+            &hiber(&["checkpoint", &pid.to_string(), "-o", path(&running)]),
+            "checkpoint leaving it running",
+        );
+    }
     r.checkpoint_stop(pid, &img);
     // The fixture's own report file would otherwise satisfy the next wait.
     let _ = fs::remove_file(dir.join("report"));
@@ -353,6 +374,15 @@ fn tasks_in_sigsuspend_keep_their_own_mask_after_restore() {
 fn threads_contending_polling_and_sleeping() {
     // The sleeper's relative clock_nanosleep sleeps on, as above.
     round_trip_full("threads", &[], true, &[]);
+}
+
+/// A save that left the threads running thawed the sleeper: the next
+/// freeze must find it in its clock_nanosleep again (issued anew for the
+/// time left), not in `restart_syscall`, which a restore could only end
+/// with EINTR.
+#[test]
+fn threads_sleep_on_after_a_save_that_left_them_running() {
+    round_trip_saving("threads", &[], true, &[], &[], true);
 }
 
 /// Threads of one process share its uffd; each thread's rseq area is

@@ -137,9 +137,8 @@ pub struct CheckpointOptions {
     /// Refuse instead of restoring anything broken (Reset policy).
     pub no_reset: bool,
     /// Save most memory while the processes run, then freeze them only to
-    /// save what changed (see `precopy`). With `stop` too: the processes
-    /// end anyway, but what they are frozen for is the time a user's
-    /// session stands still before it goes.
+    /// save what changed (see `precopy`). With `stop`, only for a set with
+    /// at least [`PRECOPY_WITH_STOP_FROM_BYTES`] of private memory.
     pub precopy: bool,
     /// The device table: which char devices are reopened, detached or
     /// refused.
@@ -162,6 +161,42 @@ pub struct LeftOut {
     /// file in one is recorded without being looked at, and reopened by
     /// path once the service is back (see `files::service_file`).
     pub mounts: Vec<crate::files::service_file::ServiceMount>,
+}
+
+/// With `stop`, pre-copy is used from this much private resident memory.
+/// The processes end anyway, but with `stop` they stay frozen until the
+/// image is durable, so without pre-copy every page is read, compressed,
+/// written and synced inside the freeze (1 GiB, release, same run: frozen
+/// 411 ms without, 35 ms with; 520 and 504 ms in all). Below, one freeze
+/// is shorter in total and hardly longer frozen than pre-copy's two, each
+/// of which stops every process (a tree of 50 `sleep`s: 90 ms without,
+/// 120 ms with, frozen 86 and 91 ms).
+pub const PRECOPY_WITH_STOP_FROM_BYTES: u64 = 256 << 20;
+
+/// Whether this checkpoint pre-copies: always when asked without `stop`;
+/// with it, when the trees' private resident memory (read before
+/// anything stops) reaches [`PRECOPY_WITH_STOP_FROM_BYTES`].
+fn precopy_pays(opts: &CheckpointOptions) -> bool {
+    if !opts.precopy || !opts.stop {
+        return opts.precopy;
+    }
+    let mut bytes = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = opts.roots.clone();
+    while let Some(pid) = todo.pop() {
+        if opts.left_out.pids.contains(&pid) || !seen.insert(pid) {
+            continue;
+        }
+        let proc = ProcDir::new(pid);
+        // A process that ends meanwhile weighs nothing; the freeze decides.
+        bytes += proc.private_resident_bytes().unwrap_or(0);
+        todo.extend(proc.children().unwrap_or_default());
+        if bytes >= PRECOPY_WITH_STOP_FROM_BYTES {
+            return true;
+        }
+    }
+    debug!(bytes, "little memory to save: one freeze, no pre-copy");
+    false
 }
 
 /// Stages reported while a checkpoint runs.
@@ -363,8 +398,7 @@ fn checkpoint_once(
     let threads = opts.threads.max(1);
     // Pre-copy writes pages before the set is inspected, so the image is
     // opened first; a refusal found later removes it again.
-    let early_writer = opts
-        .precopy
+    let early_writer = precopy_pays(opts)
         .then(|| ImageWriter::create_staged(&opts.dir, opts.store.as_deref()))
         .transpose()?;
     debug!(elapsed = ?t0.elapsed(), "image opened");

@@ -309,6 +309,20 @@ impl ProcDir {
         })
     }
 
+    /// Resident memory that is not shared with a file or another process
+    /// (`statm`'s resident minus shared pages), in bytes: a cheap estimate
+    /// of what a save must write.
+    pub fn private_resident_bytes(&self) -> Result<u64> {
+        let text = self.read_string("statm")?;
+        let mut pages = text.split_ascii_whitespace().skip(1).map(str::parse::<u64>);
+        match (pages.next(), pages.next()) {
+            (Some(Ok(resident)), Some(Ok(shared))) => {
+                Ok(resident.saturating_sub(shared) * rustix::param::page_size() as u64)
+            }
+            _ => Err(self.parse_error("statm", "not resident and shared page counts")),
+        }
+    }
+
     pub fn maps(&self) -> Result<Vec<MapsEntry>> {
         let text = self.read_string("maps")?;
         text.lines()
