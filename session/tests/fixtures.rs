@@ -86,7 +86,14 @@ fn round_trip_restoring(
     may_fail_after: &[&str],
     restore_args: &[&str],
 ) -> Vec<String> {
-    round_trip_saving(mode, wrap, check_before, may_fail_after, restore_args, false)
+    round_trip_saving(
+        mode,
+        wrap,
+        check_before,
+        may_fail_after,
+        restore_args,
+        false,
+    )
 }
 
 /// [`round_trip_restoring`]; with `saved_running_first`, a checkpoint that

@@ -398,3 +398,54 @@ fn a_corrupt_chunk_kills_the_lazy_processes_and_is_named() {
         "the restore left the image as it was"
     );
 }
+
+/// A save of a process whose pages are still coming in would find the
+/// missing ones not present and store zeros: it is refused, naming why,
+/// and the process runs on; once every page is in, the save takes, and
+/// that image restores byte for byte.
+#[test]
+fn a_save_while_pages_still_come_in_is_refused_then_takes() {
+    let mut w = Workload::saved();
+    fs::remove_file(w.dir().join("report")).unwrap();
+    let keeper = w.restore_lazily();
+    let server = wait_until("the page server to start", DEADLINE, || server_of(keeper));
+    w.status_now();
+    // Stopped mid-stream, so that pages are surely still missing.
+    // SAFETY: kill of the server of the restore this test made.
+    unsafe { libc::kill(server, libc::SIGSTOP) };
+    wait_until("the page server to stop", DEADLINE, || {
+        (state(server) == Some('T')).then_some(())
+    });
+    assert_eq!(w.status_now()["state"], "serving");
+    let again = w.t.path().join("again");
+    let pid = w.pid.to_string();
+    let refused = hiber(&["checkpoint", &pid, "-o", path(&again), "--stop"]);
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert!(said.contains("filled by a userfaultfd"), "{said}");
+    assert!(!again.exists(), "no image is left");
+    assert!(alive(w.pid), "the process runs on");
+    // SAFETY: as above.
+    unsafe { libc::kill(server, libc::SIGCONT) };
+    wait_until("the page server to finish", DEADLINE, || {
+        (w.status_now()["state"] == "done").then_some(())
+    });
+    // The keeper lets go of the uffds once the server is done.
+    wait_until("the missing-page registration to go", DEADLINE, || {
+        let smaps = fs::read_to_string(format!("/proc/{}/smaps", w.pid)).ok()?;
+        (!smaps
+            .lines()
+            .any(|l| l.starts_with("VmFlags:") && l.split_whitespace().any(|f| f == "um")))
+        .then_some(())
+    });
+    w.r.checkpoint_stop(w.pid, &again);
+    all_gone(&[w.pid]);
+    let restored = w.r.restore(&again, &[]);
+    w.pid = restored.pids[0].1;
+    w.command(b"c");
+    wait_until("the check of the second image's memory", DEADLINE, || {
+        (!w.report().is_empty()).then_some(())
+    });
+    assert_eq!(w.report(), ["parent ok"], "stderr: {}", w.stderr());
+    w.r.kill_all();
+}

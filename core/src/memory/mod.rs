@@ -198,6 +198,19 @@ pub fn classify(
     for entry in smaps {
         let m = &entry.map;
         let subject = mapping_subject(m);
+        // Registered for missing pages with a userfaultfd ("um"): a page
+        // not in yet looks never touched to pagemap, and would be saved as
+        // zeros. Mostly a lazy restore still filling the process, which
+        // ends by itself.
+        if entry.vm_flags.iter().any(|f| f == "um") {
+            report.refuse_for_now(
+                pid,
+                subject,
+                "anon memory",
+                "its missing pages are filled by a userfaultfd (a lazy restore still bringing them in?): saved now, they would read as zeros; save again once every page is in",
+            );
+            continue;
+        }
         let growsdown = entry.vm_flags.iter().any(|f| f == "gd");
         let backing = match &m.path {
             MapsPath::Vsyscall => continue,
