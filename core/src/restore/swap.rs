@@ -39,7 +39,8 @@ pub(super) fn swap<'a>(
     let mm =
         p.mm.as_ref()
             .expect("validated: live processes have memory");
-    let task = RemoteTask::new(pid, gadget)?;
+    // One stop per call until the handlers are set (see `stepping`).
+    let task = RemoteTask::with_trap(pid, gadget)?;
     let scratch = Scratch {
         addr: gadget + PAGE_SIZE,
         len: (GADGET_LEN - PAGE_SIZE) as usize,
@@ -120,6 +121,7 @@ pub(super) fn swap<'a>(
         .flat_map(|v| memory::fill_jobs(pid, v))
         .collect();
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
+    let task = task.stepping();
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
     // The other threads: created by the main one (so they share its mm,
     // files and handlers), each then given its own state. Credentials are
