@@ -98,10 +98,11 @@ impl RemoteTask {
     /// restore gadget's `syscall; int3`): each call then costs one ptrace
     /// stop (run to the trap) instead of two (syscall entry, then exit).
     pub fn with_trap(tid: i32, syscall_ip: u64) -> Result<Self> {
-        Ok(Self {
-            trap_after: true,
-            ..Self::new(tid, syscall_ip)?
-        })
+        // Not built with `..Self::new()`: that copies the fields out of a
+        // task whose drop then puts its registers and mask back.
+        let mut task = Self::new(tid, syscall_ip)?;
+        task.trap_after = true;
+        Ok(task)
     }
 
     /// From now on step each call through its entry and exit, never
