@@ -627,27 +627,10 @@ fn swap_all<'s>(
                 answers.next(SWAP_TIMEOUT, || "a tracer to swap a process in".into())?;
             busy -= 1;
             let (i, pid, swapped) = answer?;
-            let NodeKind::Process(pi) = built.plan.nodes[i].kind else {
-                unreachable!("only processes are swapped")
-            };
-            let p = &snap.processes[pi];
-            for job in swapped.fill {
+            for job in take_swapped(built, &mut held[k], &mut uffds, i, pid, swapped) {
                 fill.send(job)
                     .expect("the fillers live until the swaps end");
             }
-            if let Some(uffd) = swapped.uffd {
-                uffds.push((pi, pid, uffd));
-            }
-            // The first saved thread is the one seized as `pid`; the
-            // others were made in order.
-            let tids = std::iter::once(pid).chain(swapped.threads.iter().copied());
-            held[k].reissuing.extend(
-                tids.zip(&p.threads)
-                    .filter(|(_, t)| t.regs.reissues_syscall())
-                    .map(|(tid, _)| tid),
-            );
-            held[k].seized.push(pid);
-            held[k].seized.extend(swapped.threads);
             (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
             (steps.go_on)("swapping in memory")?;
             if let Some(next) = todo.next() {
@@ -665,6 +648,37 @@ fn swap_all<'s>(
     // The last chance: after this the tree is let go.
     swap_result.and_then(|()| (steps.go_on)("filling pages"))?;
     Ok((held, uffds))
+}
+
+/// Take what a tracer answered for node `i`, seized as `pid`: the tasks
+/// it now holds (`held`), which of them issue an interrupted syscall
+/// again, the process's uffd; and hand back its pages to fill.
+fn take_swapped<'s>(
+    built: &Built<'s>,
+    held: &mut tree::Held,
+    uffds: &mut keeper::Uffds,
+    i: usize,
+    pid: i32,
+    swapped: swap::Swapped<'s>,
+) -> Vec<memory::FillJob<'s>> {
+    let NodeKind::Process(pi) = built.plan.nodes[i].kind else {
+        unreachable!("only processes are swapped")
+    };
+    let p = &built.snap.processes[pi];
+    if let Some(uffd) = swapped.uffd {
+        uffds.push((pi, pid, uffd));
+    }
+    // The first saved thread is the one seized as `pid`; the others were
+    // made in order.
+    let tids = std::iter::once(pid).chain(swapped.threads.iter().copied());
+    held.reissuing.extend(
+        tids.zip(&p.threads)
+            .filter(|(_, t)| t.regs.reissues_syscall())
+            .map(|(tid, _)| tid),
+    );
+    held.seized.push(pid);
+    held.seized.extend(swapped.threads);
+    swapped.fill
 }
 
 /// Back into their cgroups (a session's scope), while still stopped.

@@ -28,6 +28,9 @@ pub(super) struct Swapped<'a> {
 /// Replace the node's address space and state with the saved process's.
 /// With `lazy` (the image), its private anonymous mappings are registered for the
 /// page server instead of filled (see `memory::lazy`).
+// One function over ~80 lines, on purpose: the order of its steps is the
+// point (mappings before the user namespace, handlers before signals,
+// threads before timers, credentials last), and it reads top to bottom.
 pub(super) fn swap<'a>(
     pid: i32,
     gadget: u64,
