@@ -409,7 +409,10 @@ impl RemoteTask {
             stop = ptrace::wait(self.tid)?;
         }
         match stop {
-            (Stop::Signal(libc::SIGTRAP), _) => Ok(()),
+            // The trap's forced SIGTRAP unblocked SIGTRAP: blocked again,
+            // so that one sent from outside waits, as every other signal
+            // does, rather than stop the next call before it runs.
+            (Stop::Signal(libc::SIGTRAP), _) => Ok(ptrace::set_sigmask(self.tid, u64::MAX)?),
             (Stop::Exited(_) | Stop::Killed(_), _) => Err(PtraceError::Exited {
                 tid: self.tid,
                 during,
