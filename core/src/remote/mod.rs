@@ -66,6 +66,9 @@ pub struct RemoteTask {
     syscall_ip: u64,
     /// The lifeline slot its calls run from, when guarded.
     slot: Option<Slot>,
+    /// An `int3` follows the `syscall` instruction: a call runs to the
+    /// trap in one stop, where stepping through entry and exit takes two.
+    trap_after: bool,
     restored: bool,
 }
 
@@ -86,8 +89,30 @@ impl RemoteTask {
             saved_mask,
             syscall_ip,
             slot: None,
+            trap_after: false,
             restored: false,
         })
+    }
+
+    /// [`RemoteTask::new`] with `syscall_ip` followed by an `int3` (the
+    /// restore gadget's `syscall; int3`): each call then costs one ptrace
+    /// stop (run to the trap) instead of two (syscall entry, then exit).
+    pub fn with_trap(tid: i32, syscall_ip: u64) -> Result<Self> {
+        // Not built with `..Self::new()`: that copies the fields out of a
+        // task whose drop then puts its registers and mask back.
+        let mut task = Self::new(tid, syscall_ip)?;
+        task.trap_after = true;
+        Ok(task)
+    }
+
+    /// From now on step each call through its entry and exit, never
+    /// trapping: an `int3` raises a forced SIGTRAP, which resets a blocked
+    /// or ignored SIGTRAP's handler to the default and could be taken for
+    /// a SIGTRAP the task has queued. Called before the task gets its
+    /// signal handlers or signals.
+    pub fn stepping(mut self) -> Self {
+        self.trap_after = false;
+        self
     }
 
     pub fn tid(&self) -> i32 {
@@ -134,6 +159,7 @@ impl RemoteTask {
             saved_mask,
             syscall_ip: slot.syscall_ip,
             slot: Some(slot),
+            trap_after: false,
             restored: false,
         };
         // On failure the drop puts the registers back.
@@ -155,6 +181,11 @@ impl RemoteTask {
         let regs = self.call_regs(nr, args);
         ptrace::set_regs(self.tid, &regs)?;
         crate::faults::point("remote: call registers set");
+        if self.trap_after {
+            self.run_to_trap("a syscall")?;
+            crate::faults::point("remote: at the trap after a syscall");
+            return Ok(ptrace::get_regs(self.tid)?.rax as i64);
+        }
         self.step_syscall("syscall entry")?;
         crate::faults::point("remote: at syscall entry");
         self.step_syscall("syscall exit")?;
@@ -349,31 +380,7 @@ impl RemoteTask {
             ..self.saved_regs
         };
         ptrace::set_regs(self.tid, &regs)?;
-        ptrace::cont(self.tid, 0)?;
-        let mut stop = ptrace::wait(self.tid)?;
-        while let (Stop::Event { .. }, _) = stop {
-            // An interrupt left over from the freeze: consumed, go on.
-            ptrace::cont(self.tid, 0)?;
-            stop = ptrace::wait(self.tid)?;
-        }
-        match stop {
-            (Stop::Signal(libc::SIGTRAP), _) => {}
-            (Stop::Exited(_) | Stop::Killed(_), _) => {
-                return Err(PtraceError::Exited {
-                    tid: self.tid,
-                    during: "a batch of syscalls",
-                }
-                .into())
-            }
-            (_, status) => {
-                return Err(PtraceError::UnexpectedStop {
-                    tid: self.tid,
-                    status,
-                    during: "a batch of syscalls",
-                }
-                .into())
-            }
-        }
+        self.run_to_trap("a batch of syscalls")?;
         let left = ptrace::get_regs(self.tid)?.r12 as usize;
         scratch.read(mem, offset, &mut table)?;
         let results: Vec<u64> = table
@@ -389,6 +396,35 @@ impl RemoteTask {
             });
         }
         Ok(results)
+    }
+
+    /// Let the task run (every signal but SIGKILL blocked) to the `int3`
+    /// its registers lead to.
+    fn run_to_trap(&self, during: &'static str) -> Result<()> {
+        ptrace::cont(self.tid, 0)?;
+        let mut stop = ptrace::wait(self.tid)?;
+        while let (Stop::Event { .. }, _) = stop {
+            // An interrupt left over from the freeze: consumed, go on.
+            ptrace::cont(self.tid, 0)?;
+            stop = ptrace::wait(self.tid)?;
+        }
+        match stop {
+            // The trap's forced SIGTRAP unblocked SIGTRAP: blocked again,
+            // so that one sent from outside waits, as every other signal
+            // does, rather than stop the next call before it runs.
+            (Stop::Signal(libc::SIGTRAP), _) => Ok(ptrace::set_sigmask(self.tid, u64::MAX)?),
+            (Stop::Exited(_) | Stop::Killed(_), _) => Err(PtraceError::Exited {
+                tid: self.tid,
+                during,
+            }
+            .into()),
+            (_, status) => Err(PtraceError::UnexpectedStop {
+                tid: self.tid,
+                status,
+                during,
+            }
+            .into()),
+        }
     }
 
     /// Put the registers and signal mask back as found.

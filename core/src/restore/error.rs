@@ -57,6 +57,8 @@ pub enum RestoreError {
     },
     #[error("the restore tree did not reach stage {stage} within {secs} s")]
     Timeout { stage: &'static str, secs: u64 },
+    #[error("waited {secs} s for {what}; it did not finish")]
+    Waited { what: String, secs: u64 },
     #[error("{what}")]
     Os {
         what: &'static str,

@@ -92,49 +92,53 @@ pub(super) fn start_pids_above(highest: i32) {
     }
 }
 
-/// Who holds `pid`, if anyone. A zombie (the saved process itself, just
-/// ended by `checkpoint --stop`, not yet reaped by whoever adopted it) is
-/// given a moment to go. A number no process has can still be taken: as
-/// the process group or session of living processes (its leader gone),
-/// the kernel keeps it, and a fork with it fails with EEXIST.
-pub(super) fn pid_taken(pid: i32) -> Option<String> {
+/// The first of `pids` someone holds, and who. A zombie (the saved
+/// process itself, just ended by `checkpoint --stop`, not yet reaped by
+/// whoever adopted it) is given a moment to go. A number no process has
+/// can still be taken: as the process group or session of living
+/// processes (its leader gone), the kernel keeps it, and a fork with it
+/// fails with EEXIST. Those are looked for in one pass over /proc for
+/// every pid at once: a pass per pid costs a read of every process's
+/// stat each (a tree of 50 on a machine of 100 processes: ~100 ms).
+pub(super) fn first_taken(pids: &[i32]) -> Option<(i32, String)> {
     const REAP_GRACE: Duration = Duration::from_secs(3);
     let until = Instant::now() + REAP_GRACE;
-    loop {
-        let holder = match pid_comm(pid) {
-            Some(comm) => {
-                let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
-                if !matches!(state, Some('Z' | 'X')) {
-                    return Some(format!("a running process ({comm})"));
-                }
-                format!("a zombie ({comm}) its parent has not reaped")
+    for &pid in pids {
+        while let Some(comm) = pid_comm(pid) {
+            let state = procfs::ProcDir::new(pid).stat().ok().map(|s| s.state);
+            if !matches!(state, Some('Z' | 'X')) {
+                return Some((pid, format!("a running process ({comm})")));
             }
-            None => group_or_session_of(pid)?,
-        };
-        if Instant::now() > until {
-            return Some(holder);
+            if Instant::now() > until {
+                return Some((pid, format!("a zombie ({comm}) its parent has not reaped")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
+    let wanted: std::collections::HashSet<i32> = pids.iter().copied().collect();
+    group_or_session_of(&wanted)
 }
 
-/// A living process whose process group or session is `id` (its leader
-/// gone), in words.
-pub(super) fn group_or_session_of(id: i32) -> Option<String> {
+/// A living process whose process group or session is one of `ids` (its
+/// leader gone): the id, and the holder in words.
+pub(super) fn group_or_session_of(ids: &std::collections::HashSet<i32>) -> Option<(i32, String)> {
     let entries = std::fs::read_dir("/proc").ok()?;
     entries.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let stat = procfs::ProcDir::new(pid).stat().ok()?;
-        let what = if stat.pgrp == id {
-            "process group"
-        } else if stat.session == id {
-            "session"
+        let (what, id) = if ids.contains(&stat.pgrp) {
+            ("process group", stat.pgrp)
+        } else if ids.contains(&stat.session) {
+            ("session", stat.session)
         } else {
             return None;
         };
-        Some(format!(
-            "the {what} of pid {pid} ({}), whose leader is gone",
-            stat.comm
+        Some((
+            id,
+            format!(
+                "the {what} of pid {pid} ({}), whose leader is gone",
+                stat.comm
+            ),
         ))
     })
 }

@@ -28,6 +28,7 @@ pub mod lock;
 pub mod node;
 pub mod plan;
 pub mod swap;
+pub mod tracers;
 pub mod tree;
 pub mod validate;
 
@@ -49,6 +50,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tracers::{Answers, Tracers};
 use tracing::{debug, info};
 use tree::Cleanup;
 
@@ -222,6 +224,7 @@ fn restore_image(
         &opts.sys_roots,
         opts.on_behalf_of.as_ref(),
     )?;
+    debug!(elapsed = ?t0.elapsed(), "image validated");
     // After validation: a caller refused there is told why, not that it
     // may not take the lock.
     let _one_at_a_time = if opts.pidns {
@@ -230,6 +233,7 @@ fn restore_image(
         lock::restore_lock()?
     };
     let plan = plan_tree(&snap, opts.pidns)?;
+    debug!(elapsed = ?t0.elapsed(), "tree planned, saved pids free");
     let Objects {
         base_fd,
         shared: mut shared_objs,
@@ -238,6 +242,7 @@ fn restore_image(
         proxy,
         keeper,
     } = open_objects(&snap, &reader, opts)?;
+    debug!(elapsed = ?t0.elapsed(), files = snap.files.len(), "objects opened");
     let file_fds: Vec<RawFd> = file_objs.iter().map(|f| f.as_raw_fd()).collect();
     let candidates = gadget_candidates_of(&plan, &snap);
     let sysv_count = snap
@@ -284,6 +289,7 @@ fn restore_image(
     // The keeper has its copies.
     drop(proxy);
     cleanup.root = Some(root);
+    debug!(elapsed = ?t0.elapsed(), "restore root forked");
     // The tree needs none of them until the swap; the root, which outlives
     // us if we die, removes each one it is told of.
     shared_objs.create_sysv(&snap.shmem, &reader, &|id| shared.publish_sysv(id))?;
@@ -305,33 +311,49 @@ fn restore_image(
         t0,
     };
     let lazy = opts.lazy.is_some();
-    let swapped = swap_all(
-        &built,
-        &reader,
-        &mut shared_objs,
-        restorer_pid,
-        &steps,
-        lazy,
-    )
-    .and_then(|(seized, reissuing, uffds)| {
-        // Before the commit: the keeper takes them once it sees it.
-        if let Some((restorer_end, _)) = &lazy_ctl {
-            keeper::send_uffds(restorer_end.as_raw_fd(), &uffds)
-                .os_err("handing the userfaultfds to the keeper")?;
-        }
-        Ok((seized, reissuing, !uffds.is_empty()))
-    });
-    let (seized, reissuing, serving) = match swapped {
-        Ok(swapped) => swapped,
-        Err(e) => {
-            drop(cleanup);
+    let targets = Targets {
+        current: Creds::of_self().os_err("reading the caller's credentials")?,
+        shmem: (0..snap.shmem.len())
+            .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
+            .collect(),
+    };
+    // The tracers live in this scope; on failure the tree is ended inside
+    // it, before the scope waits for them.
+    let serving = std::thread::scope(|s| {
+        let tracers = Tracers::start(s, tracers::count(built.live.len()));
+        let swapped = swap_all(
+            &tracers,
+            &built,
+            &reader,
+            &mut shared_objs,
+            &targets,
+            &steps,
+            lazy,
+        )
+        .and_then(|(held, uffds)| {
+            // Before the commit: the keeper takes them once it sees it.
+            if let Some((restorer_end, _)) = &lazy_ctl {
+                keeper::send_uffds(restorer_end.as_raw_fd(), &uffds)
+                    .os_err("handing the userfaultfds to the keeper")?;
+            }
+            Ok((held, !uffds.is_empty()))
+        });
+        let (held, serving) = match swapped {
+            Ok(swapped) => swapped,
+            Err(e) => {
+                cleanup.abort();
+                return Err(e);
+            }
+        };
+        drop(lazy_ctl);
+        rejoin_cgroups(&built);
+        stop_again(&built);
+        if let Err(e) = tree::release(&shared, &tracers, held, release_w) {
+            cleanup.abort();
             return Err(e);
         }
-    };
-    drop(lazy_ctl);
-    rejoin_cgroups(&built);
-    stop_again(&built);
-    tree::release(&shared, &seized, &reissuing, release_w)?;
+        Ok(serving)
+    })?;
     cleanup.armed = false;
     drive_vt_enter(&built, &reattached);
     let keeper = if keeper {
@@ -373,9 +395,9 @@ struct Built<'a> {
     outer: HashMap<usize, i32>,
 }
 
-impl Built<'_> {
+impl<'a> Built<'a> {
     /// Each live node with its saved process and outer pid.
-    fn processes(&self) -> impl Iterator<Item = (usize, &ProcessImage, i32)> + '_ {
+    fn processes(&self) -> impl Iterator<Item = (usize, &'a ProcessImage, i32)> + '_ {
         self.live
             .iter()
             .filter_map(|&i| match self.plan.nodes[i].kind {
@@ -426,10 +448,8 @@ fn plan_tree(snap: &Snapshot, pidns: bool) -> Result<Plan> {
         // be reaped, processes started meanwhile (by anyone) must not take
         // a saved pid it already found free.
         lock::start_pids_above(wanted.iter().copied().max().unwrap_or(0));
-        for &pid in &wanted {
-            if let Some(comm) = lock::pid_taken(pid) {
-                return Err(RestoreError::PidTaken { pid, comm });
-            }
+        if let Some((pid, comm)) = lock::first_taken(&wanted) {
+            return Err(RestoreError::PidTaken { pid, comm });
         }
     }
     for (pid, what) in &plan.foreign {
@@ -545,24 +565,31 @@ fn live_nodes(plan: &Plan, snap: &Snapshot) -> Vec<usize> {
         .collect()
 }
 
-/// Seize every live node and swap the saved process in, while worker
-/// threads fill the pages; the tasks seized (to release) and those of
-/// them that issue an interrupted syscall again, or the first error.
-fn swap_all(
-    built: &Built<'_>,
-    reader: &ImageReader,
+/// What every swap is checked against: the restorer's credentials and
+/// where each shared memory object of the image is mapped from.
+struct Targets {
+    current: Creds,
+    shmem: Vec<MapTarget>,
+}
+
+/// How long a tracer may take over one process's swap.
+const SWAP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Seize every live node and swap the saved process in, on the tracers
+/// (one process at a time each, the next to whichever answers first),
+/// while worker threads fill the pages; the tasks each tracer holds and
+/// the lazy mappings' uffds, or the first error.
+fn swap_all<'s>(
+    tracers: &Tracers<'s>,
+    built: &Built<'s>,
+    reader: &'s ImageReader,
     shared_objs: &mut SharedObjects,
-    restorer_pid: i32,
+    targets: &'s Targets,
     steps: &Steps<'_>,
     lazy: bool,
-) -> Result<(Vec<i32>, Vec<i32>, keeper::Uffds)> {
+) -> Result<(Vec<tree::Held>, keeper::Uffds)> {
     let snap = built.snap;
-    let current = Creds::of_self().os_err("reading the caller's credentials")?;
-    let shmem_targets: Vec<MapTarget> = (0..snap.shmem.len())
-        .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
-        .collect();
-    let mut seized = Vec::new();
-    let mut reissuing = Vec::new();
+    let mut held: Vec<tree::Held> = (0..tracers.len()).map(|_| Default::default()).collect();
     let mut uffds = Vec::new();
     let total_bytes: u64 = snap
         .processes
@@ -574,37 +601,47 @@ fn swap_all(
     let filled = std::sync::atomic::AtomicU64::new(0);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     let swap_result = memory::with_page_fillers(reader, workers, &filled, |fill| -> Result<()> {
-        for (i, p, pid) in built.processes() {
-            // Killed by the kernel if we die before the release: never
-            // run with its address space half swapped in.
-            ptrace::seize_exit_kill(pid)?;
-            seized.push(pid);
-            ptrace::interrupt(pid)?;
-            swap::wait_event_stop(pid)?;
+        let answers = Answers::new();
+        let give = |k: usize, (i, p, pid): (usize, &'s ProcessImage, i32)| {
             let gadget = built.shared.slot(i).gadget.load(Ordering::Acquire);
-            let swap::Swapped { threads, uffd } = swap::swap(
-                pid,
-                gadget,
-                p,
-                &shmem_targets,
-                &current,
-                fill,
-                lazy.then_some(reader),
-            )?;
-            if let (Some(uffd), NodeKind::Process(pi)) = (uffd, built.plan.nodes[i].kind) {
-                uffds.push((pi, pid, uffd));
+            tracers.give(k, &answers, move || {
+                // Killed by the kernel if we die before the release: never
+                // run with its address space half swapped in.
+                ptrace::seize_exit_kill(pid)?;
+                ptrace::interrupt(pid)?;
+                swap::wait_event_stop(pid)?;
+                let swapped = swap::swap(
+                    pid,
+                    gadget,
+                    p,
+                    &targets.shmem,
+                    &targets.current,
+                    lazy.then_some(reader),
+                )?;
+                Ok::<_, RestoreError>((i, pid, swapped))
+            });
+        };
+        let mut todo = built.processes();
+        let mut busy = 0;
+        for (k, next) in (0..tracers.len()).zip(todo.by_ref()) {
+            give(k, next);
+            busy += 1;
+        }
+        while busy > 0 {
+            let (k, answer) =
+                answers.next(SWAP_TIMEOUT, || "a tracer to swap a process in".into())?;
+            busy -= 1;
+            let (i, pid, swapped) = answer?;
+            for job in take_swapped(built, &mut held[k], &mut uffds, i, pid, swapped) {
+                fill.send(job)
+                    .expect("the fillers live until the swaps end");
             }
-            // The first saved thread is the one seized as `pid`; the
-            // others were made in order.
-            let tids = std::iter::once(pid).chain(threads.iter().copied());
-            reissuing.extend(
-                tids.zip(&p.threads)
-                    .filter(|(_, t)| t.regs.reissues_syscall())
-                    .map(|(tid, _)| tid),
-            );
-            seized.extend(threads);
             (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
             (steps.go_on)("swapping in memory")?;
+            if let Some(next) = todo.next() {
+                give(k, next);
+                busy += 1;
+            }
         }
         // Every mapping exists: now seals may forbid new writable ones.
         shared_objs.seal(&snap.shmem)?;
@@ -615,7 +652,38 @@ fn swap_all(
     (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
     // The last chance: after this the tree is let go.
     swap_result.and_then(|()| (steps.go_on)("filling pages"))?;
-    Ok((seized, reissuing, uffds))
+    Ok((held, uffds))
+}
+
+/// Take what a tracer answered for node `i`, seized as `pid`: the tasks
+/// it now holds (`held`), which of them issue an interrupted syscall
+/// again, the process's uffd; and hand back its pages to fill.
+fn take_swapped<'s>(
+    built: &Built<'s>,
+    held: &mut tree::Held,
+    uffds: &mut keeper::Uffds,
+    i: usize,
+    pid: i32,
+    swapped: swap::Swapped<'s>,
+) -> Vec<memory::FillJob<'s>> {
+    let NodeKind::Process(pi) = built.plan.nodes[i].kind else {
+        unreachable!("only processes are swapped")
+    };
+    let p = &built.snap.processes[pi];
+    if let Some(uffd) = swapped.uffd {
+        uffds.push((pi, pid, uffd));
+    }
+    // The first saved thread is the one seized as `pid`; the others were
+    // made in order.
+    let tids = std::iter::once(pid).chain(swapped.threads.iter().copied());
+    held.reissuing.extend(
+        tids.zip(&p.threads)
+            .filter(|(_, t)| t.regs.reissues_syscall())
+            .map(|(tid, _)| tid),
+    );
+    held.seized.push(pid);
+    held.seized.extend(swapped.threads);
+    swapped.fill
 }
 
 /// Back into their cgroups (a session's scope), while still stopped.

@@ -15,74 +15,50 @@ use crate::snapshot::ProcessImage;
 use crate::{creds, signals, thread};
 use std::time::Instant;
 
-/// What a swap leaves the restorer: the threads it made, and with `lazy`
-/// the uffd its lazy mappings are registered with.
-pub(super) struct Swapped {
+/// What a swap leaves the restorer: the threads it made, with `lazy` the
+/// uffd its lazy mappings are registered with, and the pages to fill (by
+/// the restorer's fillers: the swap runs on a tracer thread, which hands
+/// them over when it answers).
+pub(super) struct Swapped<'a> {
     pub threads: Vec<i32>,
     pub uffd: Option<std::os::fd::OwnedFd>,
+    pub fill: Vec<memory::FillJob<'a>>,
 }
 
 /// Replace the node's address space and state with the saved process's.
 /// With `lazy` (the image), its private anonymous mappings are registered for the
 /// page server instead of filled (see `memory::lazy`).
+// One function over ~80 lines, on purpose: the order of its steps is the
+// point (mappings before the user namespace, handlers before signals,
+// threads before timers, credentials last), and it reads top to bottom.
 pub(super) fn swap<'a>(
     pid: i32,
     gadget: u64,
     p: &'a ProcessImage,
     shmem_targets: &[MapTarget],
     current: &Creds,
-    fill: &std::sync::mpsc::Sender<memory::FillJob<'a>>,
     lazy: Option<&crate::image::ImageReader>,
-) -> Result<Swapped> {
+) -> Result<Swapped<'a>> {
     let mm =
         p.mm.as_ref()
             .expect("validated: live processes have memory");
-    let task = RemoteTask::new(pid, gadget)?;
+    // One stop per call until the handlers are set (see `stepping`).
+    let task = RemoteTask::with_trap(pid, gadget)?;
     let scratch = Scratch {
         addr: gadget + PAGE_SIZE,
         len: (GADGET_LEN - PAGE_SIZE) as usize,
     };
     let mut mem = ProcMem::new(pid, true);
 
-    // The node was born to die with its parent; the program was not (the
-    // image does not record a parent-death signal: none is set). EXITKILL
-    // covers it from here to the release.
-    task.syscall(
-        "prctl(PR_SET_PDEATHSIG)",
-        libc::SYS_prctl,
-        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
-    )?;
-    // The node's glibc registered rseq; the area is about to disappear.
-    if let Some(r) = ptrace::get_rseq(pid)? {
-        const RSEQ_FLAG_UNREGISTER: u64 = 1;
-        task.syscall(
-            "rseq(unregister)",
-            libc::SYS_rseq,
-            [
-                r.addr,
-                r.len as u64,
-                RSEQ_FLAG_UNREGISTER,
-                r.signature as u64,
-                0,
-                0,
-            ],
-        )?;
-    }
-    // Drop every mapping of the restorer copy but the gadget and the vdso.
     let here = procfs::ProcDir::new(pid).maps()?;
-    for m in &here {
-        let keep = matches!(
-            m.path,
-            MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall
-        ) || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
-        if !keep {
-            task.syscall(
-                "munmap",
-                libc::SYS_munmap,
-                [m.start, m.end - m.start, 0, 0, 0, 0],
-            )?;
-        }
-    }
+    let rseq = ptrace::get_rseq(pid)?;
+    task.syscall_batch(
+        &mut mem,
+        &scratch,
+        0,
+        gadget + crate::remote::BATCH_OFFSET,
+        &leave_node_calls(&here, gadget, rseq),
+    )?;
     // From here the task opens files (its mappings, its executable) as
     // the saved process would.
     creds::take_fs_identity(&task, &mut mem, &scratch, &p.creds, current)?;
@@ -139,19 +115,16 @@ pub(super) fn swap<'a>(
         }
         None => current,
     };
-    // The pages go in on the fillers' threads meanwhile; nothing below
-    // reads the program's memory.
-    for v in mm
+    // The pages go in on the fillers' threads; nothing below reads the
+    // program's memory.
+    let fill = mm
         .vmas
         .iter()
         .filter(|v| uffd.is_none() || !memory::lazy::is_lazy(v))
-    {
-        for job in memory::fill_jobs(pid, v) {
-            fill.send(job)
-                .expect("the fillers live until the swaps end");
-        }
-    }
+        .flat_map(|v| memory::fill_jobs(pid, v))
+        .collect();
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
+    let task = task.stepping();
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
     // The other threads: created by the main one (so they share its mm,
     // files and handlers), each then given its own state. Credentials are
@@ -216,7 +189,71 @@ pub(super) fn swap<'a>(
     Ok(Swapped {
         threads: created,
         uffd,
+        fill,
     })
+}
+
+/// What the node drops before the saved process comes in, as one batch of
+/// calls (one stop, where a call each cost a ptrace round trip each: a
+/// node's copy of the restorer has some 35 mappings): its parent-death
+/// signal, its rseq area, and every mapping but the gadget and the vdso.
+fn leave_node_calls(
+    here: &[procfs::MapsEntry],
+    gadget: u64,
+    rseq: Option<ptrace::Rseq>,
+) -> Vec<(&'static str, i64, [u64; 6])> {
+    // The node was born to die with its parent; the program was not (the
+    // image does not record a parent-death signal: none is set). EXITKILL
+    // covers it from here to the release.
+    let mut calls = vec![(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        [libc::PR_SET_PDEATHSIG as u64, 0, 0, 0, 0, 0],
+    )];
+    // The node's glibc registered rseq; the area is about to disappear.
+    if let Some(r) = rseq {
+        const RSEQ_FLAG_UNREGISTER: u64 = 1;
+        calls.push((
+            "rseq(unregister)",
+            libc::SYS_rseq,
+            [
+                r.addr,
+                r.len as u64,
+                RSEQ_FLAG_UNREGISTER,
+                r.signature as u64,
+                0,
+                0,
+            ],
+        ));
+    }
+    let munmap =
+        |(start, end): (u64, u64)| ("munmap", libc::SYS_munmap, [start, end - start, 0, 0, 0, 0]);
+    calls.extend(unmapped_runs(here, gadget).into_iter().map(munmap));
+    calls
+}
+
+/// The spans to unmap to drop every mapping of `here` (sorted, as
+/// /proc lists them) but the gadget and the vdso's: each run of
+/// neighbouring mappings to drop is one span, the holes between them
+/// included (unmapping nothing there).
+fn unmapped_runs(here: &[procfs::MapsEntry], gadget: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut open = false;
+    for m in here {
+        let keep = matches!(
+            m.path,
+            MapsPath::Vdso | MapsPath::Vvar | MapsPath::VvarVclock | MapsPath::Vsyscall
+        ) || (m.start >= gadget && m.end <= gadget + GADGET_LEN);
+        if keep {
+            open = false;
+        } else if let (true, Some(run)) = (open, runs.last_mut()) {
+            run.1 = m.end;
+        } else {
+            runs.push((m.start, m.end));
+            open = true;
+        }
+    }
+    runs
 }
 
 pub(super) fn wait_event_stop(pid: i32) -> Result<()> {
@@ -272,4 +309,72 @@ pub(super) fn gadget_candidates(mm: &MmImage) -> Vec<u64> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(start: u64, end: u64, path: MapsPath) -> procfs::MapsEntry {
+        procfs::MapsEntry {
+            start,
+            end,
+            read: true,
+            write: false,
+            exec: false,
+            shared: false,
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            path,
+        }
+    }
+
+    #[test]
+    fn the_node_is_unmapped_in_runs_around_the_gadget_and_the_vdso() {
+        let gadget = 0x7000_0000;
+        let file = || MapsPath::File {
+            path: "/usr/bin/hiber".into(),
+            deleted: false,
+        };
+        let here = [
+            entry(0x5000, 0x6000, file()),
+            entry(0x6000, 0x9000, file()),
+            entry(0x10000, 0x11000, MapsPath::Heap),
+            entry(gadget, gadget + GADGET_LEN, MapsPath::Anonymous),
+            entry(0x7100_0000, 0x7100_1000, MapsPath::Anonymous),
+            entry(0x7ff0_0000, 0x7ff2_0000, MapsPath::Stack),
+            entry(0x7ff3_0000, 0x7ff3_4000, MapsPath::Vvar),
+            entry(0x7ff3_4000, 0x7ff3_6000, MapsPath::Vdso),
+            entry(0x7ff4_0000, 0x7ff4_1000, MapsPath::Anonymous),
+            entry(
+                0xffff_ffff_ff60_0000,
+                0xffff_ffff_ff60_1000,
+                MapsPath::Vsyscall,
+            ),
+        ];
+        assert_eq!(
+            unmapped_runs(&here, gadget),
+            [
+                (0x5000, 0x11000),
+                (0x7100_0000, 0x7ff2_0000),
+                (0x7ff4_0000, 0x7ff4_1000)
+            ]
+        );
+        let calls = leave_node_calls(&here, gadget, None);
+        assert_eq!(calls[0].0, "prctl(PR_SET_PDEATHSIG)");
+        assert_eq!(calls.len(), 4);
+        assert_eq!(calls[1].2[..2], [0x5000, 0x11000 - 0x5000]);
+    }
+
+    #[test]
+    fn nothing_is_unmapped_when_only_kept_mappings_are_left() {
+        let gadget = 0x7000_0000;
+        let here = [
+            entry(gadget, gadget + GADGET_LEN, MapsPath::Anonymous),
+            entry(0x7ff3_4000, 0x7ff3_6000, MapsPath::Vdso),
+        ];
+        assert!(unmapped_runs(&here, gadget).is_empty());
+    }
 }

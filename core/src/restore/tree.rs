@@ -4,6 +4,7 @@
 use super::error::{RestoreError, Result};
 use super::node::{self, Shared};
 use super::plan::Plan;
+use super::tracers::{Answers, Tracers};
 use crate::procfs;
 use crate::ptrace;
 use crate::sys;
@@ -50,6 +51,18 @@ impl Cleanup<'_> {
     }
 }
 
+impl Cleanup<'_> {
+    /// End the tree now, once. Inside the tracers' scope, before it waits
+    /// for them: a tracer may be waiting on a task that only its death
+    /// lets go.
+    pub fn abort(&mut self) {
+        if self.armed {
+            self.armed = false;
+            self.kill_all();
+        }
+    }
+}
+
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
@@ -67,15 +80,17 @@ pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::Owned
     })
 }
 
-/// Let every swapped task go, and commit.
+/// Let every swapped task go, and commit. Each tracer lets its own tasks
+/// go (ptrace is per thread), all of them at once.
 ///
 /// Until the first detach, a restorer that dies takes everything with it
 /// (nodes by their parent-death signal, seized tasks by EXITKILL). The
-/// detaches themselves are one PTRACE_DETACH each, back to back, and the
-/// stage says RELEASE meanwhile: a restorer killed among them leaves the
-/// tasks detached so far running (complete: their memory is all in and
-/// the state is theirs) and the others killed by the kernel; the restore
-/// root, woken by the release pipe, kills the whole tree by pid.
+/// detaches themselves are one PTRACE_DETACH each, back to back on each
+/// tracer, and the stage says RELEASE meanwhile: a restorer killed among
+/// them leaves the tasks detached so far running (complete: their memory
+/// is all in and the state is theirs) and the others killed by the
+/// kernel; the restore root, woken by the release pipe, kills the whole
+/// tree by pid.
 /// What remains is that window: a task detached before the kill runs
 /// until the root's SIGKILL lands (the rest of the detach loop, about a
 /// syscall per thread, then the root's wake-up), whole and correct but
@@ -95,26 +110,72 @@ pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::Owned
 /// instruction, the `syscall`, after every page is in: no program code
 /// runs before the commit. A signal already pending stops the task at its
 /// delivery first; it is delivered at the detach.
-pub(super) fn release(
+pub(super) fn release<'s>(
     shared: &Shared,
-    seized: &[i32],
-    reissuing: &[i32],
+    tracers: &Tracers<'s>,
+    held: Vec<Held>,
     release_w: std::os::fd::OwnedFd,
 ) -> Result<()> {
+    let entered = Answers::new();
+    for (k, h) in held.iter().enumerate() {
+        let reissuing = h.reissuing.clone();
+        tracers.give(k, &entered, move || -> Result<Vec<(i32, i32)>> {
+            let mut delivering = Vec::new();
+            for tid in reissuing {
+                if let Some(sig) = enter_syscall(tid)? {
+                    delivering.push((tid, sig));
+                }
+            }
+            Ok(delivering)
+        });
+    }
     let mut delivering = HashMap::new();
-    for &tid in reissuing {
-        if let Some(sig) = enter_syscall(tid)? {
-            delivering.insert(tid, sig);
-        }
+    for _ in &held {
+        let (_, found) = entered.next(RELEASE_TIMEOUT, || {
+            "the tracers to let interrupted syscalls be entered again".into()
+        })?;
+        delivering.extend(found?);
     }
     shared.set_stage(node::STAGE_RELEASE);
-    for &pid in seized {
-        ptrace::detach_with_signal(pid, delivering.get(&pid).copied().unwrap_or(0))?;
+    let detached = Answers::new();
+    let tracer_count = held.len();
+    for (k, h) in held.into_iter().enumerate() {
+        let signals: Vec<i32> = h
+            .seized
+            .iter()
+            .map(|pid| delivering.get(pid).copied().unwrap_or(0))
+            .collect();
+        tracers.give(k, &detached, move || -> Result<()> {
+            for (pid, sig) in h.seized.into_iter().zip(signals) {
+                ptrace::detach_with_signal(pid, sig)?;
+            }
+            Ok(())
+        });
+    }
+    for _ in 0..tracer_count {
+        detached
+            .next(RELEASE_TIMEOUT, || {
+                "the tracers to detach their tasks".into()
+            })?
+            .1?;
     }
     shared.set_stage(node::STAGE_DONE);
     // The commit: the root stops watching and goes on as keeper or exits.
     drop(release_w);
     Ok(())
+}
+
+/// How long the release waits for each tracer's part: a syscall entered
+/// again takes at most [`enter_syscall`]'s own limit per task.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The tasks one tracer holds once its swaps are done: every one it
+/// seized (to detach at the release) and those of them that issue an
+/// interrupted syscall again.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    pub seized: Vec<i32>,
+    pub reissuing: Vec<i32>,
 }
 
 /// Run traced task `tid` to the entry of the syscall its registers issue
@@ -213,6 +274,7 @@ pub(super) fn await_stages(shared: &Shared, plan: &Plan, live: u32) -> Result<()
                 errno: area.fail_errno.load(Ordering::Acquire),
             });
         }
+        tracing::debug!(stage, "every node reached the stage");
         shared.set_stage(next);
     }
     Ok(())
