@@ -182,6 +182,28 @@ fn file_identity(md: &std::fs::Metadata) -> (u64, i64) {
     (md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec())
 }
 
+/// A mapping registered for missing pages with a userfaultfd ("um" in
+/// smaps) is refused for now: a page not in yet looks never touched to
+/// pagemap, and would be saved as zeros. Mostly a lazy restore still
+/// filling the process, which ends by itself.
+fn refused_while_filled_by_userfaultfd(
+    pid: i32,
+    entry: &SmapsEntry,
+    subject: &Subject,
+    report: &mut Report,
+) -> bool {
+    if !entry.vm_flags.iter().any(|f| f == "um") {
+        return false;
+    }
+    report.refuse_for_now(
+        pid,
+        subject.clone(),
+        "anon memory",
+        "its missing pages are filled by a userfaultfd (a lazy restore still bringing them in?): saved now, they would read as zeros; save again once every page is in",
+    );
+    true
+}
+
 /// Classify the mappings of `pid` (from smaps), adding findings to `report`.
 /// Shared anonymous objects are collected into `shmem`, keyed by inode.
 pub fn classify(
@@ -198,17 +220,7 @@ pub fn classify(
     for entry in smaps {
         let m = &entry.map;
         let subject = mapping_subject(m);
-        // Registered for missing pages with a userfaultfd ("um"): a page
-        // not in yet looks never touched to pagemap, and would be saved as
-        // zeros. Mostly a lazy restore still filling the process, which
-        // ends by itself.
-        if entry.vm_flags.iter().any(|f| f == "um") {
-            report.refuse_for_now(
-                pid,
-                subject,
-                "anon memory",
-                "its missing pages are filled by a userfaultfd (a lazy restore still bringing them in?): saved now, they would read as zeros; save again once every page is in",
-            );
+        if refused_while_filled_by_userfaultfd(pid, entry, &subject, report) {
             continue;
         }
         let growsdown = entry.vm_flags.iter().any(|f| f == "gd");
