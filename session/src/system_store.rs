@@ -624,10 +624,12 @@ impl Store {
             store: Some(snapshots::store_of(&dir)),
             stop: req.stop,
             no_reset: false,
-            // With stop too, where the engine finds it pays (a large
-            // session): it then stands still only for what changed since,
-            // not for every page and the sync.
-            precopy: true,
+            // Not with stop: a session that ends anyway gains nothing
+            // the user sees from a shorter freeze (the wait is the total,
+            // which pre-copy does not shorten), and a job's progress and
+            // Cancel are heard between the stages of the freeze, where a
+            // pre-copy would hold them for most of the save.
+            precopy: !req.stop,
             devices,
             services: service_rules(),
         };
