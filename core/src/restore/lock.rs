@@ -73,23 +73,66 @@ pub(super) fn restore_lock() -> Result<Option<std::fs::File>> {
     }
 }
 
-/// Make the kernel hand out pids above `highest` from now on. Whatever is
-/// created without a chosen pid while the tree is built (the restore root,
-/// helper threads and processes, and anything else on the machine) takes
-/// the number after the last one allocated; once the pid counter has
-/// wrapped, that can be a saved pid still to be created (clone3 then
-/// fails with EEXIST). Only ever moved forward.
-pub(super) fn start_pids_above(highest: i32) {
+/// Pids the kernel may hand out after the counter is placed before one of
+/// the saved pids could come next: the restorer's own threads (tracers,
+/// page fillers) and processes, and whatever else runs meanwhile.
+const CLEAR_RUN: i32 = 1024;
+/// Where the kernel starts again after the counter wraps (RESERVED_PIDS).
+const FIRST_AFTER_WRAP: i32 = 300;
+
+/// Place the pid counter so that the next [`CLEAR_RUN`] pids handed out
+/// without a choice (the restore root, helper threads and processes,
+/// anything else on the machine) are none of `wanted`, the saved pids
+/// still to be created (clone3 with one taken fails with EEXIST). Left
+/// where it is when that already holds.
+pub(super) fn keep_pids_clear_of(wanted: &[i32]) {
     const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
-    let last: i32 = std::fs::read_to_string(LAST_PID)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(i32::MAX);
-    if last < highest {
-        if let Err(e) = std::fs::write(LAST_PID, highest.to_string()) {
-            tracing::warn!(error = %e, highest, "could not move the pid counter past the saved pids");
-        }
+    let read =
+        |path: &str| -> Option<i32> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let (Some(last), Some(pid_max)) = (read(LAST_PID), read("/proc/sys/kernel/pid_max")) else {
+        return;
+    };
+    let Some(start) = clear_start(wanted, last, pid_max) else {
+        return;
+    };
+    if let Err(e) = std::fs::write(LAST_PID, start.to_string()) {
+        tracing::warn!(error = %e, start, "could not move the pid counter clear of the saved pids");
     }
+}
+
+/// Where to put the pid counter (None: where it is, `last`, is clear):
+/// after the highest saved pid when a run of [`CLEAR_RUN`] fits below
+/// `pid_max`, else (the saved pids reach so high that the counter would
+/// wrap into them) before the first gap of that many among them.
+fn clear_start(wanted: &[i32], last: i32, pid_max: i32) -> Option<i32> {
+    let mut sorted: Vec<i32> = wanted.to_vec();
+    sorted.sort_unstable();
+    // The numbers handed out after `from`, wrapping as the kernel does.
+    let clear_after = |from: i32| {
+        let end = from + CLEAR_RUN;
+        let hit = |lo: i32, hi: i32| sorted.iter().any(|&p| p > lo && p <= hi);
+        if end < pid_max {
+            !hit(from, end)
+        } else {
+            !hit(from, pid_max) && !hit(FIRST_AFTER_WRAP - 1, FIRST_AFTER_WRAP - 1 + end - pid_max)
+        }
+    };
+    if clear_after(last) {
+        return None;
+    }
+    let highest = *sorted.last()?;
+    if clear_after(highest) {
+        return Some(highest);
+    }
+    let mut below = FIRST_AFTER_WRAP - 1;
+    for &p in sorted.iter().filter(|&&p| p >= FIRST_AFTER_WRAP) {
+        if p - below > CLEAR_RUN {
+            return Some(below);
+        }
+        below = p;
+    }
+    // No gap that wide: past the highest still beats a random place.
+    Some(highest)
 }
 
 /// The first of `pids` someone holds, and who. A zombie (the saved
@@ -147,4 +190,25 @@ pub(super) fn pid_comm(pid: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_counter_is_placed_clear_of_the_saved_pids() {
+        // Far below them all, or above them all with room: left alone.
+        assert_eq!(clear_start(&[5000, 5001], 6000, 32768), None);
+        // Below them, about to hand out one: after the highest.
+        assert_eq!(clear_start(&[5000, 5001], 4990, 32768), Some(5001));
+        // The highest so high that the counter would wrap into the low
+        // ones: before the first gap of CLEAR_RUN among them.
+        let wanted = [400, 900, 3000, 32760];
+        assert_eq!(clear_start(&wanted, 32700, 32768), Some(900));
+        // Where it is, wrapping past the end, it would meet 400.
+        assert_eq!(clear_start(&wanted, 32761, 32768), Some(900));
+        // A counter already in that gap stays.
+        assert_eq!(clear_start(&wanted, 1000, 32768), None);
+    }
 }

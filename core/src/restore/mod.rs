@@ -447,7 +447,7 @@ fn plan_tree(snap: &Snapshot, pidns: bool) -> Result<Plan> {
         // The counter first: while the check below waits for a zombie to
         // be reaped, processes started meanwhile (by anyone) must not take
         // a saved pid it already found free.
-        lock::start_pids_above(wanted.iter().copied().max().unwrap_or(0));
+        lock::keep_pids_clear_of(&wanted);
         if let Some((pid, comm)) = lock::first_taken(&wanted) {
             return Err(RestoreError::PidTaken { pid, comm });
         }
