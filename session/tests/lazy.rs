@@ -307,6 +307,17 @@ fn kill_the_server(restore_args: &[&str]) {
     });
     let status = w.status_now();
     assert_eq!(status["state"], "serving", "{status}");
+    // The command line came in before the process ran: others read it
+    // (`ps`) through the kernel, which does not wait for a server, while
+    // the stack around it is still missing (the workload waits in read()
+    // on its FIFO, and the server fills in address order, the stack last).
+    let cmdline = fs::read(format!("/proc/{}/cmdline", w.pid)).unwrap();
+    assert!(
+        cmdline.starts_with(b"/usr/bin/python3\0-c\0"),
+        "the command line of pid {} while its server is stopped: {:?}",
+        w.pid,
+        String::from_utf8_lossy(&cmdline)
+    );
     // The check meets a missing page and waits for the stopped server.
     w.command(b"c");
     wait_until("the workload to wait on a page", DEADLINE, || {

@@ -84,11 +84,13 @@ pub fn check_kernel() -> Result<()> {
     }
 }
 
-/// Fill now, from outside, the saved pages that hold `addrs` (each an
-/// area of `len` bytes) in lazy mappings: the kernel itself writes there
-/// during the swap (a thread's rseq area at its registration), which would
-/// either wait on a server that does not run yet or, after registration,
-/// make the page present with the wrong contents. Before [`register`].
+/// Fill now, from outside, the saved pages that hold `areas` (each an
+/// address and a length) in lazy mappings: the kernel itself touches
+/// them, where a fault does not wait for the server. It writes a thread's
+/// rseq area at its registration during the swap (which would wait on a
+/// server that does not run yet or, after registration, make the page
+/// present with the wrong contents), and reads the command line for other
+/// processes (a remote read of a missing page fails). Before [`register`].
 pub fn fill_touched(
     mem: &mut crate::procmem::ProcMem,
     vmas: &[Vma],

@@ -83,12 +83,18 @@ pub(super) fn swap<'a>(
     // no fault waits for a server that does not run yet.
     let uffd = match lazy {
         Some(reader) => {
-            let rseq: Vec<(u64, u64)> = p
+            // Besides what the kernel writes (rseq areas), the command
+            // line and environment: other processes read them through
+            // the kernel (`ps`, `pgrep -f`, /proc/PID/cmdline), whose
+            // remote reads do not wait for a page server and read empty.
+            let f = &mm.fields;
+            let mut touched: Vec<(u64, u64)> = p
                 .threads
                 .iter()
                 .filter_map(|t| t.rseq.as_ref().map(|r| (r.addr, r.len as u64)))
                 .collect();
-            memory::lazy::fill_touched(&mut mem, &mm.vmas, &rseq, reader)?;
+            touched.push((f.arg_start, f.env_end.saturating_sub(f.arg_start)));
+            memory::lazy::fill_touched(&mut mem, &mm.vmas, &touched, reader)?;
             memory::lazy::register(&task, pid, &mm.vmas)?
         }
         None => None,
