@@ -38,6 +38,13 @@ pub enum RestoreError {
     Uevent(#[from] UeventError),
     #[error("pid {pid} is taken by {comm}; free it or restore with --pidns")]
     PidTaken { pid: i32, comm: String },
+    #[error("pid {pid}: its thread {tid} (in nested pid namespaces {nested:?}) could not be made again: the id is taken ({holder})")]
+    ThreadIdTaken {
+        pid: i32,
+        tid: i32,
+        nested: Vec<i32>,
+        holder: String,
+    },
     #[error("another restore held {} for {waited:?}; try again when it is done", path.display())]
     RestoreLock {
         path: PathBuf,

@@ -142,7 +142,19 @@ pub(super) fn swap<'a>(
         ptrace::set_options(pid, libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL)?;
     }
     for t in &p.threads[1..] {
-        let tid = thread::create(&task, &mut mem, &scratch, t.tid, &t.ns_tids)?;
+        let tid =
+            thread::create(&task, &mut mem, &scratch, t.tid, &t.ns_tids).map_err(|e| match e {
+                crate::remote::RemoteError::Syscall {
+                    errno: libc::EEXIST,
+                    ..
+                } => super::error::RestoreError::ThreadIdTaken {
+                    pid,
+                    tid: t.tid,
+                    nested: t.ns_tids.clone(),
+                    holder: super::lock::holder_of(t.tid),
+                },
+                e => e.into(),
+            })?;
         created.push(tid);
         let tt = RemoteTask::new(tid, gadget)?;
         thread::restore(&tt, &mut mem, &scratch, t)?;
