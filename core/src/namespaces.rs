@@ -485,18 +485,53 @@ pub fn refuse_shared(processes: &[Member<'_>], report: &mut crate::policy::Repor
 
 /// Make `pid`'s user namespace again from inside (`task`, one thread, still
 /// root, before its credentials), with the saved maps: its capabilities,
-/// set next, then apply in that namespace only.
+/// set next, then apply in that namespace only. Its owner is the saved
+/// one (`egid` its group), as the kernel takes them from the maker's
+/// effective ids: owned by root, the user would lose the rights an owner
+/// has over it (entering it, tracing the processes in it), and the next
+/// save of the session would be refused.
 pub fn recreate_user(
     task: &crate::remote::RemoteTask,
     pid: i32,
     user: &UserNamespace,
+    egid: u32,
 ) -> Result<(), NamespaceError> {
-    task.syscall(
+    let call = |name, nr, args| {
+        task.syscall(name, nr, args)
+            .map_err(|source| NamespaceError::Remote { pid, source })
+    };
+    // The effective ids become the owner's, for the unshare only; root's
+    // capabilities stay effective meanwhile (no fixup at the change of
+    // uid), so that the unshare is root's, wherever users may not make
+    // user namespaces. In the new namespace it holds every capability,
+    // with which its credentials and securebits are then set.
+    let fixup = libc::SECBIT_NO_SETUID_FIXUP as u64;
+    let keep = u64::MAX; // -1: unchanged
+    call(
+        "prctl(PR_SET_SECUREBITS)",
+        libc::SYS_prctl,
+        [libc::PR_SET_SECUREBITS as u64, fixup, 0, 0, 0, 0],
+    )?;
+    call(
+        "setresgid",
+        libc::SYS_setresgid,
+        [keep, egid.into(), keep, 0, 0, 0],
+    )?;
+    call(
+        "setresuid",
+        libc::SYS_setresuid,
+        [keep, user.owner.into(), keep, 0, 0, 0],
+    )?;
+    call(
         "unshare(CLONE_NEWUSER)",
         libc::SYS_unshare,
         [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
-    )
-    .map_err(|source| NamespaceError::Remote { pid, source })?;
+    )?;
+    call(
+        "prctl(PR_SET_SECUREBITS)",
+        libc::SYS_prctl,
+        [libc::PR_SET_SECUREBITS as u64, 0, 0, 0, 0, 0],
+    )?;
     let lines = |map: &[[u32; 3]]| -> String {
         map.iter()
             .map(|[inside, outside, count]| format!("{inside} {outside} {count}\n"))

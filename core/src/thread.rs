@@ -129,15 +129,20 @@ pub fn create(
     create_with_tid(task, mem, scratch, Some((tid, nested)))
 }
 
-/// A short-lived helper thread of the restore (any tid: the restore
-/// takes pids from above every saved one), which leaves by
-/// `RemoteTask::exit_thread`.
+/// A short-lived helper thread of the restore, which leaves by
+/// `RemoteTask::exit_thread`. In the restorer's pid namespace it takes
+/// the next pid (the restore places the counter clear of the saved
+/// ones); `innermost`, for a process in a nested namespace, is its id
+/// there, which the kernel would otherwise take from that namespace's
+/// counter, never placed.
 pub fn create_helper(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,
+    innermost: Option<i32>,
 ) -> Result<i32, RemoteError> {
-    create_with_tid(task, mem, scratch, None)
+    // set_tid of one id names the innermost namespace's alone.
+    create_with_tid(task, mem, scratch, innermost.map(|id| (id, &[][..])))
 }
 
 /// Room for set_tid at SET_TID_OFF: the thread's id at every level.

@@ -1762,6 +1762,123 @@ fn a_nested_pid_namespace_comes_back_with_its_pids_at_every_level() {
     }
 }
 
+/// Sandboxed processes of one pid namespace, each with threads and a
+/// working directory in a gone `/proc/<tid>/fdinfo` (as chromium's
+/// renderers hold their root): their swaps run at once on the restore's
+/// tracers, and each gone directory's helper thread takes an id in the
+/// namespace that none of the others' threads wants (left to the
+/// kernel, it took the lowest free one, and another's clone3 failed with
+/// EEXIST). Saved and restored three times: every id at both levels
+/// again, every thread and gone directory back. The maker (`unshare`,
+/// which keeps its capabilities in the user namespace it made) gets that
+/// namespace again owned by the user, not by the restoring root: else
+/// the next save is refused (an owner that is none of its ids).
+#[test]
+fn sandboxed_processes_in_gone_directories_share_a_pid_namespace_again() {
+    const SANDBOX: &str = r#"
+import os, threading
+def sandboxed():
+    # Threads first, interleaving their ids with the next process's.
+    for _ in range(3):
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+    t = threading.Thread(target=os.chdir, args=("/proc/thread-self/fdinfo",))
+    t.start()
+    t.join()
+    threading.Event().wait()
+for _ in range(10):
+    if os.fork() == 0:
+        sandboxed()
+os.wait()
+"#;
+    common::user::ensure_user();
+    let uid = common::user::USER_UID.to_string();
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let maker = r.spawn(
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--init-groups",
+                "unshare",
+                "--user",
+                &format!("--map-user={uid}"),
+                &format!("--map-group={uid}"),
+                "--pid",
+                "--fork",
+                "python3",
+                "-c",
+                SANDBOX,
+            ])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let threads = |p: i32| status_field(p, "Threads").and_then(|v| v.parse::<usize>().ok());
+    let in_gone_dir = |p: i32| {
+        fs::read_link(format!("/proc/{p}/cwd"))
+            .is_ok_and(|c| c.starts_with("/proc/") && !c.exists())
+    };
+    // Each sandboxed process with its 3 threads, in its gone directory;
+    // their ids at every level, in the tree's order.
+    let ready = |all: &std::collections::BTreeSet<i32>| -> Option<Vec<String>> {
+        let sandboxed: Vec<i32> = all
+            .iter()
+            .copied()
+            .filter(|&p| in_gone_dir(p) && threads(p) == Some(4))
+            .collect();
+        (sandboxed.len() == 10).then(|| {
+            let mut ids: Vec<String> = all
+                .iter()
+                .flat_map(|&p| {
+                    fs::read_dir(format!("/proc/{p}/task"))
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                        .map(|tid| {
+                            fs::read_to_string(format!("/proc/{p}/task/{tid}/status"))
+                                .unwrap_or_default()
+                                .lines()
+                                .find_map(|l| l.strip_prefix("NSpid:"))
+                                .unwrap_or("")
+                                .trim()
+                                .to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            ids.sort();
+            ids
+        })
+    };
+    let saved = wait_until(
+        "ten sandboxed processes in gone directories",
+        DEADLINE,
+        || ready(&tree(maker)),
+    );
+    assert!(
+        saved
+            .iter()
+            .filter(|v| v.split_whitespace().count() == 2)
+            .count()
+            >= 10 * 4,
+        "threads of a nested pid namespace: {saved:?}"
+    );
+    for round in 1..=3 {
+        let img = t.path().join(format!("img{round}"));
+        r.checkpoint_stop(maker, &img);
+        r.restore(&img, &[]);
+        let now = ready(&tree(maker)).unwrap_or_else(|| {
+            panic!("restore {round}: the sandboxed processes, threads or gone directories are not back")
+        });
+        assert_eq!(now, saved, "ids at every level after restore {round}");
+    }
+}
+
 /// A root named for the save that ends before the freeze (a short-lived
 /// client of a session's bus) is no longer part of the set: the others
 /// are saved. Only a set whose every root is gone is an error.

@@ -617,6 +617,7 @@ fn swap_all<'s>(
                     &targets.shmem,
                     &targets.current,
                     lazy.then_some(reader),
+                    crate::gone_dir::helper_tid(snap, i),
                 )?;
                 Ok::<_, RestoreError>((i, pid, swapped))
             });
