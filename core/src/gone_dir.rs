@@ -10,7 +10,7 @@
 
 use crate::procmem::ProcMem;
 use crate::remote::{RemoteError, RemoteTask, Scratch};
-use crate::snapshot::{ProcessImage, Snapshot};
+use crate::snapshot::ProcessImage;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -38,32 +38,6 @@ pub fn needed(p: &ProcessImage) -> bool {
     p.cwd_gone || p.root_gone
 }
 
-/// The id that the helper thread of `snap.processes[index]` takes in its
-/// innermost pid namespace, when that is a nested one: above every id
-/// the image holds at any nested level, one per process. Left to the
-/// kernel, it would take the lowest free id there, which may be one that
-/// a process of the same namespace, swapped in at the same time on
-/// another tracer, is about to give a thread (its clone3 then fails with
-/// EEXIST: chromium's renderers, each in a gone root).
-pub fn helper_tid(snap: &Snapshot, index: usize) -> Option<i32> {
-    let p = snap.processes.get(index)?;
-    if p.ns_pids.is_empty() || !needed(p) {
-        return None;
-    }
-    let highest = snap
-        .processes
-        .iter()
-        .flat_map(|q| {
-            q.ns_pids
-                .iter()
-                .chain(q.threads.iter().flat_map(|t| t.ns_tids.iter()))
-        })
-        .max()?;
-    highest
-        .checked_add(1)?
-        .checked_add(i32::try_from(index).ok()?)
-}
-
 /// From inside `p`'s task, last (after its threads exist; before its
 /// filters and credentials): enter a gone directory as working directory,
 /// and as root when it was, the way the sandbox did. A gone directory
@@ -76,7 +50,6 @@ pub fn enter(
     scratch: &Scratch,
     gadget: u64,
     p: &ProcessImage,
-    helper_tid: Option<i32>,
 ) -> Result<(), RemoteError> {
     if !needed(p) {
         return Ok(());
@@ -85,7 +58,7 @@ pub fn enter(
         task.tid(),
         libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL,
     )?;
-    let tid = crate::thread::create_helper(task, mem, scratch, helper_tid)?;
+    let tid = crate::thread::create_helper(task, mem, scratch)?;
     let helper = RemoteTask::new(tid, gadget)?;
     let path = scratch.write(mem, PATH_OFF, b"/proc/thread-self/fdinfo\0")?;
     helper.syscall("chdir", libc::SYS_chdir, [path, 0, 0, 0, 0, 0])?;

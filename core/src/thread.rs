@@ -130,19 +130,16 @@ pub fn create(
 }
 
 /// A short-lived helper thread of the restore, which leaves by
-/// `RemoteTask::exit_thread`. In the restorer's pid namespace it takes
-/// the next pid (the restore places the counter clear of the saved
-/// ones); `innermost`, for a process in a nested namespace, is its id
-/// there, which the kernel would otherwise take from that namespace's
-/// counter, never placed.
+/// `RemoteTask::exit_thread`. It takes the next id of each pid namespace's
+/// counter, which the restore places clear of the saved ids: in the
+/// restorer's namespace (`restore::lock`) and in each nested one it makes
+/// (`restore::node`).
 pub fn create_helper(
     task: &RemoteTask,
     mem: &mut ProcMem,
     scratch: &Scratch,
-    innermost: Option<i32>,
 ) -> Result<i32, RemoteError> {
-    // set_tid of one id names the innermost namespace's alone.
-    create_with_tid(task, mem, scratch, innermost.map(|id| (id, &[][..])))
+    create_with_tid(task, mem, scratch, None)
 }
 
 /// Room for set_tid at SET_TID_OFF: the thread's id at every level.

@@ -617,7 +617,6 @@ fn swap_all<'s>(
                     &targets.shmem,
                     &targets.current,
                     lazy.then_some(reader),
-                    crate::gone_dir::helper_tid(snap, i),
                 )?;
                 Ok::<_, RestoreError>((i, pid, swapped))
             });

@@ -421,6 +421,11 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
             fail(shared, me, Step::Setpgid, e);
         }
     }
+    if node.ns_flags & libc::CLONE_NEWPID as u64 != 0 {
+        if let Err(e) = place_nested_pid_counter(spec) {
+            fail(shared, me, Step::PidNamespace, e);
+        }
+    }
     let forked = fork_children(spec, shared, Some(me));
     if let NodeKind::Process(i) = node.kind {
         if let Err(e) = enter_children_pid_namespace(spec, me, &spec.processes[i]) {
@@ -469,6 +474,37 @@ fn run(spec: &TreeSpec<'_>, shared: &Shared, me: usize, parent: i32) -> ! {
             }
         }
     }
+}
+
+/// The first process of a new pid namespace, before anything else is
+/// made there, places that namespace's pid counter above every id the
+/// image holds in any nested namespace. Saved tasks get their ids with
+/// set_tid; an id handed out without a choice (a gone directory's helper
+/// thread) would otherwise be the lowest free one, which a saved thread
+/// of another process, swapped at the same time on another tracer, may
+/// still be waiting for: its clone3 fails with EEXIST (chromium's
+/// renderers, each in a gone root). `lock::keep_pids_clear_of` does the
+/// same in the restorer's namespace. The write acts on the writer's own
+/// pid namespace, and root (the node still is) may make it.
+fn place_nested_pid_counter(spec: &TreeSpec<'_>) -> io::Result<()> {
+    use std::io::Write;
+    let highest = spec
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.ns_pids
+                .iter()
+                .chain(p.threads.iter().flat_map(|t| t.ns_tids.iter()))
+        })
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let fd = sys::fs::open(
+        c"/proc/sys/kernel/ns_last_pid",
+        libc::O_WRONLY | libc::O_CLOEXEC,
+        0,
+    )?;
+    std::fs::File::from(fd).write_all(highest.to_string().as_bytes())
 }
 
 /// A process that made a pid namespace for its children with `unshare`

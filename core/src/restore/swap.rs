@@ -27,9 +27,7 @@ pub(super) struct Swapped<'a> {
 
 /// Replace the node's address space and state with the saved process's.
 /// With `lazy` (the image), its private anonymous mappings are registered for the
-/// page server instead of filled (see `memory::lazy`). `helper_tid`: the
-/// id a gone directory's helper thread takes in a nested pid namespace
-/// (see `gone_dir::helper_tid`).
+/// page server instead of filled (see `memory::lazy`).
 // One function over ~80 lines, on purpose: the order of its steps is the
 // point (mappings before the user namespace, handlers before signals,
 // threads before timers, credentials last), and it reads top to bottom.
@@ -40,7 +38,6 @@ pub(super) fn swap<'a>(
     shmem_targets: &[MapTarget],
     current: &Creds,
     lazy: Option<&crate::image::ImageReader>,
-    helper_tid: Option<i32>,
 ) -> Result<Swapped<'a>> {
     let mm =
         p.mm.as_ref()
@@ -176,7 +173,7 @@ pub(super) fn swap<'a>(
     }
     // Before any signal is queued: the helper thread it takes must not
     // take one of them.
-    crate::gone_dir::enter(&task, &mut mem, &scratch, gadget, p, helper_tid)?;
+    crate::gone_dir::enter(&task, &mut mem, &scratch, gadget, p)?;
     tracing::trace!(pid, vmas = mm.vmas.len(), ?t_map, t_threads = ?t0.elapsed(), "swapped");
     // After the threads: a timer may signal one of them.
     // Thread targets named as the process sees them.
