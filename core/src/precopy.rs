@@ -175,7 +175,20 @@ pub enum PrecopyError {
     Freeze(#[from] FreezeError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// The caller's watch said to stop: the processes run on untracked.
+    #[error("pre-copy cancelled")]
+    Cancelled,
 }
+
+/// What pre-copy tells its caller while it copies, and asks: given the
+/// chunks (windows of up to 64 pages) read and queued so far, whether to
+/// go on. Asked between processes and, while the reads finish, every
+/// [`WATCH_EVERY`]: a large save's progress and Cancel are heard during
+/// the copy, not only after it.
+pub type Watch<'a> = &'a dyn Fn(usize, usize) -> bool;
+
+/// How often the watch is told while the reads finish.
+pub const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the pre-copy pass saved of one process.
 #[derive(Debug)]
@@ -215,7 +228,7 @@ fn merged_ranges<'a>(vmas: impl Iterator<Item = &'a Vma>) -> Vec<(u64, u64)> {
 /// save their private memory into `sink` while they run. A process that
 /// cannot be tracked is left out (the checkpoint saves it whole).
 pub fn run(roots: &[i32], sink: &mut ChunkSink<'_>) -> Result<Precopy, PrecopyError> {
-    run_without(roots, &[], sink)
+    run_without(roots, &[], sink, &|_, _| true)
 }
 
 /// [`run`] on the trees under `roots` without the subtrees under `prune`.
@@ -223,6 +236,7 @@ pub fn run_without(
     roots: &[i32],
     prune: &[i32],
     sink: &mut ChunkSink<'_>,
+    watch: Watch<'_>,
 ) -> Result<Precopy, PrecopyError> {
     // The layouts are read before freezing, to keep the freeze short. One
     // that changes meanwhile is harmless: a range that no longer fits is
@@ -262,7 +276,18 @@ pub fn run_without(
         frozen: frozen_for,
     };
     let mut dumped = Vec::new();
+    // Stopped by the watch: the trackers (dropped with `dumped`) end their
+    // tracking; the smaps reader is waited for, not left behind.
+    let cancelled = |flag_reader: std::thread::JoinHandle<_>| {
+        let _ = flag_reader.join();
+        debug!(elapsed = ?t0.elapsed(), "pre-copy cancelled");
+        Err(PrecopyError::Cancelled)
+    };
     for (pid, vmas, tracker) in started {
+        let (done, queued) = sink.counts();
+        if !watch(done, queued) {
+            return cancelled(flag_reader);
+        }
         // The process runs: a mapping may go away under the read. Then it
         // is simply saved whole later.
         match memory::dump_private_pages(pid, &vmas, sink, ReadFailure::Tolerated, &FirstPass) {
@@ -275,7 +300,9 @@ pub fn run_without(
         debug!(%err, "pre-copy of shared objects stopped");
     }
     // Which windows were read is known once the workers are done.
-    sink.drain()?;
+    if !sink.drain_while(WATCH_EVERY, watch)? {
+        return cancelled(flag_reader);
+    }
     for (pid, vmas, tracker, d) in dumped {
         out.processes
             .insert(pid, Saved::new(tracker, &vmas, d, sink));

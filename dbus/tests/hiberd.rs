@@ -487,6 +487,29 @@ fn a_cancelled_or_crashed_save_leaves_the_session_running_and_lists_nothing_half
             .ok()
     });
 
+    // Cancel while it pre-copies (an ordinary save, 512 MiB to read while
+    // the session runs): pre-copy's progress (above 0.1, below 0.4) is
+    // reported as the chunks are read, and the Cancel is heard there,
+    // before anything is frozen.
+    let cancelled = env.ok(&DESK, &["save", &desktop.name(), "cancel-at=0.11"]);
+    assert_eq!(
+        cancelled["completed"][1], "org.hiber.Hiber1.Error.Cancelled",
+        "{cancelled}"
+    );
+    let heard_at = cancelled["cancel"]["ok"].as_f64();
+    assert!(
+        heard_at.is_some_and(|p| p > 0.1 && p < 0.4),
+        "Cancel sent during the pre-copy: {cancelled}"
+    );
+    let stages = cancelled["stages"].as_array().unwrap();
+    assert!(
+        stages.iter().any(|s| s == "precopying") && !stages.iter().any(|s| s == "freezing"),
+        "ended in the pre-copy, never frozen: {cancelled}"
+    );
+    assert_eq!(env.ok(&DESK, &["list"]), serde_json::json!([]));
+    assert!(common::state(hog).is_some(), "the hog runs on");
+    nothing_frozen(&env, DESK.uid);
+
     // Cancel once the session is frozen (Progress 0.4: "freezing"); the
     // save would end the session once committed (stop): it must not.
     let cancelled = env.ok(&DESK, &["save", &desktop.name(), "stop", "cancel-at=0.4"]);

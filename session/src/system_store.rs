@@ -636,7 +636,13 @@ impl Store {
         let created_us = now_us();
         let report = |stage: Stage| {
             let (name, fraction, done, expected) = match stage {
-                Stage::Precopying => ("precopying", 0.1, 0, 0),
+                // Its share grows with the chunks read of those queued.
+                Stage::Precopying { done, queued } => (
+                    "precopying",
+                    0.1 + 0.3 * done as f64 / queued.max(1) as f64,
+                    0,
+                    0,
+                ),
                 Stage::Freezing => ("freezing", 0.4, 0, 0),
                 Stage::Inspecting => ("inspecting", 0.5, 0, 0),
                 Stage::DumpingMemory { done, total } => (

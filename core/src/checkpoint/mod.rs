@@ -202,8 +202,12 @@ fn precopy_pays(opts: &CheckpointOptions) -> bool {
 /// Stages reported while a checkpoint runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Saving memory while the processes run (write tracking on).
-    Precopying,
+    /// Saving memory while the processes run (write tracking on): chunks
+    /// read and queued so far (queued grows while processes are scanned).
+    Precopying {
+        done: u64,
+        queued: u64,
+    },
     Freezing,
     Inspecting,
     DumpingMemory {
@@ -330,14 +334,26 @@ fn checkpoint_tries(
     }
 }
 
-/// Pre-copy: pages written while the set still runs (see `precopy`).
+/// Pre-copy: pages written while the set still runs (see `precopy`),
+/// with its progress told to `observer` and its Cancel heard meanwhile.
 fn precopy_pages(
     opts: &CheckpointOptions,
     sink: &mut crate::image::ChunkSink<'_>,
+    observer: &dyn CheckpointObserver,
 ) -> Result<precopy::Precopy> {
-    precopy::run_without(&opts.roots, &opts.left_out.pids, sink).map_err(|e| match e {
+    let watch = |done: usize, queued: usize| {
+        observer.stage(Stage::Precopying {
+            done: done as u64,
+            queued: queued as u64,
+        });
+        !observer.cancelled()
+    };
+    precopy::run_without(&opts.roots, &opts.left_out.pids, sink, &watch).map_err(|e| match e {
         precopy::PrecopyError::Freeze(e) => freeze_refusal(e),
         precopy::PrecopyError::Image(e) => CheckpointError::from(e),
+        precopy::PrecopyError::Cancelled => CheckpointError::Cancelled {
+            stage: "precopying",
+        },
     })
 }
 
@@ -405,8 +421,8 @@ fn checkpoint_once(
     let mut early_sink = early_writer.as_ref().map(|w| w.sink(threads, threads * 4));
     let precopied = match &mut early_sink {
         Some(sink) => {
-            progress(Stage::Precopying);
-            Some(precopy_pages(opts, sink)?)
+            progress(Stage::Precopying { done: 0, queued: 0 });
+            Some(precopy_pages(opts, sink, observer)?)
         }
         None => None,
     };

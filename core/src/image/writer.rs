@@ -714,6 +714,36 @@ impl ChunkSink<'_> {
         Ok(())
     }
 
+    /// [`ChunkSink::drain`], telling `go_on` the chunks done and queued
+    /// (at most every `every`, and once all are done) and stopping as soon
+    /// as it answers false: then Ok(false), and the chunks still queued
+    /// are left to the caller, which drops the sink (its workers stop).
+    pub fn drain_while(
+        &mut self,
+        every: std::time::Duration,
+        mut go_on: impl FnMut(usize, usize) -> bool,
+    ) -> Result<bool> {
+        let mut told = std::time::Instant::now();
+        while self.finished < self.next {
+            match self.done.recv() {
+                Ok(item) => self.record(item)?,
+                Err(_) => return Err(ImageError::WorkerPanicked),
+            }
+            if told.elapsed() >= every {
+                told = std::time::Instant::now();
+                if !go_on(self.finished, self.next) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(go_on(self.finished, self.next))
+    }
+
+    /// Chunks done and queued so far (the done ones as last collected).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.finished, self.next)
+    }
+
     /// The result of a chunk already done (see [`ChunkSink::drain`]).
     pub fn stored(&self, ticket: usize) -> Option<&Stored> {
         self.results.get(ticket)?.as_ref()

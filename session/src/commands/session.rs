@@ -330,7 +330,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     let progress = |stage: Stage| {
         if let Some(bar) = &bar {
             bar.set_message(match stage {
-                Stage::Precopying => "saving memory while the session runs",
+                Stage::Precopying { .. } => "saving memory while the session runs",
                 Stage::Freezing => "freezing",
                 Stage::Inspecting => "inspecting",
                 Stage::DumpingMemory { .. } => "saving memory",
