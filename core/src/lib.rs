@@ -38,7 +38,7 @@ pub mod uevent;
 pub use attachment::Attachment;
 pub use checkpoint::{
     check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
-    CheckpointStats, LeftOut, Stage,
+    CheckpointStats, LeftOut, PrecopyMode, Stage,
 };
 pub use policy::{Policy, Report};
 pub use restore::{

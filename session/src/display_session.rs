@@ -101,7 +101,8 @@ pub struct SaveOptions {
     /// (see `CheckpointOptions::verify_before_stop`).
     pub verify_before_stop: bool,
     pub no_reset: bool,
-    pub precopy: bool,
+    /// When memory is saved while the session runs (see `PrecopyMode`).
+    pub precopy: hiber_core::PrecopyMode,
     /// How char devices are classified (reopened, detached, refused).
     pub devices: DevicePolicies,
 }

@@ -24,7 +24,7 @@ use crate::display_session::{self, SaveOptions, SessionError};
 use crate::snapshots::{self, SnapshotsError};
 use hiber_core::devices::{DeviceError, DevicePolicies};
 use hiber_core::image::{ImageReader, PruneStats};
-use hiber_core::{CheckpointError, Report, Snapshot, Stage};
+use hiber_core::{CheckpointError, PrecopyMode, Report, Snapshot, Stage};
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -629,7 +629,11 @@ impl Store {
             // which pre-copy does not shorten), and a job's progress and
             // Cancel are heard between the stages of the freeze, where a
             // pre-copy would hold them for most of the save.
-            precopy: !req.stop,
+            precopy: if req.stop {
+                PrecopyMode::Never
+            } else {
+                PrecopyMode::Auto
+            },
             devices,
             services: service_rules(),
         };

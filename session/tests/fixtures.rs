@@ -570,11 +570,29 @@ fn pty_queues_stay_in_place_after_a_checkpoint_without_stop() {
 }
 
 /// A checkpoint that leaves the processes running saves most memory
-/// beforehand (pre-copy) while a worker rewrites 64 MiB page by page: the
-/// image must still hold one instant, which the restored copy checks.
-/// Without pre-copy the same must hold.
+/// beforehand (pre-copy, `auto`) while a worker rewrites 64 MiB page by
+/// page: the image must still hold one instant, which the restored copy
+/// checks. Without pre-copy (`--precopy never`) the same must hold.
 #[test]
 fn memory_written_during_a_running_checkpoint_is_saved_consistently() {
+    let bad = hiber(&[
+        "checkpoint",
+        "1",
+        "-o",
+        "/nonexistent/img",
+        "--precopy",
+        "sometimes",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad --precopy is a usage error"
+    );
+    assert!(
+        stderr(&bad).contains("\"sometimes\" is not one of auto, always, never"),
+        "{}",
+        stderr(&bad)
+    );
     for precopy in [true, false] {
         let t = tempdir();
         let img = t.path().join("img");
@@ -585,7 +603,7 @@ fn memory_written_during_a_running_checkpoint_is_saved_consistently() {
         let pid = root.to_string();
         args.insert(1, &pid);
         if !precopy {
-            args.push("--no-precopy");
+            args.extend(["--precopy", "never"]);
         }
         let out = hiber(&args);
         assert_ok(&out, "checkpoint");

@@ -1898,7 +1898,7 @@ fn a_root_that_ended_before_the_freeze_is_left_out() {
         stop: false,
         threads: 1,
         no_reset: false,
-        precopy: false,
+        precopy: hiber_core::PrecopyMode::Never,
         devices: Default::default(),
         left_out: Default::default(),
     };

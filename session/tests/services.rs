@@ -562,7 +562,7 @@ fn the_engine_saves_a_parent_without_a_pruned_child() {
             stop: true,
             threads: 1,
             no_reset: false,
-            precopy: false,
+            precopy: hiber_core::PrecopyMode::Never,
             devices: Default::default(),
             left_out,
         },

@@ -136,10 +136,9 @@ pub struct CheckpointOptions {
     pub threads: usize,
     /// Refuse instead of restoring anything broken (Reset policy).
     pub no_reset: bool,
-    /// Save most memory while the processes run, then freeze them only to
-    /// save what changed (see `precopy`). With `stop`, only for a set with
-    /// at least [`PRECOPY_WITH_STOP_FROM_BYTES`] of private memory.
-    pub precopy: bool,
+    /// Whether most memory is saved while the processes run, the freeze
+    /// then saving only what changed (see `precopy`).
+    pub precopy: PrecopyMode,
     /// The device table: which char devices are reopened, detached or
     /// refused.
     pub devices: DevicePolicies,
@@ -163,22 +162,52 @@ pub struct LeftOut {
     pub mounts: Vec<crate::files::service_file::ServiceMount>,
 }
 
-/// With `stop`, pre-copy is used from this much private resident memory.
-/// The processes end anyway, but with `stop` they stay frozen until the
-/// image is durable, so without pre-copy every page is read, compressed,
-/// written and synced inside the freeze (1 GiB, release, same run: frozen
-/// 411 ms without, 35 ms with; 520 and 504 ms in all). Below, one freeze
-/// is shorter in total and hardly longer frozen than pre-copy's two, each
-/// of which stops every process (a tree of 50 `sleep`s: 90 ms without,
-/// 120 ms with, frozen 86 and 91 ms).
-pub const PRECOPY_WITH_STOP_FROM_BYTES: u64 = 256 << 20;
+/// When a checkpoint saves memory beforehand, while the processes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrecopyMode {
+    /// Every page is saved while the set is frozen.
+    Never,
+    /// Always when the set runs on; with `stop`, when its private
+    /// resident memory (read before anything stops) reaches
+    /// [`PRECOPY_FROM_BYTES`].
+    #[default]
+    Auto,
+    /// Whatever the set holds (tests of pre-copy itself, measurements).
+    Always,
+}
 
-/// Whether this checkpoint pre-copies: always when asked without `stop`;
-/// with it, when the trees' private resident memory (read before
-/// anything stops) reaches [`PRECOPY_WITH_STOP_FROM_BYTES`].
+impl PrecopyMode {
+    /// From a command line's text: "auto", "always", "never".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "always" => Some(Self::Always),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+/// With `stop`, pre-copy is used (`PrecopyMode::Auto`) from this much
+/// private resident memory. The processes end anyway, but with `stop`
+/// they stay frozen until the image is durable, so without pre-copy every
+/// page is read, compressed, written and synced inside the freeze (1 GiB,
+/// release, same run: frozen 411 ms without, 35 ms with; 520 and 504 ms in
+/// all). Below, one freeze is shorter in total and hardly longer frozen
+/// than pre-copy's two, each of which stops every process (a tree of 50
+/// `sleep`s: 90 ms without, 120 ms with, frozen 86 and 91 ms). A set that
+/// runs on is always pre-copied: its freeze is what the user feels (the
+/// 110 MiB X session of `bench-desktop.py`, first save into an empty
+/// store: frozen 159 ms without, 57 ms with; 191 and 226 ms in all).
+pub const PRECOPY_FROM_BYTES: u64 = 256 << 20;
+
+/// Whether this checkpoint pre-copies (see [`PrecopyMode`]).
 fn precopy_pays(opts: &CheckpointOptions) -> bool {
-    if !opts.precopy || !opts.stop {
-        return opts.precopy;
+    match opts.precopy {
+        PrecopyMode::Never => return false,
+        PrecopyMode::Always => return true,
+        PrecopyMode::Auto if !opts.stop => return true,
+        PrecopyMode::Auto => {}
     }
     let mut bytes = 0;
     let mut seen = std::collections::BTreeSet::new();
@@ -191,7 +220,7 @@ fn precopy_pays(opts: &CheckpointOptions) -> bool {
         // A process that ends meanwhile weighs nothing; the freeze decides.
         bytes += proc.private_resident_bytes().unwrap_or(0);
         todo.extend(proc.children().unwrap_or_default());
-        if bytes >= PRECOPY_WITH_STOP_FROM_BYTES {
+        if bytes >= PRECOPY_FROM_BYTES {
             return true;
         }
     }

@@ -2,7 +2,7 @@
 
 use super::check::{print_refused, EXIT_REFUSED};
 use anyhow::{Context, Result};
-use hiber_core::{CheckpointError, CheckpointOptions, CheckpointStats, Stage};
+use hiber_core::{CheckpointError, CheckpointOptions, CheckpointStats, PrecopyMode, Stage};
 use hiber_session::{format, xserver};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -84,9 +84,14 @@ pub struct SaveFlags {
     /// Refuse rather than restore a connection broken (Reset policy).
     #[arg(long)]
     pub no_reset: bool,
-    /// Save all memory while frozen, instead of most of it beforehand while
-    /// the processes run.
-    #[arg(long)]
+    /// When most memory is saved beforehand, while the processes run, the
+    /// freeze then saving only what changed: `auto` (always, but with
+    /// --stop only from 256 MiB of private memory, where it shortens the
+    /// freeze more than it costs), `always` or `never`.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = parse_precopy_arg)]
+    pub precopy: PrecopyMode,
+    /// The same as `--precopy never`.
+    #[arg(long, conflicts_with = "precopy")]
     pub no_precopy: bool,
     /// Print the result as JSON.
     #[arg(long)]
@@ -95,7 +100,23 @@ pub struct SaveFlags {
     pub devices: super::check::DeviceArgs,
 }
 
+fn parse_precopy_arg(s: &str) -> std::result::Result<PrecopyMode, String> {
+    PrecopyMode::parse(s).ok_or_else(|| format!("{s:?} is not one of auto, always, never"))
+}
+
+impl SaveFlags {
+    /// `--precopy`, or never with `--no-precopy`.
+    pub fn precopy_mode(&self) -> PrecopyMode {
+        if self.no_precopy {
+            PrecopyMode::Never
+        } else {
+            self.precopy
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<ExitCode> {
+    let precopy = args.save.precopy_mode();
     let Args {
         pids,
         output,
@@ -106,9 +127,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 stop,
                 verify,
                 no_reset,
-                no_precopy,
                 json,
                 devices,
+                ..
             },
     } = args;
     let devices = devices.load()?;
@@ -126,7 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         stop,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         no_reset,
-        precopy: !no_precopy,
+        precopy,
         devices: xserver::reattaching_x_servers(&devices, &pids, &[]),
         left_out: Default::default(),
     };

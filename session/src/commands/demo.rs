@@ -197,7 +197,7 @@ pub fn run(dir: Option<PathBuf>) -> Result<ExitCode> {
             store: None,
             stop: true,
             no_reset: false,
-            precopy: false,
+            precopy: hiber_core::PrecopyMode::Never,
             devices: hiber_core::devices::DevicePolicies::default(),
         },
         &|_| {},

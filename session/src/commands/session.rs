@@ -284,13 +284,14 @@ struct CheckpointOutput {
 }
 
 fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Result<ExitCode> {
+    let precopy = save.precopy_mode();
     let SaveFlags {
         stop,
         verify,
         no_reset,
-        no_precopy,
         json,
         ref devices,
+        ..
     } = *save;
     let display = target.display()?;
     let devices = devices.load()?;
@@ -319,7 +320,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
         store: Some(store),
         stop,
         no_reset,
-        precopy: !no_precopy,
+        precopy,
         devices,
     };
     let bar = (std::io::stderr().is_terminal() && !json).then(|| {
