@@ -486,20 +486,31 @@ pub fn refuse_shared(processes: &[Member<'_>], report: &mut crate::policy::Repor
 /// Make `pid`'s user namespace again from inside (`task`, one thread, still
 /// root, before its credentials), with the saved maps: its capabilities,
 /// set next, then apply in that namespace only. Its owner is the saved
-/// one (`egid` its group), as the kernel takes them from the maker's
-/// effective ids: owned by root, the user would lose the rights an owner
-/// has over it (entering it, tracing the processes in it), and the next
-/// save of the session would be refused.
+/// one, as the kernel takes it from the maker's effective ids: owned by
+/// root, the user would lose the rights an owner has over it (entering
+/// it, tracing the processes in it), and the next save of the session
+/// would be refused. `root_restore`: the task is root's and takes the
+/// owner's uid (and `egid`) for the unshare; otherwise its ids are the
+/// restoring user's, which validation found to be the owner's.
 pub fn recreate_user(
     task: &crate::remote::RemoteTask,
     pid: i32,
     user: &UserNamespace,
+    root_restore: bool,
     egid: u32,
 ) -> Result<(), NamespaceError> {
     let call = |name, nr, args| {
         task.syscall(name, nr, args)
             .map_err(|source| NamespaceError::Remote { pid, source })
     };
+    if !root_restore {
+        call(
+            "unshare(CLONE_NEWUSER)",
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+        )?;
+        return write_maps(pid, user);
+    }
     // The effective ids become the owner's, for the unshare only; root's
     // capabilities stay effective meanwhile (no fixup at the change of
     // uid), so that the unshare is root's, wherever users may not make
@@ -532,6 +543,11 @@ pub fn recreate_user(
         libc::SYS_prctl,
         [libc::PR_SET_SECUREBITS as u64, 0, 0, 0, 0, 0],
     )?;
+    write_maps(pid, user)
+}
+
+/// The new user namespace's maps, written from outside.
+fn write_maps(pid: i32, user: &UserNamespace) -> Result<(), NamespaceError> {
     let lines = |map: &[[u32; 3]]| -> String {
         map.iter()
             .map(|[inside, outside, count]| format!("{inside} {outside} {count}\n"))

@@ -112,7 +112,13 @@ pub(super) fn swap<'a>(
     let current = match recreated_user {
         Some(user) => {
             creds::set_groups(&task, &mut mem, &scratch, &p.creds.groups)?;
-            crate::namespaces::recreate_user(&task, pid, user, p.creds.gid[1])?;
+            crate::namespaces::recreate_user(
+                &task,
+                pid,
+                user,
+                current.uid[1] == 0,
+                p.creds.gid[1],
+            )?;
             after_unshare = creds::Creds {
                 groups: p.creds.groups.clone(),
                 ..current.clone()
