@@ -640,6 +640,7 @@ impl Store {
         let created_us = now_us();
         let report = |stage: Stage| {
             let (name, fraction, done, expected) = match stage {
+                Stage::WaitingForMemory => ("waiting for restored memory", 0.05, 0, 0),
                 // Its share grows with the chunks read of those queued.
                 Stage::Precopying { done, queued } => (
                     "precopying",

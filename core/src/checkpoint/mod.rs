@@ -231,6 +231,9 @@ fn precopy_pays(opts: &CheckpointOptions) -> bool {
 /// Stages reported while a checkpoint runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Waiting, before anything else, for pages a lazy restore of the set
+    /// still brings in.
+    WaitingForMemory,
     /// Saving memory while the processes run (write tracking on): chunks
     /// read and queued so far (queued grows while processes are scanned).
     Precopying {
@@ -336,10 +339,59 @@ pub fn checkpoint(
     result
 }
 
+/// How long a save waits for memory that a lazy restore still brings in
+/// before it goes on (and is refused, naming the mapping).
+pub const LAZY_FILL_WAIT: Duration = Duration::from_secs(30);
+
+/// How often the set is looked at meanwhile.
+const LAZY_FILL_POLL: Duration = Duration::from_millis(50);
+
+/// Before anything is copied or frozen, wait until no process of the set
+/// has a mapping whose missing pages a userfaultfd fills: a lazy
+/// restore's page server at work, which ends by itself (a multi-GiB
+/// session in seconds). Saved meanwhile, such memory is refused, and each
+/// try would first copy everything again. After [`LAZY_FILL_WAIT`] the
+/// save goes on and is refused naming the mapping (a program's own
+/// userfaultfd, which may never end). Cancel is heard meanwhile.
+fn wait_for_lazy_fill(opts: &CheckpointOptions, observer: &dyn CheckpointObserver) -> Result<()> {
+    let deadline = Instant::now() + LAZY_FILL_WAIT;
+    let mut told = false;
+    loop {
+        let pids = crate::freeze::list_tree_without(&opts.roots, &opts.left_out.pids)
+            .map_err(freeze_refusal)?;
+        let Some(pid) = pids.into_iter().find(|&p| memory::filled_by_userfaultfd(p)) else {
+            return Ok(());
+        };
+        if !told {
+            info!(
+                pid,
+                wait_s = LAZY_FILL_WAIT.as_secs(),
+                "waiting for the pages a lazy restore still brings in"
+            );
+            observer.stage(Stage::WaitingForMemory);
+            told = true;
+        }
+        if observer.cancelled() {
+            return Err(CheckpointError::Cancelled {
+                stage: "waiting for restored memory",
+            });
+        }
+        if Instant::now() >= deadline {
+            info!(
+                pid,
+                "still filled by a userfaultfd: saving now, which refuses it"
+            );
+            return Ok(());
+        }
+        std::thread::sleep(LAZY_FILL_POLL);
+    }
+}
+
 fn checkpoint_tries(
     opts: &CheckpointOptions,
     observer: &dyn CheckpointObserver,
 ) -> Result<CheckpointStats> {
+    wait_for_lazy_fill(opts, observer)?;
     let mut waits = RETRY_AFTER.iter();
     let mut attempts = 1;
     loop {

@@ -182,6 +182,15 @@ fn file_identity(md: &std::fs::Metadata) -> (u64, i64) {
     (md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec())
 }
 
+/// Whether a mapping of `pid` has its missing pages filled by a
+/// userfaultfd ("um" in smaps): see [`refused_while_filled_by_userfaultfd`].
+/// A process that cannot be read is not (the save then says why).
+pub fn filled_by_userfaultfd(pid: i32) -> bool {
+    crate::procfs::ProcDir::new(pid)
+        .smaps()
+        .is_ok_and(|s| s.iter().any(|e| e.vm_flags.iter().any(|f| f == "um")))
+}
+
 /// A mapping registered for missing pages with a userfaultfd ("um" in
 /// smaps) is refused for now: a page not in yet looks never touched to
 /// pagemap, and would be saved as zeros. Mostly a lazy restore still

@@ -163,6 +163,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let progress = |stage: Stage| {
         if let Some(bar) = &bar {
             match stage {
+                Stage::WaitingForMemory => bar.set_message("waiting for restored memory"),
                 Stage::Precopying { .. } => bar.set_message("pre-copy"),
                 Stage::Freezing => bar.set_message("freezing"),
                 Stage::Inspecting => bar.set_message("inspecting"),

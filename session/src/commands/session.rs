@@ -331,6 +331,7 @@ fn checkpoint(target: &Target, output: Option<PathBuf>, save: &SaveFlags) -> Res
     let progress = |stage: Stage| {
         if let Some(bar) = &bar {
             bar.set_message(match stage {
+                Stage::WaitingForMemory => "waiting for the restored memory to come in",
                 Stage::Precopying { .. } => "saving memory while the session runs",
                 Stage::Freezing => "freezing",
                 Stage::Inspecting => "inspecting",
