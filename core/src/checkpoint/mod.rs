@@ -357,6 +357,8 @@ fn wait_for_lazy_fill(opts: &CheckpointOptions, observer: &dyn CheckpointObserve
     let deadline = Instant::now() + LAZY_FILL_WAIT;
     let mut told = false;
     loop {
+        // The whole set is read again only once the process waited for
+        // is filled: smaps walks every page table.
         let pids = crate::freeze::list_tree_without(&opts.roots, &opts.left_out.pids)
             .map_err(freeze_refusal)?;
         let Some(pid) = pids.into_iter().find(|&p| memory::filled_by_userfaultfd(p)) else {
@@ -371,19 +373,21 @@ fn wait_for_lazy_fill(opts: &CheckpointOptions, observer: &dyn CheckpointObserve
             observer.stage(Stage::WaitingForMemory);
             told = true;
         }
-        if observer.cancelled() {
-            return Err(CheckpointError::Cancelled {
-                stage: "waiting for restored memory",
-            });
+        while memory::filled_by_userfaultfd(pid) {
+            if observer.cancelled() {
+                return Err(CheckpointError::Cancelled {
+                    stage: "waiting for restored memory",
+                });
+            }
+            if Instant::now() >= deadline {
+                info!(
+                    pid,
+                    "still filled by a userfaultfd: saving now, which refuses it"
+                );
+                return Ok(());
+            }
+            std::thread::sleep(LAZY_FILL_POLL);
         }
-        if Instant::now() >= deadline {
-            info!(
-                pid,
-                "still filled by a userfaultfd: saving now, which refuses it"
-            );
-            return Ok(());
-        }
-        std::thread::sleep(LAZY_FILL_POLL);
     }
 }
 

@@ -705,13 +705,8 @@ impl ChunkSink<'_> {
     /// Wait until every chunk queued so far is done: after this, nothing
     /// queued is still being read.
     pub fn drain(&mut self) -> Result<()> {
-        while self.finished < self.next {
-            match self.done.recv() {
-                Ok(item) => self.record(item)?,
-                Err(_) => return Err(ImageError::WorkerPanicked),
-            }
-        }
-        Ok(())
+        self.drain_while(std::time::Duration::MAX, |_, _| true)
+            .map(drop)
     }
 
     /// [`ChunkSink::drain`], telling `go_on` the chunks done and queued

@@ -188,7 +188,12 @@ fn file_identity(md: &std::fs::Metadata) -> (u64, i64) {
 pub fn filled_by_userfaultfd(pid: i32) -> bool {
     crate::procfs::ProcDir::new(pid)
         .smaps()
-        .is_ok_and(|s| s.iter().any(|e| e.vm_flags.iter().any(|f| f == "um")))
+        .is_ok_and(|s| s.iter().any(registered_for_missing_pages))
+}
+
+/// "um" in the mapping's smaps flags.
+fn registered_for_missing_pages(entry: &SmapsEntry) -> bool {
+    entry.vm_flags.iter().any(|f| f == "um")
 }
 
 /// A mapping registered for missing pages with a userfaultfd ("um" in
@@ -201,7 +206,7 @@ fn refused_while_filled_by_userfaultfd(
     subject: &Subject,
     report: &mut Report,
 ) -> bool {
-    if !entry.vm_flags.iter().any(|f| f == "um") {
+    if !registered_for_missing_pages(entry) {
         return false;
     }
     report.refuse_for_now(

@@ -190,19 +190,10 @@ pub(super) fn group_or_session_of(ids: &std::collections::HashSet<i32>) -> Optio
 /// (for an error): a task, a process group or session, or nobody here
 /// (then it is taken in a nested namespace).
 pub(super) fn holder_of(tid: i32) -> String {
-    if let Some(comm) = pid_comm(tid) {
-        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-                .unwrap_or_else(|| "?".into())
-        };
+    if let Ok(s) = procfs::ProcDir::new(tid).status() {
         return format!(
-            "by task {tid} ({comm}) of thread group {}, state {}",
-            field("Tgid:"),
-            field("State:")
+            "by task {tid} ({}) of thread group {}, state {}",
+            s.name, s.tgid, s.state
         );
     }
     match group_or_session_of(&std::iter::once(tid).collect()) {
