@@ -23,12 +23,12 @@ pub mod lazy;
 pub mod pages;
 pub mod shmem;
 
-pub(crate) use pages::is_zero;
+use pages::Result;
 pub use pages::{
     fill_pages, resolve, MemoryError, PageChunk, PendingChunk, PAGE_SIZE, WINDOW_BYTES,
     WINDOW_PAGES,
 };
-use pages::{runs, Result};
+pub(crate) use pages::{is_zero, runs};
 use serde::{Deserialize, Serialize};
 use shmem::{MapTarget, ShmemTable};
 use std::fs::File;

@@ -101,7 +101,7 @@ pub(crate) fn is_zero(data: &[u8]) -> bool {
 }
 
 /// Runs of set bits: (first bit, count).
-pub(super) fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
+pub(crate) fn runs(bitmap: u64) -> impl Iterator<Item = (u32, u32)> {
     let mut rest = bitmap;
     std::iter::from_fn(move || {
         if rest == 0 {
