@@ -8,7 +8,7 @@
 //! pid namespace, in user and network namespaces of its own; each renderer
 //! the first of a pid namespace below it, under seccomp), and after the
 //! restore a new tab gets a new sandboxed renderer from the restored
-//! zygote.
+//! zygote; then the restored browser is saved and restored once more.
 
 mod common;
 
@@ -326,48 +326,7 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     let check = hiber(&["session", "check", "--display", &d, "--user", "1500"]);
     assert_ok(&check, "session check of chromium");
     let img = desk.dir().join("image");
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        &d,
-        "--user",
-        "1500",
-        "--stop",
-        "-o",
-        path(&img),
-        "--json",
-    ]);
-    assert_ok(&saved, "session checkpoint --stop of chromium");
-    r.wait_children(&[launcher]);
-    let inspected = hiber(&["inspect", path(&img), "--json"]);
-    assert_ok(&inspected, "hiber inspect");
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
-    for p in processes {
-        let pid = p["pid"].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        wait_gone(pid);
-    }
-    assert!(
-        processes
-            .iter()
-            .any(|p| p["ns_pids"].as_array().is_some_and(|v| v.len() == 2)),
-        "the image holds processes of nested pid namespaces"
-    );
-
-    let restored = hiber(&["session", "restore", path(&img), "--json"]);
-    assert_ok(&restored, "session restore of chromium");
-    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    let mut now = std::collections::BTreeSet::new();
-    for p in restored["pids"].as_array().unwrap() {
-        let pid = p[1].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        now.insert(pid);
-    }
-    if let Some(k) = restored["keeper"].as_i64() {
-        r.adopt(k as i32);
-    }
+    let (now, keeper) = suspend_and_resume(&mut r, &d, &img, Some(launcher));
     assert!(
         window(display, "^T:hello hiber"),
         "the restored page holds the typed text"
@@ -388,7 +347,6 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     // A new tab: the restored zygote makes a new renderer in a pid
     // namespace of its own (with the capability it holds in its user
     // namespace, made again at restore).
-    let keeper = restored["keeper"].as_i64().map(|k| k as i32);
     let all_now = || -> std::collections::BTreeSet<i32> {
         now.iter()
             .chain(keeper.iter())
@@ -412,4 +370,79 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
             .any(|p| !renderers.contains(p))
             .then_some(())
     });
+
+    // The restored browser saved and restored once more (its user
+    // namespaces, nested pid namespaces and gone roots as a restore left
+    // them): both tabs back, the first one's page shown on request.
+    let again = desk.dir().join("image-again");
+    let (now, _) = suspend_and_resume(&mut r, &d, &again, None);
+    assert!(
+        !sandboxed_renderers(&now).is_empty(),
+        "the renderers restored a second time are sandboxed"
+    );
+    let first_tab = xdotool(display, &["key", "ctrl+1"]);
+    assert_ok(&first_tab, "switching to the first tab");
+    wait_until(
+        "the first tab's page after the second restore",
+        DEADLINE,
+        || window(display, "^Second page").then_some(()),
+    );
+}
+
+/// Save the browser's session on display `d` with `--stop` into `img`,
+/// wait until every saved process is gone (and `launcher`, the test's
+/// child, is collected), restore it, and hand the restored processes to
+/// `r`: the restored session's pids and its keeper.
+fn suspend_and_resume(
+    r: &mut Reaper,
+    d: &str,
+    img: &Path,
+    launcher: Option<i32>,
+) -> (std::collections::BTreeSet<i32>, Option<i32>) {
+    let saved = hiber(&[
+        "session",
+        "checkpoint",
+        "--display",
+        d,
+        "--user",
+        "1500",
+        "--stop",
+        "-o",
+        path(img),
+        "--json",
+    ]);
+    assert_ok(&saved, "session checkpoint --stop of chromium");
+    if let Some(l) = launcher {
+        r.wait_children(&[l]);
+    }
+    let inspected = hiber(&["inspect", path(img), "--json"]);
+    assert_ok(&inspected, "hiber inspect");
+    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
+    for p in processes {
+        let pid = p["pid"].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        wait_gone(pid);
+    }
+    assert!(
+        processes
+            .iter()
+            .any(|p| p["ns_pids"].as_array().is_some_and(|v| v.len() == 2)),
+        "the image holds processes of nested pid namespaces"
+    );
+
+    let restored = hiber(&["session", "restore", path(img), "--json"]);
+    assert_ok(&restored, "session restore of chromium");
+    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
+    let mut now = std::collections::BTreeSet::new();
+    for p in restored["pids"].as_array().unwrap() {
+        let pid = p[1].as_i64().unwrap() as i32;
+        r.adopt(pid);
+        now.insert(pid);
+    }
+    let keeper = restored["keeper"].as_i64().map(|k| k as i32);
+    if let Some(k) = keeper {
+        r.adopt(k);
+    }
+    (now, keeper)
 }
