@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod checkpoint;
 pub mod creds;
 pub mod devices;
+pub mod error;
 pub mod faults;
 pub mod files;
 pub mod freeze;
@@ -36,6 +37,7 @@ pub mod timers;
 pub mod uevent;
 
 pub use attachment::Attachment;
+pub use error::{Error, Result};
 pub use checkpoint::{
     check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
     CheckpointStats, LeftOut, PrecopyMode, Stage,

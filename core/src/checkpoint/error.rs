@@ -8,6 +8,7 @@ use crate::memory::MemoryError;
 use crate::policy::Report;
 use crate::procfs::ProcfsError;
 use crate::remote::RemoteError;
+use crate::sys::wrap::PidIo;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,16 @@ pub enum CheckpointError {
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+impl From<PidIo> for CheckpointError {
+    fn from(e: PidIo) -> Self {
+        CheckpointError::Os {
+            pid: e.pid,
+            what: e.what,
+            source: e.source,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CheckpointError>;

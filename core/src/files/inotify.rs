@@ -19,6 +19,7 @@ use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::sys::fd::queued_bytes;
 use crate::sys::inotify;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
@@ -194,11 +195,7 @@ impl Inotify {
                 })?;
             loop {
                 let got =
-                    inotify::add_watch(&fd, &c, w.mask).map_err(|source| FileError::Path {
-                        op: "watching (inotify)",
-                        path: w.path.clone(),
-                        source,
-                    })?;
+                    inotify::add_watch(&fd, &c, w.mask).at_path("watching (inotify)", &w.path)?;
                 if got == w.wd {
                     if w.on_left_out_mount {
                         ended.push(got);

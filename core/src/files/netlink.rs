@@ -9,12 +9,13 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt;
 use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::proxy::SessionNet;
 use crate::uevent::NETLINK_KOBJECT_UEVENT;
 use serde::{Deserialize, Serialize};
@@ -134,11 +135,11 @@ impl NetlinkSocket {
             0
         };
         let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
-            .create_err("creating a netlink socket")?;
+            .doing("creating a netlink socket")?;
         let raw = fd.as_raw_fd();
         if self.passcred {
             setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-                .create_err("setting SO_PASSCRED on a netlink socket")?;
+                .doing("setting SO_PASSCRED on a netlink socket")?;
         }
         if self.rcvbuf > 0 {
             // The kernel doubles what it is given; FORCE passes the
@@ -146,12 +147,12 @@ impl NetlinkSocket {
             let size = self.rcvbuf / 2;
             if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
                 setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)
-                    .create_err("setting a netlink socket's receive buffer")?;
+                    .doing("setting a netlink socket's receive buffer")?;
             }
         }
         sockopt::restore(raw, &self.options)?;
         if !self.filter.is_empty() {
-            set_filter(raw, &self.filter).create_err("attaching a netlink socket's filter")?;
+            set_filter(raw, &self.filter).doing("attaching a netlink socket's filter")?;
         }
         if self.bound {
             crate::sys::socket::bind_netlink(&fd, self.groups)

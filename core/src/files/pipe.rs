@@ -5,11 +5,12 @@
 //! other end no saved process holds is Reset: restored with that end closed,
 //! so the reader sees end-of-file after the saved data, and a writer EPIPE.
 
-use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
 use crate::sys::fd::set_status_flags;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -319,23 +320,15 @@ impl PipeEnds {
                 Some(path) => {
                     let open = || match holders.get(i).copied().flatten() {
                         Some(creds) => crate::creds::with_fs_identity(creds, || open_fifo(path, p))
-                            .create_err(
-                                "taking the filesystem identity of the FIFO's saved holder",
-                            )?,
+                            .doing("taking the filesystem identity of the FIFO's saved holder")?,
                         None => open_fifo(path, p),
                     };
                     let anchor = open()?;
-                    let r =
-                        reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
-                            FileError::Path {
-                                op: "opening FIFO",
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
+                    let r = reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK)
+                        .at_path("opening FIFO", path)?;
                     (r, anchor)
                 }
-                None => crate::sys::pipe::pipe().create_err("creating a pipe")?,
+                None => crate::sys::pipe::pipe().doing("creating a pipe")?,
             };
             refill(i, p, &w, image)?;
             ends.push((r, w, false, false));

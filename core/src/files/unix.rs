@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::fsnode::{self, SavedNode};
 use super::kind::{status_flags_as_saved, Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt::{self, SO_PEEK_OFF};
@@ -20,6 +20,7 @@ use crate::sockdiag::{self, UnixDiag};
 use crate::sys::socket::{
     getsockopt_int, new_socket, peek_message, send, setsockopt_int, shutdown, socketpair, UnixAddr,
 };
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -481,7 +482,7 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             return Ok(());
         };
         let at = root.join(base.strip_prefix("/").unwrap_or(base));
-        let dir = std::fs::File::open(&at).path_err("opening the working directory of", &at)?;
+        let dir = std::fs::File::open(&at).at_path("opening the working directory of", &at)?;
         fsnode::enter(&dir, &at)
     };
     match &file.node {
@@ -500,10 +501,10 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             fsnode::in_private_fs(|| {
                 scratch.enter_as_root()?;
                 base(std::path::Path::new("/"))?;
-                bind_raw(fd, s).path_err(
+                Ok(bind_raw(fd, s).at_path(
                     "binding (without its file, gone at save time) a unix socket to",
                     &full,
-                )
+                )?)
             })?;
             tracing::debug!(path = %full.display(), "socket bound without a file, as saved");
             Ok(())
@@ -661,13 +662,11 @@ impl FdKind for UnixSocket {
         seen: &mut UnixSeen,
         _: &mut Collecting<'_>,
     ) -> Result<Self, Unsaved> {
-        seen.read_namespace_of(fd.file)
-            .map_err(|source| FileError::Fd {
-                pid: fd.pid,
-                fd: fd.fd,
-                op: "querying the unix sockets of its network namespace (sock_diag)",
-                source,
-            })?;
+        seen.read_namespace_of(fd.file).on_fd(
+            fd.pid,
+            fd.fd,
+            "querying the unix sockets of its network namespace (sock_diag)",
+        )?;
         Ok(checkpoint(
             fd.file,
             fd.stat.st_ino,

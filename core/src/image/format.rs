@@ -2,6 +2,7 @@
 //! errors, a chunk reference, and the few file-making helpers every part
 //! of `image` shares (the lowest file of `image`).
 
+use crate::sys::wrap::PathIo;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,16 @@ pub enum ImageError {
     WorkerPanicked,
     #[error("reading the data of a chunk")]
     Read(#[source] ReadError),
+}
+
+impl From<PathIo> for ImageError {
+    fn from(e: PathIo) -> Self {
+        ImageError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Why a [`ChunkReader`] could not read its chunk.

@@ -7,6 +7,7 @@ use super::format::{
     PACK_BYTES,
 };
 use super::store::StoreIndex;
+use crate::sys::wrap::WrapIoResult;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -243,11 +244,7 @@ impl Encoder {
             let probe = self
                 .compressor
                 .compress_to_buffer(&raw[..PROBE], &mut self.out)
-                .map_err(|source| ImageError::Io {
-                    op: "compressing a chunk",
-                    path: PathBuf::new(),
-                    source,
-                })?;
+                .at_path("compressing a chunk", PathBuf::new())?;
             if probe >= PROBE - PROBE / 32 {
                 return Ok(raw);
             }
@@ -257,11 +254,7 @@ impl Encoder {
         let packed = self
             .compressor
             .compress_to_buffer(raw, &mut self.out)
-            .map_err(|source| ImageError::Io {
-                op: "compressing a chunk",
-                path: PathBuf::new(),
-                source,
-            })?;
+            .at_path("compressing a chunk", PathBuf::new())?;
         Ok(if packed < raw.len() {
             &self.out[..packed]
         } else {
@@ -580,11 +573,7 @@ pub fn remove_staging(dir: &Path) {
 }
 
 fn syncfs(f: &File, path: &Path) -> Result<()> {
-    crate::sys::fs::syncfs(f).map_err(|source| ImageError::Io {
-        op: "syncing",
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::sys::fs::syncfs(f).at_path("syncing", path)?)
 }
 
 /// Reads the bytes of one chunk in the worker that then stores it, so

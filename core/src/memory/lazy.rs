@@ -24,6 +24,7 @@ use super::{Backing, Vma};
 use crate::image::{ChunkRef, ImageReader};
 use crate::remote::RemoteTask;
 use crate::sys::uffd::{self, Event};
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -73,11 +74,7 @@ pub fn kernel_features() -> io::Result<u64> {
 /// Check, before anything is built, that this kernel can serve a lazy
 /// restore: the error names the missing features.
 pub fn check_kernel() -> Result<()> {
-    let have = kernel_features().map_err(|source| MemoryError::Lazy {
-        pid: std::process::id() as i32,
-        what: "probing userfaultfd",
-        source,
-    })?;
+    let have = kernel_features().with_pid(std::process::id() as i32, "probing userfaultfd")?;
     match FEATURES & !have {
         0 => Ok(()),
         missing => Err(MemoryError::LazyUnsupported { missing }),

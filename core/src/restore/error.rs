@@ -8,6 +8,7 @@ use crate::memory::MemoryError;
 use crate::procfs::ProcfsError;
 use crate::ptrace::PtraceError;
 use crate::remote::RemoteError;
+use crate::sys::wrap::OpIo;
 use crate::uevent::UeventError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,15 +80,13 @@ pub enum RestoreError {
     Cancelled { stage: &'static str },
 }
 
-pub type Result<T> = std::result::Result<T, RestoreError>;
-
-/// Turns an `io::Result` into [`RestoreError::Os`] naming what failed.
-pub trait WrapIoResult<T> {
-    fn os_err(self, what: &'static str) -> Result<T>;
-}
-
-impl<T> WrapIoResult<T> for std::io::Result<T> {
-    fn os_err(self, what: &'static str) -> Result<T> {
-        self.map_err(|source| RestoreError::Os { what, source })
+impl From<OpIo> for RestoreError {
+    fn from(e: OpIo) -> Self {
+        RestoreError::Os {
+            what: e.what,
+            source: e.source,
+        }
     }
 }
+
+pub type Result<T> = std::result::Result<T, RestoreError>;

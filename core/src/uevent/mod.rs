@@ -12,6 +12,7 @@ pub mod libudev;
 pub mod proxy;
 pub mod sysfs;
 
+use crate::sys::wrap::PathIo;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::PathBuf;
@@ -46,6 +47,16 @@ pub enum UeventError {
     Socket { op: &'static str, source: io::Error },
     #[error("the session's network namespace: {op}")]
     Namespace { op: &'static str, source: io::Error },
+}
+
+impl From<PathIo> for UeventError {
+    fn from(e: PathIo) -> Self {
+        UeventError::Sysfs {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// One device event: what a `udevadm monitor --property` line shows.
