@@ -37,11 +37,11 @@ pub mod timers;
 pub mod uevent;
 
 pub use attachment::Attachment;
-pub use error::{Error, Result};
 pub use checkpoint::{
     check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
     CheckpointStats, LeftOut, PrecopyMode, Stage,
 };
+pub use error::{Error, Result};
 pub use policy::{Policy, Report};
 pub use restore::{
     restore, restore_cancellable, restore_with_progress, LazyOptions, RestoreError, RestoreOptions,

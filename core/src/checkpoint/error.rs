@@ -33,12 +33,14 @@ pub enum CheckpointError {
     Attachment(#[from] AttachmentError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    // No pid: the caller's observer failed; its error says why.
     #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "every process to save exited while it was being saved (pids {pids:?}); nothing was saved"
     )]
     AllExited { pids: Vec<i32> },
+    // No pid: the caller's rights, not a process, are the matter.
     #[error("--stop would end the processes, but this caller could not restore them ({reason}); save without --stop, or as root")]
     StopWithoutRestore { reason: String },
     #[error("the image {} did not read back whole ({source}); it was removed and the processes run on", dir.display())]
@@ -47,6 +49,7 @@ pub enum CheckpointError {
         #[source]
         source: ImageError,
     },
+    // No pid: the caller's cancel ends the whole checkpoint.
     #[error("the checkpoint was cancelled at stage {stage}; the processes run on as they were")]
     Cancelled { stage: &'static str },
     #[error("pid {pid}: {what}")]

@@ -38,15 +38,18 @@ pub enum FileError {
     /// would have to make, and must not.
     #[error("not making {path}: {reason}")]
     NotMade { path: PathBuf, reason: String },
+    // No pid, fd or path: what is being made belongs to no process yet.
     #[error("{what}")]
     Create {
         what: &'static str,
         source: io::Error,
     },
+    // No pid or path: an index into the image is its subject.
     #[error("image refers to {what} {index}, which it does not contain")]
     BadReference { what: &'static str, index: usize },
     #[error(transparent)]
     Device(#[from] crate::devices::DeviceError),
+    // No pid or fd: the socket is being made, no process holds it yet.
     #[error("setting socket option {name}")]
     SocketOption { name: String, source: io::Error },
     #[error("pipe {index}: {what}")]

@@ -73,6 +73,7 @@ pub enum ImageError {
         #[source]
         source: serde_json::Error,
     },
+    // No path: the document is serialised in memory before it is written.
     #[error("serialising the metadata")]
     Serialize(#[source] serde_json::Error),
     #[error("pack {path} is missing (it holds chunk {hash})")]
@@ -97,10 +98,13 @@ pub enum ImageError {
         hash: String,
         reason: String,
     },
+    // No path: a reference in the document; the hash is its subject.
     #[error("bad chunk reference {hash:?}: {reason}")]
     BadChunkRef { hash: String, reason: String },
+    // No path: a thread of the writer ended, not a file.
     #[error("chunk writer thread failed")]
     WorkerPanicked,
+    // No path: the caller's reader of a chunk's data failed; the source says what.
     #[error("reading the data of a chunk")]
     Read(#[source] ReadError),
 }

@@ -69,6 +69,7 @@ pub enum MemoryError {
         what: &'static str,
         source: io::Error,
     },
+    // No pid: the running kernel lacks the features.
     #[error("this kernel's userfaultfd lacks features {missing:#x} that a lazy restore needs (EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)")]
     LazyUnsupported { missing: u64 },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]

@@ -63,10 +63,13 @@ pub enum RestoreError {
         step: &'static str,
         errno: i32,
     },
+    // No pid: the whole restore tree did not get there.
     #[error("the restore tree did not reach stage {stage} within {secs} s")]
     Timeout { stage: &'static str, secs: u64 },
+    // No pid: `what` names what was awaited.
     #[error("waited {secs} s for {what}; it did not finish")]
     Waited { what: String, secs: u64 },
+    // No pid, fd or path: the restorer's own objects (pipes, mappings, its credentials).
     #[error("{what}")]
     Os {
         what: &'static str,
@@ -76,6 +79,7 @@ pub enum RestoreError {
     NoGadgetRoom { pid: i32 },
     /// Cancelled by the caller before the restored processes ran: the tree
     /// made so far was ended.
+    // No pid: the caller's cancel ends the whole restore.
     #[error("the restore was cancelled while {stage}; nothing of it runs")]
     Cancelled { stage: &'static str },
 }

@@ -32,6 +32,7 @@ pub const MAX_PROPERTIES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UeventError {
+    // No path: a message from a socket, not a file.
     #[error("malformed {format} message: {reason}")]
     Malformed {
         format: &'static str,
@@ -43,8 +44,10 @@ pub enum UeventError {
         path: PathBuf,
         source: io::Error,
     },
+    // No pid, fd or path: the socket is hiber's own, being made.
     #[error("uevent proxy: {op}")]
     Socket { op: &'static str, source: io::Error },
+    // No pid, fd or path: the namespace is hiber's own, being made.
     #[error("the session's network namespace: {op}")]
     Namespace { op: &'static str, source: io::Error },
 }
