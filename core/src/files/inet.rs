@@ -95,7 +95,6 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<InetSocket, Refu
 
 impl InetSocket {
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
         } else {
@@ -122,7 +121,7 @@ impl InetSocket {
         match self.state {
             InetState::Listening => {
                 crate::sys::socket::listen(&fd, libc::SOMAXCONN)
-                    .map_err(err("listening on an IP socket"))?;
+                    .doing("listening on an IP socket")?;
             }
             InetState::Connected => {
                 let _ = crate::sys::socket::connect_bytes(&fd, &self.peer);

@@ -123,11 +123,9 @@ impl NetlinkSocket {
     }
 
     fn create(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         if self.filter.len() > MAX_FILTER {
-            return Err(err("restoring a netlink socket's filter")(
-                io::Error::from_raw_os_error(libc::EINVAL),
-            ));
+            Err::<(), _>(io::Error::from_raw_os_error(libc::EINVAL))
+                .doing("restoring a netlink socket's filter")?;
         }
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
@@ -155,8 +153,7 @@ impl NetlinkSocket {
             set_filter(raw, &self.filter).doing("attaching a netlink socket's filter")?;
         }
         if self.bound {
-            crate::sys::socket::bind_netlink(&fd, self.groups)
-                .map_err(err("binding a netlink socket"))?;
+            crate::sys::socket::bind_netlink(&fd, self.groups).doing("binding a netlink socket")?;
         }
         Ok(fd)
     }

@@ -693,10 +693,6 @@ impl Drop for Taken {
     }
 }
 
-fn err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
-    move |source| FileError::Create { what, source }
-}
-
 fn open_flags(path: &str, flags: i32) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(path).expect("no NUL in a device path");
     crate::sys::fs::open(&c, flags | libc::O_NOCTTY | libc::O_CLOEXEC, 0)
@@ -723,9 +719,8 @@ impl DevTty {
     /// restorer's own controlling terminal.
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         if !self.external {
-            return open_flags("/dev/null", libc::O_RDWR).map_err(err(
-                "opening /dev/null to hold the place of a /dev/tty file",
-            ));
+            return Ok(open_flags("/dev/null", libc::O_RDWR)
+                .doing("opening /dev/null to hold the place of a /dev/tty file")?);
         }
         Ok(open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).doing("opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)")?)
     }

@@ -305,10 +305,6 @@ impl UnixSocket {
     }
 }
 
-fn create_err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
-    move |source| FileError::Create { what, source }
-}
-
 fn pair_of(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(libc::AF_UNIX, kind)
 }
@@ -336,12 +332,9 @@ fn refill(from: &OwnedFd, to: &OwnedFd, messages: &[Vec<u8>]) -> Result<(), File
     for m in messages {
         match send(from, m, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
             Ok(n) if n == m.len() => {}
-            Ok(_) => {
-                return Err(create_err("refilling a unix socket's queue")(
-                    io::Error::from(io::ErrorKind::WriteZero),
-                ))
-            }
-            Err(e) => return Err(create_err("refilling a unix socket's queue")(e)),
+            Ok(_) => Err(io::Error::from(io::ErrorKind::WriteZero))
+                .doing("refilling a unix socket's queue")?,
+            Err(e) => Err(e).doing("refilling a unix socket's queue")?,
         }
     }
     Ok(())
@@ -354,8 +347,7 @@ fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, s.sndbuf / 2);
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, s.rcvbuf / 2);
     if s.passcred {
-        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-            .map_err(create_err("setting SO_PASSCRED"))?;
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1).doing("setting SO_PASSCRED")?;
     }
     sockopt::restore(raw, &s.options)?;
     for (bit, how) in [
@@ -422,8 +414,7 @@ impl UnixEnds {
                 let Some(peer) = peer_of(*ino) else {
                     return reset(s, image);
                 };
-                let (mine, theirs) =
-                    pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+                let (mine, theirs) = pair_of(s.kind).doing("creating a unix socket pair")?;
                 refill(&theirs, &mine, &s.messages(image)?)?;
                 refill(&mine, &theirs, &peer.messages(image)?)?;
                 finish(&mine, s)?;
@@ -434,8 +425,7 @@ impl UnixEnds {
             Peer::Outside | Peer::Closed => reset(s, image),
             Peer::Pending { .. } => unreachable!("handled above"),
             Peer::None => {
-                let fd = new_socket(libc::AF_UNIX, s.kind, 0)
-                    .map_err(create_err("creating a unix socket"))?;
+                let fd = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
                 if !s.name.is_empty() {
                     bind(&fd, s)?;
                 }
@@ -448,16 +438,16 @@ impl UnixEnds {
 
 /// A new client connection to the (just restored) listener `l`.
 fn connect_to(l: &UnixSocket) -> Result<OwnedFd, FileError> {
-    let fd = new_socket(libc::AF_UNIX, l.kind, 0).map_err(create_err("creating a unix socket"))?;
-    let addr = UnixAddr::new(&l.name).map_err(create_err("a unix socket name too long"))?;
+    let fd = new_socket(libc::AF_UNIX, l.kind, 0).doing("creating a unix socket")?;
+    let addr = UnixAddr::new(&l.name).doing("a unix socket name too long")?;
     addr.connect(&fd)
-        .map_err(create_err("remaking a connection waiting to be accepted"))?;
+        .doing("remaking a connection waiting to be accepted")?;
     Ok(fd)
 }
 
 /// A socket whose peer is gone: its queue, then end-of-file.
 fn reset(s: &UnixSocket, image: &ImageReader) -> Result<OwnedFd, FileError> {
-    let (mine, theirs) = pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+    let (mine, theirs) = pair_of(s.kind).doing("creating a unix socket pair")?;
     refill(&theirs, &mine, &s.messages(image)?)?;
     drop(theirs);
     finish(&mine, s)?;
@@ -520,7 +510,7 @@ fn bind_raw(fd: &OwnedFd, s: &UnixSocket) -> io::Result<()> {
 /// Bind where the name leads from here; a dead socket file left at the
 /// path (by the saved process, or a failed restore) is taken over.
 fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
-    let addr = UnixAddr::new(&s.name).map_err(create_err("a unix socket name too long"))?;
+    let addr = UnixAddr::new(&s.name).doing("a unix socket name too long")?;
     let err = match bind_raw(fd, s) {
         Ok(()) => return Ok(()),
         Err(e) => e,
@@ -529,8 +519,7 @@ fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
     if err.raw_os_error() == Some(libc::EADDRINUSE) && path_name {
         // The socket file of the saved process is still there. Take it
         // over only if nobody answers on it.
-        let probe =
-            new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
+        let probe = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
         let live = addr.connect(&probe).is_ok();
         if !live {
             let path = name_path(&s.name);
@@ -558,12 +547,12 @@ fn name_path(name: &[u8]) -> std::path::PathBuf {
 }
 
 fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
-    let fd = new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
+    let fd = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
     if !s.name.is_empty() {
         bind(&fd, s)?;
     }
     crate::sys::socket::listen(&fd, backlog.min(i32::MAX as u32) as i32)
-        .map_err(create_err("listening on a unix socket"))?;
+        .doing("listening on a unix socket")?;
     finish(&fd, s)?;
     Ok(fd)
 }

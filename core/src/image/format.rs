@@ -148,17 +148,6 @@ pub(super) fn create_private_file(path: &Path, exclusive: bool) -> io::Result<st
     o.open(path)
 }
 
-pub(super) fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// A reference from the document to one chunk.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChunkRef {

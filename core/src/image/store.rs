@@ -10,7 +10,7 @@
 
 use super::dir::SafeDir;
 use super::format::{
-    create_private_dir_all, index_file, index_name, io_err, is_hex, pack_file, pack_name, ChunkRef,
+    create_private_dir_all, index_file, index_name, is_hex, pack_file, pack_name, ChunkRef,
     ImageError, Result, MAX_INDEX_BYTES, PACKS,
 };
 use crate::sys::wrap::WrapIoResult;
@@ -41,7 +41,7 @@ impl StoreIndex {
     /// it is written again.
     pub fn load(store: &Path) -> Result<Self> {
         let packs = store.join(PACKS);
-        create_private_dir_all(&packs).map_err(io_err("creating store", &packs))?;
+        create_private_dir_all(&packs).at_path("creating store", &packs)?;
         let dir = SafeDir::open(store)?
             .subdir(PACKS)?
             .ok_or_else(|| ImageError::Io {

@@ -127,7 +127,6 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     if ranges.is_empty() {
         return Ok(None);
     }
-    let err = |what| move |source| MemoryError::Lazy { pid, what, source };
     let theirs = task.syscall(
         "userfaultfd",
         libc::SYS_userfaultfd,
@@ -135,14 +134,14 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     )?;
     let taken = crate::sys::fd::pidfd_open(pid)
         .and_then(|pidfd| crate::sys::fd::pidfd_getfd(&pidfd, theirs as i32))
-        .map_err(err("taking its userfaultfd"));
+        .with_pid(pid, "taking its userfaultfd");
     // Closed whatever happened: the saved fd table has no such fd.
     task.syscall("close", libc::SYS_close, [theirs, 0, 0, 0, 0, 0])?;
     let ours = taken?;
-    uffd::api(&ours, uffd::API, FEATURES).map_err(err("UFFDIO_API"))?;
+    uffd::api(&ours, uffd::API, FEATURES).with_pid(pid, "UFFDIO_API")?;
     for (start, len) in ranges {
         uffd::register(&ours, start, len, uffd::REGISTER_MODE_MISSING)
-            .map_err(err("UFFDIO_REGISTER(MISSING)"))?;
+            .with_pid(pid, "UFFDIO_REGISTER(MISSING)")?;
     }
     Ok(Some(ours))
 }

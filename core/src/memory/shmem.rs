@@ -562,18 +562,14 @@ impl Drop for SharedObjects {
 
 fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) -> Result<OwnedFd> {
     let path = PathBuf::from(format!("memfd:{name}"));
-    let io_err = |what: &'static str| {
-        let path = path.clone();
-        move |source| ShmemError::Io { what, path, source }
-    };
-    let fd = memfd_create(name, flags).map_err(io_err("creating"))?;
-    let file = File::from(fd.try_clone().map_err(io_err("duplicating"))?);
+    let fd = memfd_create(name, flags).at_path("creating", &path)?;
+    let file = File::from(fd.try_clone().at_path("duplicating", &path)?);
     let mut buf = Vec::new();
     pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
         Ok(file.write_all_at(data, off).at_path("reading", &path)?)
     })?;
     // After the pages: the last one is written whole, past an odd size.
-    file.set_len(obj.size).map_err(io_err("sizing"))?;
+    file.set_len(obj.size).at_path("sizing", &path)?;
     Ok(fd)
 }
 
