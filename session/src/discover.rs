@@ -155,6 +155,7 @@ pub enum DiscoverError {
         comm: String,
         parent: i32,
     },
+    // No pid or path: sock_diag lists the sockets of the whole network namespace.
     #[error("listing unix sockets through sock_diag")]
     SockDiag(#[source] io::Error),
     #[error("{op} {path}")]

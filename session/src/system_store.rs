@@ -47,16 +47,20 @@ pub enum SystemStoreError {
     NoSuchDisplay { display: u32 },
     #[error("uid {uid} has no snapshot {id:?}")]
     NoSuchSnapshot { uid: u32, id: String },
+    // No uid or display: `reason` names both.
     #[error("not the caller's session: {reason}")]
     NotOwner { reason: String },
+    // No subject: the caller's cancel ends the whole job.
     #[error("cancelled: a save leaves the session as it was, a restore runs nothing")]
     Cancelled,
+    // No pid: the refusals name each process.
     #[error("the session cannot be saved:\n{refusals}")]
     Refused { refusals: String },
     #[error("snapshot {id:?} cannot be restored: {problem}")]
     NotRestorable { id: String, problem: String },
     #[error("{name:?} is not a snapshot name: {why}")]
     BadName { name: String, why: &'static str },
+    // No subject but the caller's word, which it carries.
     #[error("{kind:?} is not a kind of snapshot (manual, logout or sleep)")]
     BadKind { kind: String },
     #[error("snapshot {id:?} has no screen {screen}")]
