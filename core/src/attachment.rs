@@ -32,6 +32,7 @@ pub struct StoredAttachment {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachmentError {
+    // No path: an attachment is named by its name in the image.
     #[error("attachment {name:?}: {len} bytes, more than the {MAX_ATTACHMENT_BYTES} allowed")]
     TooLarge { name: String, len: u64 },
     #[error("attachment {name:?}: its chunks hold {found} bytes, the document says {len}")]

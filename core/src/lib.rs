@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod checkpoint;
 pub mod creds;
 pub mod devices;
+pub mod error;
 pub mod faults;
 pub mod files;
 pub mod freeze;
@@ -40,6 +41,7 @@ pub use checkpoint::{
     check, check_without, checkpoint, CheckpointError, CheckpointObserver, CheckpointOptions,
     CheckpointStats, LeftOut, PrecopyMode, Stage,
 };
+pub use error::{Error, Result};
 pub use policy::{Policy, Report};
 pub use restore::{
     restore, restore_cancellable, restore_with_progress, LazyOptions, RestoreError, RestoreOptions,

@@ -28,6 +28,8 @@
 //! into it by that process's forks, as they were (chromium's zygote and
 //! its children share one; firefox's content processes each have one).
 
+use crate::sys::wrap::PidIo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -103,6 +105,16 @@ pub enum NamespaceError {
         #[source]
         source: crate::remote::RemoteError,
     },
+}
+
+impl From<PidIo> for NamespaceError {
+    fn from(e: PidIo) -> Self {
+        NamespaceError::Read {
+            pid: e.pid,
+            what: e.what.into(),
+            source: e.source,
+        }
+    }
 }
 
 /// Inode of `/proc/PID/ns/KIND`.
@@ -296,13 +308,8 @@ pub(crate) fn inside_namespace_fd<T: Send>(
 
 /// Why the network namespace of `pid` cannot be made again empty, if so.
 fn net_contents(pid: i32) -> Result<Option<String>, NamespaceError> {
-    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).map_err(|source| {
-        NamespaceError::Read {
-            pid,
-            what: "its network devices".into(),
-            source,
-        }
-    })?;
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+        .with_pid(pid, "its network devices")?;
     let others: Vec<&str> = dev
         .lines()
         .skip(2)

@@ -1,7 +1,7 @@
 //! The errors clients see, named under `org.hiber.Hiber1.Error.` so they
 //! match on names, not on text.
 
-use hiber_session::system_store::ServiceError;
+use hiber_session::system_store::SystemStoreError;
 
 #[derive(Debug, zbus::DBusError)]
 #[zbus(prefix = "org.hiber.Hiber1.Error")]
@@ -66,18 +66,18 @@ impl Error {
     }
 }
 
-impl From<ServiceError> for Error {
-    fn from(e: ServiceError) -> Self {
+impl From<SystemStoreError> for Error {
+    fn from(e: SystemStoreError) -> Self {
         let text = e.to_string();
         match e {
-            ServiceError::NoSuchDisplay { .. } => Error::NoSuchDisplay(text),
-            ServiceError::NoSuchSnapshot { .. } => Error::NoSuchSnapshot(text),
-            ServiceError::NotOwner { .. } => Error::NotAuthorized(text),
-            ServiceError::Cancelled => Error::Cancelled(text),
-            ServiceError::Refused { .. } => Error::Refused(text),
-            ServiceError::DisplayLock(hiber_session::display_lock::DisplayLockError::Busy {
-                ..
-            }) => Error::Busy(text),
+            SystemStoreError::NoSuchDisplay { .. } => Error::NoSuchDisplay(text),
+            SystemStoreError::NoSuchSnapshot { .. } => Error::NoSuchSnapshot(text),
+            SystemStoreError::NotOwner { .. } => Error::NotAuthorized(text),
+            SystemStoreError::Cancelled => Error::Cancelled(text),
+            SystemStoreError::Refused { .. } => Error::Refused(text),
+            SystemStoreError::DisplayLock(
+                hiber_session::display_lock::DisplayLockError::Busy { .. },
+            ) => Error::Busy(text),
             _ => Error::Failed(text),
         }
     }

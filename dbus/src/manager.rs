@@ -41,7 +41,7 @@ impl Manager {
                         services: system_store::service_rules(),
                     },
                 )
-                .map_err(system_store::ServiceError::from)?;
+                .map_err(system_store::SystemStoreError::from)?;
             }
             Ok(owner)
         })

@@ -28,6 +28,7 @@ use crate::services::{self, Facts, LeftOut, ServiceRules};
 use hiber_core::files::service_file::ServiceMount;
 use hiber_core::procfs::{ProcDir, ProcfsError};
 use hiber_core::sockdiag::{self, UnixDiag, STATE_LISTEN};
+use hiber_core::sys::wrap::{PathIo, WrapIoResult};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io;
@@ -154,14 +155,26 @@ pub enum DiscoverError {
         comm: String,
         parent: i32,
     },
+    // No pid or path: sock_diag lists the sockets of the whole network namespace.
     #[error("listing unix sockets through sock_diag")]
     SockDiag(#[source] io::Error),
-    #[error("reading {path}")]
+    #[error("{op} {path}")]
     Proc {
+        op: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+impl From<PathIo> for DiscoverError {
+    fn from(e: PathIo) -> Self {
+        DiscoverError::Proc {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// The session on `display`: its X server, its clients, their trees, and
@@ -303,10 +316,7 @@ struct Proc {
 /// for its parent link. Threads are assumed to share their process's fd
 /// table, as nearly all do.
 fn scan_proc() -> Result<HashMap<i32, Proc>, DiscoverError> {
-    let dir = fs::read_dir("/proc").map_err(|source| DiscoverError::Proc {
-        path: "/proc".into(),
-        source,
-    })?;
+    let dir = fs::read_dir("/proc").at_path("reading", "/proc")?;
     let mut out = HashMap::new();
     for entry in dir.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {

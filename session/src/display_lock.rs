@@ -6,6 +6,7 @@
 //! length; the kernel drops it when its holder dies, so a killed saver
 //! never leaves a display locked.
 
+use hiber_core::sys::wrap::{PathIo, WrapIoResult};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -25,6 +26,16 @@ pub enum DisplayLockError {
     },
 }
 
+impl From<PathIo> for DisplayLockError {
+    fn from(e: PathIo) -> Self {
+        DisplayLockError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 /// Held while a display is saved; released when dropped.
 #[derive(Debug)]
 pub struct DisplayLock {
@@ -37,15 +48,11 @@ impl DisplayLock {
     /// queued (the first one's result is what the user asked for).
     pub fn take(base: &Path, display: u32) -> Result<Self, DisplayLockError> {
         let dir = base.join("locks");
-        let io = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DisplayLockError::Io { op, path, source }
-        };
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(io("creating the lock directory", &dir))?;
+            .at_path("creating the lock directory", &dir)?;
         let path = dir.join(format!("display-{display}"));
         let mut file = OpenOptions::new()
             .read(true)
@@ -55,7 +62,7 @@ impl DisplayLock {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(io("opening the display lock", &path))?;
+            .at_path("opening the display lock", &path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -71,14 +78,14 @@ impl DisplayLock {
                     },
                 });
             }
-            Err(TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+            Err(TryLockError::Error(e)) => Err(e).at_path("locking", &path)?,
         }
         // The holder's pid, for the next one's message.
         let pid = std::process::id().to_string();
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(pid.as_bytes()))
-            .map_err(io("writing the display lock", &path))?;
+            .at_path("writing the display lock", &path)?;
         Ok(Self { _file: file })
     }
 }

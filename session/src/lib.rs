@@ -12,6 +12,7 @@ pub mod desktop;
 pub mod discover;
 pub mod display_lock;
 pub mod display_session;
+pub mod error;
 pub mod format;
 pub mod memory_loading;
 pub mod moved_server;
@@ -20,3 +21,5 @@ pub mod services;
 pub mod snapshots;
 pub mod system_store;
 pub mod xserver;
+
+pub use error::{Error, Result};

@@ -11,6 +11,7 @@
 
 use crate::display_session;
 use hiber_core::image::{self, ImageError, ImageReader, PruneStats};
+use hiber_core::sys::wrap::{PathIo, WrapIoResult};
 use hiber_core::Snapshot;
 use std::fs;
 use std::io;
@@ -35,6 +36,16 @@ pub enum SnapshotsError {
     },
     #[error(transparent)]
     Image(#[from] ImageError),
+}
+
+impl From<PathIo> for SnapshotsError {
+    fn from(e: PathIo) -> Self {
+        SnapshotsError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, SnapshotsError>;
@@ -202,11 +213,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<PruneStats> {
             name: name.into(),
         });
     }
-    fs::remove_dir_all(&path).map_err(|source| SnapshotsError::Io {
-        op: "removing",
-        path: path.clone(),
-        source,
-    })?;
+    fs::remove_dir_all(&path).at_path("removing", &path)?;
     let store = store_of(dir);
     if store.is_dir() {
         Ok(image::prune_store(&store)?)

@@ -24,6 +24,7 @@ use crate::display_session::{self, SaveOptions, SessionError};
 use crate::snapshots::{self, SnapshotsError};
 use hiber_core::devices::{DeviceError, DevicePolicies};
 use hiber_core::image::{ImageReader, PruneStats};
+use hiber_core::sys::wrap::{PathIo, WrapIoResult};
 use hiber_core::{CheckpointError, PrecopyMode, Report, Snapshot, Stage};
 use std::fs;
 use std::io::{self, Write};
@@ -41,21 +42,25 @@ const PAGE: u64 = 4096;
 const MAX_NAME: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub enum SystemStoreError {
     #[error("no X server on display :{display}")]
     NoSuchDisplay { display: u32 },
     #[error("uid {uid} has no snapshot {id:?}")]
     NoSuchSnapshot { uid: u32, id: String },
+    // No uid or display: `reason` names both.
     #[error("not the caller's session: {reason}")]
     NotOwner { reason: String },
+    // No subject: the caller's cancel ends the whole job.
     #[error("cancelled: a save leaves the session as it was, a restore runs nothing")]
     Cancelled,
+    // No pid: the refusals name each process.
     #[error("the session cannot be saved:\n{refusals}")]
     Refused { refusals: String },
     #[error("snapshot {id:?} cannot be restored: {problem}")]
     NotRestorable { id: String, problem: String },
     #[error("{name:?} is not a snapshot name: {why}")]
     BadName { name: String, why: &'static str },
+    // No subject but the caller's word, which it carries.
     #[error("{kind:?} is not a kind of snapshot (manual, logout or sleep)")]
     BadKind { kind: String },
     #[error("snapshot {id:?} has no screen {screen}")]
@@ -87,38 +92,44 @@ pub enum ServiceError {
     Snapshots(#[from] SnapshotsError),
 }
 
-type Result<T> = std::result::Result<T, ServiceError>;
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ServiceError + 'a {
-    move |source| ServiceError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+impl From<PathIo> for SystemStoreError {
+    fn from(e: PathIo) -> Self {
+        SystemStoreError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
     }
 }
 
-impl From<SessionError> for ServiceError {
+type Result<T> = std::result::Result<T, SystemStoreError>;
+
+impl From<SessionError> for SystemStoreError {
     /// The errors a client can act on get their own variants.
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::Discover(DiscoverError::NoDisplay { display, .. }) => {
-                ServiceError::NoSuchDisplay { display }
+                SystemStoreError::NoSuchDisplay { display }
             }
             SessionError::Discover(
                 e @ (DiscoverError::OtherUser { .. }
                 | DiscoverError::ForeignClient { .. }
                 | DiscoverError::ForeignDescendant { .. }),
-            ) => ServiceError::NotOwner {
+            ) => SystemStoreError::NotOwner {
                 reason: e.to_string(),
             },
-            SessionError::Checkpoint(CheckpointError::Cancelled { .. }) => ServiceError::Cancelled,
-            SessionError::Restore(hiber_core::RestoreError::Cancelled { .. }) => {
-                ServiceError::Cancelled
+            SessionError::Checkpoint(CheckpointError::Cancelled { .. }) => {
+                SystemStoreError::Cancelled
             }
-            SessionError::Checkpoint(CheckpointError::Refused(report)) => ServiceError::Refused {
-                refusals: report.refusals_text(),
-            },
-            e => ServiceError::Session(e),
+            SessionError::Restore(hiber_core::RestoreError::Cancelled { .. }) => {
+                SystemStoreError::Cancelled
+            }
+            SessionError::Checkpoint(CheckpointError::Refused(report)) => {
+                SystemStoreError::Refused {
+                    refusals: report.refusals_text(),
+                }
+            }
+            e => SystemStoreError::Session(e),
         }
     }
 }
@@ -139,7 +150,7 @@ impl SaveKind {
             "manual" => Ok(Self::Manual),
             "logout" => Ok(Self::Logout),
             "sleep" => Ok(Self::Sleep),
-            _ => Err(ServiceError::BadKind { kind: s.into() }),
+            _ => Err(SystemStoreError::BadKind { kind: s.into() }),
         }
     }
 
@@ -248,12 +259,12 @@ pub struct RestoreOutcome {
 /// The uid running `display`'s X server: whose session it is.
 pub fn display_owner(display: u32) -> Result<u32> {
     let pid = discover::x_server_of(display)
-        .map_err(|e| ServiceError::from(SessionError::Discover(e)))?
-        .ok_or(ServiceError::NoSuchDisplay { display })?;
+        .map_err(|e| SystemStoreError::from(SessionError::Discover(e)))?
+        .ok_or(SystemStoreError::NoSuchDisplay { display })?;
     let path = PathBuf::from(format!("/proc/{pid}"));
-    fs::metadata(&path)
+    Ok(fs::metadata(&path)
         .map(|m| m.uid())
-        .map_err(io_err("reading", &path))
+        .at_path("reading", &path)?)
 }
 
 /// The engine's report on `display`'s session, which must be `owner`'s.
@@ -311,7 +322,7 @@ pub fn check_name(name: &str) -> Result<()> {
         None
     };
     match why {
-        Some(why) => Err(ServiceError::BadName {
+        Some(why) => Err(SystemStoreError::BadName {
             name: name.into(),
             why,
         }),
@@ -355,18 +366,18 @@ impl Store {
     /// (the service's user) and nobody else's to write or read.
     fn open_user(&self, uid: u32) -> Result<PathBuf> {
         let dir = self.user_dir(uid);
-        hiber_core::image::create_private_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        hiber_core::image::create_private_dir_all(&dir).at_path("creating", &dir)?;
         self.check_private(&dir)?;
         Ok(dir)
     }
 
     fn check_private(&self, dir: &Path) -> Result<()> {
-        let m = fs::symlink_metadata(dir).map_err(io_err("reading", dir))?;
+        let m = fs::symlink_metadata(dir).at_path("reading", dir)?;
         // SAFETY: geteuid has no arguments and cannot fail.
         let me = unsafe { libc::geteuid() };
         let mode = m.permissions().mode() & 0o7777;
         if !m.is_dir() || m.uid() != me || mode & 0o077 != 0 {
-            return Err(ServiceError::UnsafeStore {
+            return Err(SystemStoreError::UnsafeStore {
                 path: dir.to_path_buf(),
                 uid: m.uid(),
                 mode,
@@ -448,7 +459,7 @@ impl Store {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
-                return Err(ServiceError::Io {
+                return Err(SystemStoreError::Io {
                     op: "listing",
                     path: dir,
                     source,
@@ -493,7 +504,7 @@ impl Store {
     }
 
     fn image_dir(&self, uid: u32, id: &str) -> Result<PathBuf> {
-        let missing = || ServiceError::NoSuchSnapshot { uid, id: id.into() };
+        let missing = || SystemStoreError::NoSuchSnapshot { uid, id: id.into() };
         if !is_id(id) {
             return Err(missing());
         }
@@ -517,15 +528,15 @@ impl Store {
 
     fn write_meta(dir: &Path, id: &str, meta: &Meta) -> Result<()> {
         let metas = dir.join(META);
-        hiber_core::image::create_private_dir_all(&metas).map_err(io_err("creating", &metas))?;
+        hiber_core::image::create_private_dir_all(&metas).at_path("creating", &metas)?;
         let path = Self::meta_path(dir, id);
         let tmp = metas.join(format!(".{id}.json.tmp"));
         let bytes = serde_json::to_vec(meta).expect("the metadata serialises");
-        let mut f = fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        let mut f = fs::File::create(&tmp).at_path("creating", &tmp)?;
         f.write_all(&bytes)
             .and_then(|()| f.sync_all())
-            .map_err(io_err("writing", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))
+            .at_path("writing", &tmp)?;
+        Ok(fs::rename(&tmp, &path).at_path("renaming into place", &path)?)
     }
 
     fn read_entry(&self, uid: u32, dir: &Path, id: &str) -> SnapshotEntry {
@@ -720,7 +731,7 @@ impl Store {
     ) -> Result<RestoreOutcome> {
         let image = self.image_dir(uid, id)?;
         let creds = hiber_core::creds::Creds::of_user(uid)
-            .map_err(|source| ServiceError::NoSuchUser { uid, source })?;
+            .map_err(|source| SystemStoreError::NoSuchUser { uid, source })?;
         job.progress(Progress {
             stage: "restoring",
             fraction: 0.0,
@@ -822,7 +833,7 @@ impl Store {
         let meta = Self::meta_path(&dir, id);
         if let Err(e) = fs::remove_file(&meta) {
             if e.kind() != io::ErrorKind::NotFound {
-                return Err(ServiceError::Io {
+                return Err(SystemStoreError::Io {
                     op: "removing",
                     path: meta,
                     source: e,
@@ -837,17 +848,17 @@ impl Store {
     /// the store itself stays root's alone.
     pub fn screenshot(&self, uid: u32, id: &str, screen: u32) -> Result<OwnedFd> {
         let image = self.image_dir(uid, id)?;
-        let (reader, snap): (ImageReader, Snapshot) =
-            ImageReader::open(&image).map_err(|e| ServiceError::Session(SessionError::Image(e)))?;
+        let (reader, snap): (ImageReader, Snapshot) = ImageReader::open(&image)
+            .map_err(|e| SystemStoreError::Session(SessionError::Image(e)))?;
         let name = display_session::screenshot_name(screen);
         let stored = snap
             .attachment(&name)
-            .ok_or_else(|| ServiceError::NoSuchScreen {
+            .ok_or_else(|| SystemStoreError::NoSuchScreen {
                 id: id.into(),
                 screen,
             })?;
         let png = hiber_core::attachment::read(&reader, stored)
-            .map_err(|e| ServiceError::Session(SessionError::Attachment(e)))?;
+            .map_err(|e| SystemStoreError::Session(SessionError::Attachment(e)))?;
         sealed_file(&png)
     }
 }
@@ -887,19 +898,19 @@ fn sealed_file(bytes: &[u8]) -> Result<OwnedFd> {
         )
     };
     if fd < 0 {
-        return Err(io_err("creating", what)(io::Error::last_os_error()));
+        Err::<(), _>(io::Error::last_os_error()).at_path("creating", what)?;
     }
     // SAFETY: fd was just created and is ours alone.
     let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all(bytes).map_err(io_err("writing", what))?;
+    file.write_all(bytes).at_path("writing", what)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: fcntl on our own open memfd.
     if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0 {
-        return Err(io_err("sealing", what)(io::Error::last_os_error()));
+        Err::<(), _>(io::Error::last_os_error()).at_path("sealing", what)?;
     }
     // Opened again through /proc: a read-only description of the same file.
     let path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-    let ro = fs::File::open(&path).map_err(io_err("reopening", &path))?;
+    let ro = fs::File::open(&path).at_path("reopening", &path)?;
     Ok(OwnedFd::from(ro))
 }
 
@@ -920,7 +931,10 @@ mod tests {
     fn names_are_one_printable_line() {
         assert!(check_name("Before the demo ✓").is_ok());
         for bad in ["", "  ", "a\nb", "\u{7}"] {
-            assert!(matches!(check_name(bad), Err(ServiceError::BadName { .. })));
+            assert!(matches!(
+                check_name(bad),
+                Err(SystemStoreError::BadName { .. })
+            ));
         }
         assert!(check_name(&"x".repeat(256)).is_err());
     }
@@ -932,7 +946,7 @@ mod tests {
         }
         assert!(matches!(
             SaveKind::parse("nap"),
-            Err(ServiceError::BadKind { .. })
+            Err(SystemStoreError::BadKind { .. })
         ));
     }
 
@@ -955,11 +969,11 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
         assert!(matches!(
             store.list(4242),
-            Err(ServiceError::UnsafeStore { .. })
+            Err(SystemStoreError::UnsafeStore { .. })
         ));
         assert!(matches!(
             store.entry(4242, "display-1-x"),
-            Err(ServiceError::NoSuchSnapshot { .. })
+            Err(SystemStoreError::NoSuchSnapshot { .. })
         ));
     }
 
@@ -986,7 +1000,7 @@ mod tests {
         assert!(store.pending(1500).unwrap().is_empty());
         assert!(matches!(
             store.set_pending(1500, "display-7-absent", true),
-            Err(ServiceError::NoSuchSnapshot { .. })
+            Err(SystemStoreError::NoSuchSnapshot { .. })
         ));
         // The metadata of a save that never committed goes at recovery;
         // an image's stays.

@@ -8,6 +8,7 @@ use crate::memory::MemoryError;
 use crate::policy::Report;
 use crate::procfs::ProcfsError;
 use crate::remote::RemoteError;
+use crate::sys::wrap::PidIo;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +33,14 @@ pub enum CheckpointError {
     Attachment(#[from] AttachmentError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    // No pid: the caller's observer failed; its error says why.
     #[error(transparent)]
     Observer(Box<dyn std::error::Error + Send + Sync>),
     #[error(
         "every process to save exited while it was being saved (pids {pids:?}); nothing was saved"
     )]
     AllExited { pids: Vec<i32> },
+    // No pid: the caller's rights, not a process, are the matter.
     #[error("--stop would end the processes, but this caller could not restore them ({reason}); save without --stop, or as root")]
     StopWithoutRestore { reason: String },
     #[error("the image {} did not read back whole ({source}); it was removed and the processes run on", dir.display())]
@@ -46,6 +49,7 @@ pub enum CheckpointError {
         #[source]
         source: ImageError,
     },
+    // No pid: the caller's cancel ends the whole checkpoint.
     #[error("the checkpoint was cancelled at stage {stage}; the processes run on as they were")]
     Cancelled { stage: &'static str },
     #[error("pid {pid}: {what}")]
@@ -54,6 +58,16 @@ pub enum CheckpointError {
         what: &'static str,
         source: std::io::Error,
     },
+}
+
+impl From<PidIo> for CheckpointError {
+    fn from(e: PidIo) -> Self {
+        CheckpointError::Os {
+            pid: e.pid,
+            what: e.what,
+            source: e.source,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CheckpointError>;

@@ -9,6 +9,7 @@
 use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -70,10 +71,7 @@ pub(super) fn checkpoint(
 
 impl Epoll {
     fn open(&self) -> Result<OwnedFd, FileError> {
-        crate::sys::event::epoll_create().map_err(|source| FileError::Create {
-            what: "creating an epoll instance",
-            source,
-        })
+        Ok(crate::sys::event::epoll_create().doing("creating an epoll instance")?)
     }
 
     /// Add the watches; called in the owner with its fds at their numbers.

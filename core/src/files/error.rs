@@ -3,6 +3,7 @@
 
 use crate::image::ImageError;
 use crate::procfs::ProcfsError;
+use crate::sys::wrap::{FdIo, OpIo, PathIo};
 use std::io;
 use std::path::PathBuf;
 
@@ -37,15 +38,18 @@ pub enum FileError {
     /// would have to make, and must not.
     #[error("not making {path}: {reason}")]
     NotMade { path: PathBuf, reason: String },
+    // No pid, fd or path: what is being made belongs to no process yet.
     #[error("{what}")]
     Create {
         what: &'static str,
         source: io::Error,
     },
+    // No pid or path: an index into the image is its subject.
     #[error("image refers to {what} {index}, which it does not contain")]
     BadReference { what: &'static str, index: usize },
     #[error(transparent)]
     Device(#[from] crate::devices::DeviceError),
+    // No pid or fd: the socket is being made, no process holds it yet.
     #[error("setting socket option {name}")]
     SocketOption { name: String, source: io::Error },
     #[error("pipe {index}: {what}")]
@@ -60,6 +64,36 @@ pub enum FileError {
         op: &'static str,
         source: io::Error,
     },
+}
+
+impl From<FdIo> for FileError {
+    fn from(e: FdIo) -> Self {
+        FileError::Fd {
+            pid: e.pid,
+            fd: e.fd,
+            op: e.op,
+            source: e.source,
+        }
+    }
+}
+
+impl From<PathIo> for FileError {
+    fn from(e: PathIo) -> Self {
+        FileError::Path {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl From<OpIo> for FileError {
+    fn from(e: OpIo) -> Self {
+        FileError::Create {
+            what: e.what,
+            source: e.source,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, FileError>;
@@ -117,43 +151,14 @@ impl From<String> for Unsaved {
     }
 }
 
+impl From<FdIo> for Unsaved {
+    fn from(e: FdIo) -> Self {
+        Unsaved::Failed(e.into())
+    }
+}
+
 impl From<FileError> for Unsaved {
     fn from(e: FileError) -> Self {
         Unsaved::Failed(e)
-    }
-}
-
-/// Turns an `io::Result` into this module's error, naming what it is
-/// about, so that call sites say `.fd_err(pid, fd, "fstat")` rather than
-/// repeat the error's fields in a closure.
-pub trait WrapIoResult<T> {
-    /// The error of fd `fd` of `pid`, during `op`.
-    fn fd_err(self, pid: i32, fd: i32, op: &'static str) -> Result<T>;
-    /// The error of making what a restore needs (`what`).
-    fn create_err(self, what: &'static str) -> Result<T>;
-    /// The error of `op` on `path`.
-    fn path_err(self, op: &'static str, path: &std::path::Path) -> Result<T>;
-}
-
-impl<T> WrapIoResult<T> for io::Result<T> {
-    fn fd_err(self, pid: i32, fd: i32, op: &'static str) -> Result<T> {
-        self.map_err(|source| FileError::Fd {
-            pid,
-            fd,
-            op,
-            source,
-        })
-    }
-
-    fn create_err(self, what: &'static str) -> Result<T> {
-        self.map_err(|source| FileError::Create { what, source })
-    }
-
-    fn path_err(self, op: &'static str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|source| FileError::Path {
-            op,
-            path: path.to_path_buf(),
-            source,
-        })
     }
 }

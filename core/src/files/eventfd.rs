@@ -1,8 +1,9 @@
 //! eventfd: its counter and semaphore mode, from fdinfo.
 
-use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 
@@ -24,16 +25,12 @@ impl EventFd {
         // eventfd's initial value is an unsigned int; larger counts are
         // added with a write.
         let initial = u32::try_from(self.count).unwrap_or(0);
-        let fd =
-            crate::sys::event::eventfd(initial, efd_flags).map_err(|source| FileError::Create {
-                what: "creating an eventfd",
-                source,
-            })?;
+        let fd = crate::sys::event::eventfd(initial, efd_flags).doing("creating an eventfd")?;
         if u64::from(initial) != self.count {
             use std::io::Write;
-            let mut f = std::fs::File::from(fd.try_clone().create_err("duplicating an eventfd")?);
+            let mut f = std::fs::File::from(fd.try_clone().doing("duplicating an eventfd")?);
             f.write_all(&self.count.to_ne_bytes())
-                .create_err("setting an eventfd counter")?;
+                .doing("setting an eventfd counter")?;
         }
         Ok(fd)
     }

@@ -24,6 +24,7 @@
 
 use super::error::FileError;
 use crate::creds::Creds;
+use crate::sys::wrap::WrapIoResult;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
@@ -158,10 +159,8 @@ pub(crate) fn in_private_fs<T: Send>(
 ) -> Result<T, FileError> {
     std::thread::scope(|s| {
         let worker = s.spawn(|| {
-            crate::sys::ns::unshare(libc::CLONE_FS).map_err(|source| FileError::Create {
-                what: "giving a thread its own working directory and umask",
-                source,
-            })?;
+            crate::sys::ns::unshare(libc::CLONE_FS)
+                .doing("giving a thread its own working directory and umask")?;
             f()
         });
         match worker.join() {
@@ -178,11 +177,7 @@ pub(crate) fn set_umask(mask: u32) {
 
 /// Make `dir` the calling thread's working directory (in [`in_private_fs`]).
 pub(crate) fn enter(dir: &impl AsFd, path: &Path) -> Result<(), FileError> {
-    crate::sys::fs::fchdir(dir.as_fd()).map_err(|source| FileError::Path {
-        op: "entering",
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::sys::fs::fchdir(dir.as_fd()).at_path("entering", path)?)
 }
 
 /// The calling thread's filesystem uid.
@@ -309,11 +304,7 @@ fn mkdir_under(
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| FileError::Path {
-        op: "opening the directory made again",
-        path: path.to_path_buf(),
-        source: errno(e),
-    })?;
+    .at_path("opening the directory made again", path)?;
     Ok((dir, made))
 }
 
@@ -324,11 +315,7 @@ fn give_saved_owner(dir: &OwnedFd, path: &Path, want: &Owner, me: u32) -> Result
         path: path.to_path_buf(),
         reason,
     };
-    let st = rustix::fs::fstat(dir).map_err(|e| FileError::Path {
-        op: "fstat",
-        path: path.to_path_buf(),
-        source: errno(e),
-    })?;
+    let st = rustix::fs::fstat(dir).at_path("fstat", path)?;
     if st.st_uid != me {
         return Err(not_made(format!(
             "what was made there belongs to uid {}",
@@ -341,11 +328,10 @@ fn give_saved_owner(dir: &OwnedFd, path: &Path, want: &Owner, me: u32) -> Result
         }
     }
     // Without the setuid bit, meaningless on a directory.
-    rustix::fs::fchmod(dir, Mode::from_raw_mode(want.mode & 0o3777)).map_err(|e| FileError::Path {
-        op: "setting the saved mode of",
-        path: path.to_path_buf(),
-        source: errno(e),
-    })
+    Ok(
+        rustix::fs::fchmod(dir, Mode::from_raw_mode(want.mode & 0o3777))
+            .at_path("setting the saved mode of", path)?,
+    )
 }
 
 /// Give node `leaf` of `dir`, just made by the restore, the saved owner,
@@ -413,11 +399,8 @@ impl Scratch {
     /// Make `rel`'s parent directories inside the tree.
     pub fn make_parents(&self, rel: &Path) -> Result<(), FileError> {
         if let Some(p) = rel.parent() {
-            std::fs::create_dir_all(self.path.join(p)).map_err(|source| FileError::Path {
-                op: "making a private directory",
-                path: self.path.join(p),
-                source,
-            })?;
+            std::fs::create_dir_all(self.path.join(p))
+                .at_path("making a private directory", self.path.join(p))?;
         }
         Ok(())
     }
@@ -431,17 +414,9 @@ impl Scratch {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| FileError::Path {
-            op: "opening",
-            path: self.path.clone(),
-            source: errno(e),
-        })?;
+        .at_path("opening", &self.path)?;
         enter(&dir, &self.path)?;
-        crate::sys::fs::chroot_here().map_err(|source| FileError::Path {
-            op: "moving a thread's root to",
-            path: self.path.clone(),
-            source,
-        })?;
+        crate::sys::fs::chroot_here().at_path("moving a thread's root to", &self.path)?;
         Ok(())
     }
 }

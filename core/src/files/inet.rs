@@ -4,12 +4,13 @@
 //! Reset, restored as a socket that is no longer connected, so the program
 //! sees its connection gone and reconnects, as after a network failure.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt;
 use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -94,14 +95,13 @@ pub(super) fn checkpoint(held: &OwnedFd, family: i32) -> Result<InetSocket, Refu
 
 impl InetSocket {
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
         } else {
             0
         };
         let fd = new_socket(self.family, self.kind | nonblock, self.protocol)
-            .create_err("creating an IP socket")?;
+            .doing("creating an IP socket")?;
         // Before the bind: IPV6_V6ONLY and SO_REUSEPORT decide whether it
         // succeeds.
         sockopt::restore(fd.as_raw_fd(), &self.options)?;
@@ -112,12 +112,8 @@ impl InetSocket {
         }
         // A connection's local port was the kernel's pick: not bound again.
         if !self.local.is_empty() && self.state != InetState::Connection {
-            crate::sys::socket::bind_bytes(&fd, &self.local).map_err(|source| {
-                FileError::Create {
-                    what: "binding an IP socket to its saved address (is the port taken?)",
-                    source,
-                }
-            })?;
+            crate::sys::socket::bind_bytes(&fd, &self.local)
+                .doing("binding an IP socket to its saved address (is the port taken?)")?;
         }
         if !self.reuse_addr {
             let _ = setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 0);
@@ -125,7 +121,7 @@ impl InetSocket {
         match self.state {
             InetState::Listening => {
                 crate::sys::socket::listen(&fd, libc::SOMAXCONN)
-                    .map_err(err("listening on an IP socket"))?;
+                    .doing("listening on an IP socket")?;
             }
             InetState::Connected => {
                 let _ = crate::sys::socket::connect_bytes(&fd, &self.peer);

@@ -19,6 +19,7 @@ use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::sys::fd::queued_bytes;
 use crate::sys::inotify;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
@@ -166,14 +167,13 @@ impl Inotify {
     }
 
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         // Non-blocking while we set it up (to drain our own events).
-        let fd = inotify::init_nonblocking().map_err(err("creating an inotify instance"))?;
+        let fd = inotify::init_nonblocking().doing("creating an inotify instance")?;
         // Ended watches hold their descriptors on an inode of our own
         // (a memfd, watched by no saved watch) until the end.
         let stand_in = if self.ended().next().is_some() {
             let name = CString::new("hiber-inotify-stand-in").expect("no NUL");
-            Some(crate::sys::fs::memfd(&name).map_err(err("creating an inotify stand-in"))?)
+            Some(crate::sys::fs::memfd(&name).doing("creating an inotify stand-in")?)
         } else {
             None
         };
@@ -194,11 +194,7 @@ impl Inotify {
                 })?;
             loop {
                 let got =
-                    inotify::add_watch(&fd, &c, w.mask).map_err(|source| FileError::Path {
-                        op: "watching (inotify)",
-                        path: w.path.clone(),
-                        source,
-                    })?;
+                    inotify::add_watch(&fd, &c, w.mask).at_path("watching (inotify)", &w.path)?;
                 if got == w.wd {
                     if w.on_left_out_mount {
                         ended.push(got);

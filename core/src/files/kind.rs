@@ -4,7 +4,7 @@
 //! kinds once, and everything else (the image's `FileKind`, the
 //! classification of a fd, the report, the restore) follows from it.
 
-use super::error::{FileError, Result, Unsaved};
+use super::error::{Result, Unsaved};
 use crate::creds::Creds;
 use crate::devices::{Classified, DevicePolicies, SysRoots, Use};
 use crate::image::{ChunkRef, ImageReader};
@@ -12,9 +12,9 @@ use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::policy::Policy;
 use crate::procfs::FdInfo;
 use crate::sys::fd::set_status_flags;
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::proxy::SessionNet;
 use std::cell::OnceCell;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
@@ -238,10 +238,6 @@ pub struct Restoring<'a> {
 /// Give a fd made by a syscall (a socket, an epoll) the saved
 /// `O_NONBLOCK`, the one status flag it keeps; they start blocking.
 pub fn status_flags_as_saved(fd: &OwnedFd, flags: u32) -> Result<()> {
-    set_status_flags(fd, flags & libc::O_NONBLOCK as u32).map_err(|source: io::Error| {
-        FileError::Create {
-            what: "setting the saved O_NONBLOCK",
-            source,
-        }
-    })
+    Ok(set_status_flags(fd, flags & libc::O_NONBLOCK as u32)
+        .doing("setting the saved O_NONBLOCK")?)
 }

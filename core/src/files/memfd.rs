@@ -8,6 +8,7 @@ use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -31,10 +32,7 @@ impl MemfdFile {
             Path::new(&format!("/proc/self/fd/{}", memfd.as_raw_fd())),
             (flags & keep) as i32,
         )?;
-        crate::sys::fd::seek_to(&fd, self.pos as i64).map_err(|source| FileError::Create {
-            what: "seeking a memfd",
-            source,
-        })?;
+        crate::sys::fd::seek_to(&fd, self.pos as i64).doing("seeking a memfd")?;
         Ok(fd)
     }
 }

@@ -42,7 +42,7 @@ use crate::memory::shmem::{SharedObjects, ShmemTable};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{FdInfo, ProcDir};
 use crate::sys::fd::{dup_above, fstat, pidfd_getfd, pidfd_open, same_ofd};
-use error::WrapIoResult;
+use crate::sys::wrap::WrapIoResult;
 use error::{Result, Unsaved};
 use kind::{Collecting, Probe, Restoring};
 use serde::{Deserialize, Serialize};
@@ -103,12 +103,7 @@ impl FileTable {
         report: &mut Report,
     ) -> Result<Vec<FdImage>> {
         let dir = ProcDir::new(pid);
-        let pidfd = pidfd_open(pid).map_err(|source| FileError::Fd {
-            pid,
-            fd: -1,
-            op: "pidfd_open",
-            source,
-        })?;
+        let pidfd = pidfd_open(pid).on_fd(pid, -1, "pidfd_open")?;
         let stat = dir.stat()?;
         if stat.session == pid {
             self.leaders.insert(pid);
@@ -159,8 +154,8 @@ impl FileTable {
             let file = service_file::ServiceFile::record(&target, &info, mount);
             return self.collect_service_file(holder, fd, &info, file, report);
         }
-        let local = pidfd_getfd(&holder.pidfd, fd).fd_err(pid, fd, "pidfd_getfd")?;
-        let st = fstat(&local).fd_err(pid, fd, "fstat")?;
+        let local = pidfd_getfd(&holder.pidfd, fd).on_fd(pid, fd, "pidfd_getfd")?;
+        let st = fstat(&local).on_fd(pid, fd, "fstat")?;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let key = (st.st_dev, st.st_ino);
         // An OFD already met (fork, dup, SCM_RIGHTS): reuse it.
@@ -261,7 +256,7 @@ impl FileTable {
             );
             return Ok(None);
         }
-        let local = pidfd_getfd(&holder.pidfd, fd).fd_err(pid, fd, "pidfd_getfd")?;
+        let local = pidfd_getfd(&holder.pidfd, fd).on_fd(pid, fd, "pidfd_getfd")?;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         // No fstat (it would ask the server): all such files share a key.
         let key = (u64::MAX, info.ino);
@@ -721,19 +716,15 @@ pub fn restore_all(
         // with its filesystem identity, never the restorer's.
         let mut open = || opening.restore(&f.kind, f.flags, &cx);
         let opened = match holders.get(i).copied().flatten() {
-            Some(creds) => crate::creds::with_fs_identity(creds, open).map_err(|source| {
-                FileError::Create {
-                    what: "taking the filesystem identity of the file's saved holder",
-                    source,
-                }
-            })??,
+            Some(creds) => crate::creds::with_fs_identity(creds, open)
+                .doing("taking the filesystem identity of the file's saved holder")??,
             None => open()?,
         };
         if opened.live_device {
             reattached.push(i);
         }
-        let fd = dup_above(&opened.fd, base)
-            .create_err("moving a restored fd above the target fd range")?;
+        let fd =
+            dup_above(&opened.fd, base).doing("moving a restored fd above the target fd range")?;
         out.push(fd);
     }
     Ok(RestoredFiles {

@@ -9,12 +9,13 @@
 //! restored session's own network namespace when the restore gives one
 //! (see `uevent::proxy`), so only the session hears the proxy.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt;
 use crate::policy::Policy;
 use crate::sys::fd::queued_bytes;
 use crate::sys::socket::{getsockopt_int, new_socket, setsockopt_int};
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::proxy::SessionNet;
 use crate::uevent::NETLINK_KOBJECT_UEVENT;
 use serde::{Deserialize, Serialize};
@@ -122,11 +123,9 @@ impl NetlinkSocket {
     }
 
     fn create(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         if self.filter.len() > MAX_FILTER {
-            return Err(err("restoring a netlink socket's filter")(
-                io::Error::from_raw_os_error(libc::EINVAL),
-            ));
+            Err::<(), _>(io::Error::from_raw_os_error(libc::EINVAL))
+                .doing("restoring a netlink socket's filter")?;
         }
         let nonblock = if flags as i32 & libc::O_NONBLOCK != 0 {
             libc::SOCK_NONBLOCK
@@ -134,11 +133,11 @@ impl NetlinkSocket {
             0
         };
         let fd = new_socket(libc::AF_NETLINK, self.kind | nonblock, self.protocol)
-            .create_err("creating a netlink socket")?;
+            .doing("creating a netlink socket")?;
         let raw = fd.as_raw_fd();
         if self.passcred {
             setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-                .create_err("setting SO_PASSCRED on a netlink socket")?;
+                .doing("setting SO_PASSCRED on a netlink socket")?;
         }
         if self.rcvbuf > 0 {
             // The kernel doubles what it is given; FORCE passes the
@@ -146,16 +145,15 @@ impl NetlinkSocket {
             let size = self.rcvbuf / 2;
             if setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
                 setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, size)
-                    .create_err("setting a netlink socket's receive buffer")?;
+                    .doing("setting a netlink socket's receive buffer")?;
             }
         }
         sockopt::restore(raw, &self.options)?;
         if !self.filter.is_empty() {
-            set_filter(raw, &self.filter).create_err("attaching a netlink socket's filter")?;
+            set_filter(raw, &self.filter).doing("attaching a netlink socket's filter")?;
         }
         if self.bound {
-            crate::sys::socket::bind_netlink(&fd, self.groups)
-                .map_err(err("binding a netlink socket"))?;
+            crate::sys::socket::bind_netlink(&fd, self.groups).doing("binding a netlink socket")?;
         }
         Ok(fd)
     }

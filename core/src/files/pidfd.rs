@@ -5,10 +5,11 @@
 //! or is outside the saved set, as a handle to an exited process, which is
 //! what a program sees when its child is gone.
 
-use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::policy::Policy;
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -39,8 +40,8 @@ impl Pidfd {
     /// the set it is only a placeholder, replaced in the holder by
     /// [`Pidfd::open_in_holder`].
     fn open(&self, file_flags: u32) -> Result<OwnedFd, FileError> {
-        exited(file_flags as i32 & libc::O_NONBLOCK)
-            .create_err("creating a pidfd of an exited process")
+        Ok(exited(file_flags as i32 & libc::O_NONBLOCK)
+            .doing("creating a pidfd of an exited process")?)
     }
 
     /// Open the saved process again, from a process of the restored tree

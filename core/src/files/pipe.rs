@@ -5,11 +5,12 @@
 //! other end no saved process holds is Reset: restored with that end closed,
 //! so the reader sees end-of-file after the saved data, and a writer EPIPE.
 
-use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::{Policy, Report, Subject};
 use crate::sys::fd::set_status_flags;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -154,11 +155,9 @@ impl PipeTable {
             return Ok(());
         }
         self.dumped[i] = true;
-        let io_err =
-            |op: &'static str| move |source: io::Error| FileError::Create { what: op, source };
         let reader = reopen(held, libc::O_RDONLY | libc::O_NONBLOCK)
-            .map_err(io_err("opening a pipe to peek at its data"))?;
-        let (ours_r, ours_w) = crate::sys::pipe::pipe().map_err(io_err("creating a pipe"))?;
+            .doing("opening a pipe to peek at its data")?;
+        let (ours_r, ours_w) = crate::sys::pipe::pipe().doing("creating a pipe")?;
         let size = self.pipes[i].size.max(65536);
         // Best effort, as at restore (see `refill`).
         let _ = crate::sys::fd::set_pipe_size(&ours_w, size as usize);
@@ -166,7 +165,7 @@ impl PipeTable {
             match crate::sys::pipe::tee_nonblocking(&reader, &ours_w, MAX_PIPE_DATA as usize) {
                 Ok(n) => n as i64,
                 Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => -1,
-                Err(err) => return Err(io_err("copying pipe data with tee")(err)),
+                Err(err) => Err(err).doing("copying pipe data with tee")?,
             };
         let queued = crate::sys::fd::queued_bytes(reader.as_raw_fd()).unwrap_or(0);
         if i64::from(queued) > n.max(0) {
@@ -180,7 +179,7 @@ impl PipeTable {
         let mut data = Vec::new();
         std::fs::File::from(ours_r)
             .read_to_end(&mut data)
-            .map_err(io_err("reading copied pipe data"))?;
+            .doing("reading copied pipe data")?;
         let p = &mut self.pipes[i];
         p.data_len = data.len() as u64;
         if !data.is_empty() {
@@ -319,23 +318,15 @@ impl PipeEnds {
                 Some(path) => {
                     let open = || match holders.get(i).copied().flatten() {
                         Some(creds) => crate::creds::with_fs_identity(creds, || open_fifo(path, p))
-                            .create_err(
-                                "taking the filesystem identity of the FIFO's saved holder",
-                            )?,
+                            .doing("taking the filesystem identity of the FIFO's saved holder")?,
                         None => open_fifo(path, p),
                     };
                     let anchor = open()?;
-                    let r =
-                        reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK).map_err(|source| {
-                            FileError::Path {
-                                op: "opening FIFO",
-                                path: path.clone(),
-                                source,
-                            }
-                        })?;
+                    let r = reopen(&anchor, libc::O_RDONLY | libc::O_NONBLOCK)
+                        .at_path("opening FIFO", path)?;
                     (r, anchor)
                 }
-                None => crate::sys::pipe::pipe().create_err("creating a pipe")?,
+                None => crate::sys::pipe::pipe().doing("creating a pipe")?,
             };
             refill(i, p, &w, image)?;
             ends.push((r, w, false, false));
@@ -350,27 +341,23 @@ impl PipeEnds {
                 index: end.pipe,
             });
         };
-        let err = |source| FileError::Create {
-            what: "opening a pipe end",
-            source,
-        };
         let acc = flags as i32 & libc::O_ACCMODE;
         let fd = if acc == libc::O_RDWR {
-            reopen(&slot.1, libc::O_RDWR).map_err(err)?
+            reopen(&slot.1, libc::O_RDWR).doing("opening a pipe end")?
         } else if end.write {
             if slot.3 {
-                reopen(&slot.1, libc::O_WRONLY | libc::O_NONBLOCK).map_err(err)?
+                reopen(&slot.1, libc::O_WRONLY | libc::O_NONBLOCK).doing("opening a pipe end")?
             } else {
                 slot.3 = true;
-                slot.1.try_clone().map_err(err)?
+                slot.1.try_clone().doing("opening a pipe end")?
             }
         } else if slot.2 {
-            reopen(&slot.0, libc::O_RDONLY | libc::O_NONBLOCK).map_err(err)?
+            reopen(&slot.0, libc::O_RDONLY | libc::O_NONBLOCK).doing("opening a pipe end")?
         } else {
             slot.2 = true;
-            slot.0.try_clone().map_err(err)?
+            slot.0.try_clone().doing("opening a pipe end")?
         };
-        set_status_flags(&fd, flags & !(libc::O_ACCMODE as u32)).map_err(err)?;
+        set_status_flags(&fd, flags & !(libc::O_ACCMODE as u32)).doing("opening a pipe end")?;
         Ok(fd)
     }
 }

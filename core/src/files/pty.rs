@@ -53,7 +53,7 @@
 //! session is led from outside the set is the terminal `hiber restore`
 //! runs in, opened by the restorer.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::policy::Policy;
@@ -62,6 +62,7 @@ use crate::sys::term::{
     ioctl_get_int as ioctl_int, ioctl_set_int as set_int, set_winsize, tcgets, tcsets,
     termios_bytes, termios_from, winsize as winsize_of,
 };
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -692,10 +693,6 @@ impl Drop for Taken {
     }
 }
 
-fn err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
-    move |source| FileError::Create { what, source }
-}
-
 fn open_flags(path: &str, flags: i32) -> io::Result<OwnedFd> {
     let c = std::ffi::CString::new(path).expect("no NUL in a device path");
     crate::sys::fs::open(&c, flags | libc::O_NOCTTY | libc::O_CLOEXEC, 0)
@@ -722,17 +719,16 @@ impl DevTty {
     /// restorer's own controlling terminal.
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
         if !self.external {
-            return open_flags("/dev/null", libc::O_RDWR).map_err(err(
-                "opening /dev/null to hold the place of a /dev/tty file",
-            ));
+            return Ok(open_flags("/dev/null", libc::O_RDWR)
+                .doing("opening /dev/null to hold the place of a /dev/tty file")?);
         }
-        open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).create_err("opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)")
+        Ok(open_flags("/dev/tty", flags as i32 & KEPT_FLAGS).doing("opening /dev/tty (the image's programs had a controlling terminal outside the set: restore from a terminal)")?)
     }
 }
 
 fn apply(fd: &OwnedFd, end: &PtyEnd) -> Result<(), FileError> {
     if let Some(t) = termios_from(&end.termios) {
-        tcsets(fd.as_raw_fd(), &t).create_err("setting a pty's termios")?;
+        tcsets(fd.as_raw_fd(), &t).doing("setting a pty's termios")?;
     }
     let _ = set_winsize(fd.as_raw_fd(), end.winsize);
     Ok(())
@@ -759,7 +755,7 @@ impl PtyPairs {
         if end.external {
             // The restorer's own terminal, by its real name (a file opened
             // as /dev/tty keeps that name), one open file per saved one.
-            return open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).create_err("opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)");
+            return Ok(open_flags(&restorer_terminal(), flags as i32 & KEPT_FLAGS).doing("opening the terminal hiber restore runs in (the image's programs ran in an outside terminal: restore from a terminal)")?);
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.open.entry(end.index) {
             slot.insert(make_pair(end, other, image)?);
@@ -773,17 +769,17 @@ impl PtyPairs {
             // A second open of /dev/ptmx would be another pty: holders of
             // the master share one open file.
             let m = slot.0.as_ref().ok_or_else(missing)?;
-            let dup = m.try_clone().create_err("duplicating a pty master")?;
+            let dup = m.try_clone().doing("duplicating a pty master")?;
             let _ = set_status_flags_of(dup.as_raw_fd(), flags as i32 & libc::O_NONBLOCK);
             return Ok(dup);
         }
         // Each saved open file of the slave gets its own, with its flags.
         let s = slot.1.as_ref().ok_or_else(missing)?;
-        open_flags(
+        Ok(open_flags(
             &format!("/proc/self/fd/{}", s.as_raw_fd()),
             flags as i32 & KEPT_FLAGS,
         )
-        .create_err("reopening a pty slave")
+        .doing("reopening a pty slave")?)
     }
 }
 
@@ -795,11 +791,11 @@ fn make_pair(
     other: &dyn Fn(u32, bool) -> Option<PtyEnd>,
     image: &ImageReader,
 ) -> Result<(Option<OwnedFd>, Option<OwnedFd>), FileError> {
-    let master = open_flags("/dev/ptmx", libc::O_RDWR).create_err("opening /dev/ptmx")?;
-    set_int(master.as_raw_fd(), TIOCSPTLCK, 0).create_err("unlocking a new pty")?;
-    let n = ioctl_int(master.as_raw_fd(), TIOCGPTN).create_err("reading a new pty's number")?;
-    let slave = open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR)
-        .create_err("opening a new pty's slave")?;
+    let master = open_flags("/dev/ptmx", libc::O_RDWR).doing("opening /dev/ptmx")?;
+    set_int(master.as_raw_fd(), TIOCSPTLCK, 0).doing("unlocking a new pty")?;
+    let n = ioctl_int(master.as_raw_fd(), TIOCGPTN).doing("reading a new pty's number")?;
+    let slave =
+        open_flags(&format!("/dev/pts/{n}"), libc::O_RDWR).doing("opening a new pty's slave")?;
     let (m_state, s_state) = if end.master {
         (Some(end.clone()), other(end.index, false))
     } else {
@@ -839,10 +835,10 @@ fn make_pair(
         apply(&master, m)?;
         if m.packet_mode {
             set_int(master.as_raw_fd(), libc::TIOCPKT as libc::c_ulong, 1)
-                .create_err("setting a pty's packet mode")?;
+                .doing("setting a pty's packet mode")?;
         }
         if m.locked {
-            set_int(master.as_raw_fd(), TIOCSPTLCK, 1).create_err("locking a pty")?;
+            set_int(master.as_raw_fd(), TIOCSPTLCK, 1).doing("locking a pty")?;
         }
     }
     Ok((m_state.map(|_| master), s_state.map(|_| slave)))

@@ -1,10 +1,11 @@
 //! Regular files, including files deleted while open ("ghosts", whose
 //! contents go into the image), and directories.
 
-use super::error::{FileError, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::image::{ChunkRef, ImageReader, ImageWriter};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::fs::File;
@@ -54,7 +55,7 @@ impl RegularFile {
             let want = (ghost.size - off).min(GHOST_CHUNK as u64) as usize;
             let n = file
                 .read_at(&mut buf[..want], off)
-                .path_err("reading deleted file", &self.path)?;
+                .at_path("reading deleted file", &self.path)?;
             if n == 0 {
                 break;
             }
@@ -85,11 +86,7 @@ impl RegularFile {
             None => open_as(&self.path, flags, libc::S_IFREG, |_| Ok(()))?,
             Some(ghost) => restore_ghost(&self.path, ghost, flags, image)?,
         };
-        crate::sys::fd::seek_to(&fd, self.pos as i64).map_err(|source| FileError::Path {
-            op: "seeking",
-            path: self.path.clone(),
-            source,
-        })?;
+        crate::sys::fd::seek_to(&fd, self.pos as i64).at_path("seeking", &self.path)?;
         Ok(fd)
     }
 }
@@ -223,11 +220,7 @@ fn cpath(path: &Path) -> Result<CString, FileError> {
 /// open(2) with exact flags (std's OpenOptions cannot express them all).
 pub fn open_path(path: &Path, flags: i32) -> Result<OwnedFd, FileError> {
     let c = cpath(path)?;
-    crate::sys::fs::open(&c, flags | libc::O_CLOEXEC, 0o600).map_err(|source| FileError::Path {
-        op: "opening",
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::sys::fs::open(&c, flags | libc::O_CLOEXEC, 0o600).at_path("opening", path)?)
 }
 
 /// Open `path`, a file the document names, as restore does: only when it
@@ -244,7 +237,7 @@ pub fn open_as(
     check: impl FnOnce(&libc::stat) -> Result<(), FileError>,
 ) -> Result<OwnedFd, FileError> {
     let handle = open_path(path, libc::O_PATH | libc::O_NOFOLLOW)?;
-    let st = crate::sys::fd::fstat(&handle).path_err("fstat", path)?;
+    let st = crate::sys::fd::fstat(&handle).at_path("fstat", path)?;
     if st.st_mode & libc::S_IFMT != kind {
         return Err(FileError::Path {
             op: "opening (it is not the kind of file the image saved)",
@@ -311,15 +304,8 @@ fn restore_ghost(
         })
         .unwrap_or_else(|| "hiber-deleted".into());
     let c = CString::new(name).unwrap_or_else(|_| c"hiber-deleted".to_owned());
-    let scratch = crate::sys::fs::memfd(&c).map_err(|source| FileError::Create {
-        what: "creating a memfd for a deleted file",
-        source,
-    })?;
-    let file = File::from(
-        scratch
-            .try_clone()
-            .create_err("duplicating a ghost file fd")?,
-    );
+    let scratch = crate::sys::fs::memfd(&c).doing("creating a memfd for a deleted file")?;
+    let file = File::from(scratch.try_clone().doing("duplicating a ghost file fd")?);
     let mut off = 0u64;
     let mut buf = Vec::new();
     for chunk in &ghost.chunks {
@@ -332,16 +318,16 @@ fn restore_ghost(
             });
         }
         file.write_all_at(&buf, off)
-            .path_err("writing deleted file contents", path)?;
+            .at_path("writing deleted file contents", path)?;
         off += buf.len() as u64;
     }
     // The saved size (which also restores trailing holes).
     file.set_len(ghost.size)
-        .path_err("sizing deleted file", path)?;
+        .at_path("sizing deleted file", path)?;
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
         ghost.mode & GHOST_MODE_BITS,
     ))
-    .path_err("setting mode of", path)?;
+    .at_path("setting mode of", path)?;
     // The program's own OFD, with its own flags, on the same inode.
     open_path(
         Path::new(&format!("/proc/self/fd/{}", scratch.as_raw_fd())),

@@ -4,6 +4,7 @@
 use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
 
@@ -29,10 +30,7 @@ impl SignalFd {
         }
         // The kernel's sigset is the mask's bytes; signalfd4 takes its size.
         let mask = self.mask;
-        crate::sys::event::signalfd(mask, sfd_flags).map_err(|source| FileError::Create {
-            what: "creating a signalfd",
-            source,
-        })
+        Ok(crate::sys::event::signalfd(mask, sfd_flags).doing("creating a signalfd")?)
     }
 }
 

@@ -5,8 +5,8 @@
 use super::error::{FileError, Result as FileResult, Unsaved};
 use super::kind::{Collecting, FdKind, Opened, Probe, Restoring};
 use crate::procfs::FdInfo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
-use std::io;
 use std::os::fd::OwnedFd;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,20 +51,17 @@ pub(super) fn checkpoint(info: &FdInfo) -> Result<TimerFd, String> {
 
 impl TimerFd {
     fn open(&self, flags: u32) -> Result<OwnedFd, FileError> {
-        let err = |what: &'static str| move |source: io::Error| FileError::Create { what, source };
         let mut tfd_flags = libc::TFD_CLOEXEC;
         if flags as i32 & libc::O_NONBLOCK != 0 {
             tfd_flags |= libc::TFD_NONBLOCK;
         }
-        let fd = crate::sys::event::timerfd(self.clockid, tfd_flags)
-            .map_err(err("creating a timerfd"))?;
+        let fd = crate::sys::event::timerfd(self.clockid, tfd_flags).doing("creating a timerfd")?;
         // Relative: the absolute deadline of the saved timer is gone with
         // its clock's origin (another boot, another machine).
-        crate::sys::event::timerfd_arm(&fd, self.value, self.interval)
-            .map_err(err("arming a timerfd"))?;
+        crate::sys::event::timerfd_arm(&fd, self.value, self.interval).doing("arming a timerfd")?;
         if self.ticks > 0 {
             crate::sys::event::timerfd_set_ticks(&fd, self.ticks)
-                .map_err(err("setting a timerfd's pending expirations"))?;
+                .doing("setting a timerfd's pending expirations")?;
         }
         Ok(fd)
     }

@@ -10,7 +10,7 @@
 //! is Reset: restored with its peer closed, so the program reads its queued
 //! data, then end-of-file, as if the peer had gone.
 
-use super::error::{FileError, Refusal, Result as FileResult, Unsaved, WrapIoResult};
+use super::error::{FileError, Refusal, Result as FileResult, Unsaved};
 use super::fsnode::{self, SavedNode};
 use super::kind::{status_flags_as_saved, Collecting, FdKind, Opened, Probe, Restoring};
 use super::sockopt::{self, SO_PEEK_OFF};
@@ -20,6 +20,7 @@ use crate::sockdiag::{self, UnixDiag};
 use crate::sys::socket::{
     getsockopt_int, new_socket, peek_message, send, setsockopt_int, shutdown, socketpair, UnixAddr,
 };
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
@@ -304,10 +305,6 @@ impl UnixSocket {
     }
 }
 
-fn create_err(what: &'static str) -> impl FnOnce(io::Error) -> FileError {
-    move |source| FileError::Create { what, source }
-}
-
 fn pair_of(kind: i32) -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(libc::AF_UNIX, kind)
 }
@@ -335,12 +332,9 @@ fn refill(from: &OwnedFd, to: &OwnedFd, messages: &[Vec<u8>]) -> Result<(), File
     for m in messages {
         match send(from, m, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
             Ok(n) if n == m.len() => {}
-            Ok(_) => {
-                return Err(create_err("refilling a unix socket's queue")(
-                    io::Error::from(io::ErrorKind::WriteZero),
-                ))
-            }
-            Err(e) => return Err(create_err("refilling a unix socket's queue")(e)),
+            Ok(_) => Err(io::Error::from(io::ErrorKind::WriteZero))
+                .doing("refilling a unix socket's queue")?,
+            Err(e) => Err(e).doing("refilling a unix socket's queue")?,
         }
     }
     Ok(())
@@ -353,8 +347,7 @@ fn finish(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, s.sndbuf / 2);
     let _ = setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, s.rcvbuf / 2);
     if s.passcred {
-        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1)
-            .map_err(create_err("setting SO_PASSCRED"))?;
+        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_PASSCRED, 1).doing("setting SO_PASSCRED")?;
     }
     sockopt::restore(raw, &s.options)?;
     for (bit, how) in [
@@ -421,8 +414,7 @@ impl UnixEnds {
                 let Some(peer) = peer_of(*ino) else {
                     return reset(s, image);
                 };
-                let (mine, theirs) =
-                    pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+                let (mine, theirs) = pair_of(s.kind).doing("creating a unix socket pair")?;
                 refill(&theirs, &mine, &s.messages(image)?)?;
                 refill(&mine, &theirs, &peer.messages(image)?)?;
                 finish(&mine, s)?;
@@ -433,8 +425,7 @@ impl UnixEnds {
             Peer::Outside | Peer::Closed => reset(s, image),
             Peer::Pending { .. } => unreachable!("handled above"),
             Peer::None => {
-                let fd = new_socket(libc::AF_UNIX, s.kind, 0)
-                    .map_err(create_err("creating a unix socket"))?;
+                let fd = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
                 if !s.name.is_empty() {
                     bind(&fd, s)?;
                 }
@@ -447,16 +438,16 @@ impl UnixEnds {
 
 /// A new client connection to the (just restored) listener `l`.
 fn connect_to(l: &UnixSocket) -> Result<OwnedFd, FileError> {
-    let fd = new_socket(libc::AF_UNIX, l.kind, 0).map_err(create_err("creating a unix socket"))?;
-    let addr = UnixAddr::new(&l.name).map_err(create_err("a unix socket name too long"))?;
+    let fd = new_socket(libc::AF_UNIX, l.kind, 0).doing("creating a unix socket")?;
+    let addr = UnixAddr::new(&l.name).doing("a unix socket name too long")?;
     addr.connect(&fd)
-        .map_err(create_err("remaking a connection waiting to be accepted"))?;
+        .doing("remaking a connection waiting to be accepted")?;
     Ok(fd)
 }
 
 /// A socket whose peer is gone: its queue, then end-of-file.
 fn reset(s: &UnixSocket, image: &ImageReader) -> Result<OwnedFd, FileError> {
-    let (mine, theirs) = pair_of(s.kind).map_err(create_err("creating a unix socket pair"))?;
+    let (mine, theirs) = pair_of(s.kind).doing("creating a unix socket pair")?;
     refill(&theirs, &mine, &s.messages(image)?)?;
     drop(theirs);
     finish(&mine, s)?;
@@ -481,7 +472,7 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             return Ok(());
         };
         let at = root.join(base.strip_prefix("/").unwrap_or(base));
-        let dir = std::fs::File::open(&at).path_err("opening the working directory of", &at)?;
+        let dir = std::fs::File::open(&at).at_path("opening the working directory of", &at)?;
         fsnode::enter(&dir, &at)
     };
     match &file.node {
@@ -500,10 +491,10 @@ fn bind(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
             fsnode::in_private_fs(|| {
                 scratch.enter_as_root()?;
                 base(std::path::Path::new("/"))?;
-                bind_raw(fd, s).path_err(
+                Ok(bind_raw(fd, s).at_path(
                     "binding (without its file, gone at save time) a unix socket to",
                     &full,
-                )
+                )?)
             })?;
             tracing::debug!(path = %full.display(), "socket bound without a file, as saved");
             Ok(())
@@ -519,7 +510,7 @@ fn bind_raw(fd: &OwnedFd, s: &UnixSocket) -> io::Result<()> {
 /// Bind where the name leads from here; a dead socket file left at the
 /// path (by the saved process, or a failed restore) is taken over.
 fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
-    let addr = UnixAddr::new(&s.name).map_err(create_err("a unix socket name too long"))?;
+    let addr = UnixAddr::new(&s.name).doing("a unix socket name too long")?;
     let err = match bind_raw(fd, s) {
         Ok(()) => return Ok(()),
         Err(e) => e,
@@ -528,8 +519,7 @@ fn bind_here(fd: &OwnedFd, s: &UnixSocket) -> Result<(), FileError> {
     if err.raw_os_error() == Some(libc::EADDRINUSE) && path_name {
         // The socket file of the saved process is still there. Take it
         // over only if nobody answers on it.
-        let probe =
-            new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
+        let probe = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
         let live = addr.connect(&probe).is_ok();
         if !live {
             let path = name_path(&s.name);
@@ -557,12 +547,12 @@ fn name_path(name: &[u8]) -> std::path::PathBuf {
 }
 
 fn listen(s: &UnixSocket, backlog: u32) -> Result<OwnedFd, FileError> {
-    let fd = new_socket(libc::AF_UNIX, s.kind, 0).map_err(create_err("creating a unix socket"))?;
+    let fd = new_socket(libc::AF_UNIX, s.kind, 0).doing("creating a unix socket")?;
     if !s.name.is_empty() {
         bind(&fd, s)?;
     }
     crate::sys::socket::listen(&fd, backlog.min(i32::MAX as u32) as i32)
-        .map_err(create_err("listening on a unix socket"))?;
+        .doing("listening on a unix socket")?;
     finish(&fd, s)?;
     Ok(fd)
 }
@@ -661,13 +651,11 @@ impl FdKind for UnixSocket {
         seen: &mut UnixSeen,
         _: &mut Collecting<'_>,
     ) -> Result<Self, Unsaved> {
-        seen.read_namespace_of(fd.file)
-            .map_err(|source| FileError::Fd {
-                pid: fd.pid,
-                fd: fd.fd,
-                op: "querying the unix sockets of its network namespace (sock_diag)",
-                source,
-            })?;
+        seen.read_namespace_of(fd.file).on_fd(
+            fd.pid,
+            fd.fd,
+            "querying the unix sockets of its network namespace (sock_diag)",
+        )?;
         Ok(checkpoint(
             fd.file,
             fd.stat.st_ino,

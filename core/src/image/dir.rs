@@ -11,6 +11,7 @@
 //! what is wrong with it, and nothing else.
 
 use super::format::{ImageError, Result, Unsafe};
+use crate::sys::wrap::WrapIoResult;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use std::fs::File;
@@ -168,11 +169,10 @@ impl SafeDir {
 
     /// Names of the entries, in no order ("." and ".." left out).
     pub fn names(&self) -> Result<Vec<String>> {
-        let dir = rustix::fs::Dir::read_from(&self.fd)
-            .map_err(|e| io(self.path.clone(), "listing", e))?;
+        let dir = rustix::fs::Dir::read_from(&self.fd).at_path("listing", &self.path)?;
         let mut out = Vec::new();
         for entry in dir {
-            let entry = entry.map_err(|e| io(self.path.clone(), "listing", e))?;
+            let entry = entry.at_path("listing", &self.path)?;
             let Ok(name) = entry.file_name().to_str() else {
                 continue;
             };
@@ -205,7 +205,7 @@ impl SafeDir {
 }
 
 fn stat(fd: &OwnedFd, path: &Path) -> Result<Stat> {
-    rustix::fs::fstat(fd).map_err(|e| io(path.to_path_buf(), "reading", e))
+    Ok(rustix::fs::fstat(fd).at_path("reading", path)?)
 }
 
 fn expect_dir(path: &Path, st: &Stat) -> Result<()> {

@@ -2,6 +2,7 @@
 //! errors, a chunk reference, and the few file-making helpers every part
 //! of `image` shares (the lowest file of `image`).
 
+use crate::sys::wrap::PathIo;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,7 @@ pub enum ImageError {
         #[source]
         source: serde_json::Error,
     },
+    // No path: the document is serialised in memory before it is written.
     #[error("serialising the metadata")]
     Serialize(#[source] serde_json::Error),
     #[error("pack {path} is missing (it holds chunk {hash})")]
@@ -96,12 +98,25 @@ pub enum ImageError {
         hash: String,
         reason: String,
     },
+    // No path: a reference in the document; the hash is its subject.
     #[error("bad chunk reference {hash:?}: {reason}")]
     BadChunkRef { hash: String, reason: String },
+    // No path: a thread of the writer ended, not a file.
     #[error("chunk writer thread failed")]
     WorkerPanicked,
+    // No path: the caller's reader of a chunk's data failed; the source says what.
     #[error("reading the data of a chunk")]
     Read(#[source] ReadError),
+}
+
+impl From<PathIo> for ImageError {
+    fn from(e: PathIo) -> Self {
+        ImageError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Why a [`ChunkReader`] could not read its chunk.
@@ -131,17 +146,6 @@ pub(super) fn create_private_file(path: &Path, exclusive: bool) -> io::Result<st
         o.create(true).truncate(true);
     }
     o.open(path)
-}
-
-pub(super) fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// A reference from the document to one chunk.

@@ -15,6 +15,7 @@ use super::format::{
     MAX_DOCUMENT_BYTES, MAX_HEADER_BYTES, OLDEST_READ_VERSION, PACKS,
 };
 use super::v1;
+use crate::sys::wrap::WrapIoResult;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fs::File;
@@ -147,18 +148,13 @@ fn read_chunk_with(
         hash: r.hash.clone(),
         reason,
     };
-    let read_err = |source| ImageError::Io {
-        op: "reading",
-        path: path.to_path_buf(),
-        source,
-    };
     out.clear();
     if r.stored_len == r.raw_len {
         out.resize(r.raw_len as usize, 0);
-        read_at(out, r.offset).map_err(read_err)?;
+        read_at(out, r.offset).at_path("reading", path)?;
     } else {
         let mut stored = vec![0u8; r.stored_len as usize];
-        read_at(&mut stored, r.offset).map_err(read_err)?;
+        read_at(&mut stored, r.offset).at_path("reading", path)?;
         out.reserve_exact(r.raw_len as usize);
         // One decompression context per thread, not one per chunk.
         thread_local! {
@@ -215,7 +211,7 @@ impl ImageReader {
         // The file may grow after its size was checked: read no more.
         f.take(MAX_HEADER_BYTES + MAX_DOCUMENT_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(super::format::io_err("reading", &path))?;
+            .at_path("reading", &path)?;
         let (version, doc) = parse_versioned(&path, &bytes)?;
         Ok((
             Self {

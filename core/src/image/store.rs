@@ -10,9 +10,10 @@
 
 use super::dir::SafeDir;
 use super::format::{
-    create_private_dir_all, index_file, index_name, io_err, is_hex, pack_file, pack_name, ChunkRef,
+    create_private_dir_all, index_file, index_name, is_hex, pack_file, pack_name, ChunkRef,
     ImageError, Result, MAX_INDEX_BYTES, PACKS,
 };
+use crate::sys::wrap::WrapIoResult;
 use rustix::fs::{AtFlags, CWD};
 use std::collections::HashMap;
 use std::fs;
@@ -40,7 +41,7 @@ impl StoreIndex {
     /// it is written again.
     pub fn load(store: &Path) -> Result<Self> {
         let packs = store.join(PACKS);
-        create_private_dir_all(&packs).map_err(io_err("creating store", &packs))?;
+        create_private_dir_all(&packs).at_path("creating store", &packs)?;
         let dir = SafeDir::open(store)?
             .subdir(PACKS)?
             .ok_or_else(|| ImageError::Io {
@@ -145,11 +146,7 @@ impl StoreIndex {
 
     /// Make the store's filesystem durable.
     pub fn sync(&self) -> Result<()> {
-        rustix::fs::syncfs(self.dir.fd()).map_err(|e| ImageError::Io {
-            op: "syncing",
-            path: self.packs.clone(),
-            source: e.into(),
-        })
+        Ok(rustix::fs::syncfs(self.dir.fd()).at_path("syncing", &self.packs)?)
     }
 }
 

@@ -2,11 +2,11 @@
 //! pool of workers; the document and an atomic commit at the end.
 
 use super::format::{
-    create_private_dir_all, create_private_file, index_file, io_err, pack_file, ChunkRef,
-    ImageError, ReadError, Result, DOCUMENT, FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS,
-    PACK_BYTES,
+    create_private_dir_all, create_private_file, index_file, pack_file, ChunkRef, ImageError,
+    ReadError, Result, DOCUMENT, FORMAT_VERSION, MAGIC, MAX_CHUNK_BYTES, PACKS, PACK_BYTES,
 };
 use super::store::StoreIndex;
+use crate::sys::wrap::WrapIoResult;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -162,7 +162,7 @@ impl Shared {
                 self.next_pack.fetch_add(1, Ordering::Relaxed)
             );
             let path = pack_file(&self.packs, &id);
-            let file = create_private_file(&path, true).map_err(io_err("creating", &path))?;
+            let file = create_private_file(&path, true).at_path("creating", &path)?;
             lock(&self.written).insert(id.clone(), Vec::new());
             *cur = Some(OpenPack {
                 id,
@@ -181,7 +181,7 @@ impl Shared {
         };
         pack.file
             .write_all(data)
-            .map_err(io_err("writing", &pack_file(&self.packs, &r.pack)))?;
+            .at_path("writing", pack_file(&self.packs, &r.pack))?;
         pack.size += data.len() as u64;
         lock(&self.written)
             .get_mut(&pack.id)
@@ -243,11 +243,7 @@ impl Encoder {
             let probe = self
                 .compressor
                 .compress_to_buffer(&raw[..PROBE], &mut self.out)
-                .map_err(|source| ImageError::Io {
-                    op: "compressing a chunk",
-                    path: PathBuf::new(),
-                    source,
-                })?;
+                .at_path("compressing a chunk", PathBuf::new())?;
             if probe >= PROBE - PROBE / 32 {
                 return Ok(raw);
             }
@@ -257,11 +253,7 @@ impl Encoder {
         let packed = self
             .compressor
             .compress_to_buffer(raw, &mut self.out)
-            .map_err(|source| ImageError::Io {
-                op: "compressing a chunk",
-                path: PathBuf::new(),
-                source,
-            })?;
+            .at_path("compressing a chunk", PathBuf::new())?;
         Ok(if packed < raw.len() {
             &self.out[..packed]
         } else {
@@ -358,7 +350,7 @@ impl ImageWriter {
             reason: "an image needs a directory name".into(),
         })?;
         let parent = parent_of(dir);
-        create_private_dir_all(&parent).map_err(io_err("creating", &parent))?;
+        create_private_dir_all(&parent).at_path("creating", &parent)?;
         let tmp = parent.join(format!(
             "{}.tmp-{}",
             name.to_string_lossy(),
@@ -366,14 +358,14 @@ impl ImageWriter {
         ));
         if tmp.is_dir() && keep_staging {
             // Ours from an earlier try, or a stale one: emptied in place.
-            empty_dir(&tmp).map_err(io_err("emptying", &tmp))?;
+            empty_dir(&tmp).at_path("emptying", &tmp)?;
         } else if tmp.exists() {
             // Left by an earlier run of a process with our pid: never committed.
-            fs::remove_dir_all(&tmp).map_err(io_err("removing stale", &tmp))?;
+            fs::remove_dir_all(&tmp).at_path("removing stale", &tmp)?;
         }
         remove_abandoned(&parent);
         let packs = tmp.join(PACKS);
-        create_private_dir_all(&packs).map_err(io_err("creating", &packs))?;
+        create_private_dir_all(&packs).at_path("creating", &packs)?;
         let store = store.map(StoreIndex::load).transpose()?;
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -487,7 +479,7 @@ impl ImageWriter {
             let text: String = chunks.iter().map(ChunkRef::index_line).collect();
             create_private_file(&path, false)
                 .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(io_err("writing", &path))?;
+                .at_path("writing", &path)?;
             if let Some(store) = &self.shared.store {
                 // Best effort: an image is whole without the store; a store
                 // on another filesystem just does not learn these chunks.
@@ -503,10 +495,10 @@ impl ImageWriter {
             json.len()
         );
         let doc_path = self.tmp.join(DOCUMENT);
-        let mut f = create_private_file(&doc_path, false).map_err(io_err("creating", &doc_path))?;
+        let mut f = create_private_file(&doc_path, false).at_path("creating", &doc_path)?;
         f.write_all(header.as_bytes())
-            .map_err(io_err("writing", &doc_path))?;
-        f.write_all(&json).map_err(io_err("writing", &doc_path))?;
+            .at_path("writing", &doc_path)?;
+        f.write_all(&json).at_path("writing", &doc_path)?;
         // One syncfs covers the packs, indexes and document (and the store
         // when it shares the filesystem).
         syncfs(&f, &doc_path)?;
@@ -519,17 +511,17 @@ impl ImageWriter {
                 path: self.dir.clone(),
             });
         }
-        fs::rename(&self.tmp, &self.dir).map_err(io_err("renaming into place", &self.dir))?;
+        fs::rename(&self.tmp, &self.dir).at_path("renaming into place", &self.dir)?;
         self.committed = true;
         let parent = parent_of(&self.dir);
         File::open(&parent)
             .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing", &parent))?;
+            .at_path("syncing", &parent)?;
         let mut image_bytes = (header.len() + json.len()) as u64;
         let packs = self.dir.join(PACKS);
-        for e in fs::read_dir(&packs).map_err(io_err("listing", &packs))? {
-            let e = e.map_err(io_err("listing", &packs))?;
-            image_bytes += e.metadata().map_err(io_err("reading", &e.path()))?.len();
+        for e in fs::read_dir(&packs).at_path("listing", &packs)? {
+            let e = e.at_path("listing", &packs)?;
+            image_bytes += e.metadata().at_path("reading", e.path())?.len();
         }
         Ok(CommittedImage { image_bytes })
     }
@@ -580,11 +572,7 @@ pub fn remove_staging(dir: &Path) {
 }
 
 fn syncfs(f: &File, path: &Path) -> Result<()> {
-    crate::sys::fs::syncfs(f).map_err(|source| ImageError::Io {
-        op: "syncing",
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::sys::fs::syncfs(f).at_path("syncing", path)?)
 }
 
 /// Reads the bytes of one chunk in the worker that then stores it, so

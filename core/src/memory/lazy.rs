@@ -24,6 +24,7 @@ use super::{Backing, Vma};
 use crate::image::{ChunkRef, ImageReader};
 use crate::remote::RemoteTask;
 use crate::sys::uffd::{self, Event};
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -73,11 +74,7 @@ pub fn kernel_features() -> io::Result<u64> {
 /// Check, before anything is built, that this kernel can serve a lazy
 /// restore: the error names the missing features.
 pub fn check_kernel() -> Result<()> {
-    let have = kernel_features().map_err(|source| MemoryError::Lazy {
-        pid: std::process::id() as i32,
-        what: "probing userfaultfd",
-        source,
-    })?;
+    let have = kernel_features().with_pid(std::process::id() as i32, "probing userfaultfd")?;
     match FEATURES & !have {
         0 => Ok(()),
         missing => Err(MemoryError::LazyUnsupported { missing }),
@@ -130,7 +127,6 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     if ranges.is_empty() {
         return Ok(None);
     }
-    let err = |what| move |source| MemoryError::Lazy { pid, what, source };
     let theirs = task.syscall(
         "userfaultfd",
         libc::SYS_userfaultfd,
@@ -138,14 +134,14 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     )?;
     let taken = crate::sys::fd::pidfd_open(pid)
         .and_then(|pidfd| crate::sys::fd::pidfd_getfd(&pidfd, theirs as i32))
-        .map_err(err("taking its userfaultfd"));
+        .with_pid(pid, "taking its userfaultfd");
     // Closed whatever happened: the saved fd table has no such fd.
     task.syscall("close", libc::SYS_close, [theirs, 0, 0, 0, 0, 0])?;
     let ours = taken?;
-    uffd::api(&ours, uffd::API, FEATURES).map_err(err("UFFDIO_API"))?;
+    uffd::api(&ours, uffd::API, FEATURES).with_pid(pid, "UFFDIO_API")?;
     for (start, len) in ranges {
         uffd::register(&ours, start, len, uffd::REGISTER_MODE_MISSING)
-            .map_err(err("UFFDIO_REGISTER(MISSING)"))?;
+            .with_pid(pid, "UFFDIO_REGISTER(MISSING)")?;
     }
     Ok(Some(ours))
 }

@@ -19,6 +19,7 @@ use crate::policy::{Policy, Report, Subject};
 use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{RemoteTask, Scratch};
+use crate::sys::wrap::WrapIoResult;
 pub mod lazy;
 pub mod pages;
 pub mod shmem;
@@ -562,10 +563,7 @@ pub fn dump_private_pages(
     earlier: &dyn Earlier,
 ) -> Result<Vec<Vec<DumpedWindow>>> {
     let pagemap_path = PathBuf::from(format!("/proc/{pid}/pagemap"));
-    let pagemap = File::open(&pagemap_path).map_err(|source| MemoryError::Io {
-        path: pagemap_path.clone(),
-        source,
-    })?;
+    let pagemap = File::open(&pagemap_path).at_path("reading", &pagemap_path)?;
     let mut finder = WindowFinder::new(&pagemap);
     let mut out = Vec::with_capacity(vmas.len());
     for vma in vmas {
@@ -574,10 +572,7 @@ pub fn dump_private_pages(
             out.push(pending);
             continue;
         }
-        let windows = finder.windows(vma).map_err(|source| MemoryError::Io {
-            path: pagemap_path.clone(),
-            source,
-        })?;
+        let windows = finder.windows(vma).at_path("reading", &pagemap_path)?;
         let elide_zero = matches!(vma.backing, Backing::Anon);
         for (window, bitmap) in windows {
             if let Some(w) = earlier.window(vma, window, bitmap) {
@@ -932,10 +927,7 @@ pub fn check_files(pid: i32, mm: &MmImage) -> Result<()> {
             ..
         } = &v.backing
         {
-            let md = std::fs::metadata(path).map_err(|source| MemoryError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            let md = std::fs::metadata(path).at_path("reading", path)?;
             let (s, m) = file_identity(&md);
             if !md.is_file() {
                 return Err(MemoryError::FileChanged {

@@ -7,6 +7,7 @@ use crate::image::{ChunkRef, ImageError, ImageReader, Stored};
 use crate::procfs::ProcfsError;
 use crate::procmem::ProcMemError;
 use crate::remote::RemoteError;
+use crate::sys::wrap::{PathIo, PidIo};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::PathBuf;
@@ -28,8 +29,12 @@ pub enum MemoryError {
     Remote(#[from] RemoteError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("reading {path}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("pid {pid}: mapped file {path} changed since the checkpoint ({what})")]
     FileChanged {
         pid: i32,
@@ -64,10 +69,31 @@ pub enum MemoryError {
         what: &'static str,
         source: io::Error,
     },
+    // No pid: the running kernel lacks the features.
     #[error("this kernel's userfaultfd lacks features {missing:#x} that a lazy restore needs (EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)")]
     LazyUnsupported { missing: u64 },
     #[error("pid {pid}: mapping {start:#x}-{end:#x} in the image is malformed (not page aligned, outside user space, out of order, or with saved pages outside it)")]
     BadMapping { pid: i32, start: u64, end: u64 },
+}
+
+impl From<PathIo> for MemoryError {
+    fn from(e: PathIo) -> Self {
+        MemoryError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+impl From<PidIo> for MemoryError {
+    fn from(e: PidIo) -> Self {
+        MemoryError::Lazy {
+            pid: e.pid,
+            what: e.what,
+            source: e.source,
+        }
+    }
 }
 
 pub(super) type Result<T> = std::result::Result<T, MemoryError>;

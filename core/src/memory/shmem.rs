@@ -23,6 +23,8 @@ use crate::image::{ImageError, ImageReader};
 use crate::policy::{Policy, Report, Subject};
 use crate::procfs::MapsEntry;
 use crate::sys::shm;
+use crate::sys::wrap::PathIo;
+use crate::sys::wrap::WrapIoResult;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -59,6 +61,16 @@ pub enum ShmemError {
         what: &'static str,
         source: io::Error,
     },
+}
+
+impl From<PathIo> for ShmemError {
+    fn from(e: PathIo) -> Self {
+        ShmemError::Io {
+            what: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, ShmemError>;
@@ -314,11 +326,7 @@ impl ShmemTable {
         let mut out = Vec::with_capacity(self.objects.len());
         for (obj, source) in self.objects.iter_mut().zip(&self.sources) {
             let (file, path) = open_source(source)?;
-            let io_err = |source| MemoryError::Io {
-                path: path.clone(),
-                source,
-            };
-            obj.size = file.metadata().map_err(io_err)?.size();
+            obj.size = file.metadata().at_path("reading", &path)?.size();
             if let ShmemKind::Memfd { seals, .. } = &mut obj.kind {
                 *seals = crate::sys::fd::seals(&file).unwrap_or(0);
             }
@@ -336,10 +344,7 @@ fn open_source(source: &Source) -> std::result::Result<(File, PathBuf), MemoryEr
         // A fresh read-only open: the program's own offset stays put.
         Source::Fd(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
     };
-    let file = File::open(&path).map_err(|source| MemoryError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let file = File::open(&path).at_path("reading", &path)?;
     Ok((file, path))
 }
 
@@ -358,10 +363,7 @@ fn dump_contents(
         let len = (size - offset).min(window_bytes) as usize;
         let n = file
             .read_at(&mut buf[..len], offset)
-            .map_err(|source| MemoryError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .at_path("reading", path)?;
         let mut bitmap = 0u64;
         let mut data = Vec::new();
         for (i, page) in buf[..n].chunks(PAGE_SIZE as usize).enumerate() {
@@ -560,22 +562,15 @@ impl Drop for SharedObjects {
 
 fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) -> Result<OwnedFd> {
     let path = PathBuf::from(format!("memfd:{name}"));
-    let io_err = |what: &'static str| {
-        let path = path.clone();
-        move |source| ShmemError::Io { what, path, source }
-    };
-    let fd = memfd_create(name, flags).map_err(io_err("creating"))?;
-    let file = File::from(fd.try_clone().map_err(io_err("duplicating"))?);
+    let fd = memfd_create(name, flags).at_path("creating", &path)?;
+    let file = File::from(fd.try_clone().at_path("duplicating", &path)?);
     let mut buf = Vec::new();
     pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
-        file.write_all_at(data, off)
-            .map_err(|source| MemoryError::Io {
-                path: path.clone(),
-                source,
-            })
+        // "reading": the message this failed write has always had.
+        Ok(file.write_all_at(data, off).at_path("reading", &path)?)
     })?;
     // After the pages: the last one is written whole, past an odd size.
-    file.set_len(obj.size).map_err(io_err("sizing"))?;
+    file.set_len(obj.size).at_path("sizing", &path)?;
     Ok(fd)
 }
 

@@ -8,6 +8,7 @@ use crate::memory::MemoryError;
 use crate::procfs::ProcfsError;
 use crate::ptrace::PtraceError;
 use crate::remote::RemoteError;
+use crate::sys::wrap::OpIo;
 use crate::uevent::UeventError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -62,10 +63,13 @@ pub enum RestoreError {
         step: &'static str,
         errno: i32,
     },
+    // No pid: the whole restore tree did not get there.
     #[error("the restore tree did not reach stage {stage} within {secs} s")]
     Timeout { stage: &'static str, secs: u64 },
+    // No pid: `what` names what was awaited.
     #[error("waited {secs} s for {what}; it did not finish")]
     Waited { what: String, secs: u64 },
+    // No pid, fd or path: the restorer's own objects (pipes, mappings, its credentials).
     #[error("{what}")]
     Os {
         what: &'static str,
@@ -75,19 +79,18 @@ pub enum RestoreError {
     NoGadgetRoom { pid: i32 },
     /// Cancelled by the caller before the restored processes ran: the tree
     /// made so far was ended.
+    // No pid: the caller's cancel ends the whole restore.
     #[error("the restore was cancelled while {stage}; nothing of it runs")]
     Cancelled { stage: &'static str },
 }
 
-pub type Result<T> = std::result::Result<T, RestoreError>;
-
-/// Turns an `io::Result` into [`RestoreError::Os`] naming what failed.
-pub trait WrapIoResult<T> {
-    fn os_err(self, what: &'static str) -> Result<T>;
-}
-
-impl<T> WrapIoResult<T> for std::io::Result<T> {
-    fn os_err(self, what: &'static str) -> Result<T> {
-        self.map_err(|source| RestoreError::Os { what, source })
+impl From<OpIo> for RestoreError {
+    fn from(e: OpIo) -> Self {
+        RestoreError::Os {
+            what: e.what,
+            source: e.source,
+        }
     }
 }
+
+pub type Result<T> = std::result::Result<T, RestoreError>;

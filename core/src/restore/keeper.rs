@@ -9,6 +9,7 @@ use super::plan::NodeKind;
 use crate::memory::lazy::{self, LazyProcess, LazyStatus};
 use crate::sys::fd::{close_of, close_range_of};
 use crate::sys::process::{self, exit_now};
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::proxy::Proxy;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -34,10 +35,6 @@ pub(super) fn spawn_root(
     keeper: bool,
     proxy: Option<&Proxy>,
 ) -> Result<i32> {
-    let err = |source| RestoreError::Os {
-        what: "forking the restore root",
-        source,
-    };
     own_session_keyring()?;
     if !pidns {
         let role = if keeper {
@@ -48,13 +45,13 @@ pub(super) fn spawn_root(
         // No parent-death signal for the root: it watches the restorer
         // through the release pipe instead, so that it can still take the
         // tree down when the restorer dies among the detaches.
-        return match node::clone_with_pid(0, 0).map_err(err)? {
+        return match node::clone_with_pid(0, 0).doing("forking the restore root")? {
             0 => node::child_main(|| root_main(spec, shared, role, proxy)),
             pid => Ok(pid),
         };
     }
     let restorer = node::parent_for(0);
-    match node::clone_with_pid(0, 0).map_err(err)? {
+    match node::clone_with_pid(0, 0).doing("forking the restore root")? {
         0 => node::child_main(|| {
             node::die_with_parent(restorer);
             match node::clone_with_pid(0, libc::CLONE_NEWPID as u64) {

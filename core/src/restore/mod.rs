@@ -41,8 +41,9 @@ use crate::memory;
 use crate::memory::shmem::{MapTarget, SharedObjects};
 use crate::ptrace;
 use crate::snapshot::{ProcessImage, Snapshot};
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::proxy::{Proxy, SessionNet};
-use error::{Result, WrapIoResult};
+use error::Result;
 use node::{Shared, TreeSpec};
 use plan::{Ids, NodeKind, Plan};
 use std::collections::HashMap;
@@ -251,7 +252,7 @@ fn restore_image(
         .filter(|o| matches!(o.kind, crate::memory::shmem::ShmemKind::Sysv(_)))
         .count();
     let shared =
-        Shared::new(plan.nodes.len(), sysv_count).os_err("mapping the restore sync page")?;
+        Shared::new(plan.nodes.len(), sysv_count).doing("mapping the restore sync page")?;
     let restorer_pid = std::process::id() as i32;
     let (release_r, release_w) = tree::release_pipe()?;
     let lazy_ctl = opts.lazy.as_ref().map(|_| lazy_socket()).transpose()?;
@@ -312,7 +313,7 @@ fn restore_image(
     };
     let lazy = opts.lazy.is_some();
     let targets = Targets {
-        current: Creds::of_self().os_err("reading the caller's credentials")?,
+        current: Creds::of_self().doing("reading the caller's credentials")?,
         shmem: (0..snap.shmem.len())
             .map(|i| shared_objs.target(i, restorer_pid, &snap.shmem))
             .collect(),
@@ -334,7 +335,7 @@ fn restore_image(
             // Before the commit: the keeper takes them once it sees it.
             if let Some((restorer_end, _)) = &lazy_ctl {
                 keeper::send_uffds(restorer_end.as_raw_fd(), &uffds)
-                    .os_err("handing the userfaultfds to the keeper")?;
+                    .doing("handing the userfaultfds to the keeper")?;
             }
             Ok((held, !uffds.is_empty()))
         });
@@ -375,12 +376,10 @@ fn restore_image(
 /// The socket pair a lazy restore hands the uffds to the keeper on:
 /// (the restorer's end, the keeper's end).
 fn lazy_socket() -> Result<(OwnedFd, OwnedFd)> {
-    crate::sys::socket::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET).map_err(|source| {
-        RestoreError::Os {
-            what: "making the lazy restore's socket to the keeper",
-            source,
-        }
-    })
+    Ok(
+        crate::sys::socket::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET)
+            .doing("making the lazy restore's socket to the keeper")?,
+    )
 }
 
 /// The nodes of the plan and the saved processes, for the steps after the

@@ -8,6 +8,7 @@ use super::tracers::{Answers, Tracers};
 use crate::procfs;
 use crate::ptrace;
 use crate::sys;
+use crate::sys::wrap::WrapIoResult;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -74,10 +75,7 @@ impl Drop for Cleanup<'_> {
 /// A pipe whose write end only the restorer keeps: the restore root's way
 /// to learn it is gone, whatever way it went.
 pub(super) fn release_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    sys::pipe::pipe().map_err(|source| RestoreError::Os {
-        what: "making the restore's release pipe",
-        source,
-    })
+    Ok(sys::pipe::pipe().doing("making the restore's release pipe")?)
 }
 
 /// Let every swapped task go, and commit. Each tracer lets its own tasks

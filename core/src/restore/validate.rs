@@ -10,7 +10,7 @@
 //! this machine: the caller's credentials and limits, the device table,
 //! the mapped files, the chunks.
 
-use super::error::{RestoreError, WrapIoResult};
+use super::error::RestoreError;
 use crate::creds::Creds;
 use crate::devices::{DevicePolicies, SysRoots, Use};
 use crate::files::{self, FileKind};
@@ -21,6 +21,7 @@ use crate::policy::Policy;
 use crate::ptrace::QueuedSignal;
 use crate::seccomp;
 use crate::snapshot::{ProcessImage, Snapshot};
+use crate::sys::wrap::WrapIoResult;
 use crate::uevent::MAX_MESSAGE;
 use std::collections::HashSet;
 use std::path::Path;
@@ -988,7 +989,7 @@ pub(super) fn validate(
     // acts for, else the restorer's own.
     let caller = match on_behalf_of {
         Some(user) => user.clone(),
-        None => Creds::of_self().os_err("reading the caller's credentials")?,
+        None => Creds::of_self().doing("reading the caller's credentials")?,
     };
     // Device classes by this machine's sysfs and its device table (the
     // built-in rules and the system file: never the rules of whoever

@@ -33,3 +33,4 @@ pub mod thread;
 pub mod time;
 pub mod uffd;
 pub mod uio;
+pub mod wrap;

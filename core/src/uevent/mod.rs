@@ -12,6 +12,7 @@ pub mod libudev;
 pub mod proxy;
 pub mod sysfs;
 
+use crate::sys::wrap::PathIo;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub const MAX_PROPERTIES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UeventError {
+    // No path: a message from a socket, not a file.
     #[error("malformed {format} message: {reason}")]
     Malformed {
         format: &'static str,
@@ -42,10 +44,22 @@ pub enum UeventError {
         path: PathBuf,
         source: io::Error,
     },
+    // No pid, fd or path: the socket is hiber's own, being made.
     #[error("uevent proxy: {op}")]
     Socket { op: &'static str, source: io::Error },
+    // No pid, fd or path: the namespace is hiber's own, being made.
     #[error("the session's network namespace: {op}")]
     Namespace { op: &'static str, source: io::Error },
+}
+
+impl From<PathIo> for UeventError {
+    fn from(e: PathIo) -> Self {
+        UeventError::Sysfs {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// One device event: what a `udevadm monitor --property` line shows.

@@ -4,6 +4,7 @@
 //! (`/run/udev/data/…`) where a udevd keeps one.
 
 use super::{Uevent, UeventError, MAX_PROPERTIES};
+use crate::sys::wrap::WrapIoResult;
 use std::io::Read;
 use std::path::Path;
 
@@ -101,17 +102,12 @@ pub fn add_event(
 }
 
 fn read_bounded(path: &Path) -> Result<String, UeventError> {
-    let err = |source| UeventError::Sysfs {
-        op: "reading",
-        path: path.to_path_buf(),
-        source,
-    };
     let mut s = String::new();
     std::fs::File::open(path)
-        .map_err(err)?
+        .at_path("reading", path)?
         .take(MAX_FILE)
         .read_to_string(&mut s)
-        .map_err(err)?;
+        .at_path("reading", path)?;
     Ok(s)
 }
 

@@ -564,7 +564,7 @@ fn suspend(
     }
     let entry = match result {
         Ok(e) => e,
-        Err(system_store::ServiceError::Refused { refusals }) => {
+        Err(system_store::SystemStoreError::Refused { refusals }) => {
             eprintln!("hiber: the session cannot be saved; it keeps running:\n{refusals}");
             return Ok(ExitCode::from(EXIT_REFUSED));
         }

@@ -111,6 +111,7 @@ pub enum X11Error {
         #[source]
         source: png::EncodingError,
     },
+    // No path: `compare` takes PNG bytes; `which` says which of the two.
     #[error("decoding the {which} PNG")]
     PngDecode {
         which: &'static str,
@@ -128,6 +129,7 @@ pub enum X11Error {
         max_side: u32,
         max_pixels: u64,
     },
+    // No display: `compare` takes two PNGs in memory, from no display.
     #[error(
         "the screenshots differ in size: {before_width}x{before_height} before, \
          {after_width}x{after_height} after"
