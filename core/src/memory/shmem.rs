@@ -566,8 +566,7 @@ fn create_memfd(name: &str, flags: u32, obj: &ShmemObject, image: &ImageReader) 
     let file = File::from(fd.try_clone().at_path("duplicating", &path)?);
     let mut buf = Vec::new();
     pages::fill_pages(-1, &obj.pages, image, &mut buf, |off, data| {
-        // "reading": the message this failed write has always had.
-        Ok(file.write_all_at(data, off).at_path("reading", &path)?)
+        Ok(file.write_all_at(data, off).at_path("writing", &path)?)
     })?;
     // After the pages: the last one is written whole, past an odd size.
     file.set_len(obj.size).at_path("sizing", &path)?;
