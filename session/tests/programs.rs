@@ -1637,31 +1637,12 @@ while True:
 #[test]
 fn namespaces_shared_along_forks_are_made_once_and_shared_again() {
     common::user::ensure_user();
-    let uid = common::user::USER_UID.to_string();
     let t = tempdir();
     let mut r = Reaper::new();
-    let root = r.spawn(
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--init-groups",
-                "unshare",
-                "--user",
-                &format!("--map-user={uid}"),
-                &format!("--map-group={uid}"),
-                "--net",
-                "--ipc",
-                "bash",
-                "-c",
-                "sleep 1000 & (sleep 1000; true) & wait",
-            ])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let root = r.spawn(&mut common::user::in_user_namespace(
+        &["--net", "--ipc"],
+        &["bash", "-c", "sleep 1000 & (sleep 1000; true) & wait"],
+    ));
     let ns = |p: i32, kind: &str| fs::read_link(format!("/proc/{p}/ns/{kind}")).ok();
     let pids = wait_until(
         "the sandbox's two children and a grandchild",
@@ -1706,31 +1687,16 @@ fn namespaces_shared_along_forks_are_made_once_and_shared_again() {
 #[test]
 fn a_nested_pid_namespace_comes_back_with_its_pids_at_every_level() {
     common::user::ensure_user();
-    let uid = common::user::USER_UID.to_string();
     let t = tempdir();
     let mut r = Reaper::new();
-    let maker = r.spawn(
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--init-groups",
-                "unshare",
-                "--user",
-                &format!("--map-user={uid}"),
-                &format!("--map-group={uid}"),
-                "--net",
-                "--pid",
-                "bash",
-                "-c",
-                "(sleep 1000 & sleep 1000 & wait) & exec sleep 1000",
-            ])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let maker = r.spawn(&mut common::user::in_user_namespace(
+        &["--net", "--pid"],
+        &[
+            "bash",
+            "-c",
+            "(sleep 1000 & sleep 1000 & wait) & exec sleep 1000",
+        ],
+    ));
     let ns_pid = |p: i32| -> Vec<i32> {
         status_field(p, "NSpid")
             .unwrap_or_default()
@@ -1791,32 +1757,12 @@ for _ in range(10):
 os.wait()
 "#;
     common::user::ensure_user();
-    let uid = common::user::USER_UID.to_string();
     let t = tempdir();
     let mut r = Reaper::new();
-    let maker = r.spawn(
-        Command::new("setpriv")
-            .args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--init-groups",
-                "unshare",
-                "--user",
-                &format!("--map-user={uid}"),
-                &format!("--map-group={uid}"),
-                "--pid",
-                "--fork",
-                "python3",
-                "-c",
-                SANDBOX,
-            ])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let maker = r.spawn(&mut common::user::in_user_namespace(
+        &["--pid", "--fork"],
+        &["python3", "-c", SANDBOX],
+    ));
     let threads = |p: i32| status_field(p, "Threads").and_then(|v| v.parse::<usize>().ok());
     let in_gone_dir = |p: i32| {
         fs::read_link(format!("/proc/{p}/cwd"))

@@ -143,3 +143,26 @@ impl UserSession {
         cmd
     }
 }
+
+/// `program args...` run as the test user in a user namespace of its own
+/// that maps only the user's ids (as a browser's sandbox makes one), with
+/// the namespaces `unshare` options in `namespaces` add; from `/`, with a
+/// bare environment and no input or output.
+pub fn in_user_namespace(namespaces: &[&str], program_and_args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={USER_UID}"))
+        .arg(format!("--regid={USER_UID}"))
+        .arg("--init-groups")
+        .args(["unshare", "--user"])
+        .arg(format!("--map-user={USER_UID}"))
+        .arg(format!("--map-group={USER_UID}"))
+        .args(namespaces)
+        .args(program_and_args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
