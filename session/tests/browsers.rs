@@ -171,46 +171,15 @@ fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
 
     let img = desk.dir().join("image");
     let d = format!(":{display}");
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        &d,
-        "--user",
-        "1500",
-        "--stop",
-        "-o",
-        path(&img),
-        "--json",
-    ]);
-    assert_ok(&saved, "session checkpoint --stop of firefox");
-    r.wait_children(&[launcher]);
-    let inspected = hiber(&["inspect", path(&img), "--json"]);
-    assert_ok(&inspected, "hiber inspect");
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
-    for p in processes {
-        let pid = p["pid"].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        wait_gone(pid);
-    }
+    let resumed = suspend_and_resume(&mut r, "firefox", &d, &img, Some(launcher));
     assert!(
-        processes.iter().any(|p| !p["seccomp_filters"].is_null()),
+        resumed
+            .saved
+            .iter()
+            .any(|p| !p["seccomp_filters"].is_null()),
         "the image holds seccomp filters"
     );
-
-    let restored = hiber(&["session", "restore", path(&img), "--json"]);
-    assert_ok(&restored, "session restore of firefox");
-    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    let mut now = std::collections::BTreeSet::new();
-    for p in restored["pids"].as_array().unwrap() {
-        let pid = p[1].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        now.insert(pid);
-    }
-    if let Some(k) = restored["keeper"].as_i64() {
-        r.adopt(k as i32);
-    }
+    let now = resumed.pids;
     assert!(
         window(display, "^T:hello hiber"),
         "the restored page holds the typed text"
@@ -326,7 +295,15 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     let check = hiber(&["session", "check", "--display", &d, "--user", "1500"]);
     assert_ok(&check, "session check of chromium");
     let img = desk.dir().join("image");
-    let (now, keeper) = suspend_and_resume(&mut r, &d, &img, Some(launcher));
+    let resumed = suspend_and_resume(&mut r, "chromium", &d, &img, Some(launcher));
+    assert!(
+        resumed
+            .saved
+            .iter()
+            .any(|p| p["ns_pids"].as_array().is_some_and(|v| v.len() == 2)),
+        "the image holds processes of nested pid namespaces"
+    );
+    let (now, keeper) = (resumed.pids, resumed.keeper);
     assert!(
         window(display, "^T:hello hiber"),
         "the restored page holds the typed text"
@@ -375,7 +352,7 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     // namespaces, nested pid namespaces and gone roots as a restore left
     // them): both tabs back, the first one's page shown on request.
     let again = desk.dir().join("image-again");
-    let (now, _) = suspend_and_resume(&mut r, &d, &again, None);
+    let now = suspend_and_resume(&mut r, "chromium", &d, &again, None).pids;
     assert!(
         !sandboxed_renderers(&now).is_empty(),
         "the renderers restored a second time are sandboxed"
@@ -389,16 +366,25 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     );
 }
 
-/// Save the browser's session on display `d` with `--stop` into `img`,
-/// wait until every saved process is gone (and `launcher`, the test's
-/// child, is collected), restore it, and hand the restored processes to
-/// `r`: the restored session's pids and its keeper.
+/// A browser's session after [`suspend_and_resume`].
+struct Resumed {
+    /// The saved processes, as `hiber inspect --json` lists them.
+    saved: Vec<Value>,
+    /// The restored session's pids.
+    pids: std::collections::BTreeSet<i32>,
+    keeper: Option<i32>,
+}
+
+/// Save `browser`'s session on display `d` with `--stop` into `img`, wait
+/// until every saved process is gone (and `launcher`, the test's child, is
+/// collected), restore it, and hand the restored processes to `r`.
 fn suspend_and_resume(
     r: &mut Reaper,
+    browser: &str,
     d: &str,
     img: &Path,
     launcher: Option<i32>,
-) -> (std::collections::BTreeSet<i32>, Option<i32>) {
+) -> Resumed {
     let saved = hiber(&[
         "session",
         "checkpoint",
@@ -411,38 +397,39 @@ fn suspend_and_resume(
         path(img),
         "--json",
     ]);
-    assert_ok(&saved, "session checkpoint --stop of chromium");
+    assert_ok(&saved, &format!("session checkpoint --stop of {browser}"));
     if let Some(l) = launcher {
         r.wait_children(&[l]);
     }
     let inspected = hiber(&["inspect", path(img), "--json"]);
     assert_ok(&inspected, "hiber inspect");
     let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    let processes = inspected["snapshot"]["processes"].as_array().unwrap();
-    for p in processes {
+    let saved = inspected["snapshot"]["processes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for p in &saved {
         let pid = p["pid"].as_i64().unwrap() as i32;
         r.adopt(pid);
         wait_gone(pid);
     }
-    assert!(
-        processes
-            .iter()
-            .any(|p| p["ns_pids"].as_array().is_some_and(|v| v.len() == 2)),
-        "the image holds processes of nested pid namespaces"
-    );
 
     let restored = hiber(&["session", "restore", path(img), "--json"]);
-    assert_ok(&restored, "session restore of chromium");
+    assert_ok(&restored, &format!("session restore of {browser}"));
     let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    let mut now = std::collections::BTreeSet::new();
+    let mut pids = std::collections::BTreeSet::new();
     for p in restored["pids"].as_array().unwrap() {
         let pid = p[1].as_i64().unwrap() as i32;
         r.adopt(pid);
-        now.insert(pid);
+        pids.insert(pid);
     }
     let keeper = restored["keeper"].as_i64().map(|k| k as i32);
     if let Some(k) = keeper {
         r.adopt(k);
     }
-    (now, keeper)
+    Resumed {
+        saved,
+        pids,
+        keeper,
+    }
 }
