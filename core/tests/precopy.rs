@@ -46,6 +46,31 @@ fn holder() -> (Holder, u64) {
     (holder, line.trim().parse().expect("an address"))
 }
 
+/// A python process running `script`, which prints an address first: the
+/// process, its input, its output and that address.
+fn talking_python(
+    script: &str,
+) -> (
+    Holder,
+    std::process::ChildStdin,
+    std::io::BufReader<std::process::ChildStdout>,
+    u64,
+) {
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let holder = Holder(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (holder, stdin, out, line.trim().parse().expect("an address"))
+}
+
 /// Freeze `pid` and read its mappings, as the checkpoint does.
 fn frozen_mappings(pid: i32) -> (Frozen, Vec<memory::Vma>) {
     let frozen = Frozen::freeze(&[pid]).unwrap();
@@ -110,10 +135,8 @@ fn zero_mappings_are_skipped_only_while_nothing_writes_them() {
     // Three private anonymous MiB; the middle one read-only, so that the
     // outer two stay separate mappings; the last one read (the zero page
     // mapped throughout), the first untouched.
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
-            "import ctypes, mmap, sys\n\
+    let (holder, mut stdin, mut out, base) = talking_python(
+        "import ctypes, mmap, sys\n\
              m = mmap.mmap(-1, 3 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\n\
              base = ctypes.addressof(ctypes.c_char.from_buffer(m))\n\
              libc = ctypes.CDLL(None)\n\
@@ -124,19 +147,9 @@ fn zero_mappings_are_skipped_only_while_nothing_writes_them() {
              m[5] = 7\n\
              print('written', flush=True)\n\
              sys.stdin.readline()",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let holder = Holder(child);
+    );
     let pid = holder.0.id() as i32;
     let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let base: u64 = line.trim().parse().expect("an address");
 
     let t = tempfile::tempdir().unwrap();
     let writer = ImageWriter::create(&t.path().join("img"), None).unwrap();
@@ -174,28 +187,15 @@ fn zero_mappings_are_skipped_only_while_nothing_writes_them() {
 #[test]
 fn sparse_reservations_are_tracked_without_filling_page_tables() {
     const GIB: u64 = 1 << 30;
-    let mut child = Command::new("python3")
-        .args([
-            "-c",
+    let (holder, stdin, _, base) = talking_python(
             "import ctypes, mmap, sys\n\
              size = 64 << 30\n\
              m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)  # MAP_NORESERVE\n\
              for at in range(0, size, 1 << 30): m[at] = 7\n\
              print(ctypes.addressof(ctypes.c_char.from_buffer(m)), flush=True)\n\
              sys.stdin.readline()",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let stdin = child.stdin.take().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let holder = Holder(child);
+    );
     let pid = holder.0.id() as i32;
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let base: u64 = line.trim().parse().expect("an address");
     let page_tables = || -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
