@@ -171,7 +171,7 @@ fn firefox_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
 
     let img = desk.dir().join("image");
     let d = format!(":{display}");
-    let resumed = suspend_and_resume(&mut r, "firefox", &d, &img, Some(launcher));
+    let resumed = suspend_and_resume(&mut r, &d, &img, Some(launcher));
     assert!(
         resumed
             .saved
@@ -295,7 +295,7 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     let check = hiber(&["session", "check", "--display", &d, "--user", "1500"]);
     assert_ok(&check, "session check of chromium");
     let img = desk.dir().join("image");
-    let resumed = suspend_and_resume(&mut r, "chromium", &d, &img, Some(launcher));
+    let resumed = suspend_and_resume(&mut r, &d, &img, Some(launcher));
     assert!(
         resumed
             .saved
@@ -352,7 +352,7 @@ fn chromium_with_a_half_filled_form_is_restored_sandboxed_and_goes_on() {
     // namespaces, nested pid namespaces and gone roots as a restore left
     // them): both tabs back, the first one's page shown on request.
     let again = desk.dir().join("image-again");
-    let now = suspend_and_resume(&mut r, "chromium", &d, &again, None).pids;
+    let now = suspend_and_resume(&mut r, &d, &again, None).pids;
     assert!(
         !sandboxed_renderers(&now).is_empty(),
         "the renderers restored a second time are sandboxed"
@@ -375,61 +375,21 @@ struct Resumed {
     keeper: Option<i32>,
 }
 
-/// Save `browser`'s session on display `d` with `--stop` into `img`, wait
-/// until every saved process is gone (and `launcher`, the test's child, is
-/// collected), restore it, and hand the restored processes to `r`.
-fn suspend_and_resume(
-    r: &mut Reaper,
-    browser: &str,
-    d: &str,
-    img: &Path,
-    launcher: Option<i32>,
-) -> Resumed {
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        d,
-        "--user",
-        "1500",
-        "--stop",
-        "-o",
-        path(img),
-        "--json",
-    ]);
-    assert_ok(&saved, &format!("session checkpoint --stop of {browser}"));
-    if let Some(l) = launcher {
-        r.wait_children(&[l]);
-    }
-    let inspected = hiber(&["inspect", path(img), "--json"]);
-    assert_ok(&inspected, "hiber inspect");
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    let saved = inspected["snapshot"]["processes"]
-        .as_array()
-        .unwrap()
-        .clone();
-    for p in &saved {
-        let pid = p["pid"].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        wait_gone(pid);
-    }
-
-    let restored = hiber(&["session", "restore", path(img), "--json"]);
-    assert_ok(&restored, &format!("session restore of {browser}"));
-    let restored: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    let mut pids = std::collections::BTreeSet::new();
-    for p in restored["pids"].as_array().unwrap() {
-        let pid = p[1].as_i64().unwrap() as i32;
-        r.adopt(pid);
-        pids.insert(pid);
-    }
-    let keeper = restored["keeper"].as_i64().map(|k| k as i32);
-    if let Some(k) = keeper {
-        r.adopt(k);
-    }
+/// Save the browser's session on display `d` with `--stop` into `img`,
+/// wait until every saved process is gone (and `launcher`, the test's
+/// child, is collected), restore it, and hand the restored processes to
+/// `r`.
+fn suspend_and_resume(r: &mut Reaper, d: &str, img: &Path, launcher: Option<i32>) -> Resumed {
+    let saved = r.session_stop(d, img, &launcher.into_iter().collect::<Vec<_>>());
+    let restored = r.session_restore(img, &[]);
     Resumed {
-        saved,
-        pids,
-        keeper,
+        saved: saved.processes,
+        pids: restored["pids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_i64().unwrap() as i32)
+            .collect(),
+        keeper: restored["keeper"].as_i64().map(|k| k as i32),
     }
 }

@@ -11,7 +11,6 @@ use common::*;
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
 
 /// Pages of the probe's buffer: 300 MiB, above the 256 MiB from which a
 /// session restore goes lazy.
@@ -53,20 +52,6 @@ fn count(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn as_user(u: &UserSession, display: u32, args: &[&str]) -> Output {
-    u.command(args, None)
-        .env("DISPLAY", format!(":{display}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn has_xterm(u: &UserSession, display: u32) -> bool {
-    let out = as_user(u, display, &["xwininfo", "-root", "-tree"]);
-    out.status.success() && stdout(&out).contains("\"xterm\"")
-}
-
 /// Ask the probe to check its buffer (round `n`) and return its answer.
 fn probe(dir: &Path, n: u32) -> String {
     let go = dir.join(format!("go-{n}"));
@@ -80,51 +65,17 @@ fn probe(dir: &Path, n: u32) -> String {
     )
 }
 
-/// Save the session on `display` with `--stop` into `img` and wait until
-/// every saved process is gone.
-fn save_and_stop(r: &mut Reaper, display: u32, img: &Path, children: &[i32]) {
-    let d = format!(":{display}");
-    let user = USER_UID.to_string();
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        &d,
-        "--user",
-        &user,
-        "-o",
-        path(img),
-        "--stop",
-        "--json",
-    ]);
-    assert_ok(&saved, "session checkpoint --stop");
-    let inspected = hiber(&["inspect", path(img), "--json"]);
-    assert_ok(&inspected, "hiber inspect");
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    r.wait_children(children);
-    for p in inspected["snapshot"]["processes"].as_array().unwrap() {
-        wait_gone(p["pid"].as_i64().unwrap() as i32);
-    }
-}
-
 /// Restore `img` with `extra` options, adopt what came back, check the
 /// windows and the shell, and return the JSON answer.
 fn restore(r: &mut Reaper, u: &UserSession, img: &Path, extra: &[&str]) -> Value {
     let stopped_at = count(u.dir());
-    let mut args = vec!["session", "restore", path(img), "--json"];
-    args.extend_from_slice(extra);
-    let restored = hiber(&args);
-    assert_ok(&restored, "session restore");
-    let v: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    for p in v["pids"].as_array().unwrap() {
-        r.adopt(p[1].as_i64().unwrap() as i32);
-    }
-    if let Some(k) = v["keeper"].as_i64() {
-        r.adopt(k as i32);
-    }
+    let v = r.session_restore(img, extra);
     assert_eq!(v["changes"].as_array().unwrap().len(), 0, "{v}");
     let display = v["display"].as_u64().unwrap() as u32;
-    assert!(has_xterm(u, display), "a new client finds the xterm");
+    assert!(
+        u.shows_window(display, "xterm"),
+        "a new client finds the xterm"
+    );
     wait_until("the restored shell to count on", DEADLINE, || {
         (count(u.dir()) > stopped_at + 2).then_some(())
     });
@@ -169,7 +120,7 @@ fn a_large_session_comes_back_lazily_and_whole() {
         Some(&log),
     ));
     wait_until(&format!("Xvfb :{display} to answer"), DEADLINE, || {
-        as_user(&u, display, &["xwininfo", "-root"])
+        u.run_on(display, &["xwininfo", "-root"])
             .status
             .success()
             .then_some(())
@@ -197,13 +148,13 @@ fn a_large_session_comes_back_lazily_and_whole() {
         u.dir().join("ready").exists().then_some(())
     });
     wait_until("the xterm's window", DEADLINE, || {
-        has_xterm(&u, display).then_some(())
+        u.shows_window(display, "xterm").then_some(())
     });
     assert_eq!(probe(u.dir(), 1), format!("ok {PAGES}"));
 
     // Lazy by default: 300 MiB is above the threshold.
     let img = u.dir().join("img");
-    save_and_stop(&mut r, display, &img, &[xvfb, xterm]);
+    r.session_stop(&format!(":{display}"), &img, &[xvfb, xterm]);
     let v = restore(&mut r, &u, &img, &[]);
     assert_eq!(v["memory"], "lazy", "{v}");
     let status = PathBuf::from(v["lazy_status"].as_str().expect("a status file"));
@@ -228,7 +179,7 @@ fn a_large_session_comes_back_lazily_and_whole() {
 
     // Asked eager, the same session comes back with every page in.
     let img2 = u.dir().join("img2");
-    save_and_stop(&mut r, display, &img2, &[]);
+    r.session_stop(&format!(":{display}"), &img2, &[]);
     for pid in [xvfb, xterm] {
         wait_gone(pid);
     }

@@ -6,12 +6,10 @@
 
 mod common;
 
-use common::user::{UserSession, USER_UID};
+use common::user::UserSession;
 use common::*;
-use serde_json::Value;
 use std::fs;
 use std::path::Path;
-use std::process::{Output, Stdio};
 
 /// The user's xterm shell counts into argv[1] five times a second.
 const COUNTER: &str = r#"(n=0; while :; do n=$((n+1)); echo $n > "$0"; sleep 0.2; done) & exec bash --norc --noprofile -i"#;
@@ -21,22 +19,6 @@ fn count(file: &Path) -> u64 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// `args` as the user on `display`, to completion.
-fn as_user(u: &UserSession, display: u32, args: &[&str]) -> Output {
-    u.command(args, None)
-        .env("DISPLAY", format!(":{display}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-/// Whether an xterm window shows on `display`, asked by a new client.
-fn has_xterm(u: &UserSession, display: u32) -> bool {
-    let out = as_user(u, display, &["xwininfo", "-root", "-tree"]);
-    out.status.success() && stdout(&out).contains("\"xterm\"")
 }
 
 fn start_xvfb(r: &mut Reaper, u: &UserSession, display: u32, log: &Path) -> i32 {
@@ -51,7 +33,7 @@ fn start_xvfb(r: &mut Reaper, u: &UserSession, display: u32, log: &Path) -> i32 
         Some(log),
     ));
     wait_until(&format!("Xvfb :{display} to answer"), DEADLINE, || {
-        as_user(u, display, &["xwininfo", "-root"])
+        u.run_on(display, &["xwininfo", "-root"])
             .status
             .success()
             .then_some(())
@@ -85,35 +67,15 @@ fn a_session_whose_display_was_taken_comes_back_on_a_free_one() {
         .env("DISPLAY", format!(":{display}")),
     );
     wait_until("the xterm's window", DEADLINE, || {
-        has_xterm(&u, display).then_some(())
+        u.shows_window(display, "xterm").then_some(())
     });
     wait_until("the shell to count", DEADLINE, || {
         (count(&counter) > 1).then_some(())
     });
 
     let d = format!(":{display}");
-    let user = USER_UID.to_string();
     let img = u.dir().join("img");
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        &d,
-        "--user",
-        &user,
-        "-o",
-        path(&img),
-        "--stop",
-        "--json",
-    ]);
-    assert_ok(&saved, "session checkpoint --stop");
-    let inspected = hiber(&["inspect", path(&img), "--json"]);
-    assert_ok(&inspected, "hiber inspect");
-    let inspected: Value = serde_json::from_slice(&inspected.stdout).unwrap();
-    r.wait_children(&[xvfb, xterm]);
-    for p in inspected["snapshot"]["processes"].as_array().unwrap() {
-        wait_gone(p["pid"].as_i64().unwrap() as i32);
-    }
+    let saved = r.session_stop(&d, &img, &[xvfb, xterm]);
 
     // A new login's X server takes the display.
     let new_log = u.dir().join("new.log");
@@ -130,20 +92,12 @@ fn a_session_whose_display_was_taken_comes_back_on_a_free_one() {
         "{err}"
     );
     let stopped_at = count(&counter);
-    for p in inspected["snapshot"]["processes"].as_array().unwrap() {
+    for p in &saved.processes {
         assert!(!alive(p["pid"].as_i64().unwrap() as i32));
     }
 
     // With --free-display it comes back on the next free number.
-    let restored = hiber(&["session", "restore", path(&img), "--free-display", "--json"]);
-    assert_ok(&restored, "session restore --free-display");
-    let v: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    for p in v["pids"].as_array().unwrap() {
-        r.adopt(p[1].as_i64().unwrap() as i32);
-    }
-    if let Some(k) = v["keeper"].as_i64() {
-        r.adopt(k as i32);
-    }
+    let v = r.session_restore(&img, &["--free-display"]);
     let moved = v["display"].as_u64().unwrap() as u32;
     let _moved_files = XFiles(moved);
     assert_eq!(v["saved_display"], display);
@@ -168,8 +122,8 @@ fn a_session_whose_display_was_taken_comes_back_on_a_free_one() {
         restored_server.to_string()
     );
     // A new client finds the xterm there; the new login's server is its own.
-    assert!(has_xterm(&u, moved));
-    assert!(!has_xterm(&u, display));
+    assert!(u.shows_window(moved, "xterm"));
+    assert!(!u.shows_window(display, "xterm"));
     assert_eq!(
         hiber_session::discover::x_server_of(display).unwrap(),
         Some(new_server)

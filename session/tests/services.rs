@@ -409,27 +409,15 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     // Saved with --stop: the session ends, the portal with it, and its
     // mount is gone (not left dead).
     let img = desk.u.dir().join("img");
-    let saved = hiber(&[
-        "session",
-        "checkpoint",
-        "--display",
-        &d,
-        "--user",
-        &user,
-        "-o",
-        path(&img),
-        "--stop",
-        "--json",
-    ]);
-    assert_ok(&saved, "session checkpoint --stop");
-    let saved: Value = serde_json::from_slice(&saved.stdout).unwrap();
+    let saved = r
+        .session_stop(&d, &img, &[xvfb, launcher, xterm, watcher, holder])
+        .answer;
     assert_eq!(saved["services_ended"][0]["pid"], portal, "{saved}");
     assert!(saved["services_ended"][0]["problem"].is_null(), "{saved}");
     let old: Vec<i32> = [xvfb, bus, xterm, portal]
         .into_iter()
         .chain(helpers.iter().copied())
         .collect();
-    r.wait_children(&[xvfb, launcher, xterm, watcher, holder]);
     for &p in &old {
         wait_gone(p);
     }
@@ -438,15 +426,7 @@ fn the_document_portal_is_left_out_ended_and_activated_again() {
     // Restored, the portal is brought back for the holder's files (the
     // bus activates it; it mounts again and serves the document exported
     // before), and they are reopened where the holder left them.
-    let restored = hiber(&["session", "restore", path(&img), "--json"]);
-    assert_ok(&restored, "session restore");
-    let v: Value = serde_json::from_slice(&restored.stdout).unwrap();
-    for p in v["pids"].as_array().unwrap() {
-        r.adopt(p[1].as_i64().unwrap() as i32);
-    }
-    if let Some(k) = v["keeper"].as_i64() {
-        r.adopt(k as i32);
-    }
+    let v = r.session_restore(&img, &[]);
     let reopened = v["reopened"].as_array().expect("reopened");
     assert_eq!(reopened.len(), 2, "{v}");
     for f in reopened {

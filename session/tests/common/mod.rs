@@ -237,6 +237,61 @@ impl Reaper {
         serde_json::from_slice(&out.stdout).expect("checkpoint --json output")
     }
 
+    /// `hiber session checkpoint --display DISPLAY --user UID -o DIR --stop`
+    /// of the test user's session, then wait until every saved process is
+    /// gone (our own `children` among them collected) so that their pids
+    /// are free for the restore. The checkpoint's answer and the saved
+    /// processes as `hiber inspect --json` lists them.
+    #[track_caller]
+    pub fn session_stop(&mut self, display: &str, dir: &Path, children: &[i32]) -> SessionSaved {
+        let user = user::USER_UID.to_string();
+        let out = hiber(&[
+            "session",
+            "checkpoint",
+            "--display",
+            display,
+            "--user",
+            &user,
+            "-o",
+            path(dir),
+            "--stop",
+            "--json",
+        ]);
+        assert_ok(&out, "session checkpoint --stop");
+        let answer: Value = serde_json::from_slice(&out.stdout).expect("checkpoint --json output");
+        let inspected = hiber(&["inspect", path(dir), "--json"]);
+        assert_ok(&inspected, "hiber inspect");
+        let inspected: Value = serde_json::from_slice(&inspected.stdout).expect("inspect --json");
+        let processes = inspected["snapshot"]["processes"]
+            .as_array()
+            .expect("the image's processes")
+            .clone();
+        self.wait_children(children);
+        for p in &processes {
+            let pid = p["pid"].as_i64().expect("a saved pid") as i32;
+            self.pids.insert(pid);
+            wait_gone(pid);
+        }
+        SessionSaved { answer, processes }
+    }
+
+    /// `hiber session restore DIR --json` with `extra` options; the
+    /// restored processes and the keeper are ours to end. Its answer.
+    #[track_caller]
+    pub fn session_restore(&mut self, dir: &Path, extra: &[&str]) -> Value {
+        let mut args = vec!["session", "restore", path(dir), "--json"];
+        args.extend_from_slice(extra);
+        let out = hiber(&args);
+        assert_ok(&out, "session restore");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("session restore --json");
+        for p in v["pids"].as_array().expect("restored pids") {
+            self.pids
+                .insert(p[1].as_i64().expect("a restored pid") as i32);
+        }
+        self.pids.extend(v["keeper"].as_i64().map(|k| k as i32));
+        v
+    }
+
     /// `hiber restore DIR --json`; the restored pids are ours to end.
     #[track_caller]
     pub fn restore(&mut self, dir: &Path, extra: &[&str]) -> Restored {
@@ -279,6 +334,15 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// What [`Reaper::session_stop`] saved.
+#[derive(Debug)]
+pub struct SessionSaved {
+    /// `session checkpoint --json`'s answer.
+    pub answer: Value,
+    /// The saved processes, as `hiber inspect --json` lists them.
+    pub processes: Vec<Value>,
 }
 
 #[derive(Debug, Clone)]

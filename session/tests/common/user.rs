@@ -12,7 +12,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 pub const USER_NAME: &str = "hiber-desk";
 pub const USER_UID: u32 = 1500;
@@ -90,6 +90,25 @@ impl UserSession {
         // The top directory must let the user through to its own two.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod 0755");
         Self { dir, home, runtime }
+    }
+
+    /// `args` run as the user on X display `display`, to completion, its
+    /// output captured.
+    pub fn run_on(&self, display: u32, args: &[&str]) -> Output {
+        self.command(args, None)
+            .env("DISPLAY", format!(":{display}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+    }
+
+    /// Whether a window named `name` shows on `display`, asked by a new
+    /// client of the user's.
+    pub fn shows_window(&self, display: u32, name: &str) -> bool {
+        let out = self.run_on(display, &["xwininfo", "-root", "-tree"]);
+        out.status.success()
+            && String::from_utf8_lossy(&out.stdout).contains(&format!("\"{name}\""))
     }
 
     /// A directory for logs and files the test reads, writable by the user.
