@@ -84,18 +84,23 @@ while True:
     time.sleep(0.005)
 "#;
 
+/// python3 running `script` with its output into `log` (its errors in the
+/// test's output), ended by `r`.
+fn python_logging(r: &mut Reaper, script: &str, log: &std::path::Path) -> i32 {
+    r.spawn(
+        Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .stdout(fs::File::create(log).unwrap()),
+    )
+}
+
 #[test]
 fn python_list_checksums_continue_after_restore() {
     let t = tempdir();
     let log = t.path().join("py.log");
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", PYTHON])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(Stdio::null()),
-    );
+    let pid = python_logging(&mut r, PYTHON, &log);
     wait_lines(&log, 10);
     r.checkpoint_stop(pid, &img);
     let saved = complete_lines(&log).len();
@@ -227,10 +232,10 @@ fn second_save_into_the_store_writes_only_what_changed_and_prune_frees_the_rest(
     let log = t.path().join("py.log");
     let mut r = Reaper::new();
     // 40 MB of list that stays the same between the two saves.
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", "import time\ndata = list(range(5_000_000))\nprint('ready', flush=True)\ntime.sleep(1000)"])
-            .stdout(fs::File::create(&log).unwrap()),
+    let pid = python_logging(
+        &mut r,
+        "import time\ndata = list(range(5_000_000))\nprint('ready', flush=True)\ntime.sleep(1000)",
+        &log,
     );
     wait_lines(&log, 1);
     let save = |name: &str| -> serde_json::Value {
@@ -307,12 +312,7 @@ fn python_threads_go_on_after_restore() {
     let log = t.path().join("py.log");
     let img = t.path().join("img");
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", PYTHON_THREADS])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(Stdio::null()),
-    );
+    let pid = python_logging(&mut r, PYTHON_THREADS, &log);
     wait_lines(&log, 5);
     assert_eq!(
         fs::read_dir(format!("/proc/{pid}/task")).unwrap().count(),
@@ -374,11 +374,7 @@ fn unix_socket_to_a_peer_outside_is_reset_and_the_program_sees_the_hangup() {
         sock.to_str().unwrap(),
         go.to_str().unwrap()
     );
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", &script])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
+    let pid = python_logging(&mut r, &script, &log);
     let (mut conn, _) = listener.accept().unwrap();
     wait_lines(&log, 1);
     // Queued in the program's socket while it is saved.
@@ -1032,11 +1028,7 @@ fn tcp_listener_and_udp_come_back_and_a_tcp_connection_is_reset() {
         go.to_str().unwrap()
     );
     let mut r = Reaper::new();
-    let pid = r.spawn(
-        Command::new("/usr/bin/python3")
-            .args(["-c", &script])
-            .stdout(fs::File::create(&log).unwrap()),
-    );
+    let pid = python_logging(&mut r, &script, &log);
     let (conn, _) = outside.accept().unwrap();
     let ports: Vec<u16> = wait_lines(&log, 1)[0]
         .split(' ')
