@@ -109,6 +109,10 @@ enum Command {
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
+        /// Also run the same workloads through this CRIU (4 or newer)
+        /// binary, interleaved with Hiber's runs.
+        #[arg(long, value_name = "PATH")]
+        compare_criu: Option<PathBuf>,
     },
     /// Internal: the benchmark's workload (dirty MiB of memory, then wait).
     #[command(hide = true)]
@@ -165,7 +169,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tree,
             dir,
             json,
-        } => commands::bench::run(&sizes, tree, dir, json),
+            compare_criu,
+        } => commands::bench::run(&sizes, tree, dir, json, compare_criu),
         Command::BenchTree { processes } => commands::bench::tree_workload(processes),
         Command::BenchWorkload { mib } => commands::bench::workload(mib),
     }

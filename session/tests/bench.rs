@@ -75,3 +75,66 @@ fn the_benchmark_saves_and_restores_memory_and_a_tree() {
         .collect();
     assert!(left.is_empty(), "left in the bench directory: {left:?}");
 }
+
+/// `--compare-criu` checks its CRIU before measuring anything: a path
+/// that does not run, and a CRIU older than 4, are clear errors naming
+/// the path and what it said. (A comparison with a real CRIU is run by
+/// hand: CRIU is not installed where the suite runs.)
+#[test]
+fn a_missing_or_old_criu_is_refused_before_anything_is_measured() {
+    let t = tempdir();
+    let dir = t.path().join("bench");
+    let dir_s = dir.to_str().expect("a UTF-8 temporary directory");
+
+    let out = hiber(&[
+        "bench",
+        "--sizes",
+        "1",
+        "--tree",
+        "0",
+        "--dir",
+        dir_s,
+        "--compare-criu",
+        "/nonexistent/criu",
+    ]);
+    assert!(!out.status.success(), "bench with a missing CRIU succeeded");
+    let err = stderr(&out);
+    assert!(err.contains("/nonexistent/criu"), "{err}");
+    assert!(err.contains("does not run"), "{err}");
+    assert!(
+        !err.contains("measuring"),
+        "measured before the check: {err}"
+    );
+
+    let old = t.path().join("criu");
+    std::fs::write(
+        &old,
+        "#!/bin/sh\necho 'Version: 3.17'\necho 'GitID: v3.17'\n",
+    )
+    .expect("writing the old CRIU script");
+    let mut perms = std::fs::metadata(&old).expect("its metadata").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&old, perms).expect("making the old CRIU script executable");
+    let out = hiber(&[
+        "bench",
+        "--sizes",
+        "1",
+        "--tree",
+        "0",
+        "--dir",
+        dir_s,
+        "--compare-criu",
+        old.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(!out.status.success(), "bench with CRIU 3.17 succeeded");
+    let err = stderr(&out);
+    assert!(err.contains(old.to_str().expect("a UTF-8 path")), "{err}");
+    assert!(err.contains("\"3.17\""), "{err}");
+    assert!(err.contains("CRIU 4 or newer"), "{err}");
+    assert!(
+        !err.contains("measuring"),
+        "measured before the check: {err}"
+    );
+    // Nothing was measured, so nothing was made.
+    assert!(!dir.exists(), "bench made {}", dir.display());
+}

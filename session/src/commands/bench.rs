@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+mod criu;
+
 const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Serialize)]
@@ -46,6 +48,10 @@ struct Row {
     lazy_total_ms: f64,
     /// The lazy restore's total over memcpy + read.
     lazy_ratio: f64,
+    /// With `--compare-criu`: CRIU's figures, and Hiber's from runs
+    /// interleaved with them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    criu: Option<criu::MemoryVsCriu>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,14 +255,19 @@ struct Workload {
     ready: String,
 }
 
-fn start_workload(mib: u64) -> Result<Workload> {
+/// Start a workload, for CRIU (`for_criu`) in a session of its own and
+/// without bench's stderr: CRIU dumps neither a session it does not hold
+/// nor a terminal.
+fn start_workload(mib: u64, for_criu: bool) -> Result<Workload> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
-        .args(["bench-workload", &mib.to_string()])
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench-workload", &mib.to_string()])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the workload")?;
+        .stdout(Stdio::piped());
+    if for_criu {
+        own_session(&mut cmd);
+    }
+    let mut child = cmd.spawn().context("starting the workload")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     if !line.starts_with("ready") {
@@ -270,6 +281,38 @@ fn start_workload(mib: u64) -> Result<Workload> {
         pid,
         ready: line,
     })
+}
+
+/// For a CRIU workload: a session of its own, no stderr, and none of the
+/// other fds bench inherited (a lock held by whoever runs bench, say,
+/// which CRIU refuses to dump).
+fn own_session(cmd: &mut Command) {
+    cmd.stderr(Stdio::null());
+    // SAFETY: setsid and close_range are async-signal-safe; fds 0-2 are
+    // the ones set up for the workload.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// syncfs of `dir`'s filesystem.
+fn sync_dir(dir: &Path) -> Result<()> {
+    let d = fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: syncfs on an open directory fd.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        bail!(
+            "syncing the filesystem of {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// Runs per measurement; the table shows the median.
@@ -318,34 +361,55 @@ struct TreeRow {
     restore_ms: f64,
     /// restore / spawn.
     restore_ratio: f64,
+    /// With `--compare-criu`: CRIU's figures, from runs interleaved with
+    /// these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    criu: Option<criu::TreeVsCriu>,
+}
+
+/// Start the tree workload: its child, the time it took to fork, and its
+/// pids, the root's first.
+fn start_tree(processes: u32, for_criu: bool) -> Result<(Child, f64, Vec<i32>)> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(&exe);
+    cmd.args(["bench-tree", &processes.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    if for_criu {
+        own_session(&mut cmd);
+    }
+    let mut child = cmd.spawn().context("starting the tree workload")?;
+    let root = child.id() as i32;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    let mut words = line.split_whitespace();
+    if words.next() != Some("ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the tree workload did not start: {line:?}");
+    }
+    let spawn: f64 = words.next().unwrap_or_default().parse()?;
+    let mut pids = vec![root];
+    for w in words {
+        pids.push(w.parse()?);
+    }
+    Ok((child, spawn, pids))
 }
 
 /// Save (`--stop`) and restore a tree of `processes`, `RUNS` times, each
 /// on a fresh tree.
-fn measure_tree(dir: &Path, processes: u32) -> Result<TreeRow> {
-    let exe = std::env::current_exe()?;
+fn measure_tree(dir: &Path, processes: u32, criu: Option<&criu::Criu>) -> Result<TreeRow> {
     let mut spawns = Vec::new();
     let mut stops: Vec<CheckpointOut> = Vec::new();
     let mut restores = Vec::new();
+    let mut criu_runs = criu::TreeRuns::default();
     for i in 0..RUNS {
-        let mut child = Command::new(&exe)
-            .args(["bench-tree", &processes.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the tree workload")?;
-        let root = child.id() as i32;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let mut words = line.split_whitespace();
-        if words.next() != Some("ready") {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the tree workload did not start: {line:?}");
+        let (mut child, spawn, pids) = start_tree(processes, false)?;
+        let root = pids[0];
+        if criu.is_some() {
+            // As before each CRIU dump: both start from a clean filesystem.
+            sync_dir(dir)?;
         }
-        let spawn: f64 = words.next().unwrap_or_default().parse()?;
-        let mut pids: Vec<i32> = words.map(str::parse).collect::<Result<_, _>>()?;
-        pids.push(root);
         let image = dir.join(format!("tree-{processes}-{i}"));
         let image = image.to_str().context("non-UTF-8 directory")?;
         let saved = hiber(&[
@@ -372,17 +436,23 @@ fn measure_tree(dir: &Path, processes: u32) -> Result<TreeRow> {
         let (out, _) = hiber(&["restore", image, "--json"])?;
         restores.push(end_restored(&out)?);
         fs::remove_dir_all(image)?;
+        if let Some(c) = criu {
+            criu_runs.run(c, dir, processes, i)?;
+        }
     }
     let spawn = median(spawns);
     let restore = median(restores);
+    let stop = median(stops.iter().map(|o| o.total_ms).collect());
+    let stop_frozen = median(stops.iter().map(|o| o.frozen_ms).collect());
     Ok(TreeRow {
         processes,
         spawn_ms: spawn,
-        stop_ms: median(stops.iter().map(|o| o.total_ms).collect()),
-        stop_frozen_ms: median(stops.iter().map(|o| o.frozen_ms).collect()),
+        stop_ms: stop,
+        stop_frozen_ms: stop_frozen,
         image_bytes: stops[0].image_bytes,
         restore_ms: restore,
         restore_ratio: restore / spawn,
+        criu: criu.map(|_| criu_runs.finish(stop, stop_frozen, restore)),
     })
 }
 
@@ -397,7 +467,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
             .context("non-UTF-8 directory")?
             .to_string())
     };
-    let mut w = start_workload(mib)?;
+    let mut w = start_workload(mib, false)?;
     let pid = w.pid.to_string();
     let mut fulls = Vec::new();
     let mut baselines = Vec::new();
@@ -524,6 +594,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         lazy_running_ms: median(lazy_running),
         lazy_ratio: median(lazy_total.clone()) / (memcpy + read),
         lazy_total_ms: median(lazy_total),
+        criu: None,
     })
 }
 
@@ -554,11 +625,22 @@ fn lazy_done(status: &Path) -> Result<f64> {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// With `--compare-criu`: the CRIU version compared with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    criu_version: Option<String>,
     memory: Vec<Row>,
     tree: Option<TreeRow>,
 }
 
-pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
+pub fn run(
+    sizes: &[u64],
+    tree: u32,
+    dir: Option<PathBuf>,
+    json: bool,
+    compare_criu: Option<PathBuf>,
+) -> Result<ExitCode> {
+    // Before anything is measured: a bad CRIU fails at once.
+    let criu = compare_criu.as_deref().map(criu::Criu::new).transpose()?;
     let tmp;
     let dir = match dir {
         Some(d) => {
@@ -574,15 +656,23 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
     };
     // Start from a clean filesystem: dirty data of whatever ran before (a
     // build, say) would otherwise be flushed by the first measured commit.
-    let d = fs::File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-    // SAFETY: syncfs on an open directory fd.
-    unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) };
+    sync_dir(&dir)?;
     let mut rows = Vec::new();
     for &mib in sizes {
         if !json {
             eprintln!("measuring {mib} MiB...");
         }
-        rows.push(measure(&dir, mib).with_context(|| format!("benchmarking {mib} MiB"))?);
+        let mut row = measure(&dir, mib).with_context(|| format!("benchmarking {mib} MiB"))?;
+        if let Some(c) = &criu {
+            if !json {
+                eprintln!("measuring {mib} MiB against CRIU {}...", c.version);
+            }
+            row.criu = Some(
+                criu::compare_memory(&dir, mib, c)
+                    .with_context(|| format!("comparing {mib} MiB with CRIU"))?,
+            );
+        }
+        rows.push(row);
     }
     let tree = match tree {
         0 => None,
@@ -591,13 +681,17 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
                 eprintln!("measuring a tree of {n} processes...");
             }
             Some(
-                measure_tree(&dir, n)
+                measure_tree(&dir, n, criu.as_ref())
                     .with_context(|| format!("benchmarking a tree of {n} processes"))?,
             )
         }
     };
     if json {
-        let report = Report { memory: rows, tree };
+        let report = Report {
+            criu_version: criu.map(|c| c.version),
+            memory: rows,
+            tree,
+        };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -663,5 +757,81 @@ pub fn run(sizes: &[u64], tree: u32, dir: Option<PathBuf>, json: bool) -> Result
             t.restore_ratio
         );
     }
+    if let Some(c) = &criu {
+        print_criu(c, &rows, tree.as_ref());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The comparison with CRIU: Hiber's and CRIU's figures from the same
+/// interleaved runs, and Hiber / CRIU.
+fn print_criu(c: &criu::Criu, rows: &[Row], tree: Option<&TreeRow>) {
+    println!(
+        "vs CRIU {}: medians of {RUNS} interleaved runs, each on a fresh workload; ratio = Hiber / CRIU (stop: / CRIU dump + sync)",
+        c.version
+    );
+    println!(
+        "{:>6} | {:>8} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6} | {:>10} | {:>8} {:>8} {:>6} | {:>8} {:>8} {:>6}",
+        "MiB",
+        "h stop",
+        "c dump",
+        "c +sync",
+        "ratio",
+        "h frozen",
+        "c frozen",
+        "ratio",
+        "h rst",
+        "c rst",
+        "ratio",
+        "c image",
+        "h lz run",
+        "c lz run",
+        "ratio",
+        "h lz all",
+        "c lz all",
+        "ratio"
+    );
+    for r in rows {
+        let Some(v) = &r.criu else { continue };
+        println!(
+            "{:>6} | {:>8.1} {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>10} | {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2}",
+            r.mib,
+            v.hiber_stop_ms,
+            v.dump_ms,
+            v.dump_sync_ms,
+            v.stop_ratio,
+            v.hiber_stop_frozen_ms,
+            v.frozen_ms,
+            v.frozen_ratio,
+            v.hiber_restore_ms,
+            v.restore_ms,
+            v.restore_ratio,
+            format::bytes(v.image_bytes),
+            v.hiber_lazy_running_ms,
+            v.lazy_running_ms,
+            v.lazy_running_ratio,
+            v.hiber_lazy_total_ms,
+            v.lazy_total_ms,
+            v.lazy_total_ratio,
+        );
+    }
+    if let Some(t) = tree {
+        if let Some(v) = &t.criu {
+            println!(
+                "{:>6} | {:>8.1} {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>10}",
+                format!("tree{}", t.processes),
+                t.stop_ms,
+                v.dump_ms,
+                v.dump_sync_ms,
+                v.stop_ratio,
+                t.stop_frozen_ms,
+                v.frozen_ms,
+                v.frozen_ratio,
+                t.restore_ms,
+                v.restore_ms,
+                v.restore_ratio,
+                format::bytes(v.image_bytes),
+            );
+        }
+    }
 }
