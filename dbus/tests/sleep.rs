@@ -197,7 +197,12 @@ fn a_session_is_saved_before_sleep_and_the_inhibitor_comes_back_after() {
         "released before logind's deadline: {released:?}"
     );
     let stages = settled_jobs(&env);
-    assert_eq!(stages.len(), 1, "one save: {stages:?}");
+    assert_eq!(
+        stages.len(),
+        1,
+        "one save: {stages:?}; hiberd's log:\n{}",
+        env.log("bus.log")
+    );
     let listed = env.ok(&DESK, &["list"]);
     let snapshots = listed.as_array().expect("a list");
     assert_eq!(snapshots.len(), 1, "one snapshot: {listed}");
@@ -284,7 +289,12 @@ fn a_session_too_big_to_save_in_time_is_dropped_and_sleep_waits_no_longer() {
         "released by the deadline: {released:?}"
     );
     let stages = settled_jobs(&env);
-    assert_eq!(stages.len(), 1, "one save: {stages:?}");
+    assert_eq!(
+        stages.len(),
+        1,
+        "one save: {stages:?}; hiberd's log:\n{}",
+        env.log("bus.log")
+    );
     assert!(
         stages[0].contains("'failed'"),
         "the save was dropped: {stages:?}"
