@@ -85,18 +85,21 @@ fn a_missing_or_old_criu_is_refused_before_anything_is_measured() {
     let t = tempdir();
     let dir = t.path().join("bench");
     let dir_s = dir.to_str().expect("a UTF-8 temporary directory");
+    let bench_against = |criu: &str| {
+        hiber(&[
+            "bench",
+            "--sizes",
+            "1",
+            "--tree",
+            "0",
+            "--dir",
+            dir_s,
+            "--compare-criu",
+            criu,
+        ])
+    };
 
-    let out = hiber(&[
-        "bench",
-        "--sizes",
-        "1",
-        "--tree",
-        "0",
-        "--dir",
-        dir_s,
-        "--compare-criu",
-        "/nonexistent/criu",
-    ]);
+    let out = bench_against("/nonexistent/criu");
     assert!(!out.status.success(), "bench with a missing CRIU succeeded");
     let err = stderr(&out);
     assert!(err.contains("/nonexistent/criu"), "{err}");
@@ -115,17 +118,7 @@ fn a_missing_or_old_criu_is_refused_before_anything_is_measured() {
     let mut perms = std::fs::metadata(&old).expect("its metadata").permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&old, perms).expect("making the old CRIU script executable");
-    let out = hiber(&[
-        "bench",
-        "--sizes",
-        "1",
-        "--tree",
-        "0",
-        "--dir",
-        dir_s,
-        "--compare-criu",
-        old.to_str().expect("a UTF-8 path"),
-    ]);
+    let out = bench_against(old.to_str().expect("a UTF-8 path"));
     assert!(!out.status.success(), "bench with CRIU 3.17 succeeded");
     let err = stderr(&out);
     assert!(err.contains(old.to_str().expect("a UTF-8 path")), "{err}");

@@ -364,7 +364,7 @@ struct TreeRow {
     /// With `--compare-criu`: CRIU's figures, from runs interleaved with
     /// these.
     #[serde(skip_serializing_if = "Option::is_none")]
-    criu: Option<criu::TreeVsCriu>,
+    criu: Option<criu::Versus>,
 }
 
 /// Start the tree workload: its child, the time it took to fork, and its
@@ -541,19 +541,9 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
     let mut lazy_total = Vec::new();
     for i in 0..RUNS {
         let status = dir.join(format!("lazy-status-{mib}-{i}.json"));
-        let status_s = status.to_str().context("non-UTF-8 directory")?;
-        let (out, _) = hiber(&[
-            "restore",
-            &fulls[0],
-            "--lazy",
-            "--lazy-status",
-            status_s,
-            "--json",
-        ])?;
-        let done = lazy_done(&status);
-        let _ = fs::remove_file(&status);
-        lazy_running.push(end_restored(&out)?);
-        lazy_total.push(done?);
+        let (running, all) = lazy_restore(&fulls[0], &status)?;
+        lazy_running.push(running);
+        lazy_total.push(all);
     }
     let _ = &w.ready;
     for e in fs::read_dir(dir)?.flatten() {
@@ -600,6 +590,24 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
 
 /// Wait (bounded) for a lazy restore's page server to finish; the time
 /// from the restore's start until its last page was in.
+/// `hiber restore IMAGE --lazy` with its status file at `status`: the
+/// time until the restored process ran, and until its page server had put
+/// the last page in (the process then ended).
+fn lazy_restore(image: &str, status: &Path) -> Result<(f64, f64)> {
+    let status_s = status.to_str().context("non-UTF-8 directory")?;
+    let (out, _) = hiber(&[
+        "restore",
+        image,
+        "--lazy",
+        "--lazy-status",
+        status_s,
+        "--json",
+    ])?;
+    let done = lazy_done(status);
+    let _ = fs::remove_file(status);
+    Ok((end_restored(&out)?, done?))
+}
+
 fn lazy_done(status: &Path) -> Result<f64> {
     let until = Instant::now() + Duration::from_secs(120);
     loop {
@@ -792,27 +800,28 @@ fn print_criu(c: &criu::Criu, rows: &[Row], tree: Option<&TreeRow>) {
         "ratio"
     );
     for r in rows {
-        let Some(v) = &r.criu else { continue };
+        let Some(m) = &r.criu else { continue };
+        let v = &m.criu;
         println!(
             "{:>6} | {:>8.1} {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2} | {:>10} | {:>8.1} {:>8.1} {:>6.2} | {:>8.1} {:>8.1} {:>6.2}",
             r.mib,
-            v.hiber_stop_ms,
+            m.hiber_stop_ms,
             v.dump_ms,
             v.dump_sync_ms,
             v.stop_ratio,
-            v.hiber_stop_frozen_ms,
+            m.hiber_stop_frozen_ms,
             v.frozen_ms,
             v.frozen_ratio,
-            v.hiber_restore_ms,
+            m.hiber_restore_ms,
             v.restore_ms,
             v.restore_ratio,
             format::bytes(v.image_bytes),
-            v.hiber_lazy_running_ms,
-            v.lazy_running_ms,
-            v.lazy_running_ratio,
-            v.hiber_lazy_total_ms,
-            v.lazy_total_ms,
-            v.lazy_total_ratio,
+            m.hiber_lazy_running_ms,
+            m.lazy_running_ms,
+            m.lazy_running_ratio,
+            m.hiber_lazy_total_ms,
+            m.lazy_total_ms,
+            m.lazy_total_ratio,
         );
     }
     if let Some(t) = tree {

@@ -3,7 +3,7 @@
 //! so that both meet the machine and the disk in the same state.
 
 use super::{
-    end_restored, hiber, lazy_done, median, start_tree, start_workload, sync_dir, wait_gone,
+    end_restored, hiber, lazy_restore, median, start_tree, start_workload, sync_dir, wait_gone,
     CheckpointOut, RUNS,
 };
 use anyhow::{bail, Context, Result};
@@ -377,20 +377,8 @@ pub struct MemoryVsCriu {
     pub hiber_stop_frozen_ms: f64,
     /// Hiber's restore of that image.
     pub hiber_restore_ms: f64,
-    /// `criu dump` until it returned, and with the sync after it.
-    pub dump_ms: f64,
-    pub dump_sync_ms: f64,
-    /// CRIU's frozen time (its `--display-stats`).
-    pub frozen_ms: f64,
-    pub image_bytes: u64,
-    /// `criu restore --restore-detached` until it returned.
-    pub restore_ms: f64,
-    /// hiber stop / (dump + sync).
-    pub stop_ratio: f64,
-    /// hiber frozen / CRIU frozen.
-    pub frozen_ratio: f64,
-    /// hiber restore / CRIU restore.
-    pub restore_ratio: f64,
+    #[serde(flatten)]
+    pub criu: Versus,
     /// Hiber's `restore --lazy` of its image: until the process runs, and
     /// until its last page is in.
     pub hiber_lazy_running_ms: f64,
@@ -436,19 +424,9 @@ pub fn compare_memory(dir: &Path, mib: u64, criu: &Criu) -> Result<MemoryVsCriu>
         let (out, _) = hiber(&["restore", image_s, "--json"])?;
         hr.push(end_restored(&out)?);
         let status = dir.join(format!("hiber-lazy-status-{mib}-{i}.json"));
-        let status_s = status.to_str().context("non-UTF-8 directory")?;
-        let (out, _) = hiber(&[
-            "restore",
-            image_s,
-            "--lazy",
-            "--lazy-status",
-            status_s,
-            "--json",
-        ])?;
-        let done = lazy_done(&status);
-        let _ = fs::remove_file(&status);
-        hl_run.push(end_restored(&out)?);
-        hl_all.push(done?);
+        let (running, all) = lazy_restore(image_s, &status)?;
+        hl_run.push(running);
+        hl_all.push(all);
         fs::remove_dir_all(&image)?;
 
         let image = dir.join(format!("criu-{mib}-{i}"));
@@ -470,9 +448,6 @@ pub fn compare_memory(dir: &Path, mib: u64, criu: &Criu) -> Result<MemoryVsCriu>
     let hiber_stop = median(hs.iter().map(|o| o.total_ms).collect());
     let hiber_frozen = median(hs.iter().map(|o| o.frozen_ms).collect());
     let hiber_restore = median(hr);
-    let dump_sync = median(dumps.iter().map(|d| d.dump_sync_ms).collect());
-    let frozen = median(dumps.iter().map(|d| d.frozen_ms).collect());
-    let restore = median(cr);
     let (hl_run, hl_all) = (median(hl_run), median(hl_all));
     let (cl_run, cl_all) = (median(cl_run), median(cl_all));
     Ok(MemoryVsCriu {
@@ -485,24 +460,21 @@ pub fn compare_memory(dir: &Path, mib: u64, criu: &Criu) -> Result<MemoryVsCriu>
         hiber_stop_ms: hiber_stop,
         hiber_stop_frozen_ms: hiber_frozen,
         hiber_restore_ms: hiber_restore,
-        dump_ms: median(dumps.iter().map(|d| d.dump_ms).collect()),
-        dump_sync_ms: dump_sync,
-        frozen_ms: frozen,
-        image_bytes: dumps[0].image_bytes,
-        restore_ms: restore,
-        stop_ratio: hiber_stop / dump_sync,
-        frozen_ratio: hiber_frozen / frozen,
-        restore_ratio: hiber_restore / restore,
+        criu: Versus::of(&dumps, cr, hiber_stop, hiber_frozen, hiber_restore),
     })
 }
 
-/// CRIU's figures for the tree, from runs interleaved with Hiber's.
+/// CRIU's dump and restore figures (medians of its runs) and Hiber's over
+/// them, for a memory size or the tree.
 #[derive(Debug, Serialize)]
-pub struct TreeVsCriu {
+pub struct Versus {
+    /// `criu dump` until it returned, and with the sync after it.
     pub dump_ms: f64,
     pub dump_sync_ms: f64,
+    /// CRIU's frozen time (its `--display-stats`).
     pub frozen_ms: f64,
     pub image_bytes: u64,
+    /// `criu restore --restore-detached` until it returned.
     pub restore_ms: f64,
     /// hiber stop / (dump + sync).
     pub stop_ratio: f64,
@@ -510,6 +482,31 @@ pub struct TreeVsCriu {
     pub frozen_ratio: f64,
     /// hiber restore / CRIU restore.
     pub restore_ratio: f64,
+}
+
+impl Versus {
+    /// From CRIU's `dumps` and `restores`, against Hiber's medians.
+    fn of(
+        dumps: &[Dump],
+        restores: Vec<f64>,
+        hiber_stop_ms: f64,
+        hiber_frozen_ms: f64,
+        hiber_restore_ms: f64,
+    ) -> Self {
+        let dump_sync = median(dumps.iter().map(|d| d.dump_sync_ms).collect());
+        let frozen = median(dumps.iter().map(|d| d.frozen_ms).collect());
+        let restore = median(restores);
+        Versus {
+            dump_ms: median(dumps.iter().map(|d| d.dump_ms).collect()),
+            dump_sync_ms: dump_sync,
+            frozen_ms: frozen,
+            image_bytes: dumps[0].image_bytes,
+            restore_ms: restore,
+            stop_ratio: hiber_stop_ms / dump_sync,
+            frozen_ratio: hiber_frozen_ms / frozen,
+            restore_ratio: hiber_restore_ms / restore,
+        }
+    }
 }
 
 /// Collects one CRIU run of the tree at a time, between Hiber's.
@@ -544,25 +541,14 @@ impl TreeRuns {
         Ok(())
     }
 
-    pub fn finish(
-        self,
-        hiber_stop_ms: f64,
-        hiber_frozen_ms: f64,
-        hiber_restore_ms: f64,
-    ) -> TreeVsCriu {
-        let dump_sync = median(self.dumps.iter().map(|d| d.dump_sync_ms).collect());
-        let frozen = median(self.dumps.iter().map(|d| d.frozen_ms).collect());
-        let restore = median(self.restores);
-        TreeVsCriu {
-            dump_ms: median(self.dumps.iter().map(|d| d.dump_ms).collect()),
-            dump_sync_ms: dump_sync,
-            frozen_ms: frozen,
-            image_bytes: self.dumps[0].image_bytes,
-            restore_ms: restore,
-            stop_ratio: hiber_stop_ms / dump_sync,
-            frozen_ratio: hiber_frozen_ms / frozen,
-            restore_ratio: hiber_restore_ms / restore,
-        }
+    pub fn finish(self, hiber_stop_ms: f64, hiber_frozen_ms: f64, hiber_restore_ms: f64) -> Versus {
+        Versus::of(
+            &self.dumps,
+            self.restores,
+            hiber_stop_ms,
+            hiber_frozen_ms,
+            hiber_restore_ms,
+        )
     }
 }
 
