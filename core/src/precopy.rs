@@ -168,7 +168,7 @@ fn protect_populated(pagemap: &File, start: u64, end: u64) -> io::Result<()> {
 }
 
 /// Ranges in address order, joined where the gap between two is below
-/// `gap`: fewer calls, at the cost of a few markers in the gaps.
+/// `gap` (1: only where one ends as the next starts): fewer calls.
 fn joined(ranges: impl Iterator<Item = (u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (s, e) in ranges {
@@ -259,18 +259,6 @@ pub struct Precopy {
     flags: HashMap<i32, FlagsHint>,
     /// Time the processes spent frozen for it.
     pub frozen: Duration,
-}
-
-/// Ranges of adjacent mappings joined: one registration and one scan each.
-fn merged_ranges<'a>(vmas: impl Iterator<Item = &'a Vma>) -> Vec<(u64, u64)> {
-    let mut out: Vec<(u64, u64)> = Vec::new();
-    for v in vmas {
-        match out.last_mut() {
-            Some(last) if last.1 == v.start => last.1 = v.end,
-            _ => out.push((v.start, v.end)),
-        }
-    }
-    out
 }
 
 /// Freeze the trees under `roots` briefly to start write tracking, then
@@ -414,7 +402,9 @@ fn start_tracking(
         let Some((vdso, vmas)) = layouts.remove(&fp.pid) else {
             continue;
         };
-        let ranges = merged_ranges(vmas.iter().filter(|v| v.has_private_pages()));
+        // Adjacent mappings joined (no gap): one registration each.
+        let private = vmas.iter().filter(|v| v.has_private_pages());
+        let ranges = joined(private.map(|v| (v.start, v.end)), 1);
         match WriteTracker::start(fp.pid, vdso, &ranges) {
             Ok(tracker) => started.push((fp.pid, vmas, tracker)),
             Err(err) => debug!(pid = fp.pid, %err, "no write tracking: saved whole while frozen"),
