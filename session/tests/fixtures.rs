@@ -633,3 +633,73 @@ fn memory_written_during_a_running_checkpoint_is_saved_consistently() {
         }
     }
 }
+
+/// `--stop` with `--precopy auto` pre-copies a process holding much memory
+/// (a single process of 48 MiB, far under the 256 MiB from which any set
+/// pre-copies), but not a tree whose processes each hold little, even when
+/// they hold more than that in all: there a second freeze of every
+/// process costs more than it takes out of the first.
+#[test]
+fn stop_precopies_by_memory_per_process() {
+    // (bytes pre-copied, private resident bytes before, processes)
+    let precopied = |cmd: &mut Command, what: &str| -> (u64, u64, usize) {
+        let t = tempdir();
+        let log = t.path().join("log");
+        let mut r = Reaper::new();
+        let root = r.spawn(
+            cmd.stdout(fs::File::create(&log).unwrap())
+                .stderr(Stdio::null()),
+        );
+        wait_until(&format!("{what} to be ready"), DEADLINE, || {
+            complete_lines(&log)
+                .iter()
+                .any(|l| l.starts_with("ready"))
+                .then_some(())
+        });
+        let pids = tree(root);
+        let private: u64 = pids
+            .iter()
+            .map(|p| {
+                let statm = fs::read_to_string(format!("/proc/{p}/statm")).unwrap();
+                let w: Vec<u64> = statm
+                    .split_whitespace()
+                    .map(|w| w.parse().unwrap())
+                    .collect();
+                (w[1] - w[2]) * 4096
+            })
+            .sum();
+        let v = r.checkpoint_stop_with(root, &t.path().join("img"), &["--no-store"]);
+        eprintln!(
+            "{what}: {} processes, {} MiB private: {v}",
+            pids.len(),
+            private >> 20
+        );
+        (v["precopied_bytes"].as_u64().unwrap(), private, pids.len())
+    };
+    let (one, _, _) = precopied(
+        Command::new(hiber_bin()).args(["bench-workload", "48"]),
+        "one process of 48 MiB",
+    );
+    assert!(one > 40 << 20, "most of it saved before the freeze: {one}");
+    // Four pythons: each holds a few MiB of its own heap (more than 16
+    // MiB in all), none holds 16.
+    let (tree_of_small, private, processes) = precopied(
+        Command::new("python3").args([
+            "-c",
+            "import os, time\n\
+             for _ in range(3):\n\
+             \x20   if os.fork() == 0:\n\
+             \x20       time.sleep(1000)\n\
+             b = bytearray(b'x' * (8 << 20))\n\
+             print('ready', flush=True)\n\
+             time.sleep(1000)",
+        ]),
+        "a tree of four small pythons",
+    );
+    assert_eq!(processes, 4);
+    assert!(
+        private > 16 << 20 && private < (16 << 20) * 4,
+        "the tree holds more than 16 MiB in all, under 16 MiB each: {private}"
+    );
+    assert_eq!(tree_of_small, 0, "one freeze for small processes");
+}

@@ -169,7 +169,8 @@ pub enum PrecopyMode {
     Never,
     /// Always when the set runs on; with `stop`, when its private
     /// resident memory (read before anything stops) reaches
-    /// [`PRECOPY_FROM_BYTES`].
+    /// [`PRECOPY_FROM_BYTES`], or [`PRECOPY_FROM_BYTES_PER_PROCESS`] for
+    /// each of its processes.
     #[default]
     Auto,
     /// Whatever the set holds (tests of pre-copy itself, measurements).
@@ -189,17 +190,29 @@ impl PrecopyMode {
 }
 
 /// With `stop`, pre-copy is used (`PrecopyMode::Auto`) from this much
-/// private resident memory. The processes end anyway, but with `stop`
-/// they stay frozen until the image is durable, so without pre-copy every
-/// page is read, compressed, written and synced inside the freeze (1 GiB,
-/// release, same run: frozen 411 ms without, 35 ms with; 520 and 504 ms in
-/// all). Below, one freeze is shorter in total and hardly longer frozen
-/// than pre-copy's two, each of which stops every process (a tree of 50
-/// `sleep`s: 90 ms without, 120 ms with, frozen 86 and 91 ms). A set that
-/// runs on is always pre-copied: its freeze is what the user feels (the
-/// 110 MiB X session of `bench-desktop.py`, first save into an empty
-/// store: frozen 159 ms without, 57 ms with; 191 and 226 ms in all).
+/// private resident memory, whatever the number of processes. The
+/// processes end anyway, but with `stop` they stay frozen until the image
+/// is durable, so without pre-copy every page is read, compressed, written
+/// and synced inside the freeze (1 GiB, release, same run: frozen 411 ms
+/// without, 35 ms with; 520 and 504 ms in all). A set that runs on is
+/// always pre-copied: its freeze is what the user feels (the 110 MiB X
+/// session of `bench-desktop.py`, first save into an empty store: frozen
+/// 159 ms without, 57 ms with; 191 and 226 ms in all).
 pub const PRECOPY_FROM_BYTES: u64 = 256 << 20;
+
+/// Below [`PRECOPY_FROM_BYTES`], `stop` pre-copies when the processes hold
+/// this much private resident memory each, on average. Pre-copy's second
+/// freeze stops and inspects every process again, a fixed cost per
+/// process; what it takes out of the freeze is per byte. Measured
+/// (release, same session, 2026-12-07, frozen / in all, ms): one process of
+/// 16 MiB 24–29 / 28–32 without, 12–13 / 24–31 with; of 64 MiB 47–58 /
+/// 55–67 without, 12–14 / 56–66 with; of 4 MiB 10–15 / 11–17 without, 9 /
+/// 15–17 with (a wash: one freeze). But the X session of `bench-desktop.py`
+/// (11 processes, 104 MiB, 9.5 MiB each): 190 / 213–224 without, 92–99 /
+/// 313–315 with, and a tree of 50 `sleep`s 86 / 90 without, 91 / 120 with:
+/// for a session that ends (logout, sleep) the time in all is what is
+/// waited for.
+pub const PRECOPY_FROM_BYTES_PER_PROCESS: u64 = 16 << 20;
 
 /// Whether this checkpoint pre-copies (see [`PrecopyMode`]).
 fn precopy_pays(opts: &CheckpointOptions) -> bool {
@@ -210,6 +223,7 @@ fn precopy_pays(opts: &CheckpointOptions) -> bool {
         PrecopyMode::Auto => {}
     }
     let mut bytes = 0;
+    let mut processes = 0u64;
     let mut seen = std::collections::BTreeSet::new();
     let mut todo = opts.roots.clone();
     while let Some(pid) = todo.pop() {
@@ -219,13 +233,15 @@ fn precopy_pays(opts: &CheckpointOptions) -> bool {
         let proc = ProcDir::new(pid);
         // A process that ends meanwhile weighs nothing; the freeze decides.
         bytes += proc.private_resident_bytes().unwrap_or(0);
+        processes += 1;
         todo.extend(proc.children().unwrap_or_default());
         if bytes >= PRECOPY_FROM_BYTES {
             return true;
         }
     }
-    debug!(bytes, "little memory to save: one freeze, no pre-copy");
-    false
+    let pays = processes > 0 && bytes >= PRECOPY_FROM_BYTES_PER_PROCESS * processes;
+    debug!(bytes, processes, pays, "memory to save with stop");
+    pays
 }
 
 /// Stages reported while a checkpoint runs.

@@ -40,6 +40,8 @@ struct Row {
     stop_ms: f64,
     stop_frozen_ms: f64,
     restore_ms: f64,
+    /// The restore over memcpy + read: what bringing these bytes back into
+    /// memory must at least cost.
     restore_ratio: f64,
     restore_peak_rss_kib: u64,
     /// `restore --lazy`: time until the process runs (its pages still
@@ -579,7 +581,7 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
         stop_ms: stop.total_ms,
         stop_frozen_ms: stop.frozen_ms,
         restore_ms: restore,
-        restore_ratio: restore / baseline,
+        restore_ratio: restore / (memcpy + read),
         restore_peak_rss_kib: rs_rss,
         lazy_running_ms: median(lazy_running),
         lazy_ratio: median(lazy_total.clone()) / (memcpy + read),
@@ -704,7 +706,7 @@ pub fn run(
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "filesystem of {}; times in ms; ratio = time / (memcpy + write); lazy ratio = lazy all / (memcpy + read)",
+        "filesystem of {}; times in ms; ckpt ratio = time / (memcpy + write); restore and lazy ratio = restore, lazy all / (memcpy + read)",
         dir.display()
     );
     println!(
