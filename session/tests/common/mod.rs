@@ -112,6 +112,35 @@ pub fn wait_gone(pid: i32) {
     });
 }
 
+/// Processes, zombies included, that are not in `saved` but whose
+/// process group or session is one of its pids.
+pub fn holders_of(saved: &BTreeSet<i32>) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| !saved.contains(p))
+        .filter(|p| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+                return false;
+            };
+            let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                return false;
+            };
+            // state ppid pgrp session
+            let ids: Vec<i32> = after
+                .split_whitespace()
+                .skip(2)
+                .take(2)
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            ids.iter().any(|id| saved.contains(id))
+        })
+        .collect()
+}
+
 /// Every descendant of `pid`, and `pid`.
 pub fn tree(pid: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
@@ -267,11 +296,22 @@ impl Reaper {
             .expect("the image's processes")
             .clone();
         self.wait_children(children);
+        let mut saved = BTreeSet::new();
         for p in &processes {
             let pid = p["pid"].as_i64().expect("a saved pid") as i32;
             self.pids.insert(pid);
+            saved.insert(pid);
             wait_gone(pid);
         }
+        // A service the stop ended (a portal, left out of the image) can
+        // sit as a zombie in a saved process group until init reaps it
+        // (here about once a second), and the restore then finds that pid
+        // taken.
+        wait_until(
+            "no process outside the image to hold a saved pid as its process group or session",
+            DEADLINE,
+            || holders_of(&saved).is_empty().then_some(()),
+        );
         SessionSaved { answer, processes }
     }
 
