@@ -63,12 +63,17 @@ fn window(display: u32, pattern: &str) -> bool {
         .success()
 }
 
-fn type_into(display: u32, pattern: &str, text: &str) {
+/// Give the window whose name matches `pattern` the keyboard.
+fn focus(display: u32, pattern: &str) {
     let focus = xdotool(
         display,
         &["search", "--name", pattern, "windowfocus", "--sync"],
     );
     assert_ok(&focus, "focusing the browser's window");
+}
+
+fn type_into(display: u32, pattern: &str, text: &str) {
+    focus(display, pattern);
     let typed = xdotool(display, &["type", "--delay", "30", text]);
     assert_ok(&typed, "typing into the browser");
 }
@@ -92,17 +97,7 @@ fn type_first(display: u32, text: &str) {
                 return Some(());
             }
             if typed.is_none_or(|t| t.elapsed() > RETYPE) {
-                let focus = xdotool(
-                    display,
-                    &[
-                        "search",
-                        "--name",
-                        "^(Form page|T:)",
-                        "windowfocus",
-                        "--sync",
-                    ],
-                );
-                assert_ok(&focus, "focusing the browser's window");
+                focus(display, "^(Form page|T:)");
                 assert_ok(&xdotool(display, &["key", "ctrl+a"]), "selecting the field");
                 let typed_now = xdotool(display, &["type", "--delay", "30", text]);
                 assert_ok(&typed_now, "typing into the browser");

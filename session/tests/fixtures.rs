@@ -659,13 +659,10 @@ fn stop_precopies_by_memory_per_process() {
         let pids = tree(root);
         let private: u64 = pids
             .iter()
-            .map(|p| {
-                let statm = fs::read_to_string(format!("/proc/{p}/statm")).unwrap();
-                let w: Vec<u64> = statm
-                    .split_whitespace()
-                    .map(|w| w.parse().unwrap())
-                    .collect();
-                (w[1] - w[2]) * 4096
+            .map(|&p| {
+                hiber_core::procfs::ProcDir::new(p)
+                    .private_resident_bytes()
+                    .unwrap()
             })
             .sum();
         let v = r.checkpoint_stop_with(root, &t.path().join("img"), &["--no-store"]);

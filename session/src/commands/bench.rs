@@ -590,8 +590,6 @@ fn measure(dir: &Path, mib: u64) -> Result<Row> {
     })
 }
 
-/// Wait (bounded) for a lazy restore's page server to finish; the time
-/// from the restore's start until its last page was in.
 /// `hiber restore IMAGE --lazy` with its status file at `status`: the
 /// time until the restored process ran, and until its page server had put
 /// the last page in (the process then ended).
@@ -610,6 +608,8 @@ fn lazy_restore(image: &str, status: &Path) -> Result<(f64, f64)> {
     Ok((end_restored(&out)?, done?))
 }
 
+/// Wait (bounded) for a lazy restore's page server to finish; the time
+/// from the restore's start until its last page was in.
 fn lazy_done(status: &Path) -> Result<f64> {
     let until = Instant::now() + Duration::from_secs(120);
     loop {

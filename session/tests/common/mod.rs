@@ -86,10 +86,21 @@ pub fn wait_until<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Opti
     }
 }
 
+/// The fields of /proc/PID/stat after the command name (state, ppid,
+/// pgrp, session, ...), None when the pid is free.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        s[s.rfind(')')? + 2..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 /// State letter from /proc/PID/stat, None when the pid is free.
 pub fn state(pid: i32) -> Option<char> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 2..].chars().next()
+    stat_fields(pid)?.first()?.chars().next()
 }
 
 pub fn status_field(pid: i32, key: &str) -> Option<String> {
@@ -122,21 +133,15 @@ pub fn holders_of(saved: &BTreeSet<i32>) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| !saved.contains(p))
-        .filter(|p| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
-                return false;
-            };
-            let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-                return false;
-            };
+        .filter(|&p| {
             // state ppid pgrp session
-            let ids: Vec<i32> = after
-                .split_whitespace()
-                .skip(2)
-                .take(2)
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            ids.iter().any(|id| saved.contains(id))
+            stat_fields(p).is_some_and(|f| {
+                f.iter()
+                    .skip(2)
+                    .take(2)
+                    .filter_map(|w| w.parse::<i32>().ok())
+                    .any(|id| saved.contains(&id))
+            })
         })
         .collect()
 }
