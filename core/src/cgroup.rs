@@ -104,16 +104,22 @@ fn members(dir: &Path, out: &mut BTreeSet<i32>) -> io::Result<()> {
 /// The cgroup (with the cgroups below it) whose processes are exactly
 /// `pids`, if there is one; never the root cgroup.
 pub(crate) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
-    let first = *pids.iter().next()?;
-    let path = cgroup_of(first)?;
+    // The set was scanned a moment before: a short-lived child in it (a
+    // shell loop's `sleep`) may be reaped by now, and has no cgroup left.
+    let path = pids.iter().find_map(|&p| cgroup_of(p))?;
     if path == "/" || path.is_empty() {
         return None;
     }
-    // The set's processes must all be in that cgroup or below it.
+    let ended_since = |p: i32| {
+        crate::procfs::ProcDir::new(p)
+            .stat()
+            .map_or(true, |s| s.state == 'Z' || s.state == 'X')
+    };
+    // The set's live processes must all be in that cgroup or below it.
     let inside = |p: &str| p == path || p.starts_with(&format!("{path}/"));
     if !pids
         .iter()
-        .all(|&p| cgroup_of(p).is_some_and(|c| inside(&c)))
+        .all(|&p| cgroup_of(p).map_or_else(|| ended_since(p), |c| inside(&c)))
     {
         return None;
     }
@@ -134,11 +140,6 @@ pub(crate) fn exactly(pids: &BTreeSet<i32>) -> Option<PathBuf> {
             }
         }
         false
-    };
-    let ended_since = |p: i32| {
-        crate::procfs::ProcDir::new(p)
-            .stat()
-            .map_or(true, |s| s.state == 'Z' || s.state == 'X')
     };
     let same = all.difference(pids).all(|&p| forked_since(p))
         && pids.difference(&all).all(|&p| ended_since(p));
@@ -220,4 +221,46 @@ fn sentinel(control: &Path) -> io::Result<WriteIfOrphaned> {
     let path = std::ffi::CString::new(control.as_os_str().as_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     WriteIfOrphaned::spawn(&path, b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// A cgroup made for one test, with the child moved into it; the
+    /// child is ended and the cgroup removed when dropped.
+    struct CgroupWith {
+        dir: PathBuf,
+        child: Child,
+    }
+
+    impl Drop for CgroupWith {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_set_member_reaped_since_the_scan_does_not_hide_the_cgroup() {
+        let mount = cgroup2_mount().expect("a cgroup v2 hierarchy");
+        let dir = mount.join(format!("hiber-unit-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        // A pid lower than the live one's that was in the set and is gone
+        // now: a shell loop's `sleep` reaped between the scan and the look.
+        let mut gone = Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id() as i32;
+        gone.wait().unwrap();
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        let held = CgroupWith { dir, child };
+        let pid = held.child.id() as i32;
+        std::fs::write(held.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        let set: BTreeSet<i32> = [pid, gone_pid].into();
+        assert_eq!(exactly(&set), Some(held.dir.clone()));
+        // A live process of the set outside the cgroup rules it out.
+        let with_us: BTreeSet<i32> = [pid, gone_pid, std::process::id() as i32].into();
+        assert_eq!(exactly(&with_us), None);
+    }
 }
