@@ -228,6 +228,38 @@ fn memory_registers_and_address_space() {
     assert!(lines.iter().any(|l| l.contains("registers kept")));
 }
 
+/// A process with more private anonymous memory than
+/// `uffd_fill::FROM_BYTES` (the fixture has 6 MiB in one mapping, a
+/// page in four never touched) gets those pages copied in through a
+/// userfaultfd; its checks hold, the untouched pages included, and no
+/// mapping stays registered once it runs.
+#[test]
+fn large_anonymous_memory_is_copied_in_through_a_userfaultfd() {
+    let t = tempdir();
+    let mut r = Reaper::new();
+    let (pid, dir) = start_fixture(&mut r, "memory", t.path());
+    assert_all_ok(&report(pid, &dir, 1), "memory before the save");
+    let img = t.path().join("img");
+    r.checkpoint_stop(pid, &img);
+    let _ = fs::remove_file(dir.join("report"));
+    let (_, log) = r.restore_logged(&img, &["--log", "hiber_core::memory::uffd_fill=debug"]);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pages copied in through a userfaultfd")
+                && l.contains(&pid.to_string())),
+        "{log}"
+    );
+    assert_all_ok(&report(pid, &dir, 2), "memory after restore");
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    assert!(
+        !smaps
+            .lines()
+            .filter_map(|l| l.strip_prefix("VmFlags:"))
+            .any(|f| f.split_whitespace().any(|x| x == "um")),
+        "a mapping still registered for missing pages: {smaps}"
+    );
+}
+
 /// The same checks, its private anonymous memory (the spinning child's
 /// too) filled by the page server of a lazy restore.
 #[test]

@@ -119,14 +119,17 @@ pub fn fill_touched(
 /// task `pid` with a new uffd of its mm; the restorer's reference to it,
 /// or None when it has no lazy mapping. The target keeps no fd.
 pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<OwnedFd>> {
-    let ranges: Vec<(u64, u64)> = vmas
-        .iter()
-        .filter(|v| is_lazy(v))
-        .map(|v| (v.start, v.len()))
-        .collect();
-    if ranges.is_empty() {
+    if !vmas.iter().any(is_lazy) {
         return Ok(None);
     }
+    let ours = open_for(task, pid, FEATURES)?;
+    register_lazy_ranges(&ours, pid, vmas)?;
+    Ok(Some(ours))
+}
+
+/// A new uffd of the stopped task `pid`'s mm, with `features`: the
+/// restorer's reference to it (the target keeps no fd).
+pub(super) fn open_for(task: &RemoteTask, pid: i32, features: u64) -> Result<OwnedFd> {
     let theirs = task.syscall(
         "userfaultfd",
         libc::SYS_userfaultfd,
@@ -138,12 +141,18 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     // Closed whatever happened: the saved fd table has no such fd.
     task.syscall("close", libc::SYS_close, [theirs, 0, 0, 0, 0, 0])?;
     let ours = taken?;
-    uffd::api(&ours, uffd::API, FEATURES).with_pid(pid, "UFFDIO_API")?;
-    for (start, len) in ranges {
-        uffd::register(&ours, start, len, uffd::REGISTER_MODE_MISSING)
+    uffd::api(&ours, uffd::API, features).with_pid(pid, "UFFDIO_API")?;
+    Ok(ours)
+}
+
+/// Register the lazy mappings of `vmas` (see [`is_lazy`]) of `pid` with
+/// `uffd`, for missing pages.
+pub(super) fn register_lazy_ranges(uffd: &OwnedFd, pid: i32, vmas: &[Vma]) -> Result<()> {
+    for v in vmas.iter().filter(|v| is_lazy(v)) {
+        uffd::register(uffd, v.start, v.len(), uffd::REGISTER_MODE_MISSING)
             .with_pid(pid, "UFFDIO_REGISTER(MISSING)")?;
     }
-    Ok(Some(ours))
+    Ok(())
 }
 
 /// Saved pages at consecutive addresses, consecutive in one chunk's data.

@@ -23,6 +23,7 @@ use crate::sys::wrap::WrapIoResult;
 pub mod lazy;
 pub mod pages;
 pub mod shmem;
+pub mod uffd_fill;
 
 use pages::Result;
 pub use pages::{
@@ -34,8 +35,10 @@ use serde::{Deserialize, Serialize};
 use shmem::{MapTarget, ShmemTable};
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What backs a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -777,6 +780,8 @@ fn read_window(
 pub struct FillJob<'a> {
     pub pid: i32,
     pub pages: &'a [PageChunk],
+    /// The uffd to copy them in through, if any (see [`uffd_fill`]).
+    pub uffd: Option<Arc<OwnedFd>>,
 }
 
 /// Chunks per job: small enough to spread one large process over every
@@ -787,15 +792,24 @@ const CHUNKS_PER_JOB: usize = 16;
 /// process's own are ever written: a shared mapping's pages belong to its
 /// file or object (written through the mapping, they would reach the file
 /// on disk), so such a mapping yields no job whatever its document says.
-pub fn fill_jobs(pid: i32, vma: &Vma) -> impl Iterator<Item = FillJob<'_>> {
+/// With `uffd` (see [`uffd_fill`]), the mappings registered with it go in
+/// through it.
+pub fn fill_jobs<'a>(
+    pid: i32,
+    vma: &'a Vma,
+    uffd: Option<&Arc<OwnedFd>>,
+) -> impl Iterator<Item = FillJob<'a>> {
     let pages: &[PageChunk] = if vma.has_private_pages() {
         &vma.pages
     } else {
         &[]
     };
-    pages
-        .chunks(CHUNKS_PER_JOB)
-        .map(move |pages| FillJob { pid, pages })
+    let uffd = uffd.filter(|_| lazy::is_lazy(vma)).cloned();
+    pages.chunks(CHUNKS_PER_JOB).map(move |pages| FillJob {
+        pid,
+        pages,
+        uffd: uffd.clone(),
+    })
 }
 
 /// Run `body` with a queue of page-filling jobs served by `workers`
@@ -856,9 +870,16 @@ fn fill_worker(
             Some(m) if m.pid() == job.pid => m,
             slot => slot.insert(ProcMem::new(job.pid, true)),
         };
-        fill_pages(job.pid, job.pages, reader, &mut buf, |addr, data| {
-            mem.write(addr, data).map_err(MemoryError::from)
-        })?;
+        fill_pages(
+            job.pid,
+            job.pages,
+            reader,
+            &mut buf,
+            |addr, data| match &job.uffd {
+                Some(uffd) => uffd_fill::copy_in(uffd, mem, addr, data),
+                None => mem.write(addr, data).map_err(MemoryError::from),
+            },
+        )?;
         let bytes: u64 = job.pages.iter().map(|p| p.chunk.raw_len as u64).sum();
         filled.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
@@ -1493,16 +1514,16 @@ mod tests {
             auxv: Vec::new(),
             exe: None,
         };
-        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        assert_eq!(fill_jobs(7, &vma, None).count(), 0);
         let e = validate_layout(7, &mm(&vma)).unwrap_err().to_string();
         assert!(e.contains("carries saved pages"), "{e}");
         vma.backing = Backing::Shmem {
             object: 0,
             offset: 0,
         };
-        assert_eq!(fill_jobs(7, &vma).count(), 0);
+        assert_eq!(fill_jobs(7, &vma, None).count(), 0);
         vma.shared = false;
-        assert_eq!(fill_jobs(7, &vma).count(), 1);
+        assert_eq!(fill_jobs(7, &vma, None).count(), 1);
         assert!(validate_layout(7, &mm(&vma)).is_ok());
     }
 

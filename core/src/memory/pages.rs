@@ -69,6 +69,12 @@ pub enum MemoryError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("pid {pid}: UFFDIO_COPY of its pages at {addr:#x}")]
+    CopyIn {
+        pid: i32,
+        addr: u64,
+        source: io::Error,
+    },
     // No pid: the running kernel lacks the features.
     #[error("this kernel's userfaultfd lacks features {missing:#x} that a lazy restore needs (EVENT_FORK, EVENT_REMAP, EVENT_REMOVE, EVENT_UNMAP)")]
     LazyUnsupported { missing: u64 },

@@ -195,6 +195,7 @@ impl RemoteTask {
 
     /// Run one syscall; a negative result is an error naming the call.
     pub fn syscall(&self, name: &'static str, nr: i64, args: [u64; 6]) -> Result<u64> {
+        tracing::trace!(tid = self.tid, name, "remote call");
         let r = self.syscall_raw(nr, args)?;
         if (-4095..0).contains(&r) {
             return Err(RemoteError::Syscall {

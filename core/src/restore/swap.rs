@@ -99,6 +99,13 @@ pub(super) fn swap<'a>(
         }
         None => None,
     };
+    // Eager: a uffd to copy the pages in through, made now, while the
+    // target may still make one (the restorer's credentials, no seccomp
+    // filter), and armed at the end of the swap.
+    let fill_uffd = match lazy {
+        Some(_) => None,
+        None => memory::uffd_fill::open(&task, pid, &mm.vmas)?,
+    };
     // A user namespace in which it holds capabilities: made now, while it
     // is one thread and root, after the mappings of the restorer's shared
     // memory; its supplementary groups first (the namespace may deny
@@ -127,14 +134,6 @@ pub(super) fn swap<'a>(
         }
         None => current,
     };
-    // The pages go in on the fillers' threads; nothing below reads the
-    // program's memory.
-    let fill = mm
-        .vmas
-        .iter()
-        .filter(|v| uffd.is_none() || !memory::lazy::is_lazy(v))
-        .flat_map(|v| memory::fill_jobs(pid, v))
-        .collect();
     memory::set_mm_fields(&task, &mut mem, &scratch, mm)?;
     let task = task.stepping();
     signals::restore_actions(&task, &mut mem, &scratch, &p.sigactions)?;
@@ -210,6 +209,16 @@ pub(super) fn swap<'a>(
         &regs,
         th.sigmask,
     )?;
+    // The pages go in on the fillers' threads, while every task of the
+    // process stays stopped until the release: with a uffd registered
+    // only now, no fault can wait on a page not yet in.
+    let fill_uffd = fill_uffd.and_then(|u| memory::uffd_fill::arm(u, pid, &mm.vmas));
+    let fill = mm
+        .vmas
+        .iter()
+        .filter(|v| uffd.is_none() || !memory::lazy::is_lazy(v))
+        .flat_map(|v| memory::fill_jobs(pid, v, fill_uffd.as_ref()))
+        .collect();
     Ok(Swapped {
         threads: created,
         uffd,

@@ -340,6 +340,11 @@ impl Reaper {
     /// `hiber restore DIR --json`; the restored pids are ours to end.
     #[track_caller]
     pub fn restore(&mut self, dir: &Path, extra: &[&str]) -> Restored {
+        self.restore_logged(dir, extra).0
+    }
+
+    /// [`Reaper::restore`], with what the restorer wrote to stderr (its log).
+    pub fn restore_logged(&mut self, dir: &Path, extra: &[&str]) -> (Restored, String) {
         let mut args = vec!["restore", path(dir), "--json"];
         args.extend_from_slice(extra);
         let out = hiber(&args);
@@ -349,7 +354,8 @@ impl Reaper {
         let keeper = v["keeper"].as_i64().map(|k| k as i32);
         self.pids.extend(pids.iter().map(|p| p.1));
         self.pids.extend(keeper);
-        Restored { pids, keeper }
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        (Restored { pids, keeper }, log)
     }
 
     /// End every process we know of, with their descendants, and wait
