@@ -122,18 +122,20 @@ pub fn register(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<Owne
     if !vmas.iter().any(is_lazy) {
         return Ok(None);
     }
-    let ours = open_for(task, pid, FEATURES)?;
+    let ours = open_for(task, pid, 0, FEATURES)?;
     register_lazy_ranges(&ours, pid, vmas)?;
     Ok(Some(ours))
 }
 
-/// A new uffd of the stopped task `pid`'s mm, with `features`: the
-/// restorer's reference to it (the target keeps no fd).
-pub(super) fn open_for(task: &RemoteTask, pid: i32, features: u64) -> Result<OwnedFd> {
+/// A new uffd of the stopped task `pid`'s mm, made with `flags` (besides
+/// close-on-exec and non-blocking) and `features`: the restorer's
+/// reference to it (the target keeps no fd).
+pub(super) fn open_for(task: &RemoteTask, pid: i32, flags: i32, features: u64) -> Result<OwnedFd> {
+    let flags = flags | libc::O_CLOEXEC | libc::O_NONBLOCK;
     let theirs = task.syscall(
         "userfaultfd",
         libc::SYS_userfaultfd,
-        [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0],
+        [flags as u64, 0, 0, 0, 0, 0],
     )?;
     let taken = crate::sys::fd::pidfd_open(pid)
         .and_then(|pidfd| crate::sys::fd::pidfd_getfd(&pidfd, theirs as i32))

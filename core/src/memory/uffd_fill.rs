@@ -36,7 +36,10 @@ pub fn open(task: &RemoteTask, pid: i32, vmas: &[Vma]) -> Result<Option<OwnedFd>
     if lazy::lazy_bytes(vmas) < FROM_BYTES {
         return Ok(None);
     }
-    match lazy::open_for(task, pid, 0) {
+    // User-mode faults only: nothing runs in the process while its ranges
+    // are registered, and that mode needs no privilege (a restorer that is
+    // not root, with vm.unprivileged_userfaultfd at 0).
+    match lazy::open_for(task, pid, uffd::USER_MODE_ONLY, 0) {
         Ok(fd) => Ok(Some(fd)),
         Err(MemoryError::Remote(RemoteError::Syscall {
             name: "userfaultfd",
