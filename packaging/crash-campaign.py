@@ -3,7 +3,7 @@
 
   crash-campaign.py restore [--kills 200] [--hiber PATH] [--pidns|--keeper] [--seed N]
 
-`restore`: saves a workload of four processes (each with two threads, 2 MiB
+`restore`: saves a workload of four processes (each with two threads, 6 MiB
 of private memory and a SysV segment they share, printing "INDEX K OK" every
 20 ms) with `checkpoint --stop`, then, as many times as asked, starts
 `hiber restore` on the image and kills it with SIGKILL at a random instant

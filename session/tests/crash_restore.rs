@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Four processes (a parent and three children), each with two threads,
-/// 2 MiB of private memory and a SysV segment they share. Each prints
+/// 6 MiB of private memory and a SysV segment they share. Each prints
 /// "INDEX K OK" every 20 ms (one write), OK saying its memory, the segment
 /// and its threads' counters are as they were.
 const WORKLOAD: &str = include_str!("../../fixtures/crash-workload.py");
@@ -272,9 +272,23 @@ fn restorer_killed_at_any_instant_leaves_nothing_and_the_image_restores_afterwar
     let mut length = Duration::MAX;
     for _ in 0..2 {
         let t0 = Instant::now();
-        let out = hiber(&["restore", path(&img), "--json"]);
+        let out = hiber(&[
+            "--log",
+            "hiber_core::memory::uffd_fill=debug",
+            "restore",
+            path(&img),
+            "--json",
+        ]);
         length = length.min(t0.elapsed());
         assert_ok(&out, "a whole restore");
+        // So the kills below land in that path too.
+        let copied_in = String::from_utf8_lossy(&out.stderr)
+            .matches("pages copied in through a userfaultfd")
+            .count();
+        assert_eq!(
+            copied_in, 4,
+            "every process's memory copied in through a userfaultfd"
+        );
         end_run(&saved, key, &log, &log_saved);
     }
 
