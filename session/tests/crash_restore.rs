@@ -274,7 +274,7 @@ fn restorer_killed_at_any_instant_leaves_nothing_and_the_image_restores_afterwar
         let t0 = Instant::now();
         let out = hiber(&[
             "--log",
-            "hiber_core::memory::uffd_fill=debug",
+            "hiber_core::memory::fill=debug",
             "restore",
             path(&img),
             "--json",

@@ -229,7 +229,7 @@ fn memory_registers_and_address_space() {
 }
 
 /// A process with more private anonymous memory than
-/// `uffd_fill::FROM_BYTES` (the fixture has 6 MiB in one mapping, a
+/// `memory::fill::UFFD_FROM_BYTES` (the fixture has 6 MiB in one mapping, a
 /// page in four never touched) gets those pages copied in through a
 /// userfaultfd; its checks hold, the untouched pages included, and no
 /// mapping stays registered once it runs.
@@ -242,7 +242,7 @@ fn large_anonymous_memory_is_copied_in_through_a_userfaultfd() {
     let img = t.path().join("img");
     r.checkpoint_stop(pid, &img);
     let _ = fs::remove_file(dir.join("report"));
-    let (_, log) = r.restore_logged(&img, &["--log", "hiber_core::memory::uffd_fill=debug"]);
+    let (_, log) = r.restore_logged(&img, &["--log", "hiber_core::memory::fill=debug"]);
     assert!(
         log.lines()
             .any(|l| l.contains("pages copied in through a userfaultfd")

@@ -11,7 +11,7 @@
 //! saved pages back from the outside.
 
 use crate::devices::DevicePolicies;
-use crate::image::{ChunkRef, ChunkSink, ImageReader};
+use crate::image::{ChunkRef, ChunkSink};
 use crate::pagescan::{
     self, Query, PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
 };
@@ -20,10 +20,10 @@ use crate::procfs::{MapsEntry, MapsPath, PagemapEntry, SmapsEntry};
 use crate::procmem::ProcMem;
 use crate::remote::{RemoteTask, Scratch};
 use crate::sys::wrap::WrapIoResult;
+pub mod fill;
 pub mod lazy;
 pub mod pages;
 pub mod shmem;
-pub mod uffd_fill;
 
 use pages::Result;
 pub use pages::{
@@ -35,10 +35,8 @@ use serde::{Deserialize, Serialize};
 use shmem::{MapTarget, ShmemTable};
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What backs a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -775,116 +773,6 @@ fn read_window(
     Ok(kept)
 }
 
-/// Saved pages to write into a restored process.
-#[derive(Debug)]
-pub struct FillJob<'a> {
-    pub pid: i32,
-    pub pages: &'a [PageChunk],
-    /// The uffd to copy them in through, if any (see [`uffd_fill`]).
-    pub uffd: Option<Arc<OwnedFd>>,
-}
-
-/// Chunks per job: small enough to spread one large process over every
-/// worker, large enough that the queue costs nothing.
-const CHUNKS_PER_JOB: usize = 16;
-
-/// Split a mapping's pages into jobs for `pid`. Only pages that are the
-/// process's own are ever written: a shared mapping's pages belong to its
-/// file or object (written through the mapping, they would reach the file
-/// on disk), so such a mapping yields no job whatever its document says.
-/// With `uffd` (see [`uffd_fill`]), the mappings registered with it go in
-/// through it.
-pub fn fill_jobs<'a>(
-    pid: i32,
-    vma: &'a Vma,
-    uffd: Option<&Arc<OwnedFd>>,
-) -> impl Iterator<Item = FillJob<'a>> {
-    let pages: &[PageChunk] = if vma.has_private_pages() {
-        &vma.pages
-    } else {
-        &[]
-    };
-    let uffd = uffd.filter(|_| lazy::is_lazy(vma)).cloned();
-    pages.chunks(CHUNKS_PER_JOB).map(move |pages| FillJob {
-        pid,
-        pages,
-        uffd: uffd.clone(),
-    })
-}
-
-/// Run `body` with a queue of page-filling jobs served by `workers`
-/// threads, which read, check and decompress chunks and write them into
-/// the processes (`process_vm_writev` needs no ptrace stop, so this runs
-/// while the caller goes on with the next process). Returns once every
-/// job is done; `filled` counts the bytes written.
-pub fn with_page_fillers<'a, T, E: From<MemoryError>>(
-    reader: &ImageReader,
-    workers: usize,
-    filled: &std::sync::atomic::AtomicU64,
-    body: impl FnOnce(&std::sync::mpsc::Sender<FillJob<'a>>) -> std::result::Result<T, E>,
-) -> std::result::Result<T, E> {
-    let (tx, rx) = std::sync::mpsc::channel::<FillJob<'a>>();
-    let rx = std::sync::Mutex::new(rx);
-    std::thread::scope(|s| {
-        // Owned by this closure: if `body` panics, unwinding drops it
-        // before the scope joins the workers, so they stop instead of
-        // waiting for jobs forever (and the restorer with them).
-        let tx = tx;
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|_| s.spawn(|| fill_worker(&rx, reader, filled)))
-            .collect();
-        let result = body(&tx);
-        // Close the queue: workers finish what is queued, then stop.
-        drop(tx);
-        let mut failed = None;
-        for h in handles {
-            if let Err(e) = h.join().expect("a page filler panicked") {
-                failed.get_or_insert(e);
-            }
-        }
-        let value = result?;
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(value),
-        }
-    })
-}
-
-fn fill_worker(
-    rx: &std::sync::Mutex<std::sync::mpsc::Receiver<FillJob<'_>>>,
-    reader: &ImageReader,
-    filled: &std::sync::atomic::AtomicU64,
-) -> Result<()> {
-    // The restorer's ptrace exchanges with the tasks are the critical
-    // path and wait on the scheduler at every step: the fillers yield to
-    // them (they only need to finish before the tasks are let go).
-    let _ = crate::sys::process::set_thread_nice(10);
-    let mut buf = Vec::new();
-    let mut mem: Option<ProcMem> = None;
-    loop {
-        let job = rx.lock().expect("queue lock").recv();
-        let Ok(job) = job else {
-            return Ok(());
-        };
-        let mem = match &mut mem {
-            Some(m) if m.pid() == job.pid => m,
-            slot => slot.insert(ProcMem::new(job.pid, true)),
-        };
-        fill_pages(
-            job.pid,
-            job.pages,
-            reader,
-            &mut buf,
-            |addr, data| match &job.uffd {
-                Some(uffd) => uffd_fill::copy_in(uffd, mem, addr, data),
-                None => mem.write(addr, data).map_err(MemoryError::from),
-            },
-        )?;
-        let bytes: u64 = job.pages.iter().map(|p| p.chunk.raw_len as u64).sum();
-        filled.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Checks before anything is created: [`validate_layout`], then
 /// [`check_files`].
 pub fn validate(pid: i32, mm: &MmImage) -> Result<()> {
@@ -1514,16 +1402,16 @@ mod tests {
             auxv: Vec::new(),
             exe: None,
         };
-        assert_eq!(fill_jobs(7, &vma, None).count(), 0);
+        assert_eq!(fill::fill_jobs(7, &vma, None).count(), 0);
         let e = validate_layout(7, &mm(&vma)).unwrap_err().to_string();
         assert!(e.contains("carries saved pages"), "{e}");
         vma.backing = Backing::Shmem {
             object: 0,
             offset: 0,
         };
-        assert_eq!(fill_jobs(7, &vma, None).count(), 0);
+        assert_eq!(fill::fill_jobs(7, &vma, None).count(), 0);
         vma.shared = false;
-        assert_eq!(fill_jobs(7, &vma, None).count(), 1);
+        assert_eq!(fill::fill_jobs(7, &vma, None).count(), 1);
         assert!(validate_layout(7, &mm(&vma)).is_ok());
     }
 

@@ -22,7 +22,7 @@ use std::time::Instant;
 pub(super) struct Swapped<'a> {
     pub threads: Vec<i32>,
     pub uffd: Option<std::os::fd::OwnedFd>,
-    pub fill: Vec<memory::FillJob<'a>>,
+    pub fill: Vec<memory::fill::FillJob<'a>>,
 }
 
 /// Replace the node's address space and state with the saved process's.
@@ -104,7 +104,7 @@ pub(super) fn swap<'a>(
     // filter), and armed at the end of the swap.
     let fill_uffd = match lazy {
         Some(_) => None,
-        None => memory::uffd_fill::open(&task, pid, &mm.vmas)?,
+        None => memory::fill::open(&task, pid, &mm.vmas)?,
     };
     // A user namespace in which it holds capabilities: made now, while it
     // is one thread and root, after the mappings of the restorer's shared
@@ -212,12 +212,12 @@ pub(super) fn swap<'a>(
     // The pages go in on the fillers' threads, while every task of the
     // process stays stopped until the release: with a uffd registered
     // only now, no fault can wait on a page not yet in.
-    let fill_uffd = fill_uffd.and_then(|u| memory::uffd_fill::arm(u, pid, &mm.vmas));
+    let fill_uffd = fill_uffd.and_then(|u| memory::fill::arm(u, pid, &mm.vmas));
     let fill = mm
         .vmas
         .iter()
         .filter(|v| uffd.is_none() || !memory::lazy::is_lazy(v))
-        .flat_map(|v| memory::fill_jobs(pid, v, fill_uffd.as_ref()))
+        .flat_map(|v| memory::fill::fill_jobs(pid, v, fill_uffd.as_ref()))
         .collect();
     Ok(Swapped {
         threads: created,
