@@ -92,6 +92,13 @@ def matches(app, role, name, prefix=False):
     return out
 
 
+def distinct_names(objs):
+    """The objects' names, each once, in order, read at once: a list being
+    rebuilt holds its old and its new rows for a moment (CI saw two cards
+    for one snapshot), and its objects may go while they are read."""
+    return list(dict.fromkeys(o.name for o in objs))
+
+
 def dump(app, out):
     def rec(o, depth):
         try:
@@ -518,10 +525,8 @@ def run(cmd, args):
         role, prefix, n = args[0], args[1], int(args[2])
         args = args[3:]
         def names_if_n(a):
-            # Names read at once: the objects may go when the list is
-            # rebuilt.
             try:
-                names = [o.name for o in matches(a, role, prefix, prefix=True)]
+                names = distinct_names(matches(a, role, prefix, prefix=True))
             except Exception:
                 return None
             return names if len(names) == n else None
@@ -550,9 +555,11 @@ def run(cmd, args):
         def either(a):
             if matches(a, "label", text):
                 return "label"
-            if len(matches(a, role, prefix, prefix=True)) == n:
-                return "count"
-            return None
+            try:
+                names = distinct_names(matches(a, role, prefix, prefix=True))
+            except Exception:
+                return None
+            return "count" if len(names) == n else None
 
         print(until(f"label {text!r} or {n} {role} named {prefix!r}...", seconds(0), either))
     elif cmd == "names":
