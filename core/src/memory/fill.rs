@@ -66,9 +66,9 @@ pub fn fill_jobs<'a>(
 }
 
 /// Run `body` with a queue of page-filling jobs served by `workers`
-/// threads, which read, check and decompress chunks and write them into
-/// the processes (`process_vm_writev` needs no ptrace stop, so this runs
-/// while the caller goes on with the next process). Returns once every
+/// threads, which read, check and decompress chunks and put them into
+/// the processes (`process_vm_writev` and `UFFDIO_COPY` need no ptrace
+/// stop, so this runs while the caller goes on with the next process). Returns once every
 /// job is done; `filled` counts the bytes written.
 pub fn with_page_fillers<'a, T, E: From<MemoryError>>(
     reader: &ImageReader,

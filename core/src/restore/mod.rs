@@ -38,6 +38,7 @@ use crate::creds::Creds;
 use crate::files;
 use crate::image::ImageReader;
 use crate::memory;
+use crate::memory::fill::{with_page_fillers, FillJob};
 use crate::memory::shmem::{MapTarget, SharedObjects};
 use crate::ptrace;
 use crate::snapshot::{ProcessImage, Snapshot};
@@ -599,55 +600,54 @@ fn swap_all<'s>(
         .sum();
     let filled = std::sync::atomic::AtomicU64::new(0);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-    let swap_result =
-        memory::fill::with_page_fillers(reader, workers, &filled, |fill| -> Result<()> {
-            let answers = Answers::new();
-            let give = |k: usize, (i, p, pid): (usize, &'s ProcessImage, i32)| {
-                let gadget = built.shared.slot(i).gadget.load(Ordering::Acquire);
-                tracers.give(k, &answers, move || {
-                    // Killed by the kernel if we die before the release: never
-                    // run with its address space half swapped in.
-                    ptrace::seize_exit_kill(pid)?;
-                    ptrace::interrupt(pid)?;
-                    swap::wait_event_stop(pid)?;
-                    let swapped = swap::swap(
-                        pid,
-                        gadget,
-                        p,
-                        &targets.shmem,
-                        &targets.current,
-                        lazy.then_some(reader),
-                    )?;
-                    Ok::<_, RestoreError>((i, pid, swapped))
-                });
-            };
-            let mut todo = built.processes();
-            let mut busy = 0;
-            for (k, next) in (0..tracers.len()).zip(todo.by_ref()) {
+    let swap_result = with_page_fillers(reader, workers, &filled, |fill| -> Result<()> {
+        let answers = Answers::new();
+        let give = |k: usize, (i, p, pid): (usize, &'s ProcessImage, i32)| {
+            let gadget = built.shared.slot(i).gadget.load(Ordering::Acquire);
+            tracers.give(k, &answers, move || {
+                // Killed by the kernel if we die before the release: never
+                // run with its address space half swapped in.
+                ptrace::seize_exit_kill(pid)?;
+                ptrace::interrupt(pid)?;
+                swap::wait_event_stop(pid)?;
+                let swapped = swap::swap(
+                    pid,
+                    gadget,
+                    p,
+                    &targets.shmem,
+                    &targets.current,
+                    lazy.then_some(reader),
+                )?;
+                Ok::<_, RestoreError>((i, pid, swapped))
+            });
+        };
+        let mut todo = built.processes();
+        let mut busy = 0;
+        for (k, next) in (0..tracers.len()).zip(todo.by_ref()) {
+            give(k, next);
+            busy += 1;
+        }
+        while busy > 0 {
+            let (k, answer) =
+                answers.next(SWAP_TIMEOUT, || "a tracer to swap a process in".into())?;
+            busy -= 1;
+            let (i, pid, swapped) = answer?;
+            for job in take_swapped(built, &mut held[k], &mut uffds, i, pid, swapped) {
+                fill.send(job)
+                    .expect("the fillers live until the swaps end");
+            }
+            (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
+            (steps.go_on)("swapping in memory")?;
+            if let Some(next) = todo.next() {
                 give(k, next);
                 busy += 1;
             }
-            while busy > 0 {
-                let (k, answer) =
-                    answers.next(SWAP_TIMEOUT, || "a tracer to swap a process in".into())?;
-                busy -= 1;
-                let (i, pid, swapped) = answer?;
-                for job in take_swapped(built, &mut held[k], &mut uffds, i, pid, swapped) {
-                    fill.send(job)
-                        .expect("the fillers live until the swaps end");
-                }
-                (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
-                (steps.go_on)("swapping in memory")?;
-                if let Some(next) = todo.next() {
-                    give(k, next);
-                    busy += 1;
-                }
-            }
-            // Every mapping exists: now seals may forbid new writable ones.
-            shared_objs.seal(&snap.shmem)?;
-            debug!(elapsed = ?steps.t0.elapsed(), "every process swapped in; pages still filling");
-            Ok(())
-        });
+        }
+        // Every mapping exists: now seals may forbid new writable ones.
+        shared_objs.seal(&snap.shmem)?;
+        debug!(elapsed = ?steps.t0.elapsed(), "every process swapped in; pages still filling");
+        Ok(())
+    });
     debug!(elapsed = ?steps.t0.elapsed(), "pages filled");
     (steps.progress)(filled.load(Ordering::Relaxed), total_bytes);
     // The last chance: after this the tree is let go.
@@ -665,7 +665,7 @@ fn take_swapped<'s>(
     i: usize,
     pid: i32,
     swapped: swap::Swapped<'s>,
-) -> Vec<memory::fill::FillJob<'s>> {
+) -> Vec<FillJob<'s>> {
     let NodeKind::Process(pi) = built.plan.nodes[i].kind else {
         unreachable!("only processes are swapped")
     };
